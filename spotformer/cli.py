@@ -1,0 +1,27 @@
+"""``spotformer``: synthetic data, training, spotting and MEGC evaluation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from spotformer import __version__
+from sw_mro._cli_util import dispatch
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("spotformer.demo", "run the built-in end-to-end demo"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(
+        "spotformer",
+        "SpotFormer facial expression spotting: make-synthetic, train, spot, evaluate.",
+        COMMANDS,
+        argv,
+        __version__,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""SpotFormer and its variants."""

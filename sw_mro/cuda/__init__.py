@@ -1,0 +1,1 @@
+"""CuPy CUDA kernels (sources compiled with NVRTC) and torch interop."""

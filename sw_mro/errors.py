@@ -1,0 +1,39 @@
+"""Typed errors. Every message names the file (or value) and, where possible, the fix."""
+
+from __future__ import annotations
+
+
+class SWMROError(Exception):
+    """Base class for every user-facing error raised by ``sw_mro``."""
+
+
+class VideoError(SWMROError):
+    """A video file or frame folder cannot be used."""
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The video file or frame folder does not exist."""
+
+
+class CorruptVideoError(VideoError):
+    """The file exists but cannot be decoded."""
+
+
+class EmptyVideoError(VideoError):
+    """The video decodes to zero frames."""
+
+
+class ClipTooShortError(VideoError):
+    """The video has fewer frames than the operation needs (stride, window)."""
+
+
+class LandmarkError(SWMROError):
+    """Landmark detection failed for a whole video."""
+
+
+class NoFaceError(LandmarkError):
+    """No face was found in any frame of a video."""
+
+
+class ModelNotFoundError(LandmarkError, FileNotFoundError):
+    """A landmark model the user must bring is missing; the message says where to put it."""

@@ -1,0 +1,1 @@
+"""File I/O: video and frame-folder readers, landmark backends, writers."""

@@ -1,0 +1,1 @@
+"""Pure tensor functions: Farneback flow, MDMO, ROI pooling, warps."""

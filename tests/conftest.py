@@ -1,0 +1,61 @@
+"""Shared fixtures. The whole suite runs on CPU; ``--device cuda`` reruns it on a GPU.
+
+Random data comes from seeded generators on CPU and is then moved to the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sw_mro.io.samples import astronaut, carphone_path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device", default="cpu", help="torch device for device-generic tests (cpu or cuda)"
+    )
+
+
+def _cuda_ok() -> bool:
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _cuda_ok():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not _cuda_ok():
+        pytest.skip("--device cuda given but no CUDA device is available")
+    return torch.device(name)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def carphone() -> str:
+    return str(carphone_path())
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb() -> np.ndarray:
+    return astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_gray(astronaut_rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
