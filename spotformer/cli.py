@@ -9,7 +9,7 @@ from spotformer import __version__
 from sw_mro._cli_util import dispatch
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("spotformer.demo", "run the built-in end-to-end demo"),
+    "demo": ("spotformer.commands.demo", "run the built-in end-to-end demo"),
 }
 
 

@@ -1,0 +1,1 @@
+"""CLI sub-commands of ``sw-mro``: each module has add_arguments(parser) and run(args)."""
