@@ -1,8 +1,28 @@
-"""The one annotation table every loader returns (SPEC.md section 1)."""
+"""The one annotation table every loader returns (SPEC.md section 1).
+
+Frame-index convention
+----------------------
+Every :class:`Expression` holds **0-based frame indices into the decoded, subsampled
+frame sequence**: the index ``i`` of ``sw_mro.io.open_video(path, stride=s)``, whose
+frame ``i`` is source frame ``i * s`` (0-based). So:
+
+- CAS(ME)^2 (30 fps, ``stride=1``): its files are 1-based (``img1.jpg`` is frame 1),
+  so the loader subtracts 1.
+- SAMM-LV (200 fps, ``stride=7``): its files are 1-based too, and the loader maps a
+  source frame ``f`` to ``(f - 1) / 7``, rounding onset/offset and flooring apex.
+- The generic CSV (:meth:`AnnotationTable.to_csv`, ``load_csv``) stores these indices
+  as they are, so a table round-trips through it unchanged.
+
+Where a loader knows the video behind each ``video`` id, ``AnnotationTable.sources``
+maps the id to a :class:`VideoRef` (path, fps and the stride the indices assume), so
+``open_video(ref.path, stride=ref.stride, fps=ref.fps)`` gives the frames the indices
+count.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,8 +35,8 @@ KINDS: tuple[Kind, Kind] = ("macro", "micro")
 
 @dataclass(frozen=True, order=True)
 class Expression:
-    """One annotated expression, in the data set's own frame numbers (after any
-    conversion the loader documents, e.g. SAMM-LV's /7 subsampling)."""
+    """One annotated expression: 0-based frame indices into the decoded (and
+    subsampled) frame sequence, ``onset <= apex <= offset``, both ends inclusive."""
 
     subject: str
     video: str
@@ -37,19 +57,54 @@ class Expression:
 
 @dataclass(frozen=True)
 class DroppedRow:
-    """A source row a loader could not use, kept so that nothing is lost silently."""
+    """A source row a loader could not use, kept so that nothing is lost silently.
+
+    ``source`` names the file (and sheet), ``row`` is the 1-based row (xlsx) or line
+    (CSV) number in that file.
+    """
 
     source: str
     row: int
     reason: str
 
 
+@dataclass(frozen=True)
+class VideoRef:
+    """Where the frames of one ``video`` id live, and how to decode them.
+
+    ``path``: a video file or a frame folder. ``fps``: the source frame rate (``None``:
+    the container's rate for a file, 30.0 for a folder). ``stride``: the temporal
+    subsampling the table's frame indices assume (7 for SAMM-LV). ``subject``: whose
+    video it is (``None`` if the loader cannot tell), so that leave-one-subject-out can
+    place videos without annotated expressions. Open it with
+    ``sw_mro.io.open_video(ref.path, stride=ref.stride, fps=ref.fps)``.
+    """
+
+    path: Path
+    fps: float | None = None
+    stride: int = 1
+    subject: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"{self.path}: fps must be a positive number, got {self.fps!r}")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise ValueError(f"{self.path}: stride must be an int >= 1, got {self.stride!r}")
+
+
+CSV_COLUMNS = ("subject", "video", "onset", "apex", "offset", "type")
+CSV_SOURCE_COLUMNS = ("path", "fps", "stride")
+
+
 @dataclass
 class AnnotationTable:
-    """Expressions plus the rows that were dropped, with why."""
+    """Expressions plus the rows that were dropped (with why) and, optionally, where
+    each video lives (``sources``, keyed by ``video`` id; it may also list videos
+    without any annotated expression, which still count for false positives)."""
 
     expressions: list[Expression] = field(default_factory=list)
     dropped: list[DroppedRow] = field(default_factory=list)
+    sources: dict[str, VideoRef] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.expressions)
@@ -72,13 +127,45 @@ class AnnotationTable:
         return [e for e in self.expressions if e.subject == subject]
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the generic CSV ``subject,video,onset,apex,offset,type`` atomically."""
+        """Write the generic CSV ``subject,video,onset,apex,offset,type`` atomically.
+
+        When ``sources`` is not empty, the columns ``path,fps,stride`` follow (paths
+        relative to the CSV's folder where possible), and a video in ``sources`` with
+        no expression gets one row with empty frame columns, so ``load_csv`` reads
+        back the same table (``dropped`` aside: it is not a property of the data).
+        """
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
+        with_sources = bool(self.sources)
+        header = list(CSV_COLUMNS) + (list(CSV_SOURCE_COLUMNS) if with_sources else [])
+
+        def source_cells(video: str) -> list[str]:
+            ref = self.sources.get(video)
+            if ref is None:
+                return ["", "", ""]
+            return [
+                _relative_to(ref.path, path.parent),
+                "" if ref.fps is None else repr(float(ref.fps)),
+                str(ref.stride),
+            ]
+
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["subject", "video", "onset", "apex", "offset", "type"])
+            w.writerow(header)
             for e in self.expressions:
-                w.writerow([e.subject, e.video, e.onset, e.apex, e.offset, e.kind])
+                row: list[object] = [e.subject, e.video, e.onset, e.apex, e.offset, e.kind]
+                w.writerow(row + (source_cells(e.video) if with_sources else []))
+            annotated = {e.video for e in self.expressions}
+            for video in sorted(set(self.sources) - annotated):
+                subject = self.sources[video].subject or ""
+                w.writerow([subject, video, "", "", "", ""] + source_cells(video))
         os.replace(tmp, path)
         return path
+
+
+def _relative_to(target: Path, folder: Path) -> str:
+    """``target`` relative to ``folder`` when both are on the same drive, else absolute."""
+    try:
+        return Path(os.path.relpath(Path(target).absolute(), Path(folder).absolute())).as_posix()
+    except ValueError:  # different drives on Windows
+        return str(Path(target).absolute())

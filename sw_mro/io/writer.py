@@ -23,8 +23,9 @@ def write_video(
     The file is written to ``<path>.tmp.mp4`` and renamed, so a killed run never
     leaves a truncated video under the final name.
     """
-    import av  # local import: PyAV is heavy and only needed here
     from fractions import Fraction
+
+    import av  # local import: PyAV is heavy and only needed here
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

