@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+# BT.601 limited range ("tv"), what decoders assume for an untagged H.264 stream.
+_YUV = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32
+) / np.float32(255.0)
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB -> ``(3H/2, W)`` I420 (yuv420p) planes, BT.601 limited
+    range, chroma the mean of each 2x2 block. Matches swscale within 1 (Y) / 2 (U, V)."""
+    h, w = rgb.shape[:2]
+    f = rgb.astype(np.float32)
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    out[:h] = cv2.convertScaleAbs(cv2.transform(f, _YUV[:1]) + np.float32(16))
+    uv = cv2.transform(cv2.resize(f, (w // 2, h // 2), interpolation=cv2.INTER_AREA), _YUV[1:])
+    uv = cv2.convertScaleAbs(uv + np.float32(128))  # rounds and saturates
+    out[h : h + h // 4] = uv[..., 0].reshape(h // 4, w)
+    out[h + h // 4 :] = uv[..., 1].reshape(h // 4, w)
+    return out
 
 
 def write_video(
@@ -15,45 +36,53 @@ def write_video(
     fps: float = 30.0,
     *,
     crf: int = 18,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
+    preset: str = "veryfast",
 ) -> Path:
-    """Write ``frames`` ((H, W, 3) RGB or (H, W) gray uint8) to an H.264 mp4, atomically.
+    """Write ``frames`` ((H, W, 3) RGB or (H, W) gray uint8, even H and W) to an H.264
+    mp4 (libx264, yuv420p), atomically and byte-reproducibly.
 
-    The file is written to ``<path>.tmp.mp4`` and renamed, so a killed run never
-    leaves a truncated video under the final name.
+    - Atomic: the file is written to ``<name>.tmp.mp4`` and renamed, so a killed run
+      never leaves a truncated video under the final name.
+    - Reproducible: frames are converted to yuv420p here (:func:`rgb_to_i420`; with RGB
+      input PyAV's swscale made the first encode of a process differ from later ones)
+      and x264 runs one thread (its output depends on the thread count).
     """
-    from fractions import Fraction
-
-    import av  # local import: PyAV is heavy and only needed here
+    import av  # local import: PyAV is only needed here
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    rate = Fraction(fps).limit_denominator(1001)
-    n = 0
-    with av.open(str(tmp), mode="w") as container:
-        stream = None
-        for frame in frames:
-            arr = np.asarray(frame)
-            if arr.dtype != np.uint8:
-                raise ValueError(f"write_video({path}): frames must be uint8, got {arr.dtype}")
-            if arr.ndim == 2:
-                arr = np.repeat(arr[:, :, None], 3, axis=2)
-            if arr.ndim != 3 or arr.shape[2] != 3:
-                raise ValueError(f"write_video({path}): frame shape {arr.shape} is not (H, W[, 3])")
+    stream = None
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            for frame in frames:
+                arr = np.asarray(frame)
+                if arr.dtype != np.uint8:
+                    raise ValueError(f"write_video({path}): frames must be uint8, got {arr.dtype}")
+                if arr.ndim == 2:
+                    arr = np.repeat(arr[:, :, None], 3, axis=2)
+                if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] % 2 or arr.shape[1] % 2:
+                    raise ValueError(
+                        f"write_video({path}): frame shape {arr.shape} is not (H, W[, 3]) "
+                        "with even H and W"
+                    )
+                if stream is None:
+                    stream = container.add_stream(
+                        "libx264", rate=Fraction(fps).limit_denominator(1001)
+                    )
+                    stream.width, stream.height = arr.shape[1], arr.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": preset}
+                    stream.codec_context.thread_count = 1
+                vf = av.VideoFrame.from_ndarray(rgb_to_i420(arr), format="yuv420p")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
             if stream is None:
-                stream = container.add_stream(codec, rate=rate)
-                stream.width, stream.height = arr.shape[1], arr.shape[0]
-                stream.pix_fmt = pix_fmt
-                stream.options = {"crf": str(crf), "preset": "veryfast"}
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-            for packet in stream.encode(vf):
+                raise ValueError(f"write_video({path}): no frames given")
+            for packet in stream.encode():
                 container.mux(packet)
-            n += 1
-        if stream is None:
-            raise ValueError(f"write_video({path}): no frames given")
-        for packet in stream.encode():
-            container.mux(packet)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path

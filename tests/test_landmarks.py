@@ -1,0 +1,210 @@
+"""Landmark backends: dlib on real photographs and video, insightface with stand-in ONNX
+models of the real models' input and output shapes (built here with ``onnx``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sw_mro.errors import ModelNotFoundError
+from sw_mro.io.landmarks import (
+    INSIGHTFACE_FILES,
+    InsightFaceLandmarker,
+    Landmarker,
+    make_landmarker,
+)
+from sw_mro.io.video import open_video
+
+# --------------------------------------------------------------------------- dlib
+
+
+def test_dlib_astronaut(astronaut_rgb: np.ndarray) -> None:
+    res = make_landmarker("dlib").detect(astronaut_rgb)
+    assert res.points.shape == (1, 68, 2) and res.points.dtype == np.float32
+    assert res.found.tolist() == [True]
+    x0, y0, x1, y1 = res.boxes[0]
+    pts = res.points[0]
+    # Nose tip (30) inside the face box, left eye corner (36) left of the right one (45),
+    # chin (8) below the nose: the iBUG layout, on the astronaut's face (~x 180-265).
+    assert x0 < pts[30, 0] < x1 and y0 < pts[30, 1] < y1
+    assert pts[36, 0] < pts[45, 0] and pts[8, 1] > pts[30, 1]
+    assert 170 < pts[:, 0].mean() < 280 and 80 < pts[:, 1].mean() < 200
+
+
+def test_dlib_is_a_landmarker_and_takes_any_layout(astronaut_rgb: np.ndarray) -> None:
+    lm = make_landmarker("dlib", track=False)
+    assert isinstance(lm, Landmarker)
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    a = lm.detect(torch.from_numpy(astronaut_rgb)[None])  # torch (1, H, W, 3)
+    b = lm.detect(gray)  # one gray frame
+    assert a.found[0] and b.found[0]
+    assert np.abs(a.points - b.points).max() < 6.0  # same face, gray vs colour input
+    with pytest.raises(ValueError, match="uint8"):
+        lm.detect(astronaut_rgb.astype(np.float32))
+
+
+def test_dlib_tracking_agrees_with_full_detection(carphone: str) -> None:
+    frames = open_video(carphone).read(range(30)).numpy()
+    tracked = make_landmarker("dlib").detect(frames)
+    full = make_landmarker("dlib", track=False).detect(frames)
+    assert tracked.found.all() and full.found.all()
+    # The tracker searches a rescaled region around the last box; the HOG box (and so
+    # the landmarks) can shift by a few pixels against a whole-frame scan of a 44 px face.
+    assert np.median(np.abs(tracked.points - full.points)) < 1.5
+    assert np.abs(tracked.points - full.points).max() < 8.0
+
+
+def test_dlib_fallback_and_largest_face(astronaut_rgb: np.ndarray) -> None:
+    blank = np.full_like(astronaut_rgb, 90)
+    lm = make_landmarker("dlib")
+    res = lm.detect(np.stack([blank, astronaut_rgb, blank]))
+    assert res.found.tolist() == [False, True, False]
+    assert np.isnan(res.points[0]).all()  # nothing seen yet
+    assert np.array_equal(res.points[2], res.points[1])  # last good reused
+    lm.reset()
+    assert np.isnan(lm.detect(blank).points).all()
+    strict = make_landmarker("dlib", fill_missing=False).detect(np.stack([astronaut_rgb, blank]))
+    assert np.isnan(strict.points[1]).all()
+    # Two faces: the astronaut at 512 px (face ~87 px, left) and at 666 px (face ~113
+    # px, right); the larger one wins.
+    canvas = np.full((666, 1200, 3), 60, np.uint8)
+    canvas[:, 600:] = cv2.resize(astronaut_rgb, (666, 666))[:, :600]
+    canvas[:512, :512] = astronaut_rgb
+    lm = make_landmarker("dlib", track=False, detect_max_side=1200)
+    rects = lm._full(canvas)
+    assert len(rects) >= 2  # both faces are found, so the choice is real
+    res = lm.detect(canvas)
+    largest = max(rects, key=lambda r: (r[2] - r[0]) * (r[3] - r[1]))
+    np.testing.assert_array_equal(res.boxes[0], np.float32(largest))
+    assert res.found[0] and res.points[0, :, 0].mean() > 800
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="unknown landmark backend"):
+        make_landmarker("mtcnn")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- insightface
+
+
+def test_insightface_missing_models_say_where(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as exc:
+        make_landmarker("insightface", root=tmp_path / "buffalo_l")
+    msg = str(exc.value)
+    for name in INSIGHTFACE_FILES:
+        assert str(tmp_path / "buffalo_l" / name) in msg
+    assert "--insightface-root" in msg and "buffalo_l" in msg
+
+
+# Stand-ins with the real models' interfaces (insightface 0.7 buffalo_l):
+# det_10g.onnx: input "input.1" (1, 3, H, W) -> 9 outputs, scores (A, 1), boxes (A, 4),
+# keypoints (A, 10) for strides 8, 16, 32 with A = 2 (H / s) (W / s) anchors.
+# 1k3d68.onnx: input "data" (1, 3, 192, 192) -> (1, 3309): 1103 3-D points, the last 68
+# are the iBUG landmarks in [-1, 1] crop coordinates.
+FACE_CELL = (9, 7)  # stride-32 anchor (x, y) of the planted large face
+SMALL_CELL = (30, 10)  # stride-16 anchor of a planted smaller face
+LMK = np.random.default_rng(3).uniform(-0.6, 0.6, (68, 2)).astype(np.float32)
+
+
+def _det_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, outputs = [], [], []
+    # gate = clip(4 * (mean(x) + 0.9), 0, 1): ~1 for an image, 0 for a black frame.
+    nodes.append(helper.make_node("ReduceMean", ["input.1"], ["m"], keepdims=0))
+    inits += [numpy_helper.from_array(np.array(0.9, np.float32), "c09"),
+              numpy_helper.from_array(np.array(4.0, np.float32), "c4"),
+              numpy_helper.from_array(np.array(0.0, np.float32), "c0"),
+              numpy_helper.from_array(np.array(1.0, np.float32), "c1")]  # fmt: skip
+    nodes += [helper.make_node("Add", ["m", "c09"], ["m1"]),
+              helper.make_node("Mul", ["m1", "c4"], ["m2"]),
+              helper.make_node("Clip", ["m2", "c0", "c1"], ["gate"])]  # fmt: skip
+    names = []
+    for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
+        for stride in (8, 16, 32):
+            g = 640 // stride
+            val = np.zeros((2 * g * g, width), np.float32)
+            if kind == "score":
+                if stride == 32:
+                    val[2 * (FACE_CELL[1] * g + FACE_CELL[0])] = 0.95
+                if stride == 16:
+                    val[2 * (SMALL_CELL[1] * g + SMALL_CELL[0])] = 0.9
+            elif kind == "bbox":
+                val[:] = 2.0  # distances in strides: a 4-stride square around the anchor
+            name = f"{kind}{stride}"
+            inits.append(numpy_helper.from_array(val, f"{name}_c"))
+            op = "Mul" if kind == "score" else "Add"
+            other = "gate" if kind == "score" else "c0"
+            nodes.append(helper.make_node(op, [f"{name}_c", other], [name]))
+            outputs.append(
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, [2 * g * g, width])
+            )
+            names.append(name)
+    graph = helper.make_graph(
+        nodes, "det_standin",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        outputs, inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def _lmk_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    pts = np.zeros((1103, 3), np.float32)
+    pts[-68:, :2] = LMK
+    pts[-68:, 2] = 0.1
+    nodes = [
+        helper.make_node("ReduceMean", ["data"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "c0"], ["z"]),
+        helper.make_node("Add", ["pts", "z"], ["fc1"]),
+    ]
+    inits = [numpy_helper.from_array(pts.reshape(1, 3309), "pts"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "c0")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "lmk_standin",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 192, 192])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3309])], inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.fixture(scope="module")
+def standin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("buffalo_l")
+    _det_model(root / "det_10g.onnx")
+    _lmk_model(root / "1k3d68.onnx")
+    return root
+
+
+def test_insightface_standin_decoding(standin_root: Path, astronaut_rgb: np.ndarray) -> None:
+    frame = cv2.resize(astronaut_rgb, (800, 600))  # 4:3, so the 640 letterbox pads
+    lm = make_landmarker("insightface", root=standin_root)
+    assert isinstance(lm, InsightFaceLandmarker) and isinstance(lm, Landmarker)
+    res = lm.detect(np.stack([frame, np.zeros_like(frame), frame]))
+    assert res.found.tolist() == [True, False, True]
+    # Expected, computed independently: letterbox scale 640 / 800; the stride-32 anchor
+    # (x, y) * 32 with distances 2 * 32 on each side is the larger of the two faces.
+    det_scale = 640 / 800
+    cx, cy = FACE_CELL[0] * 32, FACE_CELL[1] * 32
+    want_box = np.array([cx - 64, cy - 64, cx + 64, cy + 64]) / det_scale
+    np.testing.assert_allclose(res.boxes[0], want_box, atol=1e-3)
+    # Landmarks: crop of 1.5x the box side at 192 px, points (p + 1) * 96 in the crop.
+    side = want_box[2] - want_box[0]
+    s = 192 / (1.5 * side)
+    centre = (want_box[:2] + want_box[2:]) / 2
+    want_pts = ((LMK + 1) * 96 - 96) / s + centre
+    np.testing.assert_allclose(res.points[0], want_pts, atol=1e-3)
+    np.testing.assert_array_equal(res.points[1], res.points[0])  # fallback on the black frame
+
+
+def test_insightface_input_normalisation_detected(standin_root: Path) -> None:
+    # The stand-in has no MXNet Sub/Mul preamble, so inputs are (x - 127.5) / 128.
+    lm = InsightFaceLandmarker(standin_root)
+    assert (lm.lmk_mean, lm.lmk_std, lm.lmk_size) == (127.5, 128.0, 192)
