@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from sw_mro import __version__
 from sw_mro._cli_util import dispatch
 
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("sw_mro.commands.extract", "SW-MRO features of videos or frame folders -> .npy + .json"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

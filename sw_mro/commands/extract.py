@@ -1,0 +1,228 @@
+"""``sw-mro extract``: SW-MRO features of videos or frame folders, one ``.npy`` each.
+
+For each input ``X`` (a video file, or a folder of numbered frames) it writes
+
+- ``OUT/<name>.npy``: float32 ``(N, window, R, 2)`` (``np.load`` reads it), and
+- ``OUT/<name>.json``: the resolved config, versions, fps, frame counts, the frames
+  whose landmarks fell back to the last good ones, timings, and ``"complete": true``,
+
+where ``<name>`` is the file's stem or the folder's name. Both files are written to a
+temporary name and renamed, the JSON last, so an output is complete exactly when its
+JSON exists and says so. Complete outputs made with the same config are skipped unless
+``--overwrite``; one made with another config is an error for that input (use
+``--overwrite``). A failing input is reported and the others go on; the exit code is
+1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files or frame folders"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, required=True, help="folder for <name>.npy and <name>.json"
+    )
+    parser.add_argument("--gpu", action="store_true", help="run on CUDA (frames stay on the GPU)")
+    parser.add_argument("--window", type=int, default=17, help="clip length w, odd (default 17)")
+    parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (SAMM-LV: 7)")
+    parser.add_argument(
+        "--face-size", type=int, default=256, help="face crop side in px (default 256)"
+    )
+    parser.add_argument(
+        "--landmarks",
+        choices=("dlib", "insightface"),
+        default="dlib",
+        help="landmark backend (default dlib)",
+    )
+    parser.add_argument(
+        "--insightface-root", type=Path, default=None,
+        help="folder holding buffalo_l's det_10g.onnx and 1k3d68.onnx",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per batch (default 16 on CPU, 128 on GPU)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="recompute complete outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import kornia
+    import numpy
+    import torch
+
+    import sw_mro
+
+    out = {
+        "sw_mro": sw_mro.__version__,
+        "torch": torch.__version__,
+        "kornia": kornia.__version__,
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+    }
+    try:
+        import dlib
+
+        out["dlib"] = dlib.__version__
+    except ImportError:
+        out["dlib"] = "not installed"
+    return out
+
+
+def output_name(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
+
+
+def _is_complete(json_path: Path, npy_path: Path, config: dict[str, Any]) -> bool | None:
+    """True: complete with this config; None: complete with another config; False: not."""
+    if not (json_path.is_file() and npy_path.is_file()):
+        return False
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not meta.get("complete"):
+        return False
+    return True if meta.get("config") == config else None
+
+
+def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace) -> str:
+    import numpy as np
+    from tqdm import tqdm
+
+    from sw_mro.io.video import open_video
+    from sw_mro.pipeline import stream
+
+    name = output_name(src_path)
+    npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
+    cfg_dict = cfg.to_dict()
+    state = _is_complete(meta_path, npy, cfg_dict)
+    if state and not args.overwrite:
+        return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
+    if state is None and not args.overwrite:
+        raise FileExistsError(
+            f"{meta_path} was made with a different config; pass --overwrite to replace it"
+        )
+    video = open_video(src_path, stride=cfg.stride, color="rgb")
+    info = video.info
+    n, w, r = info.num_frames, cfg.window, cfg.num_rois
+    tmp_npy = out_dir / f".{name}.npy.tmp"
+    tmp_json = out_dir / f".{name}.json.tmp"
+    fallback: list[int] = []
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
+        with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
+            for chunk in stream(video, cfg):
+                k = chunk.features.shape[0]
+                out[chunk.start : chunk.start + k] = chunk.features.cpu().numpy()
+                fallback.extend(chunk.fallback_frames)
+                for key, val in chunk.stats.items():
+                    stages[key] = stages.get(key, 0.0) + val
+                bar.update(k)
+        out.flush()
+        del out
+        os.replace(tmp_npy, npy)
+        seconds = time.perf_counter() - t0
+        meta = {
+            "complete": True,
+            "input": str(src_path),
+            "features": npy.name,
+            "shape": [n, w, r, 2],
+            "dtype": "float32",
+            "layout": "frame x window position x ROI x (dx, dy), pixels at face_size; [:, 0] = 0",
+            "roi_landmarks": list(cfg.roi_landmarks),
+            "roi_groups": [list(g) for g in cfg.roi_groups],
+            "fps": info.fps,
+            "source_fps": info.source_fps,
+            "num_frames": n,
+            "source_num_frames": info.source_num_frames,
+            "stride": info.stride,
+            "height": info.height,
+            "width": info.width,
+            "landmark_fallback_frames": fallback,
+            "config": cfg_dict,
+            "versions": _versions(),
+            "device": _device_name(cfg.device),
+            "seconds": round(seconds, 3),
+            "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,
+            "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        }
+        tmp_json.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_json, meta_path)
+    finally:
+        for tmp in (tmp_npy, tmp_json):
+            if tmp.exists():
+                tmp.unlink()
+    note = f", {len(fallback)} landmark fallback frames" if fallback else ""
+    return f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sw_mro.config import SWMROConfig
+
+    device = "cuda" if args.gpu else "cpu"
+    if args.gpu and not torch.cuda.is_available():
+        print("error: --gpu given but no CUDA device is available to torch", file=sys.stderr)
+        return 2
+    try:
+        cfg = SWMROConfig(
+            window=args.window,
+            face_size=args.face_size,
+            stride=args.stride,
+            landmarks=args.landmarks,
+            insightface_root=None if args.insightface_root is None else str(args.insightface_root),
+            device=device,
+            batch_size=args.batch_size,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    seen: dict[str, Path] = {}
+    for raw in args.inputs:
+        path = Path(raw)
+        name = output_name(path)
+        try:
+            if name in seen:
+                raise ValueError(
+                    f"output name {name!r} is also the name of {seen[name]}; rename one of them"
+                )
+            seen[name] = path
+            print(_extract_one(path, args.out_dir, cfg, args), flush=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad input must not stop the others
+            failed.append(str(path))
+            print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    done = len(args.inputs) - len(failed)
+    print(
+        f"{done} of {len(args.inputs)} inputs done"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0

@@ -1,0 +1,256 @@
+"""SW-MRO extraction settings: one frozen, validated dataclass.
+
+Every number SPEC.md section 2 gives is a default here, and every decision it leaves
+open is a field with its default documented below (see also docs/sw_mro.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["SWMROConfig"]
+
+_REF_FACE = 256  # face size at which the precedent's pixel sizes are stated (SPEC 2.3, 2.5)
+
+
+@dataclass(frozen=True)
+class SWMROConfig:
+    """Settings of :func:`sw_mro.extract` and ``sw-mro extract``.
+
+    Paper / SPEC.md section 2 defaults:
+
+    - ``window`` = 17 (odd, >= 3): clip length w; clip c_i is centred on frame i and the
+      video is padded with w // 2 copies of its first and last frames (SPEC 2.1).
+    - ``face_size`` = 256: every clip frame is cropped with the clip's first-frame box and
+      resized to ``face_size`` x ``face_size`` (SPEC 2.2; 320 was used for SAMM).
+    - ``roi_landmarks`` = (18, 19, 20, 23, 24, 25, 48, 51, 54, 57), 0-based iBUG indices,
+      ``roi_groups`` = ((0, 3), (3, 6), (6, 10)) (SPEC 2.5).
+    - ``roi_size``: square ROI side, 21 px at 256 px, scaled with ``face_size`` when left
+      None (``round(21 * face_size / 256)``, made odd so the patch centres on its pixel).
+    - ``nose_landmarks`` = (29, 30) and ``nose_margin``, 13 px at 256 px, scaled likewise
+      (SPEC 2.3).
+    - ``align_tol`` = 0.1 px, ``align_max_iter`` = 4 (SPEC 2.4).
+    - MDMO: ``mdmo_bins`` = 4, ``mdmo_top`` = 0.6 for ROIs; ``nose_bins`` = 4 (90 degrees
+      each), ``nose_top`` = 0.88 (SPEC 2.6).
+    - Farneback: ``pyr_scale`` 0.5, ``levels`` 3, ``winsize`` 15, ``iterations`` 5,
+      ``poly_n`` 7, ``poly_sigma`` 1.5, box window (flags 0) (SPEC 2, precedent).
+
+    Decisions SPEC leaves open (each is a field):
+
+    - ``crop_box`` = "landmarks": the face box is a square around the 68 landmarks of the
+      clip's first frame: centre of the landmarks' bounding box, side ``box_scale`` (1.2)
+      times its larger extent, shifted up by ``box_shift`` (0.05) of the side so that the
+      eyebrows sit inside with margin. Derived from landmarks, the crop is the same for
+      every landmark backend and jitters less than a HOG detector box. "detector" uses
+      the backend's own box, squared about its centre with the same ``box_scale``.
+      Parts of the box outside the frame are filled by replicating the border.
+    - Crop resampling: bilinear with ``align_corners=False`` (a box [x0, x1) maps onto
+      pixel centres), gray = cv2's RGB->gray weights. Flow runs on gray crops as float32
+      in [0, 255].
+    - ``roi_pool`` = "patch": an ROI is the ``roi_size`` square of flow vectors centred on
+      the landmark rounded to the nearest pixel, clamped inside the crop.
+    - Nose region: the bounding box of ``nose_landmarks`` widened by ``nose_margin`` on
+      every side, rounded to whole pixels. Its head shift is computed on a nose patch: the
+      flow between the reference crop and the target crop (re-aligned by the running
+      shift) over a square of ``nose_patch`` px centred on the nose region (default
+      64 px at 256, scaled, >= 64 px; the nose box is ~27 x 40 px at 256) with the SPEC
+      Farneback settings (OpenCV's level cap leaves 2 pyramid levels at 64 px). A
+      96 px patch left the same head residual on a 5.6 px drift (median 0.20 vs
+      0.20 px, p95 0.42 vs 0.42 px) at 2.25x the alignment flow cost. SPEC 2 allows it
+      ("the nose shift needs flow only around the nose").
+    - Alignment: the target crop is shifted by the accumulated nose shift with a
+      bilinear Kornia translation (border replicated); an iteration's residual is the
+      nose MDMO of the re-aligned pair and is added to the shift; iteration stops when
+      the residual is <= ``align_tol`` px (per pair) or after ``align_max_iter`` shifts.
+      The final ROI flow is of the last aligned pair.
+    - MDMO angle bins: ``atan2(dy, dx)`` in [0, 2 pi) cut into equal bins starting at
+      angle 0; ties between equally populated bins go to the lowest bin; "top p %"
+      keeps ``ceil(p * count)`` vectors (at least 1); zero-magnitude vectors count like
+      any other. The mean vector is (direction of the kept vectors' sum) x (their mean
+      magnitude); it is 0 when the sum is 0.
+    - ``landmarks`` = "dlib"; ``insightface_root`` for the insightface backend.
+      Landmarks are tracked within segments of ``landmark_segment`` (32) frames: the
+      tracker restarts (a whole-frame detection) at every multiple of 32, so segments
+      can run on ``landmark_workers`` threads (None = 1 on CPU, up to 16 on CUDA hosts)
+      and the features do not depend on chunking or on the number of workers. A frame
+      without a face takes the last good landmarks before it; frames before the first
+      face take the first face's.
+    - ``device`` = "cpu"; ``batch_size`` = windows per device batch (each window has
+      w - 1 pairs), None = 16 on CPU and 128 on CUDA; ``flow_backend`` = "auto" (see
+      ``sw_mro.ops.farneback``); ``chunk_size`` = frames decoded (and landmarked) at a time, None = 64 on CPU and 256
+      on CUDA; ``stride`` = 1
+      (temporal subsampling, e.g. 7 for SAMM-LV).
+    """
+
+    window: int = 17
+    face_size: int = 256
+    roi_size: int | None = None
+    roi_landmarks: tuple[int, ...] = (18, 19, 20, 23, 24, 25, 48, 51, 54, 57)
+    roi_groups: tuple[tuple[int, int], ...] = ((0, 3), (3, 6), (6, 10))
+    nose_landmarks: tuple[int, ...] = (29, 30)
+    nose_margin: float | None = None
+    nose_patch: int | None = None
+    crop_box: Literal["landmarks", "detector"] = "landmarks"
+    box_scale: float = 1.2
+    box_shift: float = 0.05
+    align_tol: float = 0.1
+    align_max_iter: int = 4
+    mdmo_bins: int = 4
+    mdmo_top: float = 0.6
+    nose_bins: int = 4
+    nose_top: float = 0.88
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 15
+    iterations: int = 5
+    poly_n: int = 7
+    poly_sigma: float = 1.5
+    flow_backend: Literal["auto", "torch", "cupy", "opencv"] = "auto"
+    landmarks: Literal["dlib", "insightface"] = "dlib"
+    insightface_root: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    chunk_size: int | None = None
+    landmark_segment: int = 32
+    landmark_workers: int | None = None
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"SWMROConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if not isinstance(self.window, int) or self.window < 3 or self.window % 2 == 0:
+            raise bad("window", "must be an odd integer >= 3 (the clip is centred on its frame)")
+        if not isinstance(self.face_size, int) or self.face_size < 32:
+            raise bad("face_size", "must be an integer >= 32 px")
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
+            raise bad("batch_size", "must be a positive integer or None (16 on CPU, 128 on CUDA)")
+        if self.flow_backend not in ("auto", "torch", "cupy", "opencv"):
+            raise bad("flow_backend", "must be 'auto', 'torch', 'cupy' or 'opencv'")
+        for name in ("chunk_size", "landmark_workers"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise bad(name, "must be a positive integer or None (chosen by device)")
+        for name in ("landmark_segment", "stride", "align_max_iter", "iterations", "levels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "align_max_iter" else 1):
+                raise bad(name, "must be a positive integer")
+        if self.roi_size is not None and (not isinstance(self.roi_size, int) or self.roi_size < 1):
+            raise bad("roi_size", "must be a positive integer or None (scaled from 21 at 256 px)")
+        if self.roi_size_px > self.face_size:
+            raise bad("roi_size", f"is larger than face_size {self.face_size}")
+        if self.nose_margin is not None and self.nose_margin < 0:
+            raise bad("nose_margin", "must be >= 0 px or None (scaled from 13 at 256 px)")
+        if self.nose_patch is not None and not 8 <= self.nose_patch <= self.face_size:
+            raise bad("nose_patch", f"must be within [8, face_size={self.face_size}] or None")
+        for name in ("roi_landmarks", "nose_landmarks"):
+            pts = getattr(self, name)
+            if not pts or any(not isinstance(p, int) or not 0 <= p < 68 for p in pts):
+                raise bad(name, "must be a non-empty tuple of landmark indices in [0, 68)")
+        r = len(self.roi_landmarks)
+        if any(not 0 <= a < b <= r for a, b in self.roi_groups):
+            raise bad("roi_groups", f"each (start, stop) must satisfy 0 <= start < stop <= {r}")
+        if self.crop_box not in ("landmarks", "detector"):
+            raise bad("crop_box", "must be 'landmarks' or 'detector'")
+        if not self.box_scale > 0:
+            raise bad("box_scale", "must be > 0")
+        if not self.align_tol >= 0:
+            raise bad("align_tol", "must be >= 0 px")
+        for name in ("mdmo_bins", "nose_bins"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("mdmo_top", "nose_top"):
+            if not 0 < getattr(self, name) <= 1:
+                raise bad(name, "must be a fraction in (0, 1]")
+        if not 0 < self.pyr_scale < 1:
+            raise bad("pyr_scale", "must be in (0, 1)")
+        if self.winsize < 1 or self.poly_n not in (5, 7):
+            raise bad("poly_n", "Farneback supports poly_n 5 or 7 (winsize >= 1)")
+        if self.landmarks not in ("dlib", "insightface"):
+            raise bad("landmarks", "must be 'dlib' or 'insightface'")
+        if not str(self.device).startswith(("cpu", "cuda")):
+            raise bad("device", "must be 'cpu' or a CUDA device such as 'cuda' / 'cuda:0'")
+
+    # Derived sizes (SPEC 2.3, 2.5: pixel sizes stated at 256 px scale with face_size).
+    @property
+    def roi_size_px(self) -> int:
+        if self.roi_size is not None:
+            return self.roi_size
+        s = max(1, round(21 * self.face_size / _REF_FACE))
+        return s if s % 2 else s + 1
+
+    @property
+    def nose_patch_px(self) -> int:
+        if self.nose_patch is not None:
+            return self.nose_patch
+        return min(self.face_size, max(64, round(64 * self.face_size / _REF_FACE)))
+
+    @property
+    def resolved_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 128 if str(self.device).startswith("cuda") else 16
+
+    @property
+    def resolved_chunk_size(self) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return 256 if str(self.device).startswith("cuda") else 64
+
+    @property
+    def resolved_landmark_workers(self) -> int:
+        if self.landmark_workers is not None:
+            return self.landmark_workers
+        if str(self.device).startswith("cuda"):
+            return max(1, min(16, (os.cpu_count() or 2) - 2))
+        return 1
+
+    @property
+    def nose_margin_px(self) -> float:
+        return (
+            13.0 * self.face_size / _REF_FACE
+            if self.nose_margin is None
+            else float(self.nose_margin)
+        )
+
+    @property
+    def num_rois(self) -> int:
+        return len(self.roi_landmarks)
+
+    @property
+    def farneback_kwargs(self) -> dict[str, Any]:
+        return {
+            "pyr_scale": self.pyr_scale,
+            "levels": self.levels,
+            "winsize": self.winsize,
+            "iterations": self.iterations,
+            "poly_n": self.poly_n,
+            "poly_sigma": self.poly_sigma,
+        }
+
+    def replace(self, **changes: Any) -> SWMROConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field plus the resolved pixel sizes."""
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.name.startswith("_")
+        }
+        d = json.loads(json.dumps(d))  # tuples -> lists
+        d["resolved"] = {
+            "roi_size": self.roi_size_px,
+            "nose_margin": self.nose_margin_px,
+            "nose_patch": self.nose_patch_px,
+            "batch_size": self.resolved_batch_size,
+            "chunk_size": self.resolved_chunk_size,
+            "landmark_workers": self.resolved_landmark_workers,
+        }
+        return d

@@ -1,0 +1,37 @@
+"""torch <-> CuPy interop: zero-copy views and kernels on torch's current stream.
+
+Tensors are shared through DLPack (``cupy.from_dlpack``), so no data is copied, and
+every launch happens inside :func:`torch_stream`, which makes torch's current CUDA
+stream CuPy's current stream: kernels are ordered with the surrounding torch work
+without any synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+def as_cupy(t: torch.Tensor) -> Any:
+    """A CuPy array viewing the memory of a contiguous CUDA tensor (no copy)."""
+    import cupy
+
+    if t.device.type != "cuda":
+        raise ValueError(f"as_cupy needs a CUDA tensor; got one on {t.device}")
+    if not t.is_contiguous():
+        raise ValueError("as_cupy needs a contiguous tensor; call .contiguous() first")
+    return cupy.from_dlpack(t.detach())
+
+
+@contextlib.contextmanager
+def torch_stream(device: torch.device) -> Iterator[None]:
+    """Run CuPy launches on torch's current stream of ``device``."""
+    import cupy
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(index)
+    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+        yield

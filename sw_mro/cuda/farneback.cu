@@ -1,0 +1,219 @@
+// Fused CUDA kernels of Farneback dense optical flow (our own code; see
+// sw_mro/ops/_farneback_kernels.py and SPEC.md section 2, "Farneback exactness notes").
+//
+// Layouts (all float32, contiguous):
+//   level image   (F, h, w)
+//   expansion R   (F, 5, h, w), planes Y, X, YY, XY, XX (linear y, x; quadratic yy, xy, xx)
+//   vertical pass (F, 3, h, w) of the expansion (g, xg, xxg along y)
+//   flow          (P, 2, h, w), dx then dy
+//   matrices M    (P, 5, h, w), planes g11, g22, g12, h1, h2
+// Pair p uses frames ref[p] (prev) and tgt[p] (next) of R.
+//
+// One iteration is two kernels: fb_blur_rows (vertical window of M) and
+// fb_blur_cols_solve (horizontal window, 2x2 solve for the flow, then the next
+// update-matrices at the same pixel, which needs only that pixel's new flow).
+
+#define FB_PLANES 5
+
+__device__ __forceinline__ int fb_clamp(int v, int lo, int hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// Border attenuation of r2..r6 at (x, y) (note 5), multiplied in OpenCV's order.
+__device__ __forceinline__ float fb_border_scale(int x, int y, int w, int h) {
+    const float b[5] = {0.14f, 0.14f, 0.4472f, 0.4472f, 0.4472f};
+    float s = 1.f;
+    if (x < 5) s *= b[x];
+    if (x >= w - 5) s *= b[w - x - 1];
+    if (y < 5) s *= b[y];
+    if (y >= h - 5) s *= b[h - y - 1];
+    return s;
+}
+
+// FarnebackUpdateMatrices at one pixel (note 5). r0: R of the reference frame at (y, x);
+// r1f: R of the target frame at (0, 0); ps: plane stride h * w; m: M of the pair at (y, x).
+__device__ __forceinline__ void fb_update_pixel(const float* __restrict__ r0,
+                                                const float* __restrict__ r1f, int x, int y,
+                                                int w, int h, float dx, float dy,
+                                                float* __restrict__ m) {
+    const long long ps = (long long)w * h;
+    float fx = x + dx, fy = y + dy;
+    float fx1 = floorf(fx), fy1 = floorf(fy);
+    float r2, r3, r4, r5, r6;
+    // In bounds only if floor(fx) in [0, w - 2] and floor(fy) in [0, h - 2]; NaN fails.
+    if (fx1 >= 0.f && fx1 < (float)(w - 1) && fy1 >= 0.f && fy1 < (float)(h - 1)) {
+        int x1 = (int)fx1, y1 = (int)fy1;
+        fx -= fx1;
+        fy -= fy1;
+        float a00 = (1.f - fx) * (1.f - fy), a01 = fx * (1.f - fy);
+        float a10 = (1.f - fx) * fy, a11 = fx * fy;
+        const float* p = r1f + (long long)y1 * w + x1;
+#define FB_SAMPLE(pl) \
+    (a00 * p[(pl) * ps] + a01 * p[(pl) * ps + 1] + a10 * p[(pl) * ps + w] + a11 * p[(pl) * ps + w + 1])
+        r2 = FB_SAMPLE(0);
+        r3 = FB_SAMPLE(1);
+        r4 = FB_SAMPLE(2);
+        r6 = FB_SAMPLE(3);
+        r5 = FB_SAMPLE(4);
+#undef FB_SAMPLE
+        r4 = (r0[2 * ps] + r4) * 0.5f;
+        r5 = (r0[4 * ps] + r5) * 0.5f;
+        r6 = (r0[3 * ps] + r6) * 0.25f;
+    } else {
+        r2 = r3 = 0.f;
+        r4 = r0[2 * ps];
+        r5 = r0[4 * ps];
+        r6 = r0[3 * ps] * 0.5f;
+    }
+    r2 = (r0[0] - r2) * 0.5f;
+    r3 = (r0[ps] - r3) * 0.5f;
+    r2 += r4 * dy + r6 * dx;
+    r3 += r6 * dy + r5 * dx;
+    if (x < 5 || x >= w - 5 || y < 5 || y >= h - 5) {
+        float s = fb_border_scale(x, y, w, h);
+        r2 *= s; r3 *= s; r4 *= s; r5 *= s; r6 *= s;
+    }
+    m[0] = r4 * r4 + r6 * r6;       // g11
+    m[ps] = r5 * r5 + r6 * r6;      // g22
+    m[2 * ps] = (r4 + r5) * r6;     // g12
+    m[3 * ps] = r4 * r2 + r6 * r3;  // h1
+    m[4 * ps] = r6 * r2 + r5 * r3;  // h2
+}
+
+// Polynomial expansion, vertical pass (note 4): replicate borders, float sums as OpenCV.
+// kg, kxg, kxxg: the n + 1 non-negative taps of g, x g, x^2 g.
+extern "C" __global__ void fb_poly_rows(const float* __restrict__ img, float* __restrict__ v,
+                                        int frames, int h, int w, int n,
+                                        const float* __restrict__ kg,
+                                        const float* __restrict__ kxg,
+                                        const float* __restrict__ kxxg) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long ps = (long long)w * h;
+    if (i >= frames * ps) return;
+    int x = (int)(i % w), y = (int)((i / w) % h);
+    long long f = i / ps;
+    const float* src = img + f * ps + x;
+    float t0 = src[(long long)y * w] * kg[0], t1 = 0.f, t2 = 0.f;
+    for (int k = 1; k <= n; k++) {
+        float s0 = src[(long long)max(y - k, 0) * w];
+        float s1 = src[(long long)min(y + k, h - 1) * w];
+        float p = s0 + s1;
+        t0 += kg[k] * p;
+        t1 += kxg[k] * (s1 - s0);
+        t2 += kxxg[k] * p;
+    }
+    float* dst = v + f * 3 * ps + (long long)y * w + x;
+    dst[0] = t0;
+    dst[ps] = t1;
+    dst[2 * ps] = t2;
+}
+
+// Polynomial expansion, horizontal pass in double and the inverse-moment combination.
+extern "C" __global__ void fb_poly_cols(const float* __restrict__ v, float* __restrict__ r,
+                                        int frames, int h, int w, int n,
+                                        const float* __restrict__ kg,
+                                        const float* __restrict__ kxg,
+                                        const float* __restrict__ kxxg, double ig11,
+                                        double ig03, double ig33, double ig55) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long ps = (long long)w * h;
+    if (i >= frames * ps) return;
+    int x = (int)(i % w), y = (int)((i / w) % h);
+    long long f = i / ps;
+    const float* row0 = v + f * 3 * ps + (long long)y * w;
+    const float* row1 = row0 + ps;
+    const float* row2 = row1 + ps;
+    double g0 = kg[0];
+    double b1 = row0[x] * g0, b2 = 0, b3 = row1[x] * g0, b4 = 0, b5 = row2[x] * g0, b6 = 0;
+    for (int k = 1; k <= n; k++) {
+        int xl = max(x - k, 0), xr = min(x + k, w - 1);
+        double tg = (double)row0[xr] + row0[xl];
+        b1 += tg * kg[k];
+        b4 += tg * kxxg[k];
+        b2 += ((double)row0[xr] - row0[xl]) * kxg[k];
+        b3 += ((double)row1[xr] + row1[xl]) * kg[k];
+        b6 += ((double)row1[xr] - row1[xl]) * kxg[k];
+        b5 += ((double)row2[xr] + row2[xl]) * kg[k];
+    }
+    float* dst = r + f * FB_PLANES * ps + (long long)y * w + x;
+    dst[0] = (float)(b3 * ig11);                 // Y
+    dst[ps] = (float)(b2 * ig11);                // X
+    dst[2 * ps] = (float)(b1 * ig03 + b5 * ig33);  // YY
+    dst[3 * ps] = (float)(b6 * ig55);            // XY
+    dst[4 * ps] = (float)(b1 * ig03 + b4 * ig33);  // XX
+}
+
+// The matrices of every pair from its current flow (before the first iteration).
+extern "C" __global__ void fb_update_matrices(const float* __restrict__ r,
+                                              const long long* __restrict__ ref,
+                                              const long long* __restrict__ tgt,
+                                              const float* __restrict__ flow,
+                                              float* __restrict__ m, int pairs, int h, int w) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long ps = (long long)w * h;
+    if (i >= pairs * ps) return;
+    long long pix = i % ps;
+    long long p = i / ps;
+    int x = (int)(pix % w), y = (int)(pix / w);
+    const float* fl = flow + p * 2 * ps + pix;
+    fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x, y, w, h,
+                    fl[0], fl[ps], m + p * FB_PLANES * ps + pix);
+}
+
+// Vertical window over the 5 planes (note 6): replicate borders; kern == nullptr means
+// the box (unit weights; the 1/k^2 is applied in fb_blur_cols_solve).
+extern "C" __global__ void fb_blur_rows(const float* __restrict__ m, float* __restrict__ mv,
+                                        int pairs, int h, int w, int half,
+                                        const float* __restrict__ kern) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long ps = (long long)w * h;
+    if (i >= pairs * FB_PLANES * ps) return;
+    int x = (int)(i % w), y = (int)((i / w) % h);
+    const float* src = m + (i / ps) * ps + x;
+    float s = 0.f;
+    for (int j = -half; j <= half; j++) {
+        float val = src[(long long)fb_clamp(y + j, 0, h - 1) * w];
+        s += kern ? kern[j + half] * val : val;
+    }
+    mv[i] = s;
+}
+
+// Horizontal window, the 2x2 solve for the flow (note 6, in double as OpenCV), then
+// (if update) the next update-matrices at this pixel with the new flow.
+extern "C" __global__ void fb_blur_cols_solve(const float* __restrict__ mv,
+                                              float* __restrict__ m,
+                                              float* __restrict__ flow,
+                                              const float* __restrict__ r,
+                                              const long long* __restrict__ ref,
+                                              const long long* __restrict__ tgt, int pairs,
+                                              int h, int w, int half,
+                                              const float* __restrict__ kern, double scale,
+                                              int update) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long ps = (long long)w * h;
+    if (i >= pairs * ps) return;
+    long long pix = i % ps;
+    long long p = i / ps;
+    int x = (int)(pix % w), y = (int)(pix / w);
+    const float* row = mv + p * FB_PLANES * ps + (long long)y * w;
+    // Double sums, as OpenCV's running sums: next to the discontinuous out-of-bounds
+    // rule a float32 sum moved one test scene by 5e-4 px mean EPE.
+    double s[FB_PLANES] = {0.0, 0.0, 0.0, 0.0, 0.0};
+    for (int j = -half; j <= half; j++) {
+        int xx = fb_clamp(x + j, 0, w - 1);
+        float k = kern ? kern[j + half] : 1.f;
+#pragma unroll
+        for (int c = 0; c < FB_PLANES; c++) s[c] += (double)(k * row[c * ps + xx]);
+    }
+    double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
+    double h1 = s[3] * scale, h2 = s[4] * scale;
+    double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
+    float dx = (float)((g11 * h2 - g12 * h1) * idet);
+    float dy = (float)((g22 * h1 - g12 * h2) * idet);
+    float* fl = flow + p * 2 * ps + pix;
+    fl[0] = dx;
+    fl[ps] = dy;
+    if (update)
+        fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x, y, w,
+                        h, dx, dy, m + p * FB_PLANES * ps + pix);
+}

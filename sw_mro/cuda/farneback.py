@@ -1,0 +1,173 @@
+"""Farneback on CUDA tensors with fused CuPy kernels (``farneback.cu``).
+
+The same two halves as the torch engine (``sw_mro.ops._farneback_torch``), with the
+same data layouts, so the dispatcher in ``sw_mro.ops.farneback`` can use either:
+
+- :func:`expand_frames`: pyramid levels with torch ops (smoothing and resize), then the
+  polynomial expansion in two kernels (vertical pass, horizontal pass + combination).
+- :func:`solve_pairs`: per level, one update-matrices kernel, then per iteration two
+  kernels: the vertical window, and the horizontal window fused with the flow solve and
+  the next update-matrices.
+
+Kernels run on torch's current stream and read and write torch tensors in place
+(:mod:`sw_mro.cuda._interop`). :func:`compile_ptx` compiles the source with NVRTC
+alone, so CI checks it on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sw_mro.cuda._interop import as_cupy, torch_stream
+from sw_mro.ops._farneback_expand import pyramid_level
+from sw_mro.ops._farneback_kernels import (
+    FarnebackParams,
+    plan_levels,
+    poly_kernels,
+    window_kernel,
+)
+from sw_mro.ops._farneback_torch import resize_area
+
+SOURCE_PATH = Path(__file__).with_name("farneback.cu")
+KERNELS = (
+    "fb_poly_rows",
+    "fb_poly_cols",
+    "fb_update_matrices",
+    "fb_blur_rows",
+    "fb_blur_cols_solve",
+)
+NVRTC_OPTIONS = ("--std=c++14",)
+_BLOCK = 256
+
+__all__ = ["KERNELS", "compile_ptx", "expand_frames", "solve_pairs"]
+
+
+def source() -> str:
+    """The CUDA C source of the kernels."""
+    return SOURCE_PATH.read_text()
+
+
+def compile_ptx(arch: str = "compute_90") -> str:
+    """Compile the kernels to PTX with NVRTC only (no GPU or driver needed).
+
+    Raises RuntimeError with NVRTC's log if the source does not compile.
+    """
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source(), SOURCE_PATH.name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*NVRTC_OPTIONS, f"--gpu-architecture={arch}"])
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(prog)
+            raise RuntimeError(f"NVRTC failed to compile {SOURCE_PATH}:\n{log}") from exc
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+@functools.cache
+def _module() -> Any:
+    import cupy
+
+    return cupy.RawModule(code=source(), options=NVRTC_OPTIONS)
+
+
+def _launch(name: str, count: int, args: tuple) -> None:
+    blocks = max(1, -(-count // _BLOCK))
+    _module().get_function(name)((blocks,), (_BLOCK,), args)
+
+
+def _i32(v: int) -> np.int32:
+    return np.int32(v)
+
+
+_NULL = np.uint64(0)  # a null pointer argument
+
+
+def expand_frames(frames: torch.Tensor, params: FarnebackParams) -> list[torch.Tensor]:
+    """Per-level expansions of float32 CUDA frames (F, H, W): list of (F, 5, h, w)."""
+    n_frames, height, width = frames.shape
+    n = params.poly_n
+    kern = poly_kernels(n, params.poly_sigma)
+    dev = frames.device
+    taps = [torch.from_numpy(a[n:].copy()).to(dev) for a in (kern.g, kern.xg, kern.xxg)]
+    out = []
+    for level in plan_levels(height, width, params):
+        img = pyramid_level(frames, level).contiguous()
+        h, w = level.height, level.width
+        v = torch.empty(n_frames, 3, h, w, device=dev)
+        r = torch.empty(n_frames, 5, h, w, device=dev)
+        with torch_stream(dev):
+            kg, kxg, kxxg = (as_cupy(t) for t in taps)
+            count = n_frames * h * w
+            _launch("fb_poly_rows", count,
+                    (as_cupy(img), as_cupy(v), _i32(n_frames), _i32(h), _i32(w), _i32(n),
+                     kg, kxg, kxxg))  # fmt: skip
+            _launch("fb_poly_cols", count,
+                    (as_cupy(v), as_cupy(r), _i32(n_frames), _i32(h), _i32(w), _i32(n),
+                     kg, kxg, kxxg, np.float64(kern.ig11), np.float64(kern.ig03),
+                     np.float64(kern.ig33), np.float64(kern.ig55)))  # fmt: skip
+        out.append(r)
+    return out
+
+
+def solve_pairs(
+    expansions: list[torch.Tensor],
+    ref_idx: torch.Tensor,
+    tgt_idx: torch.Tensor,
+    params: FarnebackParams,
+    init_flow: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Flows (P, 2, H, W) of pairs (ref_idx[i] -> tgt_idx[i]) of expanded CUDA frames."""
+    height, width = expansions[0].shape[-2:]
+    dev = expansions[0].device
+    pairs = ref_idx.numel()
+    ref = ref_idx.to(device=dev, dtype=torch.int64).contiguous()
+    tgt = tgt_idx.to(device=dev, dtype=torch.int64).contiguous()
+    half = params.winsize // 2
+    if params.gaussian:
+        kern_t: torch.Tensor | None = torch.from_numpy(window_kernel(params.winsize)).to(dev)
+        scale = 1.0
+    else:
+        kern_t = None
+        scale = 1.0 / (params.winsize * params.winsize)  # note 6
+    flow: torch.Tensor | None = None
+    for level in reversed(plan_levels(height, width, params)):
+        h, w = level.height, level.width
+        if flow is None:
+            if init_flow is not None:
+                flow = resize_area(init_flow, h, w) * level.scale
+            else:
+                flow = torch.zeros(pairs, 2, h, w, device=dev)
+        else:
+            # note 3: linear resize of the coarser flow, times 1 / pyr_scale.
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            flow = flow * (1.0 / params.pyr_scale)
+        flow = flow.contiguous()
+        r = expansions[level.k].contiguous()
+        m = torch.empty(pairs, 5, h, w, device=dev)
+        mv = torch.empty_like(m)
+        with torch_stream(dev):
+            c_r, c_ref, c_tgt = as_cupy(r), as_cupy(ref), as_cupy(tgt)
+            c_flow, c_m, c_mv = as_cupy(flow), as_cupy(m), as_cupy(mv)
+            c_kern = _NULL if kern_t is None else as_cupy(kern_t)
+            px = pairs * h * w
+            _launch("fb_update_matrices", px,
+                    (c_r, c_ref, c_tgt, c_flow, c_m, _i32(pairs), _i32(h), _i32(w)))  # fmt: skip
+            for i in range(params.iterations):
+                _launch("fb_blur_rows", px * 5,
+                        (c_m, c_mv, _i32(pairs), _i32(h), _i32(w), _i32(half), c_kern))  # fmt: skip
+                _launch("fb_blur_cols_solve", px,
+                        (c_mv, c_m, c_flow, c_r, c_ref, c_tgt, _i32(pairs), _i32(h), _i32(w),
+                         _i32(half), c_kern, np.float64(scale),
+                         _i32(int(i < params.iterations - 1))))  # fmt: skip  # note 7
+    assert flow is not None
+    return flow

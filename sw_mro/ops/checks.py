@@ -1,0 +1,54 @@
+"""Boundary checks shared by the ops: one helper per kind of input, ValueError on misuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def as_tensor(x: object, name: str) -> torch.Tensor:
+    """A torch tensor from a tensor or numpy array (no copy where possible)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise ValueError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def gray_batch(x: object, name: str) -> torch.Tensor:
+    """Grayscale images as (B, H, W): accepts (H, W), (B, H, W) or (B, 1, H, W).
+
+    The dtype must be uint8 or floating point (values in 0..255); it is kept as is.
+    """
+    t = as_tensor(x, name)
+    if t.dim() == 2:
+        t = t[None]
+    elif t.dim() == 4 and t.shape[1] == 1:
+        t = t[:, 0]
+    elif t.dim() != 3:
+        raise ValueError(
+            f"{name} must be grayscale (H, W), (B, H, W) or (B, 1, H, W); got shape "
+            f"{tuple(t.shape)}. Convert colour images to gray first."
+        )
+    if t.dtype != torch.uint8 and not t.is_floating_point():
+        raise ValueError(
+            f"{name} must be uint8 or floating point with values in 0..255; got {t.dtype}"
+        )
+    if t.shape[-1] < 1 or t.shape[-2] < 1 or t.shape[0] < 1:
+        raise ValueError(f"{name} has an empty dimension: shape {tuple(t.shape)}")
+    return t
+
+
+def index_vector(x: object, name: str, upper: int, device: torch.device) -> torch.Tensor:
+    """A 1-D int64 index tensor with every value in [0, upper)."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D index tensor; got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must hold integers; got {t.dtype}")
+    t = t.to(device=device, dtype=torch.int64)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= upper):
+        raise ValueError(
+            f"{name} has values outside [0, {upper}): min {int(t.min())}, max {int(t.max())}"
+        )
+    return t

@@ -1,0 +1,529 @@
+"""SW-MRO feature extraction (paper section 3.1, SPEC.md section 2), streamed and batched.
+
+``extract(video)`` returns ``O`` of shape ``(N, w, R, 2)`` (float32, pixels at face
+size); ``stream(video)`` yields the same features in :class:`FeatureChunk` pieces with
+memory bounded for any video length.
+
+How a video flows through (docs/sw_mro.md has the decisions and measured figures):
+
+1. A background thread decodes chunks of ``chunk_size`` frames, finds the landmarks of
+   every frame (``sw_mro.io.landmarks``), turns the frames to gray (cv2's fixed-point
+   RGB->gray weights) on the target device and queues them (at most 2 chunks ahead),
+   so decoding and landmarks overlap the flow work of the main thread.
+2. The main thread keeps a ring buffer of frames (the chunk being consumed plus the
+   ``w // 2`` frames before it), never the whole video, and processes windows in fixed
+   groups of ``batch_size`` windows ``[k B, (k + 1) B)``. The groups do not depend on
+   ``chunk_size``, so streamed and whole-video results are bit-identical.
+3. Per group (SPEC 2.1-2.7), with windows and pairs batched as tensors:
+   - clip ``c_i`` is frames ``clamp(i - w//2 + s)``, ``s = 0..w-1`` (padding with copies
+     of the first and last frames);
+   - every clip frame is cropped with the box of the clip's first frame ``c_i^1`` and
+     resized to ``face_size`` (:func:`sw_mro.ops.crop_resize`);
+   - for all ``w - 1`` pairs ``(c_i^1, c_i^s)`` at once: Farneback on the nose patch,
+     nose MDMO = head shift, sub-pixel re-alignment of ``c_i^s`` (Kornia warp), repeated
+     for the pairs whose residual exceeds ``align_tol`` (at most ``align_max_iter``
+     shifts);
+   - Farneback of every aligned pair with :func:`sw_mro.ops.farneback_pairs` (the
+     reference crop's pyramid and expansion are shared by its ``w - 1`` pairs), then
+     MDMO of every ROI patch; ``o_i^1 = 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sw_mro.config import SWMROConfig
+from sw_mro.errors import ClipTooShortError, NoFaceError
+from sw_mro.io.landmarks import LandmarkResult, make_landmarker
+from sw_mro.ops import (
+    box_mask,
+    crop_resize,
+    farneback_pairs,
+    frame_to_crop,
+    gather_patches,
+    mdmo,
+    patch_origins,
+    shift,
+)
+
+__all__ = [
+    "FeatureChunk",
+    "extract",
+    "face_boxes",
+    "flow_backend",
+    "rgb_to_gray",
+    "stream",
+    "window_features",
+]
+
+
+@dataclass
+class FeatureChunk:
+    """Features of frames ``start .. start + len(features) - 1``.
+
+    ``features``: ``(n, w, R, 2)`` float32 on the config's device. ``landmark_found``:
+    ``(n,)`` bool numpy, False where that frame's landmarks fell back to the last good
+    ones. ``stats``: seconds spent per stage in this chunk (``crop``, ``align``,
+    ``flow``, ``pooling``, ``wait``: time blocked on decode + landmarks).
+    """
+
+    start: int
+    features: torch.Tensor
+    landmark_found: np.ndarray
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.arange(self.start, self.start + self.features.shape[0])
+
+    @property
+    def fallback_frames(self) -> list[int]:
+        return [int(self.start + k) for k in np.flatnonzero(~self.landmark_found)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., 3)`` RGB -> uint8 gray, bit-exact with ``cv2.COLOR_RGB2GRAY``.
+
+    OpenCV 5's 15-bit fixed-point weights: ``(9798 R + 19235 G + 3735 B + 2^14) >> 15``
+    (checked against ``cv2.cvtColor`` in tests/test_sw_mro.py).
+    """
+    x = rgb.to(torch.int32)
+    g = (x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735 + 16384) >> 15
+    return g.to(torch.uint8)
+
+
+def face_boxes(result: LandmarkResult, config: SWMROConfig) -> np.ndarray:
+    """Square crop boxes ``(T, 4)`` ``x0, y0, x1, y1`` per frame (see SWMROConfig.crop_box)."""
+    if config.crop_box == "landmarks":
+        p = result.points.astype(np.float64)
+        lo, hi = p.min(axis=1), p.max(axis=1)
+    else:
+        b = result.boxes.astype(np.float64)
+        lo, hi = b[:, :2], b[:, 2:]
+    centre = (lo + hi) / 2
+    side = config.box_scale * np.max(hi - lo, axis=1)
+    side = np.maximum(side, 8.0)
+    centre[:, 1] -= config.box_shift * side
+    half = side[:, None] / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def _nose_geometry(
+    nose_pts: torch.Tensor, config: SWMROConfig
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Nose box (inclusive, crop px) and the nose patch origin per window.
+
+    SPEC 2.3: the bounding box of the nose landmarks widened by the margin. The flow
+    for the head shift is computed on a ``nose_patch`` square centred on that box.
+    """
+    s = config.face_size
+    m = config.nose_margin_px
+    lo = torch.floor(nose_pts.min(dim=1).values - m + 0.5)
+    hi = torch.floor(nose_pts.max(dim=1).values + m + 0.5)
+    box = torch.cat([lo, hi], dim=1).clamp(0, s - 1).long()  # (B, 4)
+    patch = config.nose_patch_px
+    centre = (box[:, :2] + box[:, 2:]).double() / 2
+    origin = patch_origins(centre, patch, s, s)
+    return box, origin, patch
+
+
+def window_features(
+    crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, stats: dict | None = None
+) -> torch.Tensor:
+    """SW-MRO features of ``B`` clips from their crops (SPEC 2.3-2.7).
+
+    Args:
+        crops: ``(B, w, S, S)`` float gray crops (``S = face_size``), clip frame order.
+        points: ``(B, 68, 2)`` landmarks of each clip's first frame, in crop pixels.
+        config: the settings.
+        stats: optional dict that accumulates seconds per stage.
+
+    Returns:
+        ``(B, w, R, 2)`` float32; ``[:, 0] = 0``.
+    """
+    import time
+
+    b, w, s, _ = crops.shape
+    dev = crops.device
+    fb = dict(config.farneback_kwargs, backend=flow_backend(config, dev))
+    pairs = w - 1
+    win = torch.arange(b, device=dev).repeat_interleave(pairs)  # window of each pair
+    ref = crops[:, 0]
+    tgt = crops[:, 1:].reshape(b * pairs, s, s)
+    t0 = time.perf_counter()
+
+    # -- nose alignment (SPEC 2.4), only for the pairs still above tolerance.
+    nose_pts = points[:, list(config.nose_landmarks)]
+    nbox, norigin, patch = _nose_geometry(nose_pts, config)
+    # The nose MDMO reads only the nose box: gather a (bh, bw) block (the largest box of
+    # the batch) at each box's corner inside the patch, masked to the box itself.
+    local = nbox - norigin.repeat(1, 2)  # box in patch pixels
+    bh = int((local[:, 3] - local[:, 1]).max()) + 1
+    bw = int((local[:, 2] - local[:, 0]).max()) + 1
+    bh, bw = min(bh, patch), min(bw, patch)
+    corner = torch.stack(
+        [local[:, 0].clamp(0, patch - bw), local[:, 1].clamp(0, patch - bh)], dim=1
+    )  # (B, 2)
+    nmask = box_mask(local, corner, (bh, bw))  # (B, bh*bw)
+    ref_patch = gather_patches(ref[:, None], norigin[:, None], patch)[:, 0, :, 0].view(
+        b, patch, patch
+    )
+    d = torch.zeros(b * pairs, 2, device=dev)
+    active = torch.ones(b * pairs, dtype=torch.bool, device=dev)
+    for it in range(config.align_max_iter):
+        idx = active.nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        pw = win[idx]
+        if it == 0:  # nothing shifted yet: cut the patch out of the raw crop
+            tp = gather_patches(tgt[idx, None], norigin[pw, None], patch)[:, 0, :, 0]
+            tp = tp.view(-1, patch, patch)
+        else:
+            tp = shift(tgt[idx], d[idx], origin=norigin[pw], size=patch)
+        uw, inv = torch.unique(pw, return_inverse=True)
+        frames = torch.cat([ref_patch[uw], tp])
+        tgt_idx = torch.arange(idx.numel(), device=dev) + uw.numel()
+        flow = farneback_pairs(frames, inv, tgt_idx, **fb)  # (n, 2, P, P)
+        vec = gather_patches(flow, corner[pw, None], (bh, bw))[:, 0]  # (n, bh*bw, 2)
+        resid = mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top)
+        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
+        d[idx[~done]] += resid[~done]
+        active[idx[done]] = False
+    t1 = time.perf_counter()
+
+    # -- ROI flow of the aligned pairs, reference expansion shared (SPEC 2.4-2.6).
+    moved = (d != 0).any(dim=1)
+    aligned = tgt.clone()
+    if bool(moved.any()):
+        aligned[moved] = shift(tgt[moved], d[moved])
+    frames = torch.cat([ref, aligned])
+    flow = farneback_pairs(frames, win, torch.arange(b * pairs, device=dev) + b, **fb)
+    t2 = time.perf_counter()
+    roi = config.roi_size_px
+    centres = points[:, list(config.roi_landmarks)]  # (B, R, 2)
+    origins = patch_origins(centres.double(), roi, s, s)
+    vec = gather_patches(flow, origins[win], roi)  # (B*pairs, R, roi*roi, 2)
+    feat = mdmo(vec, bins=config.mdmo_bins, top=config.mdmo_top)  # (B*pairs, R, 2)
+    out = torch.zeros(b, w, feat.shape[1], 2, device=dev)
+    out[:, 1:] = feat.view(b, pairs, -1, 2)
+    if stats is not None:
+        _sync(dev)
+        t3 = time.perf_counter()
+        stats["align"] = stats.get("align", 0.0) + (t1 - t0)
+        stats["flow"] = stats.get("flow", 0.0) + (t2 - t1)
+        stats["pooling"] = stats.get("pooling", 0.0) + (t3 - t2)
+    return out
+
+
+def flow_backend(config: SWMROConfig, device: torch.device) -> str:
+    """The Farneback backend: ``"auto"`` means OpenCV on CPU, the library's choice on CUDA.
+
+    On CPU a thread pool of ``cv2.calcOpticalFlowFarneback`` calls was measured faster
+    than the batched torch port on 2 cores (22 vs 73 ms per 256 px pair, docs/sw_mro.md)
+    despite the shared reference expansions; pinned here so that the features do not
+    change if the library's CPU default does. On CUDA ``sw_mro.ops.farneback`` picks
+    CuPy or torch.
+    """
+    if config.flow_backend == "auto" and device.type == "cpu":
+        return "opencv"
+    return config.flow_backend
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@dataclass
+class _Chunk:
+    start: int
+    gray: torch.Tensor  # (T, H, W) uint8 on the device
+    boxes: np.ndarray  # (T, 4) float64 crop boxes
+    points: np.ndarray  # (T, 68, 2) float32 landmarks (frame px)
+    found: np.ndarray  # (T,) bool
+    seconds: float  # decode + landmarks + gray time of this chunk (producer side)
+
+
+def _open(video: Any, config: SWMROConfig):
+    if hasattr(video, "chunks") and hasattr(video, "info"):
+        return video
+    from sw_mro.io.video import open_video
+
+    return open_video(Path(os.fspath(video)), stride=config.stride, color="rgb")
+
+
+class _Landmarks:
+    """Landmarks of consecutive chunks, tracked within fixed segments of frames.
+
+    The tracker restarts at every multiple of ``landmark_segment`` frames, so the result
+    depends neither on ``chunk_size`` nor on the number of worker threads, and segments
+    run in parallel (dlib and onnxruntime release the GIL). A frame without a face takes
+    the last good landmarks before it (across segments and chunks); frames before the
+    first face stay NaN here and are filled by the caller.
+    """
+
+    def __init__(self, config: SWMROConfig, device: torch.device) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.config, self.device = config, device
+        self.segment = config.landmark_segment
+        workers = config.resolved_landmark_workers
+        self.free: list = []  # idle landmarkers (the dlib model itself is shared)
+        self.carry = None  # the landmarker tracking the segment the last chunk ended in
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def _get(self):
+        if self.free:
+            return self.free.pop()
+        c = self.config
+        return make_landmarker(
+            c.landmarks, root=c.insightface_root, device=str(self.device), fill_missing=False
+        )
+
+    @staticmethod
+    def _run(job: tuple) -> LandmarkResult:
+        lm, fresh, frames = job
+        if fresh:
+            lm.reset()
+        return lm.detect(frames)
+
+    def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
+        t = len(frames)
+        seg = self.segment
+        cuts = [0, *range(seg - start % seg, t, seg), t]
+        spans = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+        jobs = []
+        for j, (a, b) in enumerate(spans):
+            continues = j == 0 and start % seg != 0 and self.carry is not None
+            lm = self.carry if continues else self._get()
+            jobs.append((lm, not continues, frames[a:b]))
+        results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
+        ends_inside = (start + t) % seg != 0
+        self.carry = jobs[-1][0] if ends_inside else None
+        self.free.extend(job[0] for job in jobs if job[0] is not self.carry)
+        boxes = np.concatenate([r.boxes for r in results])
+        points = np.concatenate([r.points for r in results])
+        found = np.concatenate([r.found for r in results])
+        # Forward fill: each frame without a face takes the last found frame's values.
+        last = np.maximum.accumulate(np.where(found, np.arange(t), -1))
+        ok = last >= 0
+        boxes[ok], points[ok] = boxes[last[ok]], points[last[ok]]
+        if self.last is not None:
+            boxes[~ok], points[~ok] = self.last
+        if found.any():
+            self.last = (boxes[last[-1]].copy(), points[last[-1]].copy())
+        return LandmarkResult(boxes, points, found)
+
+
+def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device) -> LandmarkResult:
+    """Scan from ``start`` for the first frame with a face (frames are not kept).
+
+    The scan starts at the segment boundary at or before ``start`` so that its tracking
+    (and so the landmarks it returns) is exactly what the main pass will compute.
+    """
+    marks = _Landmarks(config, device)
+    start -= start % config.landmark_segment
+    try:
+        for first, rgb in src.chunks(config.resolved_chunk_size, start=start):
+            res = marks.detect(first, rgb.numpy())
+            hit = np.flatnonzero(res.found)
+            if hit.size:
+                k = hit[0]
+                return LandmarkResult(
+                    res.boxes[k : k + 1], res.points[k : k + 1], res.found[k : k + 1]
+                )
+    finally:
+        marks.close()
+    raise NoFaceError(
+        f"{src.info.path}: no face found in any of its {src.info.num_frames} frames "
+        f"(landmark backend {config.landmarks!r}); the video must show a frontal face"
+    )
+
+
+def _producer(
+    src: Any, config: SWMROConfig, device: torch.device, out: queue.Queue, stop: threading.Event
+) -> None:
+    import time
+
+    marks: _Landmarks | None = None
+    try:
+        marks = _Landmarks(config, device)
+        first_good: LandmarkResult | None = None
+        t = time.perf_counter()
+        for start, rgb in src.chunks(config.resolved_chunk_size):
+            if stop.is_set():
+                return
+            res = marks.detect(start, rgb.numpy())
+            pts, boxes = res.points, res.boxes
+            missing = np.isnan(pts[:, 0, 0])  # only before the first face ever seen
+            if missing.any():
+                if first_good is None:
+                    hit = np.flatnonzero(res.found)
+                    if hit.size:
+                        k = hit[0]
+                        first_good = LandmarkResult(
+                            boxes[k : k + 1], pts[k : k + 1], res.found[k : k + 1]
+                        )
+                    else:
+                        first_good = _first_face(src, start + len(pts), config, device)
+                pts[missing] = first_good.points[0]
+                boxes[missing] = first_good.boxes[0]
+            fixed = LandmarkResult(boxes, pts, res.found)
+            gray = rgb_to_gray(rgb.to(device, non_blocking=True))
+            now = time.perf_counter()
+            item = _Chunk(start, gray, face_boxes(fixed, config), pts, res.found.copy(), now - t)
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            t = time.perf_counter()
+        out.put(None)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        out.put(exc)
+    finally:
+        if marks is not None:
+            marks.close()
+
+
+def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChunk]:
+    """Yield SW-MRO features of ``video`` chunk by chunk, with bounded memory.
+
+    Args:
+        video: a video file, a frame folder, or an opened ``VideoSource`` (anything with
+            ``.info`` and ``.chunks(chunk_size, start=...)`` yielding uint8 RGB).
+        config: settings; default :class:`SWMROConfig()`.
+
+    Yields:
+        :class:`FeatureChunk` for consecutive windows ``[k B, (k + 1) B)``.
+
+    Raises:
+        sw_mro.errors.VideoError subclasses for unusable inputs, ClipTooShortError when
+        the video has fewer frames than the window, NoFaceError when no frame has a face.
+    """
+    import time
+
+    cfg = config or SWMROConfig()
+    device = torch.device(cfg.device)
+    src = _open(video, cfg)
+    n = int(src.info.num_frames)
+    w, h = cfg.window, cfg.window // 2
+    if n < w:
+        raise ClipTooShortError(
+            f"{src.info.path}: {n} frames (after stride {cfg.stride}) is shorter than the "
+            f"window of {w} frames; use a video of >= {w} frames or a smaller --window"
+        )
+    bsz = cfg.resolved_batch_size
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    worker = threading.Thread(target=_producer, args=(src, cfg, device, q, stop), daemon=True)
+    worker.start()
+
+    buf: list[_Chunk] = []  # consecutive chunks covering [buf_start, buf_end)
+    end = 0
+    try:
+        for a in range(0, n, bsz):
+            e = min(a + bsz, n)
+            need_end = min(e + h, n)  # frames [max(a - h, 0), need_end) are needed
+            stats: dict[str, float] = {"wait": 0.0, "decode_landmarks": 0.0}
+            while end < need_end:
+                t = time.perf_counter()
+                item = q.get()
+                stats["wait"] += time.perf_counter() - t
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    raise RuntimeError(f"{src.info.path}: the reader stopped at frame {end} of {n}")
+                stats["decode_landmarks"] += item.seconds
+                buf.append(item)
+                end = item.start + item.gray.shape[0]
+            lo = max(a - h, 0)
+            while buf and buf[0].start + buf[0].gray.shape[0] <= lo:
+                buf.pop(0)  # ring buffer: drop chunks no window needs any more
+            yield _group_features(buf, a, e, n, cfg, device, stats)
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def _group_features(
+    buf: list[_Chunk], a: int, e: int, n: int, cfg: SWMROConfig, device: torch.device, stats: dict
+) -> FeatureChunk:
+    """Features of windows ``[a, e)`` from the buffered chunks."""
+    import time
+
+    t0 = time.perf_counter()
+    w, h, s = cfg.window, cfg.window // 2, cfg.face_size
+    base = buf[0].start
+    gray = torch.cat([c.gray for c in buf]) if len(buf) > 1 else buf[0].gray
+    boxes = np.concatenate([c.boxes for c in buf])
+    points = np.concatenate([c.points for c in buf])
+    found = np.concatenate([c.found for c in buf])
+    b = e - a
+    # Virtual frame v = i - h + s of window i; frame index clamp(v) pads the ends (SPEC 2.1).
+    v = np.arange(a - h, e + h)  # the B + w - 1 virtual frames of this group
+    fidx = np.clip(v, 0, n - 1) - base
+    first = np.clip(np.arange(a, e) - h, 0, n - 1) - base  # first frame of each window
+    win_box = boxes[first]  # (B, 4) crop box of each window
+    # Crop each virtual frame with the boxes of the w windows that use it: window of
+    # (v, slot s) is i = v + h - s; uses outside [a, e) are computed and dropped.
+    slot = np.arange(w)
+    use = (np.arange(len(v))[:, None] - slot[None, :]).clip(0, b - 1)  # (V, w) window in group
+    # One source region (union of this group's boxes, +2 px) keeps the crop input small.
+    H, W = gray.shape[-2:]
+    rx0 = int(max(np.floor(win_box[:, 0].min()) - 2, 0))
+    ry0 = int(max(np.floor(win_box[:, 1].min()) - 2, 0))
+    rx1 = int(min(np.ceil(win_box[:, 2].max()) + 2, W))
+    ry1 = int(min(np.ceil(win_box[:, 3].max()) + 2, H))
+    if rx1 - rx0 < 2 or ry1 - ry0 < 2:  # box wholly outside the frame: use the frame
+        rx0, ry0, rx1, ry1 = 0, 0, W, H
+    region = gray[torch.as_tensor(fidx, device=device), ry0:ry1, rx0:rx1].float()
+    rbox = win_box - np.array([rx0, ry0, rx0, ry0], np.float64)
+    crop_boxes = torch.as_tensor(rbox[use], device=device)  # (V, w, 4)
+    allcrops = crop_resize(region, crop_boxes, s)  # (V, w, S, S)
+    vi = torch.as_tensor(np.arange(b)[:, None] + slot[None, :], device=device)
+    crops = allcrops[vi, torch.as_tensor(slot, device=device)[None, :].expand(b, w)]  # (B, w, S, S)
+    pts = torch.as_tensor(points[first], device=device, dtype=torch.float64)
+    pts_crop = frame_to_crop(pts, torch.as_tensor(win_box, device=device), s)
+    _sync(device)
+    stats["crop"] = time.perf_counter() - t0
+    feats = window_features(crops, pts_crop, cfg, stats)
+    frame_found = found[np.arange(a, e) - base]
+    return FeatureChunk(a, feats, frame_found, stats)
+
+
+def extract(video: Any, config: SWMROConfig | None = None) -> torch.Tensor:
+    """SW-MRO features of a whole video: ``(N, w, R, 2)`` float32 on the config's device.
+
+    Examples:
+        >>> from sw_mro.io.samples import carphone_path
+        >>> cfg = SWMROConfig(window=5, face_size=64, batch_size=64)
+        >>> extract(carphone_path(), cfg).shape
+        torch.Size([120, 5, 10, 2])
+    """
+    return torch.cat([c.features for c in stream(video, config)])

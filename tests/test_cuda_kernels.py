@@ -1,0 +1,195 @@
+"""The CuPy Farneback kernels (sw_mro/cuda/farneback.cu).
+
+Without a GPU (CI): the source must compile to PTX through NVRTC, and the kernels'
+logic is checked by compiling the same .cu file as C++ for the CPU (a few macros stand
+in for CUDA's built-ins) and running our real launch code (sw_mro.cuda.farneback) on
+it, against cv2. With a GPU (``cuda`` marker, skipped cleanly here): the cupy backend
+against the torch backend on the same GPU, mean EPE <= 1e-3 px, and against cv2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_farneback import SPEC, assert_parity, cv2_flow, kwargs_of, scenes
+from tolerances import TOL
+
+import sw_mro.cuda.farneback as fbcuda
+from sw_mro.ops import farneback, farneback_pairs
+from sw_mro.ops._farneback_kernels import FarnebackParams
+
+# --------------------------------------------------------------------------- NVRTC (CPU)
+
+
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_kernels_compile_to_ptx_with_nvrtc(arch: str) -> None:
+    ptx = fbcuda.compile_ptx(arch)
+    assert f".target {arch.replace('compute', 'sm')}" in ptx
+    for name in fbcuda.KERNELS:
+        assert f".entry {name}(" in ptx, f"kernel {name} missing from the PTX"
+
+
+def test_nvrtc_reports_compile_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fbcuda, "source", lambda: 'extern "C" __global__ void k() { oops; }')
+    with pytest.raises(RuntimeError, match="NVRTC failed"):
+        fbcuda.compile_ptx()
+
+
+# --------------------------------------------------------------------------- kernels on CPU
+
+_SHIM = r"""
+#include <cmath>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+struct fb_dim3 { unsigned x = 0, y = 0, z = 0; };
+static fb_dim3 blockIdx, threadIdx, blockDim;
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline int min(int a, int b) { return a < b ? a : b; }
+#include "SOURCE"
+#define RUN(call) for (long long i = 0; i < count; i++) { \
+    blockDim.x = 256; blockIdx.x = (unsigned)(i / 256); threadIdx.x = (unsigned)(i % 256); call; }
+extern "C" {
+void fb_poly_rows_cpu(long long count, const float* img, float* v, int f, int h, int w, int n,
+                      const float* a, const float* b, const float* c)
+{ RUN(fb_poly_rows(img, v, f, h, w, n, a, b, c)) }
+void fb_poly_cols_cpu(long long count, const float* v, float* r, int f, int h, int w, int n,
+                      const float* a, const float* b, const float* c, double i11, double i03,
+                      double i33, double i55)
+{ RUN(fb_poly_cols(v, r, f, h, w, n, a, b, c, i11, i03, i33, i55)) }
+void fb_update_matrices_cpu(long long count, const float* r, const long long* ref,
+                            const long long* tgt, const float* flow, float* m, int p, int h, int w)
+{ RUN(fb_update_matrices(r, ref, tgt, flow, m, p, h, w)) }
+void fb_blur_rows_cpu(long long count, const float* m, float* mv, int p, int h, int w, int half,
+                      const float* k)
+{ RUN(fb_blur_rows(m, mv, p, h, w, half, k)) }
+void fb_blur_cols_solve_cpu(long long count, const float* mv, float* m, float* flow,
+                            const float* r, const long long* ref, const long long* tgt, int p,
+                            int h, int w, int half, const float* k, double scale, int update)
+{ RUN(fb_blur_cols_solve(mv, m, flow, r, ref, tgt, p, h, w, half, k, scale, update)) }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cpu_kernels(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:  # an environment limit, not a result: the NVRTC test still runs
+        pytest.skip("no C++ compiler to build the CPU stand-in of the CUDA kernels")
+    tmp = tmp_path_factory.mktemp("fbcpu")
+    src = tmp / "shim.cpp"
+    src.write_text(_SHIM.replace("SOURCE", str(fbcuda.SOURCE_PATH)))
+    lib = tmp / "libfbcpu.so"
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return ctypes.CDLL(str(lib))
+
+
+def _ctypes_arg(a: object) -> object:
+    if isinstance(a, torch.Tensor):
+        assert a.is_contiguous() and a.device.type == "cpu"
+        return ctypes.c_void_p(a.data_ptr())
+    if isinstance(a, np.uint64):  # the null pointer of an absent Gaussian window
+        return ctypes.c_void_p(int(a) or None)
+    if isinstance(a, np.float64):
+        return ctypes.c_double(float(a))
+    return ctypes.c_int(int(a))
+
+
+@pytest.fixture()
+def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch):
+    """sw_mro.cuda.farneback with its launches redirected to the CPU build of the kernels."""
+
+    def launch(name: str, count: int, args: tuple) -> None:
+        fn = getattr(cpu_kernels, f"{name}_cpu")
+        fn(ctypes.c_longlong(count), *(_ctypes_arg(a) for a in args))
+
+    monkeypatch.setattr(fbcuda, "_launch", launch)
+    monkeypatch.setattr(fbcuda, "as_cupy", lambda t: t)
+    monkeypatch.setattr(fbcuda, "torch_stream", lambda dev: contextlib.nullcontext())
+    return fbcuda
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_kernel_logic_matches_cv2_on_cpu(cupy_engine_on_cpu, gaussian: bool) -> None:
+    names, prevs, nexts = scenes(128)
+    pick = [names.index(n) for n in ("astronaut/rotate-3deg", "carphone/bump-2px",
+                                     "low-texture/shift-3.7px")]  # fmt: skip
+    params = FarnebackParams(*SPEC, gaussian=gaussian)
+    frames = torch.from_numpy(np.concatenate([prevs[pick], nexts[pick]])).float()
+    expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+    k = len(pick)
+    flows = cupy_engine_on_cpu.solve_pairs(expansions, torch.arange(k), torch.arange(k) + k, params)
+    for j, i in enumerate(pick):
+        assert_parity(names[i], flows[j], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
+
+
+def test_kernel_logic_with_initial_flow_on_cpu(cupy_engine_on_cpu) -> None:
+    names, prevs, nexts = scenes(128)
+    i = names.index("astronaut/shift-3.7px")
+    init = np.zeros((1, 2, 128, 128), np.float32)
+    init[:, 0], init[:, 1] = 3.0, -2.0
+    params = FarnebackParams(*SPEC)
+    frames = torch.from_numpy(np.stack([prevs[i], nexts[i]])).float()
+    flows = cupy_engine_on_cpu.solve_pairs(
+        cupy_engine_on_cpu.expand_frames(frames, params),
+        torch.tensor([0]), torch.tensor([1]), params, torch.from_numpy(init),
+    )  # fmt: skip
+    ref = cv2_flow(prevs[i], nexts[i], SPEC, False, init[0].transpose(1, 2, 0))
+    assert_parity(names[i], flows[0], ref)
+
+
+# --------------------------------------------------------------------------- on a GPU
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+@pytest.mark.parametrize("size", [128, 256])
+def test_cupy_matches_torch_on_gpu(size: int, gaussian: bool) -> None:
+    names, prevs, nexts = scenes(size)
+    p = torch.from_numpy(prevs).cuda()
+    n = torch.from_numpy(nexts).cuda()
+    kw = kwargs_of(SPEC, gaussian)
+    ours = farneback(p, n, backend="cupy", **kw)
+    ref = farneback(p, n, backend="torch", **kw)
+    assert ours.device.type == "cuda" and ours.shape == ref.shape
+    epe = (ours - ref).norm(dim=1).mean(dim=(1, 2))
+    assert float(epe.max()) <= TOL["flow_cupy_vs_torch_mean"], epe
+    for i, name in enumerate(names):
+        assert_parity(name, ours[i], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
+
+
+@pytest.mark.cuda
+def test_cupy_pairs_on_a_side_stream() -> None:
+    """Kernels follow torch's current stream: results are ready after that stream syncs."""
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs[:4], nexts[:4]])).cuda()
+    ref = torch.tensor([0, 1, 2, 3, 0], device="cuda")
+    tgt = torch.tensor([4, 5, 6, 7, 5], device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = farneback_pairs(frames, ref, tgt, backend="cupy", max_batch=2)
+    stream.synchronize()
+    want = farneback_pairs(frames, ref, tgt, backend="torch")
+    epe = (got - want).norm(dim=1).mean()
+    assert float(epe) <= TOL["flow_cupy_vs_torch_mean"]
+
+
+@pytest.mark.cuda
+def test_auto_backend_on_gpu_is_cupy_and_matches_torch() -> None:
+    names, prevs, nexts = scenes(128)
+    p, n = torch.from_numpy(prevs[:2]).cuda(), torch.from_numpy(nexts[:2]).cuda()
+    got = farneback(p, n)
+    want = farneback(p, n, backend="torch")
+    assert float((got - want).norm(dim=1).mean()) <= TOL["flow_cupy_vs_torch_mean"]
+
+
+def test_kernel_source_ships_with_the_package() -> None:
+    assert Path(fbcuda.SOURCE_PATH).is_file() and fbcuda.SOURCE_PATH.suffix == ".cu"

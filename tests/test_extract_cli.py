@@ -1,0 +1,119 @@
+"""``sw-mro extract``: outputs, JSON metadata, skip / overwrite, one bad input, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sw_mro
+from sw_mro.cli import main
+
+ARGS = ["--window", "3", "--face-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def carphone_copy(tmp_path_factory: pytest.TempPathFactory, carphone: str) -> Path:
+    d = tmp_path_factory.mktemp("videos")
+    return Path(shutil.copy(carphone, d / "carphone.mp4"))
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory, carphone: str) -> Path:
+    """carphone's first 20 frames, re-encoded: a quick real input."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    frames = open_video(carphone).read(range(20)).numpy()
+    return write_video(tmp_path_factory.mktemp("short") / "short.mp4", frames)
+
+
+def test_extract_writes_npy_and_json(
+    carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    # stride 2: frames 0, 2, ..., 118 of carphone; source frame 118 (index 59) has no face
+    assert main(["extract", str(carphone_copy), "--out-dir", str(out), "--stride", "2", *ARGS]) == 0
+    feats = np.load(out / "carphone.npy")  # the one line a new user needs
+    assert feats.dtype == np.float32 and feats.shape == (60, 3, 10, 2)
+    want = sw_mro.extract(carphone_copy, sw_mro.SWMROConfig(window=3, face_size=64, stride=2))
+    assert torch.equal(torch.from_numpy(feats), want)
+    meta = json.loads((out / "carphone.json").read_text())
+    assert meta["complete"] is True and meta["shape"] == [60, 3, 10, 2]
+    assert meta["num_frames"] == 60 and meta["source_num_frames"] == 120
+    assert meta["stride"] == 2 and meta["fps"] == pytest.approx(29.97 / 2, abs=0.01)
+    assert meta["landmark_fallback_frames"] == [59]
+    assert meta["config"]["window"] == 3 and meta["config"]["face_size"] == 64
+    assert meta["config"]["resolved"]["roi_size"] == 5
+    assert {"sw_mro", "torch", "opencv", "dlib"} <= set(meta["versions"])
+    assert meta["frames_per_second"] > 0 and "flow" in meta["stage_seconds"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "carphone.json",
+        "carphone.npy",
+    ]  # no temp files
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_skip_overwrite_and_one_bad_input(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    corrupt = tmp_path / "broken.mp4"
+    corrupt.write_bytes(b"\x00not a video" * 100)
+    missing = tmp_path / "missing.mp4"
+    # The bad inputs come first: the good one after them is still processed.
+    rc = main(
+        ["extract", str(missing), str(corrupt), str(short_clip), "--out-dir", str(out), *ARGS]
+    )
+    io = capsys.readouterr()
+    assert rc == 1
+    assert "FAILED" in io.err and "missing.mp4" in io.err and "broken.mp4" in io.err
+    assert "CorruptVideoError" in io.err and "VideoNotFoundError" in io.err
+    assert (out / "short.npy").is_file() and not (out / "broken.npy").exists()
+    first = (out / "short.npy").stat().st_mtime_ns
+
+    # Complete with the same config: skipped, exit 0.
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (out / "short.npy").stat().st_mtime_ns == first
+
+    # Another config: refused without --overwrite, recomputed with it.
+    other = ["--window", "5", "--face-size", "64", "--quiet"]
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *other]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *other, "--overwrite"]) == 0
+    assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
+
+
+def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "short.npy").write_bytes(b"partial")  # e.g. a killed run, no JSON
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
+
+
+def test_bad_arguments(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["extract", str(short_clip), "--out-dir", str(tmp_path), "--window", "4"]) == 2
+    assert "window" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["extract", str(short_clip), "--out-dir", str(tmp_path), "--gpu"]) == 2
+        assert "CUDA" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["extract", str(short_clip)])  # --out-dir is required
+
+
+def test_duplicate_names_fail_once(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "b" / "short.mp4"
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    rc = main(["extract", str(short_clip), str(other), "--out-dir", str(tmp_path / "o"), *ARGS])
+    assert rc == 1 and "also the name of" in capsys.readouterr().err

