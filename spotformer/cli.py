@@ -10,6 +10,10 @@ from sw_mro._cli_util import dispatch
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spotformer.commands.demo", "run the built-in end-to-end demo"),
+    "make-synthetic": ("spotformer.commands.make_synthetic", "render the synthetic spotting benchmark"),
+    "evaluate": ("spotformer.commands.evaluate", "score predicted intervals (MEGC protocol)"),
+    "train": ("spotformer.commands.train", "extract SW-MRO features, train SpotFormer with LOSO"),
+    "spot": ("spotformer.commands.spot", "spot expressions in one video with a trained model"),
 }
 
 

@@ -1,0 +1,42 @@
+"""``spotformer evaluate``: score a prediction CSV against a ground-truth CSV (MEGC protocol).
+
+Needs no model: both files hold ``video,onset,offset,type[,score]`` rows (SPEC.md
+section 6). Prints a TP/FP/FN/precision/recall/F1 table, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", type=Path, required=True, help="predictions CSV")
+    parser.add_argument("--gt", type=Path, required=True, help="ground-truth CSV")
+    parser.add_argument(
+        "--iou", type=float, default=0.5, help="IoU a proposal needs to be a TP (default 0.5)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spotformer.metrics import EvaluationError, evaluate, read_intervals
+
+    if not 0.0 < args.iou <= 1.0:
+        print(f"spotformer evaluate: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
+        return 2
+    try:
+        preds = read_intervals(args.pred)
+        gts = read_intervals(args.gt)
+    except EvaluationError as exc:
+        print(f"spotformer evaluate: {exc}", file=sys.stderr)
+        return 2
+    result = evaluate(preds, gts, args.iou)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{len(preds)} proposals, {len(gts)} ground truths, IoU >= {args.iou:g}")
+        print(result.table())
+    return 0

@@ -1,0 +1,120 @@
+"""``spotformer spot``: spot expressions in one video with a trained fold model.
+
+Extracts the video's SW-MRO features in memory (with the settings of the run that
+trained the model), predicts per-frame probabilities, post-processes them (SPEC.md
+section 5) and writes ``video,onset,offset,type,score,apex`` rows. ``--plot`` draws the
+ME and MaE apex and expression probabilities with the intervals, like paper Fig. 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", type=Path, help="video file or frame folder")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="RUN_DIR/folds/<subject>/model.pt"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="intervals CSV to write")
+    parser.add_argument("--gpu", action="store_true", help="extract and predict on CUDA")
+    parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
+    parser.add_argument("--gt", type=Path, help="ground-truth CSV to draw (and score)")
+    parser.add_argument("--video-id", help="video id in --gt and --out (default: file stem)")
+    parser.add_argument("--fps", type=float, help="frame rate (default: the container's)")
+    parser.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
+
+
+def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
+    """The SW-MRO settings the model was trained with (SWMROConfig defaults otherwise)."""
+    import dataclasses
+
+    import sw_mro
+
+    saved = dict(info.get("sw_mro") or {})
+    fields = {f.name for f in dataclasses.fields(sw_mro.SWMROConfig)}
+    kw = {
+        k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        for k, v in saved.items()
+        if k in fields and k not in ("device", "batch_size")
+    }
+    return sw_mro.SWMROConfig(**kw, device=device)
+
+
+def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spotformer.postprocess import frame_probabilities
+
+    n = logits.shape[0]
+    t = range(n)
+    fig, axes = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
+    for ax, kind, name in ((axes[0], "micro", "ME"), (axes[1], "macro", "MaE")):
+        p = frame_probabilities(logits, kind)
+        ax.plot(t, p.apex.cpu().numpy(), lw=1, label=f"{name} apex")
+        ax.plot(t, p.expression.cpu().numpy(), lw=1, label=f"{name} expression")
+        for i in intervals:
+            if i.kind == kind:
+                ax.axvspan(i.onset, i.offset, color="tab:green", alpha=0.25, lw=0)
+        for g in gts:
+            if g.kind == kind:
+                ax.plot(
+                    [g.onset, g.offset], [1.06, 1.06], color="tab:red", lw=4, solid_capstyle="butt"
+                )
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_title(f"{title}: predicted (green), ground truth (red bars)")
+    axes[1].set_xlabel(f"frame ({fps:.2f} fps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from spotformer.errors import SpotFormerError
+    from spotformer.features import video_features
+    from spotformer.metrics import evaluate, read_intervals, write_intervals
+    from spotformer.postprocess import spot_video
+    from spotformer.train import load_model, predict_logits
+    from sw_mro.errors import SWMROError
+
+    def fail(msg: str) -> int:
+        print(f"spotformer spot: {msg}", file=sys.stderr)
+        return 2
+
+    if args.gpu and not torch.cuda.is_available():
+        return fail("--gpu given but no CUDA device is available; drop --gpu to run on CPU")
+    device = "cuda" if args.gpu else "cpu"
+    video_id = args.video_id or args.video.stem
+    try:
+        mf = load_model(args.checkpoint, device)
+        cfg = _sw_config(mf.info, device)
+        feats, fps = video_features(args.video, cfg, stride=args.stride, fps=args.fps)
+        logits = predict_logits(mf.model, feats, mf.config.infer_batch, mf.config)
+        intervals = spot_video(logits, video_id, fps, mf.config.spot)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_intervals(intervals, args.out)
+        gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []
+    except (SpotFormerError, SWMROError, ValueError) as exc:
+        return fail(str(exc))
+    print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {len(intervals)} intervals")
+    for i in intervals:
+        print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
+    if args.gt:
+        if not gts:
+            print(f"  (no ground truth for video {video_id!r} in {args.gt}; use --video-id)")
+        else:
+            print(evaluate(intervals, gts).table())
+    if args.plot:
+        plot_curves(args.plot, logits, fps, intervals, gts, video_id)
+        print(f"wrote {args.plot}")
+    print(f"wrote {args.out}")
+    return 0

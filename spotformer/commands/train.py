@@ -1,0 +1,141 @@
+"""``spotformer train``: SW-MRO features in memory -> leave-one-subject-out SpotFormer -> F1 table.
+
+Every video is extracted once with ``sw_mro.stream`` onto the training device; one
+model is trained per held-out subject (SPEC.md section 4) and all predictions are
+scored together with the MEGC protocol (SPEC.md section 6). Writes RUN_DIR/config.json,
+RUN_DIR/report.json, RUN_DIR/predictions.csv and one folder per fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spotformer.features import DATASETS
+    from spotformer.models import VARIANTS
+
+    parser.add_argument("--dataset", choices=DATASETS, required=True, help="annotation format")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        help="data set folder (csv: the CSV file or its folder)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder RUN_DIR")
+    parser.add_argument("--annotations", type=Path, help="annotation file, if not the default")
+    parser.add_argument("--gpu", action="store_true", help="extract and train on CUDA")
+    parser.add_argument("--variant", choices=VARIANTS, default="simul-st")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs per fold (default 100)")
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="windows per step (default 512)"
+    )
+    parser.add_argument("--dim", type=int, default=256, help="model width D (default 256)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument(
+        "--selection",
+        choices=("fixed", "val"),
+        default="fixed",
+        help="fixed: last epoch; val: best epoch on held-out *training* subjects",
+    )
+    parser.add_argument("--val-subjects", type=int, default=1)
+    parser.add_argument(
+        "--durations",
+        choices=("spec", "train"),
+        default="spec",
+        help="post-processing (k, j): SPEC's (16, 5) ME / (59, 16) MaE, or the mean and "
+        "min durations of the training subjects' expressions",
+    )
+    parser.add_argument(
+        "--macro-ratio", type=float, help="m of the loss (default 0.5; SAMM-LV 0.55)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--face-size", type=int, help="SW-MRO face crop size (default 256)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (1 is fastest for small models on a busy box)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    import sw_mro
+    from spotformer.errors import SpotFormerError
+    from spotformer.features import dataset_features, load_dataset
+    from spotformer.losses import MACRO_RATIO, LossConfig
+    from spotformer.models import SpotFormerConfig
+    from spotformer.train import SpottingData, TrainConfig, run_loso
+    from sw_mro.errors import SWMROError
+
+    def fail(msg: str) -> int:
+        print(f"spotformer train: {msg}", file=sys.stderr)
+        return 2
+
+    if args.gpu and not torch.cuda.is_available():
+        return fail("--gpu given but no CUDA device is available; drop --gpu to run on CPU")
+    device = "cuda" if args.gpu else "cpu"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
+    try:
+        heads = 4 if args.dim % 4 == 0 else 1
+        cfg = TrainConfig(
+            model=SpotFormerConfig(
+                variant=args.variant,
+                dim=args.dim,
+                heads=heads,
+                head_dim=args.dim // heads,
+                mlp_dim=args.dim,
+            ),  # fmt: skip
+            loss=LossConfig(macro_ratio=m),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            selection=args.selection,
+            val_subjects=args.val_subjects,
+            durations=args.durations,
+            seed=args.seed,
+        )
+        sw_cfg = sw_mro.SWMROConfig(device=device, window=cfg.model.window)
+        if args.face_size:
+            sw_cfg = dataclasses.replace(sw_cfg, face_size=args.face_size)
+    except ValueError as exc:
+        return fail(str(exc))
+    progress = not args.no_progress
+    try:
+        table = load_dataset(args.dataset, args.root, args.annotations)
+        for d in table.dropped:
+            print(f"dropped {d.source} row {d.row}: {d.reason}", file=sys.stderr)
+        feats = dataset_features(table, sw_cfg, progress=progress)
+        print(
+            f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
+            f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
+        )
+        data = SpottingData.build(
+            feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
+        )
+        del feats  # the concatenated copy in `data` is all training needs
+        info = {
+            "dataset": args.dataset,
+            "root": str(args.root.resolve()),
+            "annotations": str(args.annotations) if args.annotations else None,
+            "sw_mro": sw_cfg.to_dict(),
+        }
+        report = run_loso(data, cfg, args.out, resume=args.resume, progress=progress, info=info)
+    except (SpotFormerError, SWMROError) as exc:
+        return fail(str(exc))
+    n_gt = report.result.overall.n_gt
+    print(
+        f"\nLOSO over {len(report.folds)} subjects, {n_gt} ground truths ({cfg.selection} selection):"
+    )
+    print(report.table())
+    print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
+    return 0

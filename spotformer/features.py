@@ -1,0 +1,147 @@
+"""The feature provider of a run: data set -> annotation table -> SW-MRO features in memory.
+
+``spotformer train`` extracts every video once, with :func:`sw_mro.stream`, into a
+tensor on the training device, and trains on those tensors. Nothing is written to disk
+between extraction and training (SPEC/issue 6); a resumed run extracts again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from spotformer.data.table import AnnotationTable, VideoRef
+from spotformer.errors import SpotFormerError
+
+Dataset = Literal["synthetic", "casme2", "samm", "csv"]
+DATASETS: tuple[str, ...] = ("synthetic", "casme2", "samm", "csv")
+
+
+class DatasetError(SpotFormerError):
+    """A data set folder or annotation file cannot be used; the message says how to fix it."""
+
+
+def _one(root: Path, patterns: Sequence[str], what: str) -> Path:
+    for pat in patterns:
+        hits = sorted(root.glob(pat))
+        if hits:
+            return hits[-1]
+    raise DatasetError(f"{root}: no {what} found (looked for {', '.join(patterns)})")
+
+
+def load_dataset(
+    dataset: Dataset, root: str | os.PathLike, annotations: str | os.PathLike | None = None
+) -> AnnotationTable:
+    """Load a data set's annotation table, with the location of every video.
+
+    - ``synthetic``: ``root`` is a ``spotformer make-synthetic`` folder (its
+      ``annotations.csv``);
+    - ``casme2``: ``root`` holds ``rawpic/`` or ``rawvideo/`` and the annotation file
+      ``CAS(ME)^2code_final.xlsx`` (or pass ``annotations``);
+    - ``samm``: ``root`` holds ``SAMM_longvideos/`` and ``SAMM_LongVideos_V*_Release.xlsx``;
+      frames are subsampled by 7 (SPEC.md section 1);
+    - ``csv``: ``root`` is a generic CSV with ``path`` and ``fps`` columns, or a folder
+      holding ``annotations.csv``.
+    """
+    from spotformer.data import annotations as A
+
+    r = Path(root)
+    if not r.exists():
+        raise DatasetError(f"{r}: no such file or folder (--root)")
+    if dataset in ("synthetic", "csv"):
+        path = Path(annotations) if annotations else (r / "annotations.csv" if r.is_dir() else r)
+        if not path.is_file():
+            hint = (
+                "run `spotformer make-synthetic --out DIR` first" if dataset == "synthetic" else ""
+            )
+            raise DatasetError(f"{path}: no annotation CSV. {hint}".strip())
+        table = A.load_csv(path)
+    elif dataset == "casme2":
+        x = (
+            Path(annotations)
+            if annotations
+            else _one(r, ["CAS(ME)^2code_final.xlsx", "*.xlsx"], "CAS(ME)^2 xlsx")
+        )
+        table = A.load_casme2(x, root=r)
+    elif dataset == "samm":
+        x = (
+            Path(annotations)
+            if annotations
+            else _one(r, ["SAMM_LongVideos_V*_Release.xlsx", "*.xlsx"], "SAMM-LV xlsx")
+        )
+        table = A.load_samm(x, root=r)
+    else:
+        raise DatasetError(f"unknown data set {dataset!r}; use one of {', '.join(DATASETS)}")
+    missing = sorted({e.video for e in table.expressions} - set(table.sources))
+    if missing:
+        raise DatasetError(
+            f"{r}: {len(missing)} annotated video(s) not found, e.g. {missing[0]!r}; "
+            "check --root (the folder holding the frames or videos)"
+        )
+    return table
+
+
+@dataclass
+class FeatureSet:
+    """What the provider hands to training: per-video features, rates and subjects."""
+
+    features: dict[str, Tensor] = field(default_factory=dict)
+    fps: dict[str, float] = field(default_factory=dict)
+    subjects: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return sum(int(x.shape[0]) for x in self.features.values())
+
+
+def video_features(
+    path: str | os.PathLike, config=None, *, stride: int = 1, fps: float | None = None, bar=None
+) -> tuple[Tensor, float]:  # noqa: ANN001 - config: SWMROConfig (imported lazily)
+    """SW-MRO features ``(N, w, R, 2)`` of one video, on ``config.device``, and its fps."""
+    import sw_mro
+    from sw_mro.io.video import open_video
+
+    cfg = config or sw_mro.SWMROConfig()
+    src = open_video(path, stride=stride, fps=fps)
+    chunks = []
+    for c in sw_mro.stream(src, cfg):
+        chunks.append(c.features)
+        if bar is not None:
+            bar.update(int(c.features.shape[0]))
+    return torch.cat(chunks), float(src.info.fps)
+
+
+def dataset_features(table: AnnotationTable, config=None, progress: bool = True) -> FeatureSet:  # noqa: ANN001
+    """Extract every video of ``table.sources`` once (sorted by id)."""
+    from tqdm import tqdm
+
+    from sw_mro.io.video import open_video
+
+    t0 = time.perf_counter()
+    refs: dict[str, VideoRef] = dict(sorted(table.sources.items()))
+    subj = {e.video: e.subject for e in table.expressions}
+    total = 0
+    for name, ref in refs.items():
+        if ref.subject is None and name not in subj:
+            raise DatasetError(f"video {name!r} ({ref.path}): its subject is unknown")
+        total += int(open_video(ref.path, stride=ref.stride, fps=ref.fps).info.num_frames)
+    out = FeatureSet()
+    with tqdm(
+        total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
+    ) as bar:
+        for name, ref in refs.items():
+            bar.set_postfix_str(name, refresh=False)
+            x, r = video_features(ref.path, config, stride=ref.stride, fps=ref.fps, bar=bar)
+            out.features[name], out.fps[name] = x, r
+            out.subjects[name] = ref.subject or subj[name]
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -1,0 +1,157 @@
+"""SpotFormer's training losses (paper eqs. 3-5, SPEC.md section 4).
+
+All losses are computed in float32 whatever the autocast dtype of the logits, and use
+``logsigmoid`` instead of ``log(sigmoid + eps)``, so they are finite for any logit.
+
+Total (SPEC.md section 4)::
+
+    1.8 ME-apex + 1.0 ME-onoff + 0.1 ME-expr
+      + m (1.0 MaE-apex + 1.0 MaE-onoff + 0.1 MaE-expr) + 0.005 SupCon(tau = 0.5)
+
+with m = 0.5 for CAS(ME)^2 and 0.55 for SAMM-LV (:data:`MACRO_RATIO`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spotformer.data.labels import FrameTargets
+from spotformer.models.spotformer import SpotFormerOutput
+
+#: m per data set (SPEC.md section 4; the authors' config "macro_ration").
+MACRO_RATIO: dict[str, float] = {"casme2": 0.5, "samm": 0.55}
+
+
+def focal_loss(
+    logits: Tensor, target: Tensor, alpha: float, gamma: float = 1.0, smoothing: float = 0.16
+) -> Tensor:
+    """Binary focal loss with soft positive targets and label smoothing (paper eq. 3).
+
+    With ``p = sigmoid(logits)``, averaged over all elements::
+
+        y > 0 (positive, y may be soft, e.g. the apex Gaussian):  -alpha     |y - p|^gamma       log p
+        y = 0 (negative):                                          -(1-alpha) |smoothing - p|^gamma log(1 - p)
+
+    This is the authors' formulation: label smoothing moves the point where a negative
+    stops being penalised from p = 0 towards ``smoothing``, so confident negatives are
+    not pushed to exactly 0; a soft positive is weighted by its distance from its target.
+
+    Args:
+        logits: raw scores, any shape.
+        target: same shape, values in [0, 1].
+        alpha: weight of the positives (0.9 apex, 0.8 expression); negatives get 1 - alpha.
+        gamma: focusing exponent (1 in SPEC).
+        smoothing: label smoothing (0.16 in SPEC).
+
+    Examples:
+        >>> z = torch.tensor([0.0]); y = torch.tensor([1.0])
+        >>> round(focal_loss(z, y, alpha=0.9).item(), 6)  # 0.9 * 0.5 * ln 2
+        0.311916
+    """
+    z, y = logits.float(), target.float()
+    p = torch.sigmoid(z)
+    pos = y > 0
+    pos_term = alpha * (y - p).abs().pow(gamma) * F.logsigmoid(z)
+    neg_term = (1.0 - alpha) * (smoothing - p).abs().pow(gamma) * F.logsigmoid(-z)
+    return -torch.where(pos, pos_term, neg_term).mean()
+
+
+def onoff_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy over onset / offset / none. ``logits (B, 3)``, ``target (B,)`` int64."""
+    return F.cross_entropy(logits.float(), target)
+
+
+def supcon_loss(
+    features: Tensor, labels: Tensor, temperature: float = 0.5, normalize: bool = True
+) -> Tensor:
+    """Supervised contrastive loss (paper eq. 4, Khosla et al. 2020).
+
+    For each anchor i with at least one positive (another sample of its class)::
+
+        L_i = -1/|Q(i)| sum_{q in Q(i)} log( exp(z_i.z_q / tau) / sum_{e != i} exp(z_i.z_e / tau) )
+
+    averaged over those anchors. Anchors without a positive are left out (eq. 4 is
+    undefined for them); a batch with none returns 0, still attached to the graph.
+
+    Args:
+        features: ``(B, D)``.
+        labels: ``(B,)`` class of each sample (0 neutral, 1 MaE, 2 ME).
+        temperature: tau (0.5 in SPEC).
+        normalize: L2-normalise the features first, as in Khosla et al. The authors'
+            code feeds raw features and rescales by tau / 0.07; see docs/spotformer.md.
+    """
+    z = features.float()
+    if normalize:
+        z = F.normalize(z, dim=1)
+    b = z.shape[0]
+    sim = z @ z.T / temperature
+    self_mask = torch.eye(b, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))  # E(i) = I \ {i}
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~self_mask
+    n_pos = pos.sum(1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return z.sum() * 0.0
+    pos_sum = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
+    return -(pos_sum[has_pos] / n_pos[has_pos]).mean()
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and hyper-parameters of the total loss (SPEC.md section 4)."""
+
+    micro_apex: float = 1.8
+    micro_onoff: float = 1.0
+    micro_expr: float = 0.1
+    macro_apex: float = 1.0
+    macro_onoff: float = 1.0
+    macro_expr: float = 0.1
+    macro_ratio: float = 0.5  # m: 0.5 CAS(ME)^2, 0.55 SAMM-LV
+    contrastive: float = 0.005  # lambda of eq. 5
+    apex_alpha: float = 0.9
+    expr_alpha: float = 0.8
+    gamma: float = 1.0
+    smoothing: float = 0.16
+    temperature: float = 0.5
+    normalize_features: bool = True
+
+
+@dataclass
+class LossTerms:
+    """The total loss (with its graph) and each weighted term's unweighted value."""
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, float]:
+        return {"total": float(self.total.detach()), **{k: float(v) for k, v in self.terms.items()}}
+
+
+def spotting_loss(
+    out: SpotFormerOutput, targets: FrameTargets, config: LossConfig | None = None
+) -> LossTerms:
+    """Total loss of one batch (paper eq. 5 with SPEC's weights)."""
+    cfg = config or LossConfig()
+    t: dict[str, Tensor] = {}
+    for kind in ("micro", "macro"):
+        t[f"{kind}_apex"] = focal_loss(
+            out.apex(kind), targets.apex(kind), cfg.apex_alpha, cfg.gamma, cfg.smoothing
+        )
+        t[f"{kind}_onoff"] = onoff_loss(out.onoff(kind), targets.onoff(kind))
+        t[f"{kind}_expr"] = focal_loss(
+            out.expression(kind), targets.expr(kind), cfg.expr_alpha, cfg.gamma, cfg.smoothing
+        )
+    t["supcon"] = supcon_loss(
+        out.feature, targets.contrast, cfg.temperature, cfg.normalize_features
+    )
+    micro = cfg.micro_apex * t["micro_apex"] + cfg.micro_onoff * t["micro_onoff"]
+    micro = micro + cfg.micro_expr * t["micro_expr"]
+    macro = cfg.macro_apex * t["macro_apex"] + cfg.macro_onoff * t["macro_onoff"]
+    macro = macro + cfg.macro_expr * t["macro_expr"]
+    total = micro + cfg.macro_ratio * macro + cfg.contrastive * t["supcon"]
+    return LossTerms(total=total, terms={k: v.detach() for k, v in t.items()})

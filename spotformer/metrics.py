@@ -1,0 +1,282 @@
+"""MEGC spotting evaluation (SPEC.md section 6), on intervals from memory or from CSV files.
+
+- IoU on inclusive frame intervals: inter = min(e1, e2) - max(s1, s2) + 1 (at least 0),
+  union = (e1 - s1 + 1) + (e2 - s2 + 1) - inter.
+- A proposal and a ground truth can match when they are in the same video, have the
+  same type and IoU >= the threshold (0.5). Each ground truth gives at most one TP and
+  each proposal is at most one TP.
+- FP = proposals - TP, FN = ground truths - TP, per type; "overall" pools the counts.
+  precision = TP / proposals, recall = TP / ground truths, F1 = 2 TP / (proposals + gts).
+
+**Matching.** Within each (video, type) the TPs are a *maximum-cardinality* one-to-one
+matching of the eligible pairs (ties between maximum matchings go to the larger total
+IoU). Greedy matching (best IoU first) can undercount: a proposal that overlaps two
+ground truths may take the one that a second proposal was the only match for. The
+maximum is the count the protocol's one-to-one rule allows, it does not depend on the
+order of rows in a file, and it equals greedy whenever no proposal is eligible for two
+ground truths (the usual case: MEGC ground truths rarely overlap).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from spotformer.errors import SpotFormerError
+
+Kind = Literal["macro", "micro"]
+KIND_NAMES: dict[str, str] = {"macro": "MaE", "micro": "ME"}
+_KIND_ALIASES: dict[str, Kind] = {
+    "macro": "macro",
+    "mae": "macro",
+    "macro-expression": "macro",
+    "micro": "micro",
+    "me": "micro",
+    "micro-expression": "micro",
+}
+
+
+class EvaluationError(SpotFormerError):
+    """A prediction or ground-truth file cannot be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One expression interval; ``onset`` and ``offset`` are inclusive 0-based frames."""
+
+    video: str
+    onset: int
+    offset: int
+    kind: Kind
+    score: float = 1.0
+    apex: int = -1
+
+
+def iou(s1: int, e1: int, s2: int, e2: int) -> float:
+    """Inclusive-frame IoU of [s1, e1] and [s2, e2].
+
+    >>> iou(0, 9, 0, 4)  # 5 shared frames of 10
+    0.5
+    >>> iou(0, 4, 5, 9)  # touching, no shared frame
+    0.0
+    """
+    inter = max(min(e1, e2) - max(s1, s2) + 1, 0)
+    union = (e1 - s1 + 1) + (e2 - s2 + 1) - inter
+    return inter / union
+
+
+def iou_matrix(s1: Tensor, e1: Tensor, s2: Tensor, e2: Tensor) -> Tensor:
+    """Inclusive-frame IoU of every pair: ``(P,)`` x ``(G,)`` -> ``(P, G)`` float64."""
+    s1, e1 = s1.double()[:, None], e1.double()[:, None]
+    s2, e2 = s2.double()[None, :], e2.double()[None, :]
+    inter = (torch.minimum(e1, e2) - torch.maximum(s1, s2) + 1).clamp(min=0)
+    return inter / ((e1 - s1 + 1) + (e2 - s2 + 1) - inter)
+
+
+def match(
+    preds: Sequence[Interval], gts: Sequence[Interval], iou_threshold: float = 0.5
+) -> list[tuple[int, int]]:
+    """One-to-one TP pairs ``(pred index, gt index)`` between intervals of one video and type.
+
+    Maximum-cardinality matching of the pairs with IoU >= ``iou_threshold``; see the
+    module docstring for why.
+    """
+    if not preds or not gts:
+        return []
+    ps = np.array([[p.onset, p.offset] for p in preds], dtype=np.int64)
+    gs = np.array([[g.onset, g.offset] for g in gts], dtype=np.int64)
+    m = iou_matrix(*map(torch.from_numpy, (ps[:, 0], ps[:, 1], gs[:, 0], gs[:, 1]))).numpy()
+    eligible = m >= iou_threshold
+    if not eligible.any():
+        return []
+    # Weight 1 + small IoU bonus per eligible pair: any matching with c eligible pairs
+    # weighs in [c, c + 1), so the heaviest one has the most pairs.
+    bonus = m / (min(len(preds), len(gts)) + 1)
+    weight = np.where(eligible, 1.0 + bonus, 0.0)
+    rows, cols = linear_sum_assignment(weight, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if eligible[r, c]]
+
+
+@dataclass
+class Counts:
+    """TP / FP / FN of one type (or pooled) and the figures derived from them."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def n_pred(self) -> int:
+        return self.tp + self.fp
+
+    @property
+    def n_gt(self) -> int:
+        return self.tp + self.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / self.n_pred if self.n_pred else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.n_gt if self.n_gt else 0.0
+
+    @property
+    def f1(self) -> float:
+        """2 TP / (proposals + ground truths); 0 when both are empty."""
+        total = self.n_pred + self.n_gt
+        return 2 * self.tp / total if total else 0.0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+        }
+
+
+@dataclass
+class EvalResult:
+    """Counts per type and pooled, plus which proposal matched which ground truth."""
+
+    macro: Counts
+    micro: Counts
+    matches: list[tuple[Interval, Interval]] = field(default_factory=list)
+
+    @property
+    def overall(self) -> Counts:
+        return self.macro + self.micro
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            "macro": self.macro.to_dict(),
+            "micro": self.micro.to_dict(),
+            "overall": self.overall.to_dict(),
+        }
+
+    def table(self) -> str:
+        """A plain-text TP/FP/FN/precision/recall/F1 table for MaE, ME and overall."""
+        head = f"{'':<8}{'TP':>6}{'FP':>6}{'FN':>6}{'Precision':>11}{'Recall':>9}{'F1':>9}"
+        rows = [head]
+        for name, c in (("MaE", self.macro), ("ME", self.micro), ("Overall", self.overall)):
+            rows.append(
+                f"{name:<8}{c.tp:>6}{c.fp:>6}{c.fn:>6}"
+                f"{c.precision:>11.4f}{c.recall:>9.4f}{c.f1:>9.4f}"
+            )
+        return "\n".join(rows)
+
+
+def evaluate(
+    preds: Iterable[Interval], gts: Iterable[Interval], iou_threshold: float = 0.5
+) -> EvalResult:
+    """Score proposals against ground truths with the MEGC protocol (SPEC.md section 6)."""
+    groups: dict[tuple[str, str], tuple[list[Interval], list[Interval]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for p in preds:
+        groups[(p.video, p.kind)][0].append(p)
+    for g in gts:
+        groups[(g.video, g.kind)][1].append(g)
+    counts = {"macro": Counts(), "micro": Counts()}
+    matched: list[tuple[Interval, Interval]] = []
+    for (_, kind), (ps, gs) in sorted(groups.items()):
+        pairs = match(ps, gs, iou_threshold)
+        tp = len(pairs)
+        counts[kind] = counts[kind] + Counts(tp, len(ps) - tp, len(gs) - tp)
+        matched.extend((ps[i], gs[j]) for i, j in pairs)
+    return EvalResult(macro=counts["macro"], micro=counts["micro"], matches=matched)
+
+
+def _frame(value: str, path: Path, row: int, column: str) -> int:
+    try:
+        f = float(value)
+    except ValueError:
+        f = math.nan
+    if not math.isfinite(f) or f != int(f):
+        raise EvaluationError(
+            f"{path}: row {row}: {column} = {value!r} is not a whole frame number; "
+            "write 0-based integer frames"
+        )
+    return int(f)
+
+
+def read_intervals(path: str | os.PathLike) -> list[Interval]:
+    """Read ``video,onset,offset,type[,score]`` rows (other columns are ignored).
+
+    ``type`` is ``macro`` or ``micro`` (also accepted: MaE / ME); frames are inclusive
+    and 0-based. A file with only the header holds no intervals.
+
+    Raises:
+        EvaluationError: the file is missing, lacks a column or has a bad value.
+    """
+    p = Path(path)
+    try:
+        fh = open(p, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise EvaluationError(f"{p}: cannot open ({exc.strerror})") from exc
+    with fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("video", "onset", "offset", "type") if c not in cols]
+        if missing:
+            raise EvaluationError(
+                f"{p}: missing column(s) {', '.join(missing)}; the header must include "
+                "video,onset,offset,type (and optionally score)"
+            )
+        reader.fieldnames = cols
+        out: list[Interval] = []
+        for row_no, row in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            kind = _KIND_ALIASES.get((row["type"] or "").strip().lower())
+            if kind is None:
+                raise EvaluationError(
+                    f"{p}: row {row_no}: type = {row['type']!r}; use 'macro' or 'micro'"
+                )
+            on = _frame(row["onset"], p, row_no, "onset")
+            off = _frame(row["offset"], p, row_no, "offset")
+            if off < on:
+                raise EvaluationError(
+                    f"{p}: row {row_no}: offset {off} is before onset {on}; "
+                    "intervals are [onset, offset], inclusive"
+                )
+            score = 1.0
+            if "score" in cols and (row["score"] or "").strip():
+                try:
+                    score = float(row["score"])
+                except ValueError as exc:
+                    raise EvaluationError(
+                        f"{p}: row {row_no}: score = {row['score']!r} is not a number"
+                    ) from exc
+            out.append(Interval(row["video"].strip(), on, off, kind, score))
+    return out
+
+
+def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> Path:
+    """Write ``video,onset,offset,type,score,apex`` atomically (readable by :func:`read_intervals`)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video", "onset", "offset", "type", "score", "apex"])
+        for i in intervals:
+            w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,631 @@
+"""Leave-one-subject-out training and evaluation of SpotFormer (SPEC.md sections 4-6).
+
+The run works on **in-memory features**: a mapping ``video -> (N, w, R, 2)`` tensor on
+the training device, produced once per run (by ``sw_mro.stream`` in ``spotformer
+train``; by anything in tests). Nothing is written between extraction and training.
+
+Per held-out subject (one fold, one model):
+
+1. Training frames: the frames of the other subjects' videos that lie in a
+   ``segment_frames``-frame segment (videos tiled from frame 0) holding at least one
+   expression frame, as the authors' code does (it trains on expression segments
+   only); ``neutral_segments`` adds that fraction of the other segments, redrawn each
+   epoch. Windows are shuffled individually each epoch.
+2. AdamW (lr 2e-4, weight decay 0.1 on weight matrices only, betas (0.7, 0.9)),
+   ExponentialLR(0.96) per epoch, ``epochs`` epochs; AMP (bfloat16 by default) on CUDA.
+3. **Honest model selection** (SPEC.md section 4): ``selection="fixed"`` uses the
+   last epoch; ``selection="val"`` holds out ``val_subjects`` of the *training*
+   subjects, scores them every ``eval_every`` epochs, and keeps the epoch with the
+   best overall F1 there. The test subject's F1 never chooses anything.
+4. Inference on the held-out subject's videos, post-processing (SPEC.md section 5),
+   and its intervals join ``RUN_DIR/predictions.csv``.
+
+Determinism and resuming: epoch ``e`` of fold ``f`` seeds its shuffling and dropout
+from ``(seed, f, e)``, and a checkpoint (model, optimiser, scheduler, scaler, best
+state) is written atomically after every ``checkpoint_every`` epochs. A killed run
+restarted with ``resume=True`` skips finished folds and continues the current one from
+its last checkpoint; on CPU it ends with exactly the predictions of an uninterrupted run.
+
+Files (all written atomically)::
+
+    RUN_DIR/config.json                 resolved configuration of the run
+    RUN_DIR/folds/<subject>/checkpoint.pt   state for --resume (removed when the fold ends)
+    RUN_DIR/folds/<subject>/model.pt    the selected model, loadable by `spotformer spot`
+    RUN_DIR/folds/<subject>/result.json the fold's intervals, chosen epoch and counts
+    RUN_DIR/predictions.csv  RUN_DIR/ground_truth.csv  RUN_DIR/report.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from spotformer.data.labels import FrameTargets, LabelConfig, frame_targets
+from spotformer.data.table import Expression
+from spotformer.errors import SpotFormerError
+from spotformer.losses import LossConfig, spotting_loss
+from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
+from spotformer.models import SpotFormer, SpotFormerConfig
+from spotformer.postprocess import SpotParams, spot_video
+
+
+class TrainError(SpotFormerError):
+    """A training run cannot start or resume; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a run's result (saved as ``RUN_DIR/config.json``)."""
+
+    model: SpotFormerConfig = field(default_factory=SpotFormerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    spot: SpotParams = field(default_factory=SpotParams)
+    epochs: int = 100
+    batch_size: int = 512  # windows per step: the paper's 512 = the code's 32 segments x 16
+    lr: float = 2e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.7, 0.9)
+    lr_decay: float = 0.96
+    segment_frames: int = 16
+    neutral_segments: float = 0.0
+    # "spec": SPEC 5's (k, j); "train": (mean, min) duration of each type in the fold's
+    # training subjects, the paper's definition of k and j (3.4), for other data sets.
+    durations: Literal["spec", "train"] = "spec"
+    selection: Literal["fixed", "val"] = "fixed"
+    val_subjects: int = 1
+    eval_every: int = 1
+    seed: int = 0
+    amp: bool = True  # only on CUDA
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    infer_batch: int = 1024
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2 or self.segment_frames < 1:
+            raise ValueError("epochs >= 1, batch_size >= 2 and segment_frames >= 1 are required")
+        if self.selection not in ("fixed", "val"):
+            raise ValueError(f"selection must be 'fixed' or 'val', got {self.selection!r}")
+        if not 0.0 <= self.neutral_segments <= 1.0:
+            raise ValueError(f"neutral_segments must be in [0, 1], got {self.neutral_segments}")
+        if self.durations not in ("spec", "train"):
+            raise ValueError(f"durations must be 'spec' or 'train', got {self.durations!r}")
+        if self.amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["model"] = self.model.to_dict()
+        for k in ("loss", "labels", "spot"):
+            d[k] = dataclasses.asdict(d[k])
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        if "model" in d:
+            d["model"] = SpotFormerConfig.from_dict(d["model"])
+        for k, typ in (("loss", LossConfig), ("labels", LabelConfig), ("spot", SpotParams)):
+            if k in d:
+                d[k] = typ(**d[k])
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    name: str
+    subject: str
+    fps: float
+    start: int  # offset of its frames in SpottingData.features
+    frames: int
+
+
+@dataclass
+class SpottingData:
+    """All videos of a run: features and targets concatenated once, on one device."""
+
+    videos: list[VideoInfo]
+    features: Tensor  # (F, w, R, 2)
+    targets: FrameTargets  # F frames
+    expressions: dict[str, list[Expression]]
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted({v.subject for v in self.videos})
+
+    def videos_of(self, subjects: Sequence[str]) -> list[VideoInfo]:
+        return [v for v in self.videos if v.subject in set(subjects)]
+
+    def video_features(self, v: VideoInfo) -> Tensor:
+        return self.features[v.start : v.start + v.frames]
+
+    @classmethod
+    def build(
+        cls,
+        features: Mapping[str, Tensor],
+        expressions: Sequence[Expression],
+        subjects: Mapping[str, str] | None = None,
+        fps: Mapping[str, float] | float = 30.0,
+        labels: LabelConfig | None = None,
+    ) -> SpottingData:
+        """Concatenate per-video features and build their targets.
+
+        Args:
+            features: video -> ``(N, w, R, 2)`` on the training device.
+            expressions: all annotated expressions (every one must be in ``features``).
+            subjects: video -> subject, needed for videos without expressions.
+            fps: per-video frame rate (after subsampling), or one for all.
+        """
+        by_video: dict[str, list[Expression]] = {v: [] for v in features}
+        subj = dict(subjects or {})
+        for e in expressions:
+            if e.video not in features:
+                raise TrainError(
+                    f"video {e.video!r} is annotated but has no features; extract it or "
+                    "drop its rows from the annotation table"
+                )
+            by_video[e.video].append(e)
+            subj.setdefault(e.video, e.subject)
+        videos, parts, targets, start = [], [], [], 0
+        for name in sorted(features):
+            if name not in subj:
+                raise TrainError(f"video {name!r}: its subject is unknown; pass subjects=...")
+            x = features[name]
+            r = fps if isinstance(fps, int | float) else fps[name]
+            n = int(x.shape[0])
+            videos.append(VideoInfo(name, subj[name], float(r), start, n))
+            parts.append(x)
+            targets.append(frame_targets(by_video[name], n, float(r), labels, video=name))
+            start += n
+        if not parts:
+            raise TrainError("no videos to train on")
+        device = parts[0].device
+        return cls(
+            videos=videos,
+            features=torch.cat(parts),
+            targets=FrameTargets.cat(targets).to(device),
+            expressions=by_video,
+        )
+
+
+def training_frames(
+    data: SpottingData,
+    videos: Sequence[VideoInfo],
+    segment: int,
+    neutral: float,
+    gen: torch.Generator,
+) -> Tensor:
+    """Global frame indices to train on: expression segments (+ a fraction of the rest)."""
+    keep = []
+    for v in videos:
+        sl = slice(v.start, v.start + v.frames)
+        expr = data.targets.micro_expr[sl] + data.targets.macro_expr[sl]
+        n_seg = math.ceil(v.frames / segment)
+        pad = torch.zeros(n_seg * segment, device=expr.device)
+        pad[: v.frames] = expr
+        has = (pad.reshape(n_seg, segment) > 0).any(1).cpu()
+        if neutral > 0:
+            has |= torch.rand(n_seg, generator=gen) < neutral
+        seg = torch.nonzero(has).flatten()
+        idx = (seg[:, None] * segment + torch.arange(segment)[None, :]).flatten()
+        keep.append(idx[idx < v.frames] + v.start)
+    return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+
+
+# -- model, optimiser, inference -----------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices (Linear, Conv) only; biases, norms,
+    positional embeddings and part tokens are not decayed (minGPT convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim >= 2 and name not in ("pos_embed", "part_tokens"):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):  # noqa: ANN202 - a context manager
+    enabled = cfg.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: SpotFormer, features: Tensor, batch: int = 1024, cfg: TrainConfig | None = None
+) -> Tensor:
+    """``(N, w, R, 2)`` -> ``(N, 10)`` float32 logits, in evaluation mode, in batches."""
+    was = model.training
+    model.eval()
+    out = []
+    ctx_cfg = cfg or TrainConfig()
+    for i in range(0, features.shape[0], batch):
+        with _autocast(features.device, ctx_cfg):
+            out.append(model(features[i : i + batch]).logits.float())
+    model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, 10, device=features.device)
+
+
+def spot_videos(
+    model: SpotFormer, data: SpottingData, videos: Sequence[VideoInfo], cfg: TrainConfig
+) -> list[Interval]:
+    out: list[Interval] = []
+    for v in videos:
+        logits = predict_logits(model, data.video_features(v), cfg.infer_batch, cfg)
+        out.extend(spot_video(logits, v.name, v.fps, cfg.spot))
+    return out
+
+
+def durations_from(data: SpottingData, videos: Sequence[VideoInfo], spot: SpotParams) -> SpotParams:
+    """``spot`` with (k, j) = (mean, min) expression duration per type in ``videos``, in
+    frames at ``spot.ref_fps`` (paper 3.4 defines k and j so); types without examples
+    keep their values."""
+    new: dict[str, float] = {}
+    for kind in ("micro", "macro"):
+        d = [
+            (e.offset - e.onset + 1) * spot.ref_fps / v.fps
+            for v in videos
+            for e in data.expressions.get(v.name, [])
+            if e.kind == kind
+        ]
+        if d:
+            new[f"{kind}_k"], new[f"{kind}_j"] = sum(d) / len(d), min(d)
+    return dataclasses.replace(spot, **new)
+
+
+def ground_truth(data: SpottingData, videos: Sequence[VideoInfo]) -> list[Interval]:
+    return [
+        Interval(v.name, e.onset, e.offset, e.kind, 1.0, e.apex)
+        for v in videos
+        for e in data.expressions.get(v.name, [])
+    ]
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write_bytes(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_json(obj: Any, path: Path) -> None:
+    text = (json.dumps(obj, indent=2) + "\n").encode()
+    _atomic_write_bytes(path, lambda fh: fh.write(text))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def save_model(path: Path, model: SpotFormer, cfg: TrainConfig, extra: dict[str, Any]) -> None:
+    """A self-describing model file for ``spotformer spot``."""
+    atomic_torch_save(
+        {
+            "format": "spotformer-model-1",
+            "model_config": model.config.to_dict(),
+            "train_config": cfg.to_dict(),
+            "state_dict": model.state_dict(),
+            **extra,
+        },
+        path,
+    )
+
+
+@dataclass
+class ModelFile:
+    """A model file's contents: the model (eval mode) and how it was made."""
+
+    model: SpotFormer
+    config: TrainConfig
+    info: dict[str, Any]  # data set and SW-MRO settings of the run that trained it
+    subject: str = ""  # the held-out subject of its fold
+    epoch: int = 0
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> ModelFile:
+    """Load a model file written by :func:`save_model`."""
+    try:
+        ck = torch.load(Path(path), map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise TrainError(f"{path}: cannot load a SpotFormer model ({exc})") from exc
+    if not isinstance(ck, dict) or ck.get("format") != "spotformer-model-1":
+        raise TrainError(f"{path}: not a SpotFormer model file (RUN_DIR/folds/<subject>/model.pt)")
+    model = SpotFormer(SpotFormerConfig.from_dict(ck["model_config"])).to(device)
+    model.load_state_dict(ck["state_dict"])
+    return ModelFile(
+        model.eval(),
+        TrainConfig.from_dict(ck["train_config"]),
+        dict(ck.get("info") or {}),
+        str(ck.get("subject", "")),
+        int(ck.get("epoch", 0)),
+    )
+
+
+# -- one fold ---------------------------------------------------------------------------------
+
+StepHook = Callable[[str, int, int], None]  # (subject, epoch, step) after each step
+
+
+@dataclass
+class FoldResult:
+    subject: str
+    epoch: int  # epochs the selected model was trained for
+    intervals: list[Interval]
+    counts: dict[str, dict[str, float]]
+    val_f1: float | None = None
+    seconds: float = 0.0
+    train_windows: int = 0
+    spot: dict[str, float] | None = None  # the post-processing numbers used
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["intervals"] = [dataclasses.asdict(i) for i in self.intervals]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FoldResult:
+        d = dict(d)
+        d["intervals"] = [Interval(**i) for i in d["intervals"]]
+        return cls(**d)
+
+
+def _seed(*parts: int) -> int:
+    s = 0
+    for p in parts:
+        s = (s * 1_000_003 + p) % (2**62)
+    return s
+
+
+def train_fold(
+    data: SpottingData,
+    test_subject: str,
+    cfg: TrainConfig,
+    fold_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> FoldResult:
+    """Train one LOSO fold, predict the held-out subject, write ``fold_dir`` files."""
+    t0 = time.perf_counter()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    device = data.features.device
+    fold = data.subjects.index(test_subject)
+    others = [s for s in data.subjects if s != test_subject]
+    val: list[str] = []
+    if cfg.selection == "val":
+        if len(others) <= cfg.val_subjects:
+            raise TrainError(
+                f"selection='val' needs more than {cfg.val_subjects} training subjects; "
+                f"fold {test_subject!r} has {len(others)}. Use selection='fixed'."
+            )
+        start = fold % len(others)  # rotate so that every subject serves as validation
+        val = [others[(start + k) % len(others)] for k in range(cfg.val_subjects)]
+    train_videos = data.videos_of([s for s in others if s not in val])
+    if cfg.durations == "train":  # training subjects only: the test subject stays unseen
+        cfg = dataclasses.replace(cfg, spot=durations_from(data, data.videos_of(others), cfg.spot))
+
+    torch.manual_seed(_seed(cfg.seed, fold, 0))
+    model = SpotFormer(cfg.model).to(device)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay)
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=cfg.amp and device.type == "cuda" and cfg.amp_dtype == "float16"
+    )
+    best: dict[str, Any] | None = None
+    done_epochs = 0
+    ck_path = fold_dir / "checkpoint.pt"
+    if resume and ck_path.exists():
+        ck = torch.load(ck_path, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        best, done_epochs = ck["best"], int(ck["epoch"])
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=cfg.epochs, initial=done_epochs, desc=f"fold {test_subject}", unit="epoch",
+        disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=True,
+    )  # fmt: skip
+    n_windows = 0
+    for epoch in range(done_epochs, cfg.epochs):
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, fold, epoch + 1))
+        torch.manual_seed(_seed(cfg.seed, fold, epoch + 1, 1))  # dropout
+        frames = training_frames(data, train_videos, cfg.segment_frames, cfg.neutral_segments, gen)
+        if frames.numel() < 2:
+            raise TrainError(
+                f"fold {test_subject!r}: fewer than 2 training frames with expressions"
+            )
+        order = frames[torch.randperm(frames.numel(), generator=gen)].to(device)
+        n_windows = order.numel()
+        model.train()
+        total, steps = torch.zeros((), device=device), 0
+        for step, i in enumerate(range(0, order.numel(), cfg.batch_size)):
+            idx = order[i : i + cfg.batch_size]
+            if idx.numel() < 2:  # BN and SupCon need two samples
+                continue
+            with _autocast(device, cfg):
+                out = model(data.features[idx])
+            loss = spotting_loss(out, data.targets.index(idx), cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss.total).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += loss.total.detach()  # summed on the device: no sync per step
+            steps += 1
+            if on_step is not None:
+                on_step(test_subject, epoch, step)
+        sched.step()
+        if cfg.selection == "val" and (
+            (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        ):
+            vids = data.videos_of(val)
+            f1 = evaluate(spot_videos(model, data, vids, cfg), ground_truth(data, vids)).overall.f1
+            if best is None or f1 > best["f1"]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"epoch": epoch + 1, "f1": f1, "state": state}
+        bar.set_postfix(loss=f"{float(total) / max(steps, 1):.4f}", refresh=False)
+        bar.update(1)
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best": best,
+                    "epoch": epoch + 1,
+                },
+                ck_path,
+            )
+    bar.close()
+
+    chosen, val_f1 = cfg.epochs, None
+    if cfg.selection == "val" and best is not None:
+        model.load_state_dict(best["state"])
+        chosen, val_f1 = int(best["epoch"]), float(best["f1"])
+    test_videos = data.videos_of([test_subject])
+    intervals = spot_videos(model, data, test_videos, cfg)
+    counts = evaluate(intervals, ground_truth(data, test_videos)).to_dict()
+    extra = {"subject": test_subject, "epoch": chosen, "info": dict(info or {})}
+    save_model(fold_dir / "model.pt", model, cfg, extra)
+    result = FoldResult(
+        test_subject, chosen, intervals, counts, val_f1, time.perf_counter() - t0, n_windows,
+        dataclasses.asdict(cfg.spot),
+    )  # fmt: skip
+    atomic_json(result.to_dict(), fold_dir / "result.json")
+    ck_path.unlink(missing_ok=True)
+    return result
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    result: EvalResult
+    folds: list[FoldResult]
+    path: Path
+
+    def table(self) -> str:
+        return self.result.table()
+
+
+def run_loso(
+    data: SpottingData,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    info: Mapping[str, Any] | None = None,
+    on_step: StepHook | None = None,
+) -> RunReport:
+    """Train one model per held-out subject and evaluate all predictions together.
+
+    Args:
+        data: the run's videos (see :meth:`SpottingData.build`).
+        cfg: the training configuration.
+        run_dir: output folder; it must be new or empty unless ``resume``.
+        resume: continue a run that stopped (finished folds are reused).
+        info: extra facts to record in ``config.json`` (data set, root, extraction).
+        on_step: called after every optimiser step (progress, tests).
+    """
+    run = Path(run_dir)
+    conf_path = run / "config.json"
+    resolved = {"train": cfg.to_dict(), "info": dict(info or {}), "subjects": data.subjects}
+    resolved["videos"] = {
+        v.name: {"subject": v.subject, "fps": v.fps, "frames": v.frames} for v in data.videos
+    }
+    if conf_path.exists():
+        if not resume:
+            raise TrainError(
+                f"{run} already holds a run; pass --resume to continue it or choose a new --out"
+            )
+        saved = json.loads(conf_path.read_text())
+        if saved != json.loads(json.dumps(resolved)):
+            diff = sorted(
+                k for k in resolved if saved.get(k) != json.loads(json.dumps(resolved[k]))
+            )
+            raise TrainError(
+                f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
+                "resume with the same options and data, or choose a new --out"
+            )
+    elif run.exists() and any(run.iterdir()) and not resume:
+        raise TrainError(f"{run} is not empty; choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_json(resolved, conf_path)
+
+    folds: list[FoldResult] = []
+    for subject in data.subjects:
+        fold_dir = run / "folds" / _safe(subject)
+        done = fold_dir / "result.json"
+        if resume and done.exists():
+            folds.append(FoldResult.from_dict(json.loads(done.read_text())))
+            continue
+        folds.append(
+            train_fold(
+                data,
+                subject,
+                cfg,
+                fold_dir,
+                resume=resume,
+                progress=progress,
+                on_step=on_step,
+                info=info,
+            )  # fmt: skip
+        )
+    preds = [i for f in folds for i in f.intervals]
+    gts = ground_truth(data, data.videos)
+    result = evaluate(preds, gts)
+    write_intervals(preds, run / "predictions.csv")
+    write_intervals(gts, run / "ground_truth.csv")
+    report = {
+        **result.to_dict(),
+        "selection": cfg.selection,
+        "folds": [{k: v for k, v in f.to_dict().items() if k != "intervals"} for f in folds],
+        "seconds": sum(f.seconds for f in folds),
+        "config": "config.json",
+    }
+    atomic_json(report, run / "report.json")
+    return RunReport(result, folds, run)

@@ -1,0 +1,98 @@
+"""``spotformer evaluate`` against hand-computed counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spotformer.cli import main
+
+GT = """video,onset,offset,type
+a,0,9,macro
+a,50,99,macro
+a,200,210,micro
+b,10,14,micro
+b,40,44,micro
+"""
+
+# Hand counts, IoU >= 0.5:
+#   macro: [2,9] vs [0,9] 8/10 TP; [60,140] vs [50,99] 40/91 FP; [300,320] FP -> 1/2/1
+#   micro: [200,209] 10/11 TP; [201,210] second proposal on the same GT -> FP;
+#          [10,12] vs [10,14] 3/5 TP; [44,48] vs [40,44] touching-ish 1/9 FP -> 2/2/1
+PRED = """video,onset,offset,type,score
+a,2,9,macro,0.9
+a,60,140,macro,0.8
+a,300,320,macro,0.1
+a,200,209,micro,0.7
+a,201,210,micro,0.6
+b,10,12,micro,0.5
+b,44,48,micro,0.4
+"""
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    gt, pred = tmp_path / "gt.csv", tmp_path / "pred.csv"
+    gt.write_text(GT)
+    pred.write_text(PRED)
+    return pred, gt
+
+
+def test_json_output_matches_hand_counts(files, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, gt = files
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"macro", "micro", "overall"}
+    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
+    assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
+    assert {k: out["overall"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 4, "fn": 2}
+    assert out["macro"]["f1"] == pytest.approx(2 / (3 + 2))
+    assert out["micro"]["f1"] == pytest.approx(4 / (4 + 3))
+    assert out["overall"]["f1"] == pytest.approx(6 / (7 + 5))
+    assert out["overall"]["precision"] == pytest.approx(3 / 7)
+    assert out["overall"]["recall"] == pytest.approx(3 / 5)
+
+
+def test_table_output(files, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, gt = files
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines() if ln.strip()}
+    assert lines["MaE"][:3] == ["1", "2", "1"]
+    assert lines["ME"][:3] == ["2", "2", "1"]
+    assert lines["Overall"][:3] == ["3", "4", "2"]
+    assert lines["Overall"][-1] == f"{6 / 12:.4f}"
+
+
+def test_iou_option_changes_the_count(files, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, gt = files
+    # At IoU >= 0.4 the macro proposal [60, 140] (IoU 40/91 = 0.44) becomes a TP.
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--iou", "0.4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["macro"]["tp"], out["macro"]["fp"], out["macro"]["fn"]) == (2, 1, 0)
+
+
+def test_empty_prediction_file(tmp_path: Path, files, capsys: pytest.CaptureFixture[str]) -> None:
+    _, gt = files
+    empty = tmp_path / "empty.csv"
+    empty.write_text("video,onset,offset,type\n")
+    assert main(["evaluate", "--pred", str(empty), "--gt", str(gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["overall"] == {"tp": 0, "fp": 0, "fn": 5, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_bad_file_exits_2_and_names_it(tmp_path: Path, files, capsys) -> None:
+    _, gt = files
+    bad = tmp_path / "bad.csv"
+    bad.write_text("video,start,end,type\nv,1,2,micro\n")
+    assert main(["evaluate", "--pred", str(bad), "--gt", str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "missing column" in err
+
+
+def test_bad_iou_exits_2(files, capsys) -> None:
+    pred, gt = files
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--iou", "0"]) == 2
+    assert "--iou" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""Losses (SPEC.md section 4) against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spotformer.data.labels import FrameTargets
+from spotformer.losses import (
+    MACRO_RATIO,
+    LossConfig,
+    focal_loss,
+    onoff_loss,
+    spotting_loss,
+    supcon_loss,
+)
+from spotformer.models import SpotFormerOutput
+
+LN2, LN3 = math.log(2.0), math.log(3.0)
+# The losses compute in float32: agreement with a float64 hand computation to float32
+# precision (a few ulps of values of order 1; totals are differences of such values).
+F32 = {"rel": 1e-5, "abs": 1e-6}
+
+
+# -- focal loss ---------------------------------------------------------------------------
+
+
+def test_focal_loss_by_hand() -> None:
+    # p = sigmoid(z) = 0.5, 0.75, 0.25
+    z = torch.tensor([0.0, math.log(3.0), -math.log(3.0)])
+    y = torch.tensor([1.0, 0.0, 0.5])
+    a, eps = 0.9, 0.16
+    want = (
+        a * abs(1.0 - 0.5) * -math.log(0.5)  # positive, hard target
+        + (1 - a) * abs(eps - 0.75) * -math.log(1 - 0.75)  # negative, smoothed
+        + a * abs(0.5 - 0.25) * -math.log(0.25)  # positive, soft target
+    ) / 3
+    got = focal_loss(z, y, alpha=a, gamma=1.0, smoothing=eps)
+    assert got.item() == pytest.approx(want, **F32)
+
+
+def test_focal_loss_gamma_and_alpha_by_hand() -> None:
+    z = torch.tensor([[math.log(3.0), 0.0]])  # p = 0.75, 0.5
+    y = torch.tensor([[1.0, 0.0]])
+    want = (0.8 * 0.25**2 * -math.log(0.75) + 0.2 * abs(0.1 - 0.5) ** 2 * -math.log(0.5)) / 2
+    got = focal_loss(z, y, alpha=0.8, gamma=2.0, smoothing=0.1)
+    assert got.item() == pytest.approx(want, **F32)
+
+
+def test_focal_loss_smoothing_spares_a_negative_at_p_equal_smoothing() -> None:
+    eps = 0.16
+    z = torch.tensor([math.log(eps / (1 - eps))])  # p = eps exactly
+    assert focal_loss(z, torch.zeros(1), 0.9, 1.0, eps).item() == pytest.approx(0.0, abs=1e-7)
+    assert focal_loss(z, torch.zeros(1), 0.9, 1.0, 0.0).item() > 1e-3
+
+
+def test_focal_loss_is_finite_for_extreme_logits_and_bf16() -> None:
+    z = torch.tensor([-200.0, 200.0, -200.0, 200.0], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    loss = focal_loss(z.to(torch.bfloat16), y, 0.9)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss.dtype == torch.float32
+
+
+# -- onset / offset / none cross-entropy ----------------------------------------------------
+
+
+def test_onoff_cross_entropy_by_hand() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0], [0.0, 0.0, math.log(6.0)]])
+    target = torch.tensor([0, 0, 2])
+    want = (LN3 + -math.log(2 / 4) + -math.log(6 / 8)) / 3
+    assert onoff_loss(logits, target).item() == pytest.approx(want, **F32)
+
+
+# -- SupCon -------------------------------------------------------------------------------
+
+
+def test_supcon_three_samples_by_hand() -> None:
+    # z1 = z2 = (1, 0), z3 = (0, 1); tau = 0.5 -> z1.z2 / tau = 2, others 0.
+    # Anchors 1 and 2: -log(e^2 / (e^2 + e^0)); anchor 3 has no positive and is left out.
+    f = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])  # normalised inside
+    labels = torch.tensor([0, 0, 1])
+    want = math.log(math.exp(2) + 1) - 2
+    assert supcon_loss(f, labels, 0.5).item() == pytest.approx(want, **F32)
+
+
+def test_supcon_four_samples_two_classes_by_hand() -> None:
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    e = math.exp
+    # z.z / tau:  s13 = 2, s12 = s23 = s24 = 0, s14 = s34 = -2
+    l1 = -(2 - math.log(e(0) + e(2) + e(-2)))  # anchor 1, positive 3
+    l2 = -(0 - math.log(e(0) + e(0) + e(0)))  # anchor 2, positive 4
+    l3 = -(2 - math.log(e(2) + e(0) + e(-2)))  # anchor 3, positive 1
+    l4 = -(0 - math.log(e(-2) + e(0) + e(-2)))  # anchor 4, positive 2
+    want = (l1 + l2 + l3 + l4) / 4
+    assert supcon_loss(f, labels, 0.5).item() == pytest.approx(want, **F32)
+
+
+def test_supcon_without_normalisation_uses_raw_dot_products() -> None:
+    f = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    # anchor 1: s12 = 2/0.5 = 4, s13 = 0; anchor 2: s21 = 4, s23 = 0
+    want = math.log(math.exp(4) + 1) - 4
+    assert supcon_loss(f, labels, 0.5, normalize=False).item() == pytest.approx(want, **F32)
+
+
+def test_supcon_no_positive_pair_is_zero_with_a_graph() -> None:
+    f = torch.tensor([[1.0, 0.5], [0.3, 1.0]], requires_grad=True)
+    loss = supcon_loss(f, torch.tensor([0, 1]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all()
+
+
+# -- the total ----------------------------------------------------------------------------
+
+
+def _two_frames(contrast: list[int]) -> FrameTargets:
+    """Frame 0 neutral; frame 1 an ME apex inside its expression."""
+    return FrameTargets(
+        micro_onoff=torch.tensor([2, 2]),
+        macro_onoff=torch.tensor([2, 2]),
+        micro_apex=torch.tensor([0.0, 1.0]),
+        macro_apex=torch.tensor([0.0, 0.0]),
+        micro_expr=torch.tensor([0.0, 1.0]),
+        macro_expr=torch.tensor([0.0, 0.0]),
+        contrast=torch.tensor(contrast),
+    )
+
+
+@pytest.mark.parametrize("dataset", ["casme2", "samm"])
+def test_total_loss_weights_by_hand(dataset: str) -> None:
+    # All logits 0 -> p = 0.5 and every softmax uniform, so each term is easy to write.
+    out = SpotFormerOutput(logits=torch.zeros(2, 10), feature=torch.tensor([[1.0, 0], [0, 1.0]]))
+    m = MACRO_RATIO[dataset]
+    cfg = LossConfig(macro_ratio=m)
+    neg = 0.34 * LN2  # |0.16 - 0.5| * -ln(1 - 0.5)
+    micro_apex = (0.1 * neg + 0.9 * 0.5 * LN2) / 2
+    micro_expr = (0.2 * neg + 0.8 * 0.5 * LN2) / 2
+    macro_apex = 0.1 * neg
+    macro_expr = 0.2 * neg
+    want = 1.8 * micro_apex + 1.0 * LN3 + 0.1 * micro_expr
+    want += m * (1.0 * macro_apex + 1.0 * LN3 + 0.1 * macro_expr)  # SupCon: no positives -> 0
+    got = spotting_loss(out, _two_frames([0, 2]), cfg)
+    assert got.total.item() == pytest.approx(want, **F32)
+    assert got.terms["micro_apex"].item() == pytest.approx(micro_apex, **F32)
+    assert got.terms["macro_expr"].item() == pytest.approx(macro_expr, **F32)
+    assert m == {"casme2": 0.5, "samm": 0.55}[dataset]
+
+
+def test_total_loss_adds_lambda_times_supcon() -> None:
+    out = SpotFormerOutput(
+        logits=torch.linspace(-2, 2, 20).reshape(2, 10),
+        feature=torch.tensor([[1.0, 0.2], [0.4, 1.0]]),
+    )
+    # Three frames, classes 0, 0, 0: every anchor has positives, so SupCon > 0.
+    t = _two_frames([0, 0])
+    t3 = FrameTargets.cat([t, t.index(slice(0, 1))])
+    out3 = SpotFormerOutput(
+        logits=torch.cat([out.logits, out.logits[:1] * 0.5]),
+        feature=torch.cat([out.feature, torch.tensor([[0.0, 1.0]])]),
+    )
+    full = spotting_loss(out3, t3, LossConfig())
+    without = spotting_loss(out3, t3, LossConfig(contrastive=0.0))
+    sc = supcon_loss(out3.feature, t3.contrast, 0.5)
+    assert sc.item() > 0.01
+    assert (full.total - without.total).item() == pytest.approx(0.005 * sc.item(), **F32)

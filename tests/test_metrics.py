@@ -1,0 +1,249 @@
+"""MEGC evaluation (SPEC.md section 6) against hand-computed counts."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from spotformer.metrics import (
+    Counts,
+    EvaluationError,
+    Interval,
+    evaluate,
+    iou,
+    iou_matrix,
+    match,
+    read_intervals,
+    write_intervals,
+)
+
+
+def I(video: str, on: int, off: int, kind: str = "micro", score: float = 1.0) -> Interval:  # noqa: E743
+    return Interval(video, on, off, kind, score)  # type: ignore[arg-type]
+
+
+# -- IoU ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "want"),
+    [
+        ((0, 4), (5, 9), 0.0),  # touching: no shared frame
+        ((0, 4), (4, 9), 1 / 10),  # one shared frame (4) of 10
+        ((0, 9), (0, 4), 5 / 10),  # exactly 0.5
+        ((0, 2), (0, 5), 3 / 6),  # exactly 0.5 again, other lengths
+        ((3, 3), (3, 3), 1.0),  # one-frame intervals
+        ((0, 9), (20, 30), 0.0),  # disjoint
+        ((0, 9), (3, 12), 7 / 13),  # inter 3..9 = 7, union 10 + 10 - 7
+    ],
+)
+def test_iou_inclusive_frames(a, b, want) -> None:
+    assert iou(*a, *b) == pytest.approx(want, abs=0)
+    assert iou(*b, *a) == pytest.approx(want, abs=0)
+    m = iou_matrix(*(torch.tensor([v]) for v in (a[0], a[1], b[0], b[1])))
+    assert float(m[0, 0]) == pytest.approx(want, abs=0)
+
+
+# -- matching and counts ------------------------------------------------------------------
+
+
+def test_touching_interval_is_not_a_tp() -> None:
+    r = evaluate([I("v", 0, 4)], [I("v", 5, 9)])
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (0, 1, 1)
+
+
+def test_iou_exactly_half_is_a_tp_and_just_below_is_not() -> None:
+    r = evaluate([I("v", 0, 4)], [I("v", 0, 9)])  # 5 / 10
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (1, 0, 0)
+    r = evaluate([I("v", 0, 3)], [I("v", 0, 9)])  # 4 / 10
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (0, 1, 1)
+
+
+def test_several_proposals_on_one_ground_truth_give_one_tp() -> None:
+    gts = [I("v", 10, 20)]
+    preds = [I("v", 10, 20), I("v", 11, 20), I("v", 10, 19)]
+    r = evaluate(preds, gts)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (1, 2, 0)
+    assert r.micro.precision == pytest.approx(1 / 3)
+    assert r.micro.recall == 1.0
+    assert r.micro.f1 == pytest.approx(2 * 1 / (3 + 1))
+
+
+def test_one_proposal_on_several_ground_truths_gives_one_tp() -> None:
+    gts = [I("v", 10, 20), I("v", 10, 21)]
+    r = evaluate([I("v", 10, 20)], gts)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (1, 0, 1)
+
+
+def test_empty_predictions() -> None:
+    gts = [I("v", 0, 9, "macro"), I("v", 30, 60, "macro"), I("w", 5, 9, "micro")]
+    r = evaluate([], gts)
+    assert (r.macro.tp, r.macro.fp, r.macro.fn) == (0, 0, 2)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (0, 0, 1)
+    assert (r.overall.precision, r.overall.recall, r.overall.f1) == (0.0, 0.0, 0.0)
+
+
+def test_empty_everything_is_zero_not_an_error() -> None:
+    r = evaluate([], [])
+    assert r.to_dict()["overall"] == {
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+    }
+
+
+def test_types_and_videos_must_agree() -> None:
+    gts = [I("v", 0, 9, "micro")]
+    r = evaluate([I("v", 0, 9, "macro"), I("w", 0, 9, "micro")], gts)
+    assert (r.macro.tp, r.macro.fp, r.macro.fn) == (0, 1, 0)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (0, 1, 1)
+
+
+def test_both_types_and_pooled_overall_by_hand() -> None:
+    gts = [
+        I("a", 0, 9, "macro"),
+        I("a", 50, 99, "macro"),
+        I("a", 200, 210, "micro"),
+        I("b", 10, 14, "micro"),
+    ]
+    preds = [
+        I("a", 2, 9, "macro"),  # IoU 8/10: TP
+        I("a", 60, 140, "macro"),  # IoU 40/91: FP
+        I("a", 300, 320, "macro"),  # FP
+        I("a", 200, 209, "micro"),  # IoU 10/11: TP
+        I("b", 10, 14, "macro"),  # right place, wrong type: FP (macro)
+    ]
+    r = evaluate(preds, gts)
+    assert (r.macro.tp, r.macro.fp, r.macro.fn) == (1, 3, 1)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (1, 0, 1)
+    assert (r.overall.tp, r.overall.fp, r.overall.fn) == (2, 3, 2)
+    assert r.macro.f1 == pytest.approx(2 * 1 / (4 + 2))
+    assert r.micro.f1 == pytest.approx(2 * 1 / (1 + 2))
+    assert r.overall.f1 == pytest.approx(2 * 2 / (5 + 4))
+    assert r.overall.precision == pytest.approx(2 / 5)
+    assert r.overall.recall == pytest.approx(2 / 4)
+
+
+def test_matching_is_maximal_where_greedy_by_iou_undercounts() -> None:
+    # A = [1, 10] has IoU 9/11 with G1 = [0, 9] and 7/13 with G2 = [4, 13];
+    # B = [0, 5] has IoU 6/10 with G1 only. Greedy-by-IoU pairs A-G1 first and leaves
+    # B and G2 unmatched (1 TP); the one-to-one rule allows A-G2 and B-G1 (2 TPs).
+    gts = [I("v", 0, 9), I("v", 4, 13)]
+    preds = [I("v", 1, 10), I("v", 0, 5)]
+    assert iou(1, 10, 0, 9) > iou(0, 5, 0, 9) >= 0.5 and iou(1, 10, 4, 13) >= 0.5
+    assert iou(0, 5, 4, 13) < 0.5
+    pairs = match(preds, gts)
+    assert sorted(pairs) == [(0, 1), (1, 0)]
+    r = evaluate(preds, gts)
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (2, 0, 0)
+
+
+def test_counts_do_not_depend_on_row_order() -> None:
+    g = torch.Generator().manual_seed(0)
+    gts, preds = [], []
+    for v in ("a", "b"):
+        for _ in range(6):
+            s = int(torch.randint(0, 200, (1,), generator=g))
+            gts.append(I(v, s, s + int(torch.randint(3, 30, (1,), generator=g))))
+        for _ in range(10):
+            s = int(torch.randint(0, 200, (1,), generator=g))
+            preds.append(I(v, s, s + int(torch.randint(3, 30, (1,), generator=g))))
+    base = evaluate(preds, gts).to_dict()
+    assert base["micro"]["tp"] > 0  # the case is not trivially empty
+    rnd = random.Random(1)
+    for _ in range(5):
+        rnd.shuffle(preds)
+        rnd.shuffle(gts)
+        assert evaluate(preds, gts).to_dict() == base
+
+
+def test_iou_threshold_is_a_parameter() -> None:
+    preds, gts = [I("v", 0, 3)], [I("v", 0, 9)]  # IoU 0.4
+    assert evaluate(preds, gts, 0.5).micro.tp == 0
+    assert evaluate(preds, gts, 0.4).micro.tp == 1
+
+
+# -- the paper's Table 6 ------------------------------------------------------------------
+
+TABLE6 = {
+    # data set: (MaE tp, fp, fn), (ME tp, fp, fn), F1 MaE, ME, overall, P/R overall
+    "SAMM-LV": ((163, 227, 180), (61, 65, 98), (0.4447, 0.4281, 0.4401), (0.4341, 0.4462)),
+    "CAS(ME)^2": ((165, 187, 135), (10, 4, 47), (0.5061, 0.2817, 0.4841), (0.4781, 0.4902)),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE6))
+def test_reproduces_table6_f1_from_its_counts(name: str) -> None:
+    mae, me, f1s, (p_all, r_all) = TABLE6[name]
+    c_mae, c_me = Counts(*mae), Counts(*me)
+    overall = c_mae + c_me
+    assert round(c_mae.f1, 4) == f1s[0]
+    assert round(c_me.f1, 4) == f1s[1]
+    assert round(overall.f1, 4) == f1s[2]
+    assert (round(overall.precision, 4), round(overall.recall, 4)) == (p_all, r_all)
+
+
+def test_table6_samm_precision_recall_per_type() -> None:
+    assert round(Counts(163, 227, 180).precision, 4) == 0.4179
+    assert round(Counts(163, 227, 180).recall, 4) == 0.4752
+    assert round(Counts(10, 4, 47).precision, 4) == 0.7143
+    assert round(Counts(10, 4, 47).recall, 4) == 0.1754
+
+
+# -- CSV reading --------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_intervals_ignores_extra_columns_and_accepts_aliases(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path / "gt.csv",
+        "\ufeffsubject,video,onset,apex,offset,type,path,fps\n"
+        "s1,v1,10,12,15,micro,x.mp4,30\n"
+        "s1,v1,40,50,80,MaE,x.mp4,30\n"
+        "\n",
+    )
+    got = read_intervals(p)
+    assert got == [I("v1", 10, 15, "micro"), I("v1", 40, 80, "macro")]
+
+
+def test_read_intervals_header_only_is_empty(tmp_path: Path) -> None:
+    p = _write(tmp_path / "pred.csv", "video,onset,offset,type,score\n")
+    assert read_intervals(p) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("video,onset,type\nv,1,micro\n", "missing column(s) offset"),
+        ("video,onset,offset,type\nv,1,5,smile\n", "type = 'smile'"),
+        ("video,onset,offset,type\nv,9,5,micro\n", "offset 5 is before onset 9"),
+        ("video,onset,offset,type\nv,1.5,5,micro\n", "onset = '1.5'"),
+        ("video,onset,offset,type,score\nv,1,5,micro,high\n", "score = 'high'"),
+    ],
+)
+def test_read_intervals_errors_name_file_and_value(tmp_path: Path, text: str, needle: str) -> None:
+    p = _write(tmp_path / "bad.csv", text)
+    with pytest.raises(EvaluationError) as exc:
+        read_intervals(p)
+    assert str(p) in str(exc.value) and needle in str(exc.value)
+
+
+def test_missing_file_is_a_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="cannot open"):
+        read_intervals(tmp_path / "nope.csv")
+
+
+def test_write_then_read_round_trip(tmp_path: Path) -> None:
+    items = [I("v", 1, 5, "micro", 0.25), I("w", 10, 70, "macro", 0.5)]
+    got = read_intervals(write_intervals(items, tmp_path / "p.csv"))
+    assert got == items
