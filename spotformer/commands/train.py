@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--val-subjects", type=int, default=1)
     parser.add_argument(
+        "--neutral-segments",
+        type=float,
+        default=0.0,
+        help="fraction of expression-free 16-frame segments to train on too (default 0, "
+        "the authors' choice; 1.0 = every frame, far better on the synthetic set)",
+    )
+    parser.add_argument(
         "--durations",
         choices=("spec", "train"),
         default="spec",
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             selection=args.selection,
             val_subjects=args.val_subjects,
             durations=args.durations,
+            neutral_segments=args.neutral_segments,
             seed=args.seed,
         )
         sw_cfg = sw_mro.SWMROConfig(device=device, window=cfg.model.window)
