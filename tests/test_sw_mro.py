@@ -28,31 +28,8 @@ from sw_mro.pipeline import rgb_to_gray
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference import sw_mro_reference as ref  # noqa: E402
+from tolerances import SWMRO_TOL  # noqa: E402
 
-# Tolerances of this module (px at face size unless said). TODO(lead): move into
-# tests/tolerances.py, which this engineer does not own.
-SWMRO_TOL = {
-    # extract vs the per-window cv2 reference. Measured on carphone (docs/sw_mro.md):
-    # max 0.0026 px, mean 4e-6 px. The bounds leave room for a rare discrete flip (an
-    # alignment residual or an MDMO sector count on the edge) but catch any systematic
-    # error, which shows in the mean and p99 first.
-    "ref_mean": 1e-3,
-    "ref_p99": 1e-2,
-    "ref_max": 0.1,
-    # bilinear crop / shift vs float64 numpy (gray levels 0..255): float32 grid rounding.
-    "crop": 2e-3,
-    "shift": 2e-3,
-    # MDMO torch vs numpy on the same vectors: float32 summation order.
-    "mdmo": 1e-5,
-    # planted-motion test: |feature| where nothing moves; measured <= 0.04 px (H.264
-    # noise of a static face at crf 10 plus the bump's leak into the ROI's neighbours).
-    "still": 0.1,
-    # SPEC 2.4: after alignment at 0.1 px tolerance <= 0.5 px head motion remains.
-    "head_residual": 0.5,
-    # CUDA vs CPU extract: cupy/torch Farneback vs OpenCV (issue 4: 0.01 px mean EPE).
-    "gpu_mean": 0.02,
-    "gpu_p99": 0.2,
-}
 
 SMALL = SWMROConfig(window=9, face_size=128)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from tolerances import SYNTHETIC_TOL as TOL
 
 from spotformer.cli import main as spotformer_main
 from spotformer.data import synthetic_render as R
@@ -30,31 +31,9 @@ from spotformer.data.synthetic import (
     plan,
 )
 
-# Tolerances of this file (face-crop pixels at 256 px unless stated). Measured on the
-# test data below and on seeds 0-9 of it (docs/synthetic.md): central-ROI recovery
-# errors up to 0.22 (macro) and 0.24 (micro), quiet ROIs up to 0.35 px.
-TOL = {
-    # |measured - planted| / planted at the landmark an expression is centred on:
-    # the acceptance criterion of issue 3.
-    "peak_rel": 0.30,
-    # cosine between measured and planted direction there.
-    "direction_cos": 0.9,
-    # ROIs an expression does not touch (gain < 0.05): the noise floor of a 2x-upscaled
-    # 320x240 H.264 face with sensor noise sigma 2 (SPEC.md 2.4 quotes ~0.27 px), plus a
-    # share of the planted peak that Farneback's 15 px window spreads to the
-    # neighbouring ROI (ROI 51 is ~25 px from a mouth corner).
-    "quiet_roi_px": 0.4,
-    "quiet_roi_rel": 0.06,
-    # dlib on decoded frames vs the manifest's landmarks moved by the pose, per frame the
-    # median over the 68 points, as a fraction of the face crop side: dlib's fit moves
-    # by 1-2 % with its detector box (measured up to 4.5 % on a 125 px face after a
-    # sudden move). A wrong pose would be off by the move, 3-10 %.
-    "landmark_median": 0.025,
-    "landmark_max": 0.06,
-    # head move: nose flow vs the manifest's rigid displacement, video px + relative.
-    "head_move_abs_px": 0.4,
-    "head_move_rel": 0.15,
-}
+# Tolerances: SYNTHETIC_TOL in tests/tolerances.py (face-crop pixels at 256 px unless
+# stated). Measured on the test data below and on seeds 0-9 of it (docs/synthetic.md):
+# central-ROI recovery errors up to 0.22 (macro) and 0.24 (micro), quiet ROIs up to 0.35 px.
 FS = 256  # face crop side, as SW-MRO's default face_size
 FARNEBACK = (0.5, 3, 15, 5, 7, 1.5, 0)  # SPEC.md section 2 (precedent defaults)
 PATCH = 3  # flow is averaged over a 7x7 patch at the landmark
