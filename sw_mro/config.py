@@ -109,7 +109,7 @@ class SWMROConfig:
     iterations: int = 5
     poly_n: int = 7
     poly_sigma: float = 1.5
-    flow_backend: Literal["auto", "torch", "cupy", "opencv"] = "auto"
+    flow_backend: Literal["auto", "torch", "cupy", "opencv", "numba"] = "auto"
     landmarks: Literal["dlib", "insightface"] = "dlib"
     insightface_root: str | None = None
     device: str = "cpu"
@@ -131,8 +131,8 @@ class SWMROConfig:
             not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
             raise bad("batch_size", "must be a positive integer or None (16 on CPU, 128 on CUDA)")
-        if self.flow_backend not in ("auto", "torch", "cupy", "opencv"):
-            raise bad("flow_backend", "must be 'auto', 'torch', 'cupy' or 'opencv'")
+        if self.flow_backend not in ("auto", "torch", "cupy", "opencv", "numba"):
+            raise bad("flow_backend", "must be 'auto', 'torch', 'cupy', 'opencv' or 'numba'")
         for name in ("chunk_size", "landmark_workers"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):

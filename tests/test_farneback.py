@@ -143,20 +143,33 @@ def assert_parity(name: str, ours: torch.Tensor, ref: np.ndarray) -> None:
     )
 
 
+def on(device: torch.device, backend: str) -> torch.device:
+    """The device a backend's test runs on: numba is CPU only, so it ignores --device."""
+    return torch.device("cpu") if backend == "numba" else device
+
+
+# The engines checked against cv2: torch on --device, numba (CPU).
+ENGINES = ["torch", "numba"]
+
+
 # --------------------------------------------------------------------------- parity
 
 
+@pytest.mark.parametrize("backend", ENGINES)
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
 @pytest.mark.parametrize("pset", list(PARAM_SETS))
 @pytest.mark.parametrize("size", [128, 256])
-def test_parity_with_cv2(size: int, pset: str, gaussian: bool, device: torch.device) -> None:
+def test_parity_with_cv2(
+    size: int, pset: str, gaussian: bool, backend: str, device: torch.device
+) -> None:
     """Every scene, batched in one call, against cv2 pair by pair."""
     names, prevs, nexts = scenes(size)
     params = PARAM_SETS[pset]
+    device = on(device, backend)
     flows = farneback(
         torch.from_numpy(prevs).to(device),
         torch.from_numpy(nexts).to(device),
-        backend="torch",
+        backend=backend,
         **kwargs_of(params, gaussian),
     )
     assert flows.shape == (len(names), 2, size, size) and flows.dtype == torch.float32
@@ -165,9 +178,11 @@ def test_parity_with_cv2(size: int, pset: str, gaussian: bool, device: torch.dev
         assert_parity(name, flows[i], cv2_flow(prevs[i], nexts[i], params, gaussian))
 
 
+@pytest.mark.parametrize("backend", ENGINES)
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
-def test_parity_with_initial_flow(gaussian: bool, device: torch.device) -> None:
+def test_parity_with_initial_flow(gaussian: bool, backend: str, device: torch.device) -> None:
     """OPTFLOW_USE_INITIAL_FLOW: start from a rough (area-resized) guess of the motion."""
+    device = on(device, backend)
     names, prevs, nexts = scenes(128)
     pick = [names.index(n) for n in ("astronaut/shift-3.7px", "carphone/bump-2px")]
     rng = np.random.default_rng(3)
@@ -181,7 +196,7 @@ def test_parity_with_initial_flow(gaussian: bool, device: torch.device) -> None:
         torch.from_numpy(prevs[pick]).to(device),
         torch.from_numpy(nexts[pick]).to(device),
         init_flow=torch.from_numpy(init).to(device),
-        backend="torch",
+        backend=backend,
         **kwargs_of(SPEC, gaussian),
     )
     for j, i in enumerate(pick):
@@ -198,7 +213,9 @@ def test_parity_with_initial_flow(gaussian: bool, device: torch.device) -> None:
         ((96, 96), (0.6, 5, 11, 3, 7, 1.5)),  # pyr_scale 0.6: non-integer resize ratios
     ],
 )
-def test_parity_unusual_sizes_and_params(shape, params, device: torch.device) -> None:
+@pytest.mark.parametrize("backend", ENGINES)
+def test_parity_unusual_sizes_and_params(shape, params, backend: str, device: torch.device) -> None:
+    device = on(device, backend)
     car0, car3 = _carphone_frames(0, 3)
     h, w = shape
     prev = cv2.resize(car0, (w, h), interpolation=cv2.INTER_AREA)
@@ -207,7 +224,7 @@ def test_parity_unusual_sizes_and_params(shape, params, device: torch.device) ->
         flow = farneback(
             torch.from_numpy(prev).to(device),
             torch.from_numpy(nxt).to(device),
-            backend="torch",
+            backend=backend,
             **kwargs_of(params, gaussian),
         )
         assert_parity(
@@ -215,15 +232,17 @@ def test_parity_unusual_sizes_and_params(shape, params, device: torch.device) ->
         )
 
 
-def test_float_input_matches_cv2_float(device: torch.device) -> None:
+@pytest.mark.parametrize("backend", ENGINES)
+def test_float_input_matches_cv2_float(backend: str, device: torch.device) -> None:
     """Float images in 0..255 (not only uint8) follow cv2 given the same float32 images."""
+    device = on(device, backend)
     names, prevs, nexts = scenes(128)
     i = names.index("astronaut/rotate-3deg")
     rng = np.random.default_rng(11)
     prev = prevs[i].astype(np.float32) + rng.uniform(-0.5, 0.5, prevs[i].shape).astype(np.float32)
     nxt = nexts[i].astype(np.float32)
     flow = farneback(
-        torch.from_numpy(prev).to(device), torch.from_numpy(nxt).to(device), backend="torch"
+        torch.from_numpy(prev).to(device), torch.from_numpy(nxt).to(device), backend=backend
     )
     assert_parity(names[i], flow[0], cv2_flow(prev, nxt, SPEC, False))
 
@@ -231,9 +250,10 @@ def test_float_input_matches_cv2_float(device: torch.device) -> None:
 # --------------------------------------------------------------------------- API semantics
 
 
-@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("backend", ["torch", "auto", "numba"])
 def test_flow_direction_convention(device: torch.device, backend: str) -> None:
     """Content moving right and up gives dx > 0 and dy < 0 (channel 0 dx, 1 dy)."""
+    device = on(device, backend)
     names, prevs, nexts = scenes(128)
     i = names.index("astronaut/shift-3.7px")  # moves by (+3.7, -2.2)
     p, n = torch.from_numpy(prevs[i]).to(device), torch.from_numpy(nexts[i]).to(device)
@@ -256,33 +276,77 @@ def test_batched_equals_single_and_shapes(device: torch.device) -> None:
         torch.testing.assert_close(single[0], batched[i], rtol=0, atol=TOL["flow_batch_vs_single"])
 
 
-def test_pairs_equal_per_pair_calls(device: torch.device) -> None:
+@pytest.mark.parametrize("backend", ENGINES)
+def test_pairs_equal_per_pair_calls(backend: str, device: torch.device) -> None:
     """Arbitrary index patterns: repeats, ref == tgt, unsorted, reversed pairs."""
+    device = on(device, backend)
     names, prevs, nexts = scenes(128)
     frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])).to(device)
     ref = torch.tensor([3, 5, 0, 2, 4, 4], device=device)
     tgt = torch.tensor([0, 2, 0, 5, 1, 1], device=device)
-    got = farneback_pairs(frames, ref, tgt, backend="torch", max_batch=4)
+    got = farneback_pairs(frames, ref, tgt, backend=backend, max_batch=4)
     assert got.shape == (6, 2, 128, 128)
     for i in range(5):
-        one = farneback(frames[ref[i]], frames[tgt[i]], backend="torch")[0]
+        one = farneback(frames[ref[i]], frames[tgt[i]], backend=backend)[0]
         torch.testing.assert_close(got[i], one, rtol=0, atol=TOL["flow_batch_vs_single"])
     # A frame against itself: OpenCV's out-of-bounds rule (note 5) moves only the borders.
     assert got[2, :, 16:-16, 16:-16].abs().max() < 1e-3 < got[2].abs().max()
     torch.testing.assert_close(got[4], got[5], rtol=0, atol=0)
 
 
-def test_pairs_sw_mro_pattern_matches_cv2(device: torch.device) -> None:
+@pytest.mark.parametrize("backend", ENGINES)
+def test_pairs_sw_mro_pattern_matches_cv2(backend: str, device: torch.device) -> None:
     """The SW-MRO pattern (each reference with its next frames) on real carphone video."""
+    device = on(device, backend)
     frames_np = np.stack([_square(f[:, 16:160], 128) for f in _carphone_frames(*range(0, 12, 2))])
     ref = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
     tgt = torch.tensor([1, 2, 3, 4, 5, 2, 3, 4, 5])
     got = farneback_pairs(
-        torch.from_numpy(frames_np).to(device), ref.to(device), tgt.to(device), backend="torch"
+        torch.from_numpy(frames_np).to(device), ref.to(device), tgt.to(device), backend=backend
     )
     for i in range(len(ref)):
         ref_flow = cv2_flow(frames_np[ref[i]], frames_np[tgt[i]], SPEC, False)
         assert_parity(f"pair {i}", got[i], ref_flow)
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+@pytest.mark.parametrize("size", [128, 256])
+def test_numba_equals_torch(size: int, gaussian: bool) -> None:
+    """The numba solver computes what the torch path computes (tests/tolerances.py)."""
+    names, prevs, nexts = scenes(size)
+    frames = torch.from_numpy(np.concatenate([prevs, nexts]))
+    n = len(names)
+    ref, tgt = torch.arange(n), torch.arange(n) + n
+    for params in PARAM_SETS.values():
+        kw = kwargs_of(params, gaussian)
+        got = farneback_pairs(frames, ref, tgt, backend="numba", **kw)
+        want = farneback_pairs(frames, ref, tgt, backend="torch", **kw)
+        for i, name in enumerate(names):
+            e = (got[i] - want[i]).double().norm(dim=0)
+            mean, p99 = float(e.mean()), float(torch.quantile(e.flatten(), 0.99))
+            assert mean <= TOL["flow_numba_vs_torch_mean"], f"{name} {params}: mean {mean:.1e}"
+            assert p99 <= TOL["flow_numba_vs_torch_p99"], f"{name} {params}: p99 {p99:.1e}"
+
+
+def test_numba_backend_threads_and_init_flow_pairs() -> None:
+    """1 and 2 threads give identical flows; init_flow follows its pair through chunks."""
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs[:5], nexts[:5]]))
+    ref = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3])
+    tgt = ref + 5
+    init = torch.randn(len(ref), 2, 128, 128, generator=torch.Generator().manual_seed(5))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = farneback_pairs(frames, ref, tgt, backend="numba", init_flow=init)
+        torch.set_num_threads(2)
+        two = farneback_pairs(frames, ref, tgt, backend="numba", init_flow=init)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, two, rtol=0, atol=0)
+    for i in (0, 8):
+        single = farneback(frames[ref[i]], frames[tgt[i]], backend="numba", init_flow=init[i])
+        torch.testing.assert_close(single[0], one[i], rtol=0, atol=TOL["flow_batch_vs_single"])
 
 
 def test_opencv_backend_is_cv2() -> None:
@@ -333,7 +397,7 @@ def _img(*shape: int, dtype=torch.uint8) -> torch.Tensor:
         ({"poly_sigma": 0.0}, "poly_sigma"),
         ({"poly_sigma": float("nan")}, "poly_sigma"),
         ({"gaussian": "yes"}, "gaussian"),
-        ({"backend": "numba"}, "backend"),
+        ({"backend": "tensorrt"}, "backend"),
         ({"max_batch": 0}, "max_batch"),
         ({"init_flow": torch.zeros(1, 2, 8, 8)}, "init_flow"),
         ({"init_flow": torch.zeros(1, 2, 16, 16, dtype=torch.int32)}, "init_flow"),
@@ -380,12 +444,14 @@ def test_device_mismatch_and_backend_device_raise() -> None:
         farneback(_img(16, 16).float(), meta)
     with pytest.raises(ValueError, match="runs on CPU tensors"):
         farneback(meta, meta, backend="opencv")
+    with pytest.raises(ValueError, match="runs on CPU tensors"):
+        farneback(meta, meta, backend="numba")
 
 
 # --------------------------------------------------------------------------- parity table
 
 
-def parity_table() -> str:
+def parity_table(backend: str = "torch") -> str:
     """Markdown table of the measured worst per-scene EPE for every setting (docs)."""
     rows = ["| size | params | window | init_flow | worst mean EPE | worst p99 EPE | pairs |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -394,7 +460,7 @@ def parity_table() -> str:
         for pset, params in PARAM_SETS.items():
             for gaussian in (False, True):
                 flows = farneback(torch.from_numpy(prevs), torch.from_numpy(nexts),
-                                  backend="torch", **kwargs_of(params, gaussian))  # fmt: skip
+                                  backend=backend, **kwargs_of(params, gaussian))  # fmt: skip
                 stats = [epe_stats(flows[i], cv2_flow(prevs[i], nexts[i], params, gaussian))
                          for i in range(len(names))]  # fmt: skip
                 rows.append(
@@ -405,5 +471,7 @@ def parity_table() -> str:
 
 
 if __name__ == "__main__":
+    import sys
+
     torch.set_num_threads(2)
-    print(parity_table())
+    print(parity_table(sys.argv[1] if len(sys.argv) > 1 else "torch"))

@@ -13,11 +13,14 @@ Backends (``backend=``):
 
 - ``"torch"``: batched PyTorch (``sw_mro.ops._farneback_torch``), any device.
 - ``"cupy"``: fused CUDA kernels (``sw_mro.cuda.farneback``) on CUDA tensors.
+- ``"numba"``: CPU only; the torch per-frame expansion, then a numba-compiled per-pair
+  solver (``sw_mro.ops._farneback_numba``: fused row passes, ``prange`` over pairs on
+  ``torch.get_num_threads()`` threads). Compiled once per machine (numba's cache).
 - ``"opencv"``: ``cv2.calcOpticalFlowFarneback`` per pair in a thread pool of
   ``torch.get_num_threads()`` workers; CPU tensors only. No sharing is possible.
 - ``"auto"``: CUDA input -> ``"cupy"`` when CuPy imports, else ``"torch"`` (with a
-  one-time warning). CPU input -> :data:`CPU_AUTO_BACKEND` (``"opencv"``, the faster
-  one on CPU as measured; docs/farneback.md). Other devices -> ``"torch"``.
+  one-time warning). CPU input -> :data:`CPU_AUTO_BACKEND` (``"numba"``, the fastest
+  on CPU as measured; docs/farneback.md). Other devices -> ``"torch"``.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from sw_mro.ops import _farneback_torch as _ft
 from sw_mro.ops._farneback_torch import FarnebackParams
 from sw_mro.ops.checks import as_tensor, gray_batch, index_vector
 
-Backend = Literal["auto", "torch", "cupy", "opencv"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy", "opencv")
+Backend = Literal["auto", "torch", "cupy", "opencv", "numba"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy", "opencv", "numba")
 
 #: Backend that ``"auto"`` picks for CPU tensors. Measured with benchmarks/bench_farneback.py
-#: (docs/farneback.md): even with frame sharing in the SW-MRO pattern, torch's op-by-op
-#: CPU path does not beat a thread pool of cv2 calls (about 0.9x per core), so CPU work
-#: goes to OpenCV; the torch path stays for exactness checks and devices other than CUDA.
-CPU_AUTO_BACKEND: Literal["torch", "opencv"] = "opencv"
+#: (docs/farneback.md), SW-MRO pattern: the numba solver on shared expansions runs
+#: 1.3-1.65x the pairs/s of the cv2 thread pool (128 and 256 px, 1 and 2 threads, same
+#: process, 2 shared cores), while torch's op-by-op CPU path does not beat it (about 0.7x
+#: per core). The first numba call on a machine compiles (~9 s), later ones load numba's
+#: cache (~0.35 s).
+CPU_AUTO_BACKEND: Literal["torch", "opencv", "numba"] = "numba"
 
 #: Memory budget (bytes) of one batch of pairs when ``max_batch`` is not given.
 BATCH_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
@@ -84,7 +89,7 @@ def farneback(
         pyr_scale, levels, winsize, iterations, poly_n, poly_sigma: OpenCV's parameters.
         gaussian: ``OPTFLOW_FARNEBACK_GAUSSIAN`` (Gaussian instead of box window).
         init_flow: ``OPTFLOW_USE_INITIAL_FLOW``: ``(B, 2, H, W)`` (or ``(2, H, W)``).
-        backend: ``"auto"``, ``"torch"``, ``"cupy"`` or ``"opencv"``.
+        backend: ``"auto"``, ``"torch"``, ``"cupy"``, ``"opencv"`` or ``"numba"`` (CPU).
         max_batch: pairs solved at once (memory bound); default from :data:`BATCH_BYTES`.
 
     Returns:
@@ -152,7 +157,8 @@ def farneback_pairs(
         init_flow: optional ``(P, 2, H, W)`` initial flows (``OPTFLOW_USE_INITIAL_FLOW``).
         max_batch: pairs solved at once. Memory: the expansions of all F frames stay
             resident (about 7 float32 per pixel per frame), plus per pair of a batch
-            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel. Default:
+            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba: not
+            used; the output plus ~14 float32 per pixel per thread). Default:
             as many as fit :data:`BATCH_BYTES` (CPU: split over the worker threads).
         Other arguments: as :func:`farneback`.
 
@@ -176,6 +182,8 @@ def farneback_pairs(
         return torch.zeros(0, 2, height, width, device=f.device)
     if name == "opencv":
         return _opencv_pairs(f, ref, tgt, params, init)
+    if name == "numba":
+        return _numba_pairs(f, ref, tgt, params, init)
     if name == "cupy":
         from sw_mro.cuda import farneback as engine
     else:
@@ -269,9 +277,9 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             f"backend='cupy' needs CUDA tensors; the images are on {device}. "
             "Move them with .cuda() or use backend='torch'."
         )
-    if backend == "opencv" and device.type != "cpu":
+    if backend in ("opencv", "numba") and device.type != "cpu":
         raise ValueError(
-            f"backend='opencv' runs on CPU tensors; the images are on {device}. "
+            f"backend={backend!r} runs on CPU tensors; the images are on {device}. "
             "Use backend='cupy' or 'torch' on the GPU, or move them with .cpu()."
         )
     if backend != "auto":
@@ -367,3 +375,34 @@ def _opencv_pairs(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(len(refs))))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _numba_pairs(
+    frames: torch.Tensor,
+    ref: torch.Tensor,
+    tgt: torch.Tensor,
+    params: FarnebackParams,
+    init: torch.Tensor | None,
+) -> torch.Tensor:
+    """Shared torch expansions, then the numba per-pair solver on ``torch.get_num_threads()``
+    threads. Memory: the expansions of all frames, the output and per thread about
+    14 float32 per full-resolution pixel of work buffers (``max_batch`` is not used)."""
+    import numba
+
+    from sw_mro.ops import _farneback_numba as engine
+
+    frames32 = frames.float()
+    workers = _cpu_workers(frames.device, frames32.shape[0])
+    if workers > 1:
+        groups = _split(frames32.shape[0], workers)
+        parts = _parallel_map(lambda g: _ft.expand_frames(frames32[g], params), groups, workers)
+        expansions = [torch.cat(level) for level in zip(*parts, strict=True)]
+    else:
+        expansions = _ft.expand_frames(frames32, params)
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return engine.solve_pairs(expansions, ref.cpu(), tgt.cpu(), params, init)
+    finally:
+        numba.set_num_threads(before)
