@@ -93,6 +93,7 @@ def tiny_cfg(**kw) -> TrainConfig:
         "model": SpotFormerConfig(dim=16, heads=2, head_dim=8, mlp_dim=16),
         "epochs": 2,
         "batch_size": 64,
+        "neutral_segments": 0.0,  # expression segments only: fewer windows, faster tests
     }
     return TrainConfig(**{**base, **kw})
 
@@ -352,7 +353,11 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     report = json.loads((run / "report.json").read_text())
     table_line = next(ln for ln in out.splitlines() if ln.startswith("Overall")).split()
     assert [int(x) for x in table_line[1:4]] == [report["overall"][k] for k in ("tp", "fp", "fn")]
-    assert json.loads((run / "config.json").read_text())["info"]["dataset"] == "csv"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["info"]["dataset"] == "csv"
+    # Every frame is trained on by default (the authors' code: expression segments only).
+    assert saved["train"]["neutral_segments"] == 1.0
+    assert saved["train"]["spot"]["apex_threshold"] == 0.5
     # Running again into the same folder without --resume is refused, with exit code 2.
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err

@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--neutral-segments",
         type=float,
-        default=0.0,
-        help="fraction of expression-free 16-frame segments to train on too (default 0, "
-        "the authors' choice; 1.0 = every frame, far better on the synthetic set)",
+        default=1.0,
+        help="fraction of expression-free 16-frame segments to train on too (default 1.0, "
+        "every frame: blinks and head moves are seen as negatives; 0 is the authors' "
+        "choice, expression segments only)",
     )
     parser.add_argument(
         "--durations",
@@ -54,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="spec",
         help="post-processing (k, j): SPEC's (16, 5) ME / (59, 16) MaE, or the mean and "
         "min durations of the training subjects' expressions",
+    )
+    parser.add_argument(
+        "--apex-threshold",
+        type=float,
+        default=0.5,
+        help="post-processing: apex candidates where P_apex exceeds this (default 0.5, SPEC)",
     )
     parser.add_argument(
         "--macro-ratio", type=float, help="m of the loss (default 0.5; SAMM-LV 0.55)"
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.features import dataset_features, load_dataset
     from spotformer.losses import MACRO_RATIO, LossConfig
     from spotformer.models import SpotFormerConfig
+    from spotformer.postprocess import SpotParams
     from spotformer.train import SpottingData, TrainConfig, run_loso
     from sw_mro.errors import SWMROError
 
@@ -109,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             selection=args.selection,
             val_subjects=args.val_subjects,
             durations=args.durations,
+            spot=SpotParams(apex_threshold=args.apex_threshold),
             neutral_segments=args.neutral_segments,
             seed=args.seed,
         )
