@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sw_mro.cuda._interop import as_cupy, torch_stream
 from sw_mro.ops._farneback_expand import pyramid_level
@@ -32,7 +31,7 @@ from sw_mro.ops._farneback_kernels import (
     poly_kernels,
     window_kernel,
 )
-from sw_mro.ops._farneback_torch import resize_area
+from sw_mro.ops._farneback_torch import level_start_flow
 
 SOURCE_PATH = Path(__file__).with_name("farneback.cu")
 KERNELS = (
@@ -142,16 +141,7 @@ def solve_pairs(
     flow: torch.Tensor | None = None
     for level in reversed(plan_levels(height, width, params)):
         h, w = level.height, level.width
-        if flow is None:
-            if init_flow is not None:
-                flow = resize_area(init_flow, h, w) * level.scale
-            else:
-                flow = torch.zeros(pairs, 2, h, w, device=dev)
-        else:
-            # note 3: linear resize of the coarser flow, times 1 / pyr_scale.
-            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-            flow = flow * (1.0 / params.pyr_scale)
-        flow = flow.contiguous()
+        flow = level_start_flow(flow, level, params, init_flow, pairs, dev).contiguous()
         r = expansions[level.k].contiguous()
         m = torch.empty(pairs, 5, h, w, device=dev)
         mv = torch.empty_like(m)

@@ -21,6 +21,8 @@ pair (docs/farneback.md); its value is exactness on any torch device.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,7 +41,7 @@ from sw_mro.ops._farneback_kernels import (
     window_kernel,
 )
 
-__all__ = ["CHUNK_PIXELS", "expand_frames", "resize_area", "solve_pairs"]
+__all__ = ["CHUNK_PIXELS", "expand_frames", "level_start_flow", "resize_area", "solve_pairs"]
 
 #: Pixels (pairs x h x w) per chunk of the iteration loop on CPU: large enough to
 #: amortise per-op overhead at coarse levels, small enough to stay in cache at fine ones.
@@ -219,6 +221,29 @@ class _Chunk:
         torch.div(self.num, det, out=flow)
 
 
+def level_start_flow(
+    flow: torch.Tensor | None,
+    level: Any,
+    params: Any,
+    init_flow: torch.Tensor | None,
+    pairs: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The flow a pyramid level starts from (shared by the torch and CuPy solvers).
+
+    Coarsest level: ``init_flow`` resized with INTER_AREA and scaled to the level, or
+    zeros. Finer levels: SPEC note 3, the coarser flow resized linearly, times
+    1 / pyr_scale.
+    """
+    h, w = level.height, level.width
+    if flow is None:
+        if init_flow is not None:
+            return resize_area(init_flow, h, w) * level.scale
+        return torch.zeros(pairs, 2, h, w, device=device)
+    flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    return flow.mul_(1.0 / params.pyr_scale)
+
+
 def solve_pairs(
     expansions: list[torch.Tensor],
     ref_idx: torch.Tensor,
@@ -235,15 +260,7 @@ def solve_pairs(
     flow: torch.Tensor | None = None
     for level in reversed(plan_levels(height, width, params)):
         h, w = level.height, level.width
-        if flow is None:
-            if init_flow is not None:
-                flow = resize_area(init_flow, h, w) * level.scale
-            else:
-                flow = torch.zeros(pairs, 2, h, w, device=dev)
-        else:
-            # note 3: linear resize of the coarser flow, times 1 / pyr_scale.
-            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-            flow.mul_(1.0 / params.pyr_scale)
+        flow = level_start_flow(flow, level, params, init_flow, pairs, dev)
         step = min(pairs, max(1, budget // (h * w)))
         chunk = _Chunk(step, h, w, params, dev)
         for start in range(0, pairs, step):
