@@ -229,16 +229,22 @@ def test_naive_precedent_cpu(benchmark, bench_setup, request: pytest.FixtureRequ
         assert np.median(np.abs(feats - ours)) < 0.5
 
 
+@pytest.fixture(scope="session")
+def gpu_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    n = 60 if _disabled(request.config) else 600
+    return write_video(tmp_path_factory.mktemp("gpu") / "face640.mp4", make_frames(n), fps=FPS), n
+
+
 @pytest.mark.cuda
 @pytest.mark.benchmark(group=GROUP)
-def test_extract_cuda(
-    benchmark, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> None:
+@pytest.mark.parametrize("flow", ["auto", "torch"], ids=["cupy", "torch_flow"])
+def test_extract_cuda(benchmark, gpu_clip, flow: str) -> None:
+    """``--gpu`` end to end (decode, landmarks, flow, pooling) with the CuPy kernels (the
+    default on CUDA) and with the torch Farneback engine."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device; none is available here")
-    n = 60 if _disabled(request.config) else 600
-    path = write_video(tmp_path_factory.mktemp("gpu") / "face640.mp4", make_frames(n), fps=FPS)
-    cfg = SWMROConfig(device="cuda")
+    path, n = gpu_clip
+    cfg = SWMROConfig(device="cuda", flow_backend=flow)
     sw_mro.extract(path, cfg.replace(window=5))  # warm-up: kernels, cuDNN, models
     holder: dict = {}
 
@@ -284,24 +290,41 @@ class SyntheticSource:
             yield a, torch.from_numpy(np.stack(batch))
 
 
-def memory_child(n: int, window: int) -> dict[str, float]:
-    """Run ``stream`` over ``n`` synthetic frames; peak RSS (MiB) at half way and at the end."""
+def memory_child(
+    n: int, window: int, device: str = "cpu", face_size: int = 32
+) -> dict[str, float]:
+    """Run ``stream`` over ``n`` synthetic frames; peak RSS (MiB) at half way and at the end.
+
+    On CUDA it also reports the peak of torch's allocator (``gpu_peak_by_frame_mib``).
+    """
     import resource
 
-    cfg = SWMROConfig(window=window, face_size=32)
+    cfg = SWMROConfig(window=window, face_size=face_size, device=device)
+    gpu = device.startswith("cuda")
+    gpu_tenths: dict[str, float] = {}
     t0 = time.perf_counter()
     rows, half = 0, None
+    tenths: dict[str, float] = {}  # peak RSS after each tenth of the video
     for chunk in sw_mro.stream(SyntheticSource(n), cfg):
         rows += chunk.features.shape[0]  # features are dropped as they come, like the CLI
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         if half is None and rows >= n // 2:
-            half = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+            half = peak
+        if rows >= (len(tenths) + 1) * n / 10:
+            tenths[str(rows)] = round(peak, 1)
+            if gpu:
+                gpu_tenths[str(rows)] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {
+    out = {
         "frames": rows,
         "peak_half_mib": half,
         "peak_end_mib": end,
+        "peak_by_frame_mib": tenths,
         "seconds": time.perf_counter() - t0,
     }
+    if gpu:
+        out["gpu_peak_by_frame_mib"] = gpu_tenths
+    return out
 
 
 def _measure(n: int, window: int) -> dict[str, float]:
@@ -337,5 +360,9 @@ def test_peak_memory_flat(request: pytest.FixtureRequest) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "memory":
-        print(json.dumps(memory_child(int(sys.argv[2]), int(sys.argv[3]))))
+    # python -m benchmarks.bench_extract memory FRAMES WINDOW [DEVICE [FACE_SIZE]]
+    if 4 <= len(sys.argv) <= 6 and sys.argv[1] == "memory":
+        args = sys.argv[2:]
+        device = args[2] if len(args) > 2 else "cpu"
+        face = int(args[3]) if len(args) > 3 else 32
+        print(json.dumps(memory_child(int(args[0]), int(args[1]), device, face)))

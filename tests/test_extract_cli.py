@@ -97,6 +97,23 @@ def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
 
 
+@pytest.mark.cuda
+def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
+    """``--gpu`` end to end on a real clip: the features match the CPU run."""
+    from tolerances import SWMRO_TOL
+
+    args = ["--window", "5", "--face-size", "128", "--quiet"]
+    assert main(["extract", str(carphone_copy), "--out-dir", str(tmp_path / "c"), *args]) == 0
+    assert main(["extract", str(carphone_copy), "--out-dir", str(tmp_path / "g"), "--gpu", *args]) == 0
+    cpu = np.load(tmp_path / "c" / "carphone.npy")
+    gpu = np.load(tmp_path / "g" / "carphone.npy")
+    assert gpu.shape == cpu.shape == (120, 5, 10, 2)
+    meta = json.loads((tmp_path / "g" / "carphone.json").read_text())
+    assert meta["device"] == torch.cuda.get_device_name(0)
+    d = np.abs(gpu - cpu)
+    assert d.mean() < SWMRO_TOL["gpu_mean"] and np.quantile(d, 0.99) < SWMRO_TOL["gpu_p99"]
+
+
 def test_bad_arguments(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -144,12 +144,17 @@ def assert_parity(name: str, ours: torch.Tensor, ref: np.ndarray) -> None:
 
 
 def on(device: torch.device, backend: str) -> torch.device:
-    """The device a backend's test runs on: numba is CPU only, so it ignores --device."""
-    return torch.device("cpu") if backend == "numba" else device
+    """The device a backend's test runs on: numba is CPU only and cupy CUDA only, so
+    both ignore --device."""
+    if backend == "numba":
+        return torch.device("cpu")
+    return torch.device("cuda") if backend == "cupy" else device
 
 
-# The engines checked against cv2: torch on --device, numba (CPU).
-ENGINES = ["torch", "numba"]
+# The engines checked against cv2: torch on --device, numba (CPU), and the CuPy kernels
+# on a GPU (``cuda``-marked: skipped where there is none; on CPU tests/test_cuda_kernels.py
+# runs the same kernel source through a C++ build).
+ENGINES = ["torch", "numba", pytest.param("cupy", marks=pytest.mark.cuda)]
 
 
 # --------------------------------------------------------------------------- parity

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reference import sw_mro_reference as ref  # noqa: E402
 from tolerances import SWMRO_TOL  # noqa: E402
 
-
 SMALL = SWMROConfig(window=9, face_size=128)
 
 
