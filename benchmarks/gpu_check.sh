@@ -62,16 +62,16 @@ if [ "$STAGE" = a ]; then
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
   log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu)"
-  timeout 120 $PYT tests/test_sw_mro.py tests/test_extract_cli.py -m cuda 2>&1 |
+  timeout 100 $PYT tests/test_sw_mro.py tests/test_extract_cli.py -m cuda 2>&1 |
     tee "$RES/gpu_tests_b.txt"
   log "extraction benchmarks: CPU, naive precedent, --gpu (cupy and torch flow)"
-  timeout 200 $PYT benchmarks/bench_extract.py -k "not memory" \
+  timeout 180 $PYT benchmarks/bench_extract.py -k "not memory" \
     --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
   log "GPU memory over a long stream (face 256, window 17)"
-  timeout 90 python3 -m benchmarks.bench_extract memory 20000 17 cuda 256 2>&1 |
+  timeout 60 python3 -m benchmarks.bench_extract memory 20000 17 cuda 256 2>&1 |
     tee "$RES/gpu_memory.txt"
   log "demo with --gpu"
-  timeout 150 python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
+  timeout 120 python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
     tee "$RES/gpu_demo.txt"
 fi
 log "done"
