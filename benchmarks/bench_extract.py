@@ -314,6 +314,10 @@ def memory_child(
             tenths[str(rows)] = round(peak, 1)
             if gpu:
                 gpu_tenths[str(rows)] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            line = {"frames": rows, "peak_rss_mib": tenths[str(rows)],
+                    "gpu_peak_mib": gpu_tenths.get(str(rows)),
+                    "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            print(json.dumps(line), file=sys.stderr, flush=True)  # progress, kept if killed
     end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "frames": rows,

@@ -5,6 +5,7 @@
 # Then two back-to-back calls on one warm machine (files in /tmp survive between them):
 #   run(command="bash benchmarks/gpu_check.sh a", carry=[".gpu/a"], timeout_s=300)
 #   run(command="bash benchmarks/gpu_check.sh b", carry=[".gpu/b"], timeout_s=420)
+# (Stage "setup" only installs, for a rerun of stage b on a fresh machine.)
 # Stage a: the CuPy and torch Farneback engines against cv2 on the GPU, the model and
 #          training under AMP, and the Farneback and SpotFormer GPU benchmarks.
 # Stage b: `sw_mro` on the GPU (GPU equals CPU, the CLI), the extraction benchmarks (CPU,
@@ -48,7 +49,9 @@ EOF
 
 PYT="python3 -m pytest -q -p no:cacheprovider -rfE --tb=short"
 BENCH="--benchmark-columns=min,median,ops,rounds --benchmark-sort=name"
-if [ "$STAGE" = a ]; then
+if [ "$STAGE" = setup ]; then
+  log "installed; the model waits for stage b's part"
+elif [ "$STAGE" = a ]; then
   log "cuda-marked tests: kernels, CuPy parity with cv2, models, training"
   timeout 120 $PYT tests/test_cuda_kernels.py tests/test_farneback.py tests/test_models.py \
     tests/test_train.py -m cuda 2>&1 | tee "$RES/gpu_tests_a.txt"
@@ -64,14 +67,16 @@ else
   log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu)"
   timeout 100 $PYT tests/test_sw_mro.py tests/test_extract_cli.py -m cuda 2>&1 |
     tee "$RES/gpu_tests_b.txt"
+  log "landmark worker processes"
+  timeout 60 $PYT tests/test_landmark_pool.py 2>&1 | tee -a "$RES/gpu_tests_b.txt"
   log "extraction benchmarks: CPU, naive precedent, --gpu (cupy and torch flow)"
-  timeout 180 $PYT benchmarks/bench_extract.py -k "not memory" \
+  timeout 180 $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
     --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
   log "GPU memory over a long stream (face 256, window 17)"
-  timeout 60 python3 -m benchmarks.bench_extract memory 20000 17 cuda 256 2>&1 |
+  timeout "${MEM_S:-90}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |
     tee "$RES/gpu_memory.txt"
   log "demo with --gpu"
-  timeout 120 python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
+  timeout "${DEMO_S:-120}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
     tee "$RES/gpu_demo.txt"
 fi
 log "done"

@@ -75,13 +75,14 @@ class SWMROConfig:
     - ``landmarks`` = "dlib"; ``insightface_root`` for the insightface backend.
       Landmarks are tracked within segments of ``landmark_segment`` (32) frames: the
       tracker restarts (a whole-frame detection) at every multiple of 32, so segments
-      can run on ``landmark_workers`` threads (None = 1 on CPU, up to 16 on CUDA hosts)
+      can run on ``landmark_workers`` workers (None = 1 on CPU, up to 16 on CUDA hosts;
+      processes for dlib, whose shape predictor holds the GIL, threads for insightface)
       and the features do not depend on chunking or on the number of workers. A frame
       without a face takes the last good landmarks before it; frames before the first
       face take the first face's.
     - ``device`` = "cpu"; ``batch_size`` = windows per device batch (each window has
       w - 1 pairs), None = 16 on CPU and 128 on CUDA; ``flow_backend`` = "auto" (see
-      ``sw_mro.ops.farneback``); ``chunk_size`` = frames decoded (and landmarked) at a time, None = 64 on CPU and 256
+      ``sw_mro.ops.farneback``); ``chunk_size`` = frames decoded (and landmarked) at a time, None = 64 on CPU and 512
       on CUDA; ``stride`` = 1
       (temporal subsampling, e.g. 7 for SAMM-LV).
     """
@@ -201,7 +202,8 @@ class SWMROConfig:
     def resolved_chunk_size(self) -> int:
         if self.chunk_size is not None:
             return self.chunk_size
-        return 256 if str(self.device).startswith("cuda") else 64
+        # CUDA: 512 frames = 16 landmark segments, one per worker process of a 16-core host.
+        return 512 if str(self.device).startswith("cuda") else 64
 
     @property
     def resolved_landmark_workers(self) -> int:

@@ -271,10 +271,11 @@ class _Landmarks:
     """Landmarks of consecutive chunks, tracked within fixed segments of frames.
 
     The tracker restarts at every multiple of ``landmark_segment`` frames, so the result
-    depends neither on ``chunk_size`` nor on the number of worker threads, and segments
-    run in parallel (dlib and onnxruntime release the GIL). A frame without a face takes
-    the last good landmarks before it (across segments and chunks); frames before the
-    first face stay NaN here and are filled by the caller.
+    depends neither on ``chunk_size`` nor on the number of workers, and segments run in
+    parallel: dlib in worker processes (its shape predictor holds the GIL;
+    ``sw_mro.io.landmark_pool``), insightface in threads (onnxruntime releases the GIL).
+    A frame without a face takes the last good landmarks before it (across segments and
+    chunks); frames before the first face stay NaN here and are filled by the caller.
     """
 
     def __init__(self, config: SWMROConfig, device: torch.device) -> None:
@@ -285,7 +286,13 @@ class _Landmarks:
         workers = config.resolved_landmark_workers
         self.free: list = []  # idle landmarkers (the dlib model itself is shared)
         self.carry = None  # the landmarker tracking the segment the last chunk ended in
-        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.carry_box = None  # the same for worker processes: the tracker's box
+        self.procs = None
+        if config.landmarks == "dlib" and workers > 1:
+            from sw_mro.io.landmark_pool import shared_pool
+
+            self.procs = shared_pool(workers)  # started once per process, reused
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
 
     def close(self) -> None:
@@ -312,15 +319,25 @@ class _Landmarks:
         seg = self.segment
         cuts = [0, *range(seg - start % seg, t, seg), t]
         spans = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-        jobs = []
-        for j, (a, b) in enumerate(spans):
-            continues = j == 0 and start % seg != 0 and self.carry is not None
-            lm = self.carry if continues else self._get()
-            jobs.append((lm, not continues, frames[a:b]))
-        results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
         ends_inside = (start + t) % seg != 0
-        self.carry = jobs[-1][0] if ends_inside else None
-        self.free.extend(job[0] for job in jobs if job[0] is not self.carry)
+        if self.procs is not None:
+            # A continued segment starts from the box its tracker ended the last chunk on.
+            seg_jobs = [
+                (a, b, self.carry_box if j == 0 and start % seg != 0 else None)
+                for j, (a, b) in enumerate(spans)
+            ]
+            done = self.procs.run(frames, seg_jobs)
+            results = [r for r, _ in done]
+            self.carry_box = done[-1][1] if ends_inside else None
+        else:
+            jobs = []
+            for j, (a, b) in enumerate(spans):
+                continues = j == 0 and start % seg != 0 and self.carry is not None
+                lm = self.carry if continues else self._get()
+                jobs.append((lm, not continues, frames[a:b]))
+            results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
+            self.carry = jobs[-1][0] if ends_inside else None
+            self.free.extend(job[0] for job in jobs if job[0] is not self.carry)
         boxes = np.concatenate([r.boxes for r in results])
         points = np.concatenate([r.points for r in results])
         found = np.concatenate([r.found for r in results])
@@ -360,6 +377,50 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
     )
 
 
+def _prefetch(chunks: Iterator, stop: threading.Event) -> Iterator:
+    """Iterate ``chunks`` with the next item decoded ahead in a thread.
+
+    Decoding (decord/FFmpeg, GIL released) then overlaps the landmarks of the chunk
+    before it. Exceptions reach the consumer in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    halt = threading.Event()  # set when the consumer of this generator goes away
+
+    def work() -> None:
+        try:
+            for item in chunks:
+                while not (stop.is_set() or halt.is_set()):
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set() or halt.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="sw_mro-decode")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        while thread.is_alive():  # unblock a put on the full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
 def _producer(
     src: Any, config: SWMROConfig, device: torch.device, out: queue.Queue, stop: threading.Event
 ) -> None:
@@ -370,7 +431,7 @@ def _producer(
         marks = _Landmarks(config, device)
         first_good: LandmarkResult | None = None
         t = time.perf_counter()
-        for start, rgb in src.chunks(config.resolved_chunk_size):
+        for start, rgb in _prefetch(src.chunks(config.resolved_chunk_size), stop):
             if stop.is_set():
                 return
             res = marks.detect(start, rgb.numpy())

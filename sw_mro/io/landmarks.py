@@ -185,6 +185,19 @@ class DlibLandmarker(_Base):
         super().reset()
         self._prev: tuple[float, float, float, float] | None = None
 
+    @property
+    def tracking_box(self) -> tuple[float, float, float, float] | None:
+        """The box the next frame's search starts from (None: scan the whole frame).
+
+        Together with ``reset()`` this is the tracker's whole state, so a segment can be
+        continued in another process (``sw_mro.io.landmark_pool``).
+        """
+        return self._prev
+
+    @tracking_box.setter
+    def tracking_box(self, box: tuple[float, float, float, float] | None) -> None:
+        self._prev = None if box is None else tuple(float(v) for v in box)  # type: ignore[assignment]
+
     def _run(self, img: np.ndarray, scale: float, ox: float, oy: float, up: int) -> list:
         """Detector on ``img`` (a resized crop); boxes mapped back to frame pixels."""
         rects = self._detector(img, up)

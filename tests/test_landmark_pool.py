@@ -1,0 +1,70 @@
+"""dlib landmarks in worker processes (sw_mro.io.landmark_pool) equal in-process tracking."""
+
+from __future__ import annotations
+
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+import torch
+
+from sw_mro import SWMROConfig
+from sw_mro.io.landmark_pool import DlibProcessPool, shared_pool
+from sw_mro.io.landmarks import make_landmarker
+from sw_mro.io.video import open_video
+from sw_mro.pipeline import _Landmarks
+
+
+def test_segments_in_processes_equal_in_process_tracking(carphone: str) -> None:
+    """Chunks of 24 frames, segments of 16: segments continue across chunk boundaries,
+    and carphone's last two frames have no face (the tracker loses it there)."""
+    cfg = SWMROConfig(landmark_segment=16, chunk_size=24)
+    cpu = torch.device("cpu")
+    serial = _Landmarks(cfg.replace(landmark_workers=1), cpu)
+    procs = _Landmarks(cfg.replace(landmark_workers=2), cpu)
+    assert serial.procs is None and procs.procs is shared_pool(2)
+    found = []
+    for start, rgb in open_video(carphone).chunks(24):
+        a = serial.detect(start, rgb.numpy())
+        b = procs.detect(start, rgb.numpy())
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.found, b.found)
+        found.append(b.found)
+    found = np.concatenate(found)
+    assert found[:118].all() and not found[118:].any()
+
+
+def test_pool_job_continues_a_tracker(carphone: str) -> None:
+    """A segment split in two jobs, the second starting from the first's end box, gives
+    what one tracker gives over the whole segment."""
+    frames = open_video(carphone).read(range(30)).numpy()
+    whole = make_landmarker("dlib", fill_missing=False).detect(frames)
+    pool = DlibProcessPool(1)
+    try:
+        (first, box), = pool.run(frames, [(0, 12, None)])
+        (second, _), = pool.run(frames, [(12, 30, box)])
+    finally:
+        pool.close()
+    np.testing.assert_array_equal(np.concatenate([first.points, second.points]), whole.points)
+
+
+def test_pool_frees_its_shared_memory(astronaut_rgb: np.ndarray) -> None:
+    pool = DlibProcessPool(1)
+    (res, box), = pool.run(astronaut_rgb[None], [(0, 1, None)])
+    assert res.found[0] and box is not None
+    name = pool._shm.name
+    big = np.repeat(astronaut_rgb[None], 3, axis=0)  # a larger chunk replaces the block
+    pool.run(big, [(0, 3, None)])
+    assert pool._shm.name != name
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
+    name = pool._shm.name
+    pool.close()
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
+
+
+def test_pool_rejects_zero_workers() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        DlibProcessPool(0)
