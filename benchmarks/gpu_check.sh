@@ -75,9 +75,11 @@ else
   log "GPU memory over a long stream (face 256, window 17)"
   timeout "${MEM_S:-90}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |
     tee "$RES/gpu_memory.txt"
-  log "demo with --gpu"
-  timeout "${DEMO_S:-120}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
-    tee "$RES/gpu_demo.txt"
+  if [ "${DEMO_S:-120}" -gt 0 ]; then
+    log "demo with --gpu"
+    timeout "${DEMO_S:-120}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
+      tee "$RES/gpu_demo.txt"
+  fi
 fi
 log "done"
 cp -f "$RES"/gpu_* benchmarks/results/ 2>/dev/null || true
