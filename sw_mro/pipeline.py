@@ -289,9 +289,10 @@ class _Landmarks:
         self.carry_box = None  # the same for worker processes: the tracker's box
         self.procs = None
         if config.landmarks == "dlib" and workers > 1:
-            from sw_mro.io.landmark_pool import shared_pool
+            from sw_mro.io import landmark_pool
 
-            self.procs = shared_pool(workers)  # started once per process, reused
+            if landmark_pool.usable():
+                self.procs = landmark_pool.shared_pool(workers)  # started once, reused
         self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -314,19 +315,57 @@ class _Landmarks:
             lm.reset()
         return lm.detect(frames)
 
+    def _run_in_processes(self, frames: np.ndarray, jobs: list) -> list | None:
+        """The worker processes' results, or None after switching to threads for good.
+
+        Spawned workers re-import the ``__main__`` script; one that calls ``sw_mro``
+        at top level (no ``if __name__ == "__main__":`` guard), or a main that is not a
+        file, kills them. Then the video goes on in threads, with a warning.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        from sw_mro.io import landmark_pool
+
+        assert self.procs is not None
+        try:
+            return self.procs.run(frames, jobs)
+        except BrokenProcessPool as exc:
+            import warnings
+
+            warnings.warn(
+                f"sw_mro: the landmark worker processes failed to start ({exc}); "
+                "running landmarks in threads instead (slower: dlib holds the GIL). "
+                "Worker processes re-import your main script: call sw_mro under "
+                "`if __name__ == '__main__':`.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.procs.close()
+            landmark_pool.disable(str(exc))  # later videos do not try again
+            self.procs = None
+            self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
+            if self.carry_box is not None:  # hand the tracker state to a thread landmarker
+                self.carry = self._get()
+                self.carry.reset()
+                self.carry.tracking_box = self.carry_box
+            return None
+
     def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
         t = len(frames)
         seg = self.segment
         cuts = [0, *range(seg - start % seg, t, seg), t]
         spans = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
         ends_inside = (start + t) % seg != 0
+        done = None
         if self.procs is not None:
             # A continued segment starts from the box its tracker ended the last chunk on.
             seg_jobs = [
                 (a, b, self.carry_box if j == 0 and start % seg != 0 else None)
                 for j, (a, b) in enumerate(spans)
             ]
-            done = self.procs.run(frames, seg_jobs)
+            done = self._run_in_processes(frames, seg_jobs)
+        if done is not None:
             results = [r for r, _ in done]
             self.carry_box = done[-1][1] if ends_inside else None
         else:

@@ -68,3 +68,40 @@ def test_pool_frees_its_shared_memory(astronaut_rgb: np.ndarray) -> None:
 def test_pool_rejects_zero_workers() -> None:
     with pytest.raises(ValueError, match="workers"):
         DlibProcessPool(0)
+
+
+SCRIPT = """
+import sys, warnings
+import numpy as np
+import sw_mro
+from sw_mro import SWMROConfig
+
+# No `if __name__ == "__main__":` guard: spawned workers re-run this file and die.
+cfg = SWMROConfig(window=3, face_size=32, landmark_segment=16, chunk_size=40)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    feats = sw_mro.extract(sys.argv[1], cfg.replace(landmark_workers=2))
+np.save(sys.argv[2], feats.numpy())
+print("WARNED" if any("worker processes failed" in str(w.message) for w in caught) else "QUIET")
+"""
+
+
+def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path) -> None:
+    """A user script without a main guard still gets the right features (in threads)."""
+    import subprocess
+    import sys
+
+    import sw_mro
+
+    script = tmp_path / "user_script.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "feats.npy"
+    proc = subprocess.run(
+        [sys.executable, str(script), carphone, str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARNED" in proc.stdout
+    cfg = SWMROConfig(window=3, face_size=32, landmark_segment=16, chunk_size=40)
+    want = sw_mro.extract(carphone, cfg.replace(landmark_workers=1)).numpy()
+    np.testing.assert_array_equal(np.load(out), want)

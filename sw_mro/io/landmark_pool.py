@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
@@ -29,7 +28,7 @@ import numpy as np
 
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
-__all__ = ["DlibProcessPool", "SegmentJob", "shared_pool"]
+__all__ = ["DlibProcessPool", "SegmentJob", "disable", "shared_pool", "usable"]
 
 # (first frame, end frame, starting tracker box or None for a fresh tracker)
 SegmentJob = tuple[int, int, tuple[float, float, float, float] | None]
@@ -47,15 +46,9 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     if name not in blocks:
         for old in list(blocks):  # the parent replaced its block: drop the old mapping
             blocks.pop(old).close()
-        shm = shared_memory.SharedMemory(name=name)
-        # The parent owns (and unlinks) the block; this process only maps it.
-        try:
-            from multiprocessing import resource_tracker
-
-            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-        except Exception:  # pragma: no cover - tracker internals differ across versions
-            pass
-        blocks[name] = shm
+        # The parent owns (and unlinks) the block; this process only maps it. Spawned
+        # workers share the parent's resource tracker, so attaching registers nothing new.
+        blocks[name] = shared_memory.SharedMemory(name=name)
     return blocks[name]
 
 
@@ -118,6 +111,20 @@ class DlibProcessPool:
             self._free_block()
 
 
+_DISABLED: list[str] = []  # why worker processes are not used in this process, if so
+
+
+def disable(reason: str) -> None:
+    """Use no worker processes from now on in this process (see :func:`usable`)."""
+    _DISABLED.append(reason)
+    shared_pool.cache_clear()
+
+
+def usable() -> bool:
+    """False after the workers failed to start once (e.g. an unguarded main script)."""
+    return not _DISABLED
+
+
 @functools.cache
 def shared_pool(workers: int, predictor_path: str | None = None) -> DlibProcessPool:
     """The process-wide pool for these options, started on first use, closed at exit."""
@@ -125,7 +132,3 @@ def shared_pool(workers: int, predictor_path: str | None = None) -> DlibProcessP
     atexit.register(pool.close)
     return pool
 
-
-def default_workers() -> int:
-    """Worker processes to use on this host: all cores but two (decode, device feed)."""
-    return max(1, (os.cpu_count() or 2) - 2)
