@@ -95,8 +95,13 @@ class TrainConfig:
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     infer_batch: int = 1024
     checkpoint_every: int = 1
+    # Probability of mirroring a training window left <-> right (ROIs swapped with their
+    # mirror landmarks, dx negated); 0 = off, the authors' code.
+    mirror: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.mirror <= 1.0:
+            raise ValueError(f"mirror must be a probability in [0, 1], got {self.mirror}")
         if self.epochs < 1 or self.batch_size < 2 or self.segment_frames < 1:
             raise ValueError("epochs >= 1, batch_size >= 2 and segment_frames >= 1 are required")
         if self.selection not in ("fixed", "val"):
@@ -237,6 +242,46 @@ def training_frames(
 
 
 # -- model, optimiser, inference -----------------------------------------------------------
+
+
+# iBUG 68-point mirror pairs (0-based): the landmark at the mirrored position.
+_IBUG_MIRROR = {
+    **{i: 16 - i for i in range(17)},  # jaw
+    **{17 + i: 26 - i for i in range(10)},  # eyebrows
+    27: 27, 28: 28, 29: 29, 30: 30, 31: 35, 32: 34, 33: 33, 34: 32, 35: 31,  # nose
+    36: 45, 37: 44, 38: 43, 39: 42, 40: 47, 41: 46,  # right eye <-> left eye
+    42: 39, 43: 38, 44: 37, 45: 36, 46: 41, 47: 40,
+    48: 54, 49: 53, 50: 52, 51: 51, 52: 50, 53: 49, 54: 48,  # outer lips
+    55: 59, 56: 58, 57: 57, 58: 56, 59: 55,
+    60: 64, 61: 63, 62: 62, 63: 61, 64: 60, 65: 67, 66: 66, 67: 65,  # inner lips
+}
+
+
+def mirror_permutation(roi_landmarks: Sequence[int]) -> list[int]:
+    """For each ROI, the index of the ROI on its mirror landmark (a left <-> right flip).
+
+    Raises ValueError when an ROI's mirror landmark is not an ROI too.
+    """
+    pos = {lmk: k for k, lmk in enumerate(roi_landmarks)}
+    try:
+        return [pos[_IBUG_MIRROR[lmk]] for lmk in roi_landmarks]
+    except KeyError as exc:
+        raise ValueError(
+            f"ROI landmarks {tuple(roi_landmarks)} are not closed under the left-right "
+            f"mirror (landmark {exc.args[0]} has no mirrored ROI)"
+        ) from None
+
+
+def mirror_windows(x: Tensor, roi_landmarks: Sequence[int] | None = None) -> Tensor:
+    """SW-MRO windows ``(..., w, R, 2)`` of the left-right mirrored face: ROIs swapped
+    with their mirror ROIs, dx negated (SPEC 2's ROI order by default)."""
+    if roi_landmarks is None:
+        from sw_mro.config import SWMROConfig
+
+        roi_landmarks = SWMROConfig().roi_landmarks
+    perm = torch.as_tensor(mirror_permutation(roi_landmarks), device=x.device)
+    sign = torch.tensor([-1.0, 1.0], device=x.device, dtype=x.dtype)
+    return x.index_select(-2, perm) * sign
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -487,8 +532,12 @@ def train_fold(
             idx = order[i : i + cfg.batch_size]
             if idx.numel() < 2:  # BN and SupCon need two samples
                 continue
+            x = data.features[idx]
+            if cfg.mirror > 0:
+                flip = (torch.rand(idx.numel(), generator=gen) < cfg.mirror).to(device)
+                x = torch.where(flip[:, None, None, None], mirror_windows(x), x)
             with _autocast(device, cfg):
-                out = model(data.features[idx])
+                out = model(x)
             loss = spotting_loss(out, data.targets.index(idx), cfg.loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss.total).backward()

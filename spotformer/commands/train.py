@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--macro-ratio", type=float, help="m of the loss (default 0.5; SAMM-LV 0.55)"
     )
+    parser.add_argument(
+        "--mirror",
+        type=float,
+        default=0.0,
+        help="probability of mirroring a training window left-right (augmentation; "
+        "default 0, the authors' recipe)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-size", type=int, help="SW-MRO face crop size (default 256)")
     parser.add_argument(
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             durations=args.durations,
             spot=SpotParams(apex_threshold=args.apex_threshold),
             neutral_segments=args.neutral_segments,
+            mirror=args.mirror,
             seed=args.seed,
         )
         sw_cfg = sw_mro.SWMROConfig(device=device, window=cfg.model.window)
