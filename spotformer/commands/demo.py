@@ -31,6 +31,7 @@ from pathlib import Path
 EPOCHS = 6
 BATCH_SIZE = 32
 LR = 2e-3
+MIRROR = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: fastest for D = 32)"
     )
+    parser.add_argument(
+        "--mirror", type=float, default=MIRROR,
+        help=f"left-right mirror augmentation, see spotformer train (default {MIRROR})",
+    )  # fmt: skip
     parser.add_argument("--gpu", action="store_true", help="extract and train on CUDA")
 
 
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr", str(args.lr), "--seed", str(args.seed),
         "--neutral-segments", str(args.neutral_segments), "--durations", args.durations,
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--mirror", str(args.mirror),
     ]  # fmt: skip
     if args.gpu:
         argv.append("--gpu")
