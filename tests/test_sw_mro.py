@@ -372,3 +372,34 @@ def test_leading_frames_without_face_fall_back(face: np.ndarray, tmp_path: Path)
     assert [f for c in chunks for f in c.fallback_frames] == [0, 1, 2, 3]
     feat = torch.cat([c.features for c in chunks])
     assert torch.isfinite(feat).all() and feat.shape[0] == 14
+
+
+def test_prefetch_keeps_order_errors_and_stops_early() -> None:
+    """The decode-ahead thread: items in order, the source's exception at its place,
+    and a consumer that stops early stops the thread (at most 2 items read ahead)."""
+    import threading
+    import time
+
+    from sw_mro.pipeline import _prefetch
+
+    def source(n: int, fail_at: int | None = None):
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"bad item {i}")
+            seen.append(i)
+            yield i
+
+    seen: list[int] = []
+    assert list(_prefetch(source(5), threading.Event())) == [0, 1, 2, 3, 4]
+    seen.clear()
+    got = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        for item in _prefetch(source(6, fail_at=3), threading.Event()):
+            got.append(item)
+    assert got == [0, 1, 2]
+    seen.clear()
+    gen = _prefetch(source(1000), threading.Event())
+    assert next(gen) == 0
+    gen.close()  # the consumer goes away
+    time.sleep(0.3)
+    assert len(seen) <= 3 and not any(t.name == "sw_mro-decode" for t in threading.enumerate())
