@@ -279,18 +279,19 @@ class _CountingSource:
 
 
 def test_streamed_equals_whole_and_memory_is_bounded(face: np.ndarray) -> None:
-    frames = np.stack(_translated(face, 60, (0.05, 0.03)))
+    frames = np.stack(_translated(face, 100, (0.05, 0.03)))
     cfg = SWMROConfig(window=3, face_size=64, batch_size=8, chunk_size=8)
     src = _CountingSource(frames)
     it = sw_mro.stream(src, cfg)
     first = next(it)
-    # The producer runs at most 2 queued chunks + 1 in hand ahead of the 8 + 2 frames
-    # the first windows need: decoding did not read the whole video first.
-    assert src.max_index <= 8 + 1 + 3 * 8 + 8
+    # Ahead of the 8 + 1 frames the first windows need, at most: 2 chunks queued for the
+    # main thread, 1 in the producer's hand, 1 in the decode-ahead queue and 1 in the
+    # decode thread's hand. Decoding did not read the whole video first.
+    assert src.max_index <= 8 + 1 + 5 * 8 + 8 < len(frames)
     chunks = [first, *it]
-    assert [c.start for c in chunks] == list(range(0, 60, 8))
+    assert [c.start for c in chunks] == list(range(0, 100, 8))
     streamed = torch.cat([c.features for c in chunks])
-    whole = sw_mro.extract(_CountingSource(frames), cfg.replace(chunk_size=60))
+    whole = sw_mro.extract(_CountingSource(frames), cfg.replace(chunk_size=100))
     assert torch.equal(streamed, whole)
     assert streamed.abs().max() > 0
 
@@ -378,7 +379,6 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
     """The decode-ahead thread: items in order, the source's exception at its place,
     and a consumer that stops early stops the thread (at most 2 items read ahead)."""
     import threading
-    import time
 
     from sw_mro.pipeline import _prefetch
 
@@ -398,8 +398,11 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
             got.append(item)
     assert got == [0, 1, 2]
     seen.clear()
+    before = set(threading.enumerate())
     gen = _prefetch(source(1000), threading.Event())
     assert next(gen) == 0
+    ours = [t for t in threading.enumerate() if t not in before and t.name == "sw_mro-decode"]
     gen.close()  # the consumer goes away
-    time.sleep(0.3)
-    assert len(seen) <= 3 and not any(t.name == "sw_mro-decode" for t in threading.enumerate())
+    for t in ours:
+        t.join(timeout=10)
+    assert len(ours) == 1 and not ours[0].is_alive() and len(seen) <= 3
