@@ -97,6 +97,18 @@ def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
 
 
+def test_landmark_workers_flag(short_clip: Path, tmp_path: Path) -> None:
+    """Two landmark worker processes write the same features as one."""
+    out1, out2 = tmp_path / "one", tmp_path / "two"
+    assert main(["extract", str(short_clip), "--out-dir", str(out1), *ARGS]) == 0
+    assert main(["extract", str(short_clip), "--out-dir", str(out2), *ARGS,
+                 "--landmark-workers", "2"]) == 0  # fmt: skip
+    meta = json.loads((out2 / "short.json").read_text())
+    assert meta["config"]["resolved"]["landmark_workers"] == 2
+    assert np.array_equal(np.load(out1 / "short.npy"), np.load(out2 / "short.npy"))
+    assert main(["extract", str(short_clip), "--out-dir", str(out2), "--landmark-workers", "0"]) == 2
+
+
 @pytest.mark.cuda
 def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
     """``--gpu`` end to end on a real clip: the features match the CPU run."""

@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="windows per batch (default 16 on CPU, 128 on GPU)",
     )
+    parser.add_argument(
+        "--landmark-workers",
+        type=int,
+        default=None,
+        help="landmark workers (dlib: processes) (default 1 on CPU; on GPU the cores minus "
+        "two, at most 16); the features do not depend on it",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute complete outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -198,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             insightface_root=None if args.insightface_root is None else str(args.insightface_root),
             device=device,
             batch_size=args.batch_size,
+            landmark_workers=args.landmark_workers,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
