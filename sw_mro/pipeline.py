@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sw_mro._threads import read_ahead
 from sw_mro.config import SWMROConfig
 from sw_mro.errors import ClipTooShortError, NoFaceError
 from sw_mro.io.landmarks import LandmarkResult, make_landmarker
@@ -416,50 +417,6 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
     )
 
 
-def _prefetch(chunks: Iterator, stop: threading.Event) -> Iterator:
-    """Iterate ``chunks`` with the next item decoded ahead in a thread.
-
-    Decoding (decord/FFmpeg, GIL released) then overlaps the landmarks of the chunk
-    before it. Exceptions reach the consumer in order.
-    """
-    q: queue.Queue = queue.Queue(maxsize=1)
-    done = object()
-    halt = threading.Event()  # set when the consumer of this generator goes away
-
-    def work() -> None:
-        try:
-            for item in chunks:
-                while not (stop.is_set() or halt.is_set()):
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set() or halt.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:
-            q.put(exc)
-
-    thread = threading.Thread(target=work, daemon=True, name="sw_mro-decode")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        halt.set()
-        while thread.is_alive():  # unblock a put on the full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
-
-
 def _producer(
     src: Any, config: SWMROConfig, device: torch.device, out: queue.Queue, stop: threading.Event
 ) -> None:
@@ -470,7 +427,9 @@ def _producer(
         marks = _Landmarks(config, device)
         first_good: LandmarkResult | None = None
         t = time.perf_counter()
-        for start, rgb in _prefetch(src.chunks(config.resolved_chunk_size), stop):
+        # Decoding runs a chunk ahead in a thread, overlapping the landmarks.
+        chunks = read_ahead(src.chunks(config.resolved_chunk_size), stop=stop, name="sw_mro-decode")
+        for start, rgb in chunks:
             if stop.is_set():
                 return
             res = marks.detect(start, rgb.numpy())

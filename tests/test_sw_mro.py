@@ -380,7 +380,7 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
     and a consumer that stops early stops the thread (at most 2 items read ahead)."""
     import threading
 
-    from sw_mro.pipeline import _prefetch
+    from sw_mro._threads import read_ahead
 
     def source(n: int, fail_at: int | None = None):
         for i in range(n):
@@ -390,16 +390,16 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
             yield i
 
     seen: list[int] = []
-    assert list(_prefetch(source(5), threading.Event())) == [0, 1, 2, 3, 4]
+    assert list(read_ahead(source(5))) == [0, 1, 2, 3, 4]
     seen.clear()
     got = []
     with pytest.raises(ValueError, match="bad item 3"):
-        for item in _prefetch(source(6, fail_at=3), threading.Event()):
+        for item in read_ahead(source(6, fail_at=3), stop=threading.Event()):
             got.append(item)
     assert got == [0, 1, 2]
     seen.clear()
     before = set(threading.enumerate())
-    gen = _prefetch(source(1000), threading.Event())
+    gen = read_ahead(source(1000), name="sw_mro-decode")
     assert next(gen) == 0
     ours = [t for t in threading.enumerate() if t not in before and t.name == "sw_mro-decode"]
     gen.close()  # the consumer goes away

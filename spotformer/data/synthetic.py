@@ -55,10 +55,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +76,7 @@ from spotformer.data.synthetic_plan import (
     plan,
     sites,
 )
+from sw_mro._threads import read_ahead
 from sw_mro.io.writer import write_video
 
 __all__ = [
@@ -132,39 +131,9 @@ def _frames(
 def _prefetch(frames: Iterator[np.ndarray], bar: Any, depth: int = 4) -> Iterator[np.ndarray]:
     """Render in a background thread while x264 encodes (OpenCV and numpy release the
     GIL), so the two overlap on 2 cores. Order and content are unchanged."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for f in frames:
-                while not stop.is_set():
-                    try:
-                        q.put(f, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            q.put(exc)
-
-    thread = threading.Thread(target=work, name="synthetic-render", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            bar.update(1)
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    for frame in read_ahead(frames, depth, name="synthetic-render"):
+        bar.update(1)
+        yield frame
 
 
 # --------------------------------------------------------------------------- files
