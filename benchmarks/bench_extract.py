@@ -193,18 +193,23 @@ def _record(benchmark, n: int, cfg: SWMROConfig, stats: dict[str, float], extra:
     )
 
 
+def _time_once(benchmark, fn) -> tuple:
+    """One timed round of ``fn() -> (features, stage seconds)``."""
+    holder: dict = {}
+
+    def run():
+        out, holder["stats"] = fn()
+        return out
+
+    return benchmark.pedantic(run, rounds=1, iterations=1), holder["stats"]
+
+
 @pytest.mark.benchmark(group=GROUP)
 def test_extract_cpu(benchmark, bench_setup) -> None:
     path, n, cfg = bench_setup
     sw_mro.extract(path, cfg.replace(window=3, face_size=64))  # warm-up: models, threads
-    holder: dict = {}
-
-    def run() -> torch.Tensor:
-        feats, holder["stats"] = _run_extract(path, cfg)
-        return feats
-
-    feats = benchmark.pedantic(run, rounds=1, iterations=1)
-    _record(benchmark, n, cfg, holder["stats"], {"device": "cpu", **_stages(path, cfg)})
+    feats, stats = _time_once(benchmark, lambda: _run_extract(path, cfg))
+    _record(benchmark, n, cfg, stats, {"device": "cpu", **_stages(path, cfg)})
     assert feats.shape == (n, cfg.window, 10, 2) and torch.isfinite(feats).all()
     assert feats[:, 1:, 6].abs().max() > 0.3  # the planted mouth-corner motion is there
 
@@ -212,15 +217,9 @@ def test_extract_cpu(benchmark, bench_setup) -> None:
 @pytest.mark.benchmark(group=GROUP)
 def test_naive_precedent_cpu(benchmark, bench_setup, request: pytest.FixtureRequest) -> None:
     path, n, cfg = bench_setup
-    holder: dict = {}
-
-    def run() -> np.ndarray:
-        feats, holder["stats"] = naive_precedent(path, cfg)
-        return feats
-
-    feats = benchmark.pedantic(run, rounds=1, iterations=1)
+    feats, stats = _time_once(benchmark, lambda: naive_precedent(path, cfg))
     _record(
-        benchmark, n, cfg, holder["stats"], {"device": "cpu", "opencv_threads": cv2.getNumThreads()}
+        benchmark, n, cfg, stats, {"device": "cpu", "opencv_threads": cv2.getNumThreads()}
     )
     assert feats.shape == (n, cfg.window, 10, 2) and np.isfinite(feats).all()
     if _disabled(request.config):  # cheap there: check the two agree
@@ -246,18 +245,12 @@ def test_extract_cuda(benchmark, gpu_clip, flow: str) -> None:
     path, n = gpu_clip
     cfg = SWMROConfig(device="cuda", flow_backend=flow)
     sw_mro.extract(path, cfg.replace(window=5))  # warm-up: kernels, cuDNN, models
-    holder: dict = {}
-
-    def run() -> torch.Tensor:
-        feats, holder["stats"] = _run_extract(path, cfg)
-        return feats
-
-    feats = benchmark.pedantic(run, rounds=1, iterations=1)
+    feats, stats = _time_once(benchmark, lambda: _run_extract(path, cfg))
     _record(
         benchmark,
         n,
         cfg,
-        holder["stats"],
+        stats,
         {"device": torch.cuda.get_device_name(0), **_stages(path, cfg)},
     )
     assert feats.device.type == "cuda" and feats.shape == (n, 17, 10, 2)
