@@ -17,6 +17,15 @@ both scale by fps / 30. k/2 and j/2 are rounded down, as in the authors' code
 the video. Where several frames share the maximum, the one nearest the apex wins.
 The IoU in NMS is the inclusive-frame IoU of the MEGC protocol (SPEC.md section 6);
 the authors' code used end - start lengths there (a difference of one frame).
+
+**Expression-segment mode** (an option per type, ``SpotParams.macro_mode`` /
+``micro_mode = "expression"``; SPEC's apex mode stays the default). An expression that
+is longer than the window is held near its apex, and there a window sees no motion, so
+the apex head has little to go on; the expression ("action") head still marks its rise
+and its fall. :func:`expression_segments` thresholds the moving average of P_expression,
+merges segments separated by short gaps, drops short ones, widens the rest and scores
+each by its mean P_expression; NMS and ``top_k`` then apply as above. Its numbers
+(``expr_*``) are frames at ``ref_fps`` and scale with fps like (k, j).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from spotformer.metrics import Interval, iou_matrix
 from spotformer.models.spotformer import APEX_INDEX, EXPR_INDEX, OFFSET, ONOFF_SLICE, ONSET
 
 Kind = Literal["macro", "micro"]
+Mode = Literal["apex", "expression"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,34 @@ class SpotParams:
     ref_fps: float = 30.0
     nms_iou: float = 0.5
     top_k: int = 5
+    macro_mode: Mode = "apex"  # "apex": SPEC section 5; "expression": expression_segments
+    micro_mode: Mode = "apex"
+    # Expression mode (frames at ref_fps). Defaults chosen on a development set (synthetic
+    # seed 1, 3 training seeds), never on the data they are reported on (docs/spotformer.md).
+    expr_threshold: float = 0.55  # P_expression (moving average) above this
+    expr_smooth: float = 9.0  # moving-average width
+    expr_gap: float = 30.0  # merge segments separated by at most this many frames
+    expr_min_len: float = 20.0  # drop merged segments shorter than this
+    expr_extend: float = 0.0  # widen each kept segment by this on both sides
+
+    def __post_init__(self) -> None:
+        for name in ("macro_mode", "micro_mode"):
+            if getattr(self, name) not in ("apex", "expression"):
+                raise ValueError(
+                    f"{name} must be 'apex' or 'expression'; got {getattr(self, name)!r}"
+                )
+        if not 0.0 < self.expr_threshold < 1.0:
+            raise ValueError(f"expr_threshold must be in (0, 1); got {self.expr_threshold}")
+        for name in ("expr_smooth", "expr_gap", "expr_min_len", "expr_extend"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+
+    def mode(self, kind: Kind) -> Mode:
+        return self.micro_mode if kind == "micro" else self.macro_mode
+
+    def frames(self, value: float, fps: float) -> int:
+        """A duration in frames at ``ref_fps`` -> whole frames at ``fps`` (rounded down)."""
+        return int(value * fps / self.ref_fps)
 
     def search_range(self, kind: Kind, fps: float) -> tuple[int, int]:
         """(j/2, k/2) in frames at ``fps``: how far from the apex onsets/offsets are sought."""
@@ -145,11 +183,65 @@ def nms(proposals: Proposals, iou_threshold: float = 0.5, top_k: int = 5) -> Pro
     return p.select(torch.tensor(keep, dtype=torch.long, device=p.score.device))
 
 
+def moving_average(x: Tensor, width: int) -> Tensor:
+    """Centred moving average of ``(N,)`` over ``width`` frames (odd; shrinks at the ends)."""
+    if width <= 1 or x.numel() == 0:
+        return x
+    width |= 1
+    ones = torch.ones_like(x)
+    k = torch.ones(1, 1, width, dtype=x.dtype, device=x.device)
+    num = torch.nn.functional.conv1d(x[None, None], k, padding=width // 2)[0, 0]
+    den = torch.nn.functional.conv1d(ones[None, None], k, padding=width // 2)[0, 0]
+    return num / den
+
+
+def expression_segments(
+    probs: FrameProbabilities, fps: float = 30.0, params: SpotParams | None = None
+) -> Proposals:
+    """Expression-segment proposals of one video and type (see the module docstring).
+
+    Frames whose moving-average P_expression exceeds ``expr_threshold`` form runs; runs
+    separated by at most ``expr_gap`` frames merge; merged runs shorter than
+    ``expr_min_len`` frames are dropped; the rest are widened by ``expr_extend`` frames
+    on both sides (clipped to the video). Score: the mean smoothed P_expression over the
+    run before widening. Apex: the run's frame of highest P_apex. Vectorised.
+    """
+    prm = params or SpotParams()
+    p = moving_average(probs.expression.float(), prm.frames(prm.expr_smooth, fps))
+    n = p.shape[0]
+    dev = p.device
+    empty = torch.zeros(0, dtype=torch.long, device=dev)
+    above = p > prm.expr_threshold
+    if n == 0 or not bool(above.any()):
+        return Proposals(empty, empty, empty, torch.zeros(0, device=dev))
+    edge = torch.diff(above.to(torch.int8), prepend=above.new_zeros(1, dtype=torch.int8),
+                      append=above.new_zeros(1, dtype=torch.int8))  # fmt: skip
+    starts = torch.nonzero(edge == 1).flatten()
+    ends = torch.nonzero(edge == -1).flatten() - 1  # inclusive
+    gap = starts[1:] - ends[:-1] - 1
+    group = torch.cat([empty.new_zeros(1), torch.cumsum(gap > prm.frames(prm.expr_gap, fps), 0)])
+    g = int(group[-1]) + 1
+    on = torch.full((g,), n, dtype=torch.long, device=dev).scatter_reduce(0, group, starts, "amin")
+    off = torch.full((g,), -1, dtype=torch.long, device=dev).scatter_reduce(0, group, ends, "amax")
+    keep = off - on + 1 >= max(prm.frames(prm.expr_min_len, fps), 1)
+    on, off = on[keep], off[keep]
+    csum = torch.cat([p.new_zeros(1), torch.cumsum(p, 0)])
+    score = (csum[off + 1] - csum[on]) / (off - on + 1)
+    frame = torch.arange(n, device=dev)
+    inside = (frame[None, :] >= on[:, None]) & (frame[None, :] <= off[:, None])
+    apex = torch.where(inside, probs.apex.float()[None, :], -1.0).argmax(1)
+    ext = prm.frames(prm.expr_extend, fps)
+    return Proposals((on - ext).clamp(min=0), apex, (off + ext).clamp(max=n - 1), score)
+
+
 def spot_type(
     probs: FrameProbabilities, kind: Kind, fps: float = 30.0, params: SpotParams | None = None
 ) -> Proposals:
-    """All four stages for one video and one type."""
+    """All stages for one video and one type: SPEC 5's apex search, or expression segments
+    when ``params.mode(kind) == "expression"``; then NMS."""
     prm = params or SpotParams()
+    if prm.mode(kind) == "expression":
+        return nms(expression_segments(probs, fps, prm), prm.nms_iou, prm.top_k)
     lo, hi = prm.search_range(kind, fps)
     apex = apex_candidates(probs.apex, prm.apex_threshold)
     return nms(candidate_intervals(probs, apex, lo, hi), prm.nms_iou, prm.top_k)

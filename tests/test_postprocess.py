@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -13,7 +14,9 @@ from spotformer.postprocess import (
     SpotParams,
     apex_candidates,
     candidate_intervals,
+    expression_segments,
     frame_probabilities,
+    moving_average,
     nms,
     spot_type,
     spot_video,
@@ -194,3 +197,119 @@ def test_top_k_per_type() -> None:
     assert len(spot_type(pr, "micro")) == 5
     assert len(spot_type(pr, "micro", params=SpotParams(top_k=8))) == 8
     assert math.isclose(SpotParams().nms_iou, 0.5)
+
+
+# -- expression-segment mode ----------------------------------------------------------
+
+
+def _expr(n: int, runs: dict[tuple[int, int], float], apex: dict[int, float] | None = None):
+    """P_expression 0.1 except ``runs`` (inclusive frame ranges); P_apex 0.05 + ``apex``."""
+    ex = torch.full((n,), 0.1)
+    for (a, b), v in runs.items():
+        ex[a : b + 1] = v
+    ap = torch.full((n,), 0.05)
+    for f, v in (apex or {}).items():
+        ap[f] = v
+    on = torch.full((n,), 0.1)
+    return FrameProbabilities(on, on.clone(), 1 - 2 * on, ap, ex)
+
+
+# Raw thresholding, no merging, no length limit, no widening: only the stage under test.
+RAW = SpotParams(expr_threshold=0.65, expr_smooth=0, expr_gap=0, expr_min_len=1, expr_extend=0)
+
+
+def _spans(p: Proposals) -> list[tuple[int, int]]:
+    return sorted(zip(p.onset.tolist(), p.offset.tolist(), strict=True))
+
+
+def test_expression_segments_threshold_score_and_apex() -> None:
+    pr = _expr(100, {(10, 29): 0.9, (50, 54): 0.7, (70, 79): 0.6}, apex={17: 0.8, 60: 0.99})
+    got = expression_segments(pr, 30.0, RAW)
+    # 0.6 is not above 0.65; the run ends are inclusive.
+    assert _spans(got) == [(10, 29), (50, 54)]
+    by_onset = dict(zip(got.onset.tolist(), got.score.tolist(), strict=True))
+    assert by_onset[10] == pytest.approx(0.9) and by_onset[50] == pytest.approx(0.7)
+    # Apex: the frame of highest P_apex inside the run (60 is outside every run).
+    apex = dict(zip(got.onset.tolist(), got.apex.tolist(), strict=True))
+    assert apex[10] == 17 and 50 <= apex[50] <= 54
+    # A run that touches the video's ends is closed there.
+    edge = expression_segments(_expr(40, {(0, 4): 0.9, (35, 39): 0.9}), 30.0, RAW)
+    assert _spans(edge) == [(0, 4), (35, 39)]
+    assert len(expression_segments(_expr(40, {}), 30.0, RAW)) == 0
+
+
+def test_expression_segments_gap_length_and_widening() -> None:
+    pr = _expr(200, {(10, 19): 0.9, (25, 34): 0.9, (100, 104): 0.9})  # gap of 5 frames
+    assert _spans(expression_segments(pr, 30.0, dataclasses.replace(RAW, expr_gap=5))) == [
+        (10, 34), (100, 104)
+    ]  # fmt: skip
+    assert _spans(expression_segments(pr, 30.0, dataclasses.replace(RAW, expr_gap=4))) == [
+        (10, 19), (25, 34), (100, 104)
+    ]  # fmt: skip
+    # The merged 25-frame run stays, the 5-frame one goes.
+    long = dataclasses.replace(RAW, expr_gap=5, expr_min_len=6)
+    assert _spans(expression_segments(pr, 30.0, long)) == [(10, 34)]
+    # The merged score is the mean over the whole merged run, gap frames included.
+    s = expression_segments(pr, 30.0, long).score.item()
+    assert s == pytest.approx((20 * 0.9 + 5 * 0.1) / 25)
+    # Widening by 12 frames, clipped at frame 0.
+    wide = dataclasses.replace(long, expr_extend=12)
+    assert _spans(expression_segments(pr, 30.0, wide)) == [(0, 46)]
+
+
+def test_expression_segments_scale_with_fps() -> None:
+    pr = _expr(400, {(10, 29): 0.9, (70, 89): 0.9})  # a 40-frame gap
+    prm = dataclasses.replace(RAW, expr_gap=30)
+    assert len(expression_segments(pr, 30.0, prm)) == 2  # 40 > 30
+    assert _spans(expression_segments(pr, 60.0, prm)) == [(10, 89)]  # 40 <= 60
+    assert prm.frames(30, 200 / 7) == 28
+
+
+def test_moving_average_matches_numpy() -> None:
+    import numpy as np
+
+    x = torch.rand(50, generator=torch.Generator().manual_seed(0))
+    got = moving_average(x, 5)
+    xs = x.numpy()
+    want = [xs[max(i - 2, 0) : i + 3].mean() for i in range(50)]  # shrinks at the ends
+    assert np.allclose(got.numpy(), want, atol=1e-6)
+    assert torch.equal(moving_average(x, 1), x)
+    assert moving_average(x, 4).shape == x.shape  # an even width is made odd
+
+
+def test_smoothing_removes_a_one_frame_spike() -> None:
+    pr = _expr(100, {(50, 50): 0.99, (10, 39): 0.9})
+    prm = dataclasses.replace(RAW, expr_smooth=5)
+    # The spike averages to (0.99 + 4 x 0.1) / 5 = 0.28. The run's end frames average to
+    # (3 x 0.9 + 2 x 0.1) / 5 = 0.58 < 0.65, the next ones in to 0.74: the run is 11-38.
+    assert _spans(expression_segments(pr, 30.0, prm)) == [(11, 38)]
+
+
+def test_spot_video_expression_mode_per_type() -> None:
+    n = 300
+    ma_expr = torch.full((n,), 0.1)
+    ma_expr[100:160] = 0.95
+    logits = torch.full((n, 10), -4.0)
+    logits[:, [2, 5]] = 4.0  # onset/offset/none: "none" everywhere
+    logits[:, 9] = _logit(ma_expr)
+    p = SpotParams(macro_mode="expression", expr_smooth=5, expr_threshold=0.65, expr_extend=10)
+    out = spot_video(logits, "vid", 30.0, p)
+    # MaE from the expression run: the 5-frame average exceeds 0.65 on 101-158 (frame 100
+    # averages (2 x 0.1 + 3 x 0.95) / 5 = 0.61), widened by 10 frames each side. No ME:
+    # the ME stays in apex mode and no P_apex exceeds 0.5.
+    assert [(i.kind, i.onset, i.offset) for i in out] == [("macro", 91, 168)]
+    # The defaults: a 9-frame average above 0.55 (frame 99 averages
+    # (5 x 0.1 + 4 x 0.95) / 9 = 0.48, frame 100 0.57), no widening.
+    out = spot_video(logits, "vid", 30.0, SpotParams(macro_mode="expression"))
+    assert [(i.kind, i.onset, i.offset) for i in out] == [("macro", 100, 159)]
+    assert spot_video(logits, "vid", 30.0, SpotParams()) == []  # SPEC's apex mode: nothing
+
+
+def test_spot_params_validation() -> None:
+    with pytest.raises(ValueError, match="macro_mode"):
+        SpotParams(macro_mode="segments")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expr_threshold"):
+        SpotParams(expr_threshold=1.0)
+    with pytest.raises(ValueError, match="expr_gap"):
+        SpotParams(expr_gap=-1)
+    assert SpotParams().mode("macro") == "apex" and SpotParams().mode("micro") == "apex"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -370,6 +371,42 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert "s1/v0: 160 frames" in out and "Overall" in out
     assert read_intervals(tmp_path / "iv.csv") is not None
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert saved["train"]["spot"]["macro_mode"] == "apex"  # SPEC's, unless asked
+    # Overriding the model file's post-processing: with a threshold of 0.01 the whole
+    # 160-frame video is one expression segment.
+    spot[spot.index("--out") + 1] = str(tmp_path / "iv2.csv")
+    assert main([*spot, "--macro-spotting", "expression", "--expr-threshold", "0.01"]) == 0
+    macro = [i for i in read_intervals(tmp_path / "iv2.csv") if i.kind == "macro"]
+    assert [(i.onset, i.offset) for i in macro] == [(0, 159)]
+
+
+def test_spotting_options_round_trip() -> None:
+    import argparse
+
+    from spotformer.commands._spot_args import (
+        add_spotting_arguments,
+        spot_params_from,
+        spotting_argv,
+    )
+    from spotformer.postprocess import SpotParams
+
+    parser = argparse.ArgumentParser()
+    add_spotting_arguments(parser)
+    args = parser.parse_args(["--macro-spotting", "expression", "--expr-gap", "12"])
+    got = spot_params_from(args, SpotParams(apex_threshold=0.4))
+    assert (got.macro_mode, got.micro_mode, got.expr_gap) == ("expression", "apex", 12.0)
+    assert got.apex_threshold == 0.4 and got.expr_threshold == SpotParams().expr_threshold
+    # The demo passes its options on to train as words; they parse back to the same.
+    again = spot_params_from(parser.parse_args(spotting_argv(args)), SpotParams())
+    assert dataclasses.replace(got, apex_threshold=0.5) == again
+    # For `spot`, options not given keep the model file's values.
+    over = argparse.ArgumentParser()
+    add_spotting_arguments(over, override=True)
+    base = SpotParams(macro_mode="expression", expr_threshold=0.7)
+    assert spot_params_from(over.parse_args([]), base) == base
+    demo = argparse.ArgumentParser()
+    add_spotting_arguments(demo, macro_default="expression")
+    assert demo.parse_args([]).macro_spotting == "expression"
 
 
 def test_train_command_errors(tmp_path: Path, capsys) -> None:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path, help="video file or frame folder")
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-id", help="video id in --gt and --out (default: file stem)")
     parser.add_argument("--fps", type=float, help="frame rate (default: the container's)")
     parser.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
+    add_spotting_arguments(parser, override=True)
 
 
 def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = _sw_config(mf.info, device)
         feats, fps = video_features(args.video, cfg, stride=args.stride, fps=args.fps)
         logits = predict_logits(mf.model, feats, mf.config.infer_batch, mf.config)
-        intervals = spot_video(logits, video_id, fps, mf.config.spot)
+        intervals = spot_video(logits, video_id, fps, spot_params_from(args, mf.config.spot))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_intervals(intervals, args.out)
         gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []

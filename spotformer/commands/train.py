@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spotformer.features import DATASETS
@@ -62,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="post-processing: apex candidates where P_apex exceeds this (default 0.5, SPEC)",
     )
+    add_spotting_arguments(parser)
     parser.add_argument(
         "--macro-ratio", type=float, help="m of the loss (default 0.5; SAMM-LV 0.55)"
     )
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             selection=args.selection,
             val_subjects=args.val_subjects,
             durations=args.durations,
-            spot=SpotParams(apex_threshold=args.apex_threshold),
+            spot=spot_params_from(args, SpotParams(apex_threshold=args.apex_threshold)),
             neutral_segments=args.neutral_segments,
             mirror=args.mirror,
             seed=args.seed,

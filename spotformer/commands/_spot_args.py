@@ -1,0 +1,82 @@
+"""Post-processing options shared by ``spotformer train``, ``spot`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spotformer.postprocess import SpotParams
+
+_EXPR = (
+    ("expr_threshold", float, "P_expression (moving average) above this forms a segment"),
+    ("expr_smooth", float, "moving-average width, frames at 30 fps"),
+    ("expr_gap", float, "merge segments at most this many frames apart (at 30 fps)"),
+    ("expr_min_len", float, "drop merged segments shorter than this (frames at 30 fps)"),
+    ("expr_extend", float, "widen each segment by this on both sides (frames at 30 fps)"),
+)
+
+
+def add_spotting_arguments(
+    parser: argparse.ArgumentParser, *, override: bool = False, macro_default: str = "apex"
+) -> None:
+    """``--macro-spotting``, ``--micro-spotting`` and the expression-segment numbers.
+
+    ``override``: the defaults are None (keep what the model file says), for ``spot``.
+    ``macro_default``: the MaE mode when not given (the demo uses "expression").
+    """
+    from spotformer.postprocess import SpotParams
+
+    base = SpotParams()
+    g = parser.add_argument_group(
+        "post-processing",
+        "apex: SPEC section 5 (apex candidates, onset/offset search); expression: segments "
+        "of the expression head's probability (docs/spotformer.md, 'Expression segments')",
+    )
+    for kind in ("macro", "micro"):
+        default = macro_default if kind == "macro" else base.micro_mode
+        shown = f"default {default}" + (", SPEC" if default == "apex" else "")
+        g.add_argument(
+            f"--{kind}-spotting",
+            choices=("apex", "expression"),
+            default=None if override else default,
+            help=f"how {'MaE' if kind == 'macro' else 'ME'} intervals are formed "
+            + ("(default: the model file's)" if override else f"({shown})"),
+        )
+    for name, typ, text in _EXPR:
+        default = getattr(base, name)
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            type=typ,
+            default=None if override else default,
+            help=f"expression mode: {text} (default "
+            + ("the model file's)" if override else f"{default:g})"),
+        )
+
+
+def spot_params_from(args: argparse.Namespace, base: SpotParams) -> SpotParams:
+    """``base`` with the options given on the command line (None: keep ``base``'s)."""
+    new = {
+        f"{kind}_mode": getattr(args, f"{kind}_spotting")
+        for kind in ("macro", "micro")
+        if getattr(args, f"{kind}_spotting", None) is not None
+    }
+    new.update(
+        {name: getattr(args, name) for name, _, _ in _EXPR if getattr(args, name, None) is not None}
+    )
+    return dataclasses.replace(base, **new)
+
+
+def spotting_argv(args: argparse.Namespace) -> list[str]:
+    """The options back as command-line words (for the demo, which calls ``train``)."""
+    out = []
+    for kind in ("macro", "micro"):
+        v = getattr(args, f"{kind}_spotting", None)
+        if v is not None:
+            out += [f"--{kind}-spotting", v]
+    for name, _, _ in _EXPR:
+        v = getattr(args, name, None)
+        if v is not None:
+            out += ["--" + name.replace("_", "-"), repr(v)]
+    return out
