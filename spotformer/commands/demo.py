@@ -8,10 +8,11 @@
 
 The preset is sized for 2 CPU cores: 6 subjects x 1 video x ``--seconds`` at 640x480,
 SW-MRO on 128 px face crops (SPEC's default is 256; the ROI and nose sizes scale with
-it) and a narrow model (D = ``--dim``), trained with ``--mirror 0.5``. Measured on the
+it) and a narrow model (D = ``--dim``), trained with ``--mirror 0.5``; MaE intervals
+come from the expression head (``--macro-spotting expression``). Measured on the
 2-core dev VM: 12 min 18 s in all (render 45 s, SW-MRO 6 min 17 s at ~9.6 frames/s,
-LOSO training ~5 min), overall F1 0.28 (MaE 0.00, ME 0.50); over seeds 0-2 the recipe
-averages 0.32 (ME 0.47). Every step is the same code a full run uses; pass larger
+LOSO training ~5 min), overall F1 0.46 (MaE 0.42, ME 0.50); over seeds 0-2 the recipe
+averages 0.48 (MaE 0.48, ME 0.47). Every step is the same code a full run uses; pass larger
 values for a closer look. A rerun reuses the rendered data (same seed) and starts a
 fresh run folder.
 """
