@@ -227,9 +227,16 @@ def expression_segments(
     on, off = on[keep], off[keep]
     csum = torch.cat([p.new_zeros(1), torch.cumsum(p, 0)])
     score = (csum[off + 1] - csum[on]) / (off - on + 1)
+    # Apex: the first frame of the highest P_apex in each run, in O(N) (no run x frame
+    # matrix: a noisy curve can give thousands of runs on a long video).
     frame = torch.arange(n, device=dev)
-    inside = (frame[None, :] >= on[:, None]) & (frame[None, :] <= off[:, None])
-    apex = torch.where(inside, probs.apex.float()[None, :], -1.0).argmax(1)
+    run = torch.searchsorted(on, frame, right=True) - 1  # the last run starting <= frame
+    inside = (run >= 0) & (frame <= off[run.clamp(min=0)])
+    rid, fr = run[inside], frame[inside]
+    pa = probs.apex.float()[fr]
+    best = torch.full_like(score, -1.0).scatter_reduce(0, rid, pa, "amax")
+    hit = pa == best[rid]
+    apex = torch.full_like(on, n).scatter_reduce(0, rid[hit], fr[hit], "amin")
     ext = prm.frames(prm.expr_extend, fps)
     return Proposals((on - ext).clamp(min=0), apex, (off + ext).clamp(max=n - 1), score)
 

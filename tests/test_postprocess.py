@@ -313,3 +313,28 @@ def test_spot_params_validation() -> None:
     with pytest.raises(ValueError, match="expr_gap"):
         SpotParams(expr_gap=-1)
     assert SpotParams().mode("macro") == "apex" and SpotParams().mode("micro") == "apex"
+
+
+def test_expression_segments_many_runs_match_a_loop() -> None:
+    """A noisy curve gives thousands of runs; spans, scores and apexes match a plain loop."""
+    n = 5000
+    g = torch.Generator().manual_seed(1)
+    ex, ap = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    pr = FrameProbabilities(torch.zeros(n), torch.zeros(n), torch.zeros(n), ap, ex)
+    prm = dataclasses.replace(RAW, expr_threshold=0.5, expr_min_len=2)
+    got = expression_segments(pr, 30.0, prm)
+    want = []
+    start = None
+    for i, v in enumerate([*ex.tolist(), 0.0]):
+        if v > 0.5 and start is None:
+            start = i
+        elif v <= 0.5 and start is not None:
+            if i - start >= 2:
+                want.append((start, i - 1))
+            start = None
+    assert len(want) > 500
+    assert _spans(got) == want
+    for on, off, apex, score in zip(got.onset.tolist(), got.offset.tolist(),
+                                    got.apex.tolist(), got.score.tolist(), strict=True):  # fmt: skip
+        assert apex == on + int(torch.argmax(ap[on : off + 1]))
+        assert score == pytest.approx(float(ex[on : off + 1].mean()), rel=1e-5)
