@@ -225,6 +225,8 @@ def expression_segments(
     off = torch.full((g,), -1, dtype=torch.long, device=dev).scatter_reduce(0, group, ends, "amax")
     keep = off - on + 1 >= max(prm.frames(prm.expr_min_len, fps), 1)
     on, off = on[keep], off[keep]
+    if on.numel() == 0:
+        return Proposals(empty, empty, empty, torch.zeros(0, device=dev))
     csum = torch.cat([p.new_zeros(1, dtype=torch.float64), torch.cumsum(p.double(), 0)])
     score = ((csum[off + 1] - csum[on]) / (off - on + 1)).float()  # float64 sums: long videos
     # Apex: the first frame of the highest P_apex in each run, in O(N) (no run x frame

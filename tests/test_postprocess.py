@@ -252,6 +252,8 @@ def test_expression_segments_gap_length_and_widening() -> None:
     # The merged score is the mean over the whole merged run, gap frames included.
     s = expression_segments(pr, 30.0, long).score.item()
     assert s == pytest.approx((20 * 0.9 + 5 * 0.1) / 25)
+    # Every run too short: no proposal (and no error).
+    assert len(expression_segments(pr, 30.0, dataclasses.replace(RAW, expr_min_len=30))) == 0
     # Widening by 12 frames, clipped at frame 0.
     wide = dataclasses.replace(long, expr_extend=12)
     assert _spans(expression_segments(pr, 30.0, wide)) == [(0, 46)]
