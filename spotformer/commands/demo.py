@@ -42,6 +42,10 @@ MACRO_SPOTTING = "expression"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     parser.add_argument("--subjects", type=int, default=6)
+    parser.add_argument(
+        "--videos-per-subject", type=int, default=1,
+        help="videos per subject (default 1; 2 with --seconds 30 is make-synthetic's default set)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each video")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-size", type=int, default=128)
@@ -80,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.out / "data"
     run_dir = args.out / "run"
     config = SyntheticConfig(
-        subjects=args.subjects, videos_per_subject=1, seconds=args.seconds, seed=args.seed
+        subjects=args.subjects,
+        videos_per_subject=args.videos_per_subject,
+        seconds=args.seconds,
+        seed=args.seed,
     )
     manifest_path = data_dir / "manifest.json"
     reuse = manifest_path.is_file() and json.loads(manifest_path.read_text()).get(
