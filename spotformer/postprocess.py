@@ -188,11 +188,9 @@ def moving_average(x: Tensor, width: int) -> Tensor:
     if width <= 1 or x.numel() == 0:
         return x
     width |= 1
-    ones = torch.ones_like(x)
-    k = torch.ones(1, 1, width, dtype=x.dtype, device=x.device)
-    num = torch.nn.functional.conv1d(x[None, None], k, padding=width // 2)[0, 0]
-    den = torch.nn.functional.conv1d(ones[None, None], k, padding=width // 2)[0, 0]
-    return num / den
+    return torch.nn.functional.avg_pool1d(
+        x[None, None], width, stride=1, padding=width // 2, count_include_pad=False
+    )[0, 0]
 
 
 def expression_segments(
@@ -211,9 +209,10 @@ def expression_segments(
     n = p.shape[0]
     dev = p.device
     empty = torch.zeros(0, dtype=torch.long, device=dev)
+    none = Proposals(empty, empty, empty, torch.zeros(0, device=dev))
     above = p > prm.expr_threshold
     if n == 0 or not bool(above.any()):
-        return Proposals(empty, empty, empty, torch.zeros(0, device=dev))
+        return none
     edge = torch.diff(above.to(torch.int8), prepend=above.new_zeros(1, dtype=torch.int8),
                       append=above.new_zeros(1, dtype=torch.int8))  # fmt: skip
     starts = torch.nonzero(edge == 1).flatten()
@@ -226,7 +225,7 @@ def expression_segments(
     keep = off - on + 1 >= max(prm.frames(prm.expr_min_len, fps), 1)
     on, off = on[keep], off[keep]
     if on.numel() == 0:
-        return Proposals(empty, empty, empty, torch.zeros(0, device=dev))
+        return none
     csum = torch.cat([p.new_zeros(1, dtype=torch.float64), torch.cumsum(p.double(), 0)])
     score = ((csum[off + 1] - csum[on]) / (off - on + 1)).float()  # float64 sums: long videos
     # Apex: the first frame of the highest P_apex in each run, in O(N) (no run x frame

@@ -55,28 +55,28 @@ def add_spotting_arguments(
         )
 
 
+# (argparse dest, SpotParams field) of every option above.
+_FIELDS = (
+    ("macro_spotting", "macro_mode"),
+    ("micro_spotting", "micro_mode"),
+    *((name, name) for name, _, _ in _EXPR),
+)
+
+
+def _given(args: argparse.Namespace) -> dict[str, object]:
+    """dest -> value of the options that are set (not None) in ``args``."""
+    return {d: getattr(args, d) for d, _ in _FIELDS if getattr(args, d, None) is not None}
+
+
 def spot_params_from(args: argparse.Namespace, base: SpotParams) -> SpotParams:
     """``base`` with the options given on the command line (None: keep ``base``'s)."""
-    new = {
-        f"{kind}_mode": getattr(args, f"{kind}_spotting")
-        for kind in ("macro", "micro")
-        if getattr(args, f"{kind}_spotting", None) is not None
-    }
-    new.update(
-        {name: getattr(args, name) for name, _, _ in _EXPR if getattr(args, name, None) is not None}
-    )
-    return dataclasses.replace(base, **new)
+    field = dict(_FIELDS)
+    return dataclasses.replace(base, **{field[d]: v for d, v in _given(args).items()})
 
 
 def spotting_argv(args: argparse.Namespace) -> list[str]:
     """The options back as command-line words (for the demo, which calls ``train``)."""
-    out = []
-    for kind in ("macro", "micro"):
-        v = getattr(args, f"{kind}_spotting", None)
-        if v is not None:
-            out += [f"--{kind}-spotting", v]
-    for name, _, _ in _EXPR:
-        v = getattr(args, name, None)
-        if v is not None:
-            out += ["--" + name.replace("_", "-"), repr(v)]
+    out: list[str] = []
+    for dest, value in _given(args).items():
+        out += ["--" + dest.replace("_", "-"), value if isinstance(value, str) else repr(value)]
     return out
