@@ -218,9 +218,7 @@ def test_extract_cpu(benchmark, bench_setup) -> None:
 def test_naive_precedent_cpu(benchmark, bench_setup, request: pytest.FixtureRequest) -> None:
     path, n, cfg = bench_setup
     feats, stats = _time_once(benchmark, lambda: naive_precedent(path, cfg))
-    _record(
-        benchmark, n, cfg, stats, {"device": "cpu", "opencv_threads": cv2.getNumThreads()}
-    )
+    _record(benchmark, n, cfg, stats, {"device": "cpu", "opencv_threads": cv2.getNumThreads()})
     assert feats.shape == (n, cfg.window, 10, 2) and np.isfinite(feats).all()
     if _disabled(request.config):  # cheap there: check the two agree
         ours = sw_mro.extract(path, cfg).numpy()
@@ -228,22 +226,56 @@ def test_naive_precedent_cpu(benchmark, bench_setup, request: pytest.FixtureRequ
         assert np.median(np.abs(feats - ours)) < 0.5
 
 
+#: Frames of the GPU clips: 600 (20 s) and a long one (LONG_S s, default 120 s), at 640x480.
+GPU_FRAMES = 600
+LONG_S = float(os.environ.get("SW_MRO_BENCH_LONG_S", "120"))
+
+
+def _clip(tmp_path_factory: pytest.TempPathFactory, n: int) -> Path:
+    """An n-frame clip; the motion repeats every 180 frames, so 180 are rendered."""
+    frames = make_frames(min(n, 180))
+    return write_video(
+        tmp_path_factory.mktemp("gpu") / f"face640_{n}.mp4",
+        (frames[t % len(frames)] for t in range(n)),
+        fps=FPS,
+        threads=0,
+    )
+
+
 @pytest.fixture(scope="session")
 def gpu_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    n = 60 if _disabled(request.config) else 600
-    return write_video(tmp_path_factory.mktemp("gpu") / "face640.mp4", make_frames(n), fps=FPS), n
+    n = 60 if _disabled(request.config) else GPU_FRAMES
+    return _clip(tmp_path_factory, n), n
+
+
+@pytest.fixture(scope="session")
+def gpu_long_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    n = 60 if _disabled(request.config) else round(LONG_S * FPS)
+    return _clip(tmp_path_factory, n), n
 
 
 @pytest.mark.cuda
 @pytest.mark.benchmark(group=GROUP)
-@pytest.mark.parametrize("flow", ["auto", "torch"], ids=["cupy", "torch_flow"])
-def test_extract_cuda(benchmark, gpu_clip, flow: str) -> None:
+@pytest.mark.parametrize(
+    "flow", ["auto", "auto-split", "torch"], ids=["cupy", "cupy_split", "torch_flow"]
+)
+@pytest.mark.parametrize("clip", ["gpu_clip", "gpu_long_clip"], ids=["600f", "long"])
+def test_extract_cuda(
+    benchmark, request: pytest.FixtureRequest, clip: str, flow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--gpu`` end to end (decode, landmarks, flow, pooling) with the CuPy kernels (the
-    default on CUDA) and with the torch Farneback engine."""
+    default on CUDA: one tiled launch per iteration; or the split pair of launches) and
+    with the torch Farneback engine, on a 600-frame clip and a long one."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device; none is available here")
-    path, n = gpu_clip
-    cfg = SWMROConfig(device="cuda", flow_backend=flow)
+    if clip == "gpu_long_clip" and flow == "torch":
+        pytest.skip("the torch engine is timed on the 600-frame clip only")
+    path, n = request.getfixturevalue(clip)
+    if flow.startswith("auto"):
+        import sw_mro.cuda.farneback as fbcuda
+
+        monkeypatch.setattr(fbcuda, "SOLVER", "split" if flow == "auto-split" else "tiled")
+    cfg = SWMROConfig(device="cuda", flow_backend=flow.split("-")[0])
     sw_mro.extract(path, cfg.replace(window=5))  # warm-up: kernels, cuDNN, models
     feats, stats = _time_once(benchmark, lambda: _run_extract(path, cfg))
     _record(
@@ -283,9 +315,7 @@ class SyntheticSource:
             yield a, torch.from_numpy(np.stack(batch))
 
 
-def memory_child(
-    n: int, window: int, device: str = "cpu", face_size: int = 32
-) -> dict[str, float]:
+def memory_child(n: int, window: int, device: str = "cpu", face_size: int = 32) -> dict[str, float]:
     """Run ``stream`` over ``n`` synthetic frames; peak RSS (MiB) at half way and at the end.
 
     On CUDA it also reports the peak of torch's allocator (``gpu_peak_by_frame_mib``).

@@ -158,18 +158,28 @@ def test_backend_sw_mro_pairs(benchmark, size: int, backend: str, threads: int) 
 
 @cuda
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("backend", ["cupy", "torch"], ids=["cupy", "torch_cuda"])
-def test_gpu_cuda_sw_mro_pairs(benchmark, size: int, backend: str) -> None:
-    """farneback_pairs on a GPU: the fused cupy kernels and the torch ops."""
+@pytest.mark.parametrize(
+    "backend", ["cupy", "cupy-split", "torch"], ids=["cupy", "cupy_split", "torch_cuda"]
+)
+def test_gpu_cuda_sw_mro_pairs(
+    benchmark, size: int, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """farneback_pairs on a GPU: the fused cupy kernels (one tiled launch per iteration,
+    the default, or the split pair of launches) and the torch ops."""
     frames, ref, tgt = sw_mro_pattern(size, _refs(benchmark, "cuda"))
     dev = torch.device("cuda")
     fr, r, t = torch.from_numpy(frames).to(dev), ref.to(dev), tgt.to(dev)
     benchmark.group = f"farneback-gpu-{size}"
     _record(benchmark, f"farneback_pairs({backend}) on {torch.cuda.get_device_name(0)}", size,
             len(ref), len(frames), 0)  # fmt: skip
+    if backend.startswith("cupy"):
+        import sw_mro.cuda.farneback as fbcuda
+
+        monkeypatch.setattr(fbcuda, "SOLVER", "split" if backend == "cupy-split" else "tiled")
+    engine = backend.split("-")[0]
 
     def run() -> torch.Tensor:
-        out = farneback_pairs(fr, r, t, backend=backend, **SPEC)
+        out = farneback_pairs(fr, r, t, backend=engine, **SPEC)
         sync(dev)
         return out
 

@@ -6,11 +6,16 @@
 #   run(command="bash benchmarks/gpu_check.sh a", carry=[".gpu/a"], timeout_s=300)
 #   run(command="bash benchmarks/gpu_check.sh b", carry=[".gpu/b"], timeout_s=420)
 # (Stage "setup" only installs, for a rerun of stage b on a fresh machine.)
-# Stage a: the CuPy and torch Farneback engines against cv2 on the GPU, the model and
-#          training under AMP, and the Farneback and SpotFormer GPU benchmarks.
+# Stage a: the CuPy kernels (tiled and split solvers) against torch and cv2 on the GPU,
+#          the device-work profile (benchmarks/gpu_profile.py: per stage, per kernel) and
+#          the Farneback GPU benchmarks. TESTS_A="tests/test_models.py tests/test_train.py"
+#          adds the model's cuda tests, BENCH_A=benchmarks/bench_spotformer.py and
+#          BENCH_A_K=cuda its benchmarks.
 # Stage b: `sw_mro` on the GPU (GPU equals CPU, the CLI), the extraction benchmarks (CPU,
-#          naive precedent, --gpu, side by side), GPU memory over a long stream, and the
-#          demo with --gpu. Needs stage a's files (the first part of the model) in /tmp.
+#          naive precedent, --gpu on a 600-frame and a long clip, side by side); with
+#          MEM_S=90 GPU memory over a long stream, DEMO_S=120 the demo with --gpu,
+#          POOL_TESTS=1 the landmark-pool tests. Needs stage a's files (the first part of
+#          the model) in /tmp.
 # Every step has its own time limit and the script goes on after a failure. Results land
 # in $OUT (when set) and in benchmarks/results/; commit them with the device name.
 set -uo pipefail
@@ -52,32 +57,35 @@ BENCH="--benchmark-columns=min,median,ops,rounds --benchmark-sort=name"
 if [ "$STAGE" = setup ]; then
   log "installed; the model waits for stage b's part"
 elif [ "$STAGE" = a ]; then
-  log "cuda-marked tests: kernels, CuPy parity with cv2, models, training"
-  timeout 120 $PYT tests/test_cuda_kernels.py tests/test_farneback.py tests/test_models.py \
-    tests/test_train.py -m cuda 2>&1 | tee "$RES/gpu_tests_a.txt"
-  log "device-generic tests on --device cuda (torch engine against cv2, models)"
-  timeout 90 $PYT tests/test_farneback.py tests/test_models.py --device cuda \
-    -k "not numba and not cupy" 2>&1 | tee "$RES/gpu_tests_device.txt"
-  log "GPU benchmarks: Farneback pairs, SpotFormer training and inference"
-  timeout 150 $PYT benchmarks/bench_farneback.py benchmarks/bench_spotformer.py \
-    -k "cuda or cupy or cv2_per_pair" --benchmark-json="$RES/gpu_bench_a.json" $BENCH 2>&1 |
-    tee "$RES/gpu_bench_a.txt"
+  log "cuda-marked tests: kernels (tiled and split solvers), CuPy parity with cv2"
+  timeout 120 $PYT tests/test_cuda_kernels.py tests/test_farneback.py ${TESTS_A:-} -m cuda 2>&1 |
+    tee "$RES/gpu_tests_a.txt"
+  log "profile: device work per window and per kernel, split vs tiled solver"
+  timeout 120 python3 -m benchmarks.gpu_profile 5 2>&1 | tee "$RES/gpu_profile.txt"
+  log "GPU benchmarks: Farneback pairs (cupy tiled, cupy split, torch) and the cv2 baseline"
+  timeout 150 $PYT benchmarks/bench_farneback.py ${BENCH_A:-} \
+    -k "${BENCH_A_K:-cupy or torch_cuda or (cv2_per_pair and 1thread)}" \
+    --benchmark-json="$RES/gpu_bench_a.json" $BENCH 2>&1 | tee "$RES/gpu_bench_a.txt"
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
   log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu)"
   timeout 100 $PYT tests/test_sw_mro.py tests/test_extract_cli.py -m cuda 2>&1 |
     tee "$RES/gpu_tests_b.txt"
-  log "landmark worker processes"
-  timeout 60 $PYT tests/test_landmark_pool.py 2>&1 | tee -a "$RES/gpu_tests_b.txt"
-  log "extraction benchmarks: CPU, naive precedent, --gpu (cupy and torch flow)"
-  timeout 180 $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
+  if [ "${POOL_TESTS:-0}" = 1 ]; then
+    log "landmark worker processes"
+    timeout 60 $PYT tests/test_landmark_pool.py 2>&1 | tee -a "$RES/gpu_tests_b.txt"
+  fi
+  log "extraction benchmarks: CPU, naive precedent, --gpu (cupy tiled/split, torch flow; 600 f, long)"
+  timeout "${BENCH_B_S:-240}" $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
     --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
-  log "GPU memory over a long stream (face 256, window 17)"
-  timeout "${MEM_S:-90}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |
-    tee "$RES/gpu_memory.txt"
-  if [ "${DEMO_S:-120}" -gt 0 ]; then
+  if [ "${MEM_S:-0}" -gt 0 ]; then
+    log "GPU memory over a long stream (face 256, window 17)"
+    timeout "${MEM_S}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |
+      tee "$RES/gpu_memory.txt"
+  fi
+  if [ "${DEMO_S:-0}" -gt 0 ]; then
     log "demo with --gpu"
-    timeout "${DEMO_S:-120}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
+    timeout "${DEMO_S}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
       tee "$RES/gpu_demo.txt"
   fi
 fi

@@ -417,6 +417,26 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
     )
 
 
+def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Tensor]]:
+    """Chunks of ``chunk_size`` frames, but a small first one, so the device starts early.
+
+    The first device batch needs only ``batch_size + window`` frames; decoding and
+    landmarking a whole 512-frame chunk first would keep the device idle for that long.
+    The first chunk is that need rounded up to whole landmark segments, so no segment is
+    split; features do not depend on chunking either way.
+    """
+    import itertools
+
+    size = config.resolved_chunk_size
+    seg = config.landmark_segment
+    first = -(-(config.resolved_batch_size + config.window) // seg) * seg
+    if first >= size or first >= src.info.num_frames:
+        yield from src.chunks(size)
+        return
+    yield from itertools.islice(src.chunks(first), 1)
+    yield from src.chunks(size, start=first)
+
+
 def _producer(
     src: Any, config: SWMROConfig, device: torch.device, out: queue.Queue, stop: threading.Event
 ) -> None:
@@ -428,7 +448,7 @@ def _producer(
         first_good: LandmarkResult | None = None
         t = time.perf_counter()
         # Decoding runs a chunk ahead in a thread, overlapping the landmarks.
-        chunks = read_ahead(src.chunks(config.resolved_chunk_size), stop=stop, name="sw_mro-decode")
+        chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
         for start, rgb in chunks:
             if stop.is_set():
                 return

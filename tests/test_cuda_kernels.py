@@ -50,13 +50,21 @@ _SHIM = r"""
 #define __device__
 #define __forceinline__ inline
 #define __restrict__ __restrict
+#define __shared__
+#define __syncthreads()
 struct fb_dim3 { unsigned x = 0, y = 0, z = 0; };
 static fb_dim3 blockIdx, threadIdx, blockDim;
+extern "C" { float fb_smem[1 << 20]; }  // a block's shared memory (blocks run one by one)
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 #include "SOURCE"
 #define RUN(call) for (long long i = 0; i < count; i++) { \
     blockDim.x = 256; blockIdx.x = (unsigned)(i / 256); threadIdx.x = (unsigned)(i % 256); call; }
+// A block of one thread runs the block-stride loops of a tiled kernel whole, so its
+// __syncthreads() barriers need no stand-in.
+#define RUN_TILES(call) blockDim = fb_dim3{1, 1, 1}; threadIdx = fb_dim3{0, 0, 0}; \
+    for (unsigned z = 0; z < gz; z++) for (unsigned y = 0; y < gy; y++) \
+    for (unsigned x = 0; x < gx; x++) { blockIdx = fb_dim3{x, y, z}; call; }
 extern "C" {
 void fb_poly_rows_cpu(long long count, const float* img, float* v, int f, int h, int w, int n,
                       const float* a, const float* b, const float* c)
@@ -75,6 +83,10 @@ void fb_blur_cols_solve_cpu(long long count, const float* mv, float* m, float* f
                             const float* r, const long long* ref, const long long* tgt, int p,
                             int h, int w, int half, const float* k, double scale, int update)
 { RUN(fb_blur_cols_solve(mv, m, flow, r, ref, tgt, p, h, w, half, k, scale, update)) }
+void fb_iter_tiled_cpu(unsigned gx, unsigned gy, unsigned gz, const float* m_in, float* m_out,
+                       float* flow, const float* r, const long long* ref, const long long* tgt,
+                       int p, int h, int w, int half, const float* k, double scale, int update)
+{ RUN_TILES(fb_iter_tiled(m_in, m_out, flow, r, ref, tgt, p, h, w, half, k, scale, update)) }
 }
 """
 
@@ -111,14 +123,21 @@ def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch
         fn = getattr(cpu_kernels, f"{name}_cpu")
         fn(ctypes.c_longlong(count), *(_ctypes_arg(a) for a in args))
 
+    def launch_tiles(name: str, grid: tuple[int, int, int], shared: int, args: tuple) -> None:
+        assert shared <= 4 * (1 << 20)
+        fn = getattr(cpu_kernels, f"{name}_cpu")
+        fn(*(ctypes.c_uint(g) for g in grid), *(_ctypes_arg(a) for a in args))
+
     monkeypatch.setattr(fbcuda, "_launch", launch)
+    monkeypatch.setattr(fbcuda, "_launch_tiles", launch_tiles)
     monkeypatch.setattr(fbcuda, "as_cupy", lambda t: t)
     monkeypatch.setattr(fbcuda, "torch_stream", lambda dev: contextlib.nullcontext())
     return fbcuda
 
 
+@pytest.mark.parametrize("solver", ["tiled", "split"])
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
-def test_kernel_logic_matches_cv2_on_cpu(cupy_engine_on_cpu, gaussian: bool) -> None:
+def test_kernel_logic_matches_cv2_on_cpu(cupy_engine_on_cpu, gaussian: bool, solver: str) -> None:
     names, prevs, nexts = scenes(128)
     pick = [names.index(n) for n in ("astronaut/rotate-3deg", "carphone/bump-2px",
                                      "low-texture/shift-3.7px")]  # fmt: skip
@@ -126,9 +145,53 @@ def test_kernel_logic_matches_cv2_on_cpu(cupy_engine_on_cpu, gaussian: bool) -> 
     frames = torch.from_numpy(np.concatenate([prevs[pick], nexts[pick]])).float()
     expansions = cupy_engine_on_cpu.expand_frames(frames, params)
     k = len(pick)
-    flows = cupy_engine_on_cpu.solve_pairs(expansions, torch.arange(k), torch.arange(k) + k, params)
+    flows = cupy_engine_on_cpu.solve_pairs(
+        expansions, torch.arange(k), torch.arange(k) + k, params, solver=solver
+    )
     for j, i in enumerate(pick):
         assert_parity(names[i], flows[j], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_tiled_iteration_equals_split_kernels_on_cpu(
+    cupy_engine_on_cpu, monkeypatch: pytest.MonkeyPatch, gaussian: bool
+) -> None:
+    """The one-launch tiled iteration computes the split kernels' sums in their order.
+
+    Frames of 90 x 75 px leave partial tiles at every level (tiles are 32 x 16), the pairs
+    repeat and swap frames, and a grid limit of 2 pairs per launch exercises the chunked
+    launches. Same build, same arithmetic: the flows must be equal bit for bit.
+    """
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]).float()
+    ref, tgt = torch.tensor([0, 1, 2, 0, 3, 5]), torch.tensor([3, 4, 5, 4, 0, 2])
+    params = FarnebackParams(*SPEC, gaussian=gaussian)
+    expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+    split = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver="split")
+    tiled = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver="tiled")
+    monkeypatch.setattr(cupy_engine_on_cpu, "_MAX_GRID_Z", 2)
+    chunked = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver="tiled")
+    assert float(split.abs().max()) > 0.5  # real motion, not an all-zero field
+    assert torch.equal(tiled, split)
+    assert torch.equal(chunked, split)
+
+
+def test_tiled_solver_falls_back_for_wide_windows(cupy_engine_on_cpu) -> None:
+    """A window whose tile would need over 48 KB of shared memory runs the split kernels."""
+    params = FarnebackParams(0.5, 1, 41, 2, 5, 1.1, False)
+    assert cupy_engine_on_cpu.tile_shared_bytes(20) > cupy_engine_on_cpu.TILE_SHARED_MAX
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.stack([prevs[0], nexts[0]])).float()
+    expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+    a = cupy_engine_on_cpu.solve_pairs(expansions, torch.tensor([0]), torch.tensor([1]), params)
+    b = cupy_engine_on_cpu.solve_pairs(
+        expansions, torch.tensor([0]), torch.tensor([1]), params, solver="split"
+    )
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        cupy_engine_on_cpu.solve_pairs(
+            expansions, torch.tensor([0]), torch.tensor([1]), params, solver="fast"
+        )
 
 
 def test_kernel_logic_with_initial_flow_on_cpu(cupy_engine_on_cpu) -> None:
@@ -164,6 +227,29 @@ def test_cupy_matches_torch_on_gpu(size: int, gaussian: bool) -> None:
     assert float(epe.max()) <= TOL["flow_cupy_vs_torch_mean"], epe
     for i, name in enumerate(names):
         assert_parity(name, ours[i], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_tiled_iteration_equals_split_kernels_on_gpu(gaussian: bool) -> None:
+    """The shared-memory tiled iteration against the split kernels, on the GPU.
+
+    The same sums in the same order; NVRTC may contract multiply-adds differently in the
+    two kernels, so the bound is float rounding (1e-4 px max), not bit equality.
+    """
+    names, prevs, nexts = scenes(256)
+    frames = torch.from_numpy(np.concatenate([prevs, nexts])).cuda().float()
+    k = len(prevs)
+    ref, tgt = torch.arange(k, device="cuda"), torch.arange(k, device="cuda") + k
+    params = FarnebackParams(*SPEC, gaussian=gaussian)
+    expansions = fbcuda.expand_frames(frames, params)
+    split = fbcuda.solve_pairs(expansions, ref, tgt, params, solver="split")
+    tiled = fbcuda.solve_pairs(expansions, ref, tgt, params, solver="tiled")
+    torch.cuda.synchronize()
+    assert torch.isfinite(tiled).all()
+    assert float((tiled - split).abs().max()) <= 1e-4
+    for i, name in enumerate(names):
+        assert_parity(name, tiled[i], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
 
 
 @pytest.mark.cuda

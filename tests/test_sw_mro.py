@@ -296,6 +296,26 @@ def test_streamed_equals_whole_and_memory_is_bounded(face: np.ndarray) -> None:
     assert streamed.abs().max() > 0
 
 
+def test_first_decode_chunk_is_small_and_whole_segments() -> None:
+    """The device starts after batch + window frames (rounded up to landmark segments),
+    not after a whole chunk; later chunks have the configured size."""
+    from sw_mro.pipeline import _decode_plan
+
+    frames = np.zeros((1000, 8, 8, 3), np.uint8)
+    src = _CountingSource(frames)
+    cfg = SWMROConfig(batch_size=128, chunk_size=512, landmark_segment=32)
+    plan = _decode_plan(src, cfg)
+    start, first = next(plan)
+    assert (start, len(first)) == (0, 160) and src.max_index == 160  # 145 -> 5 segments
+    rest = [(a, len(c)) for a, c in plan]
+    assert rest == [(160, 512), (672, 328)]
+    # No ramp when the first need is a whole chunk already, or the video is shorter.
+    small = [(a, len(c)) for a, c in _decode_plan(src, cfg.replace(chunk_size=64))]
+    assert small[:2] == [(0, 64), (64, 64)] and sum(n for _, n in small) == 1000
+    short = _CountingSource(frames[:100])
+    assert [(a, len(c)) for a, c in _decode_plan(short, cfg)] == [(0, 100)]
+
+
 def test_carphone_chunking_bit_identical(carphone: str) -> None:
     cfg = SWMROConfig(window=3, face_size=64, batch_size=16, chunk_size=256)
     whole = sw_mro.extract(carphone, cfg)

@@ -217,3 +217,80 @@ extern "C" __global__ void fb_blur_cols_solve(const float* __restrict__ mv,
         fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x, y, w,
                         h, dx, dy, m + p * FB_PLANES * ps + pix);
 }
+
+// One whole iteration in one launch, on tiles held in shared memory: the vertical and
+// horizontal windows, the solve and the next update-matrices. The split pair of kernels
+// above reads each M value once per vertical tap (15 times at winsize 15) from L2; here a
+// block loads its tile of M with a (half)-pixel halo once, so M is read about 2.7 times
+// per pixel per iteration from L2 and mv never goes through device memory. The sums are
+// the split kernels' sums in the same order (float vertical, double horizontal), so the
+// flows are the same to the last bit. Blocks read m_in around their tile while other
+// blocks write their own pixels, so m_in and m_out must be different buffers.
+//
+// Launch: grid (ceil(w / FB_TW), ceil(h / FB_TH), pairs), any block shape (32 x 8 on the
+// GPU), dynamic shared memory fb_tile_floats(half) * 4 bytes.
+#define FB_TW 32
+#define FB_TH 16
+
+extern "C" __global__ void fb_iter_tiled(const float* __restrict__ m_in,
+                                         float* __restrict__ m_out,
+                                         float* __restrict__ flow,
+                                         const float* __restrict__ r,
+                                         const long long* __restrict__ ref,
+                                         const long long* __restrict__ tgt, int pairs, int h,
+                                         int w, int half, const float* __restrict__ kern,
+                                         double scale, int update) {
+    extern __shared__ float fb_smem[];
+    const int ew = FB_TW + 2 * half, eh = FB_TH + 2 * half;
+    float* sm = fb_smem;                        // [5][eh][ew]: M around the tile
+    float* sv = fb_smem + FB_PLANES * eh * ew;  // [5][FB_TH][ew]: vertical window sums
+    const int x0 = blockIdx.x * FB_TW, y0 = blockIdx.y * FB_TH;
+    const long long p = blockIdx.z;
+    if (p >= pairs) return;
+    const long long ps = (long long)w * h;
+    const float* mp = m_in + p * FB_PLANES * ps;
+    for (int c = 0; c < FB_PLANES; c++)
+        for (int yy = threadIdx.y; yy < eh; yy += blockDim.y) {
+            const float* src = mp + c * ps + (long long)fb_clamp(y0 - half + yy, 0, h - 1) * w;
+            float* dst = sm + (c * eh + yy) * ew;
+            for (int xx = threadIdx.x; xx < ew; xx += blockDim.x)
+                dst[xx] = src[fb_clamp(x0 - half + xx, 0, w - 1)];
+        }
+    __syncthreads();
+    for (int c = 0; c < FB_PLANES; c++)
+        for (int ty = threadIdx.y; ty < FB_TH; ty += blockDim.y)
+            for (int xx = threadIdx.x; xx < ew; xx += blockDim.x) {
+                const float* col = sm + (c * eh + ty) * ew + xx;
+                float s = 0.f;
+                for (int j = 0; j <= 2 * half; j++) {
+                    float val = col[j * ew];
+                    s += kern ? kern[j] * val : val;
+                }
+                sv[(c * FB_TH + ty) * ew + xx] = s;
+            }
+    __syncthreads();
+    for (int ty = threadIdx.y; ty < FB_TH; ty += blockDim.y)
+        for (int tx = threadIdx.x; tx < FB_TW; tx += blockDim.x) {
+            const int x = x0 + tx, y = y0 + ty;
+            if (x >= w || y >= h) continue;
+            double s[FB_PLANES] = {0.0, 0.0, 0.0, 0.0, 0.0};
+            for (int j = 0; j <= 2 * half; j++) {
+                float k = kern ? kern[j] : 1.f;
+#pragma unroll
+                for (int c = 0; c < FB_PLANES; c++)
+                    s[c] += (double)(k * sv[(c * FB_TH + ty) * ew + tx + j]);
+            }
+            double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
+            double h1 = s[3] * scale, h2 = s[4] * scale;
+            double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
+            float dx = (float)((g11 * h2 - g12 * h1) * idet);
+            float dy = (float)((g22 * h1 - g12 * h2) * idet);
+            const long long pix = (long long)y * w + x;
+            float* fl = flow + p * 2 * ps + pix;
+            fl[0] = dx;
+            fl[ps] = dy;
+            if (update)
+                fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x,
+                                y, w, h, dx, dy, m_out + p * FB_PLANES * ps + pix);
+        }
+}

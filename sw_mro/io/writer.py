@@ -37,6 +37,7 @@ def write_video(
     *,
     crf: int = 18,
     preset: str = "veryfast",
+    threads: int = 1,
 ) -> Path:
     """Write ``frames`` ((H, W, 3) RGB or (H, W) gray uint8, even H and W) to an H.264
     mp4 (libx264, yuv420p), atomically and byte-reproducibly.
@@ -45,8 +46,12 @@ def write_video(
       never leaves a truncated video under the final name.
     - Reproducible: frames are converted to yuv420p here (:func:`rgb_to_i420`; with RGB
       input PyAV's swscale made the first encode of a process differ from later ones)
-      and x264 runs one thread (its output depends on the thread count).
+      and x264 runs one thread (its output depends on the thread count). ``threads=0``
+      lets x264 choose (faster, for long benchmark clips; the bytes then depend on the
+      machine).
     """
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"write_video({path}): threads must be an int >= 0; got {threads!r}")
     import av  # local import: PyAV is only needed here
 
     path = Path(path)
@@ -73,7 +78,7 @@ def write_video(
                     stream.width, stream.height = arr.shape[1], arr.shape[0]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": str(crf), "preset": preset}
-                    stream.codec_context.thread_count = 1
+                    stream.codec_context.thread_count = threads
                 vf = av.VideoFrame.from_ndarray(rgb_to_i420(arr), format="yuv420p")
                 for packet in stream.encode(vf):
                     container.mux(packet)
