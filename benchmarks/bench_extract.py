@@ -257,15 +257,17 @@ def gpu_long_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 @pytest.mark.cuda
 @pytest.mark.benchmark(group=GROUP)
 @pytest.mark.parametrize(
-    "flow", ["auto", "auto-split", "torch"], ids=["cupy", "cupy_split", "torch_flow"]
+    "flow",
+    ["auto", "auto-tiled", "auto-split", "torch"],
+    ids=["cupy", "cupy_tiled", "cupy_split", "torch_flow"],
 )
 @pytest.mark.parametrize("clip", ["gpu_clip", "gpu_long_clip"], ids=["600f", "long"])
 def test_extract_cuda(
     benchmark, request: pytest.FixtureRequest, clip: str, flow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--gpu`` end to end (decode, landmarks, flow, pooling) with the CuPy kernels (the
-    default on CUDA: one tiled launch per iteration; or the split pair of launches) and
-    with the torch Farneback engine, on a 600-frame clip and a long one."""
+    default on CUDA: the running-sum box solver; or the direct-sum tiled or split
+    solvers) and with the torch Farneback engine, on a 600-frame clip and a long one."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device; none is available here")
     if clip == "gpu_long_clip" and flow == "torch":
@@ -274,7 +276,7 @@ def test_extract_cuda(
     if flow.startswith("auto"):
         import sw_mro.cuda.farneback as fbcuda
 
-        monkeypatch.setattr(fbcuda, "SOLVER", "split" if flow == "auto-split" else "tiled")
+        monkeypatch.setattr(fbcuda, "SOLVER", (flow.split("-") + ["box"])[1])
     cfg = SWMROConfig(device="cuda", flow_backend=flow.split("-")[0])
     sw_mro.extract(path, cfg.replace(window=5))  # warm-up: kernels, cuDNN, models
     feats, stats = _time_once(benchmark, lambda: _run_extract(path, cfg))

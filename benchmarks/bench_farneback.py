@@ -159,13 +159,16 @@ def test_backend_sw_mro_pairs(benchmark, size: int, backend: str, threads: int) 
 @cuda
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(
-    "backend", ["cupy", "cupy-split", "torch"], ids=["cupy", "cupy_split", "torch_cuda"]
+    "backend",
+    ["cupy", "cupy-tiled", "cupy-split", "torch"],
+    ids=["cupy", "cupy_tiled", "cupy_split", "torch_cuda"],
 )
 def test_gpu_cuda_sw_mro_pairs(
     benchmark, size: int, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """farneback_pairs on a GPU: the fused cupy kernels (one tiled launch per iteration,
-    the default, or the split pair of launches) and the torch ops."""
+    """farneback_pairs on a GPU: the fused cupy kernels (per iteration one launch with
+    running box sums, the default; one with direct sums; or the split pair of launches)
+    and the torch ops."""
     frames, ref, tgt = sw_mro_pattern(size, _refs(benchmark, "cuda"))
     dev = torch.device("cuda")
     fr, r, t = torch.from_numpy(frames).to(dev), ref.to(dev), tgt.to(dev)
@@ -175,7 +178,7 @@ def test_gpu_cuda_sw_mro_pairs(
     if backend.startswith("cupy"):
         import sw_mro.cuda.farneback as fbcuda
 
-        monkeypatch.setattr(fbcuda, "SOLVER", "split" if backend == "cupy-split" else "tiled")
+        monkeypatch.setattr(fbcuda, "SOLVER", (backend.split("-") + ["box"])[1])
     engine = backend.split("-")[0]
 
     def run() -> torch.Tensor:

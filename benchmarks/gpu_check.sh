@@ -60,9 +60,9 @@ elif [ "$STAGE" = a ]; then
   log "cuda-marked tests: kernels (tiled and split solvers), CuPy parity with cv2"
   timeout 120 $PYT tests/test_cuda_kernels.py tests/test_farneback.py ${TESTS_A:-} -m cuda 2>&1 |
     tee "$RES/gpu_tests_a.txt"
-  log "profile: device work per window and per kernel, split vs tiled solver"
+  log "profile: device work per window and per kernel, split vs tiled vs box solver"
   timeout 120 python3 -m benchmarks.gpu_profile 5 2>&1 | tee "$RES/gpu_profile.txt"
-  log "GPU benchmarks: Farneback pairs (cupy tiled, cupy split, torch) and the cv2 baseline"
+  log "GPU benchmarks: Farneback pairs (cupy box, tiled, split; torch) and the cv2 baseline"
   timeout 150 $PYT benchmarks/bench_farneback.py ${BENCH_A:-} \
     -k "${BENCH_A_K:-cupy or torch_cuda or (cv2_per_pair and 1thread)}" \
     --benchmark-json="$RES/gpu_bench_a.json" $BENCH 2>&1 | tee "$RES/gpu_bench_a.txt"
@@ -75,7 +75,7 @@ else
     log "landmark worker processes"
     timeout 60 $PYT tests/test_landmark_pool.py 2>&1 | tee -a "$RES/gpu_tests_b.txt"
   fi
-  log "extraction benchmarks: CPU, naive precedent, --gpu (cupy tiled/split, torch flow; 600 f, long)"
+  log "extraction benchmarks: CPU, naive precedent, --gpu (cupy box/tiled/split, torch flow; 600 f, long)"
   timeout "${BENCH_B_S:-240}" $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
     --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
   if [ "${MEM_S:-0}" -gt 0 ]; then

@@ -294,3 +294,83 @@ extern "C" __global__ void fb_iter_tiled(const float* __restrict__ m_in,
                                 y, w, h, dx, dy, m_out + p * FB_PLANES * ps + pix);
         }
 }
+
+// The box window (flags 0, SPEC's default) as OpenCV computes it: running double sums.
+// One iteration per launch on the same tiles as fb_iter_tiled, with far fewer
+// instructions per pixel (fb_iter_tiled is bound by issuing them: 15 vertical and 15
+// horizontal taps per plane, each horizontal one converted to double):
+//   1. vertical: one thread per column of the tile and its halo runs a double sum down
+//      the column (read straight from M; 2 loads per output row after the first),
+//   2. horizontal: one thread per row turns the vertical sums into inclusive prefix sums
+//      in place, so each box sum is one subtraction,
+//   3. per pixel: the 2x2 solve and the next update-matrices, as fb_blur_cols_solve.
+// The sums are OpenCV's in double, in another order than the split kernels: the flows
+// agree with theirs to rounding (tests/test_cuda_kernels.py states the bound).
+// Launch as fb_iter_tiled; dynamic shared memory fb_box_doubles(half) * 8 bytes.
+extern "C" __global__ void fb_iter_box(const float* __restrict__ m_in,
+                                       float* __restrict__ m_out,
+                                       float* __restrict__ flow,
+                                       const float* __restrict__ r,
+                                       const long long* __restrict__ ref,
+                                       const long long* __restrict__ tgt, int pairs, int h,
+                                       int w, int half, double scale, int update) {
+    extern __shared__ double fb_smem_d[];
+    const int ew = FB_TW + 2 * half;
+    double* sv = fb_smem_d;  // [5][FB_TH][ew]: vertical sums, then their prefix along x
+    const int x0 = blockIdx.x * FB_TW, y0 = blockIdx.y * FB_TH;
+    const long long p = blockIdx.z;
+    if (p >= pairs) return;
+    const long long ps = (long long)w * h;
+    const float* mp = m_in + p * FB_PLANES * ps;
+    const int threads = blockDim.x * blockDim.y;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    for (int task = tid; task < FB_PLANES * ew; task += threads) {
+        const int c = task / ew, xx = task - c * ew;
+        const float* col = mp + c * ps + fb_clamp(x0 - half + xx, 0, w - 1);
+        double s = 0.0;
+        for (int j = -half; j <= half; j++)
+            s += (double)col[(long long)fb_clamp(y0 + j, 0, h - 1) * w];
+        double* out = sv + c * FB_TH * ew + xx;
+        for (int ty = 0; ty < FB_TH; ty++) {
+            out[ty * ew] = s;
+            if (ty + 1 < FB_TH) {
+                const int y = y0 + ty;
+                s += (double)col[(long long)fb_clamp(y + half + 1, 0, h - 1) * w] -
+                     (double)col[(long long)fb_clamp(y - half, 0, h - 1) * w];
+            }
+        }
+    }
+    __syncthreads();
+    for (int task = tid; task < FB_PLANES * FB_TH; task += threads) {
+        double* row = sv + task * ew;
+        double s = 0.0;
+        for (int xx = 0; xx < ew; xx++) {
+            s += row[xx];
+            row[xx] = s;
+        }
+    }
+    __syncthreads();
+    for (int ty = threadIdx.y; ty < FB_TH; ty += blockDim.y)
+        for (int tx = threadIdx.x; tx < FB_TW; tx += blockDim.x) {
+            const int x = x0 + tx, y = y0 + ty;
+            if (x >= w || y >= h) continue;
+            double s[FB_PLANES];
+#pragma unroll
+            for (int c = 0; c < FB_PLANES; c++) {
+                const double* row = sv + (c * FB_TH + ty) * ew;
+                s[c] = row[tx + 2 * half] - (tx > 0 ? row[tx - 1] : 0.0);
+            }
+            double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
+            double h1 = s[3] * scale, h2 = s[4] * scale;
+            double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
+            float dx = (float)((g11 * h2 - g12 * h1) * idet);
+            float dy = (float)((g22 * h1 - g12 * h2) * idet);
+            const long long pix = (long long)y * w + x;
+            float* fl = flow + p * 2 * ps + pix;
+            fl[0] = dx;
+            fl[ps] = dy;
+            if (update)
+                fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x,
+                                y, w, h, dx, dy, m_out + p * FB_PLANES * ps + pix);
+        }
+}

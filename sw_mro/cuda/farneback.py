@@ -5,12 +5,20 @@ same data layouts, so the dispatcher in ``sw_mro.ops.farneback`` can use either:
 
 - :func:`expand_frames`: pyramid levels with torch ops (smoothing and resize), then the
   polynomial expansion in two kernels (vertical pass, horizontal pass + combination).
-- :func:`solve_pairs`: per level, one update-matrices kernel, then per iteration either
-  one kernel on shared-memory tiles (:data:`SOLVER` ``"tiled"``: both windows, the flow
-  solve and the next update-matrices) or two (``"split"``: the vertical window, then the
-  horizontal window fused with the solve and the update). Both give the same flows to
-  the last bit; the tiled kernel reads M from L2 about 2.7 times per pixel per iteration
-  instead of ~16 times.
+- :func:`solve_pairs`: per level, one update-matrices kernel, then per iteration one of
+  (:data:`SOLVER`):
+
+  - ``"box"`` (the default): one kernel on shared-memory tiles with OpenCV's running
+    double sums for the box window (a column sum slid down the tile, prefix sums along
+    rows), then the flow solve and the next update-matrices. Gaussian windows use
+    ``"tiled"``.
+  - ``"tiled"``: one kernel on the same tiles with direct sums (float vertical, double
+    horizontal), box or Gaussian; the same flows as ``"split"`` to the last bit.
+  - ``"split"``: two kernels, the vertical window, then the horizontal window fused with
+    the solve and the update. Its vertical taps re-read M from L2 15 times per pixel.
+
+  On an H100 (benchmarks/README.md) ``"tiled"`` ran 1.1-1.2x ``"split"``; it is bound
+  by issuing its ~34 warp instructions per pixel, which ``"box"`` cuts to ~10.
 
 Kernels run on torch's current stream and read and write torch tensors in place
 (:mod:`sw_mro.cuda._interop`). :func:`compile_ptx` compiles the source with NVRTC
@@ -44,12 +52,14 @@ KERNELS = (
     "fb_blur_rows",
     "fb_blur_cols_solve",
     "fb_iter_tiled",
+    "fb_iter_box",
 )
 NVRTC_OPTIONS = ("--std=c++14",)
 _BLOCK = 256
-#: The per-iteration kernels: "tiled" (one launch, shared-memory tiles) or "split" (two).
-SOLVER = "tiled"
-SOLVERS = ("tiled", "split")
+#: The per-iteration kernels: "box" (running sums; Gaussian windows use "tiled"), "tiled"
+#: (direct sums on shared-memory tiles) or "split" (two launches).
+SOLVER = "box"
+SOLVERS = ("box", "tiled", "split")
 #: Tile of fb_iter_tiled (FB_TW x FB_TH in farneback.cu), its thread block, and the most
 #: dynamic shared memory it may ask for without an opt-in (larger windows use "split").
 TILE_W, TILE_H = 32, 16
@@ -107,6 +117,11 @@ def tile_shared_bytes(half: int) -> int:
     return 4 * 5 * ew * (TILE_H + 2 * half + TILE_H)
 
 
+def box_shared_bytes(half: int) -> int:
+    """Dynamic shared memory of fb_iter_box: double vertical sums of the tile's rows."""
+    return 8 * 5 * TILE_H * (TILE_W + 2 * half)
+
+
 def _i32(v: int) -> np.int32:
     return np.int32(v)
 
@@ -151,7 +166,7 @@ def solve_pairs(
 ) -> torch.Tensor:
     """Flows (P, 2, H, W) of pairs (ref_idx[i] -> tgt_idx[i]) of expanded CUDA frames.
 
-    ``solver``: ``"tiled"`` or ``"split"`` (default :data:`SOLVER`); the flows are equal.
+    ``solver``: ``"box"``, ``"tiled"`` or ``"split"`` (default :data:`SOLVER`).
     """
     solver = SOLVER if solver is None else solver
     if solver not in SOLVERS:
@@ -168,8 +183,12 @@ def solve_pairs(
     else:
         kern_t = None
         scale = 1.0 / (params.winsize * params.winsize)  # note 6
-    shared = tile_shared_bytes(half)
-    tiled = solver == "tiled" and shared <= TILE_SHARED_MAX
+    if solver == "box" and params.gaussian:
+        solver = "tiled"
+    kernel, shared = "fb_iter_tiled", tile_shared_bytes(half)
+    if solver == "box":
+        kernel, shared = "fb_iter_box", box_shared_bytes(half)
+    tiled = solver in ("box", "tiled") and shared <= TILE_SHARED_MAX
     flow: torch.Tensor | None = None
     for level in reversed(plan_levels(height, width, params)):
         h, w = level.height, level.width
@@ -196,10 +215,10 @@ def solve_pairs(
                     update = _i32(int(i < params.iterations - 1))  # note 7
                     for n, v_m, v_mv, v_flow, v_ref, v_tgt in views:
                         src, dst = (v_m, v_mv) if i % 2 == 0 else (v_mv, v_m)
-                        _launch_tiles("fb_iter_tiled", (-(-w // TILE_W), -(-h // TILE_H), n),
-                                      shared, (src, dst, v_flow, c_r, v_ref, v_tgt, _i32(n),
-                                               _i32(h), _i32(w), _i32(half), c_kern,
-                                               np.float64(scale), update))  # fmt: skip
+                        args = (src, dst, v_flow, c_r, v_ref, v_tgt, _i32(n), _i32(h),
+                                _i32(w), _i32(half), *(() if kernel == "fb_iter_box" else (c_kern,)),
+                                np.float64(scale), update)  # fmt: skip
+                        _launch_tiles(kernel, (-(-w // TILE_W), -(-h // TILE_H), n), shared, args)
             else:
                 for i in range(params.iterations):
                     _launch("fb_blur_rows", px * 5,
