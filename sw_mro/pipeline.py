@@ -6,10 +6,11 @@ memory bounded for any video length.
 
 How a video flows through (docs/sw_mro.md has the decisions and measured figures):
 
-1. A background thread decodes chunks of ``chunk_size`` frames, finds the landmarks of
-   every frame (``sw_mro.io.landmarks``), turns the frames to gray (cv2's fixed-point
-   RGB->gray weights) on the target device and queues them (at most 2 chunks ahead),
-   so decoding and landmarks overlap the flow work of the main thread.
+1. A background thread decodes chunks of ``chunk_size`` frames (a smaller first one),
+   finds the landmarks of every frame (``sw_mro.io.landmarks``), turns the frames to
+   gray (cv2's fixed-point RGB->gray weights) on the target device (on CUDA on a side
+   stream, ordered before their use by an event) and queues them (at most 2 chunks
+   ahead), so decoding and landmarks overlap the flow work of the main thread.
 2. The main thread keeps a ring buffer of frames (the chunk being consumed plus the
    ``w // 2`` frames before it), never the whole video, and processes windows in fixed
    groups of ``batch_size`` windows ``[k B, (k + 1) B)``. The groups do not depend on
@@ -258,6 +259,7 @@ class _Chunk:
     points: np.ndarray  # (T, 68, 2) float32 landmarks (frame px)
     found: np.ndarray  # (T,) bool
     seconds: float  # decode + landmarks + gray time of this chunk (producer side)
+    ready: Any = None  # CUDA: event on the upload stream after ``gray`` is written
 
 
 def _open(video: Any, config: SWMROConfig):
@@ -445,6 +447,9 @@ def _producer(
     marks: _Landmarks | None = None
     try:
         marks = _Landmarks(config, device)
+        # Frames go up on their own stream, so a chunk's upload overlaps the flow kernels
+        # queued on the compute stream instead of waiting behind them.
+        upload = torch.cuda.Stream(device) if device.type == "cuda" else None
         first_good: LandmarkResult | None = None
         t = time.perf_counter()
         # Decoding runs a chunk ahead in a thread, overlapping the landmarks.
@@ -468,9 +473,17 @@ def _producer(
                 pts[missing] = first_good.points[0]
                 boxes[missing] = first_good.boxes[0]
             fixed = LandmarkResult(boxes, pts, res.found)
-            gray = rgb_to_gray(rgb.to(device, non_blocking=True))
+            ready = None
+            if upload is not None:  # CUDA: upload on a side stream, off the compute stream
+                with torch.cuda.stream(upload):
+                    gray = rgb_to_gray(rgb.to(device, non_blocking=True))
+                ready = upload.record_event()
+            else:
+                gray = rgb_to_gray(rgb.to(device))
             now = time.perf_counter()
-            item = _Chunk(start, gray, face_boxes(fixed, config), pts, res.found.copy(), now - t)
+            item = _Chunk(
+                start, gray, face_boxes(fixed, config), pts, res.found.copy(), now - t, ready
+            )
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -535,6 +548,10 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
                 if item is None:
                     raise RuntimeError(f"{src.info.path}: the reader stopped at frame {end} of {n}")
                 stats["decode_landmarks"] += item.seconds
+                if item.ready is not None:  # order the upload before this stream's use
+                    main = torch.cuda.current_stream(device)
+                    main.wait_event(item.ready)
+                    item.gray.record_stream(main)  # its memory is not reused until then
                 buf.append(item)
                 end = item.start + item.gray.shape[0]
             lo = max(a - h, 0)
