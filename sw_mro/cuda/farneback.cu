@@ -80,6 +80,28 @@ __device__ __forceinline__ void fb_update_pixel(const float* __restrict__ r0,
     m[4 * ps] = r6 * r2 + r5 * r3;  // h2
 }
 
+// The 2x2 solve of the five window sums s (note 6, in double as OpenCV), the flow of pair
+// p at pixel pix, then (if update) the next update-matrices at that pixel (note 7).
+__device__ __forceinline__ void fb_solve_store(const double* s, double scale,
+                                               float* __restrict__ flow,
+                                               float* __restrict__ m,
+                                               const float* __restrict__ r, long long rp,
+                                               long long tp, long long p, long long pix, int x,
+                                               int y, int w, int h, int update) {
+    const long long ps = (long long)w * h;
+    double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
+    double h1 = s[3] * scale, h2 = s[4] * scale;
+    double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
+    float dx = (float)((g11 * h2 - g12 * h1) * idet);
+    float dy = (float)((g22 * h1 - g12 * h2) * idet);
+    float* fl = flow + p * 2 * ps + pix;
+    fl[0] = dx;
+    fl[ps] = dy;
+    if (update)
+        fb_update_pixel(r + rp * FB_PLANES * ps + pix, r + tp * FB_PLANES * ps, x, y, w, h, dx,
+                        dy, m + p * FB_PLANES * ps + pix);
+}
+
 // Polynomial expansion, vertical pass (note 4): replicate borders, float sums as OpenCV.
 // kg, kxg, kxxg: the n + 1 non-negative taps of g, x g, x^2 g.
 extern "C" __global__ void fb_poly_rows(const float* __restrict__ img, float* __restrict__ v,
@@ -205,17 +227,7 @@ extern "C" __global__ void fb_blur_cols_solve(const float* __restrict__ mv,
 #pragma unroll
         for (int c = 0; c < FB_PLANES; c++) s[c] += (double)(k * row[c * ps + xx]);
     }
-    double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
-    double h1 = s[3] * scale, h2 = s[4] * scale;
-    double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
-    float dx = (float)((g11 * h2 - g12 * h1) * idet);
-    float dy = (float)((g22 * h1 - g12 * h2) * idet);
-    float* fl = flow + p * 2 * ps + pix;
-    fl[0] = dx;
-    fl[ps] = dy;
-    if (update)
-        fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x, y, w,
-                        h, dx, dy, m + p * FB_PLANES * ps + pix);
+    fb_solve_store(s, scale, flow, m, r, ref[p], tgt[p], p, pix, x, y, w, h, update);
 }
 
 // One whole iteration in one launch, on tiles held in shared memory: the vertical and
@@ -228,7 +240,7 @@ extern "C" __global__ void fb_blur_cols_solve(const float* __restrict__ mv,
 // blocks write their own pixels, so m_in and m_out must be different buffers.
 //
 // Launch: grid (ceil(w / FB_TW), ceil(h / FB_TH), pairs), any block shape (32 x 8 on the
-// GPU), dynamic shared memory fb_tile_floats(half) * 4 bytes.
+// GPU), dynamic shared memory tile_shared_bytes(half) (sw_mro/cuda/farneback.py).
 #define FB_TW 32
 #define FB_TH 16
 
@@ -280,18 +292,8 @@ extern "C" __global__ void fb_iter_tiled(const float* __restrict__ m_in,
                 for (int c = 0; c < FB_PLANES; c++)
                     s[c] += (double)(k * sv[(c * FB_TH + ty) * ew + tx + j]);
             }
-            double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
-            double h1 = s[3] * scale, h2 = s[4] * scale;
-            double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
-            float dx = (float)((g11 * h2 - g12 * h1) * idet);
-            float dy = (float)((g22 * h1 - g12 * h2) * idet);
-            const long long pix = (long long)y * w + x;
-            float* fl = flow + p * 2 * ps + pix;
-            fl[0] = dx;
-            fl[ps] = dy;
-            if (update)
-                fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x,
-                                y, w, h, dx, dy, m_out + p * FB_PLANES * ps + pix);
+            fb_solve_store(s, scale, flow, m_out, r, ref[p], tgt[p], p, (long long)y * w + x, x,
+                           y, w, h, update);
         }
 }
 
@@ -306,7 +308,7 @@ extern "C" __global__ void fb_iter_tiled(const float* __restrict__ m_in,
 //   3. per pixel: the 2x2 solve and the next update-matrices, as fb_blur_cols_solve.
 // The sums are OpenCV's in double, in another order than the split kernels: the flows
 // agree with theirs to rounding (tests/test_cuda_kernels.py states the bound).
-// Launch as fb_iter_tiled; dynamic shared memory fb_box_doubles(half) * 8 bytes.
+// Launch as fb_iter_tiled; dynamic shared memory box_shared_bytes(half).
 extern "C" __global__ void fb_iter_box(const float* __restrict__ m_in,
                                        float* __restrict__ m_out,
                                        float* __restrict__ flow,
@@ -360,17 +362,7 @@ extern "C" __global__ void fb_iter_box(const float* __restrict__ m_in,
                 const double* row = sv + (c * FB_TH + ty) * ew;
                 s[c] = row[tx + 2 * half] - (tx > 0 ? row[tx - 1] : 0.0);
             }
-            double g11 = s[0] * scale, g22 = s[1] * scale, g12 = s[2] * scale;
-            double h1 = s[3] * scale, h2 = s[4] * scale;
-            double idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3);
-            float dx = (float)((g11 * h2 - g12 * h1) * idet);
-            float dy = (float)((g22 * h1 - g12 * h2) * idet);
-            const long long pix = (long long)y * w + x;
-            float* fl = flow + p * 2 * ps + pix;
-            fl[0] = dx;
-            fl[ps] = dy;
-            if (update)
-                fb_update_pixel(r + ref[p] * FB_PLANES * ps + pix, r + tgt[p] * FB_PLANES * ps, x,
-                                y, w, h, dx, dy, m_out + p * FB_PLANES * ps + pix);
+            fb_solve_store(s, scale, flow, m_out, r, ref[p], tgt[p], p, (long long)y * w + x, x,
+                           y, w, h, update);
         }
 }
