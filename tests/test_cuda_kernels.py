@@ -3,7 +3,8 @@
 Without a GPU (CI): the source must compile to PTX through NVRTC, and the kernels'
 logic is checked by compiling the same .cu file as C++ for the CPU (a few macros stand
 in for CUDA's built-ins) and running our real launch code (sw_mro.cuda.farneback) on
-it, against cv2. With a GPU (``cuda`` marker, skipped cleanly here): the cupy backend
+it, against cv2. The tiled kernels also run with blocks of real threads at a barrier,
+and their shared memory is bounds-checked. With a GPU (``cuda`` marker, skipped cleanly here): the cupy backend
 against the torch backend on the same GPU, mean EPE <= 1e-3 px, and against cv2.
 """
 
@@ -46,29 +47,60 @@ def test_nvrtc_reports_compile_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 _SHIM = r"""
 #include <cmath>
+#include <cstring>
+#include <pthread.h>
+#include <thread>
+#include <vector>
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__
-#define __syncthreads()
 struct fb_dim3 { unsigned x = 0, y = 0, z = 0; };
-static fb_dim3 blockIdx, threadIdx, blockDim;
-extern "C" {  // a block's shared memory (blocks run one by one)
-float fb_smem[1 << 20];
-double fb_smem_d[1 << 19];
+static thread_local fb_dim3 blockIdx, threadIdx, blockDim;
+// A tiled kernel's block runs either as one thread (its block-stride loops do the whole
+// tile, so a barrier has nothing to wait for) or as bx * by real threads that meet at a
+// pthread barrier wherever the kernel calls __syncthreads().
+static pthread_barrier_t fb_barrier;
+static bool fb_threaded = false;
+static inline void __syncthreads() { if (fb_threaded) pthread_barrier_wait(&fb_barrier); }
+// A block's shared memory. Bytes past the launch's dynamic size are poisoned with 0xff
+// (NaN in float and double) before a launch and checked after it.
+#define FB_SMEM_BYTES (4 << 20)
+extern "C" {
+float fb_smem[FB_SMEM_BYTES / 4];
+double fb_smem_d[FB_SMEM_BYTES / 8];
 }
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 #include "SOURCE"
 #define RUN(call) for (long long i = 0; i < count; i++) { \
     blockDim.x = 256; blockIdx.x = (unsigned)(i / 256); threadIdx.x = (unsigned)(i % 256); call; }
-// A block of one thread runs the block-stride loops of a tiled kernel whole, so its
-// __syncthreads() barriers need no stand-in.
-#define RUN_TILES(call) blockDim = fb_dim3{1, 1, 1}; threadIdx = fb_dim3{0, 0, 0}; \
+#define RUN_TILES(call) \
     for (unsigned z = 0; z < gz; z++) for (unsigned y = 0; y < gy; y++) \
-    for (unsigned x = 0; x < gx; x++) { blockIdx = fb_dim3{x, y, z}; call; }
+    for (unsigned x = 0; x < gx; x++) { \
+        if (bx * by == 1) { \
+            blockDim = fb_dim3{1, 1, 1}; threadIdx = fb_dim3{0, 0, 0}; \
+            blockIdx = fb_dim3{x, y, z}; call; continue; } \
+        pthread_barrier_init(&fb_barrier, nullptr, bx * by); fb_threaded = true; \
+        std::vector<std::thread> team; \
+        for (unsigned ty = 0; ty < by; ty++) for (unsigned tx = 0; tx < bx; tx++) \
+            team.emplace_back([=] { blockDim = fb_dim3{bx, by, 1}; \
+                                    blockIdx = fb_dim3{x, y, z}; \
+                                    threadIdx = fb_dim3{tx, ty, 0}; call; }); \
+        for (auto& t : team) t.join(); \
+        fb_threaded = false; pthread_barrier_destroy(&fb_barrier); }
 extern "C" {
+void fb_shim_poison(long long shared) {
+    std::memset((char*)fb_smem + shared, 0xff, FB_SMEM_BYTES - shared);
+    std::memset((char*)fb_smem_d + shared, 0xff, FB_SMEM_BYTES - shared);
+}
+int fb_shim_intact(long long shared) {
+    for (long long i = shared; i < FB_SMEM_BYTES; i++)
+        if (((unsigned char*)fb_smem)[i] != 0xff || ((unsigned char*)fb_smem_d)[i] != 0xff)
+            return 0;
+    return 1;
+}
 void fb_poly_rows_cpu(long long count, const float* img, float* v, int f, int h, int w, int n,
                       const float* a, const float* b, const float* c)
 { RUN(fb_poly_rows(img, v, f, h, w, n, a, b, c)) }
@@ -86,16 +118,19 @@ void fb_blur_cols_solve_cpu(long long count, const float* mv, float* m, float* f
                             const float* r, const long long* ref, const long long* tgt, int p,
                             int h, int w, int half, const float* k, double scale, int update)
 { RUN(fb_blur_cols_solve(mv, m, flow, r, ref, tgt, p, h, w, half, k, scale, update)) }
-void fb_iter_tiled_cpu(unsigned gx, unsigned gy, unsigned gz, const float* m_in, float* m_out,
-                       float* flow, const float* r, const long long* ref, const long long* tgt,
-                       int p, int h, int w, int half, const float* k, double scale, int update)
+void fb_iter_tiled_cpu(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                       const float* m_in, float* m_out, float* flow, const float* r,
+                       const long long* ref, const long long* tgt, int p, int h, int w, int half,
+                       const float* k, double scale, int update)
 { RUN_TILES(fb_iter_tiled(m_in, m_out, flow, r, ref, tgt, p, h, w, half, k, scale, update)) }
-void fb_iter_box_cpu(unsigned gx, unsigned gy, unsigned gz, const float* m_in, float* m_out,
-                     float* flow, const float* r, const long long* ref, const long long* tgt,
-                     int p, int h, int w, int half, double scale, int update)
+void fb_iter_box_cpu(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                     const float* m_in, float* m_out, float* flow, const float* r,
+                     const long long* ref, const long long* tgt, int p, int h, int w, int half,
+                     double scale, int update)
 { RUN_TILES(fb_iter_box(m_in, m_out, flow, r, ref, tgt, p, h, w, half, scale, update)) }
 }
 """
+_SHIM_SMEM_BYTES = 4 << 20
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +142,9 @@ def cpu_kernels(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     src = tmp / "shim.cpp"
     src.write_text(_SHIM.replace("SOURCE", str(fbcuda.SOURCE_PATH)))
     lib = tmp / "libfbcpu.so"
-    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    # No contraction into FMAs, so the bit-equality tests hold on any CPU.
+    cmd = [compiler, "-O2", "-ffp-contract=off", "-pthread", "-shared", "-fPIC"]
+    subprocess.run([*cmd, "-o", str(lib), str(src)], check=True)
     return ctypes.CDLL(str(lib))
 
 
@@ -122,23 +159,40 @@ def _ctypes_arg(a: object) -> object:
     return ctypes.c_int(int(a))
 
 
+class _CpuEngine:
+    """Launch settings of the CPU build: the tiled kernels' block shape (1 x 1 runs each
+    block as one thread; 32 x 8 is the GPU's shape, run as real threads)."""
+
+    block: tuple[int, int] = (1, 1)
+
+
 @pytest.fixture()
 def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch):
-    """sw_mro.cuda.farneback with its launches redirected to the CPU build of the kernels."""
+    """sw_mro.cuda.farneback with its launches redirected to the CPU build of the kernels.
+
+    ``cupy_engine_on_cpu.cpu.block`` sets the block shape of the tiled kernels. Every
+    tiled launch poisons the shared memory past its dynamic size and fails if the kernel
+    wrote there (reads there give NaN, which the flow checks catch).
+    """
+    cpu = _CpuEngine()
 
     def launch(name: str, count: int, args: tuple) -> None:
         fn = getattr(cpu_kernels, f"{name}_cpu")
         fn(ctypes.c_longlong(count), *(_ctypes_arg(a) for a in args))
 
     def launch_tiles(name: str, grid: tuple[int, int, int], shared: int, args: tuple) -> None:
-        assert shared <= 4 * (1 << 20)
+        assert 0 < shared <= _SHIM_SMEM_BYTES
+        cpu_kernels.fb_shim_poison(ctypes.c_longlong(shared))
         fn = getattr(cpu_kernels, f"{name}_cpu")
-        fn(*(ctypes.c_uint(g) for g in grid), *(_ctypes_arg(a) for a in args))
+        fn(*(ctypes.c_uint(g) for g in (*grid, *cpu.block)), *(_ctypes_arg(a) for a in args))
+        if not cpu_kernels.fb_shim_intact(ctypes.c_longlong(shared)):
+            raise AssertionError(f"{name} wrote past its {shared} bytes of shared memory")
 
     monkeypatch.setattr(fbcuda, "_launch", launch)
     monkeypatch.setattr(fbcuda, "_launch_tiles", launch_tiles)
     monkeypatch.setattr(fbcuda, "as_cupy", lambda t: t)
     monkeypatch.setattr(fbcuda, "torch_stream", lambda dev: contextlib.nullcontext())
+    monkeypatch.setattr(fbcuda, "cpu", cpu, raising=False)
     return fbcuda
 
 
@@ -181,6 +235,58 @@ def test_tiled_iteration_equals_split_kernels_on_cpu(
     assert float(split.abs().max()) > 0.5  # real motion, not an all-zero field
     assert torch.equal(tiled, split)
     assert torch.equal(chunked, split)
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_tiled_kernels_with_gpu_shaped_thread_blocks_on_cpu(
+    cupy_engine_on_cpu, gaussian: bool
+) -> None:
+    """Blocks of 32 x 8 real threads meeting at barriers, as on the GPU.
+
+    A missing barrier or a loop striding by the wrong block dimension changes the flows
+    here (a one-thread block cannot show either). Every output is one thread's, summed in
+    a fixed order, so the flows equal the one-thread run bit for bit.
+    """
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]).float()
+    ref, tgt = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    params = FarnebackParams(*SPEC, gaussian=gaussian)
+    expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+    split = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver="split")
+    for solver in ("tiled",) if gaussian else ("tiled", "box"):
+        one = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver=solver)
+        cupy_engine_on_cpu.cpu.block = cupy_engine_on_cpu.TILE_BLOCK[:2]
+        try:
+            team = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver=solver)
+        finally:
+            cupy_engine_on_cpu.cpu.block = (1, 1)
+        assert torch.equal(team, one), solver
+        if solver == "tiled":
+            assert torch.equal(team, split)
+
+
+def test_tiled_kernels_stay_within_their_shared_memory(
+    cupy_engine_on_cpu, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launch sizes match the kernels: a smaller size is caught by the poison check."""
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.stack([prevs[0], nexts[0]])).float()
+    params = FarnebackParams(*SPEC)
+    expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+    one, two = torch.tensor([0]), torch.tensor([1])
+    for solver, size in (("box", "box_shared_bytes"), ("tiled", "tile_shared_bytes")):
+        exact = getattr(cupy_engine_on_cpu, size)
+        with monkeypatch.context() as m:
+            m.setattr(cupy_engine_on_cpu, size, lambda half, f=exact: f(half) - 8)
+            with pytest.raises(AssertionError, match="wrote past"):
+                cupy_engine_on_cpu.solve_pairs(expansions, one, two, params, solver=solver)
+
+
+def test_tile_constants_match_the_kernel_source() -> None:
+    src = fbcuda.source()
+    assert f"#define FB_TW {fbcuda.TILE_W}\n" in src
+    assert f"#define FB_TH {fbcuda.TILE_H}\n" in src
+    assert fbcuda.TILE_BLOCK[0] * fbcuda.TILE_BLOCK[1] <= 1024
 
 
 def test_box_running_sums_agree_with_split_kernels_on_cpu(cupy_engine_on_cpu) -> None:
@@ -268,6 +374,32 @@ def test_tiled_iteration_equals_split_kernels_on_gpu(gaussian: bool) -> None:
     assert float((tiled - split).abs().max()) <= 1e-4
     for i, name in enumerate(names):
         assert_parity(name, tiled[i], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
+
+
+@pytest.mark.cuda
+def test_tiled_solvers_on_partial_tiles_and_chunked_launches_on_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CPU case of partial tiles (90 x 75 frames) and chunked grid launches, on the GPU."""
+    names, prevs, nexts = scenes(128)
+    crop = np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]
+    frames = torch.from_numpy(np.ascontiguousarray(crop)).cuda().float()
+    ref = torch.tensor([0, 1, 2, 0, 3, 5], device="cuda")
+    tgt = torch.tensor([3, 4, 5, 4, 0, 2], device="cuda")
+    params = FarnebackParams(*SPEC)
+    expansions = fbcuda.expand_frames(frames, params)
+    split = fbcuda.solve_pairs(expansions, ref, tgt, params, solver="split")
+    whole = {
+        s: fbcuda.solve_pairs(expansions, ref, tgt, params, solver=s) for s in ("tiled", "box")
+    }
+    monkeypatch.setattr(fbcuda, "_MAX_GRID_Z", 2)
+    for solver, flows in whole.items():
+        chunked = fbcuda.solve_pairs(expansions, ref, tgt, params, solver=solver)
+        assert torch.equal(chunked, flows), solver
+    torch.cuda.synchronize()
+    assert float(split.abs().max()) > 0.5
+    assert float((whole["tiled"] - split).abs().max()) <= 1e-4
+    assert float((whole["box"] - split).abs().max()) <= TOL["flow_box_vs_split_max"]
 
 
 @pytest.mark.cuda
