@@ -422,16 +422,16 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
 def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Tensor]]:
     """Chunks of ``chunk_size`` frames, but a small first one, so the device starts early.
 
-    The first device batch needs only ``batch_size + window`` frames; decoding and
-    landmarking a whole 512-frame chunk first would keep the device idle for that long.
-    The first chunk is that need rounded up to whole landmark segments, so no segment is
-    split; features do not depend on chunking either way.
+    The first batch of windows needs only ``batch_size + window // 2`` frames; decoding
+    and landmarking a whole chunk first (512 frames on CUDA) would keep the device idle
+    for that long. The first chunk is that need rounded up to whole landmark segments,
+    so no segment is split; features do not depend on chunking either way.
     """
     import itertools
 
     size = config.resolved_chunk_size
     seg = config.landmark_segment
-    first = -(-(config.resolved_batch_size + config.window) // seg) * seg
+    first = -(-(config.resolved_batch_size + config.window // 2) // seg) * seg
     if first >= size or first >= src.info.num_frames:
         yield from src.chunks(size)
         return
@@ -586,10 +586,6 @@ def _group_features(
     fidx = np.clip(v, 0, n - 1) - base
     first = np.clip(np.arange(a, e) - h, 0, n - 1) - base  # first frame of each window
     win_box = boxes[first]  # (B, 4) crop box of each window
-    # Crop each virtual frame with the boxes of the w windows that use it: window of
-    # (v, slot s) is i = v + h - s; uses outside [a, e) are computed and dropped.
-    slot = np.arange(w)
-    use = (np.arange(len(v))[:, None] - slot[None, :]).clip(0, b - 1)  # (V, w) window in group
     # One source region (union of this group's boxes, +2 px) keeps the crop input small.
     H, W = gray.shape[-2:]
     rx0 = int(max(np.floor(win_box[:, 0].min()) - 2, 0))
@@ -600,10 +596,12 @@ def _group_features(
         rx0, ry0, rx1, ry1 = 0, 0, W, H
     region = gray[torch.as_tensor(fidx, device=device), ry0:ry1, rx0:rx1].float()
     rbox = win_box - np.array([rx0, ry0, rx0, ry0], np.float64)
-    crop_boxes = torch.as_tensor(rbox[use], device=device)  # (V, w, 4)
-    allcrops = crop_resize(region, crop_boxes, s)  # (V, w, S, S)
-    vi = torch.as_tensor(np.arange(b)[:, None] + slot[None, :], device=device)
-    crops = allcrops[vi, torch.as_tensor(slot, device=device)[None, :].expand(b, w)]  # (B, w, S, S)
+    boxes_t = torch.as_tensor(rbox[:, None], device=device)  # (B, 1, 4)
+    # Slot k of window i is virtual frame i + k, so slot k of all B windows is the view
+    # region[k : k + B], cropped with the windows' own boxes: exactly the B * w crops used.
+    crops = torch.empty(b, w, s, s, device=device)
+    for k in range(w):
+        crops[:, k] = crop_resize(region[k : k + b], boxes_t, s)[:, 0]
     pts = torch.as_tensor(points[first], device=device, dtype=torch.float64)
     pts_crop = frame_to_crop(pts, torch.as_tensor(win_box, device=device), s)
     _sync(device)

@@ -83,6 +83,33 @@ def test_dlib_fallback_and_largest_face(astronaut_rgb: np.ndarray) -> None:
     assert res.found[0] and res.points[0, :, 0].mean() > 800
 
 
+def test_dlib_detector_is_built_once_per_thread(astronaut_rgb: np.ndarray) -> None:
+    """Building dlib's detector takes ~0.3 s, so each thread keeps one; landmarkers used
+    from several threads at once (the thread pool) still get the same results."""
+    import threading
+
+    from sw_mro.io import landmarks
+
+    mine = landmarks._dlib_detector()
+    assert landmarks._dlib_detector() is mine
+    frames = np.stack([astronaut_rgb, np.ascontiguousarray(astronaut_rgb[:, ::-1])] * 3)
+    want = make_landmarker("dlib").detect(frames)
+    got: list = []
+
+    def work() -> None:
+        got.append((landmarks._dlib_detector(), make_landmarker("dlib").detect(frames)))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(d) for d, _ in got} | {id(mine)}) == 4
+    for _, res in got:
+        np.testing.assert_array_equal(res.points, want.points)
+        np.testing.assert_array_equal(res.boxes, want.boxes)
+
+
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown landmark backend"):
         make_landmarker("mtcnn")  # type: ignore[arg-type]

@@ -297,8 +297,8 @@ def test_streamed_equals_whole_and_memory_is_bounded(face: np.ndarray) -> None:
 
 
 def test_first_decode_chunk_is_small_and_whole_segments() -> None:
-    """The device starts after batch + window frames (rounded up to landmark segments),
-    not after a whole chunk; later chunks have the configured size."""
+    """The device starts after batch + window // 2 frames (rounded up to landmark
+    segments), not after a whole chunk; later chunks have the configured size."""
     from sw_mro.pipeline import _decode_plan
 
     frames = np.zeros((1000, 8, 8, 3), np.uint8)
@@ -306,7 +306,7 @@ def test_first_decode_chunk_is_small_and_whole_segments() -> None:
     cfg = SWMROConfig(batch_size=128, chunk_size=512, landmark_segment=32)
     plan = _decode_plan(src, cfg)
     start, first = next(plan)
-    assert (start, len(first)) == (0, 160) and src.max_index == 160  # 145 -> 5 segments
+    assert (start, len(first)) == (0, 160) and src.max_index == 160  # 136 -> 5 segments
     rest = [(a, len(c)) for a, c in plan]
     assert rest == [(160, 512), (672, 328)]
     # No ramp when the first need is a whole chunk already, or the video is shorter.
@@ -314,6 +314,9 @@ def test_first_decode_chunk_is_small_and_whole_segments() -> None:
     assert small[:2] == [(0, 64), (64, 64)] and sum(n for _, n in small) == 1000
     short = _CountingSource(frames[:100])
     assert [(a, len(c)) for a, c in _decode_plan(short, cfg)] == [(0, 100)]
+    # CPU defaults (batch 16, w 17, chunks of 64): the first 16 windows need 24 frames.
+    cpu = [(a, len(c)) for a, c in _decode_plan(src, SWMROConfig())]
+    assert cpu[:3] == [(0, 32), (32, 64), (96, 64)] and sum(n for _, n in cpu) == 1000
 
 
 def test_carphone_chunking_bit_identical(carphone: str) -> None:
