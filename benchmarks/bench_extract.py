@@ -36,7 +36,7 @@ import pytest
 import torch
 
 import sw_mro
-from benchmarks.conftest import ROOT, sync
+from benchmarks.conftest import ROOT, flow_variant, sync
 from sw_mro import SWMROConfig
 from sw_mro.io.landmarks import make_landmarker
 from sw_mro.io.video import open_video
@@ -273,11 +273,7 @@ def test_extract_cuda(
     if clip == "gpu_long_clip" and flow == "torch":
         pytest.skip("the torch engine is timed on the 600-frame clip only")
     path, n = request.getfixturevalue(clip)
-    if flow.startswith("auto"):
-        import sw_mro.cuda.farneback as fbcuda
-
-        monkeypatch.setattr(fbcuda, "SOLVER", (flow.split("-") + ["box"])[1])
-    cfg = SWMROConfig(device="cuda", flow_backend=flow.split("-")[0])
+    cfg = SWMROConfig(device="cuda", flow_backend=flow_variant(monkeypatch, flow))
     sw_mro.extract(path, cfg.replace(window=5))  # warm-up: kernels, cuDNN, models
     feats, stats = _time_once(benchmark, lambda: _run_extract(path, cfg))
     _record(

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.conftest import ROOT, sync
+from benchmarks.conftest import ROOT, flow_variant, sync
 from sw_mro.io.samples import carphone_path
 from sw_mro.ops import farneback_pairs
 
@@ -175,11 +175,7 @@ def test_gpu_cuda_sw_mro_pairs(
     benchmark.group = f"farneback-gpu-{size}"
     _record(benchmark, f"farneback_pairs({backend}) on {torch.cuda.get_device_name(0)}", size,
             len(ref), len(frames), 0)  # fmt: skip
-    if backend.startswith("cupy"):
-        import sw_mro.cuda.farneback as fbcuda
-
-        monkeypatch.setattr(fbcuda, "SOLVER", (backend.split("-") + ["box"])[1])
-    engine = backend.split("-")[0]
+    engine = flow_variant(monkeypatch, backend)
 
     def run() -> torch.Tensor:
         out = farneback_pairs(fr, r, t, backend=engine, **SPEC)

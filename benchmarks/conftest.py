@@ -58,3 +58,14 @@ def sync(device: torch.device | str) -> None:
     """Wait for queued GPU work so that a timed function measures it."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def flow_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> str:
+    """``"<backend>[-<cupy solver>]"`` (e.g. ``"cupy-split"``, ``"auto"``): set the CuPy
+    solver for this test (default ``"box"``) and return the backend name."""
+    backend, _, solver = variant.partition("-")
+    if backend in ("cupy", "auto"):
+        import sw_mro.cuda.farneback as fbcuda
+
+        monkeypatch.setattr(fbcuda, "SOLVER", solver or "box")
+    return backend

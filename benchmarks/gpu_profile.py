@@ -86,10 +86,39 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * x.numel() * 4 / float(np.median(times[2:])) / 1e9
 
 
+def measure(crops: torch.Tensor, pts: torch.Tensor, cfg, batches: int) -> tuple[torch.Tensor, dict]:
+    """Features of one batch, ms per window (total and per stage) and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sw_mro.pipeline import window_features
+
+    feats = window_features(crops, pts, cfg)  # warm-up (compile, caches)
+    torch.cuda.synchronize()
+    stats: dict[str, float] = {}
+    t = time.perf_counter()
+    for _ in range(batches):
+        window_features(crops, pts, cfg, stats)
+    torch.cuda.synchronize()
+    total = (time.perf_counter() - t) / (batches * B) * 1e3
+    rec = {"ms_per_window": round(total, 4)}
+    rec.update({k: round(v / (batches * B) * 1e3, 4) for k, v in stats.items()})
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        window_features(crops, pts, cfg)
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    print(events.table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+    kern = []
+    for e in events:
+        dt = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if dt:
+            kern.append((e.key[:60], round(dt / 1e3, 3), e.count))
+    rec["top_kernels_ms_per_batch"] = sorted(kern, key=lambda r: -r[1])[:15]
+    return feats, rec
+
+
 def main(batches: int = 5) -> dict:
     import sw_mro.cuda.farneback as fbcuda
     from sw_mro import SWMROConfig
-    from sw_mro.pipeline import window_features
 
     dev = torch.device("cuda")
     cfg = SWMROConfig(device="cuda")
@@ -98,36 +127,15 @@ def main(batches: int = 5) -> dict:
     rec["copy_gb_s"] = round(copy_bandwidth(dev), 1)
     print(f"device-to-device copy: {rec['copy_gb_s']} GB/s (read + write)")
     feats = {}
-    for solver in ("split", "tiled", "box"):
-        fbcuda.SOLVER = solver
-        feats[solver] = window_features(crops, pts, cfg)  # warm-up (compile, caches)
-        torch.cuda.synchronize()
-        stats: dict[str, float] = {}
-        t = time.perf_counter()
-        for _ in range(batches):
-            window_features(crops, pts, cfg, stats)
-        torch.cuda.synchronize()
-        total = (time.perf_counter() - t) / (batches * B) * 1e3
-        per = {k: round(v / (batches * B) * 1e3, 4) for k, v in stats.items()}
-        rec[solver] = {"ms_per_window": round(total, 4), **per}
-        print(f"{solver}: {total:.3f} ms per window (stages, ms per window: {per})")
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            window_features(crops, pts, cfg)
-            torch.cuda.synchronize()
-        table = prof.key_averages().table(
-            sort_by="cuda_time_total", row_limit=22, max_name_column_width=60
-        )
-        print(f"--- kernels of one batch of {B} windows, solver {solver}")
-        print(table)
-        kern = []
-        for e in prof.key_averages():
-            dt = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-            if dt:
-                kern.append((e.key[:60], round(dt / 1e3, 3), e.count))
-        kern.sort(key=lambda r: -r[1])
-        rec[solver]["top_kernels_ms_per_batch"] = kern[:15]
+    default = fbcuda.SOLVER
+    try:
+        for solver in ("split", "tiled", "box"):
+            fbcuda.SOLVER = solver
+            print(f"--- solver {solver}: kernels of one batch of {B} windows")
+            feats[solver], rec[solver] = measure(crops, pts, cfg, batches)
+            print(f"{solver}: ms per window {rec[solver]['ms_per_window']:.3f}")
+    finally:
+        fbcuda.SOLVER = default
     rec["features_mean_abs"] = float(feats["split"].abs().mean())
     for solver in ("tiled", "box"):
         diff = (feats[solver] - feats["split"]).abs()
@@ -135,7 +143,6 @@ def main(batches: int = 5) -> dict:
         rec[f"features_{solver}_vs_split_mean_px"] = float(diff.mean())
         print(f"{solver} vs split features: max |diff| {float(diff.max()):.2e} px, mean "
               f"{float(diff.mean()):.2e} (mean |feature| {rec['features_mean_abs']:.3f} px)")  # fmt: skip
-    fbcuda.SOLVER = "box"
     print(json.dumps(rec))
     return rec
 

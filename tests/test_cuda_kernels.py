@@ -161,20 +161,24 @@ def _ctypes_arg(a: object) -> object:
 
 class _CpuEngine:
     """Launch settings of the CPU build: the tiled kernels' block shape (1 x 1 runs each
-    block as one thread; 32 x 8 is the GPU's shape, run as real threads)."""
+    block as one thread; a test sets the GPU's 32 x 8, run as real threads)."""
 
     block: tuple[int, int] = (1, 1)
+
+
+def _partial_tile_frames(n: int) -> torch.Tensor:
+    """n prev frames then their n next frames, 90 x 75 px: partial tiles at every level."""
+    names, prevs, nexts = scenes(128)
+    return torch.from_numpy(np.concatenate([prevs[:n], nexts[:n]])[:, 20:95, 10:100]).float()
 
 
 @pytest.fixture()
 def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch):
     """sw_mro.cuda.farneback with its launches redirected to the CPU build of the kernels.
 
-    ``cupy_engine_on_cpu.cpu.block`` sets the block shape of the tiled kernels. Every
-    tiled launch poisons the shared memory past its dynamic size and fails if the kernel
+    ``_CpuEngine.block`` sets the block shape of the tiled kernels. Every tiled launch poisons the shared memory past its dynamic size and fails if the kernel
     wrote there (reads there give NaN, which the flow checks catch).
     """
-    cpu = _CpuEngine()
 
     def launch(name: str, count: int, args: tuple) -> None:
         fn = getattr(cpu_kernels, f"{name}_cpu")
@@ -184,7 +188,8 @@ def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch
         assert 0 < shared <= _SHIM_SMEM_BYTES
         cpu_kernels.fb_shim_poison(ctypes.c_longlong(shared))
         fn = getattr(cpu_kernels, f"{name}_cpu")
-        fn(*(ctypes.c_uint(g) for g in (*grid, *cpu.block)), *(_ctypes_arg(a) for a in args))
+        block = _CpuEngine.block
+        fn(*(ctypes.c_uint(g) for g in (*grid, *block)), *(_ctypes_arg(a) for a in args))
         if not cpu_kernels.fb_shim_intact(ctypes.c_longlong(shared)):
             raise AssertionError(f"{name} wrote past its {shared} bytes of shared memory")
 
@@ -192,7 +197,6 @@ def cupy_engine_on_cpu(cpu_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fbcuda, "_launch_tiles", launch_tiles)
     monkeypatch.setattr(fbcuda, "as_cupy", lambda t: t)
     monkeypatch.setattr(fbcuda, "torch_stream", lambda dev: contextlib.nullcontext())
-    monkeypatch.setattr(fbcuda, "cpu", cpu, raising=False)
     return fbcuda
 
 
@@ -223,8 +227,7 @@ def test_tiled_iteration_equals_split_kernels_on_cpu(
     repeat and swap frames, and a grid limit of 2 pairs per launch exercises the chunked
     launches. Same build, same arithmetic: the flows must be equal bit for bit.
     """
-    names, prevs, nexts = scenes(128)
-    frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]).float()
+    frames = _partial_tile_frames(3)
     ref, tgt = torch.tensor([0, 1, 2, 0, 3, 5]), torch.tensor([3, 4, 5, 4, 0, 2])
     params = FarnebackParams(*SPEC, gaussian=gaussian)
     expansions = cupy_engine_on_cpu.expand_frames(frames, params)
@@ -239,7 +242,7 @@ def test_tiled_iteration_equals_split_kernels_on_cpu(
 
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
 def test_tiled_kernels_with_gpu_shaped_thread_blocks_on_cpu(
-    cupy_engine_on_cpu, gaussian: bool
+    cupy_engine_on_cpu, monkeypatch: pytest.MonkeyPatch, gaussian: bool
 ) -> None:
     """Blocks of 32 x 8 real threads meeting at barriers, as on the GPU.
 
@@ -247,19 +250,16 @@ def test_tiled_kernels_with_gpu_shaped_thread_blocks_on_cpu(
     here (a one-thread block cannot show either). Every output is one thread's, summed in
     a fixed order, so the flows equal the one-thread run bit for bit.
     """
-    names, prevs, nexts = scenes(128)
-    frames = torch.from_numpy(np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]).float()
+    frames = _partial_tile_frames(3)
     ref, tgt = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
     params = FarnebackParams(*SPEC, gaussian=gaussian)
     expansions = cupy_engine_on_cpu.expand_frames(frames, params)
     split = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver="split")
     for solver in ("tiled",) if gaussian else ("tiled", "box"):
         one = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver=solver)
-        cupy_engine_on_cpu.cpu.block = cupy_engine_on_cpu.TILE_BLOCK[:2]
-        try:
+        with monkeypatch.context() as m:
+            m.setattr(_CpuEngine, "block", cupy_engine_on_cpu.TILE_BLOCK[:2])
             team = cupy_engine_on_cpu.solve_pairs(expansions, ref, tgt, params, solver=solver)
-        finally:
-            cupy_engine_on_cpu.cpu.block = (1, 1)
         assert torch.equal(team, one), solver
         if solver == "tiled":
             assert torch.equal(team, split)
@@ -307,11 +307,11 @@ def test_box_running_sums_agree_with_split_kernels_on_cpu(cupy_engine_on_cpu) ->
         float(diff.max()) <= TOL["flow_box_vs_split_max"]
         and float(diff.mean()) <= TOL["flow_box_vs_split_mean"]
     )
-    # Partial tiles and chunked launches, as for the tiled kernel.
-    sub = frames[:, 20:95, 10:100].contiguous()
-    exp2 = cupy_engine_on_cpu.expand_frames(sub, params)
-    whole = cupy_engine_on_cpu.solve_pairs(exp2, ref[:6], tgt[:6], params, solver="box")
-    ref_split = cupy_engine_on_cpu.solve_pairs(exp2, ref[:6], tgt[:6], params, solver="split")
+    # Partial tiles, as for the tiled kernel.
+    exp2 = cupy_engine_on_cpu.expand_frames(_partial_tile_frames(3), params)
+    ref, tgt = torch.tensor([0, 1, 2, 0, 3, 5]), torch.tensor([3, 4, 5, 4, 0, 2])
+    whole = cupy_engine_on_cpu.solve_pairs(exp2, ref, tgt, params, solver="box")
+    ref_split = cupy_engine_on_cpu.solve_pairs(exp2, ref, tgt, params, solver="split")
     assert float((whole - ref_split).abs().max()) <= TOL["flow_box_vs_split_max"]
 
 
@@ -381,9 +381,7 @@ def test_tiled_solvers_on_partial_tiles_and_chunked_launches_on_gpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The CPU case of partial tiles (90 x 75 frames) and chunked grid launches, on the GPU."""
-    names, prevs, nexts = scenes(128)
-    crop = np.concatenate([prevs[:3], nexts[:3]])[:, 20:95, 10:100]
-    frames = torch.from_numpy(np.ascontiguousarray(crop)).cuda().float()
+    frames = _partial_tile_frames(3).cuda()
     ref = torch.tensor([0, 1, 2, 0, 3, 5], device="cuda")
     tgt = torch.tensor([3, 4, 5, 4, 0, 2], device="cuda")
     params = FarnebackParams(*SPEC)

@@ -185,10 +185,11 @@ def solve_pairs(
         scale = 1.0 / (params.winsize * params.winsize)  # note 6
     if solver == "box" and params.gaussian:
         solver = "tiled"
-    kernel, shared = "fb_iter_tiled", tile_shared_bytes(half)
     if solver == "box":
         kernel, shared = "fb_iter_box", box_shared_bytes(half)
-    tiled = solver in ("box", "tiled") and shared <= TILE_SHARED_MAX
+    else:
+        kernel, shared = "fb_iter_tiled", tile_shared_bytes(half)
+    tiled = solver != "split" and shared <= TILE_SHARED_MAX
     flow: torch.Tensor | None = None
     for level in reversed(plan_levels(height, width, params)):
         h, w = level.height, level.width
@@ -204,20 +205,21 @@ def solve_pairs(
             _launch("fb_update_matrices", px,
                     (c_r, c_ref, c_tgt, c_flow, c_m, _i32(pairs), _i32(h), _i32(w)))  # fmt: skip
             if tiled:  # M ping-pongs between m and mv (a block reads its neighbours' M)
-                spans = [(a, min(a + _MAX_GRID_Z, pairs)) for a in range(0, pairs, _MAX_GRID_Z)]
-                views = [
-                    (b - a, *(as_cupy(t[a:b]) if len(spans) > 1 else c
-                              for t, c in ((m, c_m), (mv, c_mv), (flow, c_flow), (ref, c_ref),
-                                           (tgt, c_tgt))))
-                    for a, b in spans
-                ]  # fmt: skip
+                if pairs <= _MAX_GRID_Z:
+                    views = [(pairs, c_m, c_mv, c_flow, c_ref, c_tgt)]
+                else:  # grid z is at most 65535: launch the pairs in spans
+                    views = [
+                        (min(a + _MAX_GRID_Z, pairs) - a,
+                         *(as_cupy(t[a : a + _MAX_GRID_Z]) for t in (m, mv, flow, ref, tgt)))
+                        for a in range(0, pairs, _MAX_GRID_Z)
+                    ]  # fmt: skip
+                extra = () if solver == "box" else (c_kern,)  # fb_iter_box: always the box
                 for i in range(params.iterations):
                     update = _i32(int(i < params.iterations - 1))  # note 7
                     for n, v_m, v_mv, v_flow, v_ref, v_tgt in views:
                         src, dst = (v_m, v_mv) if i % 2 == 0 else (v_mv, v_m)
-                        args = (src, dst, v_flow, c_r, v_ref, v_tgt, _i32(n), _i32(h),
-                                _i32(w), _i32(half), *(() if kernel == "fb_iter_box" else (c_kern,)),
-                                np.float64(scale), update)  # fmt: skip
+                        args = (src, dst, v_flow, c_r, v_ref, v_tgt, _i32(n), _i32(h), _i32(w),
+                                _i32(half), *extra, np.float64(scale), update)  # fmt: skip
                         _launch_tiles(kernel, (-(-w // TILE_W), -(-h // TILE_H), n), shared, args)
             else:
                 for i in range(params.iterations):
