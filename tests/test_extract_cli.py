@@ -12,6 +12,7 @@ import torch
 
 import sw_mro
 from sw_mro.cli import main
+from sw_mro.pipeline import flow_backend
 
 ARGS = ["--window", "3", "--face-size", "64", "--quiet"]
 
@@ -51,6 +52,9 @@ def test_extract_writes_npy_and_json(
     assert meta["config"]["resolved"]["roi_size"] == 5
     assert {"sw_mro", "torch", "opencv", "dlib"} <= set(meta["versions"])
     assert meta["frames_per_second"] > 0 and "flow" in meta["stage_seconds"]
+    # which Farneback made the features (C++ where a compiler exists, else OpenCV)
+    assert meta["flow_backend"] == flow_backend(sw_mro.SWMROConfig(), torch.device("cpu"))
+    assert meta["flow_backend"] in ("native", "opencv")
     assert sorted(p.name for p in out.iterdir()) == [
         "carphone.json",
         "carphone.npy",

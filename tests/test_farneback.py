@@ -144,17 +144,29 @@ def assert_parity(name: str, ours: torch.Tensor, ref: np.ndarray) -> None:
 
 
 def on(device: torch.device, backend: str) -> torch.device:
-    """The device a backend's test runs on: numba is CPU only and cupy CUDA only, so
-    both ignore --device."""
-    if backend == "numba":
+    """The device a backend's test runs on: numba and native are CPU only and cupy CUDA
+    only, so they ignore --device. native needs a C++ compiler (see need_native)."""
+    if backend == "native":
+        need_native()
+    if backend in ("numba", "native"):
         return torch.device("cpu")
     return torch.device("cuda") if backend == "cupy" else device
 
 
-# The engines checked against cv2: torch on --device, numba (CPU), and the CuPy kernels
-# on a GPU (``cuda``-marked: skipped where there is none; on CPU tests/test_cuda_kernels.py
-# runs the same kernel source through a C++ build).
-ENGINES = ["torch", "numba", pytest.param("cupy", marks=pytest.mark.cuda)]
+def need_native() -> None:
+    """The C++ backend must build wherever a compiler exists; without one, skip (an
+    environment limit, as for the C++ stand-in of the CUDA kernels)."""
+    from sw_mro.ops import _farneback_native as nat
+
+    if nat._compiler() is None:
+        pytest.skip("no C++ compiler to build the native Farneback backend")
+    assert nat.available(), nat.unavailable_reason()
+
+
+# The engines checked against cv2: torch on --device, numba and native (CPU), and the
+# CuPy kernels on a GPU (``cuda``-marked: skipped where there is none; on CPU
+# tests/test_cuda_kernels.py runs the same kernel source through a C++ build).
+ENGINES = ["torch", "numba", "native", pytest.param("cupy", marks=pytest.mark.cuda)]
 
 
 # --------------------------------------------------------------------------- parity
@@ -255,7 +267,7 @@ def test_float_input_matches_cv2_float(backend: str, device: torch.device) -> No
 # --------------------------------------------------------------------------- API semantics
 
 
-@pytest.mark.parametrize("backend", ["torch", "auto", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "auto", "numba", "native"])
 def test_flow_direction_convention(device: torch.device, backend: str) -> None:
     """Content moving right and up gives dx > 0 and dy < 0 (channel 0 dx, 1 dy)."""
     device = on(device, backend)
@@ -451,6 +463,8 @@ def test_device_mismatch_and_backend_device_raise() -> None:
         farneback(meta, meta, backend="opencv")
     with pytest.raises(ValueError, match="runs on CPU tensors"):
         farneback(meta, meta, backend="numba")
+    with pytest.raises(ValueError, match="runs on CPU tensors"):
+        farneback(meta, meta, backend="native")
 
 
 # --------------------------------------------------------------------------- parity table

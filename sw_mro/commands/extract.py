@@ -108,10 +108,11 @@ def _is_complete(json_path: Path, npy_path: Path, config: dict[str, Any]) -> boo
 
 def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace) -> str:
     import numpy as np
+    import torch
     from tqdm import tqdm
 
     from sw_mro.io.video import open_video
-    from sw_mro.pipeline import stream
+    from sw_mro.pipeline import flow_backend, stream
 
     name = output_name(src_path)
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
@@ -165,6 +166,7 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
             "config": cfg_dict,
             "versions": _versions(),
             "device": _device_name(cfg.device),
+            "flow_backend": flow_backend(cfg, torch.device(cfg.device)),
             "seconds": round(seconds, 3),
             "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,
             "stage_seconds": {k: round(v, 3) for k, v in stages.items()},

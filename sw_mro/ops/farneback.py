@@ -16,11 +16,16 @@ Backends (``backend=``):
 - ``"numba"``: CPU only; the torch per-frame expansion, then a numba-compiled per-pair
   solver (``sw_mro.ops._farneback_numba``: fused row passes, ``prange`` over pairs on
   ``torch.get_num_threads()`` threads). Compiled once per machine (numba's cache).
+- ``"native"``: CPU only; per-frame expansion and per-pair solver in C++
+  (``sw_mro/ops/farneback_cpu.cpp``, AVX-512 gathers where the CPU has them). The solver
+  is bit-equal to ``"numba"``'s on the same expansions and about 2x faster. Built on first use with the system C++ compiler
+  and cached (``sw_mro.ops._farneback_native``).
 - ``"opencv"``: ``cv2.calcOpticalFlowFarneback`` per pair in a thread pool of
   ``torch.get_num_threads()`` workers; CPU tensors only. No sharing is possible.
 - ``"auto"``: CUDA input -> ``"cupy"`` when CuPy imports, else ``"torch"`` (with a
-  one-time warning). CPU input -> :data:`CPU_AUTO_BACKEND` (``"numba"``, the fastest
-  on CPU as measured; docs/farneback.md). Other devices -> ``"torch"``.
+  one-time warning). CPU input -> ``"native"`` when it builds (the fastest on CPU as
+  measured; docs/farneback.md), else :data:`CPU_AUTO_BACKEND` (``"numba"``). Other
+  devices -> ``"torch"``.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from sw_mro.ops import _farneback_torch as _ft
 from sw_mro.ops._farneback_torch import FarnebackParams
 from sw_mro.ops.checks import as_tensor, gray_batch, index_vector
 
-Backend = Literal["auto", "torch", "cupy", "opencv", "numba"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy", "opencv", "numba")
+Backend = Literal["auto", "torch", "cupy", "opencv", "numba", "native"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy", "opencv", "numba", "native")
 
-#: Backend that ``"auto"`` picks for CPU tensors. Measured with benchmarks/bench_farneback.py
+#: Backend that ``"auto"`` picks for CPU tensors when ``"native"`` (the C++ solver, about
+#: twice the numba solver's speed, bit-equal to it) cannot be built here. Measured with benchmarks/bench_farneback.py
 #: (docs/farneback.md), SW-MRO pattern: the numba solver on shared expansions runs
 #: 1.3-1.65x the pairs/s of the cv2 thread pool (128 and 256 px, 1 and 2 threads, same
 #: process, 2 shared cores), while torch's op-by-op CPU path does not beat it (about 0.7x
@@ -89,7 +95,8 @@ def farneback(
         pyr_scale, levels, winsize, iterations, poly_n, poly_sigma: OpenCV's parameters.
         gaussian: ``OPTFLOW_FARNEBACK_GAUSSIAN`` (Gaussian instead of box window).
         init_flow: ``OPTFLOW_USE_INITIAL_FLOW``: ``(B, 2, H, W)`` (or ``(2, H, W)``).
-        backend: ``"auto"``, ``"torch"``, ``"cupy"``, ``"opencv"`` or ``"numba"`` (CPU).
+        backend: ``"auto"``, ``"torch"``, ``"cupy"``, ``"opencv"``, ``"numba"`` or
+            ``"native"`` (CPU).
         max_batch: pairs solved at once (memory bound); default from :data:`BATCH_BYTES`.
 
     Returns:
@@ -184,6 +191,8 @@ def farneback_pairs(
         return _opencv_pairs(f, ref, tgt, params, init)
     if name == "numba":
         return _numba_pairs(f, ref, tgt, params, init)
+    if name == "native":
+        return _native_pairs(f, ref, tgt, params, init)
     if name == "cupy":
         from sw_mro.cuda import farneback as engine
     else:
@@ -277,7 +286,7 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             f"backend='cupy' needs CUDA tensors; the images are on {device}. "
             "Move them with .cuda() or use backend='torch'."
         )
-    if backend in ("opencv", "numba") and device.type != "cpu":
+    if backend in ("opencv", "numba", "native") and device.type != "cpu":
         raise ValueError(
             f"backend={backend!r} runs on CPU tensors; the images are on {device}. "
             "Use backend='cupy' or 'torch' on the GPU, or move them with .cpu()."
@@ -285,7 +294,9 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     if backend != "auto":
         return backend
     if not cuda:
-        return CPU_AUTO_BACKEND if device.type == "cpu" else "torch"
+        if device.type != "cpu":
+            return "torch"
+        return "native" if native_available() else CPU_AUTO_BACKEND
     from sw_mro.cuda import cupy_available
 
     if cupy_available():
@@ -377,6 +388,39 @@ def _opencv_pairs(
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def native_available() -> bool:
+    """Whether the C++ CPU solver (``backend="native"``) is built here; builds it once."""
+    from sw_mro.ops import _farneback_native
+
+    return _farneback_native.available()
+
+
+def _shared_expansions(frames32: torch.Tensor, params: FarnebackParams) -> list[torch.Tensor]:
+    """Torch expansions of CPU frames, split over the worker threads."""
+    workers = _cpu_workers(frames32.device, frames32.shape[0])
+    if workers > 1:
+        groups = _split(frames32.shape[0], workers)
+        parts = _parallel_map(lambda g: _ft.expand_frames(frames32[g], params), groups, workers)
+        return [torch.cat(level) for level in zip(*parts, strict=True)]
+    return _ft.expand_frames(frames32, params)
+
+
+def _native_pairs(
+    frames: torch.Tensor,
+    ref: torch.Tensor,
+    tgt: torch.Tensor,
+    params: FarnebackParams,
+    init: torch.Tensor | None,
+) -> torch.Tensor:
+    """C++ expansions of every frame, then the C++ per-pair solver, both on
+    ``torch.get_num_threads()`` threads (the GIL is released). Memory as
+    :func:`_numba_pairs`."""
+    from sw_mro.ops import _farneback_native as engine
+
+    expansions = engine.expand_frames(frames.float(), params)
+    return engine.solve_pairs(expansions, ref.cpu(), tgt.cpu(), params, init)
+
+
 def _numba_pairs(
     frames: torch.Tensor,
     ref: torch.Tensor,
@@ -391,14 +435,7 @@ def _numba_pairs(
 
     from sw_mro.ops import _farneback_numba as engine
 
-    frames32 = frames.float()
-    workers = _cpu_workers(frames.device, frames32.shape[0])
-    if workers > 1:
-        groups = _split(frames32.shape[0], workers)
-        parts = _parallel_map(lambda g: _ft.expand_frames(frames32[g], params), groups, workers)
-        expansions = [torch.cat(level) for level in zip(*parts, strict=True)]
-    else:
-        expansions = _ft.expand_frames(frames32, params)
+    expansions = _shared_expansions(frames.float(), params)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     before = numba.get_num_threads()
     numba.set_num_threads(threads)

@@ -1,0 +1,600 @@
+// Farneback for CPU in C++ (the "native" backend).
+//
+// Built on first use by sw_mro/ops/_farneback_native.py with the system C++ compiler
+// (-O3 -march=native -ffp-contract=off) and cached per machine. Two entry points:
+// - fb_expand: per frame and level, the pyramid image and its polynomial expansion, with
+//   the operators and taps of sw_mro/ops/_farneback_expand.py (float32 sums);
+// - fb_solve_pairs: the per-pair iterations on shared planar (F, 5, h, w) expansions. It
+//   computes exactly what the numba engine (sw_mro/ops/_farneback_numba.py) computes:
+//   the same operations in the same order and precision, so that the two agree bit for
+//   bit on the same expansions (tested).
+// "note N" refers to SPEC.md section 2, "Farneback exactness notes".
+//
+// What is different is the shape of the loops, for the compiler's vectoriser:
+// - planar expansions and M (5 planes), so that the reference's terms load and M stores
+//   are contiguous along a row, and R1's bilinear samples are 4 gathers per plane;
+// - update-matrices is branch-free: the sample position is clamped into the image and the
+//   in-bounds test selects between the two formulas (note 5), NaN-safe as before;
+// - the border attenuation is a per-column and per-row factor that is exactly 1 inside
+//   (x * 1 is exact, so this equals the reference's "only at the edges").
+// No -ffast-math: it would reassociate the float64 running sums and drop the NaN tests.
+//
+// Parallelism: std::thread workers take pairs in order from an atomic counter; each
+// worker owns its buffers.
+
+#include <algorithm>
+#include <atomic>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int P = 5;  // planes: Y, X, YY, XY, XX (sw_mro.ops._farneback_kernels)
+
+struct Shape {
+    int h, w;
+};
+
+// The squared border attenuation of M along an axis of `size` (note 5), as the numba
+// engine forms it: 1, times border[i] near the start, times border[size-1-i] near the end.
+void border_ramp(const float* border, int size, float* out) {
+    for (int i = 0; i < size; ++i) {
+        float s = 1.0f;
+        if (i < 5) s *= border[i];
+        if (i >= size - 5) s *= border[size - i - 1];
+        out[i] = s * s;
+    }
+}
+
+// FarnebackUpdateMatrices along row y: flow (2, h, w) -> m (5, h, w).
+// e0, e1: this level's planar expansions of the reference and target frames.
+void update_row(const float* __restrict e0, const float* __restrict e1, int h, int w, int y,
+                const float* __restrict flow, float* __restrict m, const float* __restrict sx,
+                float sy) {
+    const int64_t n = (int64_t)h * w;
+    const int64_t row = (int64_t)y * w;
+    const float* __restrict fxp = flow + row;
+    const float* __restrict fyp = flow + n + row;
+    const float* __restrict a0 = e0 + row;
+    const float* __restrict a1 = a0 + n;
+    const float* __restrict a2 = a1 + n;
+    const float* __restrict a3 = a2 + n;
+    const float* __restrict a4 = a3 + n;
+    const float* __restrict b0 = e1;
+    const float* __restrict b1 = b0 + n;
+    const float* __restrict b2 = b1 + n;
+    const float* __restrict b3 = b2 + n;
+    const float* __restrict b4 = b3 + n;
+    float* __restrict m0 = m + row;
+    float* __restrict m1 = m0 + n;
+    float* __restrict m2 = m1 + n;
+    float* __restrict m3 = m2 + n;
+    float* __restrict m4 = m3 + n;
+    const float fy0 = (float)y;
+    const float wm1 = (float)(w - 1), hm1 = (float)(h - 1);
+    const float wm2 = (float)(w - 2), hm2 = (float)(h - 2);
+    const float half = 0.5f, quarter = 0.25f, one = 1.0f, zero = 0.0f;
+    int x = 0;
+#if defined(__AVX512F__)
+    // 16 pixels at a time: the scalar loop below, lane for lane (the same operations in
+    // the same order, no FMA; the clamps are compare-and-blend like the scalar ternaries,
+    // so NaN goes to 0; masked multiplies zero the weights where the scalar selects 0).
+    {
+        const __m512 vzero = _mm512_setzero_ps(), vone = _mm512_set1_ps(one);
+        const __m512 vhalf = _mm512_set1_ps(half), vquarter = _mm512_set1_ps(quarter);
+        const __m512 vwm1 = _mm512_set1_ps(wm1), vhm1 = _mm512_set1_ps(hm1);
+        const __m512 vwm2 = _mm512_set1_ps(wm2), vhm2 = _mm512_set1_ps(hm2);
+        const __m512 vfy0 = _mm512_set1_ps(fy0), vsy = _mm512_set1_ps(sy);
+        const __m512i vw = _mm512_set1_epi32(w);
+        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const float* planes[P] = {b0, b1, b2, b3, b4};
+        for (; x + 16 <= w; x += 16) {
+            const __m512 dx = _mm512_loadu_ps(fxp + x);
+            const __m512 dy = _mm512_loadu_ps(fyp + x);
+            const __m512 fx = _mm512_add_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_set1_epi32(x), iota)), dx);
+            const __m512 fy = _mm512_add_ps(vfy0, dy);
+            const __mmask16 inb = _mm512_cmp_ps_mask(fx, vzero, _CMP_GE_OQ) &
+                                  _mm512_cmp_ps_mask(fy, vzero, _CMP_GE_OQ) &
+                                  _mm512_cmp_ps_mask(fx, vwm1, _CMP_LT_OQ) &
+                                  _mm512_cmp_ps_mask(fy, vhm1, _CMP_LT_OQ);
+            __m512 cx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(fx, vzero, _CMP_GT_OQ), vzero, fx);
+            cx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cx, vwm2, _CMP_LT_OQ), vwm2, cx);
+            __m512 cy = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(fy, vzero, _CMP_GT_OQ), vzero, fy);
+            cy = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cy, vhm2, _CMP_LT_OQ), vhm2, cy);
+            const __m512i x1 = _mm512_cvttps_epi32(cx);
+            const __m512i y1 = _mm512_cvttps_epi32(cy);
+            const __m512 ax = _mm512_sub_ps(fx, _mm512_cvtepi32_ps(x1));
+            const __m512 ay = _mm512_sub_ps(fy, _mm512_cvtepi32_ps(y1));
+            const __m512 oax = _mm512_sub_ps(vone, ax), oay = _mm512_sub_ps(vone, ay);
+            const __m512 w00 = _mm512_maskz_mul_ps(inb, oax, oay);
+            const __m512 w01 = _mm512_maskz_mul_ps(inb, ax, oay);
+            const __m512 w10 = _mm512_maskz_mul_ps(inb, oax, ay);
+            const __m512 w11 = _mm512_maskz_mul_ps(inb, ax, ay);
+            const __m512 c_sq = _mm512_mask_blend_ps(inb, vone, vhalf);
+            const __m512 c_xy = _mm512_mask_blend_ps(inb, vhalf, vquarter);
+            const __m512i j = _mm512_add_epi32(_mm512_mullo_epi32(y1, vw), x1);
+            __m512 smp[P];
+            for (int c = 0; c < P; ++c) {
+                const float* b = planes[c];
+                const __m512 g00 = _mm512_i32gather_ps(j, b, 4);
+                const __m512 g01 = _mm512_i32gather_ps(j, b + 1, 4);
+                const __m512 g10 = _mm512_i32gather_ps(j, b + w, 4);
+                const __m512 g11 = _mm512_i32gather_ps(j, b + w + 1, 4);
+                __m512 t = _mm512_add_ps(_mm512_mul_ps(w00, g00), _mm512_mul_ps(w01, g01));
+                t = _mm512_add_ps(t, _mm512_mul_ps(w10, g10));
+                smp[c] = _mm512_add_ps(t, _mm512_mul_ps(w11, g11));
+            }
+            __m512 r_y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(a0 + x), smp[0]), vhalf);
+            __m512 r_x = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(a1 + x), smp[1]), vhalf);
+            const __m512 r_yy = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a2 + x), smp[2]), c_sq);
+            const __m512 r_xy = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a3 + x), smp[3]), c_xy);
+            const __m512 r_xx = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a4 + x), smp[4]), c_sq);
+            r_y = _mm512_add_ps(_mm512_add_ps(r_y, _mm512_mul_ps(r_yy, dy)), _mm512_mul_ps(r_xy, dx));
+            r_x = _mm512_add_ps(_mm512_add_ps(r_x, _mm512_mul_ps(r_xy, dy)), _mm512_mul_ps(r_xx, dx));
+            const __m512 g11 = _mm512_add_ps(_mm512_mul_ps(r_yy, r_yy), _mm512_mul_ps(r_xy, r_xy));
+            const __m512 g22 = _mm512_add_ps(_mm512_mul_ps(r_xy, r_xy), _mm512_mul_ps(r_xx, r_xx));
+            const __m512 g12 = _mm512_mul_ps(_mm512_add_ps(r_yy, r_xx), r_xy);
+            const __m512 h1 = _mm512_add_ps(_mm512_mul_ps(r_yy, r_y), _mm512_mul_ps(r_xy, r_x));
+            const __m512 h2 = _mm512_add_ps(_mm512_mul_ps(r_xy, r_y), _mm512_mul_ps(r_xx, r_x));
+            const __m512 s = _mm512_loadu_ps(sx + x);
+            _mm512_storeu_ps(m0 + x, _mm512_mul_ps(_mm512_mul_ps(g11, vsy), s));
+            _mm512_storeu_ps(m1 + x, _mm512_mul_ps(_mm512_mul_ps(g22, vsy), s));
+            _mm512_storeu_ps(m2 + x, _mm512_mul_ps(_mm512_mul_ps(g12, vsy), s));
+            _mm512_storeu_ps(m3 + x, _mm512_mul_ps(_mm512_mul_ps(h1, vsy), s));
+            _mm512_storeu_ps(m4 + x, _mm512_mul_ps(_mm512_mul_ps(h2, vsy), s));
+        }
+    }
+#endif
+    for (; x < w; ++x) {
+        const float dx = fxp[x];
+        const float dy = fyp[x];
+        const float fx = (float)x + dx;  // OpenCV's float32 coordinate
+        const float fy = fy0 + dy;
+        // floor(fx) in [0, w - 2] <=> 0 <= fx < w - 1; comparisons with NaN are false.
+        const bool inb = (fx >= zero) & (fy >= zero) & (fx < wm1) & (fy < hm1);
+        float cx = fx > zero ? fx : zero;  // clamped (NaN -> 0) so that the loads are safe
+        cx = cx < wm2 ? cx : wm2;
+        float cy = fy > zero ? fy : zero;
+        cy = cy < hm2 ? cy : hm2;
+        const int x1 = (int)cx;  // >= 0: truncation is floor; in bounds it is floor(fx)
+        const int y1 = (int)cy;
+        const float ax = fx - (float)x1;
+        const float ay = fy - (float)y1;
+        // Out of bounds only R0 is used: zero weights make the sample exactly +-0 (R1 is
+        // finite at the clamped position), and the coefficients below turn (R0 + 0) * c
+        // into R0 / 2, R0, R0 / 2 and R0 exactly as the reference's second formula.
+        const float w00 = inb ? (one - ax) * (one - ay) : zero;
+        const float w01 = inb ? ax * (one - ay) : zero;
+        const float w10 = inb ? (one - ax) * ay : zero;
+        const float w11 = inb ? ax * ay : zero;
+        const float c_sq = inb ? half : one;      // yy, xx
+        const float c_xy = inb ? quarter : half;  // xy
+        const int j = y1 * w + x1;
+        const int jw = j + w;
+        const float s_y = w00 * b0[j] + w01 * b0[j + 1] + w10 * b0[jw] + w11 * b0[jw + 1];
+        const float s_x = w00 * b1[j] + w01 * b1[j + 1] + w10 * b1[jw] + w11 * b1[jw + 1];
+        const float s_yy = w00 * b2[j] + w01 * b2[j + 1] + w10 * b2[jw] + w11 * b2[jw + 1];
+        const float s_xy = w00 * b3[j] + w01 * b3[j + 1] + w10 * b3[jw] + w11 * b3[jw + 1];
+        const float s_xx = w00 * b4[j] + w01 * b4[j + 1] + w10 * b4[jw] + w11 * b4[jw + 1];
+        float r_y = (a0[x] - s_y) * half;
+        float r_x = (a1[x] - s_x) * half;
+        const float r_yy = (a2[x] + s_yy) * c_sq;
+        const float r_xy = (a3[x] + s_xy) * c_xy;
+        const float r_xx = (a4[x] + s_xx) * c_sq;
+        r_y = r_y + r_yy * dy + r_xy * dx;
+        r_x = r_x + r_xy * dy + r_xx * dx;
+        const float g11 = r_yy * r_yy + r_xy * r_xy;
+        const float g22 = r_xy * r_xy + r_xx * r_xx;
+        const float g12 = (r_yy + r_xx) * r_xy;
+        const float h1 = r_yy * r_y + r_xy * r_x;
+        const float h2 = r_xy * r_y + r_xx * r_x;
+        const float s = sx[x];
+        m0[x] = g11 * sy * s;
+        m1[x] = g22 * sy * s;
+        m2[x] = g12 * sy * s;
+        m3[x] = h1 * sy * s;
+        m4[x] = h2 * sy * s;
+    }
+}
+
+// 2x2 solve along row y from its horizontal window sums hs (5 planes of w, float64).
+void solve_row(int h, int w, int y, const double* __restrict hs, float* __restrict flow,
+               double scale, double eps) {
+    const int64_t n = (int64_t)h * w;
+    float* __restrict f0 = flow + (int64_t)y * w;
+    float* __restrict f1 = f0 + n;
+    const double* __restrict s0 = hs;
+    const double* __restrict s1 = hs + w;
+    const double* __restrict s2 = hs + 2 * w;
+    const double* __restrict s3 = hs + 3 * w;
+    const double* __restrict s4 = hs + 4 * w;
+    for (int x = 0; x < w; ++x) {
+        const double g11 = s0[x] * scale;
+        const double g22 = s1[x] * scale;
+        const double g12 = s2[x] * scale;
+        const double h1 = s3[x] * scale;
+        const double h2 = s4[x] * scale;
+        const double idet = 1.0 / (g11 * g22 - g12 * g12 + eps);
+        f0[x] = (float)((g11 * h2 - g12 * h1) * idet);
+        f1[x] = (float)((g22 * h1 - g12 * h2) * idet);
+    }
+}
+
+struct Work {
+    std::vector<float> fa, fb, ma, mb, sx, sy;
+    std::vector<double> vs, hs;  // vs: 5 planes of (w + 2k); hs: 5 planes of w
+};
+
+// Replicate the row ends of the vertical sums into their padding (plane stride ws).
+void pad_row(double* vs, int w, int k) {
+    const int ws = w + 2 * k;
+    for (int c = 0; c < P; ++c) {
+        double* v = vs + (int64_t)c * ws;
+        const double left = v[k], right = v[k + w - 1];
+        for (int j = 0; j < k; ++j) {
+            v[j] = left;
+            v[k + w + j] = right;
+        }
+    }
+}
+
+// One box-window iteration (float64 running sums, replicate borders, note 6).
+void iterate_box(const float* e0, const float* e1, int h, int w, int k, float* flow,
+                 const float* __restrict m_old, float* m_new, Work& wk, bool update,
+                 double scale, double eps) {
+    const int64_t n = (int64_t)h * w;
+    const int ws = w + 2 * k;
+    double* __restrict vs = wk.vs.data();
+    double* __restrict hs = wk.hs.data();
+    for (int c = 0; c < P; ++c) {
+        double* v = vs + (int64_t)c * ws + k;
+        for (int x = 0; x < w; ++x) v[x] = 0.0;
+        for (int j = -k; j <= k; ++j) {
+            const float* r = m_old + c * n + (int64_t)std::min(std::max(j, 0), h - 1) * w;
+            for (int x = 0; x < w; ++x) v[x] += (double)r[x];
+        }
+    }
+    for (int y = 0; y < h; ++y) {
+        pad_row(vs, w, k);
+        for (int c = 0; c < P; ++c) {
+            const double* v = vs + (int64_t)c * ws;
+            double* s = hs + (int64_t)c * w;
+            double t = 0.0;
+            for (int j = 0; j <= 2 * k; ++j) t += v[j];
+            s[0] = t;
+            // the running sum's increments (vectorised), then the sum itself below
+            for (int x = 1; x < w; ++x) s[x] = v[x + 2 * k] - v[x - 1];
+        }
+        // running sum along x: the window of x is v[x .. x + 2k] (padded coordinates);
+        // the 5 planes' serial chains interleaved, so their add latencies overlap
+        for (int x = 1; x < w; ++x) {
+            hs[x] += hs[x - 1];
+            hs[w + x] += hs[w + x - 1];
+            hs[2 * w + x] += hs[2 * w + x - 1];
+            hs[3 * w + x] += hs[3 * w + x - 1];
+            hs[4 * w + x] += hs[4 * w + x - 1];
+        }
+        solve_row(h, w, y, hs, flow, scale, eps);
+        if (update) {  // the next M of this row, from its new flow
+            update_row(e0, e1, h, w, y, flow, m_new, wk.sx.data(), wk.sy[y]);
+        }
+        if (y < h - 1) {  // slide the vertical window down one row
+            const int64_t add = (int64_t)std::min(y + k + 1, h - 1) * w;
+            const int64_t sub = (int64_t)std::max(y - k, 0) * w;
+            for (int c = 0; c < P; ++c) {
+                double* __restrict v = vs + (int64_t)c * ws + k;
+                const float* __restrict ra = m_old + c * n + add;
+                const float* __restrict rs = m_old + c * n + sub;
+                for (int x = 0; x < w; ++x) v[x] += (double)ra[x] - (double)rs[x];
+            }
+        }
+    }
+}
+
+// One Gaussian-window iteration; kern holds taps 0..k (float32), sums in float64.
+void iterate_gauss(const float* e0, const float* e1, int h, int w, int k, float* flow,
+                   const float* __restrict m_old, float* m_new, Work& wk, bool update,
+                   const float* kern, double eps) {
+    const int64_t n = (int64_t)h * w;
+    const int ws = w + 2 * k;
+    double* __restrict vs = wk.vs.data();
+    double* __restrict hs = wk.hs.data();
+    const double k0 = (double)kern[0];
+    for (int y = 0; y < h; ++y) {
+        for (int c = 0; c < P; ++c) {
+            double* __restrict v = vs + (int64_t)c * ws + k;
+            const float* __restrict r = m_old + c * n + (int64_t)y * w;
+            for (int x = 0; x < w; ++x) v[x] = k0 * (double)r[x];
+            for (int j = 1; j <= k; ++j) {
+                const float* __restrict up = m_old + c * n + (int64_t)std::max(y - j, 0) * w;
+                const float* __restrict dn = m_old + c * n + (int64_t)std::min(y + j, h - 1) * w;
+                const double kj = (double)kern[j];
+                for (int x = 0; x < w; ++x) v[x] += kj * ((double)up[x] + (double)dn[x]);
+            }
+        }
+        pad_row(vs, w, k);
+        for (int c = 0; c < P; ++c) {
+            const double* __restrict v = vs + (int64_t)c * ws + k;
+            double* __restrict s = hs + (int64_t)c * w;
+            for (int x = 0; x < w; ++x) s[x] = k0 * v[x];
+            for (int j = 1; j <= k; ++j) {
+                const double kj = (double)kern[j];
+                for (int x = 0; x < w; ++x) s[x] += kj * (v[x - j] + v[x + j]);
+            }
+        }
+        solve_row(h, w, y, hs, flow, 1.0, eps);
+        if (update) update_row(e0, e1, h, w, y, flow, m_new, wk.sx.data(), wk.sy[y]);
+    }
+}
+
+// Bilinear resize (2, hp, wp) -> (2, h, w) as F.interpolate(align_corners=False), times
+// factor (float32); the numba engine's _upsample, operation for operation.
+void upsample(const float* src, int hp, int wp, float* dst, int h, int w, float factor) {
+    const float one = 1.0f, half = 0.5f;
+    const float sy = (float)hp / (float)h;
+    const float sx = (float)wp / (float)w;
+    for (int y = 0; y < h; ++y) {
+        float ry = sy * ((float)y + half) - half;
+        if (ry < 0) ry = 0.0f;
+        const int y0 = std::min((int)ry, hp - 1);
+        const float ly1 = std::min(std::max(ry - (float)y0, 0.0f), one);
+        const float ly0 = one - ly1;
+        const int y1 = y0 < hp - 1 ? y0 + 1 : y0;
+        for (int x = 0; x < w; ++x) {
+            float rx = sx * ((float)x + half) - half;
+            if (rx < 0) rx = 0.0f;
+            const int x0 = std::min((int)rx, wp - 1);
+            const float lx1 = std::min(std::max(rx - (float)x0, 0.0f), one);
+            const float lx0 = one - lx1;
+            const int x1 = x0 < wp - 1 ? x0 + 1 : x0;
+            for (int c = 0; c < 2; ++c) {
+                const int64_t o = (int64_t)c * hp * wp;
+                const float top = src[o + y0 * wp + x0] * lx0 + src[o + y0 * wp + x1] * lx1;
+                const float bot = src[o + y1 * wp + x0] * lx0 + src[o + y1 * wp + x1] * lx1;
+                dst[(int64_t)c * h * w + (int64_t)y * w + x] = (top * ly0 + bot * ly1) * factor;
+            }
+        }
+    }
+}
+
+struct Problem {
+    const float* const* levels;  // per level: base of (F, 5, h, w) planar expansions
+    const Shape* shapes;          // per level, finest first
+    int nlevels;
+    const int64_t* ref;
+    const int64_t* tgt;
+    const float* init;  // (pairs, 2, h_top, w_top) or null
+    float* out;         // (pairs, 2, H, W)
+    int iterations, k, gaussian;
+    const float* kern;
+    double scale, eps;
+    float factor;
+    const float* border;
+};
+
+void solve_pair(const Problem& pb, int64_t p, Work& wk) {
+    float* fa = wk.fa.data();
+    float* fb = wk.fb.data();
+    float* ma = wk.ma.data();
+    float* mb = wk.mb.data();
+    int hp = 0, wp = 0;
+    for (int li = pb.nlevels - 1; li >= 0; --li) {
+        const int h = pb.shapes[li].h, w = pb.shapes[li].w;
+        const int64_t frame = (int64_t)P * h * w;
+        const float* e0 = pb.levels[li] + pb.ref[p] * frame;
+        const float* e1 = pb.levels[li] + pb.tgt[p] * frame;
+        const int64_t n2 = 2 * (int64_t)h * w;
+        if (li == pb.nlevels - 1) {
+            for (int64_t i = 0; i < n2; ++i) fa[i] = pb.init ? pb.init[p * n2 + i] : 0.0f;
+        } else {
+            upsample(fb, hp, wp, fa, h, w, pb.factor);
+        }
+        border_ramp(pb.border, w, wk.sx.data());
+        border_ramp(pb.border, h, wk.sy.data());
+        for (int y = 0; y < h; ++y) update_row(e0, e1, h, w, y, fa, ma, wk.sx.data(), wk.sy[y]);
+        for (int it = 0; it < pb.iterations; ++it) {
+            const bool update = it < pb.iterations - 1;
+            if (pb.gaussian)
+                iterate_gauss(e0, e1, h, w, pb.k, fa, ma, mb, wk, update, pb.kern, pb.eps);
+            else
+                iterate_box(e0, e1, h, w, pb.k, fa, ma, mb, wk, update, pb.scale, pb.eps);
+            std::swap(ma, mb);
+        }
+        std::swap(fa, fb);  // this level's flow is now in fb
+        hp = h;
+        wp = w;
+    }
+    const int64_t n2 = 2 * (int64_t)pb.shapes[0].h * pb.shapes[0].w;
+    std::copy(fb, fb + n2, pb.out + p * n2);
+}
+
+
+// ------------------------------------------------------------------ per-frame expansion
+
+// A 1-D linear operator along one axis in band form: output i reads `len` source samples
+// from start[i] with weights wt[i * len ..] (zeros pad short rows). Borders are folded in.
+struct Band {
+    const int* start;
+    const float* wt;
+    int len;
+};
+
+// dst (dh, W) = op_y applied along y to src (H, W); vectorised along x.
+void apply_rows(const float* __restrict src, int W, const Band& op, int dh,
+                float* __restrict dst) {
+    for (int i = 0; i < dh; ++i) {
+        float* __restrict d = dst + (int64_t)i * W;
+        const float* wt = op.wt + (int64_t)i * op.len;
+        const float* s0 = src + (int64_t)op.start[i] * W;
+        for (int x = 0; x < W; ++x) d[x] = wt[0] * s0[x];
+        for (int t = 1; t < op.len; ++t) {
+            const float c = wt[t];
+            const float* __restrict s = s0 + (int64_t)t * W;
+            for (int x = 0; x < W; ++x) d[x] += c * s[x];
+        }
+    }
+}
+
+// dst (h, dw) = op_x applied along x to src (h, W).
+void apply_cols(const float* __restrict src, int h, int W, const Band& op, int dw,
+                float* __restrict dst) {
+    for (int r = 0; r < h; ++r) {
+        const float* s = src + (int64_t)r * W;
+        float* __restrict d = dst + (int64_t)r * dw;
+        for (int j = 0; j < dw; ++j) {
+            const float* wt = op.wt + (int64_t)j * op.len;
+            const float* sj = s + op.start[j];
+            float acc = wt[0] * sj[0];
+            for (int t = 1; t < op.len; ++t) acc += wt[t] * sj[t];
+            d[j] = acc;
+        }
+    }
+}
+
+// Polynomial expansion of img (h, w) into out (5, h, w) with replicate borders (note 4):
+// along x with hk[0..2] (g, xg, c), then along y with vk[0..4] on the planes
+// (0, 1, 0, 1, 2): the planes Y, X, YY, XY, XX of sw_mro.ops._farneback_expand.
+void poly_expand(const float* __restrict img, int h, int w, int n, const float* hk,
+                 const float* vk, float* __restrict hp, float* __restrict pad,
+                 float* __restrict out) {
+    const int taps = 2 * n + 1;
+    const int64_t hw = (int64_t)h * w;
+    for (int y = 0; y < h; ++y) {
+        const float* s = img + (int64_t)y * w;
+        for (int i = 0; i < n; ++i) {
+            pad[i] = s[0];
+            pad[n + w + i] = s[w - 1];
+        }
+        std::copy(s, s + w, pad + n);
+        for (int q = 0; q < 3; ++q) {
+            const float* k = hk + q * taps;
+            float* __restrict d = hp + q * hw + (int64_t)y * w;
+            for (int x = 0; x < w; ++x) d[x] = k[0] * pad[x];
+            for (int t = 1; t < taps; ++t) {
+                const float c = k[t];
+                const float* __restrict p = pad + t;
+                for (int x = 0; x < w; ++x) d[x] += c * p[x];
+            }
+        }
+    }
+    static const int source[P] = {0, 1, 0, 1, 2};
+    for (int q = 0; q < P; ++q) {
+        const float* k = vk + q * taps;
+        const float* plane = hp + source[q] * hw;
+        float* __restrict o = out + q * hw;
+        for (int y = 0; y < h; ++y) {
+            float* __restrict d = o + (int64_t)y * w;
+            const float* s0 = plane + (int64_t)std::min(std::max(y - n, 0), h - 1) * w;
+            for (int x = 0; x < w; ++x) d[x] = k[0] * s0[x];
+            for (int t = 1; t < taps; ++t) {
+                const float c = k[t];
+                const float* __restrict s =
+                    plane + (int64_t)std::min(std::max(y - n + t, 0), h - 1) * w;
+                for (int x = 0; x < w; ++x) d[x] += c * s[x];
+            }
+        }
+    }
+}
+
+template <class Fn>
+void parallel_for(int64_t count, int threads, Fn fn) {
+    std::atomic<int64_t> next{0};
+    auto worker = [&]() {
+        auto state = fn.make();
+        for (int64_t i = next++; i < count; i = next++) fn(state, i);
+    };
+    const int n = (int)std::max<int64_t>(1, std::min<int64_t>(threads, count));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+}
+
+}  // namespace
+
+extern "C" {
+
+// Flows of `pairs` pairs (ref[i] -> tgt[i]) of shared planar expansions.
+// levels[l]: (F, 5, hts[l], wds[l]) float32, finest first; init: (pairs, 2, h_top, w_top)
+// float32 or null; out: (pairs, 2, hts[0], wds[0]). kern: the Gaussian window's taps
+// 0..k; border: the 5 attenuation weights. Returns 0.
+int fb_solve_pairs(const float* const* levels, const int* hts, const int* wds, int nlevels,
+                   const int64_t* ref, const int64_t* tgt, int64_t pairs, const float* init,
+                   float* out, int iterations, int k, int gaussian, const float* kern,
+                   double scale, double eps, float factor, const float* border, int threads) {
+    std::vector<Shape> shapes(nlevels);
+    for (int l = 0; l < nlevels; ++l) shapes[l] = Shape{hts[l], wds[l]};
+    Problem pb{levels, shapes.data(), nlevels, ref,  tgt,    init,   out,   iterations,
+               k,      gaussian,      kern,    scale, eps, factor, border};
+    const int64_t n = (int64_t)hts[0] * wds[0];
+    std::atomic<int64_t> next{0};
+    auto worker = [&]() {
+        Work wk;
+        wk.fa.resize(2 * n);
+        wk.fb.resize(2 * n);
+        wk.ma.resize(P * n);
+        wk.mb.resize(P * n);
+        wk.sx.resize(wds[0]);
+        wk.sy.resize(hts[0]);
+        wk.vs.resize((size_t)P * (wds[0] + 2 * k));
+        wk.hs.resize((size_t)P * wds[0]);
+        for (int64_t p = next++; p < pairs; p = next++) solve_pair(pb, p, wk);
+    };
+    const int count = (int)std::max<int64_t>(1, std::min<int64_t>(threads, pairs));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < count; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+    return 0;
+}
+
+// Pyramid levels and polynomial expansions of F frames (F, H, W) float32 (note 2, 4).
+// Level l: ys[l]/yw[l] (hts[l] x ylen[l]) and xs[l]/xw[l] (wds[l] x xlen[l]) are the
+// band operators of its smoothing and resize along y and x (borders folded in);
+// out[l]: (F, 5, hts[l], wds[l]). hk: 3 x (2n+1) taps along x, vk: 5 x (2n+1) along y.
+int fb_expand(const float* frames, int64_t F, int H, int W, int nlevels, const int* hts,
+              const int* wds, const int* const* ys, const float* const* yw, const int* ylen,
+              const int* const* xs, const float* const* xw, const int* xlen, int n,
+              const float* hk, const float* vk, float* const* out, int threads) {
+    struct Fn {
+        const float* frames;
+        int H, W, nlevels, n;
+        const int *hts, *wds, *ylen, *xlen;
+        const int* const* ys;
+        const float* const* yw;
+        const int* const* xs;
+        const float* const* xw;
+        const float *hk, *vk;
+        float* const* out;
+        struct State {
+            std::vector<float> rows, level, hp, pad;
+        };
+        State make() const {
+            State st;
+            st.rows.resize((size_t)hts[0] * W);
+            st.level.resize((size_t)hts[0] * wds[0]);
+            st.hp.resize((size_t)3 * hts[0] * wds[0]);
+            st.pad.resize((size_t)wds[0] + 2 * n);
+            return st;
+        }
+        void operator()(State& st, int64_t f) const {
+            const float* img = frames + f * H * W;
+            for (int l = 0; l < nlevels; ++l) {
+                const int h = hts[l], w = wds[l];
+                apply_rows(img, W, Band{ys[l], yw[l], ylen[l]}, h, st.rows.data());
+                apply_cols(st.rows.data(), h, W, Band{xs[l], xw[l], xlen[l]}, w,
+                           st.level.data());
+                poly_expand(st.level.data(), h, w, n, hk, vk, st.hp.data(), st.pad.data(),
+                            out[l] + f * (int64_t)P * h * w);
+            }
+        }
+    } fn{frames, H, W, nlevels, n, hts, wds, ylen, xlen, ys, yw, xs, xw, hk, vk, out};
+    parallel_for(F, threads, fn);
+    return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,251 @@
+"""The C++ CPU backend (``backend="native"``, sw_mro/ops/farneback_cpu.cpp).
+
+Its solver must compute exactly what the numba engine computes (same operations, same
+order): compared bit for bit on the same expansions, through the AVX-512 path where this
+CPU has it, through the scalar path of a second build without AVX-512, and with NaN and
+out-of-image flows. Its expansion is compared with the torch expansion (same operators,
+another summation order). Parity with cv2 itself is in tests/test_farneback.py
+(``native`` is one of its ENGINES). The rest: threads, the build cache, and the clear
+errors and fallbacks when no compiler or a broken one is found.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_farneback import PARAM_SETS, _carphone_frames, kwargs_of, need_native, scenes
+from tolerances import TOL
+
+from sw_mro.ops import _farneback_native as nat
+from sw_mro.ops import _farneback_numba as numba_engine
+from sw_mro.ops import farneback, farneback_pairs
+from sw_mro.ops._farneback_expand import expand_frames as torch_expand
+from sw_mro.ops._farneback_kernels import FarnebackParams
+
+pytestmark = pytest.mark.usefixtures("native_built")
+
+
+@pytest.fixture(scope="module")
+def native_built() -> None:
+    need_native()
+
+
+def _params(params: tuple, gaussian: bool) -> FarnebackParams:
+    return FarnebackParams(**kwargs_of(params, gaussian))
+
+
+def _frames(height: int, width: int, count: int = 6) -> torch.Tensor:
+    """Real carphone frames resized to (height, width), float32."""
+    import cv2
+
+    frames = _carphone_frames(*range(0, 2 * count, 2))
+    return torch.from_numpy(
+        np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    ).float()
+
+
+def _sw_mro_pairs(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ref = torch.zeros(count - 1, dtype=torch.long)
+    return ref, torch.arange(1, count)
+
+
+# --------------------------------------------------------------------------- solver
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+@pytest.mark.parametrize(
+    ("shape", "params"),
+    [
+        ((128, 128), PARAM_SETS["spec"]),
+        ((256, 256), PARAM_SETS["opencv-doc"]),
+        ((75, 90), (0.5, 3, 14, 4, 5, 1.1)),  # rows not a multiple of 16: the scalar tail
+        ((40, 52), (0.7, 4, 9, 2, 5, 1.1)),  # one level
+    ],
+)
+def test_solver_bit_equals_numba(shape, params, gaussian: bool) -> None:
+    """Same expansions in, the same flows out, bit for bit, with and without init_flow."""
+    p = _params(params, gaussian)
+    exp = torch_expand(_frames(*shape), p)
+    ref, tgt = _sw_mro_pairs(6)
+    want = numba_engine.solve_pairs(exp, ref, tgt, p)
+    got = nat.solve_pairs(exp, ref, tgt, p)
+    assert torch.equal(got, want), f"max |diff| {(got - want).abs().max():.3e}"
+    assert got.abs().max() > 0.1  # real motion, not two zero fields
+    init = torch.randn(len(ref), 2, *shape, generator=torch.Generator().manual_seed(1)) * 2
+    want = numba_engine.solve_pairs(exp, ref, tgt, p, init)
+    got = nat.solve_pairs(exp, ref, tgt, p, init)
+    assert torch.equal(got, want), f"init_flow: max |diff| {(got - want).abs().max():.3e}"
+
+
+def test_solver_out_of_image_and_nan_flows_equal_numba() -> None:
+    """Initial flows that leave the image (the R0-only rule of note 5) and NaN flows take
+    the same branch as in the numba engine, lane for lane in the vector path."""
+    p = FarnebackParams(levels=0, iterations=2)
+    shape = (64, 80)
+    exp = torch_expand(_frames(*shape), p)
+    ref, tgt = _sw_mro_pairs(4)
+    init = torch.zeros(len(ref), 2, *shape)
+    init[0, 0] = torch.linspace(-100, 100, shape[1])  # far out on both sides
+    init[1, 1, :, :40] = 63.5  # lands exactly on the last-row limit and beyond
+    init[2, :, 10:20, 17:33] = float("nan")
+    want = numba_engine.solve_pairs(exp, ref, tgt, p, init)
+    got = nat.solve_pairs(exp, ref, tgt, p, init)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(got[2]).any() and torch.isfinite(got[0]).all()
+
+
+def test_scalar_build_bit_equals_numba(tmp_path: Path) -> None:
+    """A build without AVX-512 (the scalar loop only) gives the same bits as numba too."""
+    flags = tuple(f for f in nat.FLAGS if f != "-march=native") + ("-march=x86-64-v2",)
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        flags = nat.FLAGS  # the native build is already the scalar path off x86
+    lib = nat.load(nat.build(nat._compiler(), flags=flags, out_dir=tmp_path))
+    p = _params(PARAM_SETS["spec"], False)
+    exp = torch_expand(_frames(96, 112), p)
+    ref, tgt = _sw_mro_pairs(6)
+    want = numba_engine.solve_pairs(exp, ref, tgt, p)
+    assert torch.equal(nat.solve_pairs(exp, ref, tgt, p, lib=lib), want)
+
+
+def test_threads_give_identical_flows_and_expansions() -> None:
+    p = _params(PARAM_SETS["spec"], False)
+    frames = _frames(128, 128, 8)
+    one = nat.expand_frames(frames, p, threads=1)
+    two = nat.expand_frames(frames, p, threads=3)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    ref, tgt = _sw_mro_pairs(8)
+    assert torch.equal(
+        nat.solve_pairs(one, ref, tgt, p, threads=1), nat.solve_pairs(one, ref, tgt, p, threads=4)
+    )
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+@pytest.mark.parametrize(
+    ("shape", "params"),
+    [
+        ((256, 256), PARAM_SETS["spec"]),
+        ((144, 176), PARAM_SETS["opencv-doc"]),
+        ((75, 100), (0.5, 3, 14, 4, 5, 1.1)),  # odd level sizes
+        ((96, 96), (0.6, 5, 11, 3, 7, 1.5)),  # non-integer resize ratios
+    ],
+)
+def test_expansion_matches_torch_expansion(shape, params) -> None:
+    """Same operators and taps as the torch engine, float32 sums in another order."""
+    p = _params(params, False)
+    frames = _frames(*shape)
+    want = torch_expand(frames, p)
+    got = nat.expand_frames(frames, p)
+    assert len(got) == len(want)
+    for level, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g.shape == w.shape
+        rel = float((g - w).abs().max() / w.abs().max())
+        assert rel <= TOL["expansion_native_vs_torch_rel"], f"level {level}: {rel:.2e}"
+
+
+def test_native_backend_matches_numba_backend_end_to_end() -> None:
+    """farneback_pairs(native) vs (numba): only the expansion's rounding differs."""
+    names, prevs, nexts = scenes(128)
+    frames = torch.from_numpy(np.concatenate([prevs, nexts]))
+    n = len(names)
+    ref, tgt = torch.arange(n), torch.arange(n) + n
+    for gaussian in (False, True):
+        kw = kwargs_of(PARAM_SETS["spec"], gaussian)
+        got = farneback_pairs(frames, ref, tgt, backend="native", **kw)
+        want = farneback_pairs(frames, ref, tgt, backend="numba", **kw)
+        e = (got - want).double().norm(dim=1)
+        assert float(e.mean()) <= TOL["flow_native_vs_numba_mean"], float(e.mean())
+
+
+# --------------------------------------------------------------------------- building
+
+
+def test_build_is_cached_and_keyed(tmp_path: Path) -> None:
+    compiler = nat._compiler()
+    first = nat.build(compiler, out_dir=tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert nat.build(compiler, out_dir=tmp_path) == first  # found, not rebuilt
+    assert first.stat().st_mtime_ns == mtime
+    other = nat.build(compiler, flags=(*nat.FLAGS, "-DSW_MRO_KEY_TEST"), out_dir=tmp_path)
+    assert other != first and other.exists()  # other flags, another file
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary left behind
+
+
+def test_concurrent_first_builds_agree(tmp_path: Path) -> None:
+    compiler = nat._compiler()
+    paths: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(nat.build(compiler, out_dir=tmp_path)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(paths) == 3 and len(set(paths)) == 1
+    assert nat.load(paths[0]).fb_solve_pairs is not None
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nat, "_lib", None)
+    monkeypatch.setattr(nat, "_reason", None)
+    monkeypatch.setattr(nat, "_path", None)
+
+
+def test_no_compiler_falls_back_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from sw_mro import SWMROConfig
+    from sw_mro.pipeline import flow_backend
+
+    fb_module = importlib.import_module("sw_mro.ops.farneback")  # the module, not the function
+
+    _fresh_state(monkeypatch)
+    monkeypatch.setattr(nat, "_compiler", lambda: None)
+    assert not nat.available()
+    assert "no C++ compiler" in nat.unavailable_reason()
+    img = torch.rand(40, 40) * 255
+    with pytest.raises(nat.NativeBuildError, match="no C.. compiler"):
+        farneback(img, img, backend="native")
+    assert fb_module._resolve_backend("auto", torch.device("cpu")) == fb_module.CPU_AUTO_BACKEND
+    assert flow_backend(SWMROConfig(), torch.device("cpu")) == "opencv"
+    assert farneback(img, torch.roll(img, 1, 1)).shape == (1, 2, 40, 40)  # auto still works
+
+
+def test_broken_compiler_reports_its_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "fake-g++"
+    fake.write_text("#!/bin/sh\necho 'fake-g++: fatal error: out of licences' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv("SW_MRO_CACHE", str(tmp_path / "cache"))
+    assert not nat.available()
+    reason = nat.unavailable_reason()
+    assert "out of licences" in reason and "exit 3" in reason and "farneback_cpu.cpp" in reason
+    assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-written is kept
+
+
+def test_turned_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("SW_MRO_NATIVE", "0")
+    assert not nat.available() and "SW_MRO_NATIVE=0" in nat.unavailable_reason()
+
+
+def test_cache_folder_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("SW_MRO_CACHE", str(tmp_path))
+    assert nat.available()
+    path = nat.library_path()
+    assert path is not None and Path(os.path.commonpath([path, tmp_path])) == tmp_path
