@@ -115,6 +115,18 @@ def test_scalar_build_bit_equals_numba(tmp_path: Path) -> None:
     assert torch.equal(nat.solve_pairs(exp, ref, tgt, p, lib=lib), want)
 
 
+def test_solver_writes_into_out_and_checks_it() -> None:
+    p = _params(PARAM_SETS["spec"], False)
+    exp = torch_expand(_frames(64, 64, 3), p)
+    ref, tgt = _sw_mro_pairs(3)
+    out = torch.full((2, 2, 64, 64), float("nan"))
+    assert nat.solve_pairs(exp, ref, tgt, p, out=out) is out and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="contiguous float32"):
+        nat.solve_pairs(exp, ref, tgt, p, out=torch.empty(2, 64, 64, 2).permute(0, 3, 1, 2))
+    with pytest.raises(IndexError, match="tgt_idx"):
+        nat.solve_pairs(exp, ref, torch.tensor([1, 3]), p)
+
+
 def test_threads_give_identical_flows_and_expansions() -> None:
     p = _params(PARAM_SETS["spec"], False)
     frames = _frames(128, 128, 8)

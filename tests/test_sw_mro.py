@@ -183,6 +183,13 @@ def test_reference_default_settings(carphone: str, tmp_path: Path) -> None:
     _check_reference(frames, SWMROConfig(), tmp_path)
 
 
+def test_reference_opencv_flow_backend(carphone: str, tmp_path: Path) -> None:
+    # What "auto" falls back to on CPU where no C++ compiler builds the native backend.
+    frames = open_video(carphone).read(range(8)).numpy()
+    cfg = SWMROConfig(window=5, face_size=96, flow_backend="opencv")
+    _check_reference(frames, cfg, tmp_path)
+
+
 def test_reference_torch_flow_backend(carphone: str, tmp_path: Path) -> None:
     # The batched torch Farneback (shared reference expansions) inside the pipeline.
     frames = open_video(carphone).read(range(6)).numpy()

@@ -248,6 +248,16 @@ def solve_pairs(
         init = (resize_area(init_flow.float(), top.height, top.width) * top.scale).contiguous()
     if out is None:
         out = torch.empty(pairs, 2, height, width)
+    elif (
+        out.shape != (pairs, 2, height, width)
+        or out.dtype != torch.float32
+        or out.device.type != "cpu"
+        or not out.is_contiguous()
+    ):
+        raise ValueError(
+            f"out must be a contiguous float32 CPU tensor of shape {(pairs, 2, height, width)}"
+            f"; got {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
     if pairs == 0:
         return out
     k = params.winsize // 2
