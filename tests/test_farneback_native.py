@@ -100,6 +100,20 @@ def test_solver_out_of_image_and_nan_flows_equal_numba() -> None:
     assert torch.isnan(got[2]).any() and torch.isfinite(got[0]).all()
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 21), (19, 1), (2, 2), (3, 17)])
+def test_tiny_images_bit_equal_numba(shape) -> None:
+    """Images 1 px wide or high have no in-bounds sample: the taps must stay inside the
+    plane (they collapse onto the clamped position) and the R0-only rule applies."""
+    p = FarnebackParams(levels=0, iterations=3, winsize=5)
+    frames = torch.rand(4, *shape, generator=torch.Generator().manual_seed(2)) * 255
+    exp = torch_expand(frames, p)
+    ref, tgt = _sw_mro_pairs(4)
+    init = torch.randn(len(ref), 2, *shape, generator=torch.Generator().manual_seed(3))
+    for flow in (None, init):
+        want = numba_engine.solve_pairs(exp, ref, tgt, p, flow)
+        assert torch.equal(nat.solve_pairs(exp, ref, tgt, p, flow), want)
+
+
 def test_scalar_build_bit_equals_numba(tmp_path: Path) -> None:
     """A build without AVX-512 (the scalar loop only) gives the same bits as numba too."""
     flags = tuple(f for f in nat.FLAGS if f != "-march=native") + ("-march=x86-64-v2",)

@@ -76,7 +76,12 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
     float* __restrict m4 = m3 + n;
     const float fy0 = (float)y;
     const float wm1 = (float)(w - 1), hm1 = (float)(h - 1);
-    const float wm2 = (float)(w - 2), hm2 = (float)(h - 2);
+    // Sample positions are clamped to [0, w - 2] x [0, h - 2] so that all four taps are
+    // inside the plane. An image 1 px wide or high has no in-bounds sample at all; its
+    // taps collapse onto the clamped position (offsets 0), where the weights are 0.
+    const float wm2 = (float)std::max(w - 2, 0), hm2 = (float)std::max(h - 2, 0);
+    const int dx1 = w >= 2 ? 1 : 0;
+    const int dyw = h >= 2 ? w : 0;
     const float half = 0.5f, quarter = 0.25f, one = 1.0f, zero = 0.0f;
     int x = 0;
 #if defined(__AVX512F__)
@@ -121,9 +126,9 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
             for (int c = 0; c < P; ++c) {
                 const float* b = planes[c];
                 const __m512 g00 = _mm512_i32gather_ps(j, b, 4);
-                const __m512 g01 = _mm512_i32gather_ps(j, b + 1, 4);
-                const __m512 g10 = _mm512_i32gather_ps(j, b + w, 4);
-                const __m512 g11 = _mm512_i32gather_ps(j, b + w + 1, 4);
+                const __m512 g01 = _mm512_i32gather_ps(j, b + dx1, 4);
+                const __m512 g10 = _mm512_i32gather_ps(j, b + dyw, 4);
+                const __m512 g11 = _mm512_i32gather_ps(j, b + dyw + dx1, 4);
                 __m512 t = _mm512_add_ps(_mm512_mul_ps(w00, g00), _mm512_mul_ps(w01, g01));
                 t = _mm512_add_ps(t, _mm512_mul_ps(w10, g10));
                 smp[c] = _mm512_add_ps(t, _mm512_mul_ps(w11, g11));
@@ -174,12 +179,14 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
         const float c_sq = inb ? half : one;      // yy, xx
         const float c_xy = inb ? quarter : half;  // xy
         const int j = y1 * w + x1;
-        const int jw = j + w;
-        const float s_y = w00 * b0[j] + w01 * b0[j + 1] + w10 * b0[jw] + w11 * b0[jw + 1];
-        const float s_x = w00 * b1[j] + w01 * b1[j + 1] + w10 * b1[jw] + w11 * b1[jw + 1];
-        const float s_yy = w00 * b2[j] + w01 * b2[j + 1] + w10 * b2[jw] + w11 * b2[jw + 1];
-        const float s_xy = w00 * b3[j] + w01 * b3[j + 1] + w10 * b3[jw] + w11 * b3[jw + 1];
-        const float s_xx = w00 * b4[j] + w01 * b4[j + 1] + w10 * b4[jw] + w11 * b4[jw + 1];
+        const int j1 = j + dx1;
+        const int jw = j + dyw;
+        const int jw1 = jw + dx1;
+        const float s_y = w00 * b0[j] + w01 * b0[j1] + w10 * b0[jw] + w11 * b0[jw1];
+        const float s_x = w00 * b1[j] + w01 * b1[j1] + w10 * b1[jw] + w11 * b1[jw1];
+        const float s_yy = w00 * b2[j] + w01 * b2[j1] + w10 * b2[jw] + w11 * b2[jw1];
+        const float s_xy = w00 * b3[j] + w01 * b3[j1] + w10 * b3[jw] + w11 * b3[jw1];
+        const float s_xx = w00 * b4[j] + w01 * b4[j1] + w10 * b4[jw] + w11 * b4[jw1];
         float r_y = (a0[x] - s_y) * half;
         float r_x = (a1[x] - s_x) * half;
         const float r_yy = (a2[x] + s_yy) * c_sq;
