@@ -230,8 +230,9 @@ def window_features(
 
 
 def flow_backend(config: SWMROConfig, device: torch.device) -> str:
-    """The Farneback backend: ``"auto"`` means, on CPU, the C++ solver (``"native"``) when
-    it builds here and OpenCV otherwise; on CUDA the library's choice.
+    """The concrete Farneback backend: ``"auto"`` means, on CPU, the C++ solver
+    (``"native"``) when it builds here and OpenCV otherwise; on CUDA the library's choice
+    (``"cupy"``, else ``"torch"``).
 
     On CPU the C++ solver on shared reference expansions was measured 2x faster per pair
     than a thread pool of ``cv2.calcOpticalFlowFarneback`` calls (docs/sw_mro.md), which
@@ -239,11 +240,15 @@ def flow_backend(config: SWMROConfig, device: torch.device) -> str:
     a C++ compiler, OpenCV is pinned here so that the features do not change if the
     library's CPU default does. On CUDA ``sw_mro.ops.farneback`` picks CuPy or torch.
     """
-    if config.flow_backend == "auto" and device.type == "cpu":
+    if config.flow_backend != "auto":
+        return config.flow_backend
+    if device.type == "cpu":
         from sw_mro.ops.farneback import native_available
 
         return "native" if native_available() else "opencv"
-    return config.flow_backend
+    from sw_mro.ops.farneback import resolve_backend
+
+    return resolve_backend("auto", device)
 
 
 def _sync(device: torch.device) -> None:

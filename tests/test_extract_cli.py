@@ -93,6 +93,31 @@ def test_skip_overwrite_and_one_bad_input(
     assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
 
 
+def test_output_of_another_flow_backend_is_not_mixed_in(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A complete output made by another Farneback backend (e.g. OpenCV on a node without
+    a compiler) is refused like another config; one written before the metadata recorded
+    the backend is kept."""
+    out = tmp_path / "out"
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    meta_path = out / "short.json"
+    meta = json.loads(meta_path.read_text())
+    ours = meta["flow_backend"]
+    meta["flow_backend"] = "numba" if ours != "numba" else "opencv"
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert "Farneback backend" in err and ours in err and "--overwrite" in err
+    del meta["flow_backend"]  # as written before the field existed
+    meta_path.write_text(json.dumps(meta))
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
+    assert json.loads(meta_path.read_text())["flow_backend"] == ours
+
+
 def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

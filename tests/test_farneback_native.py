@@ -50,6 +50,11 @@ def _frames(height: int, width: int, count: int = 6) -> torch.Tensor:
     ).float()
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit for bit: tells -0.0 from +0.0 and compares NaNs (torch.equal does neither)."""
+    return a.shape == b.shape and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
 def _sw_mro_pairs(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     ref = torch.zeros(count - 1, dtype=torch.long)
     return ref, torch.arange(1, count)
@@ -75,12 +80,12 @@ def test_solver_bit_equals_numba(shape, params, gaussian: bool) -> None:
     ref, tgt = _sw_mro_pairs(6)
     want = numba_engine.solve_pairs(exp, ref, tgt, p)
     got = nat.solve_pairs(exp, ref, tgt, p)
-    assert torch.equal(got, want), f"max |diff| {(got - want).abs().max():.3e}"
+    assert same_bits(got, want), f"max |diff| {(got - want).abs().max():.3e}"
     assert got.abs().max() > 0.1  # real motion, not two zero fields
     init = torch.randn(len(ref), 2, *shape, generator=torch.Generator().manual_seed(1)) * 2
     want = numba_engine.solve_pairs(exp, ref, tgt, p, init)
     got = nat.solve_pairs(exp, ref, tgt, p, init)
-    assert torch.equal(got, want), f"init_flow: max |diff| {(got - want).abs().max():.3e}"
+    assert same_bits(got, want), f"init_flow: max |diff| {(got - want).abs().max():.3e}"
 
 
 def test_solver_out_of_image_and_nan_flows_equal_numba() -> None:
@@ -92,12 +97,35 @@ def test_solver_out_of_image_and_nan_flows_equal_numba() -> None:
     ref, tgt = _sw_mro_pairs(4)
     init = torch.zeros(len(ref), 2, *shape)
     init[0, 0] = torch.linspace(-100, 100, shape[1])  # far out on both sides
-    init[1, 1, :, :40] = 63.5  # lands exactly on the last-row limit and beyond
+    rows = torch.arange(shape[0], dtype=torch.float32)[:, None]
+    init[1, 1, :, :40] = 63.0 - rows  # y + dy lands exactly on h - 1 (out), then inside
+    init[1, 1, :, 40:] = 62.999 - rows
     init[2, :, 10:20, 17:33] = float("nan")
     want = numba_engine.solve_pairs(exp, ref, tgt, p, init)
     got = nat.solve_pairs(exp, ref, tgt, p, init)
-    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert same_bits(got, want)
     assert torch.isnan(got[2]).any() and torch.isfinite(got[0]).all()
+
+
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_out_of_bounds_never_reads_the_target(gaussian: bool) -> None:
+    """Out of bounds only R0 is used (note 5): a NaN in the target's expansion where an
+    out-of-image sample is clamped to must not leak in, and R0's -0.0 stays -0.0."""
+    p = FarnebackParams(levels=0, iterations=1, winsize=5, gaussian=gaussian)
+    h, w = 40, 40
+    ref, tgt = torch.tensor([0]), torch.tensor([1])
+    init = torch.zeros(1, 2, h, w)
+    init[:, 0] = -50.0  # every sample leaves the image on the left
+    e = torch.rand(2, 5, h, w, generator=torch.Generator().manual_seed(0))
+    e[1, :, 10, 0] = float("nan")  # where the clamped samples of row 10 land
+    want = numba_engine.solve_pairs([e], ref, tgt, p, init)
+    got = nat.solve_pairs([e], ref, tgt, p, init)
+    assert not torch.isnan(want).any() and same_bits(got, want)
+    e = torch.zeros(2, 5, h, w)
+    e[0, 0], e[0, 1], e[0, 2], e[0, 4] = 2.0, -2.0, -0.0, 1.0  # YY = -0 in R0
+    want = numba_engine.solve_pairs([e], ref, tgt, p, init)
+    got = nat.solve_pairs([e], ref, tgt, p, init)
+    assert same_bits(got, want)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 21), (19, 1), (2, 2), (3, 17)])
@@ -111,7 +139,7 @@ def test_tiny_images_bit_equal_numba(shape) -> None:
     init = torch.randn(len(ref), 2, *shape, generator=torch.Generator().manual_seed(3))
     for flow in (None, init):
         want = numba_engine.solve_pairs(exp, ref, tgt, p, flow)
-        assert torch.equal(nat.solve_pairs(exp, ref, tgt, p, flow), want)
+        assert same_bits(nat.solve_pairs(exp, ref, tgt, p, flow), want)
 
 
 def test_scalar_build_bit_equals_numba(tmp_path: Path) -> None:
@@ -126,7 +154,7 @@ def test_scalar_build_bit_equals_numba(tmp_path: Path) -> None:
     exp = torch_expand(_frames(96, 112), p)
     ref, tgt = _sw_mro_pairs(6)
     want = numba_engine.solve_pairs(exp, ref, tgt, p)
-    assert torch.equal(nat.solve_pairs(exp, ref, tgt, p, lib=lib), want)
+    assert same_bits(nat.solve_pairs(exp, ref, tgt, p, lib=lib), want)
 
 
 def test_solver_writes_into_out_and_checks_it() -> None:
@@ -139,6 +167,51 @@ def test_solver_writes_into_out_and_checks_it() -> None:
         nat.solve_pairs(exp, ref, tgt, p, out=torch.empty(2, 64, 64, 2).permute(0, 3, 1, 2))
     with pytest.raises(IndexError, match="tgt_idx"):
         nat.solve_pairs(exp, ref, torch.tensor([1, 3]), p)
+
+
+_ASAN_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from sw_mro.ops import _farneback_native as nat
+from sw_mro.ops._farneback_kernels import FarnebackParams
+lib = nat.load(Path(sys.argv[1]))
+g = torch.Generator().manual_seed(0)
+for shape in [(1, 1), (1, 21), (19, 1), (2, 2), (3, 17), (40, 52)]:
+    for gaussian in (False, True):
+        p = FarnebackParams(levels=3, iterations=3, winsize=5, gaussian=gaussian)
+        exp = nat.expand_frames(torch.rand(4, *shape, generator=g) * 255, p, lib=lib)
+        ref, tgt = torch.arange(1, 4), torch.tensor([0, 0, 3])  # frame 0 and the last
+        init = torch.randn(3, 2, *shape, generator=g) * 40
+        init[1, :, : shape[0] // 2] = float("nan")
+        init[2] = 1e30
+        nat.solve_pairs(exp, ref, tgt, p, init, lib=lib)
+print("done")
+"""
+
+
+def test_no_out_of_bounds_access_under_address_sanitizer(tmp_path: Path) -> None:
+    """The scalar path built with AddressSanitizer over tiny and odd shapes, both windows,
+    NaN and huge initial flows, first and last frames as targets: no access outside the
+    buffers. (This catches the taps of a 1-px-wide image reading before the plane; ASan
+    does not see inside AVX-512 gathers, whose indices are the same clamped ones.)"""
+    import subprocess
+    import sys
+
+    compiler = nat._compiler()
+    asan = subprocess.run(
+        [compiler, "-print-file-name=libasan.so"], capture_output=True, text=True
+    ).stdout.strip()
+    if not os.path.isabs(asan):  # an environment limit: this compiler has no ASan runtime
+        pytest.skip(f"{compiler} has no AddressSanitizer runtime")
+    flags = tuple(f for f in nat.FLAGS if f not in ("-march=native", "-O3"))
+    flags += ("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer")
+    lib = nat.build(compiler, flags=flags, out_dir=tmp_path)
+    env = dict(os.environ, LD_PRELOAD=asan, ASAN_OPTIONS="detect_leaks=0")
+    run = subprocess.run(
+        [sys.executable, "-c", _ASAN_SCRIPT, str(lib)], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0 and "done" in run.stdout, run.stderr[-3000:]
+    assert "AddressSanitizer" not in run.stderr
 
 
 def test_threads_give_identical_flows_and_expansions() -> None:
@@ -207,19 +280,31 @@ def test_build_is_cached_and_keyed(tmp_path: Path) -> None:
 
 
 def test_concurrent_first_builds_agree(tmp_path: Path) -> None:
+    """Threads that build into one empty folder and load at once all get a whole
+    library (the rename is atomic), and no temporary file is left."""
     compiler = nat._compiler()
-    paths: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: paths.append(nat.build(compiler, out_dir=tmp_path)))
-        for _ in range(3)
-    ]
+    results: list[tuple[Path, int]] = []
+    errors: list[BaseException] = []
+
+    def build_and_use() -> None:
+        try:
+            path = nat.build(compiler, out_dir=tmp_path)
+            lib = nat.load(path)  # at once, while the others may still be writing
+            exp = nat.expand_frames(torch.full((1, 40, 40), 7.0), FarnebackParams(), lib=lib)
+            results.append((path, int(torch.isfinite(exp[0]).all())))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build_and_use) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(paths) == 3 and len(set(paths)) == 1
-    assert nat.load(paths[0]).fb_solve_pairs is not None
+    assert not errors, errors
+    assert len(results) == 3 and len({p for p, _ in results}) == 1
+    assert all(ok for _, ok in results)
     assert not list(tmp_path.glob("*.tmp"))
+    assert results[0][0].stat().st_mode & 0o055 == 0o055  # usable by other users
 
 
 def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -275,3 +360,59 @@ def test_cache_folder_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert nat.available()
     path = nat.library_path()
     assert path is not None and Path(os.path.commonpath([path, tmp_path])) == tmp_path
+
+
+def test_a_broken_cached_library_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A zero-byte file under the library's name (a crash, a full disk) is replaced."""
+    path = nat.build(nat._compiler(), out_dir=tmp_path / "native")
+    path.write_bytes(b"")
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("SW_MRO_CACHE", str(tmp_path))
+    assert nat.available(), nat.unavailable_reason()
+    assert nat.library_path() == path and path.stat().st_size > 0
+
+
+def test_unwritable_cache_falls_back_to_the_temp_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("SW_MRO_CACHE", str(blocker))
+    monkeypatch.setattr(nat.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert nat.available(), nat.unavailable_reason()
+    assert nat.library_path().is_relative_to(tmp_path / "tmp")
+
+
+def test_unusable_cache_and_temp_folders_give_a_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    _fresh_state(monkeypatch)
+    monkeypatch.setenv("SW_MRO_CACHE", str(blocker))
+    monkeypatch.setattr(nat.tempfile, "tempdir", str(blocker))
+    assert not nat.available()
+    reason = nat.unavailable_reason()
+    assert str(blocker) in reason and "SW_MRO_CACHE" in reason
+
+
+def test_wrapper_rejects_what_the_cpp_side_cannot_take() -> None:
+    p = _params(PARAM_SETS["spec"], False)
+    exp = nat.expand_frames(_frames(64, 64, 3), p)
+    ref, tgt = _sw_mro_pairs(3)
+    with pytest.raises(ValueError, match="pairs but tgt_idx"):
+        nat.solve_pairs(exp, ref, tgt[:1], p)
+    with pytest.raises(ValueError, match="expansion level 1"):
+        nat.solve_pairs([exp[0], exp[1][:2], *exp[2:]], ref, tgt, p)
+    with pytest.raises(ValueError, match="init_flow must be"):
+        nat.solve_pairs(exp, ref, tgt, p, torch.zeros(1, 2, 64, 64))
+    with pytest.raises(ValueError, match="CPU tensor"):
+        nat.solve_pairs([e.to("meta") for e in exp], ref, tgt, p)
+    with pytest.raises(ValueError, match="pyr_scale"):
+        nat.expand_frames(_frames(64, 64, 1), FarnebackParams(pyr_scale=1.5))
+    with pytest.raises(ValueError, match=r"\(F, H, W\)"):
+        nat.expand_frames(torch.zeros(64, 64), p)

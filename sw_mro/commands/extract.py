@@ -93,8 +93,13 @@ def output_name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def _is_complete(json_path: Path, npy_path: Path, config: dict[str, Any]) -> bool | None:
-    """True: complete with this config; None: complete with another config; False: not."""
+def _is_complete(
+    json_path: Path, npy_path: Path, config: dict[str, Any], backend: str | None = None
+) -> bool | None:
+    """True: complete with this config; None: complete with another config (or another
+    Farneback backend than ``backend``: their features differ by ~1e-5 px, and one
+    output folder should not mix them); False: not complete. Outputs written before the
+    metadata recorded the backend are taken as they are."""
     if not (json_path.is_file() and npy_path.is_file()):
         return False
     try:
@@ -103,7 +108,10 @@ def _is_complete(json_path: Path, npy_path: Path, config: dict[str, Any]) -> boo
         return False
     if not meta.get("complete"):
         return False
-    return True if meta.get("config") == config else None
+    if meta.get("config") != config:
+        return None
+    made_with = meta.get("flow_backend")
+    return None if backend and made_with and made_with != backend else True
 
 
 def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace) -> str:
@@ -117,12 +125,14 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
     name = output_name(src_path)
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     cfg_dict = cfg.to_dict()
-    state = _is_complete(meta_path, npy, cfg_dict)
+    backend = flow_backend(cfg, torch.device(cfg.device))
+    state = _is_complete(meta_path, npy, cfg_dict, backend)
     if state and not args.overwrite:
         return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
     if state is None and not args.overwrite:
         raise FileExistsError(
-            f"{meta_path} was made with a different config; pass --overwrite to replace it"
+            f"{meta_path} was made with a different config or Farneback backend (this run: "
+            f"{backend}); pass --overwrite to replace it"
         )
     video = open_video(src_path, stride=cfg.stride, color="rgb")
     info = video.info
@@ -166,7 +176,7 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
             "config": cfg_dict,
             "versions": _versions(),
             "device": _device_name(cfg.device),
-            "flow_backend": flow_backend(cfg, torch.device(cfg.device)),
+            "flow_backend": backend,
             "seconds": round(seconds, 3),
             "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,
             "stage_seconds": {k: round(v, 3) for k, v in stages.items()},

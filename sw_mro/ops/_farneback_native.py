@@ -99,18 +99,24 @@ def _cpu_tag() -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("SW_MRO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sw_mro"
-    )
+    """``$SW_MRO_CACHE``, else ``$XDG_CACHE_HOME/sw_mro``, else ``~/.cache/sw_mro``."""
+    root = os.environ.get("SW_MRO_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        if base.startswith("~"):  # no home directory to expand into
+            base = os.path.join(tempfile.gettempdir(), f"sw_mro-cache-{os.getuid()}")
+        root = os.path.join(base, "sw_mro")
     return Path(root) / "native"
 
 
 def build(compiler: str, flags: tuple[str, ...] = FLAGS, out_dir: Path | None = None) -> Path:
     """Compile ``farneback_cpu.cpp`` (or find it already compiled) and return the library.
 
-    The file name hashes the source, the flags, the compiler's version and the CPU; the
-    compiler writes a temporary file that is then renamed into place (atomic).
-    Raises :class:`NativeBuildError` with the compiler's message if it fails.
+    The file name hashes the source, the flags, the compiler's version and the CPU. The
+    compiler writes a temporary file, which is flushed to disk, made readable by other
+    users (a shared cache) and then renamed into place (atomic). Raises
+    :class:`NativeBuildError` with the compiler's message if it fails, and ``OSError`` if
+    the folder cannot be written.
     """
     src = SOURCE.read_bytes()
     version = subprocess.run(
@@ -135,6 +141,9 @@ def build(compiler: str, flags: tuple[str, ...] = FLAGS, out_dir: Path | None = 
                 f"{compiler} failed to build {SOURCE} (exit {run.returncode}):\n"
                 f"{(run.stderr or run.stdout).strip()[-2000:]}"
             )
+        with open(tmp, "rb") as fh:  # on disk before the name appears (power loss)
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)  # mkstemp made it owner-only
         os.replace(tmp, lib)
     finally:
         if os.path.exists(tmp):
@@ -164,8 +173,24 @@ def load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def _build_and_load(compiler: str, out_dir: Path) -> tuple[Path, ctypes.CDLL]:
+    """Build (or find) the library in ``out_dir`` and load it. A cached file that does not
+    load (truncated, or missing a symbol) is removed and built once more."""
+    path = build(compiler, out_dir=out_dir)
+    try:
+        return path, load(path)
+    except (OSError, AttributeError):
+        path.unlink(missing_ok=True)
+        path = build(compiler, out_dir=out_dir)
+        return path, load(path)
+
+
 def _load() -> ctypes.CDLL | None:
-    """The library of this process: built and loaded once; None (and ``_reason``) if not."""
+    """The library of this process: built and loaded once; None (and ``_reason``) if not.
+
+    If the cache folder cannot be written, a folder under the system's temporary
+    directory is tried before giving up; the reason names both.
+    """
     global _lib, _reason, _path
     with _lock:
         if _lib is not None or _reason is not None:
@@ -177,12 +202,27 @@ def _load() -> ctypes.CDLL | None:
         if compiler is None:
             _reason = "no C++ compiler found (install g++, or set CXX to one)"
             return None
+        cache = _cache_dir()
+        fallback = Path(tempfile.gettempdir()) / f"sw_mro-native-{os.getuid()}"
         try:
-            _path = build(compiler)
-            _lib = load(_path)
-        except (OSError, NativeBuildError) as exc:
-            _reason = str(exc)
+            try:
+                _path, _lib = _build_and_load(compiler, cache)
+            except OSError as exc:  # e.g. a read-only cache folder
+                first = f"cannot use the cache folder {cache} ({exc}); set SW_MRO_CACHE"
+                try:
+                    _path, _lib = _build_and_load(compiler, fallback)
+                except OSError as exc2:
+                    raise NativeBuildError(f"{first}; {fallback} failed too ({exc2})") from exc2
+        except Exception as exc:  # anything else: fall back, never crash the caller
+            _reason = str(exc) or type(exc).__name__
         return _lib
+
+
+def _check(status: int, what: str) -> None:
+    if status == 1:
+        raise MemoryError(f"native Farneback: out of memory in {what}")
+    if status != 0:
+        raise RuntimeError(f"native Farneback: {what} failed (C++ error {status})")
 
 
 def _require(lib: ctypes.CDLL | None) -> ctypes.CDLL:
@@ -229,21 +269,35 @@ def solve_pairs(
     from sw_mro.ops._farneback_torch import resize_area
 
     lib = _require(lib)
+    _check_params(params)
     height, width = expansions[0].shape[-2:]
     levels = plan_levels(height, width, params)
     if len(levels) != len(expansions):
         raise ValueError(f"{len(expansions)} expansion levels for a {len(levels)}-level plan")
+    frames = expansions[0].shape[0]
+    for e, lv in zip(expansions, levels, strict=True):
+        _cpu(e, "expansions")
+        if tuple(e.shape) != (frames, 5, lv.height, lv.width):
+            raise ValueError(
+                f"expansion level {lv.k} must be {(frames, 5, lv.height, lv.width)}; "
+                f"got {tuple(e.shape)}"
+            )
     exps = [e.contiguous().float() for e in expansions]  # keeps them alive during the call
-    pairs = ref_idx.numel()
-    frames = exps[0].shape[0]
-    ref = ref_idx.to(torch.int64).cpu().contiguous()
-    tgt = tgt_idx.to(torch.int64).cpu().contiguous()
+    ref = _cpu(ref_idx, "ref_idx").to(torch.int64).contiguous().view(-1)
+    tgt = _cpu(tgt_idx, "tgt_idx").to(torch.int64).contiguous().view(-1)
+    pairs = ref.numel()
+    if tgt.numel() != pairs:
+        raise ValueError(f"ref_idx has {pairs} pairs but tgt_idx {tgt.numel()}")
     if pairs and not (0 <= int(ref.min()) and int(ref.max()) < frames):
         raise IndexError(f"ref_idx out of range for {frames} frames")
     if pairs and not (0 <= int(tgt.min()) and int(tgt.max()) < frames):
         raise IndexError(f"tgt_idx out of range for {frames} frames")
     init = None
     if init_flow is not None:
+        if tuple(_cpu(init_flow, "init_flow").shape) != (pairs, 2, height, width):
+            raise ValueError(
+                f"init_flow must be {(pairs, 2, height, width)}; got {tuple(init_flow.shape)}"
+            )
         top = levels[-1]
         init = (resize_area(init_flow.float(), top.height, top.width) * top.scale).contiguous()
     if out is None:
@@ -266,7 +320,7 @@ def solve_pairs(
     bases = (ctypes.c_void_p * n)(*[e.data_ptr() for e in exps])
     hts = (ctypes.c_int * n)(*[lv.height for lv in levels])
     wds = (ctypes.c_int * n)(*[lv.width for lv in levels])
-    lib.fb_solve_pairs(
+    status = lib.fb_solve_pairs(
         bases, hts, wds, n,
         ref.data_ptr(), tgt.data_ptr(), pairs,
         None if init is None else init.data_ptr(), out.data_ptr(),
@@ -275,7 +329,20 @@ def solve_pairs(
         float(np.float32(1.0 / params.pyr_scale)), _BORDER.ctypes.data,
         max(1, threads if threads is not None else torch.get_num_threads()),
     )  # fmt: skip
+    _check(status, f"solving {pairs} pairs of {height}x{width}")
     return out
+
+
+def _cpu(t: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+        where = t.device if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a CPU tensor for the native backend; got {where}")
+    return t
+
+
+def _check_params(params: FarnebackParams) -> None:
+    if not 0 < params.pyr_scale < 1:  # a coarser level must be smaller than level 0
+        raise ValueError(f"pyr_scale must be in (0, 1); got {params.pyr_scale!r}")
 
 
 # --------------------------------------------------------------------------- expansion
@@ -328,7 +395,10 @@ def expand_frames(
     first, as :func:`sw_mro.ops._farneback_expand.expand_frames` (same operators and
     taps, float32 sums in another order: about 1e-7 relative apart, tested)."""
     lib = _require(lib)
-    src = frames.float().contiguous()
+    _check_params(params)
+    src = _cpu(frames, "frames").float().contiguous()
+    if src.dim() != 3:
+        raise ValueError(f"frames must be (F, H, W); got {tuple(src.shape)}")
     count, height, width = src.shape
     levels, hk, vk = _plan(height, width, params)
     out = [torch.empty(count, 5, h, w) for h, w, _, _ in levels]
@@ -340,8 +410,7 @@ def expand_frames(
     def arr(kind, values):
         return (kind * n)(*values)
 
-    keep = [a for _, _, by, bx in levels for a in (*by, *bx)]  # alive during the call
-    lib.fb_expand(
+    status = lib.fb_expand(
         src.data_ptr(), count, height, width, n,
         arr(c.c_int, [lv[0] for lv in levels]), arr(c.c_int, [lv[1] for lv in levels]),
         arr(c.c_void_p, [lv[2][0].ctypes.data for lv in levels]),
@@ -354,5 +423,5 @@ def expand_frames(
         arr(c.c_void_p, [o.data_ptr() for o in out]),
         max(1, threads if threads is not None else torch.get_num_threads()),
     )  # fmt: skip
-    del keep
+    _check(status, f"expanding {count} frames of {height}x{width}")
     return out

@@ -276,6 +276,11 @@ def _check_init_flow(
     return t.float()
 
 
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that ``backend`` (``"auto"`` or a name) means for tensors on ``device``."""
+    return _resolve_backend(backend, device)
+
+
 def _resolve_backend(backend: str, device: torch.device) -> str:
     global _warned_no_cupy
     if backend not in BACKENDS:

@@ -86,8 +86,8 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
     int x = 0;
 #if defined(__AVX512F__)
     // 16 pixels at a time: the scalar loop below, lane for lane (the same operations in
-    // the same order, no FMA; the clamps are compare-and-blend like the scalar ternaries,
-    // so NaN goes to 0; masked multiplies zero the weights where the scalar selects 0).
+    // the same order, no FMA; the clamps and the in-bounds choice are compare-and-blend
+    // like the scalar ternaries, so a NaN position clamps to 0).
     {
         const __m512 vzero = _mm512_setzero_ps(), vone = _mm512_set1_ps(one);
         const __m512 vhalf = _mm512_set1_ps(half), vquarter = _mm512_set1_ps(quarter);
@@ -115,12 +115,10 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
             const __m512 ax = _mm512_sub_ps(fx, _mm512_cvtepi32_ps(x1));
             const __m512 ay = _mm512_sub_ps(fy, _mm512_cvtepi32_ps(y1));
             const __m512 oax = _mm512_sub_ps(vone, ax), oay = _mm512_sub_ps(vone, ay);
-            const __m512 w00 = _mm512_maskz_mul_ps(inb, oax, oay);
-            const __m512 w01 = _mm512_maskz_mul_ps(inb, ax, oay);
-            const __m512 w10 = _mm512_maskz_mul_ps(inb, oax, ay);
-            const __m512 w11 = _mm512_maskz_mul_ps(inb, ax, ay);
-            const __m512 c_sq = _mm512_mask_blend_ps(inb, vone, vhalf);
-            const __m512 c_xy = _mm512_mask_blend_ps(inb, vhalf, vquarter);
+            const __m512 w00 = _mm512_mul_ps(oax, oay);
+            const __m512 w01 = _mm512_mul_ps(ax, oay);
+            const __m512 w10 = _mm512_mul_ps(oax, ay);
+            const __m512 w11 = _mm512_mul_ps(ax, ay);
             const __m512i j = _mm512_add_epi32(_mm512_mullo_epi32(y1, vw), x1);
             __m512 smp[P];
             for (int c = 0; c < P; ++c) {
@@ -133,11 +131,20 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
                 t = _mm512_add_ps(t, _mm512_mul_ps(w10, g10));
                 smp[c] = _mm512_add_ps(t, _mm512_mul_ps(w11, g11));
             }
-            __m512 r_y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(a0 + x), smp[0]), vhalf);
-            __m512 r_x = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(a1 + x), smp[1]), vhalf);
-            const __m512 r_yy = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a2 + x), smp[2]), c_sq);
-            const __m512 r_xy = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a3 + x), smp[3]), c_xy);
-            const __m512 r_xx = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a4 + x), smp[4]), c_sq);
+            // in bounds: (R0 -+ R1) * c; out of bounds: R0 only (blend, never R1 * 0)
+            const __m512 va0 = _mm512_loadu_ps(a0 + x), va1 = _mm512_loadu_ps(a1 + x);
+            const __m512 va2 = _mm512_loadu_ps(a2 + x), va3 = _mm512_loadu_ps(a3 + x);
+            const __m512 va4 = _mm512_loadu_ps(a4 + x);
+            __m512 r_y = _mm512_mask_blend_ps(inb, _mm512_mul_ps(va0, vhalf),
+                                              _mm512_mul_ps(_mm512_sub_ps(va0, smp[0]), vhalf));
+            __m512 r_x = _mm512_mask_blend_ps(inb, _mm512_mul_ps(va1, vhalf),
+                                              _mm512_mul_ps(_mm512_sub_ps(va1, smp[1]), vhalf));
+            const __m512 r_yy =
+                _mm512_mask_blend_ps(inb, va2, _mm512_mul_ps(_mm512_add_ps(va2, smp[2]), vhalf));
+            const __m512 r_xy = _mm512_mask_blend_ps(
+                inb, _mm512_mul_ps(va3, vhalf), _mm512_mul_ps(_mm512_add_ps(va3, smp[3]), vquarter));
+            const __m512 r_xx =
+                _mm512_mask_blend_ps(inb, va4, _mm512_mul_ps(_mm512_add_ps(va4, smp[4]), vhalf));
             r_y = _mm512_add_ps(_mm512_add_ps(r_y, _mm512_mul_ps(r_yy, dy)), _mm512_mul_ps(r_xy, dx));
             r_x = _mm512_add_ps(_mm512_add_ps(r_x, _mm512_mul_ps(r_xy, dy)), _mm512_mul_ps(r_xx, dx));
             const __m512 g11 = _mm512_add_ps(_mm512_mul_ps(r_yy, r_yy), _mm512_mul_ps(r_xy, r_xy));
@@ -169,15 +176,10 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
         const int y1 = (int)cy;
         const float ax = fx - (float)x1;
         const float ay = fy - (float)y1;
-        // Out of bounds only R0 is used: zero weights make the sample exactly +-0 (R1 is
-        // finite at the clamped position), and the coefficients below turn (R0 + 0) * c
-        // into R0 / 2, R0, R0 / 2 and R0 exactly as the reference's second formula.
-        const float w00 = inb ? (one - ax) * (one - ay) : zero;
-        const float w01 = inb ? ax * (one - ay) : zero;
-        const float w10 = inb ? (one - ax) * ay : zero;
-        const float w11 = inb ? ax * ay : zero;
-        const float c_sq = inb ? half : one;      // yy, xx
-        const float c_xy = inb ? quarter : half;  // xy
+        const float w00 = (one - ax) * (one - ay);
+        const float w01 = ax * (one - ay);
+        const float w10 = (one - ax) * ay;
+        const float w11 = ax * ay;
         const int j = y1 * w + x1;
         const int j1 = j + dx1;
         const int jw = j + dyw;
@@ -187,11 +189,14 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
         const float s_yy = w00 * b2[j] + w01 * b2[j1] + w10 * b2[jw] + w11 * b2[jw1];
         const float s_xy = w00 * b3[j] + w01 * b3[j1] + w10 * b3[jw] + w11 * b3[jw1];
         const float s_xx = w00 * b4[j] + w01 * b4[j1] + w10 * b4[jw] + w11 * b4[jw1];
-        float r_y = (a0[x] - s_y) * half;
-        float r_x = (a1[x] - s_x) * half;
-        const float r_yy = (a2[x] + s_yy) * c_sq;
-        const float r_xy = (a3[x] + s_xy) * c_xy;
-        const float r_xx = (a4[x] + s_xx) * c_sq;
+        // in bounds: (R0 -+ R1) * c; out of bounds: R0 only, R1 never enters (it may be
+        // non-finite there, and R0 may be -0)
+        const float a_y = a0[x], a_x = a1[x], a_yy = a2[x], a_xy = a3[x], a_xx = a4[x];
+        float r_y = inb ? (a_y - s_y) * half : a_y * half;
+        float r_x = inb ? (a_x - s_x) * half : a_x * half;
+        const float r_yy = inb ? (a_yy + s_yy) * half : a_yy;
+        const float r_xy = inb ? (a_xy + s_xy) * quarter : a_xy * half;
+        const float r_xx = inb ? (a_xx + s_xx) * half : a_xx;
         r_y = r_y + r_yy * dy + r_xy * dx;
         r_x = r_x + r_xy * dy + r_xx * dx;
         const float g11 = r_yy * r_yy + r_xy * r_xy;
@@ -507,18 +512,35 @@ void poly_expand(const float* __restrict img, int h, int w, int n, const float* 
     }
 }
 
+// Runs fn(state, i) for i in [0, count) on up to `threads` threads (the caller's
+// included), each with its own fn.make() state. Exceptions never cross into Python: a
+// worker that throws stops, the others finish, and the result says what happened:
+// 0 = done, 1 = out of memory, 2 = another C++ error. If a thread cannot be started,
+// the threads already running do its share.
 template <class Fn>
-void parallel_for(int64_t count, int threads, Fn fn) {
+int parallel_for(int64_t count, int threads, const Fn& fn) {
     std::atomic<int64_t> next{0};
-    auto worker = [&]() {
-        auto state = fn.make();
-        for (int64_t i = next++; i < count; i = next++) fn(state, i);
+    std::atomic<int> status{0};
+    auto worker = [&]() noexcept {
+        try {
+            auto state = fn.make();
+            for (int64_t i = next++; i < count && status.load() == 0; i = next++) fn(state, i);
+        } catch (const std::bad_alloc&) {
+            status.store(1);
+        } catch (...) {
+            status.store(2);
+        }
     };
     const int n = (int)std::max<int64_t>(1, std::min<int64_t>(threads, count));
     std::vector<std::thread> pool;
-    for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+    try {
+        pool.reserve(n);
+        for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+    } catch (...) {  // no more threads: the running ones (and this one) do the work
+    }
     worker();
     for (auto& t : pool) t.join();
+    return status.load();
 }
 
 }  // namespace
@@ -528,38 +550,52 @@ extern "C" {
 // Flows of `pairs` pairs (ref[i] -> tgt[i]) of shared planar expansions.
 // levels[l]: (F, 5, hts[l], wds[l]) float32, finest first; init: (pairs, 2, h_top, w_top)
 // float32 or null; out: (pairs, 2, hts[0], wds[0]). kern: the Gaussian window's taps
-// 0..k; border: the 5 attenuation weights. Returns 0.
+// 0..k; border: the 5 attenuation weights. Returns 0, or 1 (out of memory) / 2
+// (another C++ error) as parallel_for.
 int fb_solve_pairs(const float* const* levels, const int* hts, const int* wds, int nlevels,
                    const int64_t* ref, const int64_t* tgt, int64_t pairs, const float* init,
                    float* out, int iterations, int k, int gaussian, const float* kern,
                    double scale, double eps, float factor, const float* border, int threads) {
-    std::vector<Shape> shapes(nlevels);
-    for (int l = 0; l < nlevels; ++l) shapes[l] = Shape{hts[l], wds[l]};
-    Problem pb{levels, shapes.data(), nlevels, ref,  tgt,    init,   out,   iterations,
-               k,      gaussian,      kern,    scale, eps, factor, border};
-    const int64_t n = (int64_t)hts[0] * wds[0];
-    std::atomic<int64_t> next{0};
-    auto worker = [&]() {
-        Work wk;
-        wk.fa.resize(2 * n);
-        wk.fb.resize(2 * n);
-        wk.ma.resize(P * n);
-        wk.mb.resize(P * n);
-        wk.sx.resize(wds[0]);
-        wk.sy.resize(hts[0]);
-        wk.vs.resize((size_t)P * (wds[0] + 2 * k));
-        wk.hs.resize((size_t)P * wds[0]);
-        for (int64_t p = next++; p < pairs; p = next++) solve_pair(pb, p, wk);
-    };
-    const int count = (int)std::max<int64_t>(1, std::min<int64_t>(threads, pairs));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < count; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
-    return 0;
+    try {
+        std::vector<Shape> shapes(nlevels);
+        int64_t area = 0;  // work buffers fit the largest level
+        int wmax = 0, hmax = 0;
+        for (int l = 0; l < nlevels; ++l) {
+            shapes[l] = Shape{hts[l], wds[l]};
+            area = std::max(area, (int64_t)hts[l] * wds[l]);
+            wmax = std::max(wmax, wds[l]);
+            hmax = std::max(hmax, hts[l]);
+        }
+        const Problem pb{levels, shapes.data(), nlevels, ref,  tgt,    init,   out,
+                         iterations, k,     gaussian,      kern,    scale, eps, factor, border};
+        struct Fn {
+            const Problem& pb;
+            int64_t area;
+            int wmax, hmax, k;
+            Work make() const {
+                Work wk;
+                wk.fa.resize(2 * area);
+                wk.fb.resize(2 * area);
+                wk.ma.resize(P * area);
+                wk.mb.resize(P * area);
+                wk.sx.resize(wmax);
+                wk.sy.resize(hmax);
+                wk.vs.resize((size_t)P * (wmax + 2 * k));
+                wk.hs.resize((size_t)P * wmax);
+                return wk;
+            }
+            void operator()(Work& wk, int64_t p) const { solve_pair(pb, p, wk); }
+        } fn{pb, area, wmax, hmax, k};
+        return parallel_for(pairs, threads, fn);
+    } catch (const std::bad_alloc&) {
+        return 1;
+    } catch (...) {
+        return 2;
+    }
 }
 
 // Pyramid levels and polynomial expansions of F frames (F, H, W) float32 (note 2, 4).
+// Returns 0, or 1 (out of memory) / 2 (another C++ error) as parallel_for.
 // Level l: ys[l]/yw[l] (hts[l] x ylen[l]) and xs[l]/xw[l] (wds[l] x xlen[l]) are the
 // band operators of its smoothing and resize along y and x (borders folded in);
 // out[l]: (F, 5, hts[l], wds[l]). hk: 3 x (2n+1) taps along x, vk: 5 x (2n+1) along y.
@@ -581,11 +617,17 @@ int fb_expand(const float* frames, int64_t F, int H, int W, int nlevels, const i
             std::vector<float> rows, level, hp, pad;
         };
         State make() const {
+            size_t area = 0, hmax = 0, wmax = 0;  // buffers fit the largest level
+            for (int l = 0; l < nlevels; ++l) {
+                area = std::max(area, (size_t)hts[l] * wds[l]);
+                hmax = std::max(hmax, (size_t)hts[l]);
+                wmax = std::max(wmax, (size_t)wds[l]);
+            }
             State st;
-            st.rows.resize((size_t)hts[0] * W);
-            st.level.resize((size_t)hts[0] * wds[0]);
-            st.hp.resize((size_t)3 * hts[0] * wds[0]);
-            st.pad.resize((size_t)wds[0] + 2 * n);
+            st.rows.resize(hmax * W);
+            st.level.resize(area);
+            st.hp.resize(3 * area);
+            st.pad.resize(wmax + 2 * n);
             return st;
         }
         void operator()(State& st, int64_t f) const {
@@ -600,8 +642,7 @@ int fb_expand(const float* frames, int64_t F, int H, int W, int nlevels, const i
             }
         }
     } fn{frames, H, W, nlevels, n, hts, wds, ylen, xlen, ys, yw, xs, xw, hk, vk, out};
-    parallel_for(F, threads, fn);
-    return 0;
+    return parallel_for(F, threads, fn);
 }
 
 }  // extern "C"
