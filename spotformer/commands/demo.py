@@ -10,9 +10,11 @@ The preset is sized for 2 CPU cores: 6 subjects x 1 video x ``--seconds`` at 640
 SW-MRO on 128 px face crops (SPEC's default is 256; the ROI and nose sizes scale with
 it) and a narrow model (D = ``--dim``), trained with ``--mirror 0.5``; MaE intervals
 come from the expression head (``--macro-spotting expression``). Measured on the
-2-core dev VM: 12 min 18 s in all (render 45 s, SW-MRO 6 min 17 s at ~9.6 frames/s,
-LOSO training ~5 min), overall F1 0.46 (MaE 0.42, ME 0.50); over seeds 0-2 the recipe
-averages 0.48 (MaE 0.48, ME 0.47). Every step is the same code a full run uses; pass larger
+2-core dev VM with the C++ Farneback (README): about 9 min in all (render 45 s, SW-MRO
+about 3.5 min at ~18 frames/s, LOSO training ~5 min), overall F1 0.41 (MaE 0.31, ME 0.55);
+over training seeds 0-2 the recipe averages 0.44 (0.48 with OpenCV's Farneback, whose
+features differ by 7e-7 px on average: the run-to-run spread of 24 ground truths). Every
+step is the same code a full run uses; pass larger
 values for a closer look. A rerun reuses the rendered data (same seed) and starts a
 fresh run folder.
 """
