@@ -343,31 +343,38 @@ void iterate_gauss(const float* e0, const float* e1, int h, int w, int k, float*
     }
 }
 
+struct Taps {
+    int i0, i1;
+    float l0, l1;
+};
+
+// Source taps of output index i along an axis resized from n to m samples (scale n / m,
+// float32): F.interpolate(align_corners=False)'s coordinate, clamped at both ends.
+Taps linear_taps(float scale, int i, int n) {
+    const float one = 1.0f, half = 0.5f;
+    float r = scale * ((float)i + half) - half;
+    if (r < 0) r = 0.0f;
+    const int i0 = std::min((int)r, n - 1);
+    const float l1 = std::min(std::max(r - (float)i0, 0.0f), one);
+    return Taps{i0, i0 < n - 1 ? i0 + 1 : i0, one - l1, l1};
+}
+
 // Bilinear resize (2, hp, wp) -> (2, h, w) as F.interpolate(align_corners=False), times
 // factor (float32); the numba engine's _upsample, operation for operation.
 void upsample(const float* src, int hp, int wp, float* dst, int h, int w, float factor) {
-    const float one = 1.0f, half = 0.5f;
     const float sy = (float)hp / (float)h;
     const float sx = (float)wp / (float)w;
     for (int y = 0; y < h; ++y) {
-        float ry = sy * ((float)y + half) - half;
-        if (ry < 0) ry = 0.0f;
-        const int y0 = std::min((int)ry, hp - 1);
-        const float ly1 = std::min(std::max(ry - (float)y0, 0.0f), one);
-        const float ly0 = one - ly1;
-        const int y1 = y0 < hp - 1 ? y0 + 1 : y0;
+        const Taps ty = linear_taps(sy, y, hp);
         for (int x = 0; x < w; ++x) {
-            float rx = sx * ((float)x + half) - half;
-            if (rx < 0) rx = 0.0f;
-            const int x0 = std::min((int)rx, wp - 1);
-            const float lx1 = std::min(std::max(rx - (float)x0, 0.0f), one);
-            const float lx0 = one - lx1;
-            const int x1 = x0 < wp - 1 ? x0 + 1 : x0;
+            const Taps tx = linear_taps(sx, x, wp);
             for (int c = 0; c < 2; ++c) {
-                const int64_t o = (int64_t)c * hp * wp;
-                const float top = src[o + y0 * wp + x0] * lx0 + src[o + y0 * wp + x1] * lx1;
-                const float bot = src[o + y1 * wp + x0] * lx0 + src[o + y1 * wp + x1] * lx1;
-                dst[(int64_t)c * h * w + (int64_t)y * w + x] = (top * ly0 + bot * ly1) * factor;
+                const float* s = src + (int64_t)c * hp * wp;
+                const float* r0 = s + (int64_t)ty.i0 * wp;
+                const float* r1 = s + (int64_t)ty.i1 * wp;
+                const float top = r0[tx.i0] * tx.l0 + r0[tx.i1] * tx.l1;
+                const float bot = r1[tx.i0] * tx.l0 + r1[tx.i1] * tx.l1;
+                dst[(int64_t)c * h * w + (int64_t)y * w + x] = (top * ty.l0 + bot * ty.l1) * factor;
             }
         }
     }
