@@ -9,7 +9,8 @@
 - ``fb_solve_pairs``: the per-pair iterations on shared expansions. They compute exactly
   what the numba engine (:mod:`sw_mro.ops._farneback_numba`) computes, operation for
   operation (tested bit for bit on the same expansions), with loops the compiler
-  vectorises and, where the CPU has AVX-512, an intrinsics update-matrices (gathers);
+  vectorises and, where the CPU has AVX-512 or AVX2, an intrinsics update-matrices
+  (gathers);
   about 2x the numba solver's speed per core.
 
 Both run on their own ``std::thread`` workers; ctypes releases the GIL for the call.

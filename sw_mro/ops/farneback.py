@@ -17,7 +17,7 @@ Backends (``backend=``):
   solver (``sw_mro.ops._farneback_numba``: fused row passes, ``prange`` over pairs on
   ``torch.get_num_threads()`` threads). Compiled once per machine (numba's cache).
 - ``"native"``: CPU only; per-frame expansion and per-pair solver in C++
-  (``sw_mro/ops/farneback_cpu.cpp``, AVX-512 gathers where the CPU has them). The solver
+  (``sw_mro/ops/farneback_cpu.cpp``, AVX-512 or AVX2 gathers where the CPU has them). The solver
   is bit-equal to ``"numba"``'s on the same expansions and about 2x faster. Built on first use with the system C++ compiler
   and cached (``sw_mro.ops._farneback_native``).
 - ``"opencv"``: ``cv2.calcOpticalFlowFarneback`` per pair in a thread pool of

@@ -24,7 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #include <cstdint>
@@ -158,6 +158,81 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
             _mm512_storeu_ps(m2 + x, _mm512_mul_ps(_mm512_mul_ps(g12, vsy), s));
             _mm512_storeu_ps(m3 + x, _mm512_mul_ps(_mm512_mul_ps(h1, vsy), s));
             _mm512_storeu_ps(m4 + x, _mm512_mul_ps(_mm512_mul_ps(h2, vsy), s));
+        }
+    }
+#elif defined(__AVX2__)
+    // 8 pixels at a time, as the AVX-512 block above (compare masks and blendv instead
+    // of mask registers); lane for lane the scalar loop below.
+    {
+        const __m256 vzero = _mm256_setzero_ps(), vone = _mm256_set1_ps(one);
+        const __m256 vhalf = _mm256_set1_ps(half), vquarter = _mm256_set1_ps(quarter);
+        const __m256 vwm1 = _mm256_set1_ps(wm1), vhm1 = _mm256_set1_ps(hm1);
+        const __m256 vwm2 = _mm256_set1_ps(wm2), vhm2 = _mm256_set1_ps(hm2);
+        const __m256 vfy0 = _mm256_set1_ps(fy0), vsy = _mm256_set1_ps(sy);
+        const __m256i vw = _mm256_set1_epi32(w);
+        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const float* planes[P] = {b0, b1, b2, b3, b4};
+        for (; x + 8 <= w; x += 8) {
+            const __m256 dx = _mm256_loadu_ps(fxp + x);
+            const __m256 dy = _mm256_loadu_ps(fyp + x);
+            const __m256 fx =
+                _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(x), iota)), dx);
+            const __m256 fy = _mm256_add_ps(vfy0, dy);
+            const __m256 inb = _mm256_and_ps(
+                _mm256_and_ps(_mm256_cmp_ps(fx, vzero, _CMP_GE_OQ), _mm256_cmp_ps(fy, vzero, _CMP_GE_OQ)),
+                _mm256_and_ps(_mm256_cmp_ps(fx, vwm1, _CMP_LT_OQ), _mm256_cmp_ps(fy, vhm1, _CMP_LT_OQ)));
+            __m256 cx = _mm256_blendv_ps(vzero, fx, _mm256_cmp_ps(fx, vzero, _CMP_GT_OQ));
+            cx = _mm256_blendv_ps(vwm2, cx, _mm256_cmp_ps(cx, vwm2, _CMP_LT_OQ));
+            __m256 cy = _mm256_blendv_ps(vzero, fy, _mm256_cmp_ps(fy, vzero, _CMP_GT_OQ));
+            cy = _mm256_blendv_ps(vhm2, cy, _mm256_cmp_ps(cy, vhm2, _CMP_LT_OQ));
+            const __m256i x1 = _mm256_cvttps_epi32(cx);
+            const __m256i y1 = _mm256_cvttps_epi32(cy);
+            const __m256 ax = _mm256_sub_ps(fx, _mm256_cvtepi32_ps(x1));
+            const __m256 ay = _mm256_sub_ps(fy, _mm256_cvtepi32_ps(y1));
+            const __m256 oax = _mm256_sub_ps(vone, ax), oay = _mm256_sub_ps(vone, ay);
+            const __m256 w00 = _mm256_mul_ps(oax, oay);
+            const __m256 w01 = _mm256_mul_ps(ax, oay);
+            const __m256 w10 = _mm256_mul_ps(oax, ay);
+            const __m256 w11 = _mm256_mul_ps(ax, ay);
+            const __m256i j = _mm256_add_epi32(_mm256_mullo_epi32(y1, vw), x1);
+            __m256 smp[P];
+            for (int c = 0; c < P; ++c) {
+                const float* b = planes[c];
+                const __m256 g00 = _mm256_i32gather_ps(b, j, 4);
+                const __m256 g01 = _mm256_i32gather_ps(b + dx1, j, 4);
+                const __m256 g10 = _mm256_i32gather_ps(b + dyw, j, 4);
+                const __m256 g11 = _mm256_i32gather_ps(b + dyw + dx1, j, 4);
+                __m256 t = _mm256_add_ps(_mm256_mul_ps(w00, g00), _mm256_mul_ps(w01, g01));
+                t = _mm256_add_ps(t, _mm256_mul_ps(w10, g10));
+                smp[c] = _mm256_add_ps(t, _mm256_mul_ps(w11, g11));
+            }
+            // in bounds: (R0 -+ R1) * c; out of bounds: R0 only (blend, never R1 * 0)
+            const __m256 va0 = _mm256_loadu_ps(a0 + x), va1 = _mm256_loadu_ps(a1 + x);
+            const __m256 va2 = _mm256_loadu_ps(a2 + x), va3 = _mm256_loadu_ps(a3 + x);
+            const __m256 va4 = _mm256_loadu_ps(a4 + x);
+            __m256 r_y = _mm256_blendv_ps(_mm256_mul_ps(va0, vhalf),
+                                          _mm256_mul_ps(_mm256_sub_ps(va0, smp[0]), vhalf), inb);
+            __m256 r_x = _mm256_blendv_ps(_mm256_mul_ps(va1, vhalf),
+                                          _mm256_mul_ps(_mm256_sub_ps(va1, smp[1]), vhalf), inb);
+            const __m256 r_yy =
+                _mm256_blendv_ps(va2, _mm256_mul_ps(_mm256_add_ps(va2, smp[2]), vhalf), inb);
+            const __m256 r_xy = _mm256_blendv_ps(
+                _mm256_mul_ps(va3, vhalf), _mm256_mul_ps(_mm256_add_ps(va3, smp[3]), vquarter), inb);
+            const __m256 r_xx =
+                _mm256_blendv_ps(va4, _mm256_mul_ps(_mm256_add_ps(va4, smp[4]), vhalf), inb);
+            r_y = _mm256_add_ps(_mm256_add_ps(r_y, _mm256_mul_ps(r_yy, dy)), _mm256_mul_ps(r_xy, dx));
+            r_x = _mm256_add_ps(_mm256_add_ps(r_x, _mm256_mul_ps(r_xy, dy)), _mm256_mul_ps(r_xx, dx));
+            const __m256 g11 = _mm256_add_ps(_mm256_mul_ps(r_yy, r_yy), _mm256_mul_ps(r_xy, r_xy));
+            const __m256 g22 = _mm256_add_ps(_mm256_mul_ps(r_xy, r_xy), _mm256_mul_ps(r_xx, r_xx));
+            const __m256 g12 = _mm256_mul_ps(_mm256_add_ps(r_yy, r_xx), r_xy);
+            const __m256 h1 = _mm256_add_ps(_mm256_mul_ps(r_yy, r_y), _mm256_mul_ps(r_xy, r_x));
+            const __m256 h2 = _mm256_add_ps(_mm256_mul_ps(r_xy, r_y), _mm256_mul_ps(r_xx, r_x));
+            const __m256 s = _mm256_loadu_ps(sx + x);
+            _mm256_storeu_ps(m0 + x, _mm256_mul_ps(_mm256_mul_ps(g11, vsy), s));
+            _mm256_storeu_ps(m1 + x, _mm256_mul_ps(_mm256_mul_ps(g22, vsy), s));
+            _mm256_storeu_ps(m2 + x, _mm256_mul_ps(_mm256_mul_ps(g12, vsy), s));
+            _mm256_storeu_ps(m3 + x, _mm256_mul_ps(_mm256_mul_ps(h1, vsy), s));
+            _mm256_storeu_ps(m4 + x, _mm256_mul_ps(_mm256_mul_ps(h2, vsy), s));
         }
     }
 #endif
