@@ -17,9 +17,10 @@ Backends (``backend=``):
   solver (``sw_mro.ops._farneback_numba``: fused row passes, ``prange`` over pairs on
   ``torch.get_num_threads()`` threads). Compiled once per machine (numba's cache).
 - ``"native"``: CPU only; per-frame expansion and per-pair solver in C++
-  (``sw_mro/ops/farneback_cpu.cpp``, AVX-512 or AVX2 gathers where the CPU has them). The solver
-  is bit-equal to ``"numba"``'s on the same expansions and about 2x faster. Built on first use with the system C++ compiler
-  and cached (``sw_mro.ops._farneback_native``).
+  (``sw_mro/ops/farneback_cpu.cpp``, AVX-512 or AVX2 gathers where the CPU has them).
+  The solver is bit-equal to ``"numba"``'s on the same expansions and about 2x faster.
+  Built on first use with the system C++ compiler and cached
+  (``sw_mro.ops._farneback_native``).
 - ``"opencv"``: ``cv2.calcOpticalFlowFarneback`` per pair in a thread pool of
   ``torch.get_num_threads()`` workers; CPU tensors only. No sharing is possible.
 - ``"auto"``: CUDA input -> ``"cupy"`` when CuPy imports, else ``"torch"`` (with a
@@ -48,8 +49,8 @@ Backend = Literal["auto", "torch", "cupy", "opencv", "numba", "native"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "cupy", "opencv", "numba", "native")
 
 #: Backend that ``"auto"`` picks for CPU tensors when ``"native"`` (the C++ solver, about
-#: twice the numba solver's speed, bit-equal to it) cannot be built here. Measured with benchmarks/bench_farneback.py
-#: (docs/farneback.md), SW-MRO pattern: the numba solver on shared expansions runs
+#: twice the numba solver's speed, bit-equal to it) cannot be built here. Measured with
+#: benchmarks/bench_farneback.py (docs/farneback.md), SW-MRO pattern: the numba solver on shared expansions runs
 #: 1.3-1.65x the pairs/s of the cv2 thread pool (128 and 256 px, 1 and 2 threads, same
 #: process, 2 shared cores), while torch's op-by-op CPU path does not beat it (about 0.7x
 #: per core). The first numba call on a machine compiles (~9 s), later ones load numba's
@@ -164,8 +165,8 @@ def farneback_pairs(
         init_flow: optional ``(P, 2, H, W)`` initial flows (``OPTFLOW_USE_INITIAL_FLOW``).
         max_batch: pairs solved at once. Memory: the expansions of all F frames stay
             resident (about 7 float32 per pixel per frame), plus per pair of a batch
-            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba: not
-            used; the output plus ~14 float32 per pixel per thread). Default:
+            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba and
+            native: not used; the output plus ~14 float32 per pixel per thread). Default:
             as many as fit :data:`BATCH_BYTES` (CPU: split over the worker threads).
         Other arguments: as :func:`farneback`.
 
