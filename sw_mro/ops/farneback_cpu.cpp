@@ -50,6 +50,166 @@ void border_ramp(const float* border, int size, float* out) {
     }
 }
 
+// ------------------------------------------------------------------ update-matrices
+//
+// One loop body (update_span) runs on three operation sets: ScalarOps (one pixel: the
+// tail of every row, and the whole row where no SIMD path is compiled), Avx512Ops (16
+// pixels) and Avx2Ops (8 pixels). Each set maps the same named operations onto its
+// instructions, so every lane does exactly what the scalar code does: no FMA, ordered
+// compares (false for NaN), and blends wherever the scalar code would choose.
+
+struct ScalarOps {
+    static constexpr int N = 1;
+    using F = float;
+    using I = int;
+    using M = bool;
+    static F set(float v) { return v; }
+    static F load(const float* p) { return *p; }
+    static void store(float* p, F v) { *p = v; }
+    static F add(F a, F b) { return a + b; }
+    static F sub(F a, F b) { return a - b; }
+    static F mul(F a, F b) { return a * b; }
+    static M ge(F a, F b) { return a >= b; }
+    static M gt(F a, F b) { return a > b; }
+    static M lt(F a, F b) { return a < b; }
+    static M both(M a, M b) { return a & b; }
+    static F select(M m, F if_true, F if_false) { return m ? if_true : if_false; }
+    static I trunc(F a) { return (int)a; }
+    static F to_float(I a) { return (float)a; }
+    static I iota(int x) { return x; }
+    static I index(I y, int w, I x) { return y * w + x; }
+    static F gather(const float* base, I i) { return base[i]; }
+};
+
+#if defined(__AVX512F__)
+struct Avx512Ops {
+    static constexpr int N = 16;
+    using F = __m512;
+    using I = __m512i;
+    using M = __mmask16;
+    static F set(float v) { return _mm512_set1_ps(v); }
+    static F load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+    static F add(F a, F b) { return _mm512_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+    static M ge(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+    static M gt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static M lt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+    static M both(M a, M b) { return a & b; }
+    static F select(M m, F if_true, F if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
+    static I trunc(F a) { return _mm512_cvttps_epi32(a); }
+    static F to_float(I a) { return _mm512_cvtepi32_ps(a); }
+    static I iota(int x) {
+        return _mm512_add_epi32(_mm512_set1_epi32(x),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    }
+    static I index(I y, int w, I x) { return _mm512_add_epi32(_mm512_mullo_epi32(y, _mm512_set1_epi32(w)), x); }
+    static F gather(const float* base, I i) { return _mm512_i32gather_ps(i, base, 4); }
+};
+using SimdOps = Avx512Ops;
+#elif defined(__AVX2__)
+struct Avx2Ops {
+    static constexpr int N = 8;
+    using F = __m256;
+    using I = __m256i;
+    using M = __m256;  // all-ones lanes where true
+    static F set(float v) { return _mm256_set1_ps(v); }
+    static F load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+    static F add(F a, F b) { return _mm256_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+    static M ge(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+    static M gt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+    static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+    static M both(M a, M b) { return _mm256_and_ps(a, b); }
+    static F select(M m, F if_true, F if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
+    static I trunc(F a) { return _mm256_cvttps_epi32(a); }
+    static F to_float(I a) { return _mm256_cvtepi32_ps(a); }
+    static I iota(int x) {
+        return _mm256_add_epi32(_mm256_set1_epi32(x), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static I index(I y, int w, I x) { return _mm256_add_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(w)), x); }
+    static F gather(const float* base, I i) { return _mm256_i32gather_ps(base, i, 4); }
+};
+using SimdOps = Avx2Ops;
+#endif
+
+// One row of update-matrices: the reference's planes a, the target's planes b (whole
+// level), the output planes m, the flow's two rows, and the row's constants.
+struct RowArgs {
+    const float* a[P];
+    const float* b[P];
+    float* m[P];
+    const float* dx;
+    const float* dy;
+    const float* sx;  // squared border attenuation per column (1 inside)
+    float sy, fy0, wm1, hm1, wm2, hm2;
+    int w, dx1, dyw;
+};
+
+// FarnebackUpdateMatrices for pixels x, x + 1, ... of the row, V::N at a time while a
+// whole step fits; returns the first pixel not done.
+template <class V>
+int update_span(const RowArgs& r, int x) {
+    using F = typename V::F;
+    using I = typename V::I;
+    using M = typename V::M;
+    const F zero = V::set(0.0f), one = V::set(1.0f), half = V::set(0.5f);
+    const F quarter = V::set(0.25f), sy = V::set(r.sy), fy0 = V::set(r.fy0);
+    const F wm1 = V::set(r.wm1), hm1 = V::set(r.hm1), wm2 = V::set(r.wm2), hm2 = V::set(r.hm2);
+    for (; x + V::N <= r.w; x += V::N) {
+        const F dx = V::load(r.dx + x);
+        const F dy = V::load(r.dy + x);
+        const F fx = V::add(V::to_float(V::iota(x)), dx);  // OpenCV's float32 coordinate
+        const F fy = V::add(fy0, dy);
+        // floor(fx) in [0, w - 2] <=> 0 <= fx < w - 1; comparisons with NaN are false.
+        const M inb = V::both(V::both(V::ge(fx, zero), V::ge(fy, zero)),
+                              V::both(V::lt(fx, wm1), V::lt(fy, hm1)));
+        // clamped into the image (NaN -> 0), so that all four taps are inside the plane
+        F cx = V::select(V::gt(fx, zero), fx, zero);
+        cx = V::select(V::lt(cx, wm2), cx, wm2);
+        F cy = V::select(V::gt(fy, zero), fy, zero);
+        cy = V::select(V::lt(cy, hm2), cy, hm2);
+        const I x1 = V::trunc(cx);  // >= 0: truncation is floor; in bounds it is floor(fx)
+        const I y1 = V::trunc(cy);
+        const F ax = V::sub(fx, V::to_float(x1));
+        const F ay = V::sub(fy, V::to_float(y1));
+        const F oax = V::sub(one, ax), oay = V::sub(one, ay);
+        const F w00 = V::mul(oax, oay), w01 = V::mul(ax, oay);
+        const F w10 = V::mul(oax, ay), w11 = V::mul(ax, ay);
+        const I j = V::index(y1, r.w, x1);
+        F s[P], a[P];
+        for (int c = 0; c < P; ++c) {
+            const float* b = r.b[c];
+            F t = V::add(V::mul(w00, V::gather(b, j)), V::mul(w01, V::gather(b + r.dx1, j)));
+            t = V::add(t, V::mul(w10, V::gather(b + r.dyw, j)));
+            s[c] = V::add(t, V::mul(w11, V::gather(b + r.dyw + r.dx1, j)));
+            a[c] = V::load(r.a[c] + x);
+        }
+        // in bounds: (R0 -+ R1) * c; out of bounds: R0 only, R1 never enters (it may be
+        // non-finite there, and R0 may be -0)
+        F r_y = V::select(inb, V::mul(V::sub(a[0], s[0]), half), V::mul(a[0], half));
+        F r_x = V::select(inb, V::mul(V::sub(a[1], s[1]), half), V::mul(a[1], half));
+        const F r_yy = V::select(inb, V::mul(V::add(a[2], s[2]), half), a[2]);
+        const F r_xy = V::select(inb, V::mul(V::add(a[3], s[3]), quarter), V::mul(a[3], half));
+        const F r_xx = V::select(inb, V::mul(V::add(a[4], s[4]), half), a[4]);
+        r_y = V::add(V::add(r_y, V::mul(r_yy, dy)), V::mul(r_xy, dx));
+        r_x = V::add(V::add(r_x, V::mul(r_xy, dy)), V::mul(r_xx, dx));
+        const F g[P] = {
+            V::add(V::mul(r_yy, r_yy), V::mul(r_xy, r_xy)),  // g11
+            V::add(V::mul(r_xy, r_xy), V::mul(r_xx, r_xx)),  // g22
+            V::mul(V::add(r_yy, r_xx), r_xy),                 // g12
+            V::add(V::mul(r_yy, r_y), V::mul(r_xy, r_x)),    // h1
+            V::add(V::mul(r_xy, r_y), V::mul(r_xx, r_x)),    // h2
+        };
+        const F att = V::load(r.sx + x);
+        for (int c = 0; c < P; ++c) V::store(r.m[c] + x, V::mul(V::mul(g[c], sy), att));
+    }
+    return x;
+}
+
 // FarnebackUpdateMatrices along row y: flow (2, h, w) -> m (5, h, w).
 // e0, e1: this level's planar expansions of the reference and target frames.
 void update_row(const float* __restrict e0, const float* __restrict e1, int h, int w, int y,
@@ -57,235 +217,32 @@ void update_row(const float* __restrict e0, const float* __restrict e1, int h, i
                 float sy) {
     const int64_t n = (int64_t)h * w;
     const int64_t row = (int64_t)y * w;
-    const float* __restrict fxp = flow + row;
-    const float* __restrict fyp = flow + n + row;
-    const float* __restrict a0 = e0 + row;
-    const float* __restrict a1 = a0 + n;
-    const float* __restrict a2 = a1 + n;
-    const float* __restrict a3 = a2 + n;
-    const float* __restrict a4 = a3 + n;
-    const float* __restrict b0 = e1;
-    const float* __restrict b1 = b0 + n;
-    const float* __restrict b2 = b1 + n;
-    const float* __restrict b3 = b2 + n;
-    const float* __restrict b4 = b3 + n;
-    float* __restrict m0 = m + row;
-    float* __restrict m1 = m0 + n;
-    float* __restrict m2 = m1 + n;
-    float* __restrict m3 = m2 + n;
-    float* __restrict m4 = m3 + n;
-    const float fy0 = (float)y;
-    const float wm1 = (float)(w - 1), hm1 = (float)(h - 1);
+    RowArgs r;
+    for (int c = 0; c < P; ++c) {
+        r.a[c] = e0 + c * n + row;
+        r.b[c] = e1 + c * n;
+        r.m[c] = m + c * n + row;
+    }
+    r.dx = flow + row;
+    r.dy = flow + n + row;
+    r.sx = sx;
+    r.sy = sy;
+    r.fy0 = (float)y;
+    r.wm1 = (float)(w - 1);
+    r.hm1 = (float)(h - 1);
     // Sample positions are clamped to [0, w - 2] x [0, h - 2] so that all four taps are
     // inside the plane. An image 1 px wide or high has no in-bounds sample at all; its
-    // taps collapse onto the clamped position (offsets 0), where the weights are 0.
-    const float wm2 = (float)std::max(w - 2, 0), hm2 = (float)std::max(h - 2, 0);
-    const int dx1 = w >= 2 ? 1 : 0;
-    const int dyw = h >= 2 ? w : 0;
-    const float half = 0.5f, quarter = 0.25f, one = 1.0f, zero = 0.0f;
+    // taps collapse onto the clamped position (offsets 0), where they are not used.
+    r.wm2 = (float)std::max(w - 2, 0);
+    r.hm2 = (float)std::max(h - 2, 0);
+    r.w = w;
+    r.dx1 = w >= 2 ? 1 : 0;
+    r.dyw = h >= 2 ? w : 0;
     int x = 0;
-#if defined(__AVX512F__)
-    // 16 pixels at a time: the scalar loop below, lane for lane (the same operations in
-    // the same order, no FMA; the clamps and the in-bounds choice are compare-and-blend
-    // like the scalar ternaries, so a NaN position clamps to 0).
-    {
-        const __m512 vzero = _mm512_setzero_ps(), vone = _mm512_set1_ps(one);
-        const __m512 vhalf = _mm512_set1_ps(half), vquarter = _mm512_set1_ps(quarter);
-        const __m512 vwm1 = _mm512_set1_ps(wm1), vhm1 = _mm512_set1_ps(hm1);
-        const __m512 vwm2 = _mm512_set1_ps(wm2), vhm2 = _mm512_set1_ps(hm2);
-        const __m512 vfy0 = _mm512_set1_ps(fy0), vsy = _mm512_set1_ps(sy);
-        const __m512i vw = _mm512_set1_epi32(w);
-        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        const float* planes[P] = {b0, b1, b2, b3, b4};
-        for (; x + 16 <= w; x += 16) {
-            const __m512 dx = _mm512_loadu_ps(fxp + x);
-            const __m512 dy = _mm512_loadu_ps(fyp + x);
-            const __m512 fx = _mm512_add_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_set1_epi32(x), iota)), dx);
-            const __m512 fy = _mm512_add_ps(vfy0, dy);
-            const __mmask16 inb = _mm512_cmp_ps_mask(fx, vzero, _CMP_GE_OQ) &
-                                  _mm512_cmp_ps_mask(fy, vzero, _CMP_GE_OQ) &
-                                  _mm512_cmp_ps_mask(fx, vwm1, _CMP_LT_OQ) &
-                                  _mm512_cmp_ps_mask(fy, vhm1, _CMP_LT_OQ);
-            __m512 cx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(fx, vzero, _CMP_GT_OQ), vzero, fx);
-            cx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cx, vwm2, _CMP_LT_OQ), vwm2, cx);
-            __m512 cy = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(fy, vzero, _CMP_GT_OQ), vzero, fy);
-            cy = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cy, vhm2, _CMP_LT_OQ), vhm2, cy);
-            const __m512i x1 = _mm512_cvttps_epi32(cx);
-            const __m512i y1 = _mm512_cvttps_epi32(cy);
-            const __m512 ax = _mm512_sub_ps(fx, _mm512_cvtepi32_ps(x1));
-            const __m512 ay = _mm512_sub_ps(fy, _mm512_cvtepi32_ps(y1));
-            const __m512 oax = _mm512_sub_ps(vone, ax), oay = _mm512_sub_ps(vone, ay);
-            const __m512 w00 = _mm512_mul_ps(oax, oay);
-            const __m512 w01 = _mm512_mul_ps(ax, oay);
-            const __m512 w10 = _mm512_mul_ps(oax, ay);
-            const __m512 w11 = _mm512_mul_ps(ax, ay);
-            const __m512i j = _mm512_add_epi32(_mm512_mullo_epi32(y1, vw), x1);
-            __m512 smp[P];
-            for (int c = 0; c < P; ++c) {
-                const float* b = planes[c];
-                const __m512 g00 = _mm512_i32gather_ps(j, b, 4);
-                const __m512 g01 = _mm512_i32gather_ps(j, b + dx1, 4);
-                const __m512 g10 = _mm512_i32gather_ps(j, b + dyw, 4);
-                const __m512 g11 = _mm512_i32gather_ps(j, b + dyw + dx1, 4);
-                __m512 t = _mm512_add_ps(_mm512_mul_ps(w00, g00), _mm512_mul_ps(w01, g01));
-                t = _mm512_add_ps(t, _mm512_mul_ps(w10, g10));
-                smp[c] = _mm512_add_ps(t, _mm512_mul_ps(w11, g11));
-            }
-            // in bounds: (R0 -+ R1) * c; out of bounds: R0 only (blend, never R1 * 0)
-            const __m512 va0 = _mm512_loadu_ps(a0 + x), va1 = _mm512_loadu_ps(a1 + x);
-            const __m512 va2 = _mm512_loadu_ps(a2 + x), va3 = _mm512_loadu_ps(a3 + x);
-            const __m512 va4 = _mm512_loadu_ps(a4 + x);
-            __m512 r_y = _mm512_mask_blend_ps(inb, _mm512_mul_ps(va0, vhalf),
-                                              _mm512_mul_ps(_mm512_sub_ps(va0, smp[0]), vhalf));
-            __m512 r_x = _mm512_mask_blend_ps(inb, _mm512_mul_ps(va1, vhalf),
-                                              _mm512_mul_ps(_mm512_sub_ps(va1, smp[1]), vhalf));
-            const __m512 r_yy =
-                _mm512_mask_blend_ps(inb, va2, _mm512_mul_ps(_mm512_add_ps(va2, smp[2]), vhalf));
-            const __m512 r_xy = _mm512_mask_blend_ps(
-                inb, _mm512_mul_ps(va3, vhalf), _mm512_mul_ps(_mm512_add_ps(va3, smp[3]), vquarter));
-            const __m512 r_xx =
-                _mm512_mask_blend_ps(inb, va4, _mm512_mul_ps(_mm512_add_ps(va4, smp[4]), vhalf));
-            r_y = _mm512_add_ps(_mm512_add_ps(r_y, _mm512_mul_ps(r_yy, dy)), _mm512_mul_ps(r_xy, dx));
-            r_x = _mm512_add_ps(_mm512_add_ps(r_x, _mm512_mul_ps(r_xy, dy)), _mm512_mul_ps(r_xx, dx));
-            const __m512 g11 = _mm512_add_ps(_mm512_mul_ps(r_yy, r_yy), _mm512_mul_ps(r_xy, r_xy));
-            const __m512 g22 = _mm512_add_ps(_mm512_mul_ps(r_xy, r_xy), _mm512_mul_ps(r_xx, r_xx));
-            const __m512 g12 = _mm512_mul_ps(_mm512_add_ps(r_yy, r_xx), r_xy);
-            const __m512 h1 = _mm512_add_ps(_mm512_mul_ps(r_yy, r_y), _mm512_mul_ps(r_xy, r_x));
-            const __m512 h2 = _mm512_add_ps(_mm512_mul_ps(r_xy, r_y), _mm512_mul_ps(r_xx, r_x));
-            const __m512 s = _mm512_loadu_ps(sx + x);
-            _mm512_storeu_ps(m0 + x, _mm512_mul_ps(_mm512_mul_ps(g11, vsy), s));
-            _mm512_storeu_ps(m1 + x, _mm512_mul_ps(_mm512_mul_ps(g22, vsy), s));
-            _mm512_storeu_ps(m2 + x, _mm512_mul_ps(_mm512_mul_ps(g12, vsy), s));
-            _mm512_storeu_ps(m3 + x, _mm512_mul_ps(_mm512_mul_ps(h1, vsy), s));
-            _mm512_storeu_ps(m4 + x, _mm512_mul_ps(_mm512_mul_ps(h2, vsy), s));
-        }
-    }
-#elif defined(__AVX2__)
-    // 8 pixels at a time, as the AVX-512 block above (compare masks and blendv instead
-    // of mask registers); lane for lane the scalar loop below.
-    {
-        const __m256 vzero = _mm256_setzero_ps(), vone = _mm256_set1_ps(one);
-        const __m256 vhalf = _mm256_set1_ps(half), vquarter = _mm256_set1_ps(quarter);
-        const __m256 vwm1 = _mm256_set1_ps(wm1), vhm1 = _mm256_set1_ps(hm1);
-        const __m256 vwm2 = _mm256_set1_ps(wm2), vhm2 = _mm256_set1_ps(hm2);
-        const __m256 vfy0 = _mm256_set1_ps(fy0), vsy = _mm256_set1_ps(sy);
-        const __m256i vw = _mm256_set1_epi32(w);
-        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const float* planes[P] = {b0, b1, b2, b3, b4};
-        for (; x + 8 <= w; x += 8) {
-            const __m256 dx = _mm256_loadu_ps(fxp + x);
-            const __m256 dy = _mm256_loadu_ps(fyp + x);
-            const __m256 fx =
-                _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(x), iota)), dx);
-            const __m256 fy = _mm256_add_ps(vfy0, dy);
-            const __m256 inb = _mm256_and_ps(
-                _mm256_and_ps(_mm256_cmp_ps(fx, vzero, _CMP_GE_OQ), _mm256_cmp_ps(fy, vzero, _CMP_GE_OQ)),
-                _mm256_and_ps(_mm256_cmp_ps(fx, vwm1, _CMP_LT_OQ), _mm256_cmp_ps(fy, vhm1, _CMP_LT_OQ)));
-            __m256 cx = _mm256_blendv_ps(vzero, fx, _mm256_cmp_ps(fx, vzero, _CMP_GT_OQ));
-            cx = _mm256_blendv_ps(vwm2, cx, _mm256_cmp_ps(cx, vwm2, _CMP_LT_OQ));
-            __m256 cy = _mm256_blendv_ps(vzero, fy, _mm256_cmp_ps(fy, vzero, _CMP_GT_OQ));
-            cy = _mm256_blendv_ps(vhm2, cy, _mm256_cmp_ps(cy, vhm2, _CMP_LT_OQ));
-            const __m256i x1 = _mm256_cvttps_epi32(cx);
-            const __m256i y1 = _mm256_cvttps_epi32(cy);
-            const __m256 ax = _mm256_sub_ps(fx, _mm256_cvtepi32_ps(x1));
-            const __m256 ay = _mm256_sub_ps(fy, _mm256_cvtepi32_ps(y1));
-            const __m256 oax = _mm256_sub_ps(vone, ax), oay = _mm256_sub_ps(vone, ay);
-            const __m256 w00 = _mm256_mul_ps(oax, oay);
-            const __m256 w01 = _mm256_mul_ps(ax, oay);
-            const __m256 w10 = _mm256_mul_ps(oax, ay);
-            const __m256 w11 = _mm256_mul_ps(ax, ay);
-            const __m256i j = _mm256_add_epi32(_mm256_mullo_epi32(y1, vw), x1);
-            __m256 smp[P];
-            for (int c = 0; c < P; ++c) {
-                const float* b = planes[c];
-                const __m256 g00 = _mm256_i32gather_ps(b, j, 4);
-                const __m256 g01 = _mm256_i32gather_ps(b + dx1, j, 4);
-                const __m256 g10 = _mm256_i32gather_ps(b + dyw, j, 4);
-                const __m256 g11 = _mm256_i32gather_ps(b + dyw + dx1, j, 4);
-                __m256 t = _mm256_add_ps(_mm256_mul_ps(w00, g00), _mm256_mul_ps(w01, g01));
-                t = _mm256_add_ps(t, _mm256_mul_ps(w10, g10));
-                smp[c] = _mm256_add_ps(t, _mm256_mul_ps(w11, g11));
-            }
-            // in bounds: (R0 -+ R1) * c; out of bounds: R0 only (blend, never R1 * 0)
-            const __m256 va0 = _mm256_loadu_ps(a0 + x), va1 = _mm256_loadu_ps(a1 + x);
-            const __m256 va2 = _mm256_loadu_ps(a2 + x), va3 = _mm256_loadu_ps(a3 + x);
-            const __m256 va4 = _mm256_loadu_ps(a4 + x);
-            __m256 r_y = _mm256_blendv_ps(_mm256_mul_ps(va0, vhalf),
-                                          _mm256_mul_ps(_mm256_sub_ps(va0, smp[0]), vhalf), inb);
-            __m256 r_x = _mm256_blendv_ps(_mm256_mul_ps(va1, vhalf),
-                                          _mm256_mul_ps(_mm256_sub_ps(va1, smp[1]), vhalf), inb);
-            const __m256 r_yy =
-                _mm256_blendv_ps(va2, _mm256_mul_ps(_mm256_add_ps(va2, smp[2]), vhalf), inb);
-            const __m256 r_xy = _mm256_blendv_ps(
-                _mm256_mul_ps(va3, vhalf), _mm256_mul_ps(_mm256_add_ps(va3, smp[3]), vquarter), inb);
-            const __m256 r_xx =
-                _mm256_blendv_ps(va4, _mm256_mul_ps(_mm256_add_ps(va4, smp[4]), vhalf), inb);
-            r_y = _mm256_add_ps(_mm256_add_ps(r_y, _mm256_mul_ps(r_yy, dy)), _mm256_mul_ps(r_xy, dx));
-            r_x = _mm256_add_ps(_mm256_add_ps(r_x, _mm256_mul_ps(r_xy, dy)), _mm256_mul_ps(r_xx, dx));
-            const __m256 g11 = _mm256_add_ps(_mm256_mul_ps(r_yy, r_yy), _mm256_mul_ps(r_xy, r_xy));
-            const __m256 g22 = _mm256_add_ps(_mm256_mul_ps(r_xy, r_xy), _mm256_mul_ps(r_xx, r_xx));
-            const __m256 g12 = _mm256_mul_ps(_mm256_add_ps(r_yy, r_xx), r_xy);
-            const __m256 h1 = _mm256_add_ps(_mm256_mul_ps(r_yy, r_y), _mm256_mul_ps(r_xy, r_x));
-            const __m256 h2 = _mm256_add_ps(_mm256_mul_ps(r_xy, r_y), _mm256_mul_ps(r_xx, r_x));
-            const __m256 s = _mm256_loadu_ps(sx + x);
-            _mm256_storeu_ps(m0 + x, _mm256_mul_ps(_mm256_mul_ps(g11, vsy), s));
-            _mm256_storeu_ps(m1 + x, _mm256_mul_ps(_mm256_mul_ps(g22, vsy), s));
-            _mm256_storeu_ps(m2 + x, _mm256_mul_ps(_mm256_mul_ps(g12, vsy), s));
-            _mm256_storeu_ps(m3 + x, _mm256_mul_ps(_mm256_mul_ps(h1, vsy), s));
-            _mm256_storeu_ps(m4 + x, _mm256_mul_ps(_mm256_mul_ps(h2, vsy), s));
-        }
-    }
+#if defined(__AVX512F__) || defined(__AVX2__)
+    x = update_span<SimdOps>(r, x);
 #endif
-    for (; x < w; ++x) {
-        const float dx = fxp[x];
-        const float dy = fyp[x];
-        const float fx = (float)x + dx;  // OpenCV's float32 coordinate
-        const float fy = fy0 + dy;
-        // floor(fx) in [0, w - 2] <=> 0 <= fx < w - 1; comparisons with NaN are false.
-        const bool inb = (fx >= zero) & (fy >= zero) & (fx < wm1) & (fy < hm1);
-        float cx = fx > zero ? fx : zero;  // clamped (NaN -> 0) so that the loads are safe
-        cx = cx < wm2 ? cx : wm2;
-        float cy = fy > zero ? fy : zero;
-        cy = cy < hm2 ? cy : hm2;
-        const int x1 = (int)cx;  // >= 0: truncation is floor; in bounds it is floor(fx)
-        const int y1 = (int)cy;
-        const float ax = fx - (float)x1;
-        const float ay = fy - (float)y1;
-        const float w00 = (one - ax) * (one - ay);
-        const float w01 = ax * (one - ay);
-        const float w10 = (one - ax) * ay;
-        const float w11 = ax * ay;
-        const int j = y1 * w + x1;
-        const int j1 = j + dx1;
-        const int jw = j + dyw;
-        const int jw1 = jw + dx1;
-        const float s_y = w00 * b0[j] + w01 * b0[j1] + w10 * b0[jw] + w11 * b0[jw1];
-        const float s_x = w00 * b1[j] + w01 * b1[j1] + w10 * b1[jw] + w11 * b1[jw1];
-        const float s_yy = w00 * b2[j] + w01 * b2[j1] + w10 * b2[jw] + w11 * b2[jw1];
-        const float s_xy = w00 * b3[j] + w01 * b3[j1] + w10 * b3[jw] + w11 * b3[jw1];
-        const float s_xx = w00 * b4[j] + w01 * b4[j1] + w10 * b4[jw] + w11 * b4[jw1];
-        // in bounds: (R0 -+ R1) * c; out of bounds: R0 only, R1 never enters (it may be
-        // non-finite there, and R0 may be -0)
-        const float a_y = a0[x], a_x = a1[x], a_yy = a2[x], a_xy = a3[x], a_xx = a4[x];
-        float r_y = inb ? (a_y - s_y) * half : a_y * half;
-        float r_x = inb ? (a_x - s_x) * half : a_x * half;
-        const float r_yy = inb ? (a_yy + s_yy) * half : a_yy;
-        const float r_xy = inb ? (a_xy + s_xy) * quarter : a_xy * half;
-        const float r_xx = inb ? (a_xx + s_xx) * half : a_xx;
-        r_y = r_y + r_yy * dy + r_xy * dx;
-        r_x = r_x + r_xy * dy + r_xx * dx;
-        const float g11 = r_yy * r_yy + r_xy * r_xy;
-        const float g22 = r_xy * r_xy + r_xx * r_xx;
-        const float g12 = (r_yy + r_xx) * r_xy;
-        const float h1 = r_yy * r_y + r_xy * r_x;
-        const float h2 = r_xy * r_y + r_xx * r_x;
-        const float s = sx[x];
-        m0[x] = g11 * sy * s;
-        m1[x] = g22 * sy * s;
-        m2[x] = g12 * sy * s;
-        m3[x] = h1 * sy * s;
-        m4[x] = h2 * sy * s;
-    }
+    update_span<ScalarOps>(r, x);
 }
 
 // 2x2 solve along row y from its horizontal window sums hs (5 planes of w, float64).
