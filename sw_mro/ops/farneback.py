@@ -202,13 +202,7 @@ def farneback_pairs(
     workers = _cpu_workers(f.device, pairs)
     batch = max_batch or _auto_batch(height, width, f.device, name, workers)
     batch = min(batch, -(-pairs // workers))  # at least one batch per worker
-    frames32 = f.float()
-    if workers > 1:
-        groups = _split(frames32.shape[0], workers)
-        parts = _parallel_map(lambda g: engine.expand_frames(frames32[g], params), groups, workers)
-        expansions = [torch.cat(level) for level in zip(*parts, strict=True)]
-    else:
-        expansions = engine.expand_frames(frames32, params)
+    expansions = _shared_expansions(f.float(), params, engine, workers)
     out = torch.empty(pairs, 2, height, width, device=f.device)
 
     def solve(sl: slice) -> None:
@@ -401,14 +395,18 @@ def native_available() -> bool:
     return _farneback_native.available()
 
 
-def _shared_expansions(frames32: torch.Tensor, params: FarnebackParams) -> list[torch.Tensor]:
-    """Torch expansions of CPU frames, split over the worker threads."""
-    workers = _cpu_workers(frames32.device, frames32.shape[0])
+def _shared_expansions(
+    frames32: torch.Tensor, params: FarnebackParams, engine=_ft, workers: int | None = None
+) -> list[torch.Tensor]:
+    """Every frame's expansions by ``engine`` (torch or cupy), the frames split over
+    ``workers`` threads (default: one per frame up to ``torch.get_num_threads()`` on CPU)."""
+    if workers is None:
+        workers = _cpu_workers(frames32.device, frames32.shape[0])
     if workers > 1:
         groups = _split(frames32.shape[0], workers)
-        parts = _parallel_map(lambda g: _ft.expand_frames(frames32[g], params), groups, workers)
+        parts = _parallel_map(lambda g: engine.expand_frames(frames32[g], params), groups, workers)
         return [torch.cat(level) for level in zip(*parts, strict=True)]
-    return _ft.expand_frames(frames32, params)
+    return engine.expand_frames(frames32, params)
 
 
 def _native_pairs(
