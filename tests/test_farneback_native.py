@@ -387,30 +387,26 @@ def test_a_broken_cached_library_is_rebuilt(
     assert nat.library_path() == path and path.stat().st_size > 0
 
 
-def test_unwritable_cache_falls_back_to_the_temp_folder(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("temp_usable", [True, False], ids=["temp-ok", "temp-blocked"])
+def test_unwritable_cache_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, temp_usable: bool
 ) -> None:
+    """A cache folder that cannot be made falls back to the temporary directory; if that
+    fails too, the reason names the folder and SW_MRO_CACHE."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     _fresh_state(monkeypatch)
     monkeypatch.setenv("SW_MRO_CACHE", str(blocker))
-    monkeypatch.setattr(nat.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    assert nat.available(), nat.unavailable_reason()
-    assert nat.library_path().is_relative_to(tmp_path / "tmp")
-
-
-def test_unusable_cache_and_temp_folders_give_a_reason(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("x")
-    _fresh_state(monkeypatch)
-    monkeypatch.setenv("SW_MRO_CACHE", str(blocker))
-    monkeypatch.setattr(nat.tempfile, "tempdir", str(blocker))
-    assert not nat.available()
-    reason = nat.unavailable_reason()
-    assert str(blocker) in reason and "SW_MRO_CACHE" in reason
+    monkeypatch.setattr(nat.tempfile, "tempdir", str(temp if temp_usable else blocker))
+    if temp_usable:
+        assert nat.available(), nat.unavailable_reason()
+        assert nat.library_path().is_relative_to(temp)
+    else:
+        assert not nat.available()
+        reason = nat.unavailable_reason()
+        assert str(blocker) in reason and "SW_MRO_CACHE" in reason
 
 
 def test_wrapper_rejects_what_the_cpp_side_cannot_take() -> None:
