@@ -306,6 +306,7 @@ class _Landmarks:
                 self.procs = landmark_pool.shared_pool(workers)  # started once, reused
         self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
+        self.in_flight = 0  # chunks submitted and not yet collected
 
     def close(self) -> None:
         if self.pool is not None:
@@ -326,68 +327,111 @@ class _Landmarks:
             lm.reset()
         return lm.detect(frames)
 
-    def _run_in_processes(self, frames: np.ndarray, jobs: list) -> list | None:
-        """The worker processes' results, or None after switching to threads for good.
+    def _to_threads(self, exc: BaseException) -> None:
+        """Stop using worker processes for good after they failed to start.
 
         Spawned workers re-import the ``__main__`` script; one that calls ``sw_mro``
         at top level (no ``if __name__ == "__main__":`` guard), or a main that is not a
         file, kills them. Then the video goes on in threads, with a warning.
         """
+        import warnings
         from concurrent.futures import ThreadPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
 
         from sw_mro.io import landmark_pool
 
-        assert self.procs is not None
-        try:
-            return self.procs.run(frames, jobs)
-        except BrokenProcessPool as exc:
-            import warnings
+        if self.procs is None:  # an earlier chunk already switched
+            return
+        warnings.warn(
+            f"sw_mro: the landmark worker processes failed to start ({exc}); "
+            "running landmarks in threads instead (slower: dlib holds the GIL). "
+            "Worker processes re-import your main script: call sw_mro under "
+            "`if __name__ == '__main__':`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.procs.close()
+        landmark_pool.disable(str(exc))  # later videos do not try again
+        self.procs = None
+        self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
+        if self.carry_box is not None:  # hand the tracker state to a thread landmarker
+            self.carry = self._get()
+            self.carry.reset()
+            self.carry.tracking_box = self.carry_box
 
-            warnings.warn(
-                f"sw_mro: the landmark worker processes failed to start ({exc}); "
-                "running landmarks in threads instead (slower: dlib holds the GIL). "
-                "Worker processes re-import your main script: call sw_mro under "
-                "`if __name__ == '__main__':`.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.procs.close()
-            landmark_pool.disable(str(exc))  # later videos do not try again
-            self.procs = None
-            self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
-            if self.carry_box is not None:  # hand the tracker state to a thread landmarker
-                self.carry = self._get()
-                self.carry.reset()
-                self.carry.tracking_box = self.carry_box
-            return None
+    def _thread_jobs(self, p: _PendingLandmarks) -> list:
+        """One (landmarker, fresh, frames) job per segment; a continued segment's tracker
+        is the one the last chunk ended with."""
+        jobs = []
+        for j, (a, b) in enumerate(p.spans):
+            continues = j == 0 and p.continues and self.carry is not None
+            lm = self.carry if continues else self._get()
+            jobs.append((lm, not continues, p.frames[a:b]))
+        self.carry = jobs[-1][0] if p.ends_inside else None
+        return jobs
 
-    def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
+    def submit(self, start: int, frames: np.ndarray) -> _PendingLandmarks:
+        """Start the landmarks of a chunk; :meth:`collect` returns them.
+
+        Chunks are collected in the order they were submitted. Several may be in flight
+        when each starts a segment; a chunk that continues a segment needs the chunk
+        before it collected first (the tracker's state comes from it).
+        """
+        from concurrent.futures.process import BrokenProcessPool
+
         t = len(frames)
         seg = self.segment
         cuts = [0, *range(seg - start % seg, t, seg), t]
         spans = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-        ends_inside = (start + t) % seg != 0
-        done = None
+        p = _PendingLandmarks(start, frames, spans, start % seg != 0, (start + t) % seg != 0)
+        if p.continues and self.in_flight:
+            raise RuntimeError(
+                f"chunk at frame {start} continues a landmark segment: collect the chunks "
+                "before it first"
+            )
         if self.procs is not None:
             # A continued segment starts from the box its tracker ended the last chunk on.
             seg_jobs = [
-                (a, b, self.carry_box if j == 0 and start % seg != 0 else None)
+                (a, b, self.carry_box if j == 0 and p.continues else None)
                 for j, (a, b) in enumerate(spans)
             ]
-            done = self._run_in_processes(frames, seg_jobs)
-        if done is not None:
-            results = [r for r, _ in done]
-            self.carry_box = done[-1][1] if ends_inside else None
+            try:
+                p.submission = self.procs.submit(frames, seg_jobs)
+            except BrokenProcessPool as exc:
+                self._to_threads(exc)
+        if p.submission is None:
+            p.jobs = self._thread_jobs(p)
+            if self.pool is not None:
+                p.results = [self.pool.submit(self._run, job) for job in p.jobs]
+            else:
+                p.results = [self._run(job) for job in p.jobs]
+        self.in_flight += 1
+        return p
+
+    def collect(self, p: _PendingLandmarks) -> LandmarkResult:
+        """The landmarks of a submitted chunk, missing frames filled forward."""
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        results = None
+        if p.submission is not None:
+            try:
+                done = p.submission.result()
+            except BrokenProcessPool as exc:
+                self._to_threads(exc)
+            else:
+                results = [r for r, _ in done]
+                self.carry_box = done[-1][1] if p.ends_inside else None
+            if results is None:  # the workers died: this chunk again, in threads
+                p.jobs = self._thread_jobs(p)
+                results = list(
+                    self.pool.map(self._run, p.jobs) if self.pool else map(self._run, p.jobs)
+                )
         else:
-            jobs = []
-            for j, (a, b) in enumerate(spans):
-                continues = j == 0 and start % seg != 0 and self.carry is not None
-                lm = self.carry if continues else self._get()
-                jobs.append((lm, not continues, frames[a:b]))
-            results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
-            self.carry = jobs[-1][0] if ends_inside else None
-            self.free.extend(job[0] for job in jobs if job[0] is not self.carry)
+            results = [r.result() if isinstance(r, Future) else r for r in p.results]
+        if p.jobs is not None:
+            self.free.extend(job[0] for job in p.jobs if job[0] is not self.carry)
+        self.in_flight -= 1
+        t = len(p.frames)
         boxes = np.concatenate([r.boxes for r in results])
         points = np.concatenate([r.points for r in results])
         found = np.concatenate([r.found for r in results])
@@ -400,6 +444,23 @@ class _Landmarks:
         if found.any():
             self.last = (boxes[last[-1]].copy(), points[last[-1]].copy())
         return LandmarkResult(boxes, points, found)
+
+    def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
+        return self.collect(self.submit(start, frames))
+
+
+@dataclass
+class _PendingLandmarks:
+    """A chunk whose landmarks are being computed (see :meth:`_Landmarks.submit`)."""
+
+    start: int
+    frames: np.ndarray
+    spans: list[tuple[int, int]]  # segments, in chunk frames
+    continues: bool  # the first segment began in the chunk before
+    ends_inside: bool  # the last segment goes on in the next chunk
+    submission: Any = None  # worker processes: a landmark_pool.Submission
+    jobs: list | None = None  # threads: (landmarker, fresh, frames) per segment
+    results: list = field(default_factory=list)  # threads: futures or results
 
 
 def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device) -> LandmarkResult:
@@ -447,25 +508,110 @@ def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Ten
     yield from src.chunks(size, start=first)
 
 
+#: Chunks whose landmarks may be in flight at once: the workers start on the next chunk's
+#: segments while the last ones of the current chunk finish.
+_LANDMARK_CHUNKS_IN_FLIGHT = 2
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put unless ``stop`` is set first; True when the item went in."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    """Get, or None once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
+
+
 def _producer(
     src: Any, config: SWMROConfig, device: torch.device, out: queue.Queue, stop: threading.Event
 ) -> None:
-    import time
+    """Decode chunks (a thread ahead) and submit their landmarks; a second thread
+    (:func:`_finish_chunks`) collects them in order, uploads and queues the chunks.
 
-    marks: _Landmarks | None = None
+    Up to :data:`_LANDMARK_CHUNKS_IN_FLIGHT` chunks are submitted before the first of
+    them is collected, so the landmark workers do not idle between chunks. A chunk that
+    continues a landmark segment (a ``chunk_size`` that is not a multiple of
+    ``landmark_segment``) waits until the chunks before it are collected.
+    """
     try:
         marks = _Landmarks(config, device)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        _put(out, exc, stop)
+        return
+    handoff: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(_LANDMARK_CHUNKS_IN_FLIGHT)
+    finisher = threading.Thread(
+        target=_finish_chunks,
+        args=(marks, src, config, device, handoff, out, stop, slots),
+        daemon=True,
+        name="sw_mro-landmarks",
+    )
+    finisher.start()
+    try:
+        chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
+        for start, rgb in chunks:
+            # A continued segment needs every slot: nothing before it may be in flight.
+            need = _LANDMARK_CHUNKS_IN_FLIGHT if start % config.landmark_segment else 1
+            for _ in range(need):
+                while not slots.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+            if stop.is_set():
+                return
+            pending = marks.submit(start, rgb.numpy())
+            for _ in range(need - 1):
+                slots.release()
+            handoff.put((start, rgb, pending))
+        handoff.put(None)
+    except BaseException as exc:  # handed on (after the chunks before it) to the consumer
+        handoff.put(exc)
+    finally:
+        finisher.join()
+        marks.close()
+
+
+def _finish_chunks(
+    marks: _Landmarks,
+    src: Any,
+    config: SWMROConfig,
+    device: torch.device,
+    handoff: queue.Queue,
+    out: queue.Queue,
+    stop: threading.Event,
+    slots: threading.Semaphore,
+) -> None:
+    """Collect the landmarks of each submitted chunk in order, fill the frames before the
+    first face, put the gray frames on the device and queue the chunk for ``stream``."""
+    import time
+
+    try:
         # Frames go up on their own stream, so a chunk's upload overlaps the flow kernels
         # queued on the compute stream instead of waiting behind them.
         upload = torch.cuda.Stream(device) if device.type == "cuda" else None
         first_good: LandmarkResult | None = None
         t = time.perf_counter()
-        # Decoding runs a chunk ahead in a thread, overlapping the landmarks.
-        chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
-        for start, rgb in chunks:
-            if stop.is_set():
+        while True:
+            item = _get(handoff, stop)
+            if item is None:
+                _put(out, None, stop)
                 return
-            res = marks.detect(start, rgb.numpy())
+            if isinstance(item, BaseException):
+                raise item
+            start, rgb, pending = item
+            res = marks.collect(pending)
+            slots.release()
             pts, boxes = res.points, res.boxes
             missing = np.isnan(pts[:, 0, 0])  # only before the first face ever seen
             if missing.any():
@@ -492,19 +638,11 @@ def _producer(
             item = _Chunk(
                 start, gray, face_boxes(fixed, config), pts, res.found.copy(), now - t, ready
             )
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            if not _put(out, item, stop):
+                return
             t = time.perf_counter()
-        out.put(None)
     except BaseException as exc:  # handed to the consumer, which re-raises it
-        out.put(exc)
-    finally:
-        if marks is not None:
-            marks.close()
+        _put(out, exc, stop)
 
 
 def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChunk]:

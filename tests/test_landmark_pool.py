@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -42,8 +43,8 @@ def test_pool_job_continues_a_tracker(carphone: str) -> None:
     whole = make_landmarker("dlib", fill_missing=False).detect(frames)
     pool = DlibProcessPool(1)
     try:
-        (first, box), = pool.run(frames, [(0, 12, None)])
-        (second, _), = pool.run(frames, [(12, 30, box)])
+        ((first, box),) = pool.run(frames, [(0, 12, None)])
+        ((second, _),) = pool.run(frames, [(12, 30, box)])
     finally:
         pool.close()
     np.testing.assert_array_equal(np.concatenate([first.points, second.points]), whole.points)
@@ -51,18 +52,73 @@ def test_pool_job_continues_a_tracker(carphone: str) -> None:
 
 def test_pool_frees_its_shared_memory(astronaut_rgb: np.ndarray) -> None:
     pool = DlibProcessPool(1)
-    (res, box), = pool.run(astronaut_rgb[None], [(0, 1, None)])
+    ((res, box),) = pool.run(astronaut_rgb[None], [(0, 1, None)])
     assert res.found[0] and box is not None
-    name = pool._shm.name
+    (name,) = pool._all
+    pool.run(astronaut_rgb[None], [(0, 1, None)])  # an idle block that fits is reused
+    assert list(pool._all) == [name]
     big = np.repeat(astronaut_rgb[None], 3, axis=0)  # a larger chunk replaces the block
     pool.run(big, [(0, 3, None)])
-    assert pool._shm.name != name
+    (new,) = pool._all
+    assert new != name
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name=name)
-    name = pool._shm.name
     pool.close()
     with pytest.raises(FileNotFoundError):
-        shared_memory.SharedMemory(name=name)
+        shared_memory.SharedMemory(name=new)
+
+
+def test_pool_chunks_in_flight_keep_their_frames(carphone: str) -> None:
+    """A second chunk submitted while the first is running goes to its own block: the
+    first chunk's frames are not overwritten under its jobs, and both chunks get what a
+    fresh in-process tracker gives on each of their segments."""
+    frames = open_video(carphone).read(range(48)).numpy()
+    lm = make_landmarker("dlib", fill_missing=False)
+    want = []
+    for a in range(0, 48, 12):
+        lm.reset()
+        want.append(lm.detect(frames[a : a + 12]).points)
+    jobs = [(0, 12, None), (12, 24, None)]
+    pool = DlibProcessPool(2)
+    try:
+        first = pool.submit(frames[:24], jobs)
+        second = pool.submit(frames[24:], jobs)  # while the first chunk's jobs run
+        got = [r.points for r, _ in first.result() + second.result()]
+        assert len(pool._all) == 2 and not pool._busy  # two blocks, both idle again
+    finally:
+        pool.close()
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_chunks_in_flight_equal_one_at_a_time(carphone: str) -> None:
+    """``_Landmarks.submit`` of every chunk before any ``collect`` (as the producer does,
+    two at a time) gives what detecting chunk by chunk gives, in processes and in threads;
+    a chunk that continues a segment is refused while another is in flight."""
+    cfg = SWMROConfig(landmark_segment=16, chunk_size=32)
+    cpu = torch.device("cpu")
+    chunks = [(s, rgb.numpy()) for s, rgb in open_video(carphone).chunks(32)]
+    serial = _Landmarks(cfg.replace(landmark_workers=1), cpu)
+    want = [serial.detect(s, f) for s, f in chunks]
+    procs = _Landmarks(cfg.replace(landmark_workers=2), cpu)
+    threads = _Landmarks(cfg.replace(landmark_workers=2), cpu)
+    threads.procs = None  # the thread path (as after a failed worker start)
+    threads.pool = ThreadPoolExecutor(2)
+    try:
+        for marks in (procs, threads):
+            pending = [marks.submit(s, f) for s, f in chunks]
+            assert marks.in_flight == len(chunks)
+            with pytest.raises(RuntimeError, match="continues a landmark segment"):
+                marks.submit(40, chunks[1][1][8:])  # frame 40 is inside a segment
+            got = [marks.collect(p) for p in pending]
+            assert marks.in_flight == 0
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g.points, w.points)
+                np.testing.assert_array_equal(g.boxes, w.boxes)
+                np.testing.assert_array_equal(g.found, w.found)
+    finally:
+        threads.close()
+        procs.close()
 
 
 def test_pool_rejects_zero_workers() -> None:

@@ -343,6 +343,9 @@ def test_landmark_workers_do_not_change_features(face: np.ndarray) -> None:
     one = sw_mro.extract(_CountingSource(frames), cfg.replace(landmark_workers=1))
     three = sw_mro.extract(_CountingSource(frames), cfg.replace(landmark_workers=3, chunk_size=13))
     assert torch.equal(one, three) and one.abs().max() > 0
+    # Chunks of whole segments: the next chunk's landmarks start before this one's end.
+    ahead = sw_mro.extract(_CountingSource(frames), cfg.replace(landmark_workers=3, chunk_size=16))
+    assert torch.equal(one, ahead)
 
 
 # --------------------------------------------------------------------------- devices

@@ -5,7 +5,8 @@ landmarks past ~700 frames/s however many cores there are. :class:`DlibProcessPo
 runs whole tracking segments in ``spawn``-ed worker processes instead:
 
 - the frames of a chunk are copied once into a shared-memory block that every worker
-  maps (no pickling of frames);
+  maps (no pickling of frames); several chunks can be in flight, each in its own block,
+  so the workers never wait for the caller between chunks;
 - a job is a pure function of (frames ``a:b`` of the block, the tracker's starting box),
   so the result does not depend on which worker runs it or how many there are, and is
   the same as running :class:`~sw_mro.io.landmarks.DlibLandmarker` in this process;
@@ -21,19 +22,20 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
 
 import numpy as np
 
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
-__all__ = ["DlibProcessPool", "SegmentJob", "disable", "shared_pool", "usable"]
+__all__ = ["DlibProcessPool", "SegmentJob", "Submission", "disable", "shared_pool", "usable"]
 
 # (first frame, end frame, starting tracker box or None for a fresh tracker)
 SegmentJob = tuple[int, int, tuple[float, float, float, float] | None]
 
 _WORKER: dict = {}  # in each worker: the landmarker and the attached shared blocks
+_MAPPED = 4  # shared blocks a worker keeps mapped (the parent rotates a few)
 
 
 def _init_worker(predictor_path: str | None) -> None:
@@ -43,9 +45,11 @@ def _init_worker(predictor_path: str | None) -> None:
 
 def _attach(name: str) -> shared_memory.SharedMemory:
     blocks = _WORKER["shm"]
-    if name not in blocks:
-        for old in list(blocks):  # the parent replaced its block: drop the old mapping
-            blocks.pop(old).close()
+    if name in blocks:
+        blocks[name] = blocks.pop(name)  # most recently used last
+    else:
+        while len(blocks) >= _MAPPED:  # unmap the least recently used block
+            blocks.pop(next(iter(blocks))).close()
         # The parent owns (and unlinks) the block; this process only maps it. Spawned
         # workers share the parent's resource tracker, so attaching registers nothing new.
         blocks[name] = shared_memory.SharedMemory(name=name)
@@ -64,8 +68,35 @@ def _run_segment(
     return res, lm.tracking_box
 
 
+class Submission:
+    """The jobs of one chunk in flight; :meth:`result` waits for them, in job order."""
+
+    def __init__(self, futures: list[Future], release) -> None:
+        self.futures = futures
+        self._left = len(futures)
+        self._release = release  # gives the shared block back once every job is done
+        self._lock = threading.Lock()
+        for f in futures:
+            f.add_done_callback(self._done)
+
+    def _done(self, _future: Future) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._release()
+
+    def result(self) -> list[tuple[LandmarkResult, tuple[float, float, float, float] | None]]:
+        return [f.result() for f in self.futures]
+
+
 class DlibProcessPool:
-    """``workers`` processes that run dlib tracking segments on shared frames."""
+    """``workers`` processes that run dlib tracking segments on shared frames.
+
+    Several chunks can be in flight (:meth:`submit`): each has its own shared block, so
+    the workers start on the next chunk's segments while the caller still waits for the
+    last ones of the current chunk. Idle blocks are reused.
+    """
 
     def __init__(self, workers: int, predictor_path: str | None = None) -> None:
         if workers < 1:
@@ -77,38 +108,62 @@ class DlibProcessPool:
             initializer=_init_worker,
             initargs=(predictor_path,),
         )
-        self._shm: shared_memory.SharedMemory | None = None
-        self._lock = threading.Lock()  # one chunk at a time (the block is reused)
+        self._idle: list[shared_memory.SharedMemory] = []  # blocks no submission uses
+        self._busy: set[str] = set()  # names of the blocks of submissions in flight
+        self._all: dict[str, shared_memory.SharedMemory] = {}
+        self._lock = threading.Lock()
 
-    def _block(self, nbytes: int) -> shared_memory.SharedMemory:
-        if self._shm is None or self._shm.size < nbytes:
-            self._free_block()
-            self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
-        return self._shm
+    def _take_block(self, nbytes: int) -> shared_memory.SharedMemory:
+        with self._lock:
+            fits = [b for b in self._idle if b.size >= nbytes]
+            if fits:
+                shm = min(fits, key=lambda b: b.size)
+                self._idle.remove(shm)
+            else:
+                if self._idle:  # too small for this chunk: replace the smallest idle block
+                    self._free(min(self._idle, key=lambda b: b.size))
+                shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+                self._all[shm.name] = shm
+            self._busy.add(shm.name)
+            return shm
 
-    def _free_block(self) -> None:
-        if self._shm is not None:
-            self._shm.close()
-            self._shm.unlink()
-            self._shm = None
+    def _give_back(self, shm: shared_memory.SharedMemory) -> None:
+        with self._lock:
+            self._busy.discard(shm.name)
+            if shm.name in self._all:
+                self._idle.append(shm)
+
+    def _free(self, shm: shared_memory.SharedMemory) -> None:  # under self._lock
+        if shm in self._idle:
+            self._idle.remove(shm)
+        self._all.pop(shm.name, None)
+        shm.close()
+        shm.unlink()
+
+    def submit(self, frames: np.ndarray, jobs: list[SegmentJob]) -> Submission:
+        """Start the jobs on ``frames`` (copied into a shared block) and return at once."""
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        shm = self._take_block(frames.nbytes)
+        try:
+            np.ndarray(frames.shape, np.uint8, buffer=shm.buf)[...] = frames
+            futures = [self._pool.submit(_run_segment, shm.name, frames.shape, job) for job in jobs]
+        except BaseException:
+            self._give_back(shm)
+            raise
+        return Submission(futures, lambda: self._give_back(shm))
 
     def run(
         self, frames: np.ndarray, jobs: list[SegmentJob]
     ) -> list[tuple[LandmarkResult, tuple[float, float, float, float] | None]]:
         """Landmarks of each ``frames[a:b]`` segment, with each job's tracker end box."""
-        frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        with self._lock:
-            shm = self._block(frames.nbytes)
-            np.ndarray(frames.shape, np.uint8, buffer=shm.buf)[...] = frames
-            futures = [
-                self._pool.submit(_run_segment, shm.name, frames.shape, job) for job in jobs
-            ]
-            return [f.result() for f in futures]
+        return self.submit(frames, jobs).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            self._free_block()
+            for shm in list(self._all.values()):
+                self._free(shm)
+            self._busy.clear()
 
 
 _DISABLED: list[str] = []  # why worker processes are not used in this process, if so
@@ -131,4 +186,3 @@ def shared_pool(workers: int, predictor_path: str | None = None) -> DlibProcessP
     pool = DlibProcessPool(workers, predictor_path)
     atexit.register(pool.close)
     return pool
-
