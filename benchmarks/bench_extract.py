@@ -169,14 +169,14 @@ def _stages(path: Path, cfg: SWMROConfig) -> dict[str, float]:
 
 
 def _run_extract(path: Path, cfg: SWMROConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    chunks = list(sw_mro.stream(path, cfg))
+    sync(cfg.device)
+    # Stage seconds are read after the run: on CUDA reading them waits for the chunk.
     stats: dict[str, float] = {}
-    feats = []
-    for chunk in sw_mro.stream(path, cfg):
-        feats.append(chunk.features)
+    for chunk in chunks:
         for k, v in chunk.stats.items():
             stats[k] = stats.get(k, 0.0) + v
-    sync(cfg.device)
-    return torch.cat(feats), stats
+    return torch.cat([c.features for c in chunks]), stats
 
 
 def _record(benchmark, n: int, cfg: SWMROConfig, stats: dict[str, float], extra: dict) -> None:

@@ -72,16 +72,27 @@ __all__ = [
 class FeatureChunk:
     """Features of frames ``start .. start + len(features) - 1``.
 
-    ``features``: ``(n, w, R, 2)`` float32 on the config's device. ``landmark_found``:
-    ``(n,)`` bool numpy, False where that frame's landmarks fell back to the last good
-    ones. ``stats``: seconds spent per stage in this chunk (``crop``, ``align``,
-    ``flow``, ``pooling``, ``wait``: time blocked on decode + landmarks).
+    ``features``: ``(n, w, R, 2)`` float32 on the config's device (on CUDA possibly still
+    being computed: the stream is not synced). ``landmark_found``: ``(n,)`` bool numpy,
+    False where that frame's landmarks fell back to the last good ones. ``stats``:
+    seconds per stage in this chunk: ``crop``, ``align``, ``flow``, ``pooling`` (on CUDA
+    the device's time between events, so reading ``stats`` waits for this chunk's work),
+    ``wait`` (the main thread blocked on decoding and landmarks) and
+    ``decode_landmarks`` (the producer's time per chunk).
     """
 
     start: int
     features: torch.Tensor
     landmark_found: np.ndarray
-    stats: dict[str, float] = field(default_factory=dict)
+    _stats: dict[str, float] = field(default_factory=dict, repr=False)
+    _timer: _StageTimer | None = field(default=None, repr=False)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        if self._timer is not None:
+            self._stats.update(self._timer.seconds())
+            self._timer = None
+        return self._stats
 
     @property
     def frames(self) -> np.ndarray:
@@ -141,6 +152,40 @@ def _nose_geometry(
     return box, origin, patch
 
 
+class _StageTimer:
+    """Seconds per stage without syncing the device.
+
+    On CUDA each :meth:`mark` records an event on the current stream and
+    :meth:`seconds` reads the times between them once the work is done (it waits for the
+    last event only); on CPU, where the work is synchronous, it reads the host clock.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, Any]] = []
+        self.mark("")
+
+    def mark(self, stage: str) -> None:
+        """End ``stage`` (which began at the previous mark) here."""
+        import time
+
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append((stage, event))
+        else:
+            self.marks.append((stage, time.perf_counter()))
+
+    def seconds(self) -> dict[str, float]:
+        if self.cuda:
+            self.marks[-1][1].synchronize()
+        out: dict[str, float] = {}
+        for (_, a), (stage, b) in zip(self.marks[:-1], self.marks[1:], strict=True):
+            dt = a.elapsed_time(b) / 1e3 if self.cuda else b - a
+            out[stage] = out.get(stage, 0.0) + dt
+        return out
+
+
 def window_features(
     crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, stats: dict | None = None
 ) -> torch.Tensor:
@@ -150,82 +195,116 @@ def window_features(
         crops: ``(B, w, S, S)`` float gray crops (``S = face_size``), clip frame order.
         points: ``(B, 68, 2)`` landmarks of each clip's first frame, in crop pixels.
         config: the settings.
-        stats: optional dict that accumulates seconds per stage.
+        stats: optional dict that accumulates seconds per stage (``align``, ``flow``,
+            ``pooling``; on CUDA the device's time, read when the work is done).
 
     Returns:
         ``(B, w, R, 2)`` float32; ``[:, 0] = 0``.
     """
-    import time
+    if crops.dim() != 4 or crops.shape[2] != crops.shape[3]:
+        raise ValueError(f"crops must be (B, w, S, S); got {tuple(crops.shape)}")
+    timer = _StageTimer(crops.device) if stats is not None else None
+    # The aligned targets are written over the crops: work on a copy of the caller's.
+    out = _window_features(crops.float().clone(), points.cpu(), config, timer)
+    if timer is not None:
+        for k, v in timer.seconds().items():
+            stats[k] = stats.get(k, 0.0) + v
+    return out
 
+
+def _cut_patches(
+    flat: torch.Tensor, frame: torch.Tensor, origin: torch.Tensor, size: int
+) -> torch.Tensor:
+    """``(n, size, size)``: ``flat[frame[i]]`` at ``origin[i]`` (x, y), inside the image."""
+    _, h, w = flat.shape
+    k = torch.arange(size, device=flat.device)
+    rows = (frame[:, None] * h + origin[:, 1, None] + k) * w  # (n, size)
+    lin = rows[:, :, None] + origin[:, 0, None, None] + k  # (n, size, size)
+    return flat.reshape(-1)[lin]
+
+
+def _window_features(
+    crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, timer: _StageTimer | None
+) -> torch.Tensor:
+    """:func:`window_features` on crops it may overwrite, with host (CPU) ``points``.
+
+    The geometry (nose boxes, patch origins, indices) is computed on the host and sent
+    without blocking, and pairs index the crops in place, so the only device syncs are
+    one per alignment round after the first (which pairs are still above tolerance) and
+    one for the pairs that moved.
+    """
     b, w, s, _ = crops.shape
     dev = crops.device
-    fb = dict(config.farneback_kwargs, backend=flow_backend(config, dev))
+    fb = dict(config.farneback_kwargs, backend=flow_backend(config, dev), check_indices=False)
     pairs = w - 1
-    win = torch.arange(b, device=dev).repeat_interleave(pairs)  # window of each pair
-    ref = crops[:, 0]
-    tgt = crops[:, 1:].reshape(b * pairs, s, s)
-    t0 = time.perf_counter()
+    flat = crops.view(b * w, s, s)  # clip k's frame j is flat[k * w + j]
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dev, non_blocking=True)
+
+    win_h = torch.arange(b).repeat_interleave(pairs)  # window of each pair
+    win, ref_flat = up(win_h), up(win_h * w)
+    tgt_flat = up(win_h * w + torch.arange(1, w).repeat(b))
 
     # -- nose alignment (SPEC 2.4), only for the pairs still above tolerance.
-    nose_pts = points[:, list(config.nose_landmarks)]
-    nbox, norigin, patch = _nose_geometry(nose_pts, config)
+    pts = points.to(torch.float64)
+    nbox, norigin_h, patch = _nose_geometry(pts[:, list(config.nose_landmarks)], config)
     # The nose MDMO reads only the nose box: gather a (bh, bw) block (the largest box of
     # the batch) at each box's corner inside the patch, masked to the box itself.
-    local = nbox - norigin.repeat(1, 2)  # box in patch pixels
-    bh = int((local[:, 3] - local[:, 1]).max()) + 1
-    bw = int((local[:, 2] - local[:, 0]).max()) + 1
-    bh, bw = min(bh, patch), min(bw, patch)
-    corner = torch.stack(
+    local = nbox - norigin_h.repeat(1, 2)  # box in patch pixels
+    bh = min(int((local[:, 3] - local[:, 1]).max()) + 1, patch)
+    bw = min(int((local[:, 2] - local[:, 0]).max()) + 1, patch)
+    corner_h = torch.stack(
         [local[:, 0].clamp(0, patch - bw), local[:, 1].clamp(0, patch - bh)], dim=1
     )  # (B, 2)
-    nmask = box_mask(local, corner, (bh, bw))  # (B, bh*bw)
-    ref_patch = gather_patches(ref[:, None], norigin[:, None], patch)[:, 0, :, 0].view(
-        b, patch, patch
-    )
+    nmask = up(box_mask(local, corner_h, (bh, bw)))  # (B, bh*bw)
+    norigin, corner = up(norigin_h), up(corner_h)
+    ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
     d = torch.zeros(b * pairs, 2, device=dev)
     active = torch.ones(b * pairs, dtype=torch.bool, device=dev)
     for it in range(config.align_max_iter):
-        idx = active.nonzero()[:, 0]
-        if idx.numel() == 0:
-            break
-        pw = win[idx]
-        if it == 0:  # nothing shifted yet: cut the patch out of the raw crop
-            tp = gather_patches(tgt[idx, None], norigin[pw, None], patch)[:, 0, :, 0]
-            tp = tp.view(-1, patch, patch)
+        if it == 0:  # every pair, nothing shifted yet: cut the patch out of the raw crop
+            idx, pw = None, win
+            tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
         else:
-            tp = shift(tgt[idx], d[idx], origin=norigin[pw], size=patch)
-        uw, inv = torch.unique(pw, return_inverse=True)
-        frames = torch.cat([ref_patch[uw], tp])
-        tgt_idx = torch.arange(idx.numel(), device=dev) + uw.numel()
-        flow = farneback_pairs(frames, inv, tgt_idx, **fb)  # (n, 2, P, P)
+            idx = active.nonzero()[:, 0]  # a device sync
+            if idx.numel() == 0:
+                break
+            pw = win[idx]
+            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[pw], size=patch)
+        frames = torch.cat([ref_patch, tp])
+        tgt_idx = torch.arange(tp.shape[0], device=dev) + b
+        flow = farneback_pairs(frames, pw, tgt_idx, **fb)  # (n, 2, P, P)
         vec = gather_patches(flow, corner[pw, None], (bh, bw))[:, 0]  # (n, bh*bw, 2)
         resid = mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top)
         done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
-        d[idx[~done]] += resid[~done]
-        active[idx[done]] = False
-    t1 = time.perf_counter()
+        step = torch.where(done[:, None], torch.zeros_like(resid), resid)
+        if idx is None:
+            d += step
+            active = ~done
+        else:
+            d[idx] += step
+            active[idx] = ~done
+    if timer is not None:
+        timer.mark("align")
 
     # -- ROI flow of the aligned pairs, reference expansion shared (SPEC 2.4-2.6).
-    moved = (d != 0).any(dim=1)
-    aligned = tgt.clone()
-    if bool(moved.any()):
-        aligned[moved] = shift(tgt[moved], d[moved])
-    frames = torch.cat([ref, aligned])
-    flow = farneback_pairs(frames, win, torch.arange(b * pairs, device=dev) + b, **fb)
-    t2 = time.perf_counter()
+    moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
+    if moved.numel():
+        rows = tgt_flat[moved]
+        flat[rows] = shift(flat[rows], d[moved])
+    flow = farneback_pairs(flat, ref_flat, tgt_flat, **fb)
+    if timer is not None:
+        timer.mark("flow")
     roi = config.roi_size_px
-    centres = points[:, list(config.roi_landmarks)]  # (B, R, 2)
-    origins = patch_origins(centres.double(), roi, s, s)
+    centres = pts[:, list(config.roi_landmarks)]  # (B, R, 2)
+    origins = up(patch_origins(centres, roi, s, s))
     vec = gather_patches(flow, origins[win], roi)  # (B*pairs, R, roi*roi, 2)
     feat = mdmo(vec, bins=config.mdmo_bins, top=config.mdmo_top)  # (B*pairs, R, 2)
     out = torch.zeros(b, w, feat.shape[1], 2, device=dev)
     out[:, 1:] = feat.view(b, pairs, -1, 2)
-    if stats is not None:
-        _sync(dev)
-        t3 = time.perf_counter()
-        stats["align"] = stats.get("align", 0.0) + (t1 - t0)
-        stats["flow"] = stats.get("flow", 0.0) + (t2 - t1)
-        stats["pooling"] = stats.get("pooling", 0.0) + (t3 - t2)
+    if timer is not None:
+        timer.mark("pooling")
     return out
 
 
@@ -251,11 +330,6 @@ def flow_backend(config: SWMROConfig, device: torch.device) -> str:
     return resolve_backend("auto", device)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --------------------------------------------------------------------------- streaming
 
 
@@ -268,6 +342,25 @@ class _Chunk:
     found: np.ndarray  # (T,) bool
     seconds: float  # decode + landmarks + gray time of this chunk (producer side)
     ready: Any = None  # CUDA: event on the upload stream after ``gray`` is written
+
+
+class _SerialSource:
+    """A video source whose reads never overlap: the decode thread and the scan for the
+    first face (another thread) share one decoder, and decord's is not thread-safe."""
+
+    def __init__(self, src: Any) -> None:
+        self.src, self.info = src, src.info
+        self._lock = threading.Lock()
+
+    def chunks(self, chunk_size: int, *, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        with self._lock:
+            it = iter(self.src.chunks(chunk_size, start=start))
+        while True:
+            with self._lock:
+                item = next(it, None)
+            if item is None:
+                return
+            yield item
 
 
 def _open(video: Any, config: SWMROConfig):
@@ -664,7 +757,7 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
 
     cfg = config or SWMROConfig()
     device = torch.device(cfg.device)
-    src = _open(video, cfg)
+    src = _SerialSource(_open(video, cfg))
     n = int(src.info.num_frames)
     w, h = cfg.window, cfg.window // 2
     if n < w:
@@ -716,10 +809,8 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
 def _group_features(
     buf: list[_Chunk], a: int, e: int, n: int, cfg: SWMROConfig, device: torch.device, stats: dict
 ) -> FeatureChunk:
-    """Features of windows ``[a, e)`` from the buffered chunks."""
-    import time
-
-    t0 = time.perf_counter()
+    """Features of windows ``[a, e)`` from the buffered chunks (queued on the device)."""
+    timer = _StageTimer(device)
     w, h, s = cfg.window, cfg.window // 2, cfg.face_size
     base = buf[0].start
     gray = torch.cat([c.gray for c in buf]) if len(buf) > 1 else buf[0].gray
@@ -740,21 +831,22 @@ def _group_features(
     ry1 = int(min(np.ceil(win_box[:, 3].max()) + 2, H))
     if rx1 - rx0 < 2 or ry1 - ry0 < 2:  # box wholly outside the frame: use the frame
         rx0, ry0, rx1, ry1 = 0, 0, W, H
-    region = gray[torch.as_tensor(fidx, device=device), ry0:ry1, rx0:rx1].float()
+    rows = torch.from_numpy(fidx).to(device, non_blocking=True)
+    region = gray[rows, ry0:ry1, rx0:rx1].float()
     rbox = win_box - np.array([rx0, ry0, rx0, ry0], np.float64)
-    boxes_t = torch.as_tensor(rbox[:, None], device=device)  # (B, 1, 4)
+    boxes_t = torch.from_numpy(rbox[:, None]).to(device, non_blocking=True)  # (B, 1, 4)
     # Slot k of window i is virtual frame i + k, so slot k of all B windows is the view
     # region[k : k + B], cropped with the windows' own boxes: exactly the B * w crops used.
     crops = torch.empty(b, w, s, s, device=device)
     for k in range(w):
         crops[:, k] = crop_resize(region[k : k + b], boxes_t, s)[:, 0]
-    pts = torch.as_tensor(points[first], device=device, dtype=torch.float64)
-    pts_crop = frame_to_crop(pts, torch.as_tensor(win_box, device=device), s)
-    _sync(device)
-    stats["crop"] = time.perf_counter() - t0
-    feats = window_features(crops, pts_crop, cfg, stats)
+    pts_crop = frame_to_crop(
+        torch.from_numpy(points[first].astype(np.float64)), torch.from_numpy(win_box), s
+    )  # on the host: the geometry of window_features is computed there
+    timer.mark("crop")
+    feats = _window_features(crops, pts_crop, cfg, timer)
     frame_found = found[np.arange(a, e) - base]
-    return FeatureChunk(a, feats, frame_found, stats)
+    return FeatureChunk(a, feats, frame_found, stats, timer)
 
 
 def extract(video: Any, config: SWMROConfig | None = None) -> torch.Tensor:

@@ -337,6 +337,30 @@ def test_carphone_chunking_bit_identical(carphone: str) -> None:
     assert torch.isfinite(whole).all()
 
 
+def test_stage_seconds_and_window_features_keeps_its_input(carphone: str) -> None:
+    """Each chunk reports its stages; ``window_features`` aligns targets in a copy (the
+    stream overwrites its own crops in place), and gives the same features twice."""
+    from sw_mro.pipeline import window_features
+
+    cfg = SWMROConfig(window=5, face_size=64, batch_size=16)
+    chunk = next(iter(sw_mro.stream(carphone, cfg)))
+    stages = {"crop", "align", "flow", "pooling", "wait", "decode_landmarks"}
+    assert stages <= set(chunk.stats) and all(v >= 0 for v in chunk.stats.values())
+    assert chunk.stats["flow"] > 0
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(2, 1, 64, 64, generator=gen) * 255
+    # A drifting texture, so that the nose alignment has shifts to apply.
+    crops = torch.stack([torch.roll(base, (k, k), dims=(2, 3)) for k in range(5)], dim=1)[:, :, 0]
+    pts = 16 + torch.rand(2, 68, 2, generator=gen, dtype=torch.float64) * 32
+    keep = crops.clone()
+    stats: dict[str, float] = {}
+    first = window_features(crops, pts, cfg, stats)
+    assert torch.equal(crops, keep)
+    assert {"align", "flow", "pooling"} <= set(stats)
+    assert torch.equal(window_features(crops, pts, cfg), first)
+    assert first.shape == (2, 5, 10, 2) and first[:, 1:].abs().max() > 0
+
+
 def test_landmark_workers_do_not_change_features(face: np.ndarray) -> None:
     frames = np.stack(_translated(face, 40, (0.1, 0.05)))
     cfg = SWMROConfig(window=3, face_size=32, landmark_segment=8, chunk_size=20)

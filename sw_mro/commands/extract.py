@@ -145,13 +145,16 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
     try:
         out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
         with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
+            # A chunk's features come back to the host without blocking and are written
+            # one chunk later, so the device is not drained between chunks.
+            pending: list = []
             for chunk in stream(video, cfg):
-                k = chunk.features.shape[0]
-                out[chunk.start : chunk.start + k] = chunk.features.cpu().numpy()
-                fallback.extend(chunk.fallback_frames)
-                for key, val in chunk.stats.items():
-                    stages[key] = stages.get(key, 0.0) + val
-                bar.update(k)
+                host, copied = _to_host(chunk.features)
+                pending.append((chunk, host, copied))
+                while len(pending) > (0 if copied is None else 1):
+                    bar.update(_write_chunk(out, *pending.pop(0), fallback, stages))
+            for item in pending:
+                bar.update(_write_chunk(out, *item, fallback, stages))
         out.flush()
         del out
         os.replace(tmp_npy, npy)
@@ -189,6 +192,32 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
                 tmp.unlink()
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     return f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
+
+
+def _write_chunk(out: Any, chunk: Any, host: Any, copied: Any, fallback: list, stages: dict) -> int:
+    """Write one chunk's features (once its copy is done) and add up its metadata."""
+    if copied is not None:
+        copied.synchronize()
+    k = host.shape[0]
+    out[chunk.start : chunk.start + k] = host.numpy()
+    fallback.extend(chunk.fallback_frames)
+    for key, val in chunk.stats.items():
+        stages[key] = stages.get(key, 0.0) + val
+    return k
+
+
+def _to_host(features: Any) -> tuple[Any, Any]:
+    """``(host tensor, event)``: on CUDA a copy into pinned memory started without
+    blocking, done once ``event`` is; on CPU the features themselves and None."""
+    import torch
+
+    if features.device.type != "cuda":
+        return features, None
+    host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+    host.copy_(features, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
 
 
 def _device_name(device: str) -> str:

@@ -129,13 +129,26 @@ def _i32(v: int) -> np.int32:
 _NULL = np.uint64(0)  # a null pointer argument
 
 
+@functools.lru_cache(maxsize=16)
+def _taps(n: int, sigma: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The expansion's one-sided taps g, xg, xxg on the device, uploaded once (a blocking
+    upload per call would sync the device)."""
+    kern = poly_kernels(n, sigma)
+    return tuple(torch.from_numpy(a[n:].copy()).to(device) for a in (kern.g, kern.xg, kern.xxg))
+
+
+@functools.lru_cache(maxsize=16)
+def _window_taps(winsize: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(window_kernel(winsize)).to(device)
+
+
 def expand_frames(frames: torch.Tensor, params: FarnebackParams) -> list[torch.Tensor]:
     """Per-level expansions of float32 CUDA frames (F, H, W): list of (F, 5, h, w)."""
     n_frames, height, width = frames.shape
     n = params.poly_n
     kern = poly_kernels(n, params.poly_sigma)
     dev = frames.device
-    taps = [torch.from_numpy(a[n:].copy()).to(dev) for a in (kern.g, kern.xg, kern.xxg)]
+    taps = _taps(n, params.poly_sigma, dev)
     out = []
     for level in plan_levels(height, width, params):
         img = pyramid_level(frames, level).contiguous()
@@ -178,7 +191,7 @@ def solve_pairs(
     tgt = tgt_idx.to(device=dev, dtype=torch.int64).contiguous()
     half = params.winsize // 2
     if params.gaussian:
-        kern_t: torch.Tensor | None = torch.from_numpy(window_kernel(params.winsize)).to(dev)
+        kern_t: torch.Tensor | None = _window_taps(params.winsize, dev)
         scale = 1.0
     else:
         kern_t = None

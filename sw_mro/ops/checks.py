@@ -39,16 +39,23 @@ def gray_batch(x: object, name: str) -> torch.Tensor:
     return t
 
 
-def index_vector(x: object, name: str, upper: int, device: torch.device) -> torch.Tensor:
-    """A 1-D int64 index tensor with every value in [0, upper)."""
+def index_vector(
+    x: object, name: str, upper: int, device: torch.device, *, check: bool = True
+) -> torch.Tensor:
+    """A 1-D int64 index tensor on ``device`` with every value in [0, upper).
+
+    The range is checked where the indices are (on a GPU that is one device sync);
+    ``check=False`` skips it for indices a caller built itself. Host indices go to the
+    device without blocking.
+    """
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() != 1:
         raise ValueError(f"{name} must be a 1-D index tensor; got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must hold integers; got {t.dtype}")
-    t = t.to(device=device, dtype=torch.int64)
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= upper):
+    t = t.to(dtype=torch.int64)
+    if check and t.numel() and bool(((t < 0) | (t >= upper)).any()):
         raise ValueError(
             f"{name} has values outside [0, {upper}): min {int(t.min())}, max {int(t.max())}"
         )
-    return t
+    return t.to(device=device, non_blocking=True)

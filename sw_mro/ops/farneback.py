@@ -152,6 +152,7 @@ def farneback_pairs(
     init_flow: torch.Tensor | None = None,
     backend: Backend = "auto",
     max_batch: int | None = None,
+    check_indices: bool = True,
 ) -> torch.Tensor:
     """Flows of many pairs of frames, sharing each frame's pyramid and expansion.
 
@@ -168,6 +169,9 @@ def farneback_pairs(
             8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba and
             native: not used; the output plus ~14 float32 per pixel per thread). Default:
             as many as fit :data:`BATCH_BYTES` (CPU: split over the worker threads).
+        check_indices: check that every index is in range (default). On a GPU the check
+            is a device sync; ``False`` skips it for indices that are known to be valid
+            (out-of-range indices are then undefined behaviour).
         Other arguments: as :func:`farneback`.
 
     Returns:
@@ -176,8 +180,8 @@ def farneback_pairs(
     f = gray_batch(frames, "frames")
     params = _check_params(pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, gaussian)
     name = _resolve_backend(backend, f.device)
-    ref = index_vector(ref_idx, "ref_idx", f.shape[0], f.device)
-    tgt = index_vector(tgt_idx, "tgt_idx", f.shape[0], f.device)
+    ref = index_vector(ref_idx, "ref_idx", f.shape[0], f.device, check=check_indices)
+    tgt = index_vector(tgt_idx, "tgt_idx", f.shape[0], f.device, check=check_indices)
     if ref.numel() != tgt.numel():
         raise ValueError(
             f"ref_idx and tgt_idx must have the same length; got {ref.numel()} and {tgt.numel()}"
