@@ -14,6 +14,10 @@
 # Stage b: `sw_mro` on the GPU (GPU equals CPU, the CLI), the extraction benchmarks (CPU,
 #          naive precedent, --gpu on a 600-frame and a long clip, side by side); with
 #          MEM_S=90 GPU memory over a long stream, DEMO_S=120 the demo with --gpu,
+#          DIAG_S=150 benchmarks/gpu_diag.py (producer alone, device work alone, end to
+#          end), TESTS_B="tests/test_cuda_kernels.py ..." more cuda-marked tests,
+#          AB_S=60 end to end of an older sw_mro (old_sw_mro.tar.gz carried in .gpu/a,
+#          `git archive REV sw_mro | gzip`) against this one, old / new / old,
 #          POOL_TESTS=1 the landmark-pool tests. Needs stage a's files (the first part of
 #          the model) in /tmp.
 # Every step has its own time limit and the script goes on after a failure. Results land
@@ -68,8 +72,8 @@ elif [ "$STAGE" = a ]; then
     --benchmark-json="$RES/gpu_bench_a.json" $BENCH 2>&1 | tee "$RES/gpu_bench_a.txt"
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
-  log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu)"
-  timeout 100 $PYT tests/test_sw_mro.py tests/test_extract_cli.py -m cuda 2>&1 |
+  log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu) ${TESTS_B:-}"
+  timeout 150 $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda 2>&1 |
     tee "$RES/gpu_tests_b.txt"
   if [ "${POOL_TESTS:-0}" = 1 ]; then
     log "landmark worker processes"
@@ -78,6 +82,21 @@ else
   log "extraction benchmarks: CPU, naive precedent, --gpu (cupy box/tiled/split, torch flow; 600 f, long)"
   timeout "${BENCH_B_S:-240}" $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
     --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
+  if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
+    log "A/B on this machine: old sw_mro (/tmp/keep/old_sw_mro.tar.gz), this one, old again"
+    rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
+    for who in old new old; do
+      if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
+      (cd "$dir" && PYTHONPATH="$dir:/tmp/site:$OLDPWD" timeout "$AB_S" \
+        python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e) 2>&1 |
+        tee -a "$RES/gpu_ab.txt"
+    done
+  fi
+  if [ "${DIAG_S:-0}" -gt 0 ]; then
+    log "producer alone, device work alone, end to end (benchmarks/gpu_diag.py)"
+    timeout "${DIAG_S}" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" 2>&1 |
+      tee "$RES/gpu_diag.txt"
+  fi
   if [ "${MEM_S:-0}" -gt 0 ]; then
     log "GPU memory over a long stream (face 256, window 17)"
     timeout "${MEM_S}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |

@@ -1,0 +1,217 @@
+"""Which half of ``extract --gpu`` bounds it: the producer (decode + landmarks) or the
+main thread (device work), each timed alone and then together, on the GPU host.
+
+``python -m benchmarks.gpu_diag [SECONDS [DEVICE [FACE [MODE]]]]`` (stage b of ``gpu_check.sh``) writes the
+benchmark's 640x480 clip (``SECONDS`` long, default 120, so 3,600 frames), warms up,
+then prints one JSON line per measurement:
+
+- ``host``: CPU model, logical CPUs, threads per core;
+- ``decode``: decord alone, chunks of ``chunk_size``;
+- ``landmarks``: the landmark workers alone on decoded chunks, one chunk at a time
+  (as before 2026-11-27) and with two chunks in flight (the producer's way);
+- ``producer``: the producer thread alone (decode, landmarks, upload), nothing consuming
+  but a loop that drops the chunks;
+- ``device``: the main thread alone, fed chunks prepared in advance (no decoding or
+  landmarks running), stage seconds from CUDA events;
+- ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the default number
+  of landmark workers and with two fewer.
+
+Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
+measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
+``PYTHONPATH``, run from another folder) can be timed on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+
+def host_info() -> dict:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    sib = "/sys/devices/system/cpu/cpu0/topology/thread_siblings_list"
+    try:
+        text = Path(sib).read_text().strip()
+        threads = sum(
+            (int(b) - int(a) + 1) if "-" in part else 1
+            for part in text.split(",")
+            for a, _, b in [part.partition("-")]
+        )
+    except OSError:
+        threads = None
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "threads_per_core": threads,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def emit(name: str, **rec) -> None:
+    print(json.dumps({"measure": name, **rec}), flush=True)
+
+
+def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "all") -> None:
+    from benchmarks.bench_extract import FPS, make_frames
+    from sw_mro import SWMROConfig
+    from sw_mro import pipeline as pl
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    emit("host", sw_mro=str(Path(sw_mro_file()).parent), **host_info())
+    n = round(seconds * FPS)
+    path = Path(f"/tmp/sw_mro_diag_{n}.mp4")
+    if not path.exists():
+        frames = make_frames(min(n, 180))
+        write_video(path, (frames[t % len(frames)] for t in range(n)), fps=FPS, threads=0)
+    device = torch.device(dev)
+    cfg = SWMROConfig(device=dev, face_size=face_size)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    import sw_mro
+
+    sw_mro.extract(path, cfg.replace(window=5))  # warm-up: pool, kernels, caches
+    sync()
+
+    if mode == "e2e":  # only what any version of sw_mro has: an A/B of two commits
+        for _ in range(2):
+            t = time.perf_counter()
+            got = list(sw_mro.stream(path, cfg))
+            sync()
+            dt = time.perf_counter() - t
+            emit("end_to_end", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+        return
+
+    # -- decode alone
+    t = time.perf_counter()
+    chunks = [(s, rgb.numpy()) for s, rgb in open_video(path).chunks(cfg.resolved_chunk_size)]
+    dt = time.perf_counter() - t
+    emit("decode", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+
+    # -- landmarks alone, one chunk at a time and two in flight
+    marks = pl._Landmarks(cfg, device)
+    t = time.perf_counter()
+    for s, rgb in chunks:
+        marks.detect(s, rgb)
+    one = time.perf_counter() - t
+    marks.close()
+    marks = pl._Landmarks(cfg, device)
+    t = time.perf_counter()
+    pending = []
+    for s, rgb in chunks:
+        pending.append(marks.submit(s, rgb))
+        if len(pending) == 2:
+            marks.collect(pending.pop(0))
+    for p in pending:
+        marks.collect(p)
+    two = time.perf_counter() - t
+    marks.close()
+    emit(
+        "landmarks",
+        workers=cfg.resolved_landmark_workers,
+        one_chunk_at_a_time_s=round(one, 3),
+        one_chunk_fps=round(n / one, 1),
+        two_in_flight_s=round(two, 3),
+        two_in_flight_fps=round(n / two, 1),
+    )
+    del chunks
+
+    # -- the producer alone
+    src = pl._SerialSource(pl._open(path, cfg))
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    items = []
+    t = time.perf_counter()
+    worker = threading.Thread(target=pl._producer, args=(src, cfg, device, q, stop), daemon=True)
+    worker.start()
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        items.append(item)
+    sync()
+    dt = time.perf_counter() - t
+    worker.join()
+    emit("producer", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+
+    # -- the main thread alone, fed the producer's chunks at once
+    def fed_producer(src, config, device, out, stop, ready=tuple(items)) -> None:  # noqa: ARG001
+        for item in ready:
+            out.put(item)
+        out.put(None)
+
+    real = pl._producer
+    pl._producer = fed_producer
+    try:
+        t = time.perf_counter()
+        got = list(pl.stream(path, cfg))
+        sync()
+        dt = time.perf_counter() - t
+    finally:
+        pl._producer = real
+    emit("device", seconds=round(dt, 3), frames_per_s=round(n / dt, 1), **_stages(got))
+    del items, got
+
+    # -- end to end, default workers and two fewer
+    for workers in (cfg.resolved_landmark_workers, max(1, cfg.resolved_landmark_workers - 2)):
+        c = cfg.replace(landmark_workers=workers)
+        sw_mro.extract(path, c.replace(window=5))  # start this pool size
+        sync()
+        t = time.perf_counter()
+        got = list(sw_mro.stream(path, c))
+        sync()
+        dt = time.perf_counter() - t
+        emit(
+            "end_to_end",
+            landmark_workers=workers,
+            seconds=round(dt, 3),
+            frames_per_s=round(n / dt, 1),
+            **_stages(got),
+        )
+
+
+def sw_mro_file() -> str:
+    import sw_mro
+
+    return sw_mro.__file__
+
+
+def _stages(chunks: list) -> dict:
+    out: dict[str, float] = {}
+    for c in chunks:
+        for k, v in c.stats.items():
+            out[k] = out.get(k, 0.0) + v
+    return {"stage_seconds": {k: round(v, 3) for k, v in out.items()}}
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(
+        float(args[0]) if args else 120.0,
+        args[1] if len(args) > 1 else "cuda",
+        int(args[2]) if len(args) > 2 else 256,
+        args[3] if len(args) > 3 else "all",
+    )
+    sys.stdout.flush()
+    os._exit(0)  # worker pools and daemon threads: nothing left to wait for
