@@ -5,6 +5,8 @@
 # Then two back-to-back calls on one warm machine (files in /tmp survive between them):
 #   run(command="bash benchmarks/gpu_check.sh a", carry=[".gpu/a"], timeout_s=300)
 #   run(command="bash benchmarks/gpu_check.sh b", carry=[".gpu/b"], timeout_s=420)
+# Budget: a session has 15 device minutes, starts included. Size the knobs so that both
+# calls fit; every step below has its own limit (see step()).
 # (Stage "setup" only installs, for a rerun of stage b on a fresh machine.)
 # Stage a: the CuPy kernels (tiled and split solvers) against torch and cv2 on the GPU,
 #          the device-work profile (benchmarks/gpu_profile.py: per stage, per kernel) and
@@ -29,6 +31,19 @@ RES="${OUT:-benchmarks/results}"
 mkdir -p "$RES" benchmarks/results /tmp/keep /tmp/site
 export PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) $*" | tee -a "$RES/gpu_steps_$STAGE.txt"; }
+# step SECONDS FILE CMD...: run CMD with a time limit, its output to FILE (appended), then
+# show FILE. Never through a pipe: a landmark worker process that outlives a killed
+# command keeps a pipe open, and `| tee` then waits for ever (it hung a run on
+# 2026-11-26); a file does not wait. -k: SIGKILL 10 s after the SIGTERM.
+step() {
+  local secs=$1 file=$2; shift 2
+  local mark=0; [ -f "$file" ] && mark=$(wc -c < "$file")
+  timeout -k 10 "$secs" "$@" >> "$file" 2>&1 < /dev/null
+  local rc=$?
+  tail -c +"$((mark + 1))" "$file"
+  [ $rc -eq 0 ] || log "exit status $rc (124: over the ${secs} s limit)"
+  return 0
+}
 
 # -- install what the image lacks (wheels and model parts carried in .gpu/*)
 cp -n .gpu/*/* /tmp/keep/ 2>/dev/null
@@ -62,50 +77,45 @@ if [ "$STAGE" = setup ]; then
   log "installed; the model waits for stage b's part"
 elif [ "$STAGE" = a ]; then
   log "cuda-marked tests: kernels (tiled and split solvers), CuPy parity with cv2"
-  timeout 120 $PYT tests/test_cuda_kernels.py tests/test_farneback.py ${TESTS_A:-} -m cuda 2>&1 |
-    tee "$RES/gpu_tests_a.txt"
+  step 120 "$RES/gpu_tests_a.txt" $PYT tests/test_cuda_kernels.py tests/test_farneback.py ${TESTS_A:-} -m cuda
   log "profile: device work per window and per kernel, split vs tiled vs box solver"
-  timeout 120 python3 -m benchmarks.gpu_profile 5 2>&1 | tee "$RES/gpu_profile.txt"
+  step 120 "$RES/gpu_profile.txt" python3 -m benchmarks.gpu_profile 5
   log "GPU benchmarks: Farneback pairs (cupy box, tiled, split; torch) and the cv2 baseline"
-  timeout 150 $PYT benchmarks/bench_farneback.py ${BENCH_A:-} \
+  step 150 "$RES/gpu_bench_a.txt" $PYT benchmarks/bench_farneback.py ${BENCH_A:-} \
     -k "${BENCH_A_K:-cupy or torch_cuda or (cv2_per_pair and 1thread)}" \
-    --benchmark-json="$RES/gpu_bench_a.json" $BENCH 2>&1 | tee "$RES/gpu_bench_a.txt"
+    --benchmark-json="$RES/gpu_bench_a.json" $BENCH
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
   log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu) ${TESTS_B:-}"
-  timeout 150 $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda 2>&1 |
-    tee "$RES/gpu_tests_b.txt"
+  step 150 "$RES/gpu_tests_b.txt" $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda
   if [ "${POOL_TESTS:-0}" = 1 ]; then
     log "landmark worker processes"
-    timeout 60 $PYT tests/test_landmark_pool.py 2>&1 | tee -a "$RES/gpu_tests_b.txt"
+    step 60 "$RES/gpu_tests_b.txt" $PYT tests/test_landmark_pool.py
   fi
   log "extraction benchmarks: CPU, naive precedent, --gpu (cupy box/tiled/split, torch flow; 600 f, long)"
-  timeout "${BENCH_B_S:-240}" $PYT benchmarks/bench_extract.py -k "${BENCH_K:-not memory}" \
-    --benchmark-json="$RES/gpu_bench_b.json" $BENCH 2>&1 | tee "$RES/gpu_bench_b.txt"
+  step "${BENCH_B_S:-240}" "$RES/gpu_bench_b.txt" $PYT benchmarks/bench_extract.py \
+    -k "${BENCH_K:-not memory}" --benchmark-json="$RES/gpu_bench_b.json" $BENCH
   if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
     log "A/B on this machine: old sw_mro (/tmp/keep/old_sw_mro.tar.gz), this one, old again"
     rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
     for who in old new old; do
       if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
-      (cd "$dir" && PYTHONPATH="$dir:/tmp/site:$OLDPWD" timeout "$AB_S" \
-        python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e) 2>&1 |
-        tee -a "$RES/gpu_ab.txt"
+      (cd "$dir" && PYTHONPATH="$dir:/tmp/site:$OLDPWD" step "$AB_S" "$RES/gpu_ab.txt" \
+        python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e)
     done
   fi
   if [ "${DIAG_S:-0}" -gt 0 ]; then
     log "producer alone, device work alone, end to end (benchmarks/gpu_diag.py)"
-    timeout "${DIAG_S}" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" 2>&1 |
-      tee "$RES/gpu_diag.txt"
+    step "${DIAG_S}" "$RES/gpu_diag.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}"
   fi
   if [ "${MEM_S:-0}" -gt 0 ]; then
     log "GPU memory over a long stream (face 256, window 17)"
-    timeout "${MEM_S}" python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256 2>&1 |
-      tee "$RES/gpu_memory.txt"
+    step "${MEM_S}" "$RES/gpu_memory.txt" \
+      python3 -m benchmarks.bench_extract memory "${MEM_FRAMES:-20000}" 17 cuda 256
   fi
   if [ "${DEMO_S:-0}" -gt 0 ]; then
     log "demo with --gpu"
-    timeout "${DEMO_S}" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu 2>&1 |
-      tee "$RES/gpu_demo.txt"
+    step "${DEMO_S}" "$RES/gpu_demo.txt" python3 -m spotformer.cli demo --gpu --out /tmp/demo_gpu
   fi
 fi
 log "done"

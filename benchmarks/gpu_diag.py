@@ -213,5 +213,3 @@ if __name__ == "__main__":
         int(args[2]) if len(args) > 2 else 256,
         args[3] if len(args) > 3 else "all",
     )
-    sys.stdout.flush()
-    os._exit(0)  # worker pools and daemon threads: nothing left to wait for
