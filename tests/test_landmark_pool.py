@@ -126,6 +126,53 @@ def test_pool_rejects_zero_workers() -> None:
         DlibProcessPool(0)
 
 
+KILLED_PARENT = """
+import sys, time
+import numpy as np
+from sw_mro.io.landmark_pool import DlibProcessPool
+
+if __name__ == "__main__":
+    pool = DlibProcessPool(2)
+    pool.run(np.zeros((2, 64, 64, 3), np.uint8), [(0, 1, None), (1, 2, None)])
+    print(" ".join(str(p) for p in pool._pool._processes), flush=True)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie that no init has reaped yet counts as ended)."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_workers_end_when_the_parent_is_killed(tmp_path) -> None:
+    """SIGKILL (or SIGTERM) runs no atexit handler: the workers must notice by themselves,
+    or they live on with the model and the parent's output pipes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(pids) == 2
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), pids
+
+
 SCRIPT = """
 import sys, warnings
 import numpy as np

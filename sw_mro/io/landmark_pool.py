@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
@@ -38,9 +39,24 @@ _WORKER: dict = {}  # in each worker: the landmarker and the attached shared blo
 _MAPPED = 4  # shared blocks a worker keeps mapped (the parent rotates a few)
 
 
-def _init_worker(predictor_path: str | None) -> None:
+def _init_worker(predictor_path: str | None, parent: int) -> None:
     _WORKER["lm"] = DlibLandmarker(predictor_path, fill_missing=False)
     _WORKER["shm"] = {}
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, period: float = 0.5) -> None:
+    """End this worker once its parent is gone.
+
+    A parent killed by a signal (SIGTERM from ``timeout`` or a scheduler, SIGKILL) runs
+    no ``atexit`` handler and cannot shut the pool down; its workers would otherwise
+    live on, each holding the 100 MB model, and keep its output pipes open.
+    """
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(period)
+    os._exit(0)
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -106,7 +122,7 @@ class DlibProcessPool:
             workers,
             mp_context=get_context("spawn"),
             initializer=_init_worker,
-            initargs=(predictor_path,),
+            initargs=(predictor_path, os.getpid()),
         )
         self._idle: list[shared_memory.SharedMemory] = []  # blocks no submission uses
         self._busy: set[str] = set()  # names of the blocks of submissions in flight
