@@ -13,8 +13,9 @@ then prints one JSON line per measurement:
   but a loop that drops the chunks;
 - ``device``: the main thread alone, fed chunks prepared in advance (no decoding or
   landmarks running), stage seconds from CUDA events;
+- ``landmarks_redetect4``: the same with ``landmark_redetect=4``;
 - ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the default number
-  of landmark workers and with two fewer.
+  of landmark workers, with two fewer, and with ``landmark_redetect=4``.
 
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
@@ -133,6 +134,20 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         two_in_flight_s=round(two, 3),
         two_in_flight_fps=round(n / two, 1),
     )
+    fast = cfg.replace(landmark_redetect=4)
+    sw_mro.extract(path, fast.replace(window=5))  # start the pool of this option
+    marks = pl._Landmarks(fast, device)
+    t = time.perf_counter()
+    pending = []
+    for s, rgb in chunks:
+        pending.append(marks.submit(s, rgb))
+        if len(pending) == 2:
+            marks.collect(pending.pop(0))
+    for p in pending:
+        marks.collect(p)
+    dt = time.perf_counter() - t
+    marks.close()
+    emit("landmarks_redetect4", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
     del chunks
 
     # -- the producer alone
@@ -173,9 +188,10 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     emit("device", seconds=round(dt, 3), frames_per_s=round(n / dt, 1), **_stages(got))
     del items, got
 
-    # -- end to end, default workers and two fewer
-    for workers in (cfg.resolved_landmark_workers, max(1, cfg.resolved_landmark_workers - 2)):
-        c = cfg.replace(landmark_workers=workers)
+    # -- end to end: default workers, two fewer, and the detector on every 4th frame
+    w0 = cfg.resolved_landmark_workers
+    for workers, redetect in ((w0, 1), (max(1, w0 - 2), 1), (w0, 4)):
+        c = cfg.replace(landmark_workers=workers, landmark_redetect=redetect)
         sw_mro.extract(path, c.replace(window=5))  # start this pool size
         sync()
         t = time.perf_counter()
@@ -185,6 +201,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         emit(
             "end_to_end",
             landmark_workers=workers,
+            landmark_redetect=redetect,
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),

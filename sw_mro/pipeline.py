@@ -390,13 +390,14 @@ class _Landmarks:
         workers = config.resolved_landmark_workers
         self.free: list = []  # idle landmarkers (the dlib model itself is shared)
         self.carry = None  # the landmarker tracking the segment the last chunk ended in
-        self.carry_box = None  # the same for worker processes: the tracker's box
+        self.carry_state = None  # the same for worker processes: the tracker's state
         self.procs = None
         if config.landmarks == "dlib" and workers > 1:
             from sw_mro.io import landmark_pool
 
             if landmark_pool.usable():
-                self.procs = landmark_pool.shared_pool(workers)  # started once, reused
+                # Started once per option set, reused across videos.
+                self.procs = landmark_pool.shared_pool(workers, redetect=config.landmark_redetect)
         self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
@@ -409,8 +410,13 @@ class _Landmarks:
         if self.free:
             return self.free.pop()
         c = self.config
+        opts = {"redetect": c.landmark_redetect} if c.landmarks == "dlib" else {}
         return make_landmarker(
-            c.landmarks, root=c.insightface_root, device=str(self.device), fill_missing=False
+            c.landmarks,
+            root=c.insightface_root,
+            device=str(self.device),
+            fill_missing=False,
+            **opts,
         )
 
     @staticmethod
@@ -446,10 +452,10 @@ class _Landmarks:
         landmark_pool.disable(str(exc))  # later videos do not try again
         self.procs = None
         self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
-        if self.carry_box is not None:  # hand the tracker state to a thread landmarker
+        if self.carry_state is not None:  # hand the tracker state to a thread landmarker
             self.carry = self._get()
             self.carry.reset()
-            self.carry.tracking_box = self.carry_box
+            self.carry.tracking_state = self.carry_state
 
     def _thread_jobs(self, p: _PendingLandmarks) -> list:
         """One (landmarker, fresh, frames) job per segment; a continued segment's tracker
@@ -482,9 +488,9 @@ class _Landmarks:
                 "before it first"
             )
         if self.procs is not None:
-            # A continued segment starts from the box its tracker ended the last chunk on.
+            # A continued segment starts from the state its tracker ended the last chunk in.
             seg_jobs = [
-                (a, b, self.carry_box if j == 0 and p.continues else None)
+                (a, b, self.carry_state if j == 0 and p.continues else None)
                 for j, (a, b) in enumerate(spans)
             ]
             try:
@@ -513,7 +519,7 @@ class _Landmarks:
                 self._to_threads(exc)
             else:
                 results = [r for r, _ in done]
-                self.carry_box = done[-1][1] if p.ends_inside else None
+                self.carry_state = done[-1][1] if p.ends_inside else None
             if results is None:  # the workers died: this chunk again, in threads
                 p.jobs = self._thread_jobs(p)
                 results = list(

@@ -138,6 +138,18 @@ def test_landmark_workers_flag(short_clip: Path, tmp_path: Path) -> None:
     assert main(["extract", str(short_clip), "--out-dir", str(out2), "--landmark-workers", "0"]) == 2
 
 
+def test_landmark_redetect_flag(short_clip: Path, tmp_path: Path) -> None:
+    """--landmark-redetect reaches the config and the metadata, and an output made with
+    another setting is not skipped as complete."""
+    out = tmp_path / "out"
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS,
+                 "--landmark-redetect", "4"]) == 0  # fmt: skip
+    meta = json.loads((out / "short.json").read_text())
+    assert meta["config"]["landmark_redetect"] == 4
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 1  # differs
+    assert main(["extract", str(short_clip), "--out-dir", str(out), "--landmark-redetect", "0"]) == 2
+
+
 @pytest.mark.cuda
 def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
     """``--gpu`` end to end on a real clip: the features match the CPU run."""

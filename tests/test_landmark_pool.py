@@ -16,14 +16,16 @@ from sw_mro.io.video import open_video
 from sw_mro.pipeline import _Landmarks
 
 
-def test_segments_in_processes_equal_in_process_tracking(carphone: str) -> None:
-    """Chunks of 24 frames, segments of 16: segments continue across chunk boundaries,
-    and carphone's last two frames have no face (the tracker loses it there)."""
-    cfg = SWMROConfig(landmark_segment=16, chunk_size=24)
+@pytest.mark.parametrize("redetect", [1, 4])
+def test_segments_in_processes_equal_in_process_tracking(carphone: str, redetect: int) -> None:
+    """Chunks of 24 frames, segments of 16: segments continue across chunk boundaries
+    (with ``redetect=4`` in the middle of a predictor-only run, so the whole tracker
+    state must travel), and carphone's last two frames have no face."""
+    cfg = SWMROConfig(landmark_segment=16, chunk_size=24, landmark_redetect=redetect)
     cpu = torch.device("cpu")
     serial = _Landmarks(cfg.replace(landmark_workers=1), cpu)
     procs = _Landmarks(cfg.replace(landmark_workers=2), cpu)
-    assert serial.procs is None and procs.procs is shared_pool(2)
+    assert serial.procs is None and procs.procs is shared_pool(2, redetect=redetect)
     found = []
     for start, rgb in open_video(carphone).chunks(24):
         a = serial.detect(start, rgb.numpy())
@@ -33,7 +35,10 @@ def test_segments_in_processes_equal_in_process_tracking(carphone: str) -> None:
         np.testing.assert_array_equal(a.found, b.found)
         found.append(b.found)
     found = np.concatenate(found)
-    assert found[:118].all() and not found[118:].any()
+    assert found[:118].all()
+    # The detector misses the turned head of the last two frames; with redetect=4 they
+    # fall between detections, and the shape predictor alone still follows the face.
+    assert not found[118:].any() if redetect == 1 else found[118:].all()
 
 
 def test_pool_job_continues_a_tracker(carphone: str) -> None:

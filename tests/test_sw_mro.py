@@ -204,13 +204,15 @@ def _bump(shape: tuple[int, int], centre: np.ndarray, sigma: float) -> np.ndarra
     return np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma**2))
 
 
+@pytest.mark.parametrize("redetect", [1, 4])
 def test_planted_local_motion_recovered(
-    face: np.ndarray, face_points: np.ndarray, tmp_path: Path
+    face: np.ndarray, face_points: np.ndarray, tmp_path: Path, redetect: int
 ) -> None:
     """Mouth corner (landmark 48, ROI 6) moves +1.5 px in x at frames 12..16 only.
 
     The displacement is a Gaussian bump (sigma 5 px) on the corner; measured: ROI 6
-    carries 0.59-0.61 of the bump's peak, every other ROI < 0.01 px.
+    carries 0.59-0.61 of the bump's peak, every other ROI < 0.01 px. The same holds
+    with the detector on every 4th frame only (``landmark_redetect=4``).
     """
     n, amp, roi = 26, 1.5, 6
     moving = np.zeros(n, bool)
@@ -220,7 +222,7 @@ def test_planted_local_motion_recovered(
     moved = cv2.remap(face, xs - amp * bump, ys, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     frames = [moved if m else face for m in moving]
     path = write_video(tmp_path / "planted.mp4", frames, crf=10)
-    cfg = SMALL
+    cfg = SMALL.replace(landmark_redetect=redetect)
     feat = sw_mro.extract(path, cfg).cpu().numpy()  # (n, w, R, 2)
     h = cfg.window // 2
     idx = np.clip(np.arange(n)[:, None] - h + np.arange(cfg.window)[None], 0, n - 1)

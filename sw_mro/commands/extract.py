@@ -61,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="landmark workers (dlib: processes) (default 1 on CPU; on GPU the cores minus "
         "two, at most 16); the features do not depend on it",
     )
+    parser.add_argument(
+        "--landmark-redetect",
+        type=int,
+        default=1,
+        metavar="N",
+        help="dlib: run the face detector every N-th frame and track with the shape "
+        "predictor alone between (default 1: every frame; 4 gives 2-2.5x faster "
+        "landmarks that move by about 0.5 px)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute complete outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -247,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             batch_size=args.batch_size,
             landmark_workers=args.landmark_workers,
+            landmark_redetect=args.landmark_redetect,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -32,15 +32,16 @@ from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
 __all__ = ["DlibProcessPool", "SegmentJob", "Submission", "disable", "shared_pool", "usable"]
 
-# (first frame, end frame, starting tracker box or None for a fresh tracker)
-SegmentJob = tuple[int, int, tuple[float, float, float, float] | None]
+# (first frame, end frame, the tracker's starting state or None for a fresh tracker:
+# DlibLandmarker.tracking_state)
+SegmentJob = tuple[int, int, tuple | None]
 
 _WORKER: dict = {}  # in each worker: the landmarker and the attached shared blocks
 _MAPPED = 4  # shared blocks a worker keeps mapped (the parent rotates a few)
 
 
-def _init_worker(predictor_path: str | None, parent: int) -> None:
-    _WORKER["lm"] = DlibLandmarker(predictor_path, fill_missing=False)
+def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1) -> None:
+    _WORKER["lm"] = DlibLandmarker(predictor_path, redetect=redetect, fill_missing=False)
     _WORKER["shm"] = {}
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
@@ -75,13 +76,13 @@ def _attach(name: str) -> shared_memory.SharedMemory:
 def _run_segment(
     name: str, shape: tuple[int, ...], job: SegmentJob
 ) -> tuple[LandmarkResult, tuple[float, float, float, float] | None]:
-    a, b, start_box = job
+    a, b, start_state = job
     frames = np.ndarray(shape, np.uint8, buffer=_attach(name).buf)[a:b]
     lm: DlibLandmarker = _WORKER["lm"]
     lm.reset()
-    lm.tracking_box = start_box
+    lm.tracking_state = start_state
     res = lm.detect(frames)
-    return res, lm.tracking_box
+    return res, lm.tracking_state
 
 
 class Submission:
@@ -114,7 +115,9 @@ class DlibProcessPool:
     last ones of the current chunk. Idle blocks are reused.
     """
 
-    def __init__(self, workers: int, predictor_path: str | None = None) -> None:
+    def __init__(
+        self, workers: int, predictor_path: str | None = None, *, redetect: int = 1
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
@@ -122,7 +125,7 @@ class DlibProcessPool:
             workers,
             mp_context=get_context("spawn"),
             initializer=_init_worker,
-            initargs=(predictor_path, os.getpid()),
+            initargs=(predictor_path, os.getpid(), redetect),
         )
         self._idle: list[shared_memory.SharedMemory] = []  # blocks no submission uses
         self._busy: set[str] = set()  # names of the blocks of submissions in flight
@@ -197,8 +200,10 @@ def usable() -> bool:
 
 
 @functools.cache
-def shared_pool(workers: int, predictor_path: str | None = None) -> DlibProcessPool:
+def shared_pool(
+    workers: int, predictor_path: str | None = None, *, redetect: int = 1
+) -> DlibProcessPool:
     """The process-wide pool for these options, started on first use, closed at exit."""
-    pool = DlibProcessPool(workers, predictor_path)
+    pool = DlibProcessPool(workers, predictor_path, redetect=redetect)
     atexit.register(pool.close)
     return pool

@@ -23,7 +23,13 @@ Backends:
   1.6x the previous face's size around the previous box, resized so that the face is
   ~90 px (the HOG detector finds faces of >= ~80 px); only when that fails does it scan
   the whole frame (downscaled to at most ``detect_max_side`` px, then at 2x upsampling
-  for small faces). ``track=False`` always scans the whole frame.
+  for small faces). ``track=False`` always scans the whole frame. With ``redetect=N``
+  (N > 1) the detector runs only every N-th frame of a track; the frames between take
+  the last detection's box moved by the landmarks' motion since, and run the shape
+  predictor alone (about 2-2.5x faster landmarks on the dev VM; the landmarks move by
+  about as much as full-frame detection differs from the tracked search: docs/sw_mro.md).
+  The limit: the predictor alone does not follow a face that moves by a quarter of its
+  box or more from one frame to the next; the next detection finds it again.
 - ``"insightface"``: the user's buffalo_l models (``det_10g.onnx``, the SCRFD detector,
   and ``1k3d68.onnx``, 68 3-D landmarks) run with onnxruntime directly (no insightface
   package), on CUDA when ``device`` is a CUDA device. Pre- and post-processing follow
@@ -180,6 +186,7 @@ class DlibLandmarker(_Base):
         detect_max_side: int = 320,
         track_face_px: int = 90,
         track_margin: float = 0.8,
+        redetect: int = 1,
         fill_missing: bool = True,
     ) -> None:
         import dlib
@@ -197,11 +204,36 @@ class DlibLandmarker(_Base):
         self.detect_max_side = detect_max_side
         self.track_face_px = track_face_px
         self.track_margin = track_margin
+        if isinstance(redetect, bool) or not isinstance(redetect, int) or redetect < 1:
+            raise ValueError(
+                f"redetect must be an int >= 1 (1: detect every frame); got {redetect!r}"
+            )
+        self.redetect = redetect
         super().__init__(fill_missing=fill_missing)
 
     def reset(self) -> None:
         super().reset()
         self._prev: tuple[float, float, float, float] | None = None
+        # redetect > 1: the last detection's box, landmark centre and landmark width, the
+        # last frame's landmark centre, and the frames since that detection.
+        self._anchor: tuple[tuple[float, ...], tuple[float, float], float] | None = None
+        self._centre: tuple[float, float] | None = None
+        self._since = 0
+
+    @property
+    def tracking_state(self) -> tuple | None:
+        """The tracker's whole state after ``reset()`` (a picklable tuple, or None for a
+        fresh tracker), so that a segment can be continued in another process."""
+        if self._prev is None:
+            return None
+        return (self._prev, self._anchor, self._centre, self._since)
+
+    @tracking_state.setter
+    def tracking_state(self, state: tuple | None) -> None:
+        if state is None:
+            self._prev, self._anchor, self._centre, self._since = None, None, None, 0
+        else:
+            self._prev, self._anchor, self._centre, self._since = state
 
     @property
     def tracking_box(self) -> tuple[float, float, float, float] | None:
@@ -215,6 +247,7 @@ class DlibLandmarker(_Base):
     @tracking_box.setter
     def tracking_box(self, box: tuple[float, float, float, float] | None) -> None:
         self._prev = None if box is None else tuple(float(v) for v in box)  # type: ignore[assignment]
+        self._anchor, self._centre, self._since = None, None, 0  # detect on the next frame
 
     def _run(self, img: np.ndarray, scale: float, ox: float, oy: float, up: int) -> list:
         """Detector on ``img`` (a resized crop); boxes mapped back to frame pixels."""
@@ -263,18 +296,60 @@ class DlibLandmarker(_Base):
             rects = self._run(rgb, 1.0, 0.0, 0.0, 0)
         return rects
 
+    def _shape(self, rgb: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+        r = self._dlib.rectangle(*(round(v) for v in box))
+        shape = self._predictor(rgb, r)
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+    def _predict_only(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """redetect > 1, between detections: the last detection's box moved by the
+        landmarks' motion since, and the shape predictor alone. None (detect instead)
+        when it is time to detect, or when the fit is non-finite, jumps or changes size
+        by more than a quarter of the box. A face that jumped that far usually leaves
+        the fit near the old box, which these checks cannot see: the next detection,
+        at most ``redetect - 1`` frames later, corrects it."""
+        if not self.track or self.redetect == 1 or self._anchor is None:
+            return None
+        if self._since >= self.redetect:
+            return None
+        (box0, c0, extent0), c = self._anchor, self._centre
+        assert c is not None
+        dx, dy = c[0] - c0[0], c[1] - c0[1]
+        box = (box0[0] + dx, box0[1] + dy, box0[2] + dx, box0[3] + dy)
+        pts = self._shape(rgb, box)
+        side = box0[2] - box0[0]
+        centre = (float(pts[:, 0].mean()), float(pts[:, 1].mean()))
+        extent = float(np.ptp(pts[:, 0]))
+        if (
+            not np.isfinite(pts).all()
+            or abs(centre[0] - c[0]) > 0.25 * side
+            or abs(centre[1] - c[1]) > 0.25 * side
+            or abs(extent - extent0) > 0.25 * extent0
+        ):
+            return None
+        self._since += 1
+        self._centre = centre
+        self._prev = box
+        return np.asarray(box, np.float32), pts
+
     def _detect_one(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        hit = self._predict_only(rgb)
+        if hit is not None:
+            return hit
         rects = self._near(rgb) if (self.track and self._prev is not None) else []
         if not rects:
             rects = self._full(rgb)
         if not rects:
             self._prev = None  # lost: the next frame scans the whole frame
+            self._anchor, self._centre, self._since = None, None, 0
             return None
         box = _largest(rects)
         self._prev = box
-        r = self._dlib.rectangle(*(round(v) for v in box))
-        shape = self._predictor(rgb, r)
-        pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+        pts = self._shape(rgb, box)
+        if self.redetect > 1:
+            centre = (float(pts[:, 0].mean()), float(pts[:, 1].mean()))
+            extent = float(np.ptp(pts[:, 0]))
+            self._anchor, self._centre, self._since = (tuple(box), centre, extent), centre, 1
         return np.asarray(box, np.float32), pts
 
 
