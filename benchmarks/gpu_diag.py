@@ -115,17 +115,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         marks.detect(s, rgb)
     one = time.perf_counter() - t
     marks.close()
-    marks = pl._Landmarks(cfg, device)
-    t = time.perf_counter()
-    pending = []
-    for s, rgb in chunks:
-        pending.append(marks.submit(s, rgb))
-        if len(pending) == 2:
-            marks.collect(pending.pop(0))
-    for p in pending:
-        marks.collect(p)
-    two = time.perf_counter() - t
-    marks.close()
+    two = _two_in_flight(pl._Landmarks(cfg, device), chunks)
     emit(
         "landmarks",
         workers=cfg.resolved_landmark_workers,
@@ -136,17 +126,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     )
     fast = cfg.replace(landmark_redetect=4)
     sw_mro.extract(path, fast.replace(window=5))  # start the pool of this option
-    marks = pl._Landmarks(fast, device)
-    t = time.perf_counter()
-    pending = []
-    for s, rgb in chunks:
-        pending.append(marks.submit(s, rgb))
-        if len(pending) == 2:
-            marks.collect(pending.pop(0))
-    for p in pending:
-        marks.collect(p)
-    dt = time.perf_counter() - t
-    marks.close()
+    dt = _two_in_flight(pl._Landmarks(fast, device), chunks)
     emit("landmarks_redetect4", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
     del chunks
 
@@ -206,6 +186,21 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             frames_per_s=round(n / dt, 1),
             **_stages(got),
         )
+
+
+def _two_in_flight(marks, chunks: list) -> float:
+    """Seconds to landmark ``chunks`` with two in flight, as the producer does."""
+    t = time.perf_counter()
+    pending = []
+    for s, rgb in chunks:
+        pending.append(marks.submit(s, rgb))
+        if len(pending) == 2:
+            marks.collect(pending.pop(0))
+    for p in pending:
+        marks.collect(p)
+    dt = time.perf_counter() - t
+    marks.close()
+    return dt
 
 
 def sw_mro_file() -> str:
