@@ -420,6 +420,10 @@ class _Landmarks:
         self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
+        # submit() and collect() run in two threads: the count and the switch from worker
+        # processes to threads (which either may find necessary) are locked.
+        self._count = threading.Lock()
+        self._switch = threading.Lock()
 
     def close(self) -> None:
         if self.pool is not None:
@@ -450,31 +454,33 @@ class _Landmarks:
 
         Spawned workers re-import the ``__main__`` script; one that calls ``sw_mro``
         at top level (no ``if __name__ == "__main__":`` guard), or a main that is not a
-        file, kills them. Then the video goes on in threads, with a warning.
+        file, kills them. Then the video goes on in threads, with a warning. Either the
+        submitting or the collecting thread may find out; the first one switches.
         """
         import warnings
         from concurrent.futures import ThreadPoolExecutor
 
         from sw_mro.io import landmark_pool
 
-        if self.procs is None:  # an earlier chunk already switched
-            return
-        warnings.warn(
-            f"sw_mro: the landmark worker processes failed to start ({exc}); "
-            "running landmarks in threads instead (slower: dlib holds the GIL). "
-            "Worker processes re-import your main script: call sw_mro under "
-            "`if __name__ == '__main__':`.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self.procs.close()
-        landmark_pool.disable(str(exc))  # later videos do not try again
-        self.procs = None
-        self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
-        if self.carry_state is not None:  # hand the tracker state to a thread landmarker
-            self.carry = self._get()
-            self.carry.reset()
-            self.carry.tracking_state = self.carry_state
+        with self._switch:
+            if self.procs is None:  # the other thread or an earlier chunk already switched
+                return
+            warnings.warn(
+                f"sw_mro: the landmark worker processes failed to start ({exc}); "
+                "running landmarks in threads instead (slower: dlib holds the GIL). "
+                "Worker processes re-import your main script: call sw_mro under "
+                "`if __name__ == '__main__':`.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.procs.close()
+            landmark_pool.disable(str(exc))  # later videos do not try again
+            self.procs = None
+            self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
+            if self.carry_state is not None:  # hand the tracker state to a thread landmarker
+                self.carry = self._get()
+                self.carry.reset()
+                self.carry.tracking_state = self.carry_state
 
     def _thread_jobs(self, p: _PendingLandmarks) -> list:
         """One (landmarker, fresh, frames) job per segment; a continued segment's tracker
@@ -501,28 +507,35 @@ class _Landmarks:
         cuts = [0, *range(seg - start % seg, t, seg), t]
         spans = [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
         p = _PendingLandmarks(start, frames, spans, start % seg != 0, (start + t) % seg != 0)
-        if p.continues and self.in_flight:
+        with self._count:
+            busy = self.in_flight
+        if p.continues and busy:
             raise RuntimeError(
                 f"chunk at frame {start} continues a landmark segment: collect the chunks "
                 "before it first"
             )
-        if self.procs is not None:
-            # A continued segment starts from the state its tracker ended the last chunk in.
-            seg_jobs = [
-                (a, b, self.carry_state if j == 0 and p.continues else None)
-                for j, (a, b) in enumerate(spans)
-            ]
-            try:
-                p.submission = self.procs.submit(frames, seg_jobs)
-            except BrokenProcessPool as exc:
-                self._to_threads(exc)
+        broken = None
+        with self._switch:  # the pool in use cannot be closed under this submission
+            if self.procs is not None:
+                # A continued segment starts from the state its tracker ended the last chunk in.
+                seg_jobs = [
+                    (a, b, self.carry_state if j == 0 and p.continues else None)
+                    for j, (a, b) in enumerate(spans)
+                ]
+                try:
+                    p.submission = self.procs.submit(frames, seg_jobs)
+                except BrokenProcessPool as exc:
+                    broken = exc
+        if broken is not None:
+            self._to_threads(broken)
         if p.submission is None:
             p.jobs = self._thread_jobs(p)
             if self.pool is not None:
                 p.results = [self.pool.submit(self._run, job) for job in p.jobs]
             else:
                 p.results = [self._run(job) for job in p.jobs]
-        self.in_flight += 1
+        with self._count:
+            self.in_flight += 1
         return p
 
     def collect(self, p: _PendingLandmarks) -> LandmarkResult:
@@ -548,7 +561,8 @@ class _Landmarks:
             results = [r.result() if isinstance(r, Future) else r for r in p.results]
         if p.jobs is not None:
             self.free.extend(job[0] for job in p.jobs if job[0] is not self.carry)
-        self.in_flight -= 1
+        with self._count:
+            self.in_flight -= 1
         t = len(p.frames)
         boxes = np.concatenate([r.boxes for r in results])
         points = np.concatenate([r.points for r in results])

@@ -185,7 +185,7 @@ import sw_mro
 from sw_mro import SWMROConfig
 
 # No `if __name__ == "__main__":` guard: spawned workers re-run this file and die.
-cfg = SWMROConfig(window=3, face_size=32, landmark_segment=16, chunk_size=40)
+cfg = SWMROConfig(window=3, face_size=32, landmark_segment=16, chunk_size=int(sys.argv[3]))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     feats = sw_mro.extract(sys.argv[1], cfg.replace(landmark_workers=2))
@@ -194,8 +194,11 @@ print("WARNED" if any("worker processes failed" in str(w.message) for w in caugh
 """
 
 
-def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path) -> None:
-    """A user script without a main guard still gets the right features (in threads)."""
+@pytest.mark.parametrize("chunk", [40, 32])
+def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path, chunk: int) -> None:
+    """A user script without a main guard still gets the right features (in threads).
+    Chunks of 40 frames continue segments (one chunk at a time); chunks of 32 are whole
+    segments, so two are in flight when the workers are found dead."""
     import subprocess
     import sys
 
@@ -205,7 +208,7 @@ def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path) -> None
     script.write_text(SCRIPT)
     out = tmp_path / "feats.npy"
     proc = subprocess.run(
-        [sys.executable, str(script), carphone, str(out)],
+        [sys.executable, str(script), carphone, str(out), str(chunk)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
