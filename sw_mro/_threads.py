@@ -51,7 +51,13 @@ def read_ahead(
     thread.start()
     try:
         while True:
-            item = q.get()
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                # On stop the thread returns without an end marker: do not wait for one.
+                if stop is not None and stop.is_set() and not thread.is_alive():
+                    return
+                continue
             if item is done:
                 return
             if isinstance(item, BaseException):

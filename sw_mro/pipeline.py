@@ -181,6 +181,7 @@ class _StageTimer:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        self.device = device
         self.marks: list[tuple[str, Any]] = []
         self.mark("")
 
@@ -190,7 +191,7 @@ class _StageTimer:
 
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             self.marks.append((stage, event))
         else:
             self.marks.append((stage, time.perf_counter()))
@@ -493,6 +494,24 @@ class _Landmarks:
         self.carry = jobs[-1][0] if p.ends_inside else None
         return jobs
 
+    def _rerun_in_threads(self, p: _PendingLandmarks) -> list:
+        """A chunk submitted to worker processes that died, run again in threads from
+        the tracker state it was submitted with. Later chunks may be in flight already,
+        so ``self.carry`` changes only when this chunk ends inside a segment (then the
+        next chunk continues it and cannot have been submitted)."""
+        jobs = []
+        for j, (a, b) in enumerate(p.spans):
+            lm = self._get()
+            lm.reset()
+            if j == 0 and p.continues and p.start_state is not None:
+                lm.tracking_state = p.start_state
+            jobs.append((lm, False, p.frames[a:b]))
+        results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
+        if p.ends_inside:
+            self.carry = jobs[-1][0]
+        p.jobs = jobs
+        return results
+
     def submit(self, start: int, frames: np.ndarray) -> _PendingLandmarks:
         """Start the landmarks of a chunk; :meth:`collect` returns them.
 
@@ -518,6 +537,7 @@ class _Landmarks:
         with self._switch:  # the pool in use cannot be closed under this submission
             if self.procs is not None:
                 # A continued segment starts from the state its tracker ended the last chunk in.
+                p.start_state = self.carry_state if p.continues else None
                 seg_jobs = [
                     (a, b, self.carry_state if j == 0 and p.continues else None)
                     for j, (a, b) in enumerate(spans)
@@ -553,10 +573,7 @@ class _Landmarks:
                 results = [r for r, _ in done]
                 self.carry_state = done[-1][1] if p.ends_inside else None
             if results is None:  # the workers died: this chunk again, in threads
-                p.jobs = self._thread_jobs(p)
-                results = list(
-                    self.pool.map(self._run, p.jobs) if self.pool else map(self._run, p.jobs)
-                )
+                results = self._rerun_in_threads(p)
         else:
             results = [r.result() if isinstance(r, Future) else r for r in p.results]
         if p.jobs is not None:
@@ -591,6 +608,7 @@ class _PendingLandmarks:
     continues: bool  # the first segment began in the chunk before
     ends_inside: bool  # the last segment goes on in the next chunk
     submission: Any = None  # worker processes: a landmark_pool.Submission
+    start_state: Any = None  # worker processes: the state a continued segment starts in
     jobs: list | None = None  # threads: (landmarker, fresh, frames) per segment
     results: list = field(default_factory=list)  # threads: futures or results
 

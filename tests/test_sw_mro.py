@@ -473,3 +473,32 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
     for t in ours:
         t.join(timeout=10)
     assert len(ours) == 1 and not ours[0].is_alive() and len(seen) <= 3
+
+
+def test_read_ahead_returns_when_stopped_without_an_end_marker() -> None:
+    """On ``stop`` the thread returns without an end marker; a consumer waiting for the
+    next item must not wait for ever (``stream`` joins its producer, which was blocked
+    here, before it can raise the consumer's error)."""
+    import threading
+    import time
+
+    from sw_mro._threads import read_ahead
+
+    stop = threading.Event()
+
+    def items():
+        yield 1
+        yield 2
+        time.sleep(0.3)
+        yield 3  # the thread sees the stop here and returns
+        yield 4
+
+    it = read_ahead(items(), stop=stop)
+    assert next(it) == 1
+    stop.set()
+    got: list = []
+    consumer = threading.Thread(target=lambda: got.extend(it), daemon=True)
+    consumer.start()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive()
+    assert 4 not in got

@@ -222,10 +222,12 @@ def _to_host(features: Any) -> tuple[Any, Any]:
 
     if features.device.type != "cuda":
         return features, None
+    stream = torch.cuda.current_stream(features.device)
     host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
-    host.copy_(features, non_blocking=True)
+    with torch.cuda.stream(stream):
+        host.copy_(features, non_blocking=True)
     event = torch.cuda.Event()
-    event.record()
+    event.record(stream)
     return host, event
 
 

@@ -93,18 +93,29 @@ class Submission:
         self._left = len(futures)
         self._release = release  # gives the shared block back once every job is done
         self._lock = threading.Lock()
+        self._released = threading.Event()
+        if not futures:
+            self._finish()
         for f in futures:
             f.add_done_callback(self._done)
+
+    def _finish(self) -> None:
+        self._release()
+        self._released.set()
 
     def _done(self, _future: Future) -> None:
         with self._lock:
             self._left -= 1
             last = self._left == 0
         if last:
-            self._release()
+            self._finish()
 
-    def result(self) -> list[tuple[LandmarkResult, tuple[float, float, float, float] | None]]:
-        return [f.result() for f in self.futures]
+    def result(self) -> list[tuple[LandmarkResult, tuple | None]]:
+        """Each job's (result, tracker end state); returns once the block is back too
+        (a future wakes its waiters before it runs its callbacks)."""
+        out = [f.result() for f in self.futures]
+        self._released.wait()
+        return out
 
 
 class DlibProcessPool:

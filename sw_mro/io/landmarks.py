@@ -239,8 +239,9 @@ class DlibLandmarker(_Base):
     def tracking_box(self) -> tuple[float, float, float, float] | None:
         """The box the next frame's search starts from (None: scan the whole frame).
 
-        Together with ``reset()`` this is the tracker's whole state, so a segment can be
-        continued in another process (``sw_mro.io.landmark_pool``).
+        With ``redetect=1`` this and ``reset()`` are the tracker's whole state; with
+        ``redetect > 1`` use :attr:`tracking_state` to continue a segment elsewhere
+        (setting the box alone makes the next frame a detection).
         """
         return self._prev
 
