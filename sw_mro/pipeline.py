@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(init=False)
 class FeatureChunk:
     """Features of frames ``start .. start + len(features) - 1``.
 
@@ -86,6 +86,18 @@ class FeatureChunk:
     landmark_found: np.ndarray
     _stats: dict[str, float] = field(default_factory=dict, repr=False)
     _timer: _StageTimer | None = field(default=None, repr=False)
+
+    def __init__(
+        self,
+        start: int,
+        features: torch.Tensor,
+        landmark_found: np.ndarray,
+        stats: dict[str, float] | None = None,
+        timer: _StageTimer | None = None,
+    ) -> None:
+        self.start, self.features, self.landmark_found = start, features, landmark_found
+        self._stats = {} if stats is None else stats
+        self._timer = timer  # device stage times, read into stats on first access
 
     @property
     def stats(self) -> dict[str, float]:

@@ -357,6 +357,8 @@ def test_stage_seconds_and_window_features_keeps_its_input(carphone: str) -> Non
     stages = {"crop", "align", "flow", "pooling", "wait", "decode_landmarks"}
     assert stages <= set(chunk.stats) and all(v >= 0 for v in chunk.stats.values())
     assert chunk.stats["flow"] > 0
+    made = sw_mro.FeatureChunk(0, chunk.features, chunk.landmark_found, stats={"crop": 1.0})
+    assert made.stats == {"crop": 1.0} and made.frames.tolist() == list(range(16))
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(2, 1, 64, 64, generator=gen) * 255
     # A drifting texture, so that the nose alignment has shifts to apply.
