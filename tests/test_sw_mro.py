@@ -303,9 +303,9 @@ def test_streamed_equals_whole_and_memory_is_bounded(face: np.ndarray) -> None:
     first = next(it)
     # Ahead of the 8 + 1 frames the first windows need, at most: 2 chunks queued for the
     # main thread, 1 in the landmark thread's hand, 2 with landmarks in flight, 1 in the
-    # decode-ahead queue and 1 in the decode thread's hand (7, a constant). Decoding did
-    # not read the whole video first.
-    assert src.max_index <= 8 + 1 + 7 * 8 + 8 < len(frames)
+    # submitting thread's hand, 1 in the decode-ahead queue and 1 in the decode thread's
+    # hand (8, a constant). Decoding did not read the whole video first.
+    assert src.max_index <= 8 + 1 + 8 * 8 + 8 < len(frames)
     chunks = [first, *it]
     assert [c.start for c in chunks] == list(range(0, 100, 8))
     streamed = torch.cat([c.features for c in chunks])
