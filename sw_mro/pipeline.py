@@ -84,8 +84,8 @@ class FeatureChunk:
     start: int
     features: torch.Tensor
     landmark_found: np.ndarray
-    _stats: dict[str, float] = field(default_factory=dict, repr=False)
-    _timer: _StageTimer | None = field(default=None, repr=False)
+    _stats: dict[str, float] = field(repr=False)
+    _timer: _StageTimer | None = field(repr=False)
 
     def __init__(
         self,
@@ -495,14 +495,20 @@ class _Landmarks:
                 self.carry.reset()
                 self.carry.tracking_state = self.carry_state
 
-    def _thread_jobs(self, p: _PendingLandmarks) -> list:
-        """One (landmarker, fresh, frames) job per segment; a continued segment's tracker
-        is the one the last chunk ended with."""
+    def _segment_jobs(self, p: _PendingLandmarks, first: Any) -> list:
+        """One (landmarker, fresh, frames) job per segment; ``first`` (or None) is the
+        landmarker that continues the chunk's first segment, already in its state."""
         jobs = []
         for j, (a, b) in enumerate(p.spans):
-            continues = j == 0 and p.continues and self.carry is not None
-            lm = self.carry if continues else self._get()
+            continues = j == 0 and p.continues and first is not None
+            lm = first if continues else self._get()
             jobs.append((lm, not continues, p.frames[a:b]))
+        return jobs
+
+    def _thread_jobs(self, p: _PendingLandmarks) -> list:
+        """The chunk's jobs in threads; a continued segment's tracker is the one the
+        last chunk ended with."""
+        jobs = self._segment_jobs(p, self.carry if p.continues else None)
         self.carry = jobs[-1][0] if p.ends_inside else None
         return jobs
 
@@ -511,17 +517,15 @@ class _Landmarks:
         the tracker state it was submitted with. Later chunks may be in flight already,
         so ``self.carry`` changes only when this chunk ends inside a segment (then the
         next chunk continues it and cannot have been submitted)."""
-        jobs = []
-        for j, (a, b) in enumerate(p.spans):
-            lm = self._get()
-            lm.reset()
-            if j == 0 and p.continues and p.start_state is not None:
-                lm.tracking_state = p.start_state
-            jobs.append((lm, False, p.frames[a:b]))
-        results = list(self.pool.map(self._run, jobs) if self.pool else map(self._run, jobs))
+        first = None
+        if p.continues and p.start_state is not None:
+            first = self._get()
+            first.reset()
+            first.tracking_state = p.start_state
+        p.jobs = self._segment_jobs(p, first)
+        results = list(self.pool.map(self._run, p.jobs) if self.pool else map(self._run, p.jobs))
         if p.ends_inside:
-            self.carry = jobs[-1][0]
-        p.jobs = jobs
+            self.carry = p.jobs[-1][0]
         return results
 
     def submit(self, start: int, frames: np.ndarray) -> _PendingLandmarks:

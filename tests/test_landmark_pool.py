@@ -92,7 +92,7 @@ def test_pool_chunks_in_flight_keep_their_frames(carphone: str) -> None:
         first = pool.submit(frames[:24], jobs)
         second = pool.submit(frames[24:], jobs)  # while the first chunk's jobs run
         got = [r.points for r, _ in first.result() + second.result()]
-        assert len(pool._all) == 2 and not pool._busy  # two blocks, both idle again
+        assert len(pool._all) == 2 and len(pool._idle) == 2  # two blocks, both idle again
     finally:
         pool.close()
     for g, w in zip(got, want, strict=True):

@@ -139,7 +139,6 @@ class DlibProcessPool:
             initargs=(predictor_path, os.getpid(), redetect),
         )
         self._idle: list[shared_memory.SharedMemory] = []  # blocks no submission uses
-        self._busy: set[str] = set()  # names of the blocks of submissions in flight
         self._all: dict[str, shared_memory.SharedMemory] = {}
         self._lock = threading.Lock()
 
@@ -154,12 +153,10 @@ class DlibProcessPool:
                     self._free(min(self._idle, key=lambda b: b.size))
                 shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
                 self._all[shm.name] = shm
-            self._busy.add(shm.name)
             return shm
 
     def _give_back(self, shm: shared_memory.SharedMemory) -> None:
         with self._lock:
-            self._busy.discard(shm.name)
             if shm.name in self._all:
                 self._idle.append(shm)
 
@@ -193,7 +190,6 @@ class DlibProcessPool:
         with self._lock:
             for shm in list(self._all.values()):
                 self._free(shm)
-            self._busy.clear()
 
 
 _DISABLED: list[str] = []  # why worker processes are not used in this process, if so
