@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import sw_mro
 from sw_mro import SWMROConfig
-from sw_mro.io.landmark_pool import DlibProcessPool, shared_pool
+from sw_mro.io import landmark_pool
+from sw_mro.io.landmark_pool import DlibProcessPool, SharedMemoryError, shared_pool
 from sw_mro.io.landmarks import make_landmarker
 from sw_mro.io.video import open_video
 from sw_mro.pipeline import _Landmarks
@@ -74,6 +82,95 @@ def test_pool_frees_its_shared_memory(astronaut_rgb: np.ndarray) -> None:
     pool.close()
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name=new)
+
+
+def _in_dev_shm(fd: int) -> bool:
+    return os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm/")
+
+
+def _no_space(fd: int, size: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_dev_shm_falls_back_to_memfd(monkeypatch: pytest.MonkeyPatch, carphone: str) -> None:
+    """A /dev/shm too small for a chunk (Docker's default is 64 MB) fails the page
+    reservation with ENOSPC; the block becomes an anonymous memfd file, which the workers
+    map through /proc, and the landmarks are those of an in-process tracker."""
+    reserve = landmark_pool._reserve
+    monkeypatch.setattr(
+        landmark_pool,
+        "_reserve",
+        lambda fd, size: _no_space(fd, size) if _in_dev_shm(fd) else reserve(fd, size),
+    )
+    frames = open_video(carphone).read(range(24)).numpy()
+    lm = make_landmarker("dlib", fill_missing=False)
+    want = []
+    for a in (0, 12):
+        lm.reset()
+        want.append(lm.detect(frames[a : a + 12]).points)
+    pool = DlibProcessPool(2)
+    try:
+        first = pool.run(frames, [(0, 12, None), (12, 24, None)])
+        assert pool.dev_shm_full
+        (name,) = pool._all
+        assert name.startswith(f"/proc/{os.getpid()}/fd/")
+        second = pool.run(frames[::-1], [(0, 12, None)])  # the idle block is reused
+        assert list(pool._all) == [name]
+        fd = pool._all[name]._fd
+    finally:
+        pool.close()
+    for (got, _), w in zip(first, want, strict=True):
+        np.testing.assert_array_equal(got.points, w)
+    lm.reset()
+    np.testing.assert_array_equal(second[0][0].points, lm.detect(frames[::-1][:12]).points)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)  # closed: the memory goes once the workers unmap it
+
+
+def test_no_shared_memory_at_all_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, astronaut_rgb: np.ndarray
+) -> None:
+    monkeypatch.setattr(landmark_pool, "_reserve", _no_space)
+    pool = DlibProcessPool(1)
+    try:
+        with pytest.raises(SharedMemoryError, match=r"/dev/shm has .* free.*--shm-size"):
+            pool.run(astronaut_rgb[None], [(0, 1, None)])
+        assert not pool._all  # nothing half-made is kept
+    finally:
+        pool.close()
+
+
+SMALL_SHM = 'mount -t tmpfs -o size={mb}m tmpfs /dev/shm && exec "$@"'
+
+
+def _private_small_shm(mb: int) -> list[str] | None:
+    """A command prefix that runs its command with a private /dev/shm of ``mb`` MB (a
+    mount namespace: needs root, as in CI and the dev VM), or None where that fails."""
+    if shutil.which("unshare") is None:
+        return None
+    prefix = ["unshare", "-m", "sh", "-c", SMALL_SHM.format(mb=mb), "sh"]
+    try:
+        ok = subprocess.run([*prefix, "df", "-m", "/dev/shm"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if ok.returncode == 0 else None
+
+
+def test_extract_with_a_tiny_dev_shm(carphone: str, tmp_path: Path) -> None:
+    """The real case: ``sw-mro extract`` with landmark worker processes under a 4 MB
+    /dev/shm (a 64-frame carphone chunk is 4.9 MB). Before the reservation this died with
+    SIGBUS ("Bus error"); now it writes the in-process features."""
+    prefix = _private_small_shm(4)
+    if prefix is None:
+        pytest.skip("needs `unshare -m` and mount (root) for a private 4 MB /dev/shm")
+    out = tmp_path / "out"
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", carphone, "--out-dir", str(out)]
+    args = ["--window", "3", "--face-size", "32", "--landmark-workers", "2", "--quiet"]
+    proc = subprocess.run([*prefix, *cmd, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = sw_mro.extract(carphone, SWMROConfig(window=3, face_size=32, landmark_workers=1))
+    np.testing.assert_array_equal(np.load(out / f"{Path(carphone).stem}.npy"), want.numpy())
 
 
 def test_pool_chunks_in_flight_keep_their_frames(carphone: str) -> None:
@@ -160,8 +257,6 @@ def test_workers_end_when_the_parent_is_killed(tmp_path) -> None:
     """SIGKILL (or SIGTERM) runs no atexit handler: the workers must notice by themselves,
     or they live on with the model and the parent's output pipes."""
     import signal
-    import subprocess
-    import sys
     import time
 
     script = tmp_path / "parent.py"
@@ -202,11 +297,6 @@ def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path, chunk: 
     """A user script without a main guard still gets the right features (in threads).
     Chunks of 40 frames continue segments (one chunk at a time); chunks of 32 are whole
     segments, so two are in flight when the workers are found dead."""
-    import subprocess
-    import sys
-
-    import sw_mro
-
     script = tmp_path / "user_script.py"
     script.write_text(SCRIPT)
     out = tmp_path / "feats.npy"

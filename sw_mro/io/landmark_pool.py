@@ -6,7 +6,13 @@ runs whole tracking segments in ``spawn``-ed worker processes instead:
 
 - the frames of a chunk are copied once into a shared-memory block that every worker
   maps (no pickling of frames); several chunks can be in flight, each in its own block,
-  so the workers never wait for the caller between chunks;
+  so the workers never wait for the caller between chunks. A block is POSIX shared
+  memory (``/dev/shm``) with its pages reserved up front; where ``/dev/shm`` is too
+  small for it (Docker gives containers 64 MB unless ``--shm-size`` or ``--ipc=host``
+  says otherwise, and a 512-frame 640x480 chunk is 472 MB) it is an anonymous
+  ``memfd`` file instead, which is not bound by that mount's size. Without the
+  reservation a full ``/dev/shm`` killed the whole process with ``SIGBUS`` ("Bus
+  error") on the first write past its size;
 - a job is a pure function of (frames ``a:b`` of the block, the tracker's starting box),
   so the result does not depend on which worker runs it or how many there are, and is
   the same as running :class:`~sw_mro.io.landmarks.DlibLandmarker` in this process;
@@ -20,7 +26,10 @@ eagerly), never torch or CUDA.
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
+import itertools
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,7 +39,15 @@ import numpy as np
 
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
-__all__ = ["DlibProcessPool", "SegmentJob", "Submission", "disable", "shared_pool", "usable"]
+__all__ = [
+    "DlibProcessPool",
+    "SegmentJob",
+    "SharedMemoryError",
+    "Submission",
+    "disable",
+    "shared_pool",
+    "usable",
+]
 
 # (first frame, end frame, the tracker's starting state or None for a fresh tracker:
 # DlibLandmarker.tracking_state)
@@ -60,16 +77,86 @@ def _exit_with_parent(parent: int, period: float = 0.5) -> None:
     os._exit(0)
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
+class SharedMemoryError(OSError):
+    """No shared memory could be reserved for a chunk of frames (neither in
+    ``/dev/shm`` nor as an anonymous ``memfd`` file)."""
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate every page of the file now: ENOSPC here, not SIGBUS at the first write
+    past a full tmpfs (the file is only sized, not allocated, by ``ftruncate``)."""
+    if size > 0:
+        os.posix_fallocate(fd, 0, size)
+
+
+def _free_mib(path: str) -> str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "unknown"
+    return f"{st.f_bavail * st.f_frsize / 2**20:.0f} MiB"
+
+
+class _MemfdBlock:
+    """An anonymous ``memfd`` file mapped in the parent; workers open it through
+    ``/proc/<parent>/fd/<fd>``. Its memory is freed once the parent closes it and the
+    last worker unmaps it, so even a killed parent leaks nothing. ``name`` is that path
+    plus a serial number: file descriptors are reused, names must not be."""
+
+    _serial = itertools.count()
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._fd = os.memfd_create("sw_mro_landmark_frames", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self._fd, self.size)
+            _reserve(self._fd, self.size)
+            self._mmap = mmap.mmap(self._fd, self.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.buf = memoryview(self._mmap)
+        self.name = f"/proc/{os.getpid()}/fd/{self._fd}#{next(self._serial)}"
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()
+            self._mmap.close()
+            self.buf = None
+
+    def unlink(self) -> None:
+        os.close(self._fd)
+
+
+class _MappedBlock:
+    """A worker's mapping of a parent's :class:`_MemfdBlock` (by its name)."""
+
+    def __init__(self, name: str) -> None:
+        fd = os.open(name.partition("#")[0], os.O_RDWR)
+        try:
+            self._mmap = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._mmap.close()
+
+
+def _attach(name: str):
     blocks = _WORKER["shm"]
     if name in blocks:
         blocks[name] = blocks.pop(name)  # most recently used last
     else:
         while len(blocks) >= _MAPPED:  # unmap the least recently used block
             blocks.pop(next(iter(blocks))).close()
-        # The parent owns (and unlinks) the block; this process only maps it. Spawned
-        # workers share the parent's resource tracker, so attaching registers nothing new.
-        blocks[name] = shared_memory.SharedMemory(name=name)
+        if name.startswith("/proc/"):
+            blocks[name] = _MappedBlock(name)
+        else:
+            # The parent owns (and unlinks) the block; this process only maps it. Spawned
+            # workers share the parent's resource tracker, so attaching registers nothing.
+            blocks[name] = shared_memory.SharedMemory(name=name)
     return blocks[name]
 
 
@@ -138,11 +225,39 @@ class DlibProcessPool:
             initializer=_init_worker,
             initargs=(predictor_path, os.getpid(), redetect),
         )
-        self._idle: list[shared_memory.SharedMemory] = []  # blocks no submission uses
-        self._all: dict[str, shared_memory.SharedMemory] = {}
+        self._idle: list = []  # blocks no submission uses
+        self._all: dict = {}  # name -> SharedMemory or _MemfdBlock
         self._lock = threading.Lock()
+        self.dev_shm_full = False  # /dev/shm could not hold a block: memfd from then on
 
-    def _take_block(self, nbytes: int) -> shared_memory.SharedMemory:
+    def _new_block(self, nbytes: int):
+        """A block of ``nbytes`` whose pages are reserved: in ``/dev/shm``, or as a
+        ``memfd`` file once ``/dev/shm`` has been too small."""
+        if not self.dev_shm_full:
+            shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+            try:
+                _reserve(shm._fd, shm.size)
+                return shm
+            except OSError as exc:
+                shm.close()
+                shm.unlink()
+                if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                    raise
+                self.dev_shm_full = True
+        try:
+            return _MemfdBlock(nbytes)
+        except (OSError, AttributeError) as exc:  # AttributeError: no memfd on this OS
+            raise SharedMemoryError(
+                errno.ENOSPC,
+                f"cannot reserve {nbytes / 2**20:.0f} MiB of shared memory for a chunk of "
+                f"frames for the landmark workers: /dev/shm has {_free_mib('/dev/shm')} "
+                f"free and an anonymous memfd file failed ({exc}). Free memory, give the "
+                "container more shared memory (docker run --shm-size=4g, or --ipc=host), "
+                "or run landmarks in this process (landmark_workers=1, "
+                "--landmark-workers 1)",
+            ) from exc
+
+    def _take_block(self, nbytes: int):
         with self._lock:
             fits = [b for b in self._idle if b.size >= nbytes]
             if fits:
@@ -151,16 +266,16 @@ class DlibProcessPool:
             else:
                 if self._idle:  # too small for this chunk: replace the smallest idle block
                     self._free(min(self._idle, key=lambda b: b.size))
-                shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+                shm = self._new_block(nbytes)
                 self._all[shm.name] = shm
             return shm
 
-    def _give_back(self, shm: shared_memory.SharedMemory) -> None:
+    def _give_back(self, shm) -> None:
         with self._lock:
             if shm.name in self._all:
                 self._idle.append(shm)
 
-    def _free(self, shm: shared_memory.SharedMemory) -> None:  # under self._lock
+    def _free(self, shm) -> None:  # under self._lock
         if shm in self._idle:
             self._idle.remove(shm)
         self._all.pop(shm.name, None)
