@@ -85,6 +85,13 @@ def test_skip_overwrite_and_one_bad_input(
     assert "skipped" in capsys.readouterr().out
     assert (out / "short.npy").stat().st_mtime_ns == first
 
+    # Settings that do not change the features (batch size, landmark workers): a killed
+    # run resumed with them still skips what is complete.
+    resume = [*ARGS, "--batch-size", "2", "--landmark-workers", "2"]
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *resume]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (out / "short.npy").stat().st_mtime_ns == first
+
     # Another config: refused without --overwrite, recomputed with it.
     other = ["--window", "5", "--face-size", "64", "--quiet"]
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other]) == 1
@@ -187,3 +194,19 @@ def test_duplicate_names_fail_once(
     other.write_bytes(b"x")
     rc = main(["extract", str(short_clip), str(other), "--out-dir", str(tmp_path / "o"), *ARGS])
     assert rc == 1 and "also the name of" in capsys.readouterr().err
+
+
+def test_resume_ignores_settings_that_keep_the_features() -> None:
+    """Which GPU, the batch size and the landmark workers do not change the features; the
+    device type and every feature setting do."""
+    from sw_mro.commands.extract import _feature_config
+
+    def key(**kw):
+        return _feature_config(sw_mro.SWMROConfig(**kw).to_dict())
+
+    base = key(device="cuda:0")
+    assert key(device="cuda:1", batch_size=32, chunk_size=64, landmark_workers=3) == base
+    assert key(device="cuda") == base
+    assert key(device="cpu") != base
+    assert key(device="cuda", window=9) != base
+    assert key(device="cuda", landmark_redetect=4) != base

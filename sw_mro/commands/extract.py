@@ -102,12 +102,31 @@ def output_name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
+#: Config fields that say how the features are computed, not what they are: a run that
+#: was killed can be resumed with another batch size (after running out of GPU memory,
+#: say) or another number of landmark workers. Of the device only the type counts
+#: (CPU and CUDA features differ by ~1e-5 px), so another GPU is fine.
+_EXECUTION_ONLY = ("batch_size", "chunk_size", "landmark_workers")
+
+
+def _feature_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (``SWMROConfig.to_dict()``) without the execution-only fields, and
+    with the device's type only (``cuda:1`` -> ``cuda``)."""
+    out = {k: v for k, v in config.items() if k not in _EXECUTION_ONLY}
+    if "device" in out:
+        out["device"] = str(out["device"]).split(":")[0]
+    if isinstance(out.get("resolved"), dict):
+        out["resolved"] = {k: v for k, v in out["resolved"].items() if k not in _EXECUTION_ONLY}
+    return out
+
+
 def _is_complete(
     json_path: Path, npy_path: Path, config: dict[str, Any], backend: str | None = None
 ) -> bool | None:
     """True: complete with this config; None: complete with another config (or another
     Farneback backend than ``backend``: their features differ by ~1e-5 px, and one
-    output folder should not mix them); False: not complete. Outputs written before the
+    output folder should not mix them); False: not complete. Settings that do not change
+    the features are not compared (:func:`_feature_config`). Outputs written before the
     metadata recorded the backend are taken as they are."""
     if not (json_path.is_file() and npy_path.is_file()):
         return False
@@ -117,7 +136,8 @@ def _is_complete(
         return False
     if not meta.get("complete"):
         return False
-    if meta.get("config") != config:
+    made = meta.get("config")
+    if not isinstance(made, dict) or _feature_config(made) != _feature_config(config):
         return None
     made_with = meta.get("flow_backend")
     return None if backend and made_with and made_with != backend else True
