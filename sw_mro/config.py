@@ -17,6 +17,36 @@ __all__ = ["SWMROConfig"]
 _REF_FACE = 256  # face size at which the precedent's pixel sizes are stated (SPEC 2.3, 2.5)
 
 
+_CGROUP = "/sys/fs/cgroup"  # the container's own cgroup tree (a namespace root)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: the affinity mask (``taskset``, cpusets), capped by a
+    cgroup CPU quota (``docker run --cpus``, Kubernetes limits), which
+    ``os.cpu_count()`` ignores: on a 64-core host a 4-CPU container would otherwise
+    start 16 landmark workers on 4 CPUs."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = None
+    try:  # cgroup v2: "max 100000" or "400000 100000"
+        q, period = open(os.path.join(_CGROUP, "cpu.max")).read().split()[:2]
+        if q != "max":
+            quota = int(q) / int(period)
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            q = int(open(os.path.join(_CGROUP, "cpu", "cpu.cfs_quota_us")).read())
+            period = int(open(os.path.join(_CGROUP, "cpu", "cpu.cfs_period_us")).read())
+            if q > 0 and period > 0:
+                quota = q / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None and quota > 0:
+        n = min(n, max(1, int(-(-quota // 1))))  # 2.5 CPUs -> 3
+    return max(1, n)
+
+
 @dataclass(frozen=True)
 class SWMROConfig:
     """Settings of :func:`sw_mro.extract` and ``sw-mro extract``.
@@ -75,7 +105,8 @@ class SWMROConfig:
     - ``landmarks`` = "dlib"; ``insightface_root`` for the insightface backend.
       Landmarks are tracked within segments of ``landmark_segment`` (32) frames: the
       tracker restarts (a whole-frame detection) at every multiple of 32, so segments
-      can run on ``landmark_workers`` workers (None = 1 on CPU, up to 16 on CUDA hosts;
+      can run on ``landmark_workers`` workers (None = 1 on CPU; on CUDA the usable CPUs
+      minus two, at most 16: :func:`usable_cpus`;
       processes for dlib, whose shape predictor holds the GIL, threads for insightface)
       and the features do not depend on chunking or on the number of workers. A frame
       without a face takes the last good landmarks before it; frames before the first
@@ -223,7 +254,7 @@ class SWMROConfig:
         if self.landmark_workers is not None:
             return self.landmark_workers
         if str(self.device).startswith("cuda"):
-            return max(1, min(16, (os.cpu_count() or 2) - 2))
+            return max(1, min(16, usable_cpus() - 2))
         return 1
 
     @property

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--landmark-workers",
         type=int,
         default=None,
-        help="landmark workers (dlib: processes) (default 1 on CPU; on GPU the cores minus "
+        help="landmark workers (dlib: processes) (default 1 on CPU; on GPU the usable CPUs minus "
         "two, at most 16); the features do not depend on it",
     )
     parser.add_argument(
