@@ -210,3 +210,97 @@ def test_resume_ignores_settings_that_keep_the_features() -> None:
     assert key(device="cpu") != base
     assert key(device="cuda", window=9) != base
     assert key(device="cuda", landmark_redetect=4) != base
+
+
+# --------------------------------------------------------------------------- --devices
+
+
+def test_devices_spread_inputs_over_worker_processes(
+    short_clip: Path, carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--devices cpu,cpu``: two worker processes share the inputs; each output equals
+    the one-process output, and a broken input fails alone."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    inputs = [str(short_clip), str(broken), str(carphone_copy)]
+    out, ref = tmp_path / "multi", tmp_path / "one"
+    assert main(["extract", *inputs, "--out-dir", str(out), "--devices", "cpu,cpu", *ARGS]) == 1
+    io = capsys.readouterr()
+    assert "2 worker processes (cpu, cpu)" in io.err
+    assert "FAILED" in io.err and "broken.mp4" in io.err and "CorruptVideoError" in io.err
+    assert "2 of 3 inputs done; failed:" in io.out and str(broken) in io.out
+    assert main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(ref), *ARGS]) == 0
+    for name in ("short", "carphone"):
+        assert np.array_equal(np.load(out / f"{name}.npy"), np.load(ref / f"{name}.npy"))
+        meta = json.loads((out / f"{name}.json").read_text())
+        assert meta["complete"] and meta["config"]["device"] == "cpu"
+    # Resuming on one device skips what the workers completed.
+    assert main(["extract", *inputs[::2], "--out-dir", str(out), *ARGS]) == 0
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def _job(device: str, path: str, options: dict) -> str:
+    """A stand-in job for run_on_devices, importable by spawned workers."""
+    import os
+
+    name = Path(path).name
+    if name.startswith("crash"):
+        os._exit(9)  # as a segfault or the OOM killer would end it: no cleanup
+    if name.startswith("raise"):
+        raise RuntimeError(f"bad input {name}")
+    return f"{name} on {device} {options['tag']}"
+
+
+def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixture[str]) -> None:
+    from sw_mro.commands.devices import run_on_devices
+
+    inputs = ["a", "b", "crash1", "c", "raise1", "d", "e", "crash2", "f"]
+    seen: list[tuple[str, bool]] = []
+    run = run_on_devices(
+        inputs, ["cpu", "cpu"], _job, {"tag": "x"}, on_result=lambda p, ok, _: seen.append((p, ok))
+    )
+    assert sorted(run.done) == ["a", "b", "c", "d", "e", "f"]
+    assert all(run.done[p] == f"{p} on cpu x" for p in run.done)
+    assert sorted(run.failed) == ["crash1", "crash2", "raise1"]
+    assert "died (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
+    assert sorted(seen) == sorted((p, p in run.done) for p in inputs)
+
+
+def test_when_every_worker_dies_the_rest_fail_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers that die on their first input are not replaced (the device is taken as
+    broken); once none is left, the remaining inputs fail instead of waiting for ever."""
+    from sw_mro.commands.devices import run_on_devices
+
+    inputs = ["crash1", "crash2", "crash3", "crash4"]
+    run = run_on_devices(inputs, ["cpu", "cpu"], _job, {"tag": "x"})
+    assert not run.done and sorted(run.failed) == inputs
+    assert sum("no device worker is left" in why for why in run.failed.values()) == 2
+    assert "is not used again" in capsys.readouterr().err
+
+
+def test_parse_devices() -> None:
+    from sw_mro.commands.devices import parse_devices, per_process_cpus
+
+    assert parse_devices("cuda:0,cuda:1", 2) == ["cuda:0", "cuda:1"]
+    assert parse_devices("0, 1", 2) == ["cuda:0", "cuda:1"]
+    assert parse_devices("all", 3) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert parse_devices("cuda,cuda", 1) == ["cuda:0", "cuda:0"]
+    assert parse_devices("cpu,cpu", 0) == ["cpu", "cpu"]
+    for bad, why in [("cuda:2", "does not exist"), ("all", "no CUDA device"), ("tpu", "not cpu"),
+                     ("", "empty"), ("cuda:x", "not cpu")]:  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            parse_devices(bad, 0 if bad == "all" else 2)
+    assert per_process_cpus(["cuda:0", "cuda:1"], 16) == 8
+    assert per_process_cpus(["cpu"] * 4, 2) == 1
+
+
+def test_devices_arguments(short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "o")
+    assert main(["extract", str(short_clip), "--out-dir", out, "--devices", "tpu"]) == 2
+    assert "--devices" in capsys.readouterr().err
+    assert main(["extract", str(short_clip), "--out-dir", out, "--gpu", "--devices", "cpu"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["extract", str(short_clip), "--out-dir", out, "--devices", "cuda:0"]) == 2
+        assert "does not exist" in capsys.readouterr().err

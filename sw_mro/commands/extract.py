@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out-dir", type=Path, required=True, help="folder for <name>.npy and <name>.json"
     )
     parser.add_argument("--gpu", action="store_true", help="run on CUDA (frames stay on the GPU)")
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="spread the inputs over these devices, one worker process each: e.g. "
+        "cuda:0,cuda:1 (or 0,1), all (every visible GPU) or cpu,cpu; a device listed "
+        "twice gets two workers. The features are those of a one-device run",
+    )
     parser.add_argument("--window", type=int, default=17, help="clip length w, odd (default 17)")
     parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (SAMM-LV: 7)")
     parser.add_argument(
@@ -259,15 +267,88 @@ def _device_name(device: str) -> str:
     return "cpu"
 
 
+def _extract_on_device(device: str, path: str, options: dict[str, Any]) -> str:
+    """One input in a ``--devices`` worker process (see ``sw_mro.commands.devices``)."""
+    import torch
+
+    cfg = options["config"]
+    cpus = options["cpus"]
+    workers = cfg.landmark_workers
+    if device == "cpu":
+        torch.set_num_threads(cpus)  # the workers on CPU share the cores
+    else:
+        torch.cuda.set_device(torch.device(device))
+        if workers is None:  # the CPUs are shared by the devices' processes
+            workers = max(1, min(16, cpus - 2))
+    cfg = cfg.replace(device=device, landmark_workers=workers)
+    args = argparse.Namespace(overwrite=options["overwrite"], quiet=True)
+    return _extract_one(Path(path), Path(options["out_dir"]), cfg, args)
+
+
+def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inputs: list) -> list:
+    """``--devices``: the inputs over one worker process per device; the failed ones."""
+    from tqdm import tqdm
+
+    from sw_mro.commands.devices import per_process_cpus, run_on_devices
+    from sw_mro.config import usable_cpus
+
+    cpus = per_process_cpus(devices, usable_cpus())
+    print(
+        f"sw-mro: {len(inputs)} inputs on {len(devices)} worker processes "
+        f"({', '.join(devices)}), {cpus} CPUs each",
+        file=sys.stderr,
+        flush=True,
+    )
+    options = {
+        "config": cfg,
+        "cpus": cpus,
+        "out_dir": str(args.out_dir),
+        "overwrite": args.overwrite,
+    }
+    with tqdm(total=len(inputs), unit="input", disable=args.quiet, file=sys.stderr) as bar:
+
+        def show(path: str, ok: bool, line: str) -> None:
+            if ok:
+                bar.write(line, file=sys.stdout)
+            else:
+                bar.write(f"FAILED {path}: {line}", file=sys.stderr)
+            sys.stdout.flush()
+            bar.update(1)
+
+        result = run_on_devices(
+            [str(p) for p in inputs], devices, _extract_on_device, options, on_result=show
+        )
+    return [str(p) for p in inputs if str(p) in result.failed]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from sw_mro.commands.devices import parse_devices
     from sw_mro.config import SWMROConfig
 
+    devices: list[str] | None = None
+    if args.devices is not None:
+        try:
+            devices = parse_devices(
+                args.devices, torch.cuda.device_count() if torch.cuda.is_available() else 0
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.gpu and "cpu" in devices:
+            print("error: --gpu with a cpu entry in --devices", file=sys.stderr)
+            return 2
     device = "cuda" if args.gpu else "cpu"
-    if args.gpu and not torch.cuda.is_available():
+    if devices is not None:
+        device = devices[0]
+        if len(devices) == 1:
+            devices = None  # one device: this process, as without --devices
+    if device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --gpu given but no CUDA device is available to torch", file=sys.stderr)
         return 2
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(device))  # CuPy kernels use the current device
     try:
         cfg = SWMROConfig(
             window=args.window,
@@ -286,15 +367,26 @@ def run(args: argparse.Namespace) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     seen: dict[str, Path] = {}
+    todo: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
         name = output_name(path)
+        if name in seen:
+            failed.append(str(path))
+            print(
+                f"FAILED {path}: ValueError: output name {name!r} is also the name of "
+                f"{seen[name]}; rename one of them",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        seen[name] = path
+        todo.append(path)
+    if devices is not None:
+        failed += _run_on_devices(args, cfg, devices, todo)
+        todo = []
+    for path in todo:
         try:
-            if name in seen:
-                raise ValueError(
-                    f"output name {name!r} is also the name of {seen[name]}; rename one of them"
-                )
-            seen[name] = path
             print(_extract_one(path, args.out_dir, cfg, args), flush=True)
         except KeyboardInterrupt:
             raise

@@ -1,0 +1,228 @@
+"""Inputs spread over several devices: one worker process per device.
+
+``sw-mro extract --devices cuda:0,cuda:1 ...`` runs :func:`run_on_devices`. Each device
+gets a ``spawn``-ed worker process (its own CUDA context, landmark pool and decoder),
+and the parent hands out one input at a time, the largest first, to whichever worker
+is free, so a long video on one GPU does not leave the others idle at the end.
+
+Failures stay per input:
+
+- an input that raises in a worker is reported, and that worker takes the next one;
+- a worker that dies (a segfault, the kernel's OOM killer) fails the input it held,
+  and a new worker starts on that device for the inputs left. A worker that dies
+  before it finished any input is not replaced (its device is broken); when no worker
+  is left, the remaining inputs fail with that reason.
+
+Outputs are written by the workers exactly as by one process (atomically, skipped when
+complete), so a killed run resumes the same way.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+#: (device, input path, options) -> one line of report; raises to fail the input.
+Job = Callable[[str, str, Any], str]
+
+
+def input_size(path: str) -> int:
+    """Bytes of a video file, or of a frame folder's files (for largest-first order)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+        return p.stat().st_size
+    except OSError:
+        return 0  # missing: its worker reports the error
+
+
+def _worker(wid: int, device: str, job: Job, options: Any, tasks: Any, results: Any) -> None:
+    """Worker process: take inputs until told to stop, report each."""
+    results.put(("ready", wid, None, None))
+    try:
+        while True:
+            path = tasks.get()
+            if path is None:
+                return
+            try:
+                line = job(device, path, options)
+            except KeyboardInterrupt:
+                return
+            except Exception as exc:  # reported per input; the worker goes on
+                results.put(("failed", wid, path, f"{type(exc).__name__}: {exc}"))
+            else:
+                results.put(("done", wid, path, line))
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group
+        return
+
+
+@dataclass
+class _Slot:
+    device: str
+    process: Any
+    tasks: Any
+    current: str | None = None
+    finished_any: bool = False
+    stopped: bool = False  # sent the end marker
+
+
+@dataclass
+class DeviceRun:
+    """What :func:`run_on_devices` did: report lines by input, failures by input."""
+
+    done: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def run_on_devices(
+    inputs: Iterable[str],
+    devices: list[str],
+    job: Job,
+    options: Any,
+    *,
+    on_result: Callable[[str, bool, str], None] | None = None,
+    poll: float = 0.5,
+) -> DeviceRun:
+    """Run ``job(device, path, options)`` for every input, one worker process per entry
+    of ``devices`` (a device may be listed twice: two workers share it). ``job`` and
+    ``options`` must be picklable (a module-level function; plain data). ``on_result``
+    is called in this process as each input ends: ``(path, ok, line)``."""
+    ctx = get_context("spawn")
+    results = ctx.Queue()
+    todo = sorted(dict.fromkeys(inputs), key=input_size, reverse=True)
+    run = DeviceRun()
+    slots: dict[int, _Slot] = {}
+    serial = iter(range(sys.maxsize))
+
+    def start(device: str) -> None:
+        wid = next(serial)
+        tasks = ctx.Queue()
+        proc = ctx.Process(
+            target=_worker,
+            args=(wid, device, job, options, tasks, results),
+            name=f"sw-mro-{device}",
+        )
+        proc.start()
+        slots[wid] = _Slot(device, proc, tasks)
+
+    def report(path: str, ok: bool, line: str) -> None:
+        (run.done if ok else run.failed)[path] = line
+        if on_result is not None:
+            on_result(path, ok, line)
+
+    def feed(slot: _Slot) -> None:
+        if todo:
+            slot.current = todo.pop(0)
+            slot.tasks.put(slot.current)
+        elif not slot.stopped:
+            slot.stopped = True
+            slot.tasks.put(None)
+
+    def handle(message: tuple) -> None:
+        kind, wid, path, line = message
+        slot = slots.get(wid)
+        if slot is None:  # from a worker already reaped
+            return
+        if kind in ("done", "failed"):
+            slot.current = None
+            slot.finished_any = True
+            report(path, kind == "done", line)
+        feed(slot)
+
+    for device in devices:
+        start(device)
+    try:
+        while todo or any(s.current is not None for s in slots.values()):
+            try:
+                handle(results.get(timeout=poll))
+                continue
+            except queue.Empty:
+                pass
+            dead = [wid for wid, s in slots.items() if s.process.exitcode is not None]
+            if not dead:
+                continue
+            # A worker's last messages may have arrived since: read them before
+            # deciding what the dead held.
+            while True:
+                try:
+                    handle(results.get_nowait())
+                except queue.Empty:
+                    break
+            _reap(slots, dead, todo, report, start)
+            if not slots and todo:
+                for path in list(todo):
+                    report(path, False, "no device worker is left (all of them died)")
+                todo.clear()
+        for slot in slots.values():
+            if not slot.stopped:
+                slot.stopped = True
+                slot.tasks.put(None)
+        for slot in slots.values():
+            slot.process.join()
+    except BaseException:
+        for slot in slots.values():
+            slot.process.join(timeout=10)  # Ctrl-C: each worker cleans up its temp files
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join()
+        raise
+    return run
+
+
+def _reap(slots: dict[int, _Slot], dead: list[int], todo: list[str], report, start) -> None:
+    """Remove dead workers: fail what each held and replace it while work is left."""
+    for wid in dead:
+        slot = slots.pop(wid)
+        code = slot.process.exitcode
+        if slot.stopped and slot.current is None:
+            continue  # ended normally
+        why = f"the worker process on {slot.device} died (exit code {code})"
+        if slot.current is not None:
+            report(slot.current, False, f"{why} while working on it")
+        if todo and slot.finished_any:
+            start(slot.device)
+        elif todo:
+            print(f"sw-mro: {why} before finishing any input; {slot.device} is not used again",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def parse_devices(text: str, cuda_count: int) -> list[str]:
+    """``"cuda:0,cuda:1"`` / ``"0,1"`` / ``"all"`` / ``"cpu,cpu"`` -> torch device names.
+
+    Raises ``ValueError`` with the reason for an entry that is not a usable device."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if not entries:
+        raise ValueError("--devices is empty")
+    out: list[str] = []
+    for e in entries:
+        if e == "all":
+            if cuda_count == 0:
+                raise ValueError("--devices all: no CUDA device is available to torch")
+            out.extend(f"cuda:{i}" for i in range(cuda_count))
+            continue
+        if e == "cpu":
+            out.append("cpu")
+            continue
+        index = e[5:] if e.startswith("cuda:") else ("0" if e == "cuda" else e)
+        if not index.isdigit():
+            raise ValueError(f"--devices: {e!r} is not cpu, cuda, cuda:N, N or all")
+        if int(index) >= cuda_count:
+            raise ValueError(
+                f"--devices: {e!r} does not exist (torch sees {cuda_count} CUDA device(s))"
+            )
+        out.append(f"cuda:{int(index)}")
+    return out
+
+
+def per_process_cpus(devices: list[str], usable: int) -> int:
+    """CPUs for each worker process when ``devices`` share ``usable`` CPUs."""
+    return max(1, usable // len(devices))
+
+
+__all__ = ["DeviceRun", "input_size", "parse_devices", "per_process_cpus", "run_on_devices"]
