@@ -20,8 +20,9 @@
 #          end), TESTS_B="tests/test_cuda_kernels.py ..." more cuda-marked tests,
 #          AB_S=60 end to end of an older sw_mro (old_sw_mro.tar.gz carried in .gpu/a,
 #          `git archive REV sw_mro | gzip`) against this one, old / new / old,
-#          POOL_TESTS=1 the landmark-pool tests. Needs stage a's files (the first part of
-#          the model) in /tmp.
+#          POOL_TESTS=1 the landmark-pool tests, DATASET_S=90 benchmarks/gpu_dataset.py
+#          (several videos on `--devices cuda` against `cuda,cuda`; DATASET_ARGS).
+#          Needs stage a's files (the first part of the model) in /tmp.
 # Every step has its own time limit and the script goes on after a failure. Results land
 # in $OUT (when set) and in benchmarks/results/; commit them with the device name.
 set -uo pipefail
@@ -107,6 +108,10 @@ else
   if [ "${DIAG_S:-0}" -gt 0 ]; then
     log "producer alone, device work alone, end to end (benchmarks/gpu_diag.py)"
     step "${DIAG_S}" "$RES/gpu_diag.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}"
+  fi
+  if [ "${DATASET_S:-0}" -gt 0 ]; then
+    log "data-set throughput: videos on one process vs two sharing the GPU (--devices)"
+    step "${DATASET_S}" "$RES/gpu_dataset.txt" python3 -m benchmarks.gpu_dataset ${DATASET_ARGS:-4 60}
   fi
   if [ "${MEM_S:-0}" -gt 0 ]; then
     log "GPU memory over a long stream (face 256, window 17)"
