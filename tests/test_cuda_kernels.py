@@ -43,6 +43,42 @@ def test_nvrtc_reports_compile_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         fbcuda.compile_ptx()
 
 
+def test_gpu_without_nvrtc_falls_back_to_torch_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CuPy imports and sees a GPU, but the kernels cannot be built (a driver-only machine
+    without the NVRTC library): ``auto`` picks torch before any video is read, and the
+    warning says what to install. Stand-ins for the GPU parts; the decision is real."""
+    import importlib
+    import warnings
+
+    import cupy
+
+    import sw_mro.cuda as swcuda
+
+    fb = importlib.import_module("sw_mro.ops.farneback")  # the module, not the function
+
+    def no_nvrtc():
+        raise RuntimeError("CuPy failed to load libnvrtc.so.13: OSError: cannot open shared object")
+
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 1)
+    monkeypatch.setattr(fbcuda, "_module", no_nvrtc)
+    monkeypatch.setattr(fb, "_warned_no_cupy", False)
+    swcuda.cupy_status.cache_clear()
+    try:
+        usable, why = swcuda.cupy_status()
+        assert not usable and "libnvrtc.so.13" in why and "nvidia-cuda-nvrtc" in why
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert fb.resolve_backend("auto", torch.device("cuda")) == "torch"
+        (w,) = caught
+        assert "cannot build the CUDA kernels" in str(w.message)
+        assert "pip install nvidia-cuda-nvrtc" in str(w.message)
+        assert not swcuda.cupy_available()
+    finally:
+        swcuda.cupy_status.cache_clear()  # the real answer for later tests
+
+
 # --------------------------------------------------------------------------- kernels on CPU
 
 _SHIM = r"""

@@ -135,6 +135,8 @@ def run_on_devices(
             report(path, kind == "done", line)
         feed(slot)
 
+    if not todo:
+        return run
     for device in devices:
         start(device)
     try:

@@ -301,15 +301,16 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         if device.type != "cpu":
             return "torch"
         return "native" if native_available() else CPU_AUTO_BACKEND
-    from sw_mro.cuda import cupy_available
+    from sw_mro.cuda import cupy_status
 
-    if cupy_available():
+    usable, why = cupy_status()
+    if usable:
         return "cupy"
     if not _warned_no_cupy:
         _warned_no_cupy = True
+        hint = "" if "kernels" in why else "; install cupy-cuda13x (or cupy-cuda12x)"
         warnings.warn(
-            "CuPy is not importable, so farneback uses the slower torch backend on CUDA; "
-            "install cupy-cuda13x (or cupy-cuda12x) for the fused kernels.",
+            f"{why}, so farneback uses the slower torch backend on CUDA{hint}.",
             RuntimeWarning,
             stacklevel=3,
         )
