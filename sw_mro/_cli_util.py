@@ -42,3 +42,22 @@ def dispatch(
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     return int(module.run(args) or 0)
+
+
+def no_cuda_reason() -> str:
+    """Why torch sees no CUDA device, and what to do about it (for ``--gpu`` errors)."""
+    import os
+
+    import torch
+
+    if torch.version.cuda is None:
+        return (
+            f"this torch ({torch.__version__}) is a CPU-only build; install the CUDA build of "
+            "the same torch version for your driver (README, 'Install by hand')"
+        )
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hint = f"CUDA_VISIBLE_DEVICES={visible!r} hides them, or " if visible is not None else ""
+    return (
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: {hint}the driver "
+        "or device is missing (check nvidia-smi)"
+    )

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
+from sw_mro._cli_util import no_cuda_reason
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     if args.gpu and not torch.cuda.is_available():
-        return fail("--gpu given but no CUDA device is available; drop --gpu to run on CPU")
+        return fail(
+            f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
+            "run on CPU"
+        )
     device = "cuda" if args.gpu else "cpu"
     video_id = args.video_id or args.video.stem
     try:

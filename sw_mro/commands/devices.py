@@ -205,7 +205,9 @@ def parse_devices(text: str, cuda_count: int) -> list[str]:
     for e in entries:
         if e == "all":
             if cuda_count == 0:
-                raise ValueError("--devices all: no CUDA device is available to torch")
+                from sw_mro._cli_util import no_cuda_reason
+
+                raise ValueError(f"--devices all: no CUDA device is available: {no_cuda_reason()}")
             out.extend(f"cuda:{i}" for i in range(cuda_count))
             continue
         if e == "cpu":

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sw_mro._cli_util import no_cuda_reason
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -345,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
         if len(devices) == 1:
             devices = None  # one device: this process, as without --devices
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --gpu given but no CUDA device is available to torch", file=sys.stderr)
+        print(f"error: --gpu given but no CUDA device is available: {no_cuda_reason()}",
+              file=sys.stderr)  # fmt: skip
         return 2
     if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))  # CuPy kernels use the current device
