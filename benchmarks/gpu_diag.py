@@ -15,7 +15,11 @@ then prints one JSON line per measurement:
   landmarks running), stage seconds from CUDA events;
 - ``landmarks_redetect4``: the same with ``landmark_redetect=4``;
 - ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the default number
-  of landmark workers, with two fewer, and with ``landmark_redetect=4``.
+  of landmark workers, with two fewer, and with ``landmark_redetect=4``; ``cpu`` says
+  where the host's CPU time went (:class:`CpuProbe`: this process by thread, and the
+  landmark workers);
+- ``decode_threads``: decode alone with decord's ``num_threads`` 1, 2, 4 and its
+  default (0), wall and CPU seconds.
 
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
@@ -107,6 +111,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     chunks = [(s, rgb.numpy()) for s, rgb in open_video(path).chunks(cfg.resolved_chunk_size)]
     dt = time.perf_counter() - t
     emit("decode", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+    emit("decode_threads", **_decode_threads(path, cfg.resolved_chunk_size, n))
 
     # -- landmarks alone, one chunk at a time and two in flight
     marks = pl._Landmarks(cfg, device)
@@ -174,10 +179,11 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         c = cfg.replace(landmark_workers=workers, landmark_redetect=redetect)
         sw_mro.extract(path, c.replace(window=5))  # start this pool size
         sync()
-        t = time.perf_counter()
-        got = list(sw_mro.stream(path, c))
-        sync()
-        dt = time.perf_counter() - t
+        with CpuProbe(_worker_pids(c)) as probe:
+            t = time.perf_counter()
+            got = list(sw_mro.stream(path, c))
+            sync()
+            dt = time.perf_counter() - t
         emit(
             "end_to_end",
             landmark_workers=workers,
@@ -185,7 +191,106 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),
+            cpu=probe.result,
         )
+
+
+def _decode_threads(path: Path, chunk: int, n: int) -> dict:
+    """Decode alone with decord's ``num_threads`` (0: FFmpeg's choice, one per core)."""
+    import decord
+    from decord.bridge.torchdl import to_torch
+
+    out = {}
+    for threads in (0, 1, 2, 4):
+        vr = decord.VideoReader(str(path), num_threads=threads)
+        t, c = time.perf_counter(), sum(os.times()[:2])
+        for a in range(0, n, chunk):
+            to_torch(vr.get_batch(list(range(a, min(n, a + chunk))))).numpy()
+        dt, dc = time.perf_counter() - t, sum(os.times()[:2]) - c
+        out[f"threads_{threads}"] = {
+            "frames_per_s": round(n / dt, 1),
+            "cpu_ms_per_frame": round(dc / n * 1e3, 3),
+        }
+        del vr
+    return out
+
+
+class CpuProbe:
+    """CPU seconds of this process by thread (sampled every ``period`` s from
+    ``/proc/self/task``; a thread that ends loses at most its last period) and of the
+    landmark worker processes, over a ``with`` block. Threads are named by ``sw_mro``
+    (``sw_mro-decode``, ``sw_mro-submit``, ``sw_mro-landmarks``) and ``MainThread``;
+    native threads (FFmpeg's decoders, CUDA's, torch's) are "other": this process's
+    total minus the named ones."""
+
+    def __init__(self, worker_pids: list[int], period: float = 0.05) -> None:
+        self.pids, self.period = worker_pids, period
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _cpu(self, path: str) -> float | None:
+        try:
+            fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def _sample(self) -> None:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for tid in os.listdir("/proc/self/task"):
+            cpu = self._cpu(f"/proc/self/task/{tid}/stat")
+            if cpu is not None:
+                self.last[int(tid)] = cpu
+                self.names.setdefault(int(tid), names.get(int(tid), "other"))
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> CpuProbe:
+        self.names: dict[int, str] = {}
+        self.last: dict[int, float] = {}
+        self._sample()
+        self.first = dict(self.last)
+        self.workers0 = {p: self._cpu(f"/proc/{p}/stat") or 0.0 for p in self.pids}
+        self.total0 = sum(os.times()[:2])
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="cpu-probe")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self._sample()
+        total = sum(os.times()[:2]) - self.total0
+        by_name: dict[str, float] = {}
+        for tid, cpu in self.last.items():
+            name = self.names[tid]
+            if name == "cpu-probe":
+                continue
+            if name.startswith("ThreadPoolExecutor") or name.startswith("Thread-"):
+                name = "other"
+            by_name[name] = by_name.get(name, 0.0) + cpu - self.first.get(tid, 0.0)
+        named = sum(v for k, v in by_name.items() if k != "other")
+        by_name["other"] = max(0.0, total - named)
+        workers = sum((self._cpu(f"/proc/{p}/stat") or 0.0) - c0 for p, c0 in self.workers0.items())
+        self.result = {
+            "process_cpu_s": round(total, 2),
+            "threads_cpu_s": {k: round(v, 2) for k, v in sorted(by_name.items())},
+            "landmark_workers_cpu_s": round(workers, 2),
+        }
+
+
+def _worker_pids(config) -> list[int]:
+    """PIDs of the landmark worker processes that ``config`` uses (started already)."""
+    from sw_mro.io import landmark_pool
+
+    if config.landmarks != "dlib" or config.resolved_landmark_workers < 2:
+        return []
+    pool = landmark_pool.shared_pool(
+        config.resolved_landmark_workers, redetect=config.landmark_redetect
+    )
+    return list(pool._pool._processes or {})
 
 
 def _two_in_flight(marks, chunks: list) -> float:

@@ -841,7 +841,9 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    worker = threading.Thread(target=_producer, args=(src, cfg, device, q, stop), daemon=True)
+    worker = threading.Thread(
+        target=_producer, args=(src, cfg, device, q, stop), daemon=True, name="sw_mro-submit"
+    )
     worker.start()
 
     buf: list[_Chunk] = []  # consecutive chunks covering [buf_start, buf_end)
