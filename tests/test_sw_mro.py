@@ -342,26 +342,34 @@ def test_streamed_equals_whole_and_memory_is_bounded(face: np.ndarray) -> None:
     assert streamed.abs().max() > 0
 
 
-def test_first_decode_chunk_is_small_and_whole_segments() -> None:
+def test_decode_chunks_are_small_at_both_ends_and_whole_segments() -> None:
     """The device starts after batch + window // 2 frames (rounded up to landmark
-    segments), not after a whole chunk; later chunks have the configured size."""
+    segments), not after a whole chunk; the middle chunks have the configured size; the
+    last chunk's frames come in quarter chunks, so little device work is left once
+    decoding ends."""
     from sw_mro.pipeline import _decode_plan
 
-    frames = np.zeros((1000, 8, 8, 3), np.uint8)
-    src = _CountingSource(frames)
+    frames = np.zeros((1184, 8, 8, 3), np.uint8)
+    src = _CountingSource(frames[:1000])
     cfg = SWMROConfig(batch_size=128, chunk_size=512, landmark_segment=32)
     plan = _decode_plan(src, cfg)
     start, first = next(plan)
     assert (start, len(first)) == (0, 160) and src.max_index == 160  # 136 -> 5 segments
     rest = [(a, len(c)) for a, c in plan]
-    assert rest == [(160, 512), (672, 328)]
+    assert rest == [(160, 512), (672, 128), (800, 128), (928, 72)]
+    # The frames left after the first chunk are a whole number of chunks: the last one
+    # is split all the same; and a video shorter than one chunk after the first.
+    exact = [(a, len(c)) for a, c in _decode_plan(_CountingSource(frames[:1184]), cfg)]
+    assert exact == [(0, 160), (160, 512), *((a, 128) for a in range(672, 1184, 128))]
+    mid = [(a, len(c)) for a, c in _decode_plan(_CountingSource(frames[:400]), cfg)]
+    assert mid == [(0, 160), (160, 128), (288, 112)]
     # No ramp when the first need is a whole chunk already, or the video is shorter.
     small = [(a, len(c)) for a, c in _decode_plan(src, cfg.replace(chunk_size=64))]
     assert small[:2] == [(0, 64), (64, 64)] and sum(n for _, n in small) == 1000
     short = _CountingSource(frames[:100])
     assert [(a, len(c)) for a, c in _decode_plan(short, cfg)] == [(0, 100)]
     # CPU defaults (batch 16, w 17, chunks of 64): the first 16 windows need 24 frames.
-    cpu = [(a, len(c)) for a, c in _decode_plan(src, SWMROConfig())]
+    cpu = [(a, len(c)) for a, c in _decode_plan(_CountingSource(frames[:1000]), SWMROConfig())]
     assert cpu[:3] == [(0, 32), (32, 64), (96, 64)] and sum(n for _, n in cpu) == 1000
 
 
