@@ -41,7 +41,11 @@ def dispatch(
     parser = argparse.ArgumentParser(prog=f"{prog} {ns.command}", description=help_line)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; outputs are atomic, so nothing half-made
+        print(f"\n{prog} {ns.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def no_cuda_reason() -> str:

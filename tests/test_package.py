@@ -30,3 +30,19 @@ def test_console_scripts_installed() -> None:
         [sys.executable, "-m", "spotformer.cli", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "spotformer" in out.stdout
+
+
+def test_ctrl_c_ends_a_command_without_a_traceback(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in any command: exit status 130 and one line, not a traceback."""
+    from sw_mro._cli_util import dispatch
+
+    (tmp_path / "interrupted_cmd.py").write_text(
+        "def add_arguments(parser):\n    pass\n\ndef run(args):\n    raise KeyboardInterrupt\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands = {"work": ("interrupted_cmd", "a command that is interrupted")}
+    assert dispatch("tool", "test", commands, ["work"]) == 130
+    err = capsys.readouterr().err
+    assert "tool work: interrupted" in err and "Traceback" not in err
