@@ -19,11 +19,10 @@ complete), so a killed run resumes the same way.
 
 from __future__ import annotations
 
-import queue
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,12 @@ def input_size(path: str) -> int:
         return 0  # missing: its worker reports the error
 
 
-def _worker(wid: int, device: str, job: Job, options: Any, tasks: Any, results: Any) -> None:
-    """Worker process: take inputs until told to stop, report each."""
-    results.put(("ready", wid, None, None))
+def _worker(device: str, job: Job, options: Any, conn: Any) -> None:
+    """Worker process: take inputs from ``conn`` until told to stop, report each on it."""
     try:
+        conn.send(("ready", None, None))
         while True:
-            path = tasks.get()
+            path = conn.recv()
             if path is None:
                 return
             try:
@@ -55,10 +54,10 @@ def _worker(wid: int, device: str, job: Job, options: Any, tasks: Any, results: 
             except KeyboardInterrupt:
                 return
             except Exception as exc:  # reported per input; the worker goes on
-                results.put(("failed", wid, path, f"{type(exc).__name__}: {exc}"))
+                conn.send(("failed", path, f"{type(exc).__name__}: {exc}"))
             else:
-                results.put(("done", wid, path, line))
-    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group
+                conn.send(("done", path, line))
+    except (KeyboardInterrupt, EOFError, OSError):  # Ctrl-C (the whole group), parent gone
         return
 
 
@@ -66,7 +65,7 @@ def _worker(wid: int, device: str, job: Job, options: Any, tasks: Any, results: 
 class _Slot:
     device: str
     process: Any
-    tasks: Any
+    conn: Any  # this worker's own pipe: a worker that dies mid-message breaks only it
     current: str | None = None
     finished_any: bool = False
     stopped: bool = False  # sent the end marker
@@ -87,104 +86,68 @@ def run_on_devices(
     options: Any,
     *,
     on_result: Callable[[str, bool, str], None] | None = None,
-    poll: float = 0.5,
 ) -> DeviceRun:
     """Run ``job(device, path, options)`` for every input, one worker process per entry
     of ``devices`` (a device may be listed twice: two workers share it). ``job`` and
     ``options`` must be picklable (a module-level function; plain data). ``on_result``
-    is called in this process as each input ends: ``(path, ok, line)``."""
+    is called in this process as each input ends: ``(path, ok, line)``.
+
+    Each worker has its own pipe. (One shared result queue hung the whole run when a
+    worker died while writing to it: its write lock stayed taken for the others.)"""
     ctx = get_context("spawn")
-    results = ctx.Queue()
     todo = sorted(dict.fromkeys(inputs), key=input_size, reverse=True)
     run = DeviceRun()
-    slots: dict[int, _Slot] = {}
-    serial = iter(range(sys.maxsize))
+    slots: list[_Slot] = []
 
     def start(device: str) -> None:
-        wid = next(serial)
-        tasks = ctx.Queue()
+        ours, theirs = ctx.Pipe()
         proc = ctx.Process(
-            target=_worker,
-            args=(wid, device, job, options, tasks, results),
-            name=f"sw-mro-{device}",
+            target=_worker, args=(device, job, options, theirs), name=f"sw-mro-{device}"
         )
         proc.start()
-        slots[wid] = _Slot(device, proc, tasks)
+        theirs.close()  # the worker's end lives in the worker only: EOF when it dies
+        slots.append(_Slot(device, proc, ours))
 
     def report(path: str, ok: bool, line: str) -> None:
         (run.done if ok else run.failed)[path] = line
         if on_result is not None:
             on_result(path, ok, line)
 
+    def send(slot: _Slot, item: str | None) -> None:
+        try:
+            slot.conn.send(item)
+        except OSError:  # died: found by its sentinel
+            pass
+
     def feed(slot: _Slot) -> None:
         if todo:
             slot.current = todo.pop(0)
-            slot.tasks.put(slot.current)
+            send(slot, slot.current)
         elif not slot.stopped:
             slot.stopped = True
-            slot.tasks.put(None)
+            send(slot, None)
 
-    def handle(message: tuple) -> None:
-        kind, wid, path, line = message
-        slot = slots.get(wid)
-        if slot is None:  # from a worker already reaped
-            return
+    def receive(slot: _Slot) -> bool:
+        """Handle one message; False when the pipe is closed or broken (the worker ended)."""
+        try:
+            kind, path, line = slot.conn.recv()
+        except Exception:  # EOF, or a message cut off by the worker's death
+            return False
         if kind in ("done", "failed"):
             slot.current = None
             slot.finished_any = True
             report(path, kind == "done", line)
         feed(slot)
+        return True
 
-    if not todo:
-        return run
-    for device in devices:
-        start(device)
-    try:
-        while todo or any(s.current is not None for s in slots.values()):
-            try:
-                handle(results.get(timeout=poll))
-                continue
-            except queue.Empty:
-                pass
-            dead = [wid for wid, s in slots.items() if s.process.exitcode is not None]
-            if not dead:
-                continue
-            # A worker's last messages may have arrived since: read them before
-            # deciding what the dead held.
-            while True:
-                try:
-                    handle(results.get_nowait())
-                except queue.Empty:
-                    break
-            _reap(slots, dead, todo, report, start)
-            if not slots and todo:
-                for path in list(todo):
-                    report(path, False, "no device worker is left (all of them died)")
-                todo.clear()
-        for slot in slots.values():
-            if not slot.stopped:
-                slot.stopped = True
-                slot.tasks.put(None)
-        for slot in slots.values():
-            slot.process.join()
-    except BaseException:
-        for slot in slots.values():
-            slot.process.join(timeout=10)  # Ctrl-C: each worker cleans up its temp files
-            if slot.process.is_alive():
-                slot.process.terminate()
-                slot.process.join()
-        raise
-    return run
-
-
-def _reap(slots: dict[int, _Slot], dead: list[int], todo: list[str], report, start) -> None:
-    """Remove dead workers: fail what each held and replace it while work is left."""
-    for wid in dead:
-        slot = slots.pop(wid)
-        code = slot.process.exitcode
+    def bury(slot: _Slot) -> None:
+        """A worker that ended: fail what it held, replace it while work is left."""
+        slot.process.join()
+        slots.remove(slot)
+        slot.conn.close()
         if slot.stopped and slot.current is None:
-            continue  # ended normally
-        why = f"the worker process on {slot.device} died (exit code {code})"
+            return  # ended normally
+        why = f"the worker process on {slot.device} died (exit code {slot.process.exitcode})"
         if slot.current is not None:
             report(slot.current, False, f"{why} while working on it")
         if todo and slot.finished_any:
@@ -192,6 +155,35 @@ def _reap(slots: dict[int, _Slot], dead: list[int], todo: list[str], report, sta
         elif todo:
             print(f"sw-mro: {why} before finishing any input; {slot.device} is not used again",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    if not todo:
+        return run
+    for device in devices:
+        start(device)
+    try:
+        while slots:
+            if not todo and all(s.current is None for s in slots):
+                for slot in slots:  # everything reported: let the idle workers go
+                    if not slot.stopped:
+                        slot.stopped = True
+                        send(slot, None)
+            by_conn = {id(s.conn): s for s in slots}
+            for ready in connection.wait([s.conn for s in slots]):
+                slot = by_conn[id(ready)]
+                if slot in slots and not receive(slot):
+                    bury(slot)  # its last messages were read before the EOF
+            if not slots and todo:
+                for path in todo:
+                    report(path, False, "no device worker is left (all of them died)")
+                todo.clear()
+    except BaseException:
+        for slot in slots:
+            slot.process.join(timeout=10)  # Ctrl-C: each worker cleans up its temp files
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join()
+        raise
+    return run
 
 
 def parse_devices(text: str, cuda_count: int) -> list[str]:
