@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["read_ahead"]
+__all__ = ["read_ahead", "watch_parent"]
+
+
+def watch_parent(parent: int, period: float = 0.5) -> threading.Thread:
+    """End this process (``os._exit(0)``) once its parent ``parent`` is gone, from a
+    daemon thread: for worker processes whose parent may be killed by a signal."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, daemon=True, name="sw_mro-watch-parent")
+    thread.start()
+    return thread
 
 
 def read_ahead(

@@ -17,31 +17,65 @@ __all__ = ["SWMROConfig"]
 _REF_FACE = 256  # face size at which the precedent's pixel sizes are stated (SPEC 2.3, 2.5)
 
 
-_CGROUP = "/sys/fs/cgroup"  # the container's own cgroup tree (a namespace root)
+_CGROUP = "/sys/fs/cgroup"  # the cgroup file systems
+_SELF_CGROUP = "/proc/self/cgroup"  # this process's cgroup paths
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _up(root: str, path: str) -> list[str]:
+    """``root/path`` and each of its parents up to ``root``."""
+    parts = [p for p in path.split("/") if p]
+    return [os.path.join(root, *parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def _cgroup_quota() -> float | None:
+    """The smallest CPU quota (in CPUs) on this process's cgroup path, v2 or v1. In a
+    container with its own cgroup namespace the path is "/", the container's root;
+    under systemd or ``--cgroupns=host`` it is the full path, and a limit may sit on
+    any level of it."""
+    quotas = []
+    for line in (_read(_SELF_CGROUP) or "0::/").splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hid == "0" and controllers == "":  # v2: "max 100000" or "400000 100000"
+            for d in _up(_CGROUP, path):
+                text = _read(os.path.join(d, "cpu.max"))
+                try:
+                    q, period = text.split()[:2] if text else ("max", "0")
+                    if q != "max":
+                        quotas.append(int(q) / int(period))
+                except (ValueError, ZeroDivisionError):
+                    pass
+        elif "cpu" in controllers.split(","):  # v1: cfs quota -1 means none
+            for d in _up(os.path.join(_CGROUP, "cpu"), path):
+                q, period = (
+                    _read(os.path.join(d, f)) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+                )
+                try:
+                    if q and period and int(q) > 0 and int(period) > 0:
+                        quotas.append(int(q) / int(period))
+                except ValueError:
+                    pass
+    return min(quotas) if quotas else None
 
 
 def usable_cpus() -> int:
     """CPUs this process may use: the affinity mask (``taskset``, cpusets), capped by a
-    cgroup CPU quota (``docker run --cpus``, Kubernetes limits), which
-    ``os.cpu_count()`` ignores: on a 64-core host a 4-CPU container would otherwise
-    start 16 landmark workers on 4 CPUs."""
+    cgroup CPU quota (``docker run --cpus``, Kubernetes limits, systemd ``CPUQuota``),
+    which ``os.cpu_count()`` ignores: on a 64-core host a 4-CPU container would
+    otherwise start 16 landmark workers on 4 CPUs."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    quota = None
-    try:  # cgroup v2: "max 100000" or "400000 100000"
-        q, period = open(os.path.join(_CGROUP, "cpu.max")).read().split()[:2]
-        if q != "max":
-            quota = int(q) / int(period)
-    except (OSError, ValueError):
-        try:  # cgroup v1
-            q = int(open(os.path.join(_CGROUP, "cpu", "cpu.cfs_quota_us")).read())
-            period = int(open(os.path.join(_CGROUP, "cpu", "cpu.cfs_period_us")).read())
-            if q > 0 and period > 0:
-                quota = q / period
-        except (OSError, ValueError):
-            pass
+    quota = _cgroup_quota()
     if quota is not None and quota > 0:
         n = min(n, max(1, int(-(-quota // 1))))  # 2.5 CPUs -> 3
     return max(1, n)

@@ -251,7 +251,9 @@ def _job(device: str, path: str, options: dict) -> str:
         os._exit(9)  # as a segfault or the OOM killer would end it: no cleanup
     if name.startswith("raise"):
         raise RuntimeError(f"bad input {name}")
-    return f"{name} on {device} {options['tag']}"
+    if name.startswith("cudafault"):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return f"{name} on {device} {options['tag']} pid {os.getpid()}"
 
 
 def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,24 +265,71 @@ def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixtu
         inputs, ["cpu", "cpu"], _job, {"tag": "x"}, on_result=lambda p, ok, _: seen.append((p, ok))
     )
     assert sorted(run.done) == ["a", "b", "c", "d", "e", "f"]
-    assert all(run.done[p] == f"{p} on cpu x" for p in run.done)
+    assert all(run.done[p].startswith(f"{p} on cpu x pid ") for p in run.done)
     assert sorted(run.failed) == ["crash1", "crash2", "raise1"]
-    assert "died (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
+    assert "ended (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
     assert sorted(seen) == sorted((p, p in run.done) for p in inputs)
 
 
 def test_when_every_worker_dies_the_rest_fail_with_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Workers that die on their first input are not replaced (the device is taken as
-    broken); once none is left, the remaining inputs fail instead of waiting for ever."""
-    from sw_mro.commands.devices import run_on_devices
+    """A device whose workers die MAX_DEATHS times in a row with no input done is
+    retired; once no worker is left, the remaining inputs fail instead of waiting for
+    ever."""
+    from sw_mro.commands.devices import MAX_DEATHS, run_on_devices
 
-    inputs = ["crash1", "crash2", "crash3", "crash4"]
+    inputs = [f"crash{i}" for i in range(6)]
     run = run_on_devices(inputs, ["cpu", "cpu"], _job, {"tag": "x"})
     assert not run.done and sorted(run.failed) == inputs
-    assert sum("no device worker is left" in why for why in run.failed.values()) == 2
-    assert "is not used again" in capsys.readouterr().err
+    lost = [p for p, why in run.failed.items() if "no device worker is left" in why]
+    assert len(lost) == len(inputs) - MAX_DEATHS - 1  # 2 workers: the 4th death is the last
+    assert "cpu is not used again" in capsys.readouterr().err
+
+
+def test_crashes_in_a_row_do_not_retire_a_working_device() -> None:
+    """Two bad inputs in a row kill two workers; the device is used again, and the
+    inputs after them are done."""
+    from sw_mro.commands.devices import run_on_devices
+
+    run = run_on_devices(["a", "crash1", "crash2", "b", "c"], ["cpu"], _job, {"tag": "x"})
+    assert sorted(run.done) == ["a", "b", "c"] and sorted(run.failed) == ["crash1", "crash2"]
+
+
+def test_a_device_error_gives_the_next_input_a_fresh_process() -> None:
+    """After a CUDA error (sticky for the process's context) the worker ends after
+    reporting it, and a new process takes the next input."""
+    from sw_mro.commands.devices import run_on_devices
+
+    run = run_on_devices(["a", "cudafault", "b"], ["cpu"], _job, {"tag": "x"})
+    assert sorted(run.done) == ["a", "b"]
+    assert run.failed["cudafault"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    pid = {p: run.done[p].rsplit(" ", 1)[1] for p in run.done}
+    assert pid["a"] != pid["b"]
+
+
+def test_devices_with_landmark_worker_pools_end(
+    short_clip: Path, carphone_copy: Path, tmp_path: Path
+) -> None:
+    """Device workers with their own landmark worker pools (the CUDA default) finish:
+    a worker's exit used to wait for its pool's idle processes for ever."""
+    import subprocess
+    import sys
+
+    out, ref = tmp_path / "multi", tmp_path / "one"
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["--devices", "cpu,cpu", "--landmark-workers", "2", *ARGS]
+    proc = subprocess.run(
+        [sys.executable, "-c", cli, "extract", str(short_clip), str(carphone_copy),
+         "--out-dir", str(out), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 of 2 inputs done" in proc.stdout
+    assert "leaked shared_memory" not in proc.stderr  # the pools closed their blocks
+    assert main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(ref), *ARGS]) == 0
+    for name in ("short", "carphone"):
+        assert np.array_equal(np.load(out / f"{name}.npy"), np.load(ref / f"{name}.npy"))
 
 
 def test_parse_devices() -> None:
@@ -292,7 +341,7 @@ def test_parse_devices() -> None:
     assert parse_devices("cuda,cuda", 1) == ["cuda:0", "cuda:0"]
     assert parse_devices("cpu,cpu", 0) == ["cpu", "cpu"]
     for bad, why in [("cuda:2", "does not exist"), ("all", "no CUDA device"), ("tpu", "not cpu"),
-                     ("", "empty"), ("cuda:x", "not cpu")]:  # fmt: skip
+                     ("", "empty"), ("cuda:x", "not cpu"), ("cpu,cuda:0", "mixes cpu and cuda")]:  # fmt: skip
         with pytest.raises(ValueError, match=why):
             parse_devices(bad, 0 if bad == "all" else 2)
     assert per_process_cpus(["cuda:0", "cuda:1"], 16) == 8

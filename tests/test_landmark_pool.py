@@ -127,6 +127,25 @@ def test_full_dev_shm_falls_back_to_memfd(monkeypatch: pytest.MonkeyPatch, carph
         os.fstat(fd)  # closed: the memory goes once the workers unmap it
 
 
+def test_a_memfd_block_is_checked_by_its_inode() -> None:
+    """A worker maps the parent's memfd block by path only after checking the inode: a
+    reused fd number, or a /proc of another pid namespace, must not map another file."""
+    block = landmark_pool._MemfdBlock(4096)
+    try:
+        block.buf[:4] = b"sw_m"
+        mapped = landmark_pool._MappedBlock(block.name)
+        assert bytes(mapped.buf[:4]) == b"sw_m"
+        mapped.close()
+        path, serial, ino = block.name.split("#")
+        with pytest.raises(SharedMemoryError, match="not the parent's frame buffer"):
+            landmark_pool._MappedBlock(f"{path}#{serial}#{int(ino) + 1}")
+        with pytest.raises(SharedMemoryError, match="cannot open"):
+            landmark_pool._MappedBlock(f"/proc/{os.getpid()}/fd/99999#0#{ino}")
+    finally:
+        block.close()
+        block.unlink()
+
+
 def test_no_shared_memory_at_all_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, astronaut_rgb: np.ndarray
 ) -> None:

@@ -287,3 +287,26 @@ def test_insightface_input_normalisation_detected(standin_root: Path) -> None:
     # The stand-in has no MXNet Sub/Mul preamble, so inputs are (x - 127.5) / 128.
     lm = InsightFaceLandmarker(standin_root)
     assert (lm.lmk_mean, lm.lmk_std, lm.lmk_size) == (127.5, 128.0, 192)
+
+
+def test_insightface_sessions_use_the_configured_gpu(monkeypatch, tmp_path) -> None:
+    """``cuda:1`` puts onnxruntime on GPU 1 (its default would be GPU 0: with
+    ``--devices cuda:0,cuda:1`` every worker's landmarks went to GPU 0)."""
+    import onnxruntime as ort
+
+    from sw_mro.io.landmarks import _onnx_session
+
+    seen = []
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(
+        ort, "InferenceSession", lambda path, sess_options, providers: seen.append(providers)
+    )
+    for device in ("cuda:1", "cuda", "cpu"):
+        _onnx_session(tmp_path / "m.onnx", device)
+    assert seen == [
+        [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+        [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"],
+        ["CPUExecutionProvider"],
+    ]

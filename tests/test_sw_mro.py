@@ -153,6 +153,9 @@ def test_config_scales_pixel_sizes() -> None:
     assert SWMROConfig().to_dict()["resolved"]["roi_size"] == 21
 
 
+V1 = "1:cpu,cpuacct:/\n0::/\n"
+
+
 @pytest.mark.parametrize(
     ("files", "affinity", "want"),
     [({}, 64, 64),  # no cgroup limit
@@ -160,8 +163,13 @@ def test_config_scales_pixel_sizes() -> None:
      ({"cpu.max": "400000 100000\n"}, 64, 4),  # docker run --cpus 4
      ({"cpu.max": "250000 100000\n"}, 64, 3),  # 2.5 CPUs: 3 busy threads
      ({"cpu.max": "400000 100000\n"}, 2, 2),  # taskset -c 0,1 inside it
-     ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 64, 2),
-     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 64, 64)],
+     # systemd / --cgroupns=host: the limit on a parent of this process's cgroup
+     ({"self": "0::/a.slice/b.service\n", "a.slice/cpu.max": "200000 100000\n",
+       "a.slice/b.service/cpu.max": "max 100000\n"}, 64, 2),
+     ({"self": V1, "cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+      64, 2),
+     ({"self": V1, "cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
+      64, 64)],
 )  # fmt: skip
 def test_usable_cpus_respect_affinity_and_cgroup_quota(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict, affinity: int, want: int
@@ -170,10 +178,12 @@ def test_usable_cpus_respect_affinity_and_cgroup_quota(
     host's core count."""
     from sw_mro import config as config_mod
 
+    files = {"self": "0::/\n", **files}
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(config_mod, "_CGROUP", str(tmp_path))
+    monkeypatch.setattr(config_mod, "_SELF_CGROUP", str(tmp_path / "self"))
     monkeypatch.setattr(config_mod.os, "sched_getaffinity", lambda pid: set(range(affinity)))
     assert config_mod.usable_cpus() == want
     workers = SWMROConfig(device="cuda").resolved_landmark_workers

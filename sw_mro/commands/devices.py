@@ -7,11 +7,15 @@ is free, so a long video on one GPU does not leave the others idle at the end.
 
 Failures stay per input:
 
-- an input that raises in a worker is reported, and that worker takes the next one;
+- an input that raises in a worker is reported, and that worker takes the next one,
+  except after a device error (CUDA, GPU memory): then the worker ends, and a fresh
+  process (and CUDA context) takes over;
 - a worker that dies (a segfault, the kernel's OOM killer) fails the input it held,
-  and a new worker starts on that device for the inputs left. A worker that dies
-  before it finished any input is not replaced (its device is broken); when no worker
-  is left, the remaining inputs fail with that reason.
+  and a new worker starts on that device for the inputs left. After
+  :data:`MAX_DEATHS` workers of one device in a row ended without an input done, the
+  device is not used again; when no worker is left, the remaining inputs fail with
+  that reason;
+- workers end when the parent is killed.
 
 Outputs are written by the workers exactly as by one process (atomically, skipped when
 complete), so a killed run resumes the same way.
@@ -19,6 +23,7 @@ complete), so a killed run resumes the same way.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,8 +46,20 @@ def input_size(path: str) -> int:
         return 0  # missing: its worker reports the error
 
 
-def _worker(device: str, job: Job, options: Any, conn: Any) -> None:
-    """Worker process: take inputs from ``conn`` until told to stop, report each on it."""
+def _device_error(text: str) -> bool:
+    """A failure of the device rather than of the input: a CUDA error (sticky for the
+    process's context once the device faulted) or running out of GPU memory."""
+    return "CUDA" in text or "cudaError" in text
+
+
+def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None:
+    """Worker process: take inputs from ``conn`` until told to stop, report each on it.
+
+    After a device error the worker ends, so that the next input gets a fresh process
+    and CUDA context; it also ends when its parent is killed."""
+    from sw_mro._threads import watch_parent
+
+    watch_parent(parent)
     try:
         conn.send(("ready", None, None))
         while True:
@@ -54,11 +71,22 @@ def _worker(device: str, job: Job, options: Any, conn: Any) -> None:
             except KeyboardInterrupt:
                 return
             except Exception as exc:  # reported per input; the worker goes on
-                conn.send(("failed", path, f"{type(exc).__name__}: {exc}"))
+                text = f"{type(exc).__name__}: {exc}"
+                if _device_error(text):
+                    conn.send(("failed, ending", path, text))  # send no more inputs here
+                    return
+                conn.send(("failed", path, text))
             else:
                 conn.send(("done", path, line))
     except (KeyboardInterrupt, EOFError, OSError):  # Ctrl-C (the whole group), parent gone
         return
+    finally:  # EOF for the parent now: it gives the exit a minute, then kills it
+        conn.close()
+
+
+#: Deaths of a device's workers in a row (no input done in between) after which the
+#: device is not used again: a broken device, not a few bad inputs.
+MAX_DEATHS = 3
 
 
 @dataclass
@@ -67,8 +95,8 @@ class _Slot:
     process: Any
     conn: Any  # this worker's own pipe: a worker that dies mid-message breaks only it
     current: str | None = None
-    finished_any: bool = False
-    stopped: bool = False  # sent the end marker
+    stopped: bool = False
+    ending: bool = False  # ends by itself after a device error  # sent the end marker
 
 
 @dataclass
@@ -98,11 +126,14 @@ def run_on_devices(
     todo = sorted(dict.fromkeys(inputs), key=input_size, reverse=True)
     run = DeviceRun()
     slots: list[_Slot] = []
+    deaths = dict.fromkeys(devices, 0)  # per device, since its last input done
 
     def start(device: str) -> None:
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(
-            target=_worker, args=(device, job, options, theirs), name=f"sw-mro-{device}"
+            target=_worker,
+            args=(device, job, options, theirs, os.getpid()),
+            name=f"sw-mro-{device}",
         )
         proc.start()
         theirs.close()  # the worker's end lives in the worker only: EOF when it dies
@@ -133,28 +164,37 @@ def run_on_devices(
             kind, path, line = slot.conn.recv()
         except Exception:  # EOF, or a message cut off by the worker's death
             return False
-        if kind in ("done", "failed"):
+        if kind != "ready":
             slot.current = None
-            slot.finished_any = True
+            if kind == "done":
+                deaths[slot.device] = 0
             report(path, kind == "done", line)
-        feed(slot)
+        if kind == "failed, ending":
+            slot.ending = True  # replaced once it has ended
+        else:
+            feed(slot)
         return True
 
     def bury(slot: _Slot) -> None:
         """A worker that ended: fail what it held, replace it while work is left."""
-        slot.process.join()
+        slot.process.join(timeout=60)  # its pipe is closed: it is exiting
+        if slot.process.is_alive():  # stuck in its exit (a child that does not end)
+            slot.process.kill()
+            slot.process.join()
         slots.remove(slot)
         slot.conn.close()
         if slot.stopped and slot.current is None:
             return  # ended normally
-        why = f"the worker process on {slot.device} died (exit code {slot.process.exitcode})"
+        code = slot.process.exitcode
+        why = f"the worker process on {slot.device} ended (exit code {code})"
         if slot.current is not None:
             report(slot.current, False, f"{why} while working on it")
-        if todo and slot.finished_any:
+        deaths[slot.device] += 1
+        if todo and deaths[slot.device] < MAX_DEATHS:
             start(slot.device)
         elif todo:
-            print(f"sw-mro: {why} before finishing any input; {slot.device} is not used again",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(f"sw-mro: {why}, its {MAX_DEATHS}th in a row without an input done; "
+                  f"{slot.device} is not used again", file=sys.stderr, flush=True)  # fmt: skip
 
     if not todo:
         return run
@@ -177,6 +217,8 @@ def run_on_devices(
                     report(path, False, "no device worker is left (all of them died)")
                 todo.clear()
     except BaseException:
+        for slot in slots:
+            send(slot, None)  # an idle worker ends at once
         for slot in slots:
             slot.process.join(timeout=10)  # Ctrl-C: each worker cleans up its temp files
             if slot.process.is_alive():
@@ -213,6 +255,11 @@ def parse_devices(text: str, cuda_count: int) -> list[str]:
                 f"--devices: {e!r} does not exist (torch sees {cuda_count} CUDA device(s))"
             )
         out.append(f"cuda:{int(index)}")
+    if len({d.split(":")[0] for d in out}) > 1:
+        raise ValueError(
+            "--devices mixes cpu and cuda: their features differ (~1e-5 px), and one "
+            "output folder must not hold both"
+        )
     return out
 
 

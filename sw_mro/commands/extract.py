@@ -276,11 +276,10 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any]) -> str:
     cfg = options["config"]
     cpus = options["cpus"]
     workers = cfg.landmark_workers
-    if device == "cpu":
-        torch.set_num_threads(cpus)  # the workers on CPU share the cores
-    else:
+    torch.set_num_threads(cpus)  # the devices' processes share the cores
+    if device != "cpu":
         torch.cuda.set_device(torch.device(device))
-        if workers is None:  # the CPUs are shared by the devices' processes
+        if workers is None:
             workers = max(1, min(16, cpus - 2))
     cfg = cfg.replace(device=device, landmark_workers=workers)
     args = argparse.Namespace(overwrite=options["overwrite"], quiet=True)
@@ -350,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --gpu given but no CUDA device is available: {no_cuda_reason()}",
               file=sys.stderr)  # fmt: skip
         return 2
-    if device.startswith("cuda:"):
+    if device.startswith("cuda:") and devices is None:
         torch.cuda.set_device(torch.device(device))  # CuPy kernels use the current device
     try:
         cfg = SWMROConfig(

@@ -25,8 +25,8 @@ def cupy_status() -> tuple[bool, str]:
     try:
         if cupy.cuda.runtime.getDeviceCount() <= 0:
             return False, "CuPy sees no CUDA device"
-    except Exception as exc:  # cupy present but no driver or device
-        return False, f"CuPy sees no CUDA device ({type(exc).__name__})"
+    except Exception as exc:  # cupy present but no driver or device, or a driver too old
+        return False, f"CuPy sees no CUDA device ({type(exc).__name__}: {exc})"
     try:
         from sw_mro.cuda.farneback import KERNELS, _module
 

@@ -31,12 +31,15 @@ import functools
 import itertools
 import mmap
 import os
+import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
+from multiprocessing import util as mp_util
 
 import numpy as np
 
+from sw_mro._threads import watch_parent
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
 __all__ = [
@@ -58,23 +61,15 @@ _MAPPED = 4  # shared blocks a worker keeps mapped (the parent rotates a few)
 
 
 def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1) -> None:
+    # Ctrl-C reaches every process of the group: the parent shuts the pool down, and a
+    # worker's own KeyboardInterrupt would only print a traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["lm"] = DlibLandmarker(predictor_path, redetect=redetect, fill_missing=False)
     _WORKER["shm"] = {}
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int, period: float = 0.5) -> None:
-    """End this worker once its parent is gone.
-
-    A parent killed by a signal (SIGTERM from ``timeout`` or a scheduler, SIGKILL) runs
-    no ``atexit`` handler and cannot shut the pool down; its workers would otherwise
-    live on, each holding the 100 MB model, and keep its output pipes open.
-    """
-    import time
-
-    while os.getppid() == parent:
-        time.sleep(period)
-    os._exit(0)
+    # A parent killed by a signal (SIGTERM from ``timeout`` or a scheduler, SIGKILL) runs
+    # no ``atexit`` handler and cannot shut the pool down; the workers would otherwise
+    # live on, each holding the 100 MB model, and keep its output pipes open.
+    watch_parent(parent)
 
 
 class SharedMemoryError(OSError):
@@ -116,7 +111,10 @@ class _MemfdBlock:
             os.close(self._fd)
             raise
         self.buf = memoryview(self._mmap)
-        self.name = f"/proc/{os.getpid()}/fd/{self._fd}#{next(self._serial)}"
+        # The inode lets a worker check that it opened this very file: fds are reused,
+        # and /proc may be another pid namespace's (then the path names another process).
+        ino = os.fstat(self._fd).st_ino
+        self.name = f"/proc/{os.getpid()}/fd/{self._fd}#{next(self._serial)}#{ino}"
 
     def close(self) -> None:
         if self.buf is not None:
@@ -132,8 +130,21 @@ class _MappedBlock:
     """A worker's mapping of a parent's :class:`_MemfdBlock` (by its name)."""
 
     def __init__(self, name: str) -> None:
-        fd = os.open(name.partition("#")[0], os.O_RDWR)
+        path, _, ino = name.split("#")
         try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise SharedMemoryError(
+                exc.errno or errno.EIO, f"a landmark worker cannot open {path} ({exc})"
+            ) from exc
+        try:
+            if os.fstat(fd).st_ino != int(ino):
+                raise SharedMemoryError(
+                    errno.ESTALE,
+                    f"{path} is not the parent's frame buffer: /proc belongs to another pid "
+                    "namespace. Give /dev/shm room for a chunk (docker run --shm-size=4g) "
+                    "or run landmarks in the parent (landmark_workers=1)",
+                )
             self._mmap = mmap.mmap(fd, 0)
         finally:
             os.close(fd)
@@ -328,4 +339,9 @@ def shared_pool(
     """The process-wide pool for these options, started on first use, closed at exit."""
     pool = DlibProcessPool(workers, predictor_path, redetect=redetect)
     atexit.register(pool.close)
+    # A multiprocessing child (a `sw-mro extract --devices` worker) leaves through
+    # os._exit: no atexit handler runs, and its exit joins its non-daemon children, which
+    # are this pool's workers waiting for work, so it waited for ever. A finalizer runs
+    # before that join (priority above the executor's own queue finalizers).
+    mp_util.Finalize(pool, pool.close, exitpriority=100)
     return pool

@@ -360,9 +360,11 @@ class DlibLandmarker(_Base):
 def _onnx_session(path: Path, device: str):
     import onnxruntime as ort
 
-    providers = ["CPUExecutionProvider"]
+    providers: list = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+        # The GPU of ``device`` ("cuda:1"), not onnxruntime's default GPU 0.
+        index = int(str(device).partition(":")[2] or 0)
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)

@@ -308,7 +308,7 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         return "cupy"
     if not _warned_no_cupy:
         _warned_no_cupy = True
-        hint = "" if "kernels" in why else "; install cupy-cuda13x (or cupy-cuda12x)"
+        hint = "; install cupy-cuda13x (or cupy-cuda12x)" if "not importable" in why else ""
         warnings.warn(
             f"{why}, so farneback uses the slower torch backend on CUDA{hint}.",
             RuntimeWarning,
