@@ -297,11 +297,17 @@ class DlibProcessPool:
         """Start the jobs on ``frames`` (copied into a shared block) and return at once."""
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
         shm = self._take_block(frames.nbytes)
+        futures: list[Future] = []
         try:
             np.ndarray(frames.shape, np.uint8, buffer=shm.buf)[...] = frames
-            futures = [self._pool.submit(_run_segment, shm.name, frames.shape, job) for job in jobs]
+            for job in jobs:
+                futures.append(self._pool.submit(_run_segment, shm.name, frames.shape, job))
         except BaseException:
-            self._give_back(shm)
+            # Jobs submitted before the failure may be reading the block: it goes back
+            # (to be reused or freed) only once they are cancelled or done.
+            for f in futures:
+                f.cancel()
+            Submission(futures, lambda: self._give_back(shm))
             raise
         return Submission(futures, lambda: self._give_back(shm))
 
