@@ -242,17 +242,19 @@ def test_devices_spread_inputs_over_worker_processes(
     assert capsys.readouterr().out.count("skipped") == 2
 
 
-def _job(device: str, path: str, options: dict) -> str:
+def _job(device: str, path: str, options: dict, progress) -> str:
     """A stand-in job for run_on_devices, importable by spawned workers."""
     import os
 
     name = Path(path).name
+    progress(10, 0)  # "10 frames"
     if name.startswith("crash"):
         os._exit(9)  # as a segfault or the OOM killer would end it: no cleanup
     if name.startswith("raise"):
         raise RuntimeError(f"bad input {name}")
     if name.startswith("cudafault"):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    progress(0, 10)
     return f"{name} on {device} {options['tag']} pid {os.getpid()}"
 
 
@@ -261,14 +263,26 @@ def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixtu
 
     inputs = ["a", "b", "crash1", "c", "raise1", "d", "e", "crash2", "f"]
     seen: list[tuple[str, bool]] = []
+    frames = [0, 0]
+
+    def count(total: int, done: int) -> None:
+        frames[0] += total
+        frames[1] += done
+
     run = run_on_devices(
-        inputs, ["cpu", "cpu"], _job, {"tag": "x"}, on_result=lambda p, ok, _: seen.append((p, ok))
+        inputs,
+        ["cpu", "cpu"],
+        _job,
+        {"tag": "x"},
+        on_result=lambda p, ok, _: seen.append((p, ok)),
+        on_progress=count,
     )
     assert sorted(run.done) == ["a", "b", "c", "d", "e", "f"]
     assert all(run.done[p].startswith(f"{p} on cpu x pid ") for p in run.done)
     assert sorted(run.failed) == ["crash1", "crash2", "raise1"]
     assert "ended (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
     assert sorted(seen) == sorted((p, p in run.done) for p in inputs)
+    assert frames == [10 * len(inputs), 10 * len(run.done)]  # progress reached the dispatcher
 
 
 def test_when_every_worker_dies_the_rest_fail_with_the_reason(

@@ -31,8 +31,9 @@ from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
-#: (device, input path, options) -> one line of report; raises to fail the input.
-Job = Callable[[str, str, Any], str]
+#: (device, input path, options, progress) -> one line of report; raises to fail the
+#: input. ``progress(frames_added_to_total, frames_done)`` feeds the dispatcher's bar.
+Job = Callable[[str, str, Any, Callable[[int, int], None]], str]
 
 
 def input_size(path: str) -> int:
@@ -60,6 +61,10 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     from sw_mro._threads import watch_parent
 
     watch_parent(parent)
+
+    def progress(total: int, done: int) -> None:
+        conn.send(("progress", total, done))
+
     try:
         conn.send(("ready", None, None))
         while True:
@@ -67,7 +72,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
             if path is None:
                 return
             try:
-                line = job(device, path, options)
+                line = job(device, path, options, progress)
             except KeyboardInterrupt:
                 return
             except Exception as exc:  # reported per input; the worker goes on
@@ -114,11 +119,13 @@ def run_on_devices(
     options: Any,
     *,
     on_result: Callable[[str, bool, str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DeviceRun:
     """Run ``job(device, path, options)`` for every input, one worker process per entry
     of ``devices`` (a device may be listed twice: two workers share it). ``job`` and
     ``options`` must be picklable (a module-level function; plain data). ``on_result``
-    is called in this process as each input ends: ``(path, ok, line)``.
+    is called in this process as each input ends: ``(path, ok, line)``, and
+    ``on_progress(frames_added_to_total, frames_done)`` as the workers report frames.
 
     Each worker has its own pipe. (One shared result queue hung the whole run when a
     worker died while writing to it: its write lock stayed taken for the others.)"""
@@ -164,6 +171,10 @@ def run_on_devices(
             kind, path, line = slot.conn.recv()
         except Exception:  # EOF, or a message cut off by the worker's death
             return False
+        if kind == "progress":
+            if on_progress is not None:
+                on_progress(path, line)
+            return True
         if kind != "ready":
             slot.current = None
             if kind == "done":

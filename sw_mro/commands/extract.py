@@ -153,7 +153,11 @@ def _is_complete(
     return None if backend and made_with and made_with != backend else True
 
 
-def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace) -> str:
+def _extract_one(
+    src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace, progress: Any = None
+) -> str:
+    """One input -> its .npy and .json; ``progress(total, done)``, if given, is told the
+    frame count when the video opens and each chunk's frames as they are written."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -175,6 +179,8 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
         )
     video = open_video(src_path, stride=cfg.stride, color="rgb")
     info = video.info
+    if progress is not None:
+        progress(info.num_frames, 0)
     n, w, r = info.num_frames, cfg.window, cfg.num_rois
     tmp_npy = out_dir / f".{name}.npy.tmp"
     tmp_json = out_dir / f".{name}.json.tmp"
@@ -184,6 +190,12 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
     try:
         out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
         with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
+
+            def done(k: int) -> None:
+                bar.update(k)
+                if progress is not None:
+                    progress(0, k)
+
             # A chunk's features come back to the host without blocking and are written
             # one chunk later, so the device is not drained between chunks.
             pending: list = []
@@ -191,9 +203,9 @@ def _extract_one(src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespa
                 host, copied = _to_host(chunk.features)
                 pending.append((chunk, host, copied))
                 while len(pending) > (0 if copied is None else 1):
-                    bar.update(_write_chunk(out, *pending.pop(0), fallback, stages))
+                    done(_write_chunk(out, *pending.pop(0), fallback, stages))
             for item in pending:
-                bar.update(_write_chunk(out, *item, fallback, stages))
+                done(_write_chunk(out, *item, fallback, stages))
         out.flush()
         del out
         os.replace(tmp_npy, npy)
@@ -269,7 +281,7 @@ def _device_name(device: str) -> str:
     return "cpu"
 
 
-def _extract_on_device(device: str, path: str, options: dict[str, Any]) -> str:
+def _extract_on_device(device: str, path: str, options: dict[str, Any], progress: Any) -> str:
     """One input in a ``--devices`` worker process (see ``sw_mro.commands.devices``)."""
     import torch
 
@@ -283,7 +295,7 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any]) -> str:
             workers = max(1, min(16, cpus - 2))
     cfg = cfg.replace(device=device, landmark_workers=workers)
     args = argparse.Namespace(overwrite=options["overwrite"], quiet=True)
-    return _extract_one(Path(path), Path(options["out_dir"]), cfg, args)
+    return _extract_one(Path(path), Path(options["out_dir"]), cfg, args, progress)
 
 
 def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inputs: list) -> list:
@@ -306,18 +318,35 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
         "out_dir": str(args.out_dir),
         "overwrite": args.overwrite,
     }
-    with tqdm(total=len(inputs), unit="input", disable=args.quiet, file=sys.stderr) as bar:
+    ended = 0
+    # Frames/s over all devices; the total grows as the workers open their videos.
+    with tqdm(total=0, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
+        bar.set_postfix_str(f"inputs 0/{len(inputs)}")
 
         def show(path: str, ok: bool, line: str) -> None:
+            nonlocal ended
+            ended += 1
             if ok:
                 bar.write(line, file=sys.stdout)
             else:
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
             sys.stdout.flush()
-            bar.update(1)
+            bar.set_postfix_str(f"inputs {ended}/{len(inputs)}")
+
+        def frames(total: int, done: int) -> None:
+            if total:
+                bar.total += total
+                bar.refresh()
+            if done:
+                bar.update(done)
 
         result = run_on_devices(
-            [str(p) for p in inputs], devices, _extract_on_device, options, on_result=show
+            [str(p) for p in inputs],
+            devices,
+            _extract_on_device,
+            options,
+            on_result=show,
+            on_progress=frames,
         )
     return [str(p) for p in inputs if str(p) in result.failed]
 
