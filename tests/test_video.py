@@ -419,6 +419,13 @@ def test_empty_folders(tmp_path: Path) -> None:
     (tmp_path / "textonly" / "readme.txt").write_text("x")
     with pytest.raises(EmptyVideoError):
         open_video(tmp_path / "textonly")
+    # A folder of videos (not frames): the error says to pass the videos.
+    (tmp_path / "videos").mkdir()
+    for name in ("b.mp4", "a.MP4", "notes.txt"):
+        (tmp_path / "videos" / name).write_bytes(b"x")
+    with pytest.raises(EmptyVideoError) as err:
+        open_video(tmp_path / "videos")
+    _assert_one_line(err, "2 video file(s) (a.MP4, b.mp4): pass the videos themselves")
 
 
 def test_stride_longer_than_video(clip: Path, tmp_path: Path, source_frames: list) -> None:

@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 Color = Literal["rgb", "gray"]
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+# Containers a user may put in a folder by mistake (for a clearer error only).
+_VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".m4v"})
 DEFAULT_FOLDER_FPS = 30.0
 
 __all__ = [
@@ -338,8 +340,17 @@ class FrameFolderSource(VideoSource):
         self.color = color
         self.files = list_frame_files(path)
         if not self.files:
+            videos = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _VIDEO_SUFFIXES)
+            hint = (
+                f"; it holds {len(videos)} video file(s) ({', '.join(videos[:3])}"
+                f"{', ...' if len(videos) > 3 else ''}): pass the videos themselves "
+                f"(e.g. {path}/*{Path(videos[0]).suffix})"
+                if videos
+                else ""
+            )
             raise EmptyVideoError(
-                f"{path}: the folder has no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"{path}: the folder has no frame images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}"
             )
         _warn_on_gaps(path, self.files)
         first = self._imread(self.files[0])
