@@ -370,3 +370,13 @@ def test_devices_arguments(short_clip: Path, tmp_path: Path, capsys: pytest.Capt
     if not torch.cuda.is_available():
         assert main(["extract", str(short_clip), "--out-dir", out, "--devices", "cuda:0"]) == 2
         assert "does not exist" in capsys.readouterr().err
+
+
+def test_device_errors_are_told_from_input_errors() -> None:
+    from sw_mro.commands.devices import _device_error
+
+    assert _device_error("RuntimeError: CUDA error: an illegal memory access was encountered")
+    assert _device_error("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert _device_error("CUDARuntimeError: cudaErrorLaunchFailure: unspecified launch failure")
+    assert not _device_error("CorruptVideoError: /data/CUDA_runs/v.mp4: cannot decode the video")
+    assert not _device_error("NoFaceError: /data/v.mp4: no face found in any of its 90 frames")

@@ -47,10 +47,23 @@ def input_size(path: str) -> int:
         return 0  # missing: its worker reports the error
 
 
+#: What a device's failure says (torch, CuPy), as opposed to an input's: a CUDA error is
+#: sticky for the process's context once the device faulted; out of memory may be
+#: fragmentation. Patterns, not the word "CUDA": a path may contain that.
+_DEVICE_ERRORS = (
+    "CUDA error",
+    "CUDA out of memory",
+    "cudaError",
+    "CUDARuntimeError",
+    "CUDADriverError",
+    "OutOfMemoryError",
+    "AcceleratorError",
+)
+
+
 def _device_error(text: str) -> bool:
-    """A failure of the device rather than of the input: a CUDA error (sticky for the
-    process's context once the device faulted) or running out of GPU memory."""
-    return "CUDA" in text or "cudaError" in text
+    """A failure of the device rather than of the input."""
+    return any(p in text for p in _DEVICE_ERRORS)
 
 
 def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None:
@@ -100,8 +113,8 @@ class _Slot:
     process: Any
     conn: Any  # this worker's own pipe: a worker that dies mid-message breaks only it
     current: str | None = None
-    stopped: bool = False
-    ending: bool = False  # ends by itself after a device error  # sent the end marker
+    stopped: bool = False  # sent the end marker
+    ending: bool = False  # ends by itself after a device error
 
 
 @dataclass
