@@ -174,6 +174,35 @@ def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
     assert d.mean() < SWMRO_TOL["gpu_mean"] and np.quantile(d, 0.99) < SWMRO_TOL["gpu_p99"]
 
 
+@pytest.mark.cuda
+def test_devices_on_one_gpu_equal_one_process(
+    short_clip: Path, carphone_copy: Path, tmp_path: Path
+) -> None:
+    """``--devices cuda,cuda``: two worker processes share the GPU (each with its own
+    landmark pool and CUDA context) and write what one ``--gpu`` process writes."""
+    import subprocess
+    import sys
+
+    from tolerances import SWMRO_TOL
+
+    args = ["--window", "5", "--face-size", "128", "--quiet"]
+    inputs = [str(short_clip), str(carphone_copy)]
+    assert main(["extract", *inputs, "--out-dir", str(tmp_path / "one"), "--gpu", *args]) == 0
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", cli, "extract", *inputs, "--out-dir", str(tmp_path / "two"),
+         "--devices", "cuda,cuda", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("short", "carphone"):
+        a = np.load(tmp_path / "one" / f"{name}.npy")
+        b = np.load(tmp_path / "two" / f"{name}.npy")
+        d = np.abs(a - b)
+        assert a.shape == b.shape and d.mean() < SWMRO_TOL["gpu_mean"]
+        assert np.quantile(d, 0.99) < SWMRO_TOL["gpu_p99"]
+
+
 def test_bad_arguments(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
