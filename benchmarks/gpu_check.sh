@@ -88,7 +88,7 @@ elif [ "$STAGE" = a ]; then
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
   log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu) ${TESTS_B:-}"
-  step 150 "$RES/gpu_tests_b.txt" $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda
+  step 200 "$RES/gpu_tests_b.txt" $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda
   if [ "${POOL_TESTS:-0}" = 1 ]; then
     log "landmark worker processes"
     step 60 "$RES/gpu_tests_b.txt" $PYT tests/test_landmark_pool.py
