@@ -613,6 +613,17 @@ class _Landmarks:
     def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
         return self.collect(self.submit(start, frames))
 
+    @staticmethod
+    def cancel(p: _PendingLandmarks) -> None:
+        """Cancel a submitted chunk's jobs that have not started (when ``stream`` stops
+        early); running ones finish, and the chunk's shared block goes back after them."""
+        from concurrent.futures import Future
+
+        futures = p.submission.futures if p.submission is not None else p.results
+        for f in futures:
+            if isinstance(f, Future):
+                f.cancel()
+
 
 @dataclass
 class _PendingLandmarks:
@@ -760,6 +771,14 @@ def _producer(
         handoff.put(exc)
     finally:
         finisher.join()
+        if stop.is_set():  # the consumer is gone: drop the landmark jobs still queued
+            while True:
+                try:
+                    item = handoff.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    marks.cancel(item[2])
         marks.close()
 
 

@@ -328,3 +328,22 @@ def test_unguarded_script_falls_back_to_threads(carphone: str, tmp_path, chunk: 
     cfg = SWMROConfig(window=3, face_size=32, landmark_segment=16, chunk_size=40)
     want = sw_mro.extract(carphone, cfg.replace(landmark_workers=1)).numpy()
     np.testing.assert_array_equal(np.load(out), want)
+
+
+def test_an_early_stop_cancels_the_landmark_jobs_still_queued(carphone: str) -> None:
+    """A consumer that stops after the first chunk: the chunks in flight do not keep the
+    shared workers busy. Only jobs already handed to a worker process (at most two per
+    worker, plus the executor's one extra) may still run; before, every queued segment
+    of the chunks in flight ran (16 here)."""
+    from test_sw_mro import _CountingSource
+
+    frames = np.concatenate([open_video(carphone).read(range(118)).numpy()] * 10)
+    cfg = SWMROConfig(window=3, face_size=32, batch_size=8, chunk_size=512, landmark_workers=2)
+    sw_mro.extract(_CountingSource(frames[:40]), cfg)  # the pool, started
+    pool = shared_pool(2, redetect=1)
+    it = sw_mro.stream(_CountingSource(frames), cfg)
+    next(it)
+    it.close()  # stops the producer, which cancels what has not started
+    items = list(pool._pool._pending_work_items.values())
+    live = [w for w in items if not w.future.cancelled() and not w.future.done()]
+    assert len(live) <= 2 * 2 + 1, len(live)
