@@ -266,13 +266,9 @@ class CpuProbe:
         by_name: dict[str, float] = {}
         for tid, cpu in self.last.items():
             name = self.names[tid]
-            if name == "cpu-probe":
-                continue
-            if name.startswith("ThreadPoolExecutor") or name.startswith("Thread-"):
-                name = "other"
-            by_name[name] = by_name.get(name, 0.0) + cpu - self.first.get(tid, 0.0)
-        named = sum(v for k, v in by_name.items() if k != "other")
-        by_name["other"] = max(0.0, total - named)
+            if name.startswith(("sw_mro-", "MainThread")):
+                by_name[name] = by_name.get(name, 0.0) + cpu - self.first.get(tid, 0.0)
+        by_name["other"] = max(0.0, total - sum(by_name.values()))
         workers = sum((self._cpu(f"/proc/{p}/stat") or 0.0) - c0 for p, c0 in self.workers0.items())
         self.result = {
             "process_cpu_s": round(total, 2),

@@ -46,12 +46,11 @@ def _cgroup_quota() -> float | None:
         controllers, _, path = rest.partition(":")
         if hid == "0" and controllers == "":  # v2: "max 100000" or "400000 100000"
             for d in _up(_CGROUP, path):
-                text = _read(os.path.join(d, "cpu.max"))
+                fields = (_read(os.path.join(d, "cpu.max")) or "max").split()
                 try:
-                    q, period = text.split()[:2] if text else ("max", "0")
-                    if q != "max":
-                        quotas.append(int(q) / int(period))
-                except (ValueError, ZeroDivisionError):
+                    if fields[0] != "max":
+                        quotas.append(int(fields[0]) / int(fields[1]))
+                except (IndexError, ValueError, ZeroDivisionError):
                     pass
         elif "cpu" in controllers.split(","):  # v1: cfs quota -1 means none
             for d in _up(os.path.join(_CGROUP, "cpu"), path):
@@ -66,11 +65,16 @@ def _cgroup_quota() -> float | None:
     return min(quotas) if quotas else None
 
 
+#: Environment variable that caps :func:`usable_cpus`: ``sw-mro extract --devices``
+#: gives each device's worker process its share of the CPUs this way.
+CPU_SHARE_ENV = "SW_MRO_CPUS"
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: the affinity mask (``taskset``, cpusets), capped by a
     cgroup CPU quota (``docker run --cpus``, Kubernetes limits, systemd ``CPUQuota``),
     which ``os.cpu_count()`` ignores: on a 64-core host a 4-CPU container would
-    otherwise start 16 landmark workers on 4 CPUs."""
+    otherwise start 16 landmark workers on 4 CPUs. ``SW_MRO_CPUS=N`` caps it too."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -78,6 +82,9 @@ def usable_cpus() -> int:
     quota = _cgroup_quota()
     if quota is not None and quota > 0:
         n = min(n, max(1, int(-(-quota // 1))))  # 2.5 CPUs -> 3
+    share = os.environ.get(CPU_SHARE_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        n = min(n, int(share))
     return max(1, n)
 
 

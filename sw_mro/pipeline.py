@@ -691,13 +691,13 @@ def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Ten
     if first < size and first < n:
         yield from itertools.islice(src.chunks(first), 1)
         pos = first
-    full = max(0, -(-(n - pos) // size) - 1)  # whole chunks before the last chunk's frames
     if tail == size:
-        full += 1
+        yield from src.chunks(size, start=pos)
+        return
+    full = max(0, -(-(n - pos) // size) - 1)  # whole chunks before the last chunk's frames
     yield from itertools.islice(src.chunks(size, start=pos), full)
-    pos = min(n, pos + full * size)
-    if pos < n:
-        yield from src.chunks(tail, start=pos)
+    if pos + full * size < n:
+        yield from src.chunks(tail, start=pos + full * size)
 
 
 #: Chunks whose landmarks may be in flight at once: the workers start on the next chunk's

@@ -184,11 +184,16 @@ def test_usable_cpus_respect_affinity_and_cgroup_quota(
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(config_mod, "_CGROUP", str(tmp_path))
     monkeypatch.setattr(config_mod, "_SELF_CGROUP", str(tmp_path / "self"))
+    monkeypatch.delenv(config_mod.CPU_SHARE_ENV, raising=False)
     monkeypatch.setattr(config_mod.os, "sched_getaffinity", lambda pid: set(range(affinity)))
     assert config_mod.usable_cpus() == want
     workers = SWMROConfig(device="cuda").resolved_landmark_workers
     assert workers == max(1, min(16, want - 2))
     assert SWMROConfig(device="cpu").resolved_landmark_workers == 1
+    # A `--devices` worker's share caps it further (SW_MRO_CPUS).
+    monkeypatch.setenv(config_mod.CPU_SHARE_ENV, "3")
+    assert config_mod.usable_cpus() == min(want, 3)
+    assert SWMROConfig(device="cuda").resolved_landmark_workers == 1
 
 
 # --------------------------------------------------------------------------- reference

@@ -114,7 +114,6 @@ class _Slot:
     conn: Any  # this worker's own pipe: a worker that dies mid-message breaks only it
     current: str | None = None
     stopped: bool = False  # sent the end marker
-    ending: bool = False  # ends by itself after a device error
 
 
 @dataclass
@@ -167,7 +166,7 @@ def run_on_devices(
     def send(slot: _Slot, item: str | None) -> None:
         try:
             slot.conn.send(item)
-        except OSError:  # died: found by its sentinel
+        except OSError:  # it ended: found by the EOF on its pipe
             pass
 
     def feed(slot: _Slot) -> None:
@@ -193,9 +192,7 @@ def run_on_devices(
             if kind == "done":
                 deaths[slot.device] = 0
             report(path, kind == "done", line)
-        if kind == "failed, ending":
-            slot.ending = True  # replaced once it has ended
-        else:
+        if kind != "failed, ending":  # that worker ends; it is replaced once it has
             feed(slot)
         return True
 
@@ -217,23 +214,18 @@ def run_on_devices(
         if todo and deaths[slot.device] < MAX_DEATHS:
             start(slot.device)
         elif todo:
-            print(f"sw-mro: {why}, its {MAX_DEATHS}th in a row without an input done; "
-                  f"{slot.device} is not used again", file=sys.stderr, flush=True)  # fmt: skip
+            print(f"sw-mro: {why}: {MAX_DEATHS} worker endings in a row without an input "
+                  f"done; {slot.device} is not used again", file=sys.stderr, flush=True)  # fmt: skip
 
     if not todo:
         return run
     for device in devices:
         start(device)
     try:
-        while slots:
-            if not todo and all(s.current is None for s in slots):
-                for slot in slots:  # everything reported: let the idle workers go
-                    if not slot.stopped:
-                        slot.stopped = True
-                        send(slot, None)
-            by_conn = {id(s.conn): s for s in slots}
-            for ready in connection.wait([s.conn for s in slots]):
-                slot = by_conn[id(ready)]
+        while slots:  # each worker is sent the end marker once no input is left (feed)
+            by_conn = {s.conn: s for s in slots}
+            for ready in connection.wait(list(by_conn)):
+                slot = by_conn[ready]
                 if slot in slots and not receive(slot):
                     bury(slot)  # its last messages were read before the EOF
             if not slots and todo:

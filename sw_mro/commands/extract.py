@@ -285,15 +285,15 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any], progress
     """One input in a ``--devices`` worker process (see ``sw_mro.commands.devices``)."""
     import torch
 
-    cfg = options["config"]
-    cpus = options["cpus"]
-    workers = cfg.landmark_workers
-    torch.set_num_threads(cpus)  # the devices' processes share the cores
+    from sw_mro.config import CPU_SHARE_ENV
+
+    # The devices' processes share the cores: this one's share caps usable_cpus(), and
+    # so the default landmark workers, and torch's threads.
+    os.environ[CPU_SHARE_ENV] = str(options["cpus"])
+    torch.set_num_threads(options["cpus"])
     if device != "cpu":
         torch.cuda.set_device(torch.device(device))
-        if workers is None:
-            workers = max(1, min(16, cpus - 2))
-    cfg = cfg.replace(device=device, landmark_workers=workers)
+    cfg = options["config"].replace(device=device)
     args = argparse.Namespace(overwrite=options["overwrite"], quiet=True)
     return _extract_one(Path(path), Path(options["out_dir"]), cfg, args, progress)
 

@@ -25,7 +25,6 @@ eagerly), never torch or CUDA.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import functools
 import itertools
@@ -344,10 +343,11 @@ def shared_pool(
 ) -> DlibProcessPool:
     """The process-wide pool for these options, started on first use, closed at exit."""
     pool = DlibProcessPool(workers, predictor_path, redetect=redetect)
-    atexit.register(pool.close)
-    # A multiprocessing child (a `sw-mro extract --devices` worker) leaves through
-    # os._exit: no atexit handler runs, and its exit joins its non-daemon children, which
-    # are this pool's workers waiting for work, so it waited for ever. A finalizer runs
-    # before that join (priority above the executor's own queue finalizers).
+    # multiprocessing's exit function runs this in the main process (it is an atexit
+    # handler) and in a multiprocessing child (a `sw-mro extract --devices` worker),
+    # which leaves through os._exit and runs no atexit handler. It runs before that
+    # function joins the child's non-daemon children, this pool's idle workers, which
+    # waited for ever when the pool stayed open (priority above the executor's own
+    # queue finalizers).
     mp_util.Finalize(pool, pool.close, exitpriority=100)
     return pool
