@@ -221,7 +221,9 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
     """Read ``video,onset,offset,type[,score]`` rows (other columns are ignored).
 
     ``type`` is ``macro`` or ``micro`` (also accepted: MaE / ME); frames are inclusive
-    and 0-based. A file with only the header holds no intervals.
+    and 0-based. A file with only the header holds no intervals, and neither does a row
+    whose onset, offset and type are all empty (how the annotation CSV lists a video
+    without expressions).
 
     Raises:
         EvaluationError: the file is missing, lacks a column or has a bad value.
@@ -233,7 +235,11 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
         raise EvaluationError(f"{p}: cannot open ({exc.strerror})") from exc
     with fh:
         reader = csv.DictReader(fh)
-        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if reader.fieldnames is None:
+            raise EvaluationError(
+                f"{p}: the file is empty; it needs at least the header video,onset,offset,type"
+            )
+        cols = [c.strip().lower() for c in reader.fieldnames]
         missing = [c for c in ("video", "onset", "offset", "type") if c not in cols]
         if missing:
             raise EvaluationError(
@@ -242,14 +248,27 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
             )
         reader.fieldnames = cols
         out: list[Interval] = []
-        for row_no, row in enumerate(reader, start=2):
-            if not any((v or "").strip() for v in row.values()):
+        for row_no, rec in enumerate(reader, start=2):
+            # A short row has None in its missing fields; a long one lists the extra
+            # fields under the key None.
+            extra = [v for v in rec.get(None) or [] if v.strip()]
+            row = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+            if extra:
+                raise EvaluationError(
+                    f"{p}: row {row_no}: {len(extra)} more field(s) than the header "
+                    f"({', '.join(map(repr, extra[:3]))})"
+                )
+            if not (row["onset"] or row["offset"] or row["type"]):
+                # A blank row, or a video listed with no expression (how the annotation
+                # CSV lists videos without ground truth): no interval.
                 continue
-            kind = _KIND_ALIASES.get((row["type"] or "").strip().lower())
+            kind = _KIND_ALIASES.get(row["type"].lower())
             if kind is None:
                 raise EvaluationError(
                     f"{p}: row {row_no}: type = {row['type']!r}; use 'macro' or 'micro'"
                 )
+            if not row["video"]:
+                raise EvaluationError(f"{p}: row {row_no}: video is empty")
             on = _frame(row["onset"], p, row_no, "onset")
             off = _frame(row["offset"], p, row_no, "offset")
             if off < on:
@@ -258,14 +277,16 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
                     "intervals are [onset, offset], inclusive"
                 )
             score = 1.0
-            if "score" in cols and (row["score"] or "").strip():
+            if row.get("score"):
                 try:
                     score = float(row["score"])
-                except ValueError as exc:
+                except ValueError:
+                    score = math.nan
+                if not math.isfinite(score):
                     raise EvaluationError(
-                        f"{p}: row {row_no}: score = {row['score']!r} is not a number"
-                    ) from exc
-            out.append(Interval(row["video"].strip(), on, off, kind, score))
+                        f"{p}: row {row_no}: score = {row['score']!r} is not a finite number"
+                    )
+            out.append(Interval(row["video"], on, off, kind, score))
     return out
 
 

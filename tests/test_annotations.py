@@ -105,6 +105,45 @@ def test_casme2_row_aligned_naming_rule1(tmp_path: Path) -> None:
     assert load_casme2(xlsx).expressions == CAS_EXPECTED
 
 
+def _set_dimension(xlsx: Path, ref: str) -> None:
+    """Rewrite every sheet's ``<dimension>`` record (how many cells are in use) to ``ref``,
+    as some non-Excel writers leave it."""
+    import re
+    import zipfile
+
+    tmp = xlsx.with_suffix(".tmp")
+    with zipfile.ZipFile(xlsx) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.startswith("xl/worksheets/sheet"):
+                data, n = re.subn(
+                    rb'<dimension ref="[^"]*"', f'<dimension ref="{ref}"'.encode(), data
+                )
+                assert n == 1
+            dst.writestr(item, data)
+    tmp.replace(xlsx)
+
+
+def test_xlsx_with_a_wrong_dimension_record_is_read_whole(tmp_path: Path) -> None:
+    """openpyxl's read-only mode trusts the sheet's dimension record; a wrong one (A1:A1)
+    silently kept only the first row of CAS(ME)^2 and hid SAMM-LV's header."""
+    cas = write_casme2(tmp_path / "cas.xlsx")
+    _set_dimension(cas, "A1:A1")
+    assert openpyxl.load_workbook(cas, read_only=True)["CASFEcode_final"].max_row == 1
+    assert load_casme2(cas).expressions == CAS_EXPECTED
+    samm = write_samm(tmp_path / "samm.xlsx")
+    _set_dimension(samm, "A1:A1")
+    assert load_samm(samm).expressions == load_samm(write_samm(tmp_path / "ok.xlsx")).expressions
+
+
+def test_casme2_duplicate_subject_index_in_naming_rule1(tmp_path: Path) -> None:
+    """Column C of naming rule1 maps the main sheet's subject index to a folder; a repeated
+    index would silently send one subject's rows to another."""
+    xlsx = write_casme2(tmp_path / "a.xlsx", rule1=[[15, "s15", 1], [16, "s16", 1]])
+    with pytest.raises(AnnotationError, match=r"naming rule1.*row 2.*index\) 1 is also on row 1"):
+        load_casme2(xlsx)
+
+
 def test_casme2_code_and_name_in_one_cell(tmp_path: Path) -> None:
     rule2 = [["0101 disgust1"], ["0102 disgust2"], ["0401 anger1"], ["0502 happy1"]]
     xlsx = write_casme2(tmp_path / "a.xlsx", rule2=rule2)

@@ -238,6 +238,40 @@ def test_read_intervals_errors_name_file_and_value(tmp_path: Path, text: str, ne
     assert str(p) in str(exc.value) and needle in str(exc.value)
 
 
+def test_read_intervals_skips_videos_listed_without_expressions(tmp_path: Path) -> None:
+    """The annotation CSV (``AnnotationTable.to_csv``, ``make-synthetic``'s annotations.csv)
+    lists a video without ground truth as a row with empty onset/apex/offset/type."""
+    p = _write(
+        tmp_path / "gt.csv",
+        "subject,video,onset,apex,offset,type,path,fps,stride\n"
+        "s15,s15/15_0101,10,12,20,macro,a,30.0,1\n"
+        "s15,s15/15_0102,,,,,b,30.0,1\n",
+    )
+    assert read_intervals(p) == [I("s15/15_0101", 10, 20, "macro")]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "the file is empty"),
+        ("type,video,onset,offset\nmacro,v\n", "onset = ''"),  # a short row
+        ("video,onset,offset,type\nv,1,5,micro,9\n", "1 more field(s) than the header ('9')"),
+        ("video,onset,offset,type,score\nv,1,5,micro,nan\n", "score = 'nan' is not a finite"),
+        ("video,onset,offset,type\n,1,5,micro\n", "row 2: video is empty"),
+    ],
+)
+def test_read_intervals_odd_rows_are_typed_errors(tmp_path: Path, text: str, needle: str) -> None:
+    p = _write(tmp_path / "odd.csv", text)
+    with pytest.raises(EvaluationError) as exc:
+        read_intervals(p)
+    assert str(p) in str(exc.value) and needle in str(exc.value)
+
+
+def test_read_intervals_blank_trailing_fields_are_a_blank_row(tmp_path: Path) -> None:
+    p = _write(tmp_path / "t.csv", "video,onset,offset,type\nv,1,5,micro\n,,,,\n")
+    assert read_intervals(p) == [I("v", 1, 5, "micro")]
+
+
 def test_missing_file_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match="cannot open"):
         read_intervals(tmp_path / "nope.csv")

@@ -141,7 +141,11 @@ def _read_sheets(xlsx: Path, names: Iterable[str]) -> dict[str, list[tuple[Any, 
                 raise AnnotationError(
                     f"{xlsx}: no sheet {name!r} (sheets: {', '.join(map(repr, wb.sheetnames))})"
                 )
-            out[name] = [tuple(r) for r in wb[name].iter_rows(values_only=True)]
+            ws = wb[name]
+            # Read-only mode trusts the sheet's <dimension> record, which some writers
+            # leave wrong (e.g. A1:A1); without this the rows after it were dropped.
+            ws.reset_dimensions()
+            out[name] = [tuple(r) for r in ws.iter_rows(values_only=True)]
         return out
     finally:
         wb.close()
@@ -241,6 +245,17 @@ def _casme2_rules(
         isinstance(_cell(row, 2), int | float) and not isinstance(_cell(row, 2), bool)
         for _, row in rows
     )
+    if by_column_c:
+        seen: dict[int, int] = {}
+        for r, row in rows:
+            c = int(_cell(row, 2))
+            if c in seen:
+                raise _fail(
+                    xlsx, CAS_RULE1, r,
+                    f"column C (subject index) {c} is also on row {seen[c]}; each subject "
+                    "index must be listed once",
+                )  # fmt: skip
+            seen[c] = r
     for r, row in rows:
         number = _number(_cell(row, 0), xlsx, CAS_RULE1, r, "column A (subject number)")
         if number is None or not number.is_integer():
