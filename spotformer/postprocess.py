@@ -11,9 +11,11 @@ The stages, per video and per expression type, each a function of its own:
 4. :func:`nms` - greedy: keep the best-scoring proposal, drop those whose IoU with it
    exceeds ``nms_iou``, repeat, at most ``top_k`` kept.
 
-(k, j) = (16, 5) frames for ME and (59, 16) for MaE at 30 fps; at another frame rate
-both scale by fps / 30. k/2 and j/2 are rounded down, as in the authors' code
-(at 30 fps: ME offsets 2..8 frames from the apex, MaE 8..29). Windows are clipped to
+(k, j) = (16, 5) frames for ME and (59, 16) for MaE at 30 fps. Within 5 % of 30 fps
+(29.97, and SAMM-LV's 200/7 ~ 28.6 fps after subsampling, as in the authors' code) they
+apply as they are; at another frame rate both scale by fps / 30
+(:func:`spotformer.data.table.rate_scale`). k/2 and j/2 are rounded down, as in the
+authors' code (ME offsets 2..8 frames from the apex, MaE 8..29). Windows are clipped to
 the video. Where several frames share the maximum, the one nearest the apex wins.
 The IoU in NMS is the inclusive-frame IoU of the MEGC protocol (SPEC.md section 6);
 the authors' code used end - start lengths there (a difference of one frame).
@@ -36,6 +38,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from spotformer.data.table import rate_scale
 from spotformer.metrics import Interval, iou_matrix
 from spotformer.models.spotformer import APEX_INDEX, EXPR_INDEX, OFFSET, ONOFF_SLICE, ONSET
 
@@ -81,14 +84,15 @@ class SpotParams:
         return self.micro_mode if kind == "micro" else self.macro_mode
 
     def frames(self, value: float, fps: float) -> int:
-        """A duration in frames at ``ref_fps`` -> whole frames at ``fps`` (rounded down)."""
-        return int(value * fps / self.ref_fps)
+        """A duration in frames at ``ref_fps`` -> whole frames at ``fps`` (rounded down;
+        unscaled within 5 % of ``ref_fps``)."""
+        return int(value * rate_scale(fps, self.ref_fps))
 
     def search_range(self, kind: Kind, fps: float) -> tuple[int, int]:
         """(j/2, k/2) in frames at ``fps``: how far from the apex onsets/offsets are sought."""
         k = self.micro_k if kind == "micro" else self.macro_k
         j = self.micro_j if kind == "micro" else self.macro_j
-        s = fps / self.ref_fps
+        s = rate_scale(fps, self.ref_fps)
         lo, hi = int(j * s / 2), int(k * s / 2)
         return max(lo, 0), max(hi, lo)
 

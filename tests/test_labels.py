@@ -96,6 +96,17 @@ def test_gaussian_width_is_fixed_in_seconds() -> None:
     assert t60.macro_apex[36].item() == pytest.approx(math.exp(-9 / 32))
 
 
+@pytest.mark.parametrize("fps", [200 / 7, 29.97])
+def test_near_30_fps_takes_specs_numbers(fps: float) -> None:
+    """SAMM-LV after /7 (as the authors' code) and NTSC get SPEC's values exactly
+    (evaluated at j * 30 / fps they were 0.966, 0.871, 0.733 at 200/7 fps)."""
+    t = frame_targets([E(10, 30, 50, "macro")], 80, fps=fps)
+    got = t.macro_apex[27:34].tolist()
+    want = [math.exp(-(j**2) / 32) for j in range(-3, 4)]
+    assert got == pytest.approx(want, abs=1e-7)
+    assert [round(v, 3) for v in got[4:]] == [0.969, 0.882, 0.755]
+
+
 def test_expression_outside_the_video_is_an_error() -> None:
     with pytest.raises(LabelError, match="outside its 50 frames"):
         frame_targets([E(60, 65, 70, "micro")], 50, video="s1_v")

@@ -44,8 +44,12 @@ def _probs(n: int, onset: dict[int, float], offset: dict[int, float], apex: dict
         ("macro", 30.0, (8, 29)),  # (16 // 2, 59 // 2)
         ("micro", 60.0, (5, 16)),
         ("macro", 60.0, (16, 59)),
-        ("micro", 200 / 7, (2, 7)),  # SAMM-LV after /7: 4.76 / 2, 15.2 / 2
-        ("macro", 200 / 7, (7, 28)),
+        # SAMM-LV after /7 (~28.6 fps) and NTSC 29.97 fps: SPEC's numbers unscaled, as
+        # in the authors' code (scaled, they were 2..7 and 7..28).
+        ("micro", 200 / 7, (2, 8)),
+        ("macro", 200 / 7, (8, 29)),
+        ("macro", 29.97, (8, 29)),
+        ("macro", 25.0, (6, 24)),  # PAL is 17 % off: scaled, 13.3 / 2 and 49.2 / 2
     ],
 )
 def test_search_range_scales_with_fps(kind: str, fps: float, want: tuple[int, int]) -> None:
@@ -264,7 +268,8 @@ def test_expression_segments_scale_with_fps() -> None:
     prm = dataclasses.replace(RAW, expr_gap=30)
     assert len(expression_segments(pr, 30.0, prm)) == 2  # 40 > 30
     assert _spans(expression_segments(pr, 60.0, prm)) == [(10, 89)]  # 40 <= 60
-    assert prm.frames(30, 200 / 7) == 28
+    assert prm.frames(30, 200 / 7) == 30  # within 5 % of 30 fps: unscaled
+    assert prm.frames(30, 25.0) == 25
 
 
 def test_moving_average_matches_numpy() -> None:

@@ -14,10 +14,12 @@ For each expression type ("micro" = ME, "macro" = MaE) and every frame of a vide
 and ``contrast``, the supervised-contrastive class: 0 neutral, 1 MaE, 2 ME (a frame
 inside both an MaE and an ME is MaE, as in the authors' code).
 
-**Frame rates.** SPEC's ranges and the Gaussian are in frames at 30 fps. For another
-frame rate the ranges become ``round(r * fps / 30)`` frames and the Gaussian is
-evaluated at ``j * 30 / fps`` (its width stays the same in seconds). At 30 fps, and at
-SAMM-LV's 200/7 ~ 28.6 fps after subsampling, this gives exactly SPEC's numbers.
+**Frame rates.** SPEC's ranges and the Gaussian are in frames at 30 fps. Within 5 % of
+30 fps (29.97, and SAMM-LV's 200/7 ~ 28.6 fps after subsampling, as in the authors'
+code) they apply as they are, so these give exactly SPEC's numbers. For another frame
+rate the ranges become ``round(r * fps / 30)`` frames and the Gaussian is evaluated at
+``j * 30 / fps`` (its width stays the same in seconds); see
+:func:`spotformer.data.table.rate_scale`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from spotformer.data.table import KINDS, Expression, Kind
+from spotformer.data.table import KINDS, Expression, Kind, rate_scale
 from spotformer.errors import SpotFormerError
 
 ONSET, OFFSET, NONE = 0, 1, 2  # the same class order as the model head
@@ -51,11 +53,11 @@ class LabelConfig:
 
     def range_frames(self, kind: Kind, fps: float) -> int:
         r = self.micro_range if kind == "micro" else self.macro_range
-        return int(round(r * fps / self.ref_fps))
+        return int(round(r * rate_scale(fps, self.ref_fps)))
 
     def apex_weight(self, j: int, fps: float) -> float:
         """Apex target at ``j`` frames from the apex, at ``fps``."""
-        jr = j * self.ref_fps / fps
+        jr = j / rate_scale(fps, self.ref_fps)
         return math.exp(-(jr**2) / (2.0 * self.apex_variance))
 
 

@@ -32,6 +32,20 @@ from typing import Literal
 Kind = Literal["macro", "micro"]
 KINDS: tuple[Kind, Kind] = ("macro", "micro")
 
+# SPEC's label ranges and post-processing windows are whole frames at 30 fps, and the
+# authors' code uses them unchanged on SAMM-LV's subsampled 200/7 ~ 28.6 fps. A frame
+# rate this close to the reference (relative) keeps the numbers as they are; others
+# scale them by fps / ref_fps.
+SAME_RATE_TOLERANCE = 0.05
+
+
+def rate_scale(fps: float, ref_fps: float) -> float:
+    """Factor from frames at ``ref_fps`` to frames at ``fps``: 1 within
+    :data:`SAME_RATE_TOLERANCE` of ``ref_fps`` (29.97 fps, SAMM-LV's 200/7), else
+    ``fps / ref_fps``."""
+    s = fps / ref_fps
+    return 1.0 if abs(s - 1.0) <= SAME_RATE_TOLERANCE else s
+
 
 @dataclass(frozen=True, order=True)
 class Expression:
