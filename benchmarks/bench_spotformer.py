@@ -4,8 +4,8 @@ A training step is forward + the full SPEC loss + backward + AdamW on one batch 
 SW-MRO-shaped windows ``(B, 17, 10, 2)``; inference is ``predict_logits`` (eval mode,
 no grad) over a video of N frames. Windows/s or frames/s go into ``extra_info``; the
 results (finite loss, logits shape) are asserted after timing, so
-``--benchmark-disable`` still checks them. The CUDA entries are skipped without a GPU
-and use the training AMP setting (bfloat16 autocast).
+``--benchmark-disable`` still checks them. The CUDA entries are skipped without a GPU;
+training uses the AMP setting (bfloat16 autocast), inference float32.
 
 Sizes: the default model (dim 256, 3.17 M parameters) and the small one the CPU demo
 can afford (dim 64).
@@ -89,11 +89,11 @@ def test_train_windows_per_second(
 def test_inference_frames_per_second(
     benchmark, device: str, dim: int, batch: int, frames: int
 ) -> None:
-    model, cfg = _model(dim, device)
+    model, _ = _model(dim, device)
     x, _ = _batch(frames, device)
 
     def infer() -> torch.Tensor:
-        out = predict_logits(model, x, batch=4096, cfg=cfg)
+        out = predict_logits(model, x, batch=4096)
         sync(device)
         return out
 

@@ -307,17 +307,17 @@ def _autocast(device: torch.device, cfg: TrainConfig):  # noqa: ANN202 - a conte
 
 
 @torch.no_grad()
-def predict_logits(
-    model: SpotFormer, features: Tensor, batch: int = 1024, cfg: TrainConfig | None = None
-) -> Tensor:
-    """``(N, w, R, 2)`` -> ``(N, 10)`` float32 logits, in evaluation mode, in batches."""
+def predict_logits(model: SpotFormer, features: Tensor, batch: int = 1024) -> Tensor:
+    """``(N, w, R, 2)`` -> ``(N, 10)`` float32 logits, in evaluation mode, in batches.
+
+    Always in float32, without autocast: post-processing takes argmaxes of the onset and
+    offset probabilities and compares them, and bfloat16 logits (a step of ~0.016 near
+    |logit| 3) would make ties. Inference is a small part of a run's time."""
     was = model.training
     model.eval()
     out = []
-    ctx_cfg = cfg or TrainConfig()
     for i in range(0, features.shape[0], batch):
-        with _autocast(features.device, ctx_cfg):
-            out.append(model(features[i : i + batch]).logits.float())
+        out.append(model(features[i : i + batch].float()).logits.float())
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0, 10, device=features.device)
 
@@ -327,7 +327,7 @@ def spot_videos(
 ) -> list[Interval]:
     out: list[Interval] = []
     for v in videos:
-        logits = predict_logits(model, data.video_features(v), cfg.infer_batch, cfg)
+        logits = predict_logits(model, data.video_features(v), cfg.infer_batch)
         out.extend(spot_video(logits, v.name, v.fps, cfg.spot))
     return out
 

@@ -17,7 +17,7 @@ import torch
 import spotformer.train as T
 from spotformer.data.table import Expression
 from spotformer.metrics import evaluate, read_intervals
-from spotformer.models import SpotFormerConfig
+from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.train import (
     SpottingData,
     TrainConfig,
@@ -315,6 +315,20 @@ def test_fold_on_cuda_with_amp(tmp_path: Path, amp_dtype: str) -> None:
     d = SpottingData.build({k: v.cuda() for k, v in feats.items()}, exprs)
     res = train_fold(d, "s0", tiny_cfg(amp_dtype=amp_dtype), tmp_path / "f", progress=False)
     assert all(math.isfinite(i.score) for i in res.intervals)
+
+
+@pytest.mark.cuda
+def test_cuda_inference_is_float32_and_matches_cpu() -> None:
+    """Inference runs without autocast: bfloat16 logits (a step of ~0.016 near |3|) would
+    tie the onset/offset argmaxes of post-processing."""
+    torch.manual_seed(0)
+    model = SpotFormer(SpotFormerConfig(dim=32, heads=4, head_dim=8, mlp_dim=32)).eval()
+    x = torch.randn(300, 17, 10, 2) * 3
+    cpu = predict_logits(model, x, batch=128)
+    gpu = predict_logits(model.cuda(), x.cuda(), batch=128)
+    assert gpu.dtype == torch.float32
+    # bfloat16 autocast is ~1e-2 off; float32 (cuDNN may use TF32 in the conv) ~1e-3.
+    assert torch.allclose(gpu.cpu(), cpu, atol=2e-3, rtol=0), (gpu.cpu() - cpu).abs().max()
 
 
 # -- the commands (feature extraction replaced by the fake features) --------------------------

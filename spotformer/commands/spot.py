@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
         feats, fps = video_features(args.video, cfg, stride=args.stride, fps=args.fps)
-        logits = predict_logits(mf.model, feats, mf.config.infer_batch, mf.config)
+        logits = predict_logits(mf.model, feats, mf.config.infer_batch)
         intervals = spot_video(logits, video_id, fps, spot_params_from(args, mf.config.spot))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_intervals(intervals, args.out)
