@@ -394,6 +394,30 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert [(i.onset, i.offset) for i in macro] == [(0, 159)]
 
 
+@pytest.mark.parametrize(
+    ("argv", "face_size"),
+    [(["--dataset", "samm"], 320), (["--dataset", "casme2"], 256),
+     (["--dataset", "samm", "--face-size", "256"], 256)],
+)  # fmt: skip
+def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, face_size) -> None:
+    """SPEC 2.2: 256 px by default, 320 for SAMM-LV as in the paper's precedent."""
+    import types
+
+    import spotformer.features as F
+    from spotformer.cli import main
+
+    seen = {}
+
+    def stop(table, config=None, progress=True):
+        seen["config"] = config
+        raise F.DatasetError("stop here")
+
+    monkeypatch.setattr(F, "load_dataset", lambda *a: types.SimpleNamespace(dropped=[]))
+    monkeypatch.setattr(F, "dataset_features", stop)
+    assert main(["train", *argv, "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert seen["config"].face_size == face_size
+
+
 def test_spotting_options_round_trip() -> None:
     import argparse
 
