@@ -308,7 +308,10 @@ def _window_features(
         tgt_idx = torch.arange(tp.shape[0], device=dev) + b
         flow = farneback_pairs(frames, pw, tgt_idx, **fb)  # (n, 2, P, P)
         vec = gather_patches(flow, corner[pw, None], (bh, bw))[:, 0]  # (n, bh*bw, 2)
-        resid = mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top)
+        # Exact sums: the block is sized by the batch's largest nose box, and float sums
+        # over different block sizes round differently (features would depend on the
+        # batch size).
+        resid = mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top, exact_sums=True)
         done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
         step = torch.where(done[:, None], torch.zeros_like(resid), resid)
         if idx is None:
@@ -942,13 +945,16 @@ def _group_features(
         rx0, ry0, rx1, ry1 = 0, 0, W, H
     rows = torch.from_numpy(fidx).to(device, non_blocking=True)
     region = gray[rows, ry0:ry1, rx0:rx1].float()
-    rbox = win_box - np.array([rx0, ry0, rx0, ry0], np.float64)
-    boxes_t = torch.from_numpy(rbox[:, None]).to(device, non_blocking=True)  # (B, 1, 4)
+    boxes_t = torch.from_numpy(win_box[:, None]).to(device, non_blocking=True)  # (B, 1, 4)
     # Slot k of window i is virtual frame i + k, so slot k of all B windows is the view
     # region[k : k + B], cropped with the windows' own boxes: exactly the B * w crops used.
+    # The taps are found in frame pixels, so the region (which depends on the batch)
+    # does not change the crops.
     crops = torch.empty(b, w, s, s, device=device)
     for k in range(w):
-        crops[:, k] = crop_resize(region[k : k + b], boxes_t, s)[:, 0]
+        crops[:, k] = crop_resize(
+            region[k : k + b], boxes_t, s, origin=(rx0, ry0), frame_size=(H, W)
+        )[:, 0]
     pts_crop = frame_to_crop(
         torch.from_numpy(points[first].astype(np.float64)), torch.from_numpy(win_box), s
     )  # on the host: the geometry of window_features is computed there

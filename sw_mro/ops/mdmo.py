@@ -24,12 +24,16 @@ import torch
 __all__ = ["MDMO", "mdmo"]
 
 
+_FIXED = float(2**24)  # fixed-point scale of ``exact_sums``
+
+
 def mdmo(
     vectors: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
     bins: int = 4,
     top: float = 0.6,
+    exact_sums: bool = False,
 ) -> torch.Tensor:
     """MDMO of each region of flow vectors.
 
@@ -40,6 +44,11 @@ def mdmo(
             vector gives 0.
         bins: number of equal angle sectors.
         top: fraction of the main sector's vectors kept, by magnitude, in ``(0, 1]``.
+        exact_sums: sum the kept vectors and magnitudes in 64-bit fixed point (steps of
+            2^-24 px), which is exact and so independent of the summation order: the
+            result does not depend on ``K``, i.e. on how much masked padding a region
+            has. Float sums round differently for different ``K``. Vectors must be
+            under 2^30 px.
 
     Returns:
         ``(..., 2)`` float32 main directional mean vectors.
@@ -83,9 +92,15 @@ def mdmo(
     rank.scatter_(1, order, torch.arange(k, device=v.device).expand_as(order).contiguous())
     kept = sel & (rank < keep[:, None])
     w = kept.float()
-    total = (v * w[..., None]).sum(dim=1)
     n_kept = w.sum(dim=1)
-    mean_mag = (mag * w).sum(dim=1) / n_kept.clamp(min=1)
+    if exact_sums:
+        q = torch.round(torch.cat([v, mag[..., None]], dim=-1).double() * _FIXED).long()
+        sums = (q * kept[..., None]).sum(dim=1).double() / _FIXED  # (n, 3)
+        total, mag_sum = sums[:, :2].float(), sums[:, 2].float()
+    else:
+        total = (v * w[..., None]).sum(dim=1)
+        mag_sum = (mag * w).sum(dim=1)
+    mean_mag = mag_sum / n_kept.clamp(min=1)
     norm = torch.linalg.vector_norm(total, dim=1)
     scale = torch.where(
         norm > 0, mean_mag / norm.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(norm)

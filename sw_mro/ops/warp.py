@@ -5,7 +5,8 @@
   samples the image at ``x = x0 + (u + 0.5) * (x1 - x0) / size - 0.5`` (and likewise
   ``y``): the box's edges are pixel edges, as ``cv2.resize`` and
   ``grid_sample(align_corners=False)`` treat them. Outside the image the border pixel
-  is replicated. No antialiasing (as ``cv2.resize(INTER_LINEAR)``).
+  is replicated. No antialiasing (as ``cv2.resize(INTER_LINEAR)``). Separable: rows
+  blended in y, then columns in x, with the taps found in float64 frame pixels.
 - :func:`shift`: ``out(y, x) = img(y + dy, x + dx)``, a Kornia translation warp, i.e.
   the re-alignment of SPEC.md 2.4 that undoes a measured flow ``(dx, dy)``. An output
   window (``origin``, ``size``) samples only part of the shifted image, which is the
@@ -16,19 +17,53 @@ from __future__ import annotations
 
 import kornia
 import torch
-import torch.nn.functional as F
 
 __all__ = ["crop_resize", "crop_to_frame", "frame_to_crop", "shift"]
 
 
-def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def _taps(
+    lo: torch.Tensor, hi: torch.Tensor, size: int, offset: int, limit: int, extent: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps along one axis for boxes ``[lo, hi)`` (``(...,)`` float64, absolute
+    pixels): the ``size`` sample positions ``lo + (u + 0.5) (hi - lo) / size - 0.5``,
+    their two source indices clamped to ``[0, limit)`` (replicated border) and made
+    relative to ``offset`` (clamped to ``[0, extent)``), and the float32 weight of the
+    second index."""
+    t = (torch.arange(size, device=lo.device, dtype=torch.float64) + 0.5) / size
+    pos = lo[..., None] + t * (hi - lo)[..., None] - 0.5  # (..., size)
+    base = torch.floor(pos)
+    frac = (pos - base).to(torch.float32)
+    i0 = base.long()
+    a = (i0.clamp(0, limit - 1) - offset).clamp_(0, extent - 1)
+    b = ((i0 + 1).clamp(0, limit - 1) - offset).clamp_(0, extent - 1)
+    return a, b, frac
+
+
+def crop_resize(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    frame_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Crop ``K`` boxes from each image, bilinear, resized to ``size`` x ``size``.
 
+    The sample positions are computed in float64 in the frame's own pixels and split
+    into integer taps and float32 weights there, so a crop does not depend on which part
+    of the frame ``images`` holds (the pipeline passes the union of a batch's boxes):
+    the features do not depend on the batch size.
+
     Args:
-        images: ``(F, H, W)`` float images.
-        boxes: ``(F, K, 4)`` boxes ``x0, y0, x1, y1`` in pixels of their image
-            (edges, exclusive end), any position (outside parts replicate the border).
+        images: ``(F, H, W)`` float images, or a window of the frames starting at
+            ``origin``.
+        boxes: ``(F, K, 4)`` boxes ``x0, y0, x1, y1`` in pixels of the frame (edges,
+            exclusive end), any position (outside parts replicate the frame's border).
         size: output side in pixels.
+        origin: ``(x, y)`` of ``images[:, 0, 0]`` in the frame (default: the images are
+            the frames).
+        frame_size: ``(H, W)`` of the frame whose border is replicated (default: that
+            of ``images``). Samples must fall inside the window or outside the frame.
 
     Returns:
         ``(F, K, size, size)`` float32.
@@ -51,20 +86,20 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
         )
     f, h, w = images.shape
     k = boxes.shape[1]
+    fh, fw = frame_size if frame_size is not None else (h, w)
     b = boxes.to(device=images.device, dtype=torch.float64)
-    t = (torch.arange(size, device=images.device, dtype=torch.float64) + 0.5) / size
-    # Normalised coordinates for align_corners=False: xn = 2 * (x + 0.5) / W - 1, with
-    # x + 0.5 = x0 + t * (x1 - x0). Computed in float64, then cast.
-    xs = (b[..., 0, None] + t * (b[..., 2] - b[..., 0])[..., None]) * (2.0 / w) - 1.0  # (F,K,S)
-    ys = (b[..., 1, None] + t * (b[..., 3] - b[..., 1])[..., None]) * (2.0 / h) - 1.0
-    grid = torch.stack(
-        [xs[:, :, None, :].expand(f, k, size, size), ys[:, :, :, None].expand(f, k, size, size)], -1
-    )
-    grid = grid.reshape(f, k * size, size, 2).to(torch.float32)
-    out = F.grid_sample(
-        images[:, None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-    return out.view(f, k, size, size)
+    x0, x1, fx = _taps(b[..., 0], b[..., 2], size, origin[0], fw, w)  # (F, K, S)
+    y0, y1, fy = _taps(b[..., 1], b[..., 3], size, origin[1], fh, h)
+    img = images.float()
+    # Rows first: the two source rows of every output row, blended in y ...
+    rows = torch.arange(f, device=img.device)[:, None, None]
+    top, bottom = img[rows, y0], img[rows, y1]  # (F, K, S, W)
+    fy = fy[..., None]
+    col = top + fy * (bottom - top)
+    # ... then the two source columns of every output column, blended in x.
+    left = col.gather(3, x0[:, :, None, :].expand(f, k, size, size))
+    right = col.gather(3, x1[:, :, None, :].expand(f, k, size, size))
+    return left + fx[:, :, None, :] * (right - left)
 
 
 def frame_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
