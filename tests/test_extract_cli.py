@@ -95,9 +95,41 @@ def test_skip_overwrite_and_one_bad_input(
     # Another config: refused without --overwrite, recomputed with it.
     other = ["--window", "5", "--face-size", "64", "--quiet"]
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "window 3 (this run: 5)" in err
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other, "--overwrite"]) == 0
     assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
+
+
+def test_output_of_another_input_with_the_same_name_is_not_skipped(
+    short_clip: Path, carphone: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``a/clip.mp4`` and then ``b/clip.mp4`` into one folder: the second is not
+    "skipped" as complete (it has other content), a moved copy of the first is, and a
+    missing input is reported as missing, not skipped."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    out = tmp_path / "out"
+    a = tmp_path / "a" / "clip.mp4"
+    a.parent.mkdir()
+    shutil.copy(short_clip, a)
+    b = write_video(tmp_path / "b" / "clip.mp4", open_video(carphone).read(range(30, 52)).numpy())
+    assert main(["extract", str(a), "--out-dir", str(out), *ARGS]) == 0
+    capsys.readouterr()
+    assert main(["extract", str(b), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"holds the features of {a}" in err and str(b) in err and "--overwrite" in err
+    assert np.load(out / "clip.npy").shape[0] == 20  # a's features are still there
+    moved = tmp_path / "moved" / "clip.mp4"
+    moved.parent.mkdir()
+    shutil.copy(a, moved)
+    assert main(["extract", str(moved), "--out-dir", str(out), *ARGS]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert main(["extract", str(tmp_path / "gone" / "clip.mp4"), "--out-dir", str(out), *ARGS]) == 1
+    assert "VideoNotFoundError" in capsys.readouterr().err
+    assert main(["extract", str(b), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
+    assert np.load(out / "clip.npy").shape[0] == 22
 
 
 def test_output_of_another_flow_backend_is_not_mixed_in(
@@ -226,6 +258,22 @@ def test_duplicate_names_fail_once(
     other.write_bytes(b"x")
     rc = main(["extract", str(short_clip), str(other), "--out-dir", str(tmp_path / "o"), *ARGS])
     assert rc == 1 and "also the name of" in capsys.readouterr().err
+    # The same file twice (another spelling of its path): extracted once, no failure.
+    again = short_clip.parent / "." / short_clip.name
+    assert main(["extract", str(short_clip), str(again), "--out-dir", str(tmp_path / "p"), *ARGS]) == 0
+    io = capsys.readouterr()
+    assert "given twice, extracted once" in io.err and io.out.count("wrote") == 1
+
+
+def test_out_dir_that_is_a_file_is_a_clear_error(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for out in (f, f / "sub"):
+        assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 2
+        err = capsys.readouterr().err
+        assert f"--out-dir {out}: cannot make the folder" in err and "Traceback" not in err
 
 
 def test_resume_ignores_settings_that_keep_the_features() -> None:

@@ -130,27 +130,80 @@ def _feature_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_complete(
-    json_path: Path, npy_path: Path, config: dict[str, Any], backend: str | None = None
-) -> bool | None:
-    """True: complete with this config; None: complete with another config (or another
-    Farneback backend than ``backend``: their features differ by ~1e-5 px, and one
-    output folder should not mix them); False: not complete. Settings that do not change
-    the features are not compared (:func:`_feature_config`). Outputs written before the
-    metadata recorded the backend are taken as they are."""
+def input_signature(path: Path) -> dict[str, int] | None:
+    """What identifies an input's content cheaply: a file's size, or a frame folder's
+    file count and total size. None when it cannot be read."""
+    try:
+        if path.is_dir():
+            sizes = [e.stat().st_size for e in os.scandir(path) if e.is_file()]
+            return {"files": len(sizes), "bytes": sum(sizes)}
+        return {"bytes": path.stat().st_size}
+    except OSError:
+        return None
+
+
+def _output_state(
+    json_path: Path,
+    npy_path: Path,
+    config: dict[str, Any],
+    backend: str | None = None,
+    src: Path | None = None,
+) -> tuple[str, str]:
+    """``("done", "")``: complete, from this input with these settings; ``("todo", "")``:
+    not complete; ``("conflict", why)``: complete but from another input (its recorded
+    size differs from ``src``'s), with other feature settings, or with another Farneback
+    backend than ``backend`` (their features differ by ~1e-5 px, and one output folder
+    should not mix them). Settings that do not change the features are not compared
+    (:func:`_feature_config`). Outputs written before the metadata recorded the backend
+    or the input's size are taken as they are."""
     if not (json_path.is_file() and npy_path.is_file()):
-        return False
+        return "todo", ""
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, ValueError):
-        return False
-    if not meta.get("complete"):
-        return False
+        return "todo", ""
+    if not isinstance(meta, dict) or not meta.get("complete"):
+        return "todo", ""
+    made_from = meta.get("input_signature")
+    if src is not None and made_from is not None and made_from != input_signature(src):
+        return "conflict", (
+            f"it holds the features of {meta.get('input')} ({_describe(made_from)}), not of "
+            f"{src} ({_describe(input_signature(src))}); use another --out-dir or rename "
+            "one of them"
+        )
     made = meta.get("config")
-    if not isinstance(made, dict) or _feature_config(made) != _feature_config(config):
-        return None
+    if not isinstance(made, dict):
+        return "conflict", "its metadata has no config"
+    old, new = _flat(_feature_config(made)), _flat(_feature_config(config))
+    diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} {old.get(k)!r} (this run: {new.get(k)!r})" for k in diff[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        return "conflict", f"it was made with other settings: {shown}{more}"
     made_with = meta.get("flow_backend")
-    return None if backend and made_with and made_with != backend else True
+    if backend and made_with and made_with != backend:
+        return "conflict", (
+            f"it was made with the {made_with!r} Farneback backend (this run: {backend!r}); "
+            "their features differ by ~1e-5 px"
+        )
+    return "done", ""
+
+
+def _describe(sig: dict[str, int] | None) -> str:
+    if sig is None:
+        return "unreadable"
+    files = f"{sig['files']} files, " if "files" in sig else ""
+    return f"{files}{sig.get('bytes')} bytes"
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _extract_one(
@@ -169,14 +222,14 @@ def _extract_one(
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
-    state = _is_complete(meta_path, npy, cfg_dict, backend)
-    if state and not args.overwrite:
-        return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
-    if state is None and not args.overwrite:
-        raise FileExistsError(
-            f"{meta_path} was made with a different config or Farneback backend (this run: "
-            f"{backend}); pass --overwrite to replace it"
-        )
+    # A missing input is reported as missing (by open_video), even if its output exists.
+    state, why = _output_state(meta_path, npy, cfg_dict, backend, src_path)
+    if src_path.exists() and not args.overwrite:
+        if state == "done":
+            return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
+        if state == "conflict":
+            raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
+    signature = input_signature(src_path)
     video = open_video(src_path, stride=cfg.stride, color="rgb")
     info = video.info
     if progress is not None:
@@ -208,11 +261,16 @@ def _extract_one(
                 done(_write_chunk(out, *item, fallback, stages))
         out.flush()
         del out
+        # The old metadata goes first: a kill between the two replaces must not leave a
+        # "complete" JSON next to features it does not describe.
+        if meta_path.exists():
+            meta_path.unlink()
         os.replace(tmp_npy, npy)
         seconds = time.perf_counter() - t0
         meta = {
             "complete": True,
             "input": str(src_path),
+            "input_signature": signature,
             "features": npy.name,
             "shape": [n, w, r, 2],
             "dtype": "float32",
@@ -395,13 +453,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: --out-dir {args.out_dir}: cannot make the folder ({exc})", file=sys.stderr)
+        return 2
     failed: list[str] = []
     seen: dict[str, Path] = {}
     todo: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
         name = output_name(path)
+        if name in seen and path.resolve() == seen[name].resolve():
+            print(f"{path}: given twice, extracted once", file=sys.stderr)
+            continue
         if name in seen:
             failed.append(str(path))
             print(
