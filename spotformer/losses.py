@@ -66,7 +66,11 @@ def onoff_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def supcon_loss(
-    features: Tensor, labels: Tensor, temperature: float = 0.5, normalize: bool = True
+    features: Tensor,
+    labels: Tensor,
+    temperature: float = 0.5,
+    normalize: bool = True,
+    base_temperature: float | None = None,
 ) -> Tensor:
     """Supervised contrastive loss (paper eq. 4, Khosla et al. 2020).
 
@@ -83,6 +87,8 @@ def supcon_loss(
         temperature: tau (0.5 in SPEC).
         normalize: L2-normalise the features first, as in Khosla et al. The authors'
             code feeds raw features and rescales by tau / 0.07; see docs/spotformer.md.
+        base_temperature: when given, the loss is multiplied by ``temperature /
+            base_temperature`` (Khosla et al.'s code; the authors use 0.07).
     """
     z = features.float()
     if normalize:
@@ -98,7 +104,8 @@ def supcon_loss(
     if not bool(has_pos.any()):
         return z.sum() * 0.0
     pos_sum = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
-    return -(pos_sum[has_pos] / n_pos[has_pos]).mean()
+    loss = -(pos_sum[has_pos] / n_pos[has_pos]).mean()
+    return loss * (temperature / base_temperature) if base_temperature else loss
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class LossConfig:
     smoothing: float = 0.16
     temperature: float = 0.5
     normalize_features: bool = True
+    base_temperature: float | None = None
 
 
 @dataclass
@@ -147,7 +155,7 @@ def spotting_loss(
             out.expression(kind), targets.expr(kind), cfg.expr_alpha, cfg.gamma, cfg.smoothing
         )
     t["supcon"] = supcon_loss(
-        out.feature, targets.contrast, cfg.temperature, cfg.normalize_features
+        out.feature, targets.contrast, cfg.temperature, cfg.normalize_features, cfg.base_temperature
     )
     micro = cfg.micro_apex * t["micro_apex"] + cfg.micro_onoff * t["micro_onoff"]
     micro = micro + cfg.micro_expr * t["micro_expr"]

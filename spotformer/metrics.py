@@ -233,60 +233,73 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
         fh = open(p, newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise EvaluationError(f"{p}: cannot open ({exc.strerror})") from exc
-    with fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
+    try:
+        with fh:
+            return _read_rows(csv.DictReader(fh), p)
+    except UnicodeDecodeError as exc:
+        raise EvaluationError(
+            f"{p}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start}); give a CSV "
+            "with the header video,onset,offset,type (an annotation workbook: load it with "
+            "spotformer.data and write it with AnnotationTable.to_csv)"
+        ) from exc
+
+
+def _read_rows(reader: csv.DictReader, p: Path) -> list[Interval]:
+    """The intervals of an open CSV (see :func:`read_intervals`)."""
+    if reader.fieldnames is None:
+        raise EvaluationError(
+            f"{p}: the file is empty; it needs at least the header video,onset,offset,type"
+        )
+    cols = [c.strip().lower() for c in reader.fieldnames]
+    missing = [c for c in ("video", "onset", "offset", "type") if c not in cols]
+    if missing:
+        raise EvaluationError(
+            f"{p}: missing column(s) {', '.join(missing)}; the header must include "
+            "video,onset,offset,type (and optionally score)"
+        )
+    reader.fieldnames = cols
+    out: list[Interval] = []
+    for row_no, rec in enumerate(reader, start=2):
+        # A short row has None in its missing fields; a long one lists the extra
+        # fields under the key None.
+        extra = [v for v in rec.get(None) or [] if v.strip()]
+        row = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+        if extra:
             raise EvaluationError(
-                f"{p}: the file is empty; it needs at least the header video,onset,offset,type"
+                f"{p}: row {row_no}: {len(extra)} more field(s) than the header "
+                f"({', '.join(map(repr, extra[:3]))})"
             )
-        cols = [c.strip().lower() for c in reader.fieldnames]
-        missing = [c for c in ("video", "onset", "offset", "type") if c not in cols]
-        if missing:
+        if not (row["onset"] or row["offset"] or row["type"]):
+            # A blank row, or a video listed with no expression (how the annotation
+            # CSV lists videos without ground truth): no interval.
+            continue
+        kind = _KIND_ALIASES.get(row["type"].lower())
+        if kind is None:
             raise EvaluationError(
-                f"{p}: missing column(s) {', '.join(missing)}; the header must include "
-                "video,onset,offset,type (and optionally score)"
+                f"{p}: row {row_no}: type = {row['type']!r}; use 'macro' or 'micro'"
             )
-        reader.fieldnames = cols
-        out: list[Interval] = []
-        for row_no, rec in enumerate(reader, start=2):
-            # A short row has None in its missing fields; a long one lists the extra
-            # fields under the key None.
-            extra = [v for v in rec.get(None) or [] if v.strip()]
-            row = {k: (v or "").strip() for k, v in rec.items() if k is not None}
-            if extra:
+        if not row["video"]:
+            raise EvaluationError(f"{p}: row {row_no}: video is empty")
+        on = _frame(row["onset"], p, row_no, "onset")
+        off = _frame(row["offset"], p, row_no, "offset")
+        if on < 0:
+            raise EvaluationError(f"{p}: row {row_no}: onset {on} is negative; frames are 0-based")
+        if off < on:
+            raise EvaluationError(
+                f"{p}: row {row_no}: offset {off} is before onset {on}; "
+                "intervals are [onset, offset], inclusive"
+            )
+        score = 1.0
+        if row.get("score"):
+            try:
+                score = float(row["score"])
+            except ValueError:
+                score = math.nan
+            if not math.isfinite(score):
                 raise EvaluationError(
-                    f"{p}: row {row_no}: {len(extra)} more field(s) than the header "
-                    f"({', '.join(map(repr, extra[:3]))})"
+                    f"{p}: row {row_no}: score = {row['score']!r} is not a finite number"
                 )
-            if not (row["onset"] or row["offset"] or row["type"]):
-                # A blank row, or a video listed with no expression (how the annotation
-                # CSV lists videos without ground truth): no interval.
-                continue
-            kind = _KIND_ALIASES.get(row["type"].lower())
-            if kind is None:
-                raise EvaluationError(
-                    f"{p}: row {row_no}: type = {row['type']!r}; use 'macro' or 'micro'"
-                )
-            if not row["video"]:
-                raise EvaluationError(f"{p}: row {row_no}: video is empty")
-            on = _frame(row["onset"], p, row_no, "onset")
-            off = _frame(row["offset"], p, row_no, "offset")
-            if off < on:
-                raise EvaluationError(
-                    f"{p}: row {row_no}: offset {off} is before onset {on}; "
-                    "intervals are [onset, offset], inclusive"
-                )
-            score = 1.0
-            if row.get("score"):
-                try:
-                    score = float(row["score"])
-                except ValueError:
-                    score = math.nan
-                if not math.isfinite(score):
-                    raise EvaluationError(
-                        f"{p}: row {row_no}: score = {row['score']!r} is not a finite number"
-                    )
-            out.append(Interval(row["video"], on, off, kind, score))
+        out.append(Interval(row["video"], on, off, kind, score))
     return out
 
 
@@ -294,10 +307,13 @@ def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> P
     """Write ``video,onset,offset,type,score,apex`` atomically (readable by :func:`read_intervals`)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["video", "onset", "offset", "type", "score", "apex"])
-        for i in intervals:
-            w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["video", "onset", "offset", "type", "score", "apex"])
+            for i in intervals:
+                w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
     return p

@@ -409,21 +409,32 @@ class ModelFile:
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> ModelFile:
     """Load a model file written by :func:`save_model`."""
+    p = Path(path)
+    what = "a SpotFormer model file (RUN_DIR/folds/<subject>/model.pt)"
+    if not p.is_file():
+        raise TrainError(f"{p}: no such file; give {what}")
     try:
-        ck = torch.load(Path(path), map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise TrainError(f"{path}: cannot load a SpotFormer model ({exc})") from exc
+        ck = torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many kinds on junk or truncated files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TrainError(
+            f"{p}: cannot load it as {what}: {type(exc).__name__}: {first} (a truncated or "
+            "foreign file?)"
+        ) from exc
     if not isinstance(ck, dict) or ck.get("format") != "spotformer-model-1":
-        raise TrainError(f"{path}: not a SpotFormer model file (RUN_DIR/folds/<subject>/model.pt)")
-    model = SpotFormer(SpotFormerConfig.from_dict(ck["model_config"])).to(device)
-    model.load_state_dict(ck["state_dict"])
-    return ModelFile(
-        model.eval(),
-        TrainConfig.from_dict(ck["train_config"]),
-        dict(ck.get("info") or {}),
-        str(ck.get("subject", "")),
-        int(ck.get("epoch", 0)),
-    )
+        raise TrainError(f"{p}: not {what}")
+    try:
+        model = SpotFormer(SpotFormerConfig.from_dict(ck["model_config"])).to(device)
+        model.load_state_dict(ck["state_dict"])
+        return ModelFile(
+            model.eval(),
+            TrainConfig.from_dict(ck["train_config"]),
+            dict(ck.get("info") or {}),
+            str(ck.get("subject", "")),
+            int(ck.get("epoch", 0)),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise TrainError(f"{p}: a damaged or incompatible model file ({exc})") from exc
 
 
 # -- one fold ---------------------------------------------------------------------------------
@@ -603,6 +614,41 @@ class RunReport:
         return self.result.table()
 
 
+def check_run_dir(run_dir: str | os.PathLike, cfg: TrainConfig, *, resume: bool = False) -> None:
+    """What can be checked of a run folder before any feature is extracted: it is not a
+    file; without ``resume`` it is new or empty; with ``resume``, a saved run has the
+    same training configuration (:func:`run_loso` compares the rest).
+
+    Raises:
+        TrainError: the folder cannot take this run.
+    """
+    run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise TrainError(f"{run} is a file; --out must be a folder")
+    for parent in run.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TrainError(f"{run}: {parent} is a file, not a folder")
+            break
+    conf_path = run / "config.json"
+    if conf_path.is_file():
+        if not resume:
+            raise TrainError(
+                f"{run} already holds a run; pass --resume to continue it or choose a new --out"
+            )
+        try:
+            saved = json.loads(conf_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TrainError(f"{conf_path}: unreadable ({exc}); choose a new --out") from exc
+        if saved.get("train") != json.loads(json.dumps(cfg.to_dict())):
+            raise TrainError(
+                f"{conf_path}: the saved run differs from this one in train; resume with the "
+                "same options and data, or choose a new --out"
+            )
+    elif run.is_dir() and any(run.iterdir()) and not resume:
+        raise TrainError(f"{run} is not empty; choose a new --out")
+
+
 def run_loso(
     data: SpottingData,
     cfg: TrainConfig,
@@ -625,15 +671,12 @@ def run_loso(
     """
     run = Path(run_dir)
     conf_path = run / "config.json"
+    check_run_dir(run, cfg, resume=resume)
     resolved = {"train": cfg.to_dict(), "info": dict(info or {}), "subjects": data.subjects}
     resolved["videos"] = {
         v.name: {"subject": v.subject, "fps": v.fps, "frames": v.frames} for v in data.videos
     }
-    if conf_path.exists():
-        if not resume:
-            raise TrainError(
-                f"{run} already holds a run; pass --resume to continue it or choose a new --out"
-            )
+    if conf_path.exists():  # resuming (check_run_dir refused it otherwise)
         saved = json.loads(conf_path.read_text())
         if saved != json.loads(json.dumps(resolved)):
             diff = sorted(
@@ -643,8 +686,6 @@ def run_loso(
                 f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
                 "resume with the same options and data, or choose a new --out"
             )
-    elif run.exists() and any(run.iterdir()) and not resume:
-        raise TrainError(f"{run} is not empty; choose a new --out")
     run.mkdir(parents=True, exist_ok=True)
     atomic_json(resolved, conf_path)
 

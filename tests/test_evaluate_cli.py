@@ -96,3 +96,14 @@ def test_bad_iou_exits_2(files, capsys) -> None:
     pred, gt = files
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--iou", "0"]) == 2
     assert "--iou" in capsys.readouterr().err
+
+
+def test_prediction_videos_without_ground_truth_are_reported(tmp_path: Path, files, capsys) -> None:
+    """Ids that match nothing (spot's default id is the file stem) score 0: warned."""
+    _, gt = files
+    pred = tmp_path / "p.csv"
+    pred.write_text("video,onset,offset,type\nclip_stem,1,5,micro\n")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 0
+    err = capsys.readouterr().err
+    assert "none of the 1 prediction videos ('clip_stem') has a ground truth" in err
+    assert "--video-id" in err

@@ -108,6 +108,20 @@ def test_supcon_without_normalisation_uses_raw_dot_products() -> None:
     assert supcon_loss(f, labels, 0.5, normalize=False).item() == pytest.approx(want, **F32)
 
 
+def test_supcon_authors_form_scales_by_tau_over_base_temperature() -> None:
+    """The authors' form: raw features and the loss times tau / 0.07 (Khosla et al.'s
+    code with base_temperature 0.07), the form lambda = 0.005 was tuned for."""
+    f = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    want = (math.log(math.exp(4) + 1) - 4) * 0.5 / 0.07
+    got = supcon_loss(f, labels, 0.5, normalize=False, base_temperature=0.07)
+    assert got.item() == pytest.approx(want, **F32)
+    out = SpotFormerOutput(logits=torch.zeros(3, 10), feature=f)
+    t = FrameTargets.cat([_two_frames([0, 0]), _two_frames([2, 2]).index(slice(0, 1))])
+    cfg = LossConfig(normalize_features=False, base_temperature=0.07)
+    assert spotting_loss(out, t, cfg).terms["supcon"].item() == pytest.approx(want, **F32)
+
+
 def test_supcon_no_positive_pair_is_zero_with_a_graph() -> None:
     f = torch.tensor([[1.0, 0.5], [0.3, 1.0]], requires_grad=True)
     loss = supcon_loss(f, torch.tensor([0, 1]))

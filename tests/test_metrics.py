@@ -267,6 +267,27 @@ def test_read_intervals_odd_rows_are_typed_errors(tmp_path: Path, text: str, nee
     assert str(p) in str(exc.value) and needle in str(exc.value)
 
 
+def test_read_intervals_binary_file_and_negative_onset(tmp_path: Path) -> None:
+    """An .xlsx (or a video) given as a CSV, and a negative frame: one-line errors."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.append(["video", "onset"])
+    wb.save(tmp_path / "gt.xlsx")
+    with pytest.raises(EvaluationError, match=r"gt\.xlsx: not a UTF-8 text CSV"):
+        read_intervals(tmp_path / "gt.xlsx")
+    p = _write(tmp_path / "neg.csv", "video,onset,offset,type\nv,-5,5,micro\n")
+    with pytest.raises(EvaluationError, match="row 2: onset -5 is negative"):
+        read_intervals(p)
+
+
+def test_write_intervals_leaves_no_temp_file_on_failure(tmp_path: Path) -> None:
+    (tmp_path / "out.csv").mkdir()  # os.replace onto a folder fails
+    with pytest.raises(OSError):
+        write_intervals([I("v", 1, 5)], tmp_path / "out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
 def test_read_intervals_blank_trailing_fields_are_a_blank_row(tmp_path: Path) -> None:
     p = _write(tmp_path / "t.csv", "video,onset,offset,type\nv,1,5,micro\n,,,,\n")
     assert read_intervals(p) == [I("v", 1, 5, "micro")]

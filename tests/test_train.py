@@ -418,6 +418,77 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
     assert seen["config"].face_size == face_size
 
 
+def test_train_supcon_options_reach_the_run(tmp_path: Path, csv_dataset: Path) -> None:
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    argv += ["--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]
+    assert main([*argv, "--supcon", "authors", "--supcon-weight", "0.01"]) == 0
+    loss = json.loads((run / "config.json").read_text())["train"]["loss"]
+    assert (loss["contrastive"], loss["normalize_features"], loss["base_temperature"]) == (
+        0.01, False, 0.07,
+    )  # fmt: skip
+
+
+def test_train_refuses_a_bad_out_before_extracting(
+    tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
+) -> None:
+    """--out that is a file, or that holds a run, is refused before any extraction
+    (on a real data set that is hours)."""
+    import spotformer.features as F
+    from spotformer.cli import main
+
+    def no_extraction(*a, **k):
+        raise AssertionError("extracted before checking --out")
+
+    monkeypatch.setattr(F, "dataset_features", no_extraction)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--epochs", "1"]
+    for out, needle in ((afile, "is a file"), (afile / "sub", "is a file, not a folder")):
+        assert main([*base, "--out", str(out)]) == 2
+        assert needle in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": 2}}))
+    assert main([*base, "--out", str(run)]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main([*base, "--out", str(run), "--resume"]) == 2
+    assert "differs from this one in train" in capsys.readouterr().err
+
+
+def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
+    tmp_path: Path, csv_dataset: Path, capsys
+) -> None:
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    assert main([*argv, "--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]) == 0
+    model = run / "folds" / "s1" / "model.pt"
+    info = load_model(model).info
+    assert (info["stride"], info["source_fps"]) == (1, 30.0)  # what spot opens videos with
+    capsys.readouterr()
+    spot = ["spot", "video.mp4", "--checkpoint", str(model)]
+    (tmp_path / "adir").mkdir()
+    assert main([*spot, "--out", str(tmp_path / "adir")]) == 2
+    assert "--out" in capsys.readouterr().err
+    # Folders of --out and --plot are made.
+    out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"
+    assert main([*spot, "--out", str(out), "--plot", str(plot)]) == 0
+    assert out.is_file() and plot.is_file()
+    capsys.readouterr()
+    junk = tmp_path / "bad.pt"
+    junk.write_bytes(b"junk\n" * 10)
+    for bad in (junk, run / "config.json", tmp_path / "missing.pt"):
+        assert main(["spot", "video.mp4", "--checkpoint", str(bad), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and "Traceback" not in err
+    with pytest.raises(TrainError, match="no such file"):
+        load_model(tmp_path / "missing.pt")
+
+
 def test_spotting_options_round_trip() -> None:
     import argparse
 

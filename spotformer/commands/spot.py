@@ -26,8 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
     parser.add_argument("--gt", type=Path, help="ground-truth CSV to draw (and score)")
     parser.add_argument("--video-id", help="video id in --gt and --out (default: file stem)")
-    parser.add_argument("--fps", type=float, help="frame rate (default: the container's)")
-    parser.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
+    parser.add_argument(
+        "--fps", type=float,
+        help="source frame rate (default: the container's; for a frame folder, that of the "
+        "model's training data, e.g. 200 for SAMM-LV, else 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stride", type=int,
+        help="keep every n-th frame (default: as the model's training data, e.g. 7 for "
+        "SAMM-LV, else 1)",
+    )  # fmt: skip
     add_spotting_arguments(parser, override=True)
 
 
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.metrics import evaluate, read_intervals, write_intervals
     from spotformer.postprocess import spot_video
     from spotformer.train import load_model, predict_logits
-    from sw_mro.errors import SWMROError
+    from sw_mro.errors import ClipTooShortError, SWMROError
 
     def fail(msg: str) -> int:
         print(f"spotformer spot: {msg}", file=sys.stderr)
@@ -101,17 +109,39 @@ def run(args: argparse.Namespace) -> int:
         )
     device = "cuda" if args.gpu else "cpu"
     video_id = args.video_id or args.video.stem
+    # Everything that can fail without the video is checked before the extraction.
+    for opt, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is None:
+            continue
+        if path.is_dir():
+            return fail(f"{opt} {path} is a folder; give a file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return fail(f"{opt} {path}: cannot make its folder ({exc})")
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
-        feats, fps = video_features(args.video, cfg, stride=args.stride, fps=args.fps)
+        gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []
+        stride = args.stride if args.stride is not None else int(mf.info.get("stride") or 1)
+        fps_in = args.fps
+        if fps_in is None and args.video.is_dir():
+            fps_in = mf.info.get("source_fps")
+        if (args.stride, args.fps) != (stride, fps_in):
+            print(
+                f"as the model's training data: stride {stride}"
+                + (f", frame folder at {fps_in:g} fps" if fps_in else "")
+            )  # fmt: skip
+        feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in)
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
         intervals = spot_video(logits, video_id, fps, spot_params_from(args, mf.config.spot))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         write_intervals(intervals, args.out)
-        gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []
+    except ClipTooShortError as exc:  # the window is the model's: no --window to change
+        return fail(str(exc).replace(" or a smaller --window", " (the model's window)"))
     except (SpotFormerError, SWMROError, ValueError) as exc:
         return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write {args.out} ({exc})")
     print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {len(intervals)} intervals")
     for i in intervals:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")

@@ -70,6 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--macro-ratio", type=float, help="m of the loss (default 0.5; SAMM-LV 0.55)"
     )
     parser.add_argument(
+        "--supcon", choices=("normalized", "authors"), default="normalized",
+        help="contrastive loss form: normalized (L2-normalised features, Khosla et al.; "
+        "default) or authors (raw features, loss x tau / 0.07, as the authors' code, for "
+        "which lambda = 0.005 was tuned); docs/spotformer.md, 'Losses'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--supcon-weight", type=float, default=0.005,
+        help="lambda of the contrastive term (default 0.005, SPEC)",
+    )  # fmt: skip
+    parser.add_argument(
         "--mirror",
         type=float,
         default=0.0,
@@ -106,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.losses import MACRO_RATIO, LossConfig
     from spotformer.models import SpotFormerConfig
     from spotformer.postprocess import SpotParams
-    from spotformer.train import SpottingData, TrainConfig, run_loso
+    from spotformer.train import SpottingData, TrainConfig, check_run_dir, run_loso
     from sw_mro.errors import SWMROError
 
     def fail(msg: str) -> int:
@@ -130,7 +140,12 @@ def run(args: argparse.Namespace) -> int:
                 head_dim=args.dim // heads,
                 mlp_dim=args.dim,
             ),  # fmt: skip
-            loss=LossConfig(macro_ratio=m),
+            loss=LossConfig(
+                macro_ratio=m,
+                contrastive=args.supcon_weight,
+                normalize_features=args.supcon == "normalized",
+                base_temperature=0.07 if args.supcon == "authors" else None,
+            ),
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -150,9 +165,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     progress = not args.no_progress
     try:
+        # The run folder first: a mistake there must not cost a data set's extraction.
+        check_run_dir(args.out, cfg, resume=args.resume)
         table = load_dataset(args.dataset, args.root, args.annotations)
-        for d in table.dropped:
-            print(f"dropped {d.source} row {d.row}: {d.reason}", file=sys.stderr)
+        # Dropped annotation rows are reported once, by the loader's logging warnings.
         feats = dataset_features(table, sw_cfg, progress=progress)
         print(
             f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
@@ -164,11 +180,17 @@ def run(args: argparse.Namespace) -> int:
         del feats  # the concatenated copy in `data` is all training needs
         if args.threads:  # for training only: extraction keeps every core (2x on 2 cores)
             torch.set_num_threads(args.threads)
+        strides = {ref.stride for ref in table.sources.values()}
+        rates = {ref.fps for ref in table.sources.values()}
         info = {
             "dataset": args.dataset,
             "root": str(args.root.resolve()),
             "annotations": str(args.annotations) if args.annotations else None,
             "sw_mro": sw_cfg.to_dict(),
+            # What `spotformer spot` needs to open a video as the training data was
+            # (SAMM-LV: frame folders at 200 fps, every 7th frame).
+            "stride": strides.pop() if len(strides) == 1 else None,
+            "source_fps": rates.pop() if len(rates) == 1 else None,
         }
         report = run_loso(data, cfg, args.out, resume=args.resume, progress=progress, info=info)
     except (SpotFormerError, SWMROError) as exc:
