@@ -664,7 +664,8 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
         marks.close()
     raise NoFaceError(
         f"{src.info.path}: no face found in any of its {src.info.num_frames} frames "
-        f"(landmark backend {config.landmarks!r}); the video must show a frontal face"
+        f"(landmark backend {config.landmarks!r}); the video must show a frontal face "
+        "(with dlib, about 50 px wide or more: smaller faces are not detected)"
     )
 
 

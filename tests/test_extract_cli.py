@@ -165,6 +165,40 @@ def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
 
 
+def test_frame_folder_fps_for_the_metadata(short_clip: Path, tmp_path: Path) -> None:
+    """A folder has no frame rate: --fps gives it (SAMM-LV: 200 with --stride 7); a video
+    file keeps its container's."""
+    import cv2
+
+    from sw_mro.io.video import open_video
+
+    folder = tmp_path / "006_1"
+    folder.mkdir()
+    for i, f in enumerate(open_video(short_clip).read(range(20)).numpy()):
+        cv2.imwrite(str(folder / f"006_1_{i + 1:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    argv = ["extract", str(folder), str(short_clip), "--out-dir", str(out), *ARGS]
+    assert main([*argv, "--fps", "200", "--stride", "2"]) == 0
+    meta = json.loads((out / "006_1.json").read_text())
+    assert (meta["source_fps"], meta["fps"], meta["num_frames"]) == (200.0, 100.0, 10)
+    assert json.loads((out / "short.json").read_text())["source_fps"] != 200.0
+    assert main([*argv, "--fps", "0"]) == 2
+
+
+def test_missing_insightface_models_stop_the_run_once(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setup error, not an input error: exit 2 before any input, with where to put them."""
+    empty = tmp_path / "models"
+    empty.mkdir()
+    argv = ["extract", str(short_clip), str(short_clip.parent / "x.mp4")]
+    argv += ["--out-dir", str(tmp_path / "o"), "--landmarks", "insightface"]
+    assert main([*argv, "--insightface-root", str(empty), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("insightface models missing") == 1 and "buffalo_l.zip" in err
+    assert "FAILED" not in err and not (tmp_path / "o").exists()
+
+
 def test_landmark_workers_flag(short_clip: Path, tmp_path: Path) -> None:
     """Two landmark worker processes write the same features as one."""
     out1, out2 = tmp_path / "one", tmp_path / "two"

@@ -82,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
     except SpotFormerError as exc:
         print(f"spotformer make-synthetic: error: {exc}", file=sys.stderr)
         return 2
+    n_expr = sum(len(v["expressions"]) for v in manifest["videos"])
+    if n_expr == 0:
+        print(
+            "spotformer make-synthetic: warning: no expression was planted (the rates give "
+            "none in videos this short); pass --macro N and --micro N, or longer --seconds",
+            file=sys.stderr,
+        )
     if not args.quiet:
-        n_expr = sum(len(v["expressions"]) for v in manifest["videos"])
         print(
             f"wrote {len(manifest['videos'])} videos, {n_expr} expressions to {args.out} "
             f"in {time.perf_counter() - t0:.1f} s (annotations.csv, "

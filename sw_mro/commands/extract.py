@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=17, help="clip length w, odd (default 17)")
     parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (SAMM-LV: 7)")
     parser.add_argument(
+        "--fps", type=float,
+        help="frame rate of frame folders, for the metadata (default 30; SAMM-LV: 200); "
+        "video files use their container's",
+    )  # fmt: skip
+    parser.add_argument(
         "--face-size", type=int, default=256, help="face crop side in px (default 256)"
     )
     parser.add_argument(
@@ -230,7 +235,8 @@ def _extract_one(
         if state == "conflict":
             raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
     signature = input_signature(src_path)
-    video = open_video(src_path, stride=cfg.stride, color="rgb")
+    fps = args.fps if src_path.is_dir() else None
+    video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
     info = video.info
     if progress is not None:
         progress(info.num_frames, 0)
@@ -352,7 +358,7 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any], progress
     if device != "cpu":
         torch.cuda.set_device(torch.device(device))
     cfg = options["config"].replace(device=device)
-    args = argparse.Namespace(overwrite=options["overwrite"], quiet=True)
+    args = argparse.Namespace(overwrite=options["overwrite"], quiet=True, fps=options["fps"])
     return _extract_one(Path(path), Path(options["out_dir"]), cfg, args, progress)
 
 
@@ -375,6 +381,7 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
         "cpus": cpus,
         "out_dir": str(args.out_dir),
         "overwrite": args.overwrite,
+        "fps": args.fps,
     }
     ended = 0
     # Frames/s over all devices; the total grows as the workers open their videos.
@@ -452,6 +459,18 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.landmarks == "insightface":  # a setup error: once, before any input
+        from sw_mro.errors import ModelNotFoundError
+        from sw_mro.io.landmarks import insightface_models
+
+        try:
+            insightface_models(cfg.insightface_root)
+        except ModelNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.fps is not None and not args.fps > 0:
+        print(f"error: --fps must be a positive frame rate, got {args.fps}", file=sys.stderr)
         return 2
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,26 @@ NUM_POINTS = 68
 INSIGHTFACE_FILES = ("det_10g.onnx", "1k3d68.onnx")
 DEFAULT_INSIGHTFACE_ROOT = Path("~/.insightface/models/buffalo_l")
 
+
+def insightface_models(root: str | os.PathLike | None = None) -> Path:
+    """The insightface model folder (``root``, else ``$INSIGHTFACE_ROOT``, else
+    ``~/.insightface/models/buffalo_l``) once both model files are found there.
+
+    Raises:
+        ModelNotFoundError: a file is missing; the message says where to put it.
+    """
+    folder = Path(root or os.environ.get("INSIGHTFACE_ROOT", DEFAULT_INSIGHTFACE_ROOT))
+    folder = folder.expanduser()
+    missing = [f for f in INSIGHTFACE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ModelNotFoundError(
+            f"insightface models missing: {', '.join(str(folder / f) for f in missing)}. "
+            f"Download buffalo_l.zip from the insightface model zoo and unzip it so that "
+            f"{folder / INSIGHTFACE_FILES[0]} and {folder / INSIGHTFACE_FILES[1]} exist, or pass "
+            f"--insightface-root DIR (a folder holding both files)."
+        )
+    return folder
+
 __all__ = [
     "DEFAULT_INSIGHTFACE_ROOT",
     "INSIGHTFACE_FILES",
@@ -420,17 +440,7 @@ class InsightFaceLandmarker(_Base):
         device: str = "cpu",
         fill_missing: bool = True,
     ) -> None:
-        root = Path(
-            root or os.environ.get("INSIGHTFACE_ROOT", DEFAULT_INSIGHTFACE_ROOT)
-        ).expanduser()
-        missing = [f for f in INSIGHTFACE_FILES if not (root / f).is_file()]
-        if missing:
-            raise ModelNotFoundError(
-                f"insightface models missing: {', '.join(str(root / f) for f in missing)}. "
-                f"Download buffalo_l.zip from the insightface model zoo and unzip it so that "
-                f"{root / INSIGHTFACE_FILES[0]} and {root / INSIGHTFACE_FILES[1]} exist, or pass "
-                f"--insightface-root DIR (a folder holding both files)."
-            )
+        root = insightface_models(root)
         self.root = root
         self._det = _onnx_session(root / "det_10g.onnx", device)
         self._lmk = _onnx_session(root / "1k3d68.onnx", device)
