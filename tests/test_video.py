@@ -377,6 +377,32 @@ def test_corrupt_file_one_line_error(tmp_path: Path, clip: Path, name: str, make
     _assert_one_line(err, name)
 
 
+def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
+    """With the index (moov) at the front, FFmpeg opens a cut file and decord fails to
+    read it: the error says the file may be truncated, without decord's source paths."""
+    import av
+
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(full), mode="w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = full.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the index is first
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptVideoError, match="may be truncated or damaged") as err:
+        open_video(cut)
+    _assert_one_line(err, "cut.mp4")
+    assert ".cc:" not in str(err.value)
+
+
 def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
     import av
 

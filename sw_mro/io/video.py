@@ -139,8 +139,15 @@ def _ffmpeg_reason(path: Path, exc: BaseException) -> tuple[type[VideoError], st
     except Exception as av_exc:  # any PyAV failure is the reason we are looking for
         msg = getattr(av_exc, "strerror", None) or _one_line(av_exc)
         return CorruptVideoError, f"cannot decode the video (FFmpeg: {msg})"
-    return CorruptVideoError, f"cannot decode the video ({_one_line(exc)})"
+    # PyAV opens it, decord does not: typically a file cut short after its header.
+    msg = _DECORD_PREFIX.sub("", _one_line(exc)).strip()
+    return CorruptVideoError, (
+        f"cannot decode the video; the file may be truncated or damaged (decord: {msg})"
+    )
 
+
+# decord's messages start with a time stamp and its build's source path and line.
+_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|/\S+\.(?:cc|h|cpp):\d+:\s*")
 
 _DIGITS = re.compile(r"(\d+)")
 
