@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from spotformer.data.labels import FrameTargets, LabelConfig, frame_targets
-from spotformer.data.table import Expression
+from spotformer.data.table import Expression, rate_scale
 from spotformer.errors import SpotFormerError
 from spotformer.losses import LossConfig, spotting_loss
 from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
@@ -339,7 +339,7 @@ def durations_from(data: SpottingData, videos: Sequence[VideoInfo], spot: SpotPa
     new: dict[str, float] = {}
     for kind in ("micro", "macro"):
         d = [
-            (e.offset - e.onset + 1) * spot.ref_fps / v.fps
+            (e.offset - e.onset + 1) / rate_scale(v.fps, spot.ref_fps)
             for v in videos
             for e in data.expressions.get(v.name, [])
             if e.kind == kind
@@ -614,10 +614,43 @@ class RunReport:
         return self.result.table()
 
 
-def check_run_dir(run_dir: str | os.PathLike, cfg: TrainConfig, *, resume: bool = False) -> None:
+def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str]:
+    """Which parts of a saved run's ``config.json`` differ from this run's (compared as
+    JSON). The training config is compared after filling in fields that older versions
+    did not save with their defaults, and ``info`` on the keys both have, so a run saved
+    by an older version resumes."""
+
+    def js(x: Any) -> Any:
+        return json.loads(json.dumps(x))
+
+    diff = []
+    for key, mine in resolved.items():
+        theirs = saved.get(key)
+        if key == "train" and isinstance(theirs, dict):
+            try:
+                theirs = TrainConfig.from_dict(theirs).to_dict()
+            except (TypeError, ValueError):
+                pass
+        if key == "info" and isinstance(theirs, dict) and isinstance(mine, dict):
+            common = theirs.keys() & mine.keys()
+            theirs = {k: theirs[k] for k in common}
+            mine = {k: mine[k] for k in common}
+        if js(theirs) != js(mine):
+            diff.append(key)
+    return diff
+
+
+def check_run_dir(
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    info: Mapping[str, Any] | None = None,
+) -> None:
     """What can be checked of a run folder before any feature is extracted: it is not a
     file; without ``resume`` it is new or empty; with ``resume``, a saved run has the
-    same training configuration (:func:`run_loso` compares the rest).
+    same training configuration and, if given, ``info`` (:func:`run_loso` compares the
+    rest: the subjects and videos).
 
     Raises:
         TrainError: the folder cannot take this run.
@@ -640,10 +673,14 @@ def check_run_dir(run_dir: str | os.PathLike, cfg: TrainConfig, *, resume: bool 
             saved = json.loads(conf_path.read_text())
         except (OSError, ValueError) as exc:
             raise TrainError(f"{conf_path}: unreadable ({exc}); choose a new --out") from exc
-        if saved.get("train") != json.loads(json.dumps(cfg.to_dict())):
+        if not isinstance(saved, dict):
+            raise TrainError(f"{conf_path}: not a run's config; choose a new --out")
+        mine = {"train": cfg.to_dict(), **({"info": dict(info)} if info is not None else {})}
+        diff = _same_run(saved, mine)
+        if diff:
             raise TrainError(
-                f"{conf_path}: the saved run differs from this one in train; resume with the "
-                "same options and data, or choose a new --out"
+                f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
+                "resume with the same options and data, or choose a new --out"
             )
     elif run.is_dir() and any(run.iterdir()) and not resume:
         raise TrainError(f"{run} is not empty; choose a new --out")
@@ -678,10 +715,8 @@ def run_loso(
     }
     if conf_path.exists():  # resuming (check_run_dir refused it otherwise)
         saved = json.loads(conf_path.read_text())
-        if saved != json.loads(json.dumps(resolved)):
-            diff = sorted(
-                k for k in resolved if saved.get(k) != json.loads(json.dumps(resolved[k]))
-            )
+        diff = _same_run(saved, resolved)
+        if diff:
             raise TrainError(
                 f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
                 "resume with the same options and data, or choose a new --out"

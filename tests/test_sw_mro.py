@@ -423,6 +423,13 @@ def test_mdmo_exact_sums_ignore_padding(rng: np.random.Generator, device: torch.
     assert torch.equal(mdmo(pad, pmask, bins=4, top=0.88, exact_sums=True), a)
     # Within float rounding of the float sums (the fixed point's step is 2^-24 px).
     torch.testing.assert_close(a, mdmo(vec, mask, bins=4, top=0.88), atol=1e-5, rtol=1e-5)
+    # A non-finite vector in a region gives NaN (int64 casts of NaN are undefined), one in
+    # the padding changes nothing.
+    bad = pad.clone()
+    bad[0, int(pmask[0].nonzero()[0]), 0] = float("nan")
+    bad[1, 60, 1] = float("inf")  # padding of region 1
+    got = mdmo(bad, pmask, bins=4, top=0.88, exact_sums=True)
+    assert torch.isnan(got[0]).all() and torch.equal(got[1:], a[1:])
 
 
 def test_stage_seconds_and_window_features_keeps_its_input(carphone: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from spotformer.train import (
     SpottingData,
     TrainConfig,
     TrainError,
+    check_run_dir,
     load_model,
     predict_logits,
     run_loso,
@@ -193,6 +195,24 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
         run_loso(data, tiny_cfg(epochs=1), run, progress=False)
     with pytest.raises(TrainError, match="differs from this one in train"):
         run_loso(data, tiny_cfg(epochs=2), run, progress=False, resume=True)
+    # A run saved by an older version (a loss field and an info key it did not know)
+    # still resumes: missing training fields take their defaults, info is compared on
+    # the keys both have. A config that is not an object is a clean error.
+    info = {"dataset": "fake", "stride": 1}
+    run2 = tmp_path / "run2"
+    run_loso(data, tiny_cfg(epochs=1), run2, progress=False, info=info)
+    conf = json.loads((run2 / "config.json").read_text())
+    del conf["train"]["loss"]["base_temperature"]
+    del conf["info"]["stride"]
+    (run2 / "config.json").write_text(json.dumps(conf))
+    check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info=info)
+    rep = run_loso(data, tiny_cfg(epochs=1), run2, progress=False, resume=True, info=info)
+    assert len(rep.folds) == len(data.subjects)
+    with pytest.raises(TrainError, match="in info"):
+        check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info={"dataset": "other"})
+    (run2 / "config.json").write_text("[]")
+    with pytest.raises(TrainError, match="not a run's config"):
+        check_run_dir(run2, tiny_cfg(epochs=1), resume=True)
 
 
 class Crash(Exception):
@@ -356,6 +376,38 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
     return path
 
 
+def _tiny_video(path: Path, fps: float = 30.0) -> Path:
+    """A real 20-frame file for ``spot`` to open (its features are the fixture's)."""
+    from sw_mro.io.writer import write_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    return write_video(path, frames, fps=fps)
+
+
+def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
+    """A SAMM-LV model (200 fps folders, stride 7): a 30 fps file is read whole, a 200 fps
+    folder at stride 7; a CAS(ME)^2-style model (stride 1, rate unknown = 30) takes every
+    frame of a 30 fps file and every 2nd of a 60 fps one; --stride / --fps win."""
+    import cv2
+
+    from spotformer.commands.spot import open_like_training
+
+    samm = {"stride": 7, "source_fps": 200.0}
+    cas = {"stride": 1, "source_fps": None}
+    v30, v60 = _tiny_video(tmp_path / "a.mp4"), _tiny_video(tmp_path / "b.mp4", fps=60.0)
+    folder = tmp_path / "006_1"
+    folder.mkdir()
+    for i in range(20):
+        cv2.imwrite(str(folder / f"006_1_{i + 1:04d}.png"), np.zeros((48, 64, 3), np.uint8))
+    assert open_like_training(v30, samm, None, None)[:2] == (1, None)
+    stride, fps, note = open_like_training(folder, samm, None, None)
+    assert (stride, fps) == (7, 200.0) and "stride 7" in note
+    assert open_like_training(v30, cas, None, None) == (1, None, "")
+    assert open_like_training(v60, cas, None, None)[:2] == (2, None)
+    assert open_like_training(folder, samm, 3, 100.0) == (3, 100.0, "")
+    assert open_like_training(v60, {}, None, None) == (1, None, "")  # an older model
+
+
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:
     from spotformer.cli import main
 
@@ -377,7 +429,8 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err
 
-    spot = ["spot", "video.mp4", "--checkpoint", str(run / "folds" / "s1" / "model.pt")]
+    video = _tiny_video(tmp_path / "video.mp4")
+    spot = ["spot", str(video), "--checkpoint", str(run / "folds" / "s1" / "model.pt")]
     spot += ["--out", str(tmp_path / "iv.csv"), "--plot", str(tmp_path / "c.png")]
     spot += ["--gt", str(csv_dataset), "--video-id", "s1/v0"]
     assert main(spot) == 0
@@ -412,7 +465,7 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
         seen["config"] = config
         raise F.DatasetError("stop here")
 
-    monkeypatch.setattr(F, "load_dataset", lambda *a: types.SimpleNamespace(dropped=[]))
+    monkeypatch.setattr(F, "load_dataset", lambda *a: types.SimpleNamespace(dropped=[], sources={}))
     monkeypatch.setattr(F, "dataset_features", stop)
     assert main(["train", *argv, "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert seen["config"].face_size == face_size
@@ -470,7 +523,8 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     info = load_model(model).info
     assert (info["stride"], info["source_fps"]) == (1, 30.0)  # what spot opens videos with
     capsys.readouterr()
-    spot = ["spot", "video.mp4", "--checkpoint", str(model)]
+    video = _tiny_video(tmp_path / "video.mp4")
+    spot = ["spot", str(video), "--checkpoint", str(model)]
     (tmp_path / "adir").mkdir()
     assert main([*spot, "--out", str(tmp_path / "adir")]) == 2
     assert "--out" in capsys.readouterr().err
@@ -482,7 +536,7 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     junk = tmp_path / "bad.pt"
     junk.write_bytes(b"junk\n" * 10)
     for bad in (junk, run / "config.json", tmp_path / "missing.pt"):
-        assert main(["spot", "video.mp4", "--checkpoint", str(bad), "--out", str(out)]) == 2
+        assert main(["spot", str(video), "--checkpoint", str(bad), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert str(bad) in err and "Traceback" not in err
     with pytest.raises(TrainError, match="no such file"):
@@ -561,8 +615,11 @@ def test_durations_from_the_training_subjects(tmp_path: Path) -> None:
     d = SpottingData.build(feats, exprs, fps={"a/v": 30.0, "b/v": 30.0, "c/v": 60.0})
     got = durations_from(d, d.videos_of(["a", "b"]), SpotParams())
     assert (got.micro_k, got.micro_j, got.macro_k, got.macro_j) == (10.0, 7.0, 40.0, 40.0)
-    # At 60 fps, 100 frames are 50 frames at the 30 fps reference.
+    # At 60 fps, 100 frames are 50 frames at the 30 fps reference; at SAMM-LV's 200/7
+    # fps (within 5 % of 30) frames are taken as they are, as post-processing does.
     assert durations_from(d, d.videos_of(["c"]), SpotParams()).macro_k == 50.0
+    d2 = SpottingData.build(feats, exprs, fps={"a/v": 30.0, "b/v": 30.0, "c/v": 200 / 7})
+    assert durations_from(d2, d2.videos_of(["c"]), SpotParams()).macro_k == 100.0
     res = train_fold(d, "c", tiny_cfg(epochs=1, durations="train"), tmp_path / "f", progress=False)
     assert (res.spot["micro_k"], res.spot["macro_k"]) == (10.0, 40.0)  # not the test subject's
 

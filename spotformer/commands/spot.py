@@ -55,6 +55,40 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
     return sw_mro.SWMROConfig(**kw, device=device)
 
 
+def open_like_training(
+    video: Path, info: dict, stride: int | None, fps: float | None
+) -> tuple[int, float | None, str]:
+    """The stride and frame-folder rate to open ``video`` with, and a note on what was
+    taken from the model.
+
+    A frame folder's rate defaults to that of the model's training data (SAMM-LV: 200;
+    else 30). Without ``stride``, the video is subsampled to the frame rate the model
+    was trained at (source rate / stride of its data: SAMM-LV 200 / 7 ~ 28.6): every 7th
+    frame of a 200 fps folder, every frame of a 30 fps file. A model without that record
+    (older runs, data sets of mixed rates) takes every frame.
+    """
+    from sw_mro.io.video import open_video
+
+    fps_in = fps
+    if fps_in is None and video.is_dir():
+        fps_in = info.get("source_fps")
+    if stride is not None:
+        return stride, fps_in, ""
+    trained_stride = info.get("stride")
+    if not trained_stride:
+        return 1, fps_in, ""
+    target = float(info.get("source_fps") or 30.0) / int(trained_stride)
+    source = float(open_video(video, fps=fps_in).info.source_fps)
+    chosen = max(1, round(source / target))
+    if chosen == 1 and fps_in == fps:
+        return 1, fps_in, ""
+    note = (
+        f"{video}: {source:g} fps at stride {chosen} is {source / chosen:.2f} fps, the rate "
+        f"of the model's training data ({target:.2f} fps); --stride and --fps override this"
+    )
+    return chosen, fps_in, note
+
+
 def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> None:  # noqa: ANN001
     import matplotlib
 
@@ -123,15 +157,9 @@ def run(args: argparse.Namespace) -> int:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
         gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []
-        stride = args.stride if args.stride is not None else int(mf.info.get("stride") or 1)
-        fps_in = args.fps
-        if fps_in is None and args.video.is_dir():
-            fps_in = mf.info.get("source_fps")
-        if (args.stride, args.fps) != (stride, fps_in):
-            print(
-                f"as the model's training data: stride {stride}"
-                + (f", frame folder at {fps_in:g} fps" if fps_in else "")
-            )  # fmt: skip
+        stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
+        if note:
+            print(f"spotformer spot: {note}", file=sys.stderr)
         feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in)
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
         intervals = spot_video(logits, video_id, fps, spot_params_from(args, mf.config.spot))
@@ -141,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     except (SpotFormerError, SWMROError, ValueError) as exc:
         return fail(str(exc))
     except OSError as exc:
-        return fail(f"cannot write {args.out} ({exc})")
+        return fail(str(exc))
     print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {len(intervals)} intervals")
     for i in intervals:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")

@@ -9,6 +9,7 @@ RUN_DIR/report.json, RUN_DIR/predictions.csv and one folder per fold.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
             "run on CPU"
         )
+    if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
+        return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
     device = "cuda" if args.gpu else "cpu"
     m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
     try:
@@ -169,17 +172,6 @@ def run(args: argparse.Namespace) -> int:
         check_run_dir(args.out, cfg, resume=args.resume)
         table = load_dataset(args.dataset, args.root, args.annotations)
         # Dropped annotation rows are reported once, by the loader's logging warnings.
-        feats = dataset_features(table, sw_cfg, progress=progress)
-        print(
-            f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
-            f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
-        )
-        data = SpottingData.build(
-            feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
-        )
-        del feats  # the concatenated copy in `data` is all training needs
-        if args.threads:  # for training only: extraction keeps every core (2x on 2 cores)
-            torch.set_num_threads(args.threads)
         strides = {ref.stride for ref in table.sources.values()}
         rates = {ref.fps for ref in table.sources.values()}
         info = {
@@ -192,6 +184,18 @@ def run(args: argparse.Namespace) -> int:
             "stride": strides.pop() if len(strides) == 1 else None,
             "source_fps": rates.pop() if len(rates) == 1 else None,
         }
+        check_run_dir(args.out, cfg, resume=args.resume, info=info)
+        feats = dataset_features(table, sw_cfg, progress=progress)
+        print(
+            f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
+            f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
+        )
+        data = SpottingData.build(
+            feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
+        )
+        del feats  # the concatenated copy in `data` is all training needs
+        if args.threads:  # for training only: extraction keeps every core (2x on 2 cores)
+            torch.set_num_threads(args.threads)
         report = run_loso(data, cfg, args.out, resume=args.resume, progress=progress, info=info)
     except (SpotFormerError, SWMROError) as exc:
         return fail(str(exc))

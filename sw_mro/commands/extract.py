@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -139,8 +140,16 @@ def input_signature(path: Path) -> dict[str, int] | None:
     """What identifies an input's content cheaply: a file's size, or a frame folder's
     file count and total size. None when it cannot be read."""
     try:
-        if path.is_dir():
-            sizes = [e.stat().st_size for e in os.scandir(path) if e.is_file()]
+        if path.is_dir():  # the frame files the loader reads (not Thumbs.db, ._x.jpg)
+            from sw_mro.io.video import IMAGE_SUFFIXES
+
+            sizes = [
+                e.stat().st_size
+                for e in os.scandir(path)
+                if e.is_file()
+                and not e.name.startswith(".")
+                and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            ]
             return {"files": len(sizes), "bytes": sum(sizes)}
         return {"bytes": path.stat().st_size}
     except OSError:
@@ -469,7 +478,7 @@ def run(args: argparse.Namespace) -> int:
         except ModelNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if args.fps is not None and not args.fps > 0:
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         print(f"error: --fps must be a positive frame rate, got {args.fps}", file=sys.stderr)
         return 2
     try:

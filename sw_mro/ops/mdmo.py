@@ -47,8 +47,9 @@ def mdmo(
         exact_sums: sum the kept vectors and magnitudes in 64-bit fixed point (steps of
             2^-24 px), which is exact and so independent of the summation order: the
             result does not depend on ``K``, i.e. on how much masked padding a region
-            has. Float sums round differently for different ``K``. Vectors must be
-            under 2^30 px.
+            has. Float sums round differently for different ``K``. The sums must stay
+            under 2^39 px (``K`` times the largest kept vector); a region with a
+            non-finite vector gives NaN.
 
     Returns:
         ``(..., 2)`` float32 main directional mean vectors.
@@ -94,8 +95,12 @@ def mdmo(
     w = kept.float()
     n_kept = w.sum(dim=1)
     if exact_sums:
-        q = torch.round(torch.cat([v, mag[..., None]], dim=-1).double() * _FIXED).long()
+        vm = torch.cat([v, mag[..., None]], dim=-1).double()  # (n, K, 3)
+        finite = torch.isfinite(vm).all(dim=-1) | ~m  # (n, K): casting NaN is undefined
+        q = torch.round(torch.where(kept[..., None], vm, 0.0) * _FIXED)
+        q = torch.where(torch.isfinite(q), q, 0.0).long()
         sums = (q * kept[..., None]).sum(dim=1).double() / _FIXED  # (n, 3)
+        sums = torch.where(finite.all(dim=1)[:, None], sums, torch.nan)
         total, mag_sum = sums[:, :2].float(), sums[:, 2].float()
     else:
         total = (v * w[..., None]).sum(dim=1)
