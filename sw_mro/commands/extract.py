@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -467,7 +468,15 @@ def run(args: argparse.Namespace) -> int:
             landmark_redetect=args.landmark_redetect,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # "SWMROConfig.face_size=8: ..." -> "--face-size 8: ...", the option the user typed
+        flags = {"window", "face_size", "stride", "batch_size", "landmark_workers",
+                 "landmark_redetect", "landmarks", "insightface_root"}  # fmt: skip
+        msg = re.sub(
+            r"SWMROConfig\.(\w+)=",
+            lambda m: f"--{m[1].replace('_', '-')} " if m[1] in flags else m[0],
+            str(exc),
+        )
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     if cfg.landmarks == "insightface":  # a setup error: once, before any input
         from sw_mro.errors import ModelNotFoundError
