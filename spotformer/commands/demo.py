@@ -11,8 +11,9 @@ SW-MRO on 128 px face crops (SPEC's default is 256; the ROI and nose sizes scale
 it) and a narrow model (D = ``--dim``), trained with ``--mirror 0.5``; MaE intervals
 come from the expression head (``--macro-spotting expression``). Measured on the
 2-core dev VM with the C++ Farneback (README): about 9 min in all (render 45 s, SW-MRO
-about 3.5 min at ~18 frames/s, LOSO training ~5 min), overall F1 0.41 (MaE 0.31, ME 0.55);
-over training seeds 0-2 the recipe averages 0.44 (0.48 with OpenCV's Farneback, whose
+about 2.7 min at ~22 frames/s, LOSO training ~5 min), overall F1 0.37 (MaE 0.32, ME 0.43)
+on 2026-11-27 and 0.41 the day before (features 7e-7 px apart on average); over
+training seeds 0-2 the recipe averaged 0.44 (0.48 with OpenCV's Farneback, whose
 features differ by 7e-7 px on average: the run-to-run spread of 24 ground truths). Every
 step is the same code a full run uses; pass larger
 values for a closer look. A rerun reuses the rendered data (same seed) and starts a
