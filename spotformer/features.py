@@ -124,16 +124,55 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
     """Extract every video of ``table.sources`` once (sorted by id)."""
     from tqdm import tqdm
 
+    import sw_mro
     from sw_mro.io.video import open_video
 
     t0 = time.perf_counter()
+    window = (config or sw_mro.SWMROConfig()).window
     refs: dict[str, VideoRef] = dict(sorted(table.sources.items()))
     subj = {e.video: e.subject for e in table.expressions}
-    total = 0
-    for name, ref in refs.items():
+    by_video: dict[str, list] = {}
+    for e in table.expressions:
+        by_video.setdefault(e.video, []).append(e)
+    # Every video is opened (to count its frames) before any is extracted, so that the
+    # annotations are checked against the videos first: a mistake found after the
+    # extraction would cost a whole data set's.
+    total, problems = 0, []
+    for name, ref in list(refs.items()):
         if ref.subject is None and name not in subj:
             raise DatasetError(f"video {name!r} ({ref.path}): its subject is unknown")
-        total += int(open_video(ref.path, stride=ref.stride, fps=ref.fps).info.num_frames)
+        n = int(open_video(ref.path, stride=ref.stride, fps=ref.fps).info.num_frames)
+        exprs = by_video.get(name, [])
+        if n < window:
+            if exprs:
+                problems.append(
+                    f"{name} ({ref.path}): {n} frames after stride {ref.stride}, shorter than "
+                    f"the window of {window}, but annotated"
+                )
+            else:  # nothing to learn or score in it: left out, with a warning
+                print(
+                    f"spotformer: leaving out video {name!r} ({ref.path}): {n} frames after "
+                    f"stride {ref.stride}, shorter than the window of {window}, no annotation",
+                    file=sys.stderr,
+                )
+                del refs[name]
+            continue
+        for e in exprs:
+            if e.onset >= n or e.offset < 0:
+                problems.append(
+                    f"{name} ({ref.path}, {n} frames after stride {ref.stride}): {e.kind} "
+                    f"expression {e.onset}-{e.offset} lies outside it"
+                )
+        total += n
+    if problems:
+        shown = "; ".join(problems[:8]) + (
+            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise DatasetError(
+            f"{len(problems)} annotation problem(s), found before extraction: {shown}. Frames "
+            "are 0-based after any subsampling (CAS(ME)^2 files are 1-based; SAMM-LV frames "
+            "are divided by 7)"
+        )
     out = FeatureSet()
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr

@@ -635,7 +635,17 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
             common = theirs.keys() & mine.keys()
             theirs = {k: theirs[k] for k in common}
             mine = {k: mine[k] for k in common}
-        if js(theirs) != js(mine):
+        theirs, mine = js(theirs), js(mine)
+        if theirs == mine:
+            continue
+        if isinstance(theirs, dict) and isinstance(mine, dict):
+            fields = [
+                f"{key}.{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})"
+                for k in sorted(theirs.keys() | mine.keys())
+                if theirs.get(k) != mine.get(k)
+            ]
+            diff.append(f"{key} ({'; '.join(fields[:3])}{'; ...' if len(fields) > 3 else ''})")
+        else:
             diff.append(key)
     return diff
 

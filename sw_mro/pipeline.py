@@ -873,7 +873,7 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     w, h = cfg.window, cfg.window // 2
     if n < w:
         raise ClipTooShortError(
-            f"{src.info.path}: {n} frames (after stride {cfg.stride}) is shorter than the "
+            f"{src.info.path}: {n} frames (after stride {src.info.stride}) is shorter than the "
             f"window of {w} frames; use a video of >= {w} frames or a smaller --window"
         )
     bsz = cfg.resolved_batch_size

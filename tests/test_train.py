@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import spotformer.train as T
+import sw_mro
 from spotformer.data.table import Expression
 from spotformer.metrics import evaluate, read_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
@@ -376,12 +377,63 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
     return path
 
 
-def _tiny_video(path: Path, fps: float = 30.0) -> Path:
-    """A real 20-frame file for ``spot`` to open (its features are the fixture's)."""
+def _tiny_video(path: Path, fps: float = 30.0, n: int = 20) -> Path:
+    """A real ``n``-frame file for ``spot`` to open (its features are the fixture's)."""
     from sw_mro.io.writer import write_video
 
-    frames = np.random.default_rng(0).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    frames = np.random.default_rng(0).integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
     return write_video(path, frames, fps=fps)
+
+
+def test_dataset_annotations_are_checked_before_extraction(tmp_path: Path, monkeypatch) -> None:
+    """An expression outside its video, or an annotated video shorter than the window,
+    fails before any extraction (listing every problem); a short video without
+    annotations is left out with a warning."""
+    import spotformer.features as F
+    from spotformer.data.table import AnnotationTable, VideoRef
+
+    a = _tiny_video(tmp_path / "a.mp4", n=30)
+    b = _tiny_video(tmp_path / "b.mp4", n=20)
+    extracted = []
+
+    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None):
+        extracted.append(Path(path).name)
+        return torch.zeros(20, 17, 10, 2), 30.0
+
+    monkeypatch.setattr(F, "video_features", fake_video_features)
+    refs = {"s1/a": VideoRef(a, subject="s1"), "s2/b": VideoRef(b, subject="s2")}
+    bad = AnnotationTable(
+        [Expression("s1", "s1/a", 35, 37, 40, "micro"), Expression("s2", "s2/b", 19, 19, 40, "macro")],
+        sources=refs,
+    )  # fmt: skip
+    with pytest.raises(F.DatasetError) as err:
+        F.dataset_features(bad, sw_mro.SWMROConfig(window=17), progress=False)
+    msg = str(err.value)
+    assert "found before extraction" in msg and "micro expression 35-40 lies outside it" in msg
+    assert "s2/b" not in msg and extracted == []  # 19-40 overlaps b's 20 frames: clipped
+    with pytest.raises(F.DatasetError, match="shorter than the window of 21, but annotated"):
+        F.dataset_features(bad, sw_mro.SWMROConfig(window=21), progress=False)
+    # b is short for window 21 and not annotated: left out; a is extracted.
+    ok = AnnotationTable([Expression("s1", "s1/a", 2, 4, 6, "micro")], sources=refs)
+    got = F.dataset_features(ok, sw_mro.SWMROConfig(window=21), progress=False)
+    assert list(got.features) == ["s1/a"] and extracted == ["a.mp4"]
+
+
+def test_spot_finds_the_ground_truth_id(tmp_path: Path) -> None:
+    from spotformer.commands.spot import ground_truth_id
+
+    cas = tmp_path / "15_0101disgustingteeth"
+    cas.mkdir()
+    ids = {"s15/15_0101", "s15/15_0102", "s16/16_0101"}
+    assert ground_truth_id(cas, ids) == "s15/15_0101"
+    samm = tmp_path / "006_1"
+    samm.mkdir()
+    assert ground_truth_id(samm, {"006_1", "006_2"}) == "006_1"
+    assert ground_truth_id(samm, {"007_1"}) is None
+    f = _tiny_video(tmp_path / "v10.mp4")
+    assert ground_truth_id(f, {"s1/v1", "s1/v10"}) == "s1/v10"  # the longest match
+    assert ground_truth_id(f, {"a/v10", "b/v10"}) is None  # ambiguous
+    assert ground_truth_id(f, {"v10"}) == "v10"
 
 
 def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:

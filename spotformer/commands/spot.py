@@ -9,6 +9,7 @@ ME and MaE apex and expression probabilities with the intervals, like paper Fig.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,7 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="extract and predict on CUDA")
     parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
     parser.add_argument("--gt", type=Path, help="ground-truth CSV to draw (and score)")
-    parser.add_argument("--video-id", help="video id in --gt and --out (default: file stem)")
+    parser.add_argument(
+        "--video-id",
+        help="video id in --gt and --out (default: the file stem, or the one id of --gt "
+        "that the name starts with, e.g. s15/15_0101 for 15_0101disgustingteeth)",
+    )
+    parser.add_argument(
+        "--apex-threshold", type=float,
+        help="post-processing: apex candidates where P_apex exceeds this (default: the "
+        "model file's, SPEC 0.5)",
+    )  # fmt: skip
     parser.add_argument(
         "--fps", type=float,
         help="source frame rate (default: the container's; for a frame folder, that of the "
@@ -53,6 +63,19 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
         if k in fields and k not in ("device", "batch_size")
     }
     return sw_mro.SWMROConfig(**kw, device=device)
+
+
+def ground_truth_id(video: Path, ids: set[str]) -> str | None:
+    """The ground-truth id of ``video``: its stem if listed; else the one id whose last
+    part starts its name (CAS(ME)^2: ``s15/15_0101`` for ``15_0101disgustingteeth``;
+    SAMM-LV: ``006_1``); None when there is no such id or more than one."""
+    name = video.stem if video.is_file() else video.name
+    if name in ids:
+        return name
+    hits = [i for i in ids if name.startswith(i.rsplit("/", 1)[-1])]
+    longest = max((len(i.rsplit("/", 1)[-1]) for i in hits), default=0)
+    best = [i for i in hits if len(i.rsplit("/", 1)[-1]) == longest]
+    return best[0] if len(best) == 1 else None
 
 
 def open_like_training(
@@ -156,13 +179,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
-        gts = [g for g in read_intervals(args.gt) if g.video == video_id] if args.gt else []
+        all_gts = read_intervals(args.gt) if args.gt else []
+        if args.video_id is None and all_gts:
+            found = ground_truth_id(args.video, {g.video for g in all_gts})
+            if found and found != video_id:
+                print(f"spotformer spot: video id {found!r}, from --gt", file=sys.stderr)
+            video_id = found or video_id
+        gts = [g for g in all_gts if g.video == video_id]
         stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
         if note:
             print(f"spotformer spot: {note}", file=sys.stderr)
         feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in)
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
-        intervals = spot_video(logits, video_id, fps, spot_params_from(args, mf.config.spot))
+        params = spot_params_from(args, mf.config.spot)
+        if args.apex_threshold is not None:
+            params = dataclasses.replace(params, apex_threshold=args.apex_threshold)
+        intervals = spot_video(logits, video_id, fps, params)
         write_intervals(intervals, args.out)
     except ClipTooShortError as exc:  # the window is the model's: no --window to change
         return fail(str(exc).replace(" or a smaller --window", " (the model's window)"))
@@ -175,7 +207,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
     if args.gt:
         if not gts:
-            print(f"  (no ground truth for video {video_id!r} in {args.gt}; use --video-id)")
+            ids = sorted({g.video for g in all_gts})
+            some = ", ".join(map(repr, ids[:4])) + (", ..." if len(ids) > 4 else "")
+            print(
+                f"  (no ground truth for video {video_id!r} in {args.gt}; its ids are "
+                f"{some or 'none'}: pass one with --video-id)"
+            )
         else:
             print(evaluate(intervals, gts).table())
     if args.plot:
