@@ -183,6 +183,11 @@ def test_frame_folder_fps_for_the_metadata(short_clip: Path, tmp_path: Path) -> 
     assert (meta["source_fps"], meta["fps"], meta["num_frames"]) == (200.0, 100.0, 10)
     assert json.loads((out / "short.json").read_text())["source_fps"] != 200.0
     assert main([*argv, "--fps", "0"]) == 2
+    assert main([*argv, "--fps", "inf"]) == 2
+    # Another --fps for the folder: refused (its JSON would keep the old rate), and the
+    # video file (whose rate is its container's) is still skipped.
+    assert main([*argv, "--fps", "100", "--stride", "2"]) == 1
+    assert main([*argv, "--fps", "200", "--stride", "2"]) == 0
 
 
 def test_missing_insightface_models_stop_the_run_once(

@@ -163,12 +163,14 @@ def _output_state(
     config: dict[str, Any],
     backend: str | None = None,
     src: Path | None = None,
+    folder_fps: float | None = None,
 ) -> tuple[str, str]:
     """``("done", "")``: complete, from this input with these settings; ``("todo", "")``:
     not complete; ``("conflict", why)``: complete but from another input (its recorded
-    size differs from ``src``'s), with other feature settings, or with another Farneback
-    backend than ``backend`` (their features differ by ~1e-5 px, and one output folder
-    should not mix them). Settings that do not change the features are not compared
+    size differs from ``src``'s), with another frame-folder rate than ``folder_fps``
+    (when given; the metadata would be stale), with other feature settings, or with
+    another Farneback backend than ``backend`` (their features differ by ~1e-5 px, and
+    one output folder should not mix them). Settings that do not change the features are not compared
     (:func:`_feature_config`). Outputs written before the metadata recorded the backend
     or the input's size are taken as they are."""
     if not (json_path.is_file() and npy_path.is_file()):
@@ -185,6 +187,11 @@ def _output_state(
             f"it holds the features of {meta.get('input')} ({_describe(made_from)}), not of "
             f"{src} ({_describe(input_signature(src))}); use another --out-dir or rename "
             "one of them"
+        )
+    recorded = meta.get("source_fps")
+    if folder_fps is not None and recorded is not None and float(recorded) != folder_fps:
+        return "conflict", (
+            f"it records the frame folder at {recorded:g} fps (this run: --fps {folder_fps:g})"
         )
     made = meta.get("config")
     if not isinstance(made, dict):
@@ -238,14 +245,14 @@ def _extract_one(
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.
-    state, why = _output_state(meta_path, npy, cfg_dict, backend, src_path)
+    fps = args.fps if src_path.is_dir() else None
+    state, why = _output_state(meta_path, npy, cfg_dict, backend, src_path, fps)
     if src_path.exists() and not args.overwrite:
         if state == "done":
             return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
         if state == "conflict":
             raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
     signature = input_signature(src_path)
-    fps = args.fps if src_path.is_dir() else None
     video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
     info = video.info
     if progress is not None:
