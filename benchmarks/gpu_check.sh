@@ -77,8 +77,8 @@ BENCH="--benchmark-columns=min,median,ops,rounds --benchmark-sort=name"
 if [ "$STAGE" = setup ]; then
   log "installed; the model waits for stage b's part"
 elif [ "$STAGE" = a ]; then
-  log "cuda-marked tests: kernels (tiled and split solvers), CuPy parity with cv2"
-  step 120 "$RES/gpu_tests_a.txt" $PYT tests/test_cuda_kernels.py tests/test_farneback.py ${TESTS_A:-} -m cuda
+  log "cuda-marked tests: kernels (tiled and split solvers), CuPy parity with cv2, SpotFormer AMP training and float32 inference"
+  step 120 "$RES/gpu_tests_a.txt" $PYT tests/test_cuda_kernels.py tests/test_farneback.py tests/test_train.py ${TESTS_A:-} -m cuda
   log "profile: device work per window and per kernel, split vs tiled vs box solver"
   step 120 "$RES/gpu_profile.txt" python3 -m benchmarks.gpu_profile 5
   log "GPU benchmarks: Farneback pairs (cupy box, tiled, split; torch) and the cv2 baseline"
