@@ -79,6 +79,25 @@ def test_crop_resize_matches_numpy(rng: np.random.Generator, device: torch.devic
         assert np.abs(got[0, k].cpu().numpy() - want).max() < SWMRO_TOL["crop"]
 
 
+def test_crop_resize_of_a_window_equals_the_whole_frame(rng: np.random.Generator) -> None:
+    """With ``origin`` / ``frame_size`` a window of the frame gives the same bits as the
+    frame itself (boxes in frame pixels, border replicated at the frame's edge); a box
+    that samples the frame outside the window is an error."""
+    img = torch.from_numpy(rng.uniform(0, 255, (3, 60, 80)).astype(np.float32))
+    boxes = torch.tensor(
+        [[[10.3, 5.7, 50.9, 46.3]], [[-8.0, -4.0, 30.0, 34.0]], [[60.5, 40.2, 95.0, 74.7]]]
+    )
+    whole = crop_resize(img, boxes, 32)
+    # The union of the boxes inside the frame, +2 px: x 0..80, y 0..60 here, so use one
+    # box per window instead.
+    for k, (x0, y0, x1, y1) in enumerate(((8, 3, 53, 49), (0, 0, 32, 36), (58, 38, 80, 60))):
+        win = img[k : k + 1, y0:y1, x0:x1]
+        got = crop_resize(win, boxes[k : k + 1], 32, origin=(x0, y0), frame_size=(60, 80))
+        assert torch.equal(got, whole[k : k + 1]), k
+    with pytest.raises(ValueError, match="outside the window"):
+        crop_resize(img[:1, 10:40, 10:40], boxes[:1], 32, origin=(10, 10), frame_size=(60, 80))
+
+
 def test_shift_matches_numpy(rng: np.random.Generator, device: torch.device) -> None:
     img = cv2.GaussianBlur(rng.uniform(0, 255, (40, 48)).astype(np.float32), (0, 0), 2)
     d = np.array([[1.37, -0.42], [-2.6, 3.1]], np.float32)

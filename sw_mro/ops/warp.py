@@ -22,21 +22,32 @@ __all__ = ["crop_resize", "crop_to_frame", "frame_to_crop", "shift"]
 
 
 def _taps(
-    lo: torch.Tensor, hi: torch.Tensor, size: int, offset: int, limit: int, extent: int
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    size: int,
+    offset: int,
+    limit: int,
+    extent: int,
+    check: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear taps along one axis for boxes ``[lo, hi)`` (``(...,)`` float64, absolute
     pixels): the ``size`` sample positions ``lo + (u + 0.5) (hi - lo) / size - 0.5``,
     their two source indices clamped to ``[0, limit)`` (replicated border) and made
     relative to ``offset`` (clamped to ``[0, extent)``), and the float32 weight of the
-    second index."""
+    second index. ``check``: raise if a tap inside the frame falls outside the window."""
     t = (torch.arange(size, device=lo.device, dtype=torch.float64) + 0.5) / size
     pos = lo[..., None] + t * (hi - lo)[..., None] - 0.5  # (..., size)
     base = torch.floor(pos)
     frac = (pos - base).to(torch.float32)
     i0 = base.long()
-    a = (i0.clamp(0, limit - 1) - offset).clamp_(0, extent - 1)
-    b = ((i0 + 1).clamp(0, limit - 1) - offset).clamp_(0, extent - 1)
-    return a, b, frac
+    a = i0.clamp(0, limit - 1) - offset
+    b = (i0 + 1).clamp(0, limit - 1) - offset
+    if check and bool(((a < 0) | (b >= extent)).any()):  # on CPU only: no device sync
+        raise ValueError(
+            "crop_resize: a box samples the frame outside the window given by origin "
+            f"({offset} + [0, {extent}) px on this axis)"
+        )
+    return a.clamp_(0, extent - 1), b.clamp_(0, extent - 1), frac
 
 
 def crop_resize(
@@ -63,7 +74,8 @@ def crop_resize(
         origin: ``(x, y)`` of ``images[:, 0, 0]`` in the frame (default: the images are
             the frames).
         frame_size: ``(H, W)`` of the frame whose border is replicated (default: that
-            of ``images``). Samples must fall inside the window or outside the frame.
+            of ``images``). Samples must fall inside the window or outside the frame
+            (checked on CPU; on a GPU the check would cost a device sync).
 
     Returns:
         ``(F, K, size, size)`` float32.
@@ -88,8 +100,9 @@ def crop_resize(
     k = boxes.shape[1]
     fh, fw = frame_size if frame_size is not None else (h, w)
     b = boxes.to(device=images.device, dtype=torch.float64)
-    x0, x1, fx = _taps(b[..., 0], b[..., 2], size, origin[0], fw, w)  # (F, K, S)
-    y0, y1, fy = _taps(b[..., 1], b[..., 3], size, origin[1], fh, h)
+    check = images.device.type == "cpu" and (tuple(origin) != (0, 0) or frame_size is not None)
+    x0, x1, fx = _taps(b[..., 0], b[..., 2], size, origin[0], fw, w, check)  # (F, K, S)
+    y0, y1, fy = _taps(b[..., 1], b[..., 3], size, origin[1], fh, h, check)
     img = images.float()
     # Rows first: the two source rows of every output row, blended in y ...
     rows = torch.arange(f, device=img.device)[:, None, None]
