@@ -19,6 +19,10 @@ class CorruptVideoError(VideoError):
     """The file exists but cannot be decoded."""
 
 
+class UnsupportedVideoError(VideoError):
+    """A container whose frames the decoder cannot return exactly (MPEG-TS/PS)."""
+
+
 class EmptyVideoError(VideoError):
     """The video decodes to zero frames."""
 

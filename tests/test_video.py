@@ -403,6 +403,64 @@ def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
     assert ".cc:" not in str(err.value)
 
 
+def _encode(path: Path, frames: list[np.ndarray], fmt: str, codec: str, **opts: str) -> Path:
+    import av
+
+    with av.open(str(path), mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=30)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = opts
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _decoded_in_order(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_containers_whose_seeks_are_wrong_are_decoded_forward(tmp_path: Path) -> None:
+    """MPEG-4 Part 2 with B-frames and several GOPs, in AVI: decord's seeks return wrong,
+    repeated frames there (dmlc/decord #195; found in review: 9 of 52 right at stride 7).
+    Such files are only ever decoded forward, so strides, chunks that start mid-video and
+    random reads all give the frames of an in-order decode, bit for bit."""
+    from sw_mro.io.samples import carphone_path
+
+    base = list(_decoded_in_order(Path(carphone_path())))
+    path = _encode(tmp_path / "xvid.avi", base + base[::-1] + base, "avi", "mpeg4", g="60", bf="2")
+    ref = _decoded_in_order(path)
+    assert len(ref) == 360
+    assert not open_video(path).exact_seek
+    for stride in (1, 7):
+        v = open_video(path, stride=stride)
+        assert np.array_equal(v.read(range(v.info.num_frames)).numpy(), ref[::stride])
+        chunks = np.concatenate([c.numpy() for _, c in v.chunks(25, start=3)])
+        assert np.array_equal(chunks, ref[::stride][3:])
+    v = open_video(path)
+    assert np.array_equal(v.read([200, 10, 300]).numpy(), ref[[200, 10, 300]])
+    assert open_video(Path(carphone_path())).exact_seek  # H.264 in MP4: seeks are exact
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("cam.mts", "mpegts"), ("clip.mpg", "mpeg")])
+def test_mpeg_ts_and_ps_are_refused_with_a_conversion_hint(tmp_path: Path, name, fmt) -> None:
+    """With B-frames decord returns shifted frames from these containers even in order."""
+    from sw_mro.errors import UnsupportedVideoError
+
+    frames = [np.full((48, 64, 3), i * 8, np.uint8) for i in range(20)]
+    codec = "libx264" if fmt == "mpegts" else "mpeg2video"
+    path = _encode(tmp_path / name, frames, fmt, codec)
+    with pytest.raises(UnsupportedVideoError, match="convert it first, e.g. ffmpeg -i") as err:
+        open_video(path)
+    _assert_one_line(err, name)
+
+
 def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
     import av
 

@@ -28,7 +28,16 @@ Decisions (SPEC.md section 1 leaves them open):
   is *not* the decoder's Y plane (limited-range luma) nor libjpeg's own gray decode.
 - **Exactness.** decord's seeking (``read``, chunks starting mid-video, stride) returns
   the same frames, bit for bit, as sequential decoding and as ``cv2.VideoCapture``
-  (both decode with FFmpeg); ``tests/test_video.py`` checks it on H.264 with B-frames.
+  (both decode with FFmpeg) for H.264 and VP9 in MP4/MOV/MKV/WebM and for intra-only
+  codecs (MJPEG, raw, PNG, FFV1); ``tests/test_video.py`` checks it on H.264 with
+  B-frames. Elsewhere (MPEG-4 Part 2, or H.264 in AVI, with B-frames and several GOPs)
+  its seeks return wrong, often repeated frames (dmlc/decord #195), so those files are
+  only ever decoded forward: a strided chunk decodes the frames between and keeps every
+  ``stride``-th, and a jump backwards restarts the decoder at frame 0 (correct; slow
+  for random access). MPEG-TS and MPEG-PS (``.ts``, ``.mts``, ``.m2ts``, ``.mpg``) are
+  refused with :class:`UnsupportedVideoError`: with B-frames decord returns shifted
+  frames even in order. Convert them first, e.g. ``ffmpeg -i in.mts -c:v libx264 -crf
+  12 out.mp4``.
 - **Frame folders with gaps** in the numbering (``img1, img2, img4``) are read in
   order and a warning is logged: frame ``i`` is then the ``i``-th file, not ``img{i+1}``.
 
@@ -66,6 +75,7 @@ from sw_mro.errors import (
     ClipTooShortError,
     CorruptVideoError,
     EmptyVideoError,
+    UnsupportedVideoError,
     VideoError,
     VideoNotFoundError,
 )
@@ -290,8 +300,31 @@ def _strided_info(
     )
 
 
+# (container, codec) pairs whose decord seeks were checked exact (H.264 with B-frames,
+# VP9); intra-only codecs have nothing to get wrong. PyAV's format names.
+_EXACT_SEEK_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+_EXACT_SEEK_CODECS = frozenset({"h264", "vp9"})
+_INTRA_CODECS = frozenset({"mjpeg", "rawvideo", "png", "ffv1"})
+# Containers where decord's frames are wrong even in order (B-frames): refused.
+_REFUSED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
+_SEQUENTIAL_BLOCK = 32  # source frames per decord call when decoding forward
+
+
+def _probe(path: Path) -> tuple[str, str]:
+    """``(container format, codec)`` of the first video stream, as FFmpeg names them
+    (``("", "")`` when PyAV cannot tell)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return container.format.name, stream.codec_context.name
+    except Exception:  # decord's own open reports unreadable files
+        return "", ""
+
+
 class FileVideoSource(VideoSource):
-    """A video file decoded with decord on the CPU."""
+    """A video file decoded with decord on the CPU (see the module's "Exactness")."""
 
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
@@ -299,9 +332,23 @@ class FileVideoSource(VideoSource):
         import decord  # local import: decord loads FFmpeg
 
         self._vr = None
+        self._path = path
+        self._pos = 0  # the next source frame a forward read gets (sequential mode)
         self.color = color
         if path.stat().st_size == 0:
             raise CorruptVideoError(f"{path}: the file is empty (0 bytes), not a video")
+        fmt, codec = _probe(path)
+        if fmt in _REFUSED_FORMATS:
+            raise UnsupportedVideoError(
+                f"{path}: {codec or 'video'} in an MPEG-{'TS' if fmt == 'mpegts' else 'PS'} "
+                "container, whose frames the decoder (decord) does not return exactly; "
+                f"convert it first, e.g. ffmpeg -i {path.name} -c:v libx264 -crf 12 "
+                f"{path.stem}.mp4"
+            )
+        # Seek only where seeking is exact; elsewhere decode forward (module docstring).
+        self.exact_seek = codec in _INTRA_CODECS or (
+            fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS
+        )
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
             n = len(self._vr)
@@ -323,6 +370,8 @@ class FileVideoSource(VideoSource):
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
         if self._vr is None:
             raise ValueError(f"{self.info.path}: the video was closed")
+        if not self.exact_seek:
+            return self._read_forward(source_indices)
         try:
             batch = self._vr.get_batch(source_indices)
             # Zero-copy through DLPack: asnumpy() copies the batch, which measured 1.3-1.6x
@@ -333,6 +382,34 @@ class FileVideoSource(VideoSource):
                 f"{self.info.path}: cannot decode frames {source_indices[0]}..{source_indices[-1]} "
                 f"(source numbering) ({_one_line(exc)})"
             ) from exc
+
+    def _read_forward(self, source_indices: list[int]) -> np.ndarray:
+        """The frames at ``source_indices`` without a single seek: decode forward in
+        contiguous blocks from the decoder's position, keeping the frames asked for; a
+        request before that position restarts the decoder at frame 0."""
+        import decord
+
+        need = set(source_indices)
+        wanted = sorted(need)
+        got: dict[int, np.ndarray] = {}
+        try:
+            if wanted[0] < self._pos:
+                self._vr = decord.VideoReader(str(self._path), ctx=decord.cpu(0))
+                self._pos = 0
+            while self._pos <= wanted[-1]:
+                a = self._pos
+                b = min(a + _SEQUENTIAL_BLOCK, wanted[-1] + 1)
+                block = _decord_to_tensor(self._vr.get_batch(list(range(a, b)))).numpy()
+                for j in range(a, b):
+                    if j in need:
+                        got[j] = block[j - a].copy()
+                self._pos = b
+        except Exception as exc:  # a file can open fine and still fail mid-stream
+            raise CorruptVideoError(
+                f"{self.info.path}: cannot decode frames {wanted[0]}..{wanted[-1]} "
+                f"(source numbering) ({_one_line(exc)})"
+            ) from exc
+        return np.stack([got[i] for i in source_indices])
 
     def close(self) -> None:
         self._vr = None
