@@ -74,7 +74,10 @@ class FeatureChunk:
 
     ``features``: ``(n, w, R, 2)`` float32 on the config's device (on CUDA possibly still
     being computed: the stream is not synced). ``landmark_found``: ``(n,)`` bool numpy,
-    False where that frame's landmarks fell back to the last good ones. ``stats``:
+    False where that frame's landmarks fell back to the last good ones. It describes
+    frame ``i``; window ``i`` (centred on frame ``i``) is cropped with the box and
+    landmarks of its first frame, ``max(i - w // 2, 0)`` (SPEC 2.2), so to mask windows
+    by fallback use ``landmark_found`` shifted by ``w // 2``. ``stats``:
     seconds per stage in this chunk: ``crop``, ``align``, ``flow``, ``pooling`` (on CUDA
     the device's time between events, so reading ``stats`` waits for this chunk's work),
     ``wait`` (the main thread blocked on decoding and landmarks) and

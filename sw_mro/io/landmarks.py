@@ -14,7 +14,10 @@ A landmarker is stateful across calls, so a video can be fed chunk by chunk:
   (``found`` is False there, so callers can record it). Before any face has been seen
   the box and points are NaN; ``fill_missing=False`` gives NaN for every miss (for
   unrelated still images). :meth:`Landmarker.reset` forgets the state.
-- **Largest face wins** when a frame has several.
+- **Largest face wins** when a frame has several and the whole frame is scanned (the
+  first frame, or after the face was lost). While a face is tracked, only the region
+  around it is searched, so a larger face that appears later is picked up at the next
+  whole-frame scan (in the pipeline, the next tracking segment of 32 frames).
 
 Backends:
 
