@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from spotformer.data.labels import lies_outside
 from spotformer.data.table import AnnotationTable, VideoRef
 from spotformer.errors import SpotFormerError
 
@@ -158,7 +159,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
                 del refs[name]
             continue
         for e in exprs:
-            if e.onset >= n or e.offset < 0:
+            if lies_outside(e, n):
                 problems.append(
                     f"{name} ({ref.path}, {n} frames after stride {ref.stride}): {e.kind} "
                     f"expression {e.onset}-{e.offset} lies outside it"

@@ -62,6 +62,7 @@ from spotformer.losses import LossConfig, spotting_loss
 from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.postprocess import SpotParams, spot_video
+from sw_mro.errors import one_line
 
 
 class TrainError(SpotFormerError):
@@ -416,9 +417,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> M
     try:
         ck = torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many kinds on junk or truncated files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TrainError(
-            f"{p}: cannot load it as {what}: {type(exc).__name__}: {first} (a truncated or "
+            f"{p}: cannot load it as {what}: {type(exc).__name__}: {one_line(exc)} (a truncated or "
             "foreign file?)"
         ) from exc
     if not isinstance(ck, dict) or ck.get("format") != "spotformer-model-1":
@@ -656,11 +656,12 @@ def check_run_dir(
     *,
     resume: bool = False,
     info: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> None:
-    """What can be checked of a run folder before any feature is extracted: it is not a
-    file; without ``resume`` it is new or empty; with ``resume``, a saved run has the
-    same training configuration and, if given, ``info`` (:func:`run_loso` compares the
-    rest: the subjects and videos).
+    """What can be checked of a run folder: it is not a file; without ``resume`` it is
+    new or empty; with ``resume``, a saved run has the same training configuration and,
+    if given, the same ``info`` (the data set record, known before any extraction) and
+    ``data`` (the subjects and videos, which :func:`run_loso` passes).
 
     Raises:
         TrainError: the folder cannot take this run.
@@ -686,6 +687,7 @@ def check_run_dir(
         if not isinstance(saved, dict):
             raise TrainError(f"{conf_path}: not a run's config; choose a new --out")
         mine = {"train": cfg.to_dict(), **({"info": dict(info)} if info is not None else {})}
+        mine.update(data or {})
         diff = _same_run(saved, mine)
         if diff:
             raise TrainError(
@@ -718,19 +720,12 @@ def run_loso(
     """
     run = Path(run_dir)
     conf_path = run / "config.json"
-    check_run_dir(run, cfg, resume=resume)
-    resolved = {"train": cfg.to_dict(), "info": dict(info or {}), "subjects": data.subjects}
-    resolved["videos"] = {
+    videos = {
         v.name: {"subject": v.subject, "fps": v.fps, "frames": v.frames} for v in data.videos
     }
-    if conf_path.exists():  # resuming (check_run_dir refused it otherwise)
-        saved = json.loads(conf_path.read_text())
-        diff = _same_run(saved, resolved)
-        if diff:
-            raise TrainError(
-                f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
-                "resume with the same options and data, or choose a new --out"
-            )
+    record = {"subjects": data.subjects, "videos": videos}
+    check_run_dir(run, cfg, resume=resume, info=dict(info or {}), data=record)
+    resolved = {"train": cfg.to_dict(), "info": dict(info or {}), **record}
     run.mkdir(parents=True, exist_ok=True)
     atomic_json(resolved, conf_path)
 

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name (decord and
+    torch append stack traces, CuPy compiler logs)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
 class SWMROError(Exception):
     """Base class for every user-facing error raised by ``sw_mro``."""
 

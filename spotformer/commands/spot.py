@@ -72,9 +72,10 @@ def ground_truth_id(video: Path, ids: set[str]) -> str | None:
     name = video.stem if video.is_file() else video.name
     if name in ids:
         return name
-    hits = [i for i in ids if name.startswith(i.rsplit("/", 1)[-1])]
-    longest = max((len(i.rsplit("/", 1)[-1]) for i in hits), default=0)
-    best = [i for i in hits if len(i.rsplit("/", 1)[-1]) == longest]
+    tails = {i: i.rsplit("/", 1)[-1] for i in ids}
+    hits = {i: tail for i, tail in tails.items() if name.startswith(tail)}
+    longest = max(map(len, hits.values()), default=0)
+    best = [i for i, tail in hits.items() if len(tail) == longest]
     return best[0] if len(best) == 1 else None
 
 

@@ -79,6 +79,7 @@ from spotformer.data.table import (
     VideoRef,
 )
 from spotformer.errors import AnnotationError
+from sw_mro.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,6 @@ __all__ = [
 # --- shared helpers ---------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _where(path: Path, sheet: str | None, row: int | None) -> str:
     out = str(path)
     if sheet is not None:
@@ -133,7 +129,7 @@ def _read_sheets(xlsx: Path, names: Iterable[str]) -> dict[str, list[tuple[Any, 
     try:
         wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
     except Exception as exc:  # BadZipFile, InvalidFileException, KeyError, ...
-        raise AnnotationError(f"{xlsx}: not a readable .xlsx file ({_one_line(exc)})") from exc
+        raise AnnotationError(f"{xlsx}: not a readable .xlsx file ({one_line(exc)})") from exc
     try:
         out = {}
         for name in names:
@@ -563,7 +559,7 @@ def load_annotations(
         names = list(wb.sheetnames)
         wb.close()
     except Exception as exc:
-        raise AnnotationError(f"{path}: not a readable .xlsx file ({_one_line(exc)})") from exc
+        raise AnnotationError(f"{path}: not a readable .xlsx file ({one_line(exc)})") from exc
     if CAS_SHEET in names:
         return load_casme2(path, root=root)
     if SAMM_SHEET in names:

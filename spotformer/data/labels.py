@@ -42,6 +42,12 @@ class LabelError(SpotFormerError):
     """An annotation does not fit the video it labels."""
 
 
+def lies_outside(e: Expression, n: int) -> bool:
+    """True when expression ``e`` has no frame in a video of ``n`` frames (one that only
+    runs past the end is clipped instead)."""
+    return e.onset >= n or e.offset < 0
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     """Label ranges, in frames at ``ref_fps`` (SPEC.md section 4)."""
@@ -142,7 +148,7 @@ def frame_targets(
     contrast = torch.zeros(n, dtype=torch.int64)
     by_kind: dict[str, list[Expression]] = {k: [] for k in KINDS}
     for e in expressions:
-        if e.onset >= n or e.offset < 0:
+        if lies_outside(e, n):
             raise LabelError(
                 f"video {video or e.video!r}: expression {e.onset}-{e.offset} ({e.kind}) lies "
                 f"outside its {n} frames; check the annotation's frame numbering "

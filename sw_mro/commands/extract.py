@@ -140,17 +140,11 @@ def _feature_config(config: dict[str, Any]) -> dict[str, Any]:
 def input_signature(path: Path) -> dict[str, int] | None:
     """What identifies an input's content cheaply: a file's size, or a frame folder's
     file count and total size. None when it cannot be read."""
+    from sw_mro.io.video import list_frame_files
+
     try:
         if path.is_dir():  # the frame files the loader reads (not Thumbs.db, ._x.jpg)
-            from sw_mro.io.video import IMAGE_SUFFIXES
-
-            sizes = [
-                e.stat().st_size
-                for e in os.scandir(path)
-                if e.is_file()
-                and not e.name.startswith(".")
-                and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-            ]
+            sizes = [f.stat().st_size for f in list_frame_files(path)]
             return {"files": len(sizes), "bytes": sum(sizes)}
         return {"bytes": path.stat().st_size}
     except OSError:
@@ -162,12 +156,12 @@ def _output_state(
     npy_path: Path,
     config: dict[str, Any],
     backend: str | None = None,
-    src: Path | None = None,
+    src: tuple[Path, dict[str, int] | None] | None = None,
     folder_fps: float | None = None,
 ) -> tuple[str, str]:
     """``("done", "")``: complete, from this input with these settings; ``("todo", "")``:
-    not complete; ``("conflict", why)``: complete but from another input (its recorded
-    size differs from ``src``'s), with another frame-folder rate than ``folder_fps``
+    not complete; ``("conflict", why)``: complete but from another input (``src`` is the
+    input and its :func:`input_signature`; the recorded one differs), with another frame-folder rate than ``folder_fps``
     (when given; the metadata would be stale), with other feature settings, or with
     another Farneback backend than ``backend`` (their features differ by ~1e-5 px, and
     one output folder should not mix them). Settings that do not change the features are not compared
@@ -182,11 +176,10 @@ def _output_state(
     if not isinstance(meta, dict) or not meta.get("complete"):
         return "todo", ""
     made_from = meta.get("input_signature")
-    if src is not None and made_from is not None and made_from != input_signature(src):
+    if src is not None and made_from is not None and made_from != src[1]:
         return "conflict", (
             f"it holds the features of {meta.get('input')} ({_describe(made_from)}), not of "
-            f"{src} ({_describe(input_signature(src))}); use another --out-dir or rename "
-            "one of them"
+            f"{src[0]} ({_describe(src[1])}); use another --out-dir or rename one of them"
         )
     recorded = meta.get("source_fps")
     if folder_fps is not None and recorded is not None and float(recorded) != folder_fps:
@@ -246,13 +239,13 @@ def _extract_one(
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.
     fps = args.fps if src_path.is_dir() else None
-    state, why = _output_state(meta_path, npy, cfg_dict, backend, src_path, fps)
+    signature = input_signature(src_path)
+    state, why = _output_state(meta_path, npy, cfg_dict, backend, (src_path, signature), fps)
     if src_path.exists() and not args.overwrite:
         if state == "done":
             return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
         if state == "conflict":
             raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
-    signature = input_signature(src_path)
     video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
     info = video.info
     if progress is not None:

@@ -32,9 +32,11 @@ def cupy_status() -> tuple[bool, str]:
 
         _module().get_function(KERNELS[0])
     except Exception as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        from sw_mro.errors import one_line
+
         return False, (
-            f"CuPy cannot build the CUDA kernels ({type(exc).__name__}: {line}); {NVRTC_HINT}"
+            f"CuPy cannot build the CUDA kernels ({type(exc).__name__}: {one_line(exc)}); "
+            f"{NVRTC_HINT}"
         )
     return True, ""
 

@@ -78,6 +78,7 @@ from sw_mro.errors import (
     UnsupportedVideoError,
     VideoError,
     VideoNotFoundError,
+    one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -120,14 +121,6 @@ class VideoInfo:
         return self.source_num_frames / self.source_fps
 
 
-def _one_line(exc: BaseException) -> str:
-    """First non-empty line of an exception message (decord appends C++ stack traces)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
-
-
 def _ffmpeg_reason(path: Path, exc: BaseException) -> tuple[type[VideoError], str]:
     """The error class and one-line message (without the path) for why FFmpeg cannot open ``path``.
 
@@ -147,10 +140,10 @@ def _ffmpeg_reason(path: Path, exc: BaseException) -> tuple[type[VideoError], st
             "the video has no frames (FFmpeg: End of file before the first frame)",
         )
     except Exception as av_exc:  # any PyAV failure is the reason we are looking for
-        msg = getattr(av_exc, "strerror", None) or _one_line(av_exc)
+        msg = getattr(av_exc, "strerror", None) or one_line(av_exc)
         return CorruptVideoError, f"cannot decode the video (FFmpeg: {msg})"
     # PyAV opens it, decord does not: typically a file cut short after its header.
-    msg = _DECORD_PREFIX.sub("", _one_line(exc)).strip()
+    msg = _DECORD_PREFIX.sub("", one_line(exc)).strip()
     return CorruptVideoError, (
         f"cannot decode the video; the file may be truncated or damaged (decord: {msg})"
     )
@@ -380,7 +373,7 @@ class FileVideoSource(VideoSource):
         except Exception as exc:  # a file can open fine and still fail mid-stream
             raise CorruptVideoError(
                 f"{self.info.path}: cannot decode frames {source_indices[0]}..{source_indices[-1]} "
-                f"(source numbering) ({_one_line(exc)})"
+                f"(source numbering) ({one_line(exc)})"
             ) from exc
 
     def _read_forward(self, source_indices: list[int]) -> np.ndarray:
@@ -407,7 +400,7 @@ class FileVideoSource(VideoSource):
         except Exception as exc:  # a file can open fine and still fail mid-stream
             raise CorruptVideoError(
                 f"{self.info.path}: cannot decode frames {wanted[0]}..{wanted[-1]} "
-                f"(source numbering) ({_one_line(exc)})"
+                f"(source numbering) ({one_line(exc)})"
             ) from exc
         return np.stack([got[i] for i in source_indices])
 
@@ -449,7 +442,7 @@ class FrameFolderSource(VideoSource):
         try:
             data = np.fromfile(file, dtype=np.uint8)
         except OSError as exc:
-            raise CorruptVideoError(f"{file}: cannot read the frame ({_one_line(exc)})") from exc
+            raise CorruptVideoError(f"{file}: cannot read the frame ({one_line(exc)})") from exc
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if bgr is None:
             raise CorruptVideoError(f"{file}: cannot decode the frame image")
