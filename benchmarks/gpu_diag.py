@@ -6,20 +6,22 @@ benchmark's 640x480 clip (``SECONDS`` long, default 120, so 3,600 frames), warms
 then prints one JSON line per measurement:
 
 - ``host``: CPU model, logical CPUs, threads per core;
-- ``decode``: decord alone, chunks of ``chunk_size``;
+- ``decode``: decoding alone, chunks of ``chunk_size``, with one decord reader and with
+  ``FILE_DECODE_READERS`` (auto: 2 on a host of >= 8 usable cores) on alternate chunks;
 - ``landmarks``: the landmark workers alone on decoded chunks, one chunk at a time
   (as before 2026-11-27) and with two chunks in flight (the producer's way);
-- ``producer``: the producer thread alone (decode, landmarks, upload), nothing consuming
-  but a loop that drops the chunks;
-- ``device``: the main thread alone, fed chunks prepared in advance (no decoding or
-  landmarks running), stage seconds from CUDA events;
 - ``landmarks_redetect4``: the same with ``landmark_redetect=4``;
-- ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the default number
-  of landmark workers, with two fewer, and with ``landmark_redetect=4``; ``cpu`` says
-  where the host's CPU time went (:class:`CpuProbe`: this process by thread, and the
-  landmark workers);
-- ``decode_threads``: decode alone with decord's ``num_threads`` 1, 2, 4 and its
-  default (0), wall and CPU seconds.
+- ``producer``: the producer thread alone (decode, landmarks, upload), nothing consuming
+  but a loop that drops the chunks, with ``landmark_redetect`` 4 and 1;
+- ``device``: the main thread alone, fed chunks prepared in advance (no decoding or
+  landmarks running), stage seconds from CUDA events: the alignment without device
+  syncs (the CUDA default), the compact one (``COMPACT_ALIGNMENT``), the first again;
+- ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the detector on
+  every frame and on every 4th, and with the compact alignment; ``cpu`` says where the
+  host's CPU time went (:class:`CpuProbe`: this process by thread, and the landmark
+  workers);
+- ``decode_threads`` (with ``DIAG_DECODE_THREADS=1``): decode alone with decord's
+  ``num_threads`` 1, 2, 4 and its default (0), wall and CPU seconds.
 
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
@@ -106,12 +108,25 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             emit("end_to_end", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
         return
 
-    # -- decode alone
-    t = time.perf_counter()
-    chunks = [(s, rgb.numpy()) for s, rgb in open_video(path).chunks(cfg.resolved_chunk_size)]
-    dt = time.perf_counter() - t
-    emit("decode", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
-    emit("decode_threads", **_decode_threads(path, cfg.resolved_chunk_size, n))
+    # -- decode alone, one decord reader and FILE_DECODE_READERS (the default)
+    import sw_mro.io.video as vid
+
+    readers = vid.FILE_DECODE_READERS
+    for k in sorted({1, vid._file_decode_readers()}):
+        vid.FILE_DECODE_READERS = k
+        t, c = time.perf_counter(), sum(os.times()[:2])
+        chunks = [(s, rgb.numpy()) for s, rgb in open_video(path).chunks(cfg.resolved_chunk_size)]
+        dt, dc = time.perf_counter() - t, sum(os.times()[:2]) - c
+        emit(
+            "decode",
+            readers=k,
+            seconds=round(dt, 3),
+            frames_per_s=round(n / dt, 1),
+            cpu_ms_per_frame=round(dc / n * 1e3, 3),
+        )
+    vid.FILE_DECODE_READERS = readers
+    if os.environ.get("DIAG_DECODE_THREADS"):
+        emit("decode_threads", **_decode_threads(path, cfg.resolved_chunk_size, n))
 
     # -- landmarks alone, one chunk at a time and two in flight
     marks = pl._Landmarks(cfg, device)
@@ -135,25 +150,32 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     emit("landmarks_redetect4", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
     del chunks
 
-    # -- the producer alone
-    src = pl._SerialSource(pl._open(path, cfg))
-    q: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    items = []
-    t = time.perf_counter()
-    worker = threading.Thread(target=pl._producer, args=(src, cfg, device, q, stop), daemon=True)
-    worker.start()
-    while True:
-        item = q.get()
-        if item is None:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        items.append(item)
-    sync()
-    dt = time.perf_counter() - t
-    worker.join()
-    emit("producer", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+    # -- the producer alone (the detector on every frame, then on every 4th)
+    for redetect in (4, 1):  # the last run's chunks feed the device below
+        c = cfg.replace(landmark_redetect=redetect)
+        src = pl._SerialSource(pl._open(path, c))
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        items = []
+        t = time.perf_counter()
+        worker = threading.Thread(target=pl._producer, args=(src, c, device, q, stop), daemon=True)
+        worker.start()
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            items.append(item)
+        sync()
+        dt = time.perf_counter() - t
+        worker.join()
+        emit(
+            "producer",
+            landmark_redetect=redetect,
+            seconds=round(dt, 3),
+            frames_per_s=round(n / dt, 1),
+        )
 
     # -- the main thread alone, fed the producer's chunks at once
     def fed_producer(src, config, device, out, stop, ready=tuple(items)) -> None:  # noqa: ARG001
@@ -161,33 +183,47 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             out.put(item)
         out.put(None)
 
-    real = pl._producer
+    real, compact = pl._producer, pl.COMPACT_ALIGNMENT
     pl._producer = fed_producer
-    try:
-        t = time.perf_counter()
-        got = list(pl.stream(path, cfg))
-        sync()
-        dt = time.perf_counter() - t
+    try:  # the alignment without device syncs (the CUDA default), then the compact one
+        for mode_ in (False, True, False):
+            pl.COMPACT_ALIGNMENT = mode_
+            t = time.perf_counter()
+            got = list(pl.stream(path, cfg))
+            sync()
+            dt = time.perf_counter() - t
+            emit(
+                "device",
+                compact_alignment=mode_,
+                seconds=round(dt, 3),
+                frames_per_s=round(n / dt, 1),
+                **_stages(got),
+            )
+            del got
     finally:
-        pl._producer = real
-    emit("device", seconds=round(dt, 3), frames_per_s=round(n / dt, 1), **_stages(got))
-    del items, got
+        pl._producer, pl.COMPACT_ALIGNMENT = real, compact
+    del items
 
-    # -- end to end: default workers, two fewer, and the detector on every 4th frame
+    # -- end to end: the detector on every frame and on every 4th; the compact alignment
     w0 = cfg.resolved_landmark_workers
-    for workers, redetect in ((w0, 1), (max(1, w0 - 2), 1), (w0, 4)):
+    for workers, redetect, mode_ in ((w0, 1, None), (w0, 4, None), (w0, 1, True)):
         c = cfg.replace(landmark_workers=workers, landmark_redetect=redetect)
         sw_mro.extract(path, c.replace(window=5))  # start this pool size
         sync()
-        with CpuProbe(_worker_pids(c)) as probe:
-            t = time.perf_counter()
-            got = list(sw_mro.stream(path, c))
-            sync()
-            dt = time.perf_counter() - t
+        pl.COMPACT_ALIGNMENT = mode_
+        try:
+            with CpuProbe(_worker_pids(c)) as probe:
+                t = time.perf_counter()
+                got = list(sw_mro.stream(path, c))
+                sync()
+                dt = time.perf_counter() - t
+        finally:
+            pl.COMPACT_ALIGNMENT = compact
         emit(
             "end_to_end",
             landmark_workers=workers,
             landmark_redetect=redetect,
+            compact_alignment=bool(mode_),
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),

@@ -258,15 +258,106 @@ def _cut_patches(
     return flat.reshape(-1)[lin]
 
 
+#: Alignment rounds on the pairs still above tolerance only (``True``), or on every pair
+#: with the finished ones masked (``False``); ``None``: compact on CPU, masked on CUDA.
+#: Both give bit-identical features (every step is per pair). Compacting skips the
+#: finished pairs' work, which is what counts on a CPU; it needs a device sync per round
+#: (which pairs are left) and one for the pairs that moved, and on a GPU each sync
+#: leaves the device idle while the host queues the next kernels, and stops the host
+#: from queuing the next group's work behind this one's. The masked rounds queue a
+#: whole group without a sync.
+COMPACT_ALIGNMENT: bool | None = None
+
+
+def _compact_alignment(device: torch.device) -> bool:
+    return device.type != "cuda" if COMPACT_ALIGNMENT is None else COMPACT_ALIGNMENT
+
+
+def _nose_residual(
+    ref_patch: torch.Tensor,
+    tp: torch.Tensor,
+    pw: torch.Tensor,
+    corner: torch.Tensor,
+    nmask: torch.Tensor,
+    block: tuple[int, int],
+    fb: dict,
+    config: SWMROConfig,
+) -> torch.Tensor:
+    """``(n, 2)`` nose MDMO of the flow from each pair's reference patch ``ref_patch[pw]``
+    to its target patch ``tp``: the head shift still left."""
+    b = ref_patch.shape[0]
+    frames = torch.cat([ref_patch, tp])
+    tgt_idx = torch.arange(tp.shape[0], device=tp.device) + b
+    flow = farneback_pairs(frames, pw, tgt_idx, **fb)  # (n, 2, P, P)
+    vec = gather_patches(flow, corner[pw, None], block)[:, 0]  # (n, bh*bw, 2)
+    # Exact sums: the block is sized by the batch's largest nose box, and float sums
+    # over different block sizes round differently (features would depend on the
+    # batch size).
+    return mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top, exact_sums=True)
+
+
+def _align_compact(
+    flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config
+) -> None:  # noqa: ANN001 - the tensors of _window_features
+    """Nose alignment (SPEC 2.4) on the pairs still above tolerance: adds the head shift
+    of each pair to ``d`` and re-samples the shifted targets into ``flat``."""
+    dev = flat.device
+    active = torch.ones(d.shape[0], dtype=torch.bool, device=dev)
+    for it in range(config.align_max_iter):
+        if it == 0:  # every pair, nothing shifted yet: cut the patch out of the raw crop
+            idx, pw = None, win
+            tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
+        else:
+            idx = active.nonzero()[:, 0]  # a device sync
+            if idx.numel() == 0:
+                break
+            pw = win[idx]
+            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[pw], size=patch)
+        resid = _nose_residual(ref_patch, tp, pw, corner, nmask, block, fb, config)
+        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
+        step = torch.where(done[:, None], torch.zeros_like(resid), resid)
+        if idx is None:
+            d += step
+            active = ~done
+        else:
+            d[idx] += step
+            active[idx] = ~done
+    moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
+    if moved.numel():
+        rows = tgt_flat[moved]
+        flat[rows] = shift(flat[rows], d[moved])
+
+
+def _align_masked(
+    flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config
+) -> None:  # noqa: ANN001 - the tensors of _window_features
+    """:func:`_align_compact` without a device sync: every round runs on every pair, and
+    a pair that reached the tolerance takes no further step. Same result, bit for bit
+    (each pair's flow, MDMO and shift depend on that pair alone)."""
+    active = torch.ones(d.shape[0], dtype=torch.bool, device=flat.device)
+    for it in range(config.align_max_iter):
+        if it == 0:
+            tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
+        else:
+            tp = shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
+        resid = _nose_residual(ref_patch, tp, win, corner, nmask, block, fb, config)
+        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
+        active = active & ~done  # (a NaN residual is not done, as in the compact rounds)
+        d += torch.where(active[:, None], resid, torch.zeros_like(resid))
+    moved = (d != 0).any(dim=1)
+    targets = flat[tgt_flat]
+    flat[tgt_flat] = torch.where(moved[:, None, None], shift(targets, d), targets)
+
+
 def _window_features(
     crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, timer: _StageTimer | None
 ) -> torch.Tensor:
     """:func:`window_features` on crops it may overwrite, with host (CPU) ``points``.
 
     The geometry (nose boxes, patch origins, indices) is computed on the host and sent
-    without blocking, and pairs index the crops in place, so the only device syncs are
-    one per alignment round after the first (which pairs are still above tolerance) and
-    one for the pairs that moved.
+    without blocking, and pairs index the crops in place. On CUDA nothing here syncs the
+    device (:data:`COMPACT_ALIGNMENT`), so the host queues a group's work while the
+    device still runs the group before it.
     """
     b, w, s, _ = crops.shape
     dev = crops.device
@@ -281,7 +372,7 @@ def _window_features(
     win, ref_flat = up(win_h), up(win_h * w)
     tgt_flat = up(win_h * w + torch.arange(1, w).repeat(b))
 
-    # -- nose alignment (SPEC 2.4), only for the pairs still above tolerance.
+    # -- nose alignment (SPEC 2.4): shifts in d, targets re-sampled in place.
     pts = points.to(torch.float64)
     nbox, norigin_h, patch = _nose_geometry(pts[:, list(config.nose_landmarks)], config)
     # The nose MDMO reads only the nose box: gather a (bh, bw) block (the largest box of
@@ -296,41 +387,12 @@ def _window_features(
     norigin, corner = up(norigin_h), up(corner_h)
     ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
     d = torch.zeros(b * pairs, 2, device=dev)
-    active = torch.ones(b * pairs, dtype=torch.bool, device=dev)
-    for it in range(config.align_max_iter):
-        if it == 0:  # every pair, nothing shifted yet: cut the patch out of the raw crop
-            idx, pw = None, win
-            tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
-        else:
-            idx = active.nonzero()[:, 0]  # a device sync
-            if idx.numel() == 0:
-                break
-            pw = win[idx]
-            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[pw], size=patch)
-        frames = torch.cat([ref_patch, tp])
-        tgt_idx = torch.arange(tp.shape[0], device=dev) + b
-        flow = farneback_pairs(frames, pw, tgt_idx, **fb)  # (n, 2, P, P)
-        vec = gather_patches(flow, corner[pw, None], (bh, bw))[:, 0]  # (n, bh*bw, 2)
-        # Exact sums: the block is sized by the batch's largest nose box, and float sums
-        # over different block sizes round differently (features would depend on the
-        # batch size).
-        resid = mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top, exact_sums=True)
-        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
-        step = torch.where(done[:, None], torch.zeros_like(resid), resid)
-        if idx is None:
-            d += step
-            active = ~done
-        else:
-            d[idx] += step
-            active[idx] = ~done
+    align = _align_compact if _compact_alignment(dev) else _align_masked
+    align(flat, ref_patch, tgt_flat, win, norigin, corner, nmask, (bh, bw), patch, d, fb, config)
     if timer is not None:
         timer.mark("align")
 
     # -- ROI flow of the aligned pairs, reference expansion shared (SPEC 2.4-2.6).
-    moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
-    if moved.numel():
-        rows = tgt_flat[moved]
-        flat[rows] = shift(flat[rows], d[moved])
     flow = farneback_pairs(flat, ref_flat, tgt_flat, **fb)
     if timer is not None:
         timer.mark("flow")
@@ -390,9 +452,24 @@ class _SerialSource:
         self.src, self.info = src, src.info
         self._lock = threading.Lock()
 
-    def chunks(self, chunk_size: int, *, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    def chunks(
+        self, chunk_size: int, *, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """The source's chunks of frames ``[start, stop)``. ``stop`` goes to the source
+        when it is a ``VideoSource`` (which then decodes nothing past it: a file's
+        parallel readers work ahead), else the chunks are cut short here."""
+        import itertools
+
+        from sw_mro.io.video import VideoSource
+
         with self._lock:
-            it = iter(self.src.chunks(chunk_size, start=start))
+            if stop is None:
+                it = iter(self.src.chunks(chunk_size, start=start))
+            elif isinstance(self.src, VideoSource):
+                it = iter(self.src.chunks(chunk_size, start=start, stop=stop))
+            else:
+                count = -(-(stop - start) // chunk_size)
+                it = itertools.islice(self.src.chunks(chunk_size, start=start), count)
         while True:
             with self._lock:
                 item = next(it, None)
@@ -687,8 +764,6 @@ def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Ten
 
     Features do not depend on chunking either way.
     """
-    import itertools
-
     n = src.info.num_frames
     size = config.resolved_chunk_size
     seg = config.landmark_segment
@@ -696,13 +771,14 @@ def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Ten
     first = -(-(config.resolved_batch_size + config.window // 2) // seg) * seg
     pos = 0
     if first < size and first < n:
-        yield from itertools.islice(src.chunks(first), 1)
+        yield from src.chunks(first, stop=first)
         pos = first
     if tail == size:
         yield from src.chunks(size, start=pos)
         return
     full = max(0, -(-(n - pos) // size) - 1)  # whole chunks before the last chunk's frames
-    yield from itertools.islice(src.chunks(size, start=pos), full)
+    if full:
+        yield from src.chunks(size, start=pos, stop=pos + full * size)
     if pos + full * size < n:
         yield from src.chunks(tail, start=pos + full * size)
 
@@ -929,7 +1005,6 @@ def _group_features(
     timer = _StageTimer(device)
     w, h, s = cfg.window, cfg.window // 2, cfg.face_size
     base = buf[0].start
-    gray = torch.cat([c.gray for c in buf]) if len(buf) > 1 else buf[0].gray
     boxes = np.concatenate([c.boxes for c in buf])
     points = np.concatenate([c.points for c in buf])
     found = np.concatenate([c.found for c in buf])
@@ -940,15 +1015,23 @@ def _group_features(
     first = np.clip(np.arange(a, e) - h, 0, n - 1) - base  # first frame of each window
     win_box = boxes[first]  # (B, 4) crop box of each window
     # One source region (union of this group's boxes, +2 px) keeps the crop input small.
-    H, W = gray.shape[-2:]
+    H, W = buf[0].gray.shape[-2:]
     rx0 = int(max(np.floor(win_box[:, 0].min()) - 2, 0))
     ry0 = int(max(np.floor(win_box[:, 1].min()) - 2, 0))
     rx1 = int(min(np.ceil(win_box[:, 2].max()) + 2, W))
     ry1 = int(min(np.ceil(win_box[:, 3].max()) + 2, H))
     if rx1 - rx0 < 2 or ry1 - ry0 < 2:  # box wholly outside the frame: use the frame
         rx0, ry0, rx1, ry1 = 0, 0, W, H
-    rows = torch.from_numpy(fidx).to(device, non_blocking=True)
-    region = gray[rows, ry0:ry1, rx0:rx1].float()
+    # The region's rows, gathered from each buffered chunk in turn (concatenating the
+    # chunks first would copy up to two whole chunks of frames per group).
+    pieces = []
+    for c in buf:
+        off = c.start - base
+        sel = fidx[(fidx >= off) & (fidx < off + c.gray.shape[0])] - off
+        if sel.size:
+            rows = torch.from_numpy(sel).to(device, non_blocking=True)
+            pieces.append(c.gray[rows, ry0:ry1, rx0:rx1])
+    region = (torch.cat(pieces) if len(pieces) > 1 else pieces[0]).float()
     boxes_t = torch.from_numpy(win_box[:, None]).to(device, non_blocking=True)  # (B, 1, 4)
     # Slot k of window i is virtual frame i + k, so slot k of all B windows is the view
     # region[k : k + B], cropped with the windows' own boxes: exactly the B * w crops used.

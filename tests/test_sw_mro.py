@@ -430,6 +430,33 @@ def test_carphone_batch_size_bit_identical(carphone: str) -> None:
         assert torch.equal(sw_mro.extract(carphone, cfg.replace(batch_size=b)), whole), b
 
 
+def test_masked_alignment_equals_compact(carphone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA's sync-free alignment (every pair in every round, finished pairs masked) gives
+    the CPU's compact rounds (only the pairs above tolerance) bit for bit. The clip must
+    exercise it: pairs finish in different rounds, and some never reach the tolerance."""
+    import sw_mro.pipeline as pl
+
+    sizes: list[int] = []
+    real = pl._nose_residual
+
+    def counting(ref_patch, tp, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        sizes.append(tp.shape[0])
+        return real(ref_patch, tp, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "_nose_residual", counting)
+    cfg = SWMROConfig(window=9, face_size=128, batch_size=16, stride=2)
+    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", True)
+    compact = sw_mro.extract(carphone, cfg)
+    compact_sizes, sizes[:] = list(sizes), []
+    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", False)
+    masked = sw_mro.extract(carphone, cfg)
+    assert torch.equal(masked, compact)
+    # Masked: every round of every group runs on all 16 x 8 pairs (the last group less).
+    assert len(sizes) == cfg.align_max_iter * -(-compact.shape[0] // 16)
+    shrunk = [k for k in compact_sizes if k not in (128, compact.shape[0] % 16 * 8)]
+    assert shrunk and min(shrunk) > 0, compact_sizes  # some pairs stopped, some went on
+
+
 def test_mdmo_exact_sums_ignore_padding(rng: np.random.Generator, device: torch.device) -> None:
     """``exact_sums``: the same region padded with masked vectors gives the same bits."""
     vec = torch.from_numpy(rng.normal(size=(30, 50, 2)).astype(np.float32) * 3).to(device)

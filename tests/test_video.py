@@ -211,15 +211,17 @@ def test_carphone_sample(carphone: str) -> None:
 
 
 def _spy_on_decoder(video: VideoSource, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of every decode request the reader makes."""
+    """Record the size of every decode request the reader makes (files that seek: every
+    decord batch, of any reader)."""
     sizes: list[int] = []
-    inner = video._read_source_rgb
+    name = "_read_seek" if getattr(video, "exact_seek", False) else "_read_source_rgb"
+    inner = getattr(video, name)
 
-    def spy(indices: list[int]) -> np.ndarray:
-        sizes.append(len(indices))
-        return inner(indices)
+    def spy(*args: object) -> np.ndarray:
+        sizes.append(len(args[-1]))
+        return inner(*args)
 
-    monkeypatch.setattr(video, "_read_source_rgb", spy)
+    monkeypatch.setattr(video, name, spy)
     return sizes
 
 
@@ -241,6 +243,85 @@ def test_chunks_hold_one_chunk_at_a_time(
         assert all(ref() is None for ref in chunk_refs)  # nothing kept behind our back
     assert total == len(video) == math.ceil(120 / stride)
     assert max(sizes) == 8 and sum(sizes) == total
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_parallel_readers_give_the_frames_of_one(
+    gop_clip: Path, monkeypatch: pytest.MonkeyPatch, stride: int
+) -> None:
+    """Chunks of a file that seeks exactly come from FILE_DECODE_READERS readers at once
+    (every other chunk each, mid-GOP starts), the same frames as one reader, in order;
+    an early stop leaves no decoding behind."""
+    import threading
+
+    import sw_mro.io.video as vid
+
+    sequential = _cv2_frames(gop_clip)[::stride]
+    monkeypatch.setattr(vid, "FILE_DECODE_READERS", 1)
+    one = list(open_video(gop_clip, stride=stride).chunks(5, start=2))
+    monkeypatch.setattr(vid, "FILE_DECODE_READERS", 2)
+    video = open_video(gop_clip, stride=stride)
+    assert video.exact_seek
+    threads: set[str] = set()
+    inner = video._read_seek
+
+    def spy(vr: object, indices: list[int]) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return inner(vr, indices)
+
+    monkeypatch.setattr(video, "_read_seek", spy)
+    two = list(video.chunks(5, start=2))
+    assert [a for a, _ in two] == [a for a, _ in one] == list(range(2, len(sequential), 5))
+    got = torch.cat([x for _, x in two]).numpy()
+    np.testing.assert_array_equal(got, torch.cat([x for _, x in one]).numpy())
+    np.testing.assert_array_equal(got, sequential[2:])
+    assert len(threads) == 2 and all(t.startswith("sw_mro-decoder") for t in threads)
+    # Stopping early: the generator's readers are done when it is closed.
+    it = video.chunks(5)
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sw_mro-decoder")]
+    # read() still works beside a chunk iterator (its own reader).
+    it = video.chunks(5, start=10)
+    first, chunk = next(it)
+    np.testing.assert_array_equal(video.read([0, 3]).numpy(), sequential[[0, 3]])
+    np.testing.assert_array_equal(chunk.numpy(), sequential[10:15])
+    it.close()
+
+
+def test_parallel_readers_report_a_damaged_file(
+    tmp_path: Path, gop_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file damaged after it was opened fails where the readers open it; the error
+    names the file and reaches the caller."""
+    import sw_mro.io.video as vid
+
+    monkeypatch.setattr(vid, "FILE_DECODE_READERS", 2)
+    path = tmp_path / "later.mp4"
+    path.write_bytes(gop_clip.read_bytes())
+    video = open_video(path)
+    path.write_bytes(b"")
+    with pytest.raises(CorruptVideoError, match="later.mp4"):
+        list(video.chunks(5))
+    # A chunk that fails mid-stream, in a reader thread: raised at its place, in order,
+    # and the readers' threads are gone.
+    import threading
+
+    video = open_video(gop_clip)
+    inner = video._read_seek
+
+    def failing(vr: object, indices: list[int]) -> np.ndarray:
+        if indices[0] == 15:
+            raise CorruptVideoError(f"{gop_clip}: cannot decode frames 15..19")
+        return inner(vr, indices)
+
+    monkeypatch.setattr(video, "_read_seek", failing)
+    got = []
+    with pytest.raises(CorruptVideoError, match="frames 15..19"):
+        for first, _ in video.chunks(5):
+            got.append(first)
+    assert got == [0, 5, 10]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sw_mro-decoder")]
 
 
 def test_decoded_chunks_do_not_alias(clip: Path, cv2_clip: np.ndarray) -> None:
@@ -540,6 +621,29 @@ def test_mixed_frame_sizes_in_folder(tmp_path: Path, source_frames: list[np.ndar
     with pytest.raises(CorruptVideoError, match="img2.png: frame is 40x48") as err:
         open_video(folder).read([1])
     _assert_one_line(err, "img2.png")
+
+
+def test_folder_frames_decoded_by_threads(
+    tmp_path: Path, source_frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder's images are decoded by FOLDER_DECODE_THREADS threads: the same frames
+    as one thread, in order, and the first bad file of a chunk is the one named."""
+    import sw_mro.config
+    import sw_mro.io.video as vid
+
+    folder = tmp_path / "f"
+    _write_folder(folder, [f"img{k + 1}.png" for k in range(20)], source_frames[:20])
+    monkeypatch.setattr(sw_mro.config, "usable_cpus", lambda: 8)  # threads on any runner
+    monkeypatch.setattr(vid, "FOLDER_DECODE_THREADS", 1)
+    one = open_video(folder).read(range(20)).numpy()
+    monkeypatch.setattr(vid, "FOLDER_DECODE_THREADS", 4)
+    np.testing.assert_array_equal(open_video(folder).read(range(20)).numpy(), one)
+    np.testing.assert_array_equal(one, np.stack(source_frames[:20]))
+    for k in (7, 15):
+        (folder / f"img{k}.png").write_bytes(b"not a png")
+    with pytest.raises(CorruptVideoError) as err:
+        open_video(folder).read(range(20))
+    _assert_one_line(err, "img7.png")
 
 
 @pytest.mark.parametrize(

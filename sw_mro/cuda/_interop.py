@@ -9,6 +9,7 @@ without any synchronisation.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,27 @@ def as_cupy(t: torch.Tensor) -> Any:
     return cupy.from_dlpack(t.detach())
 
 
+#: CuPy's view of each torch stream, by (device index, stream handle): made once, since
+#: building one per launch costs host time (and ``ExternalStream`` warns each time).
+_STREAMS: dict[tuple[int, int], Any] = {}
+
+
+def _cupy_stream(stream: torch.cuda.Stream, index: int) -> Any:
+    import cupy
+
+    key = (index, int(stream.cuda_stream))
+    found = _STREAMS.get(key)
+    if found is None:
+        try:  # CuPy >= 14: the CUDA stream protocol (keeps the torch stream alive)
+            found = cupy.cuda.Stream.from_external(stream)
+        except (AttributeError, TypeError):  # older CuPy or torch: the raw handle
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                found = cupy.cuda.ExternalStream(stream.cuda_stream, index)
+        _STREAMS[key] = found
+    return found
+
+
 @contextlib.contextmanager
 def torch_stream(device: torch.device) -> Iterator[None]:
     """Run CuPy launches on torch's current stream of ``device``."""
@@ -33,5 +55,5 @@ def torch_stream(device: torch.device) -> Iterator[None]:
 
     index = device.index if device.index is not None else torch.cuda.current_device()
     stream = torch.cuda.current_stream(index)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+    with cupy.cuda.Device(index), _cupy_stream(stream, index):
         yield

@@ -302,6 +302,29 @@ _INTRA_CODECS = frozenset({"mjpeg", "rawvideo", "png", "ffv1"})
 _REFUSED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
 _SEQUENTIAL_BLOCK = 32  # source frames per decord call when decoding forward
 
+#: Decoders that read a video file's chunks at once, each its own decord reader on every
+#: other chunk (files whose seeks are exact only). One reader's ``get_batch`` converts
+#: and copies its frames in the calling thread, and on the H100 host of run 7 that
+#: thread, not FFmpeg's decoder threads, bounded decoding (~1,160 frames/s at 640x480).
+#: Each jump to its next chunk costs a reader the frames from the keyframe before it
+#: (on the dev VM +35 % decoding CPU on a 120-frame clip with one keyframe), so ``None``
+#: (auto) uses 2 readers only where there are cores to spare (>= 8 usable), else 1.
+FILE_DECODE_READERS: int | None = None
+
+
+def _file_decode_readers() -> int:
+    if FILE_DECODE_READERS is not None:
+        return FILE_DECODE_READERS
+    from sw_mro.config import usable_cpus
+
+    return 2 if usable_cpus() >= 8 else 1
+
+
+#: Threads that decode a frame folder's images (OpenCV releases the GIL; at most the
+#: usable cores). A SAMM-LV-sized frame (2040x1088 JPEG, quality 95) took 32 ms to
+#: decode on the dev VM (busy), so one thread capped such a folder at ~30 frames/s.
+FOLDER_DECODE_THREADS = 8
+
 
 def _probe(path: Path) -> tuple[str, str]:
     """``(container format, codec)`` of the first video stream, as FFmpeg names them
@@ -365,8 +388,11 @@ class FileVideoSource(VideoSource):
             raise ValueError(f"{self.info.path}: the video was closed")
         if not self.exact_seek:
             return self._read_forward(source_indices)
+        return self._read_seek(self._vr, source_indices)
+
+    def _read_seek(self, vr: Any, source_indices: list[int]) -> np.ndarray:
         try:
-            batch = self._vr.get_batch(source_indices)
+            batch = vr.get_batch(source_indices)
             # Zero-copy through DLPack: asnumpy() copies the batch, which measured 1.3-1.6x
             # slower end to end at 640x480 (docs/io.md). .numpy() is a view of the same memory.
             return _decord_to_tensor(batch).numpy()
@@ -375,6 +401,60 @@ class FileVideoSource(VideoSource):
                 f"{self.info.path}: cannot decode frames {source_indices[0]}..{source_indices[-1]} "
                 f"(source numbering) ({one_line(exc)})"
             ) from exc
+
+    def _chunks(self, chunk_size: int, start: int, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+        firsts = range(start, stop, chunk_size)
+        if not self.exact_seek or len(firsts) < 2 or _file_decode_readers() < 2:
+            yield from super()._chunks(chunk_size, start, stop)
+            return
+        yield from self._parallel_chunks(firsts, chunk_size, stop)
+
+    def _parallel_chunks(
+        self, firsts: range, chunk_size: int, stop: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`chunks` with :data:`FILE_DECODE_READERS` readers of their own (``read``
+        keeps ``self._vr``), each on every other chunk, the next chunks decoding while
+        one is yielded. Same frames as one reader: seeks in these files are exact."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import decord
+
+        if self._vr is None:
+            raise ValueError(f"{self.info.path}: the video was closed")
+        try:
+            readers = [
+                decord.VideoReader(str(self._path), ctx=decord.cpu(0))
+                for _ in range(_file_decode_readers())
+            ]
+        except Exception as exc:  # e.g. the file changed since it was opened
+            cls, reason = _ffmpeg_reason(self._path, exc)
+            raise cls(f"{self._path}: {reason}") from exc
+        stride = self.info.stride
+
+        def job(vr: Any, first: int) -> list[tuple[int, torch.Tensor]]:
+            rgb = self._read_seek(
+                vr, list(range(first * stride, min(first + chunk_size, stop) * stride, stride))
+            )
+            out = _to_gray(rgb) if self.color == "gray" else rgb
+            # In a box that the generator empties: neither it nor the future keeps a
+            # chunk once it is yielded.
+            return [(first, torch.from_numpy(np.ascontiguousarray(out)))]
+
+        pool = ThreadPoolExecutor(len(readers), thread_name_prefix="sw_mro-decoder")
+        try:
+            todo = iter(firsts)
+            running = [
+                (vr, pool.submit(job, vr, first)) for vr, first in zip(readers, todo, strict=False)
+            ]
+            while running:
+                vr, future = running.pop(0)
+                box = future.result()
+                nxt = next(todo, None)
+                if nxt is not None:  # this reader is free: its next chunk
+                    running.append((vr, pool.submit(job, vr, nxt)))
+                yield box.pop()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _read_forward(self, source_indices: list[int]) -> np.ndarray:
         """The frames at ``source_indices`` without a single seek: decode forward in
@@ -451,7 +531,9 @@ class FrameFolderSource(VideoSource):
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
         h, w = self.info.height, self.info.width
         out = np.empty((len(source_indices), h, w, 3), dtype=np.uint8)
-        for k, i in enumerate(source_indices):
+
+        def one(k: int) -> None:
+            i = source_indices[k]
             bgr = self._imread(self.files[i])
             if bgr.shape[:2] != (h, w):
                 raise CorruptVideoError(
@@ -459,6 +541,19 @@ class FrameFolderSource(VideoSource):
                     f"first frame is {w}x{h}"
                 )
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[k])
+
+        from sw_mro.config import usable_cpus
+
+        threads = min(FOLDER_DECODE_THREADS, len(source_indices), usable_cpus())
+        if threads < 2:
+            for k in range(len(source_indices)):
+                one(k)
+        else:  # in file order: the first bad frame is the one reported
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads, thread_name_prefix="sw_mro-imread") as pool:
+                for _ in pool.map(one, range(len(source_indices))):
+                    pass
         return out
 
 
