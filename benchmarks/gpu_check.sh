@@ -87,22 +87,29 @@ elif [ "$STAGE" = a ]; then
     --benchmark-json="$RES/gpu_bench_a.json" $BENCH
 else
   [ -f "$model" ] || { log "no dlib model: stage b needs stage a's files in /tmp/keep"; exit 3; }
-  log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu) ${TESTS_B:-}"
-  step 200 "$RES/gpu_tests_b.txt" $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda
+  if [ "${SKIP_TESTS_B:-0}" != 1 ]; then
+    log "cuda-marked sw_mro tests (GPU equals CPU, CLI --gpu) ${TESTS_B:-}"
+    step 200 "$RES/gpu_tests_b.txt" $PYT tests/test_sw_mro.py tests/test_extract_cli.py ${TESTS_B:-} -m cuda
+  fi
   if [ "${POOL_TESTS:-0}" = 1 ]; then
     log "landmark worker processes"
     step 60 "$RES/gpu_tests_b.txt" $PYT tests/test_landmark_pool.py
   fi
-  log "extraction benchmarks: CPU, naive precedent, --gpu (cupy box/tiled/split, torch flow; 600 f, long)"
-  step "${BENCH_B_S:-240}" "$RES/gpu_bench_b.txt" $PYT benchmarks/bench_extract.py \
-    -k "${BENCH_K:-not memory}" --benchmark-json="$RES/gpu_bench_b.json" $BENCH
+  if [ "${BENCH_B_S:-240}" -gt 0 ]; then
+    log "extraction benchmarks: CPU, naive precedent, --gpu (cupy box/tiled/split, torch flow; 600 f, long)"
+    step "${BENCH_B_S:-240}" "$RES/gpu_bench_b.txt" $PYT benchmarks/bench_extract.py \
+      -k "${BENCH_K:-not memory}" --benchmark-json="$RES/gpu_bench_b.json" $BENCH
+  fi
   if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
-    log "A/B on this machine: old sw_mro (/tmp/keep/old_sw_mro.tar.gz), this one, old again"
+    # AB_ORDER: "old" is the carried sw_mro; "newN" this one with N decord readers per
+    # file ("new": its default).
+    log "A/B on this machine: ${AB_ORDER:=old new old}"
     rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
-    for who in old new old; do
+    for who in $AB_ORDER; do
       if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
-      (cd "$dir" && PYTHONPATH="$dir:/tmp/site:$OLDPWD" step "$AB_S" "$RES/gpu_ab.txt" \
-        python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e)
+      readers="${who#new}"; [ "$who" = old ] && readers=""
+      (cd "$dir" && DIAG_LABEL="$who" DIAG_READERS="$readers" PYTHONPATH="$dir:/tmp/site:$OLDPWD" \
+        step "$AB_S" "$RES/gpu_ab.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e)
     done
   fi
   if [ "${DIAG_S:-0}" -gt 0 ]; then

@@ -25,7 +25,8 @@ then prints one JSON line per measurement:
 
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
-``PYTHONPATH``, run from another folder) can be timed on the same machine.
+``PYTHONPATH``, run from another folder) can be timed on the same machine;
+``DIAG_READERS=N`` sets ``FILE_DECODE_READERS`` and ``DIAG_LABEL`` names the run.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     from sw_mro.io.writer import write_video
 
     emit("host", sw_mro=str(Path(sw_mro_file()).parent), **host_info())
+    if os.environ.get("DIAG_READERS"):  # decord readers of a file (this version on)
+        import sw_mro.io.video as vid
+
+        vid.FILE_DECODE_READERS = int(os.environ["DIAG_READERS"])
     n = round(seconds * FPS)
     path = Path(f"/tmp/sw_mro_diag_{n}.mp4")
     if not path.exists():
@@ -105,7 +110,13 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             got = list(sw_mro.stream(path, cfg))
             sync()
             dt = time.perf_counter() - t
-            emit("end_to_end", seconds=round(dt, 3), frames_per_s=round(n / dt, 1))
+            emit(
+                "end_to_end",
+                label=os.environ.get("DIAG_LABEL", ""),
+                decode_readers=os.environ.get("DIAG_READERS", "default"),
+                seconds=round(dt, 3),
+                frames_per_s=round(n / dt, 1),
+            )
         return
 
     # -- decode alone, one decord reader and FILE_DECODE_READERS (the default)
