@@ -15,7 +15,7 @@ then prints one JSON line per measurement:
   but a loop that drops the chunks, with ``landmark_redetect`` 4 and 1;
 - ``device``: the main thread alone, fed chunks prepared in advance (no decoding or
   landmarks running), stage seconds from CUDA events: the alignment without device
-  syncs (the CUDA default), the compact one (``COMPACT_ALIGNMENT``), the first again;
+  syncs (``COMPACT_ALIGNMENT = False``), the compact one (the default), the first again;
 - ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the detector on
   every frame and on every 4th, and with the compact alignment; ``cpu`` says where the
   host's CPU time went (:class:`CpuProbe`: this process by thread, and the landmark
@@ -26,7 +26,8 @@ then prints one JSON line per measurement:
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
 ``PYTHONPATH``, run from another folder) can be timed on the same machine;
-``DIAG_READERS=N`` sets ``FILE_DECODE_READERS`` and ``DIAG_LABEL`` names the run.
+``DIAG_READERS=N`` sets ``FILE_DECODE_READERS``, ``DIAG_COMPACT=1|0`` the compact or
+masked alignment (``COMPACT_ALIGNMENT``), and ``DIAG_LABEL`` names the run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import os
 import platform
 import queue
+import re
 import sys
 import threading
 import time
@@ -87,6 +89,8 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         import sw_mro.io.video as vid
 
         vid.FILE_DECODE_READERS = int(os.environ["DIAG_READERS"])
+    if os.environ.get("DIAG_COMPACT"):  # "1": compact alignment rounds, "0": masked
+        pl.COMPACT_ALIGNMENT = os.environ["DIAG_COMPACT"] == "1"
     n = round(seconds * FPS)
     path = Path(f"/tmp/sw_mro_diag_{n}.mp4")
     if not path.exists():
@@ -114,6 +118,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
                 "end_to_end",
                 label=os.environ.get("DIAG_LABEL", ""),
                 decode_readers=os.environ.get("DIAG_READERS", "default"),
+                compact_alignment=getattr(pl, "COMPACT_ALIGNMENT", "n/a"),
                 seconds=round(dt, 3),
                 frames_per_s=round(n / dt, 1),
             )
@@ -268,7 +273,8 @@ class CpuProbe:
     landmark worker processes, over a ``with`` block. Threads are named by ``sw_mro``
     (``sw_mro-decode``, ``sw_mro-submit``, ``sw_mro-landmarks``) and ``MainThread``;
     native threads (FFmpeg's decoders, CUDA's, torch's) are "other": this process's
-    total minus the named ones."""
+    total minus the named ones; ``native_cpu_s`` splits the part of it that was sampled by
+    the threads' kernel names (``/proc/self/task/*/comm``, digits as ``#``)."""
 
     def __init__(self, worker_pids: list[int], period: float = 0.05) -> None:
         self.pids, self.period = worker_pids, period
@@ -287,7 +293,15 @@ class CpuProbe:
             cpu = self._cpu(f"/proc/self/task/{tid}/stat")
             if cpu is not None:
                 self.last[int(tid)] = cpu
-                self.names.setdefault(int(tid), names.get(int(tid), "other"))
+                if int(tid) not in self.names:
+                    name = names.get(int(tid))
+                    if name is None:  # a native thread: its kernel name, digits dropped
+                        try:
+                            comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+                        except OSError:
+                            comm = "?"
+                        name = "native:" + re.sub(r"\d+", "#", comm)
+                    self.names[int(tid)] = name
 
     def _loop(self) -> None:
         while not self.done.wait(self.period):
@@ -311,15 +325,27 @@ class CpuProbe:
         self._sample()
         total = sum(os.times()[:2]) - self.total0
         by_name: dict[str, float] = {}
+        native: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for tid, cpu in self.last.items():
             name = self.names[tid]
+            used = cpu - self.first.get(tid, 0.0)
             if name.startswith(("sw_mro-", "MainThread")):
-                by_name[name] = by_name.get(name, 0.0) + cpu - self.first.get(tid, 0.0)
+                by_name[name] = by_name.get(name, 0.0) + used
+            elif name.startswith("native:"):
+                native[name[7:]] = native.get(name[7:], 0.0) + used
+                counts[name[7:]] = counts.get(name[7:], 0) + 1
         by_name["other"] = max(0.0, total - sum(by_name.values()))
         workers = sum((self._cpu(f"/proc/{p}/stat") or 0.0) - c0 for p, c0 in self.workers0.items())
         self.result = {
             "process_cpu_s": round(total, 2),
             "threads_cpu_s": {k: round(v, 2) for k, v in sorted(by_name.items())},
+            # "other" in part: native threads by kernel name (with how many were seen)
+            "native_cpu_s": {
+                f"{k} x{counts[k]}": round(v, 2)
+                for k, v in sorted(native.items(), key=lambda kv: -kv[1])
+                if v >= 0.05
+            },
             "landmark_workers_cpu_s": round(workers, 2),
         }
 

@@ -258,19 +258,17 @@ def _cut_patches(
     return flat.reshape(-1)[lin]
 
 
-#: Alignment rounds on the pairs still above tolerance only (``True``), or on every pair
-#: with the finished ones masked (``False``); ``None``: compact on CPU, masked on CUDA.
-#: Both give bit-identical features (every step is per pair). Compacting skips the
-#: finished pairs' work, which is what counts on a CPU; it needs a device sync per round
-#: (which pairs are left) and one for the pairs that moved, and on a GPU each sync
-#: leaves the device idle while the host queues the next kernels, and stops the host
-#: from queuing the next group's work behind this one's. The masked rounds queue a
-#: whole group without a sync.
-COMPACT_ALIGNMENT: bool | None = None
-
-
-def _compact_alignment(device: torch.device) -> bool:
-    return device.type != "cuda" if COMPACT_ALIGNMENT is None else COMPACT_ALIGNMENT
+#: Alignment rounds on the pairs still above tolerance only (``True``, the default), or
+#: on every pair with the finished ones masked (``False``). Both give bit-identical
+#: features (every step is per pair). Compacting skips the finished pairs' work (on
+#: carphone about 2 % of the pairs finish per round, on the benchmark clip 10-35 %); it
+#: costs a device sync per round (which pairs are left) and one for the pairs that
+#: moved. The masked rounds queue a whole group without a sync. On the H100 (run 8)
+#: they made the device work alone 8 % faster (3.37 / 3.42 s against 3.68 s for 3,600
+#: frames), but end to end the code with them was slower than the code before it on
+#: the same machine (run 9: 617-648 against 699-702 frames/s; not yet separated from
+#: this session's other changes), so they are not the default yet.
+COMPACT_ALIGNMENT: bool = True
 
 
 def _nose_residual(
@@ -355,9 +353,9 @@ def _window_features(
     """:func:`window_features` on crops it may overwrite, with host (CPU) ``points``.
 
     The geometry (nose boxes, patch origins, indices) is computed on the host and sent
-    without blocking, and pairs index the crops in place. On CUDA nothing here syncs the
-    device (:data:`COMPACT_ALIGNMENT`), so the host queues a group's work while the
-    device still runs the group before it.
+    without blocking, and pairs index the crops in place. The compact alignment syncs
+    the device once per round after the first and once for the pairs that moved; the
+    masked one (:data:`COMPACT_ALIGNMENT`) not at all.
     """
     b, w, s, _ = crops.shape
     dev = crops.device
@@ -387,7 +385,7 @@ def _window_features(
     norigin, corner = up(norigin_h), up(corner_h)
     ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
     d = torch.zeros(b * pairs, 2, device=dev)
-    align = _align_compact if _compact_alignment(dev) else _align_masked
+    align = _align_compact if COMPACT_ALIGNMENT else _align_masked
     align(flat, ref_patch, tgt_flat, win, norigin, corner, nmask, (bh, bw), patch, d, fb, config)
     if timer is not None:
         timer.mark("align")
@@ -998,6 +996,15 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
                 worker.join(timeout=0.05)
 
 
+#: Bytes of crop temporaries per ``crop_resize`` call of a group ([CPU, CUDA]). On CUDA
+#: the slots of a group are cropped in as few calls as fit (2 instead of 17 at batch 128
+#: on a 640x480 clip; each call is ~20 kernel launches of the main thread). On the dev
+#: VM's CPU one slot per call was fastest (16 windows, 256 px, 2 threads: 87 ms per
+#: group against 120 / 146 / 291 ms with 3 / 5 / 17 slots per call; larger temporaries
+#: miss the cache), hence 0: one slot per call.
+_CROP_BYTES = (0, 1 << 30)
+
+
 def _group_features(
     buf: list[_Chunk], a: int, e: int, n: int, cfg: SWMROConfig, device: torch.device, stats: dict
 ) -> FeatureChunk:
@@ -1033,15 +1040,24 @@ def _group_features(
             pieces.append(c.gray[rows, ry0:ry1, rx0:rx1])
     region = (torch.cat(pieces) if len(pieces) > 1 else pieces[0]).float()
     boxes_t = torch.from_numpy(win_box[:, None]).to(device, non_blocking=True)  # (B, 1, 4)
-    # Slot k of window i is virtual frame i + k, so slot k of all B windows is the view
-    # region[k : k + B], cropped with the windows' own boxes: exactly the B * w crops used.
-    # The taps are found in frame pixels, so the region (which depends on the batch)
-    # does not change the crops.
+    # Slot k of window i is virtual frame i + k (region row i + k), cropped with window
+    # i's box: exactly the B * w crops used, in one call per block of slots (the row
+    # blend's temporaries are B x slots x S x region width floats). The taps are found
+    # in frame pixels, so the region (which depends on the batch) does not change them.
     crops = torch.empty(b, w, s, s, device=device)
-    for k in range(w):
-        crops[:, k] = crop_resize(
-            region[k : k + b], boxes_t, s, origin=(rx0, ry0), frame_size=(H, W)
-        )[:, 0]
+    slot_bytes = 3 * 4 * b * s * (rx1 - rx0)
+    per_call = max(1, min(w, _CROP_BYTES[device.type == "cuda"] // slot_bytes))
+    rows_of = torch.arange(b, device=device)[:, None] + torch.arange(w, device=device)
+    for k in range(0, w, per_call):
+        kk = min(w, k + per_call) - k
+        crops[:, k : k + kk] = crop_resize(
+            region,
+            boxes_t.expand(b, kk, 4),
+            s,
+            origin=(rx0, ry0),
+            frame_size=(H, W),
+            index=rows_of[:, k : k + kk],
+        )
     pts_crop = frame_to_crop(
         torch.from_numpy(points[first].astype(np.float64)), torch.from_numpy(win_box), s
     )  # on the host: the geometry of window_features is computed there

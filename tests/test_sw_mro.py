@@ -98,6 +98,33 @@ def test_crop_resize_of_a_window_equals_the_whole_frame(rng: np.random.Generator
         crop_resize(img[:1, 10:40, 10:40], boxes[:1], 32, origin=(10, 10), frame_size=(60, 80))
 
 
+def test_crop_resize_index_equals_one_call_per_image_set(rng: np.random.Generator) -> None:
+    """``index`` picks each crop's image: crops of many frames, each with its own box, in
+    one call give the bits of one call per frame set (the pipeline's window slots)."""
+    img = torch.from_numpy(rng.uniform(0, 255, (7, 60, 80)).astype(np.float32))
+    boxes = torch.from_numpy(rng.uniform(-5, 40, (4, 1, 2))).repeat(1, 1, 2)
+    boxes[..., 2:] += torch.from_numpy(rng.uniform(20, 45, (4, 1, 2)))
+    slots = 4  # crop (f, k) = box f on image f + k
+    per_slot = torch.stack([crop_resize(img[k : k + 4], boxes, 24)[:, 0] for k in range(slots)], 1)
+    index = torch.arange(4)[:, None] + torch.arange(slots)
+    got = crop_resize(img, boxes.expand(4, slots, 4), 24, index=index)
+    assert torch.equal(got, per_slot)
+    with pytest.raises(ValueError, match="index"):
+        crop_resize(img, boxes.expand(4, slots, 4), 24, index=index[:, :2])
+
+
+def test_group_crops_in_one_call_equal_one_per_slot(
+    carphone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA crops a group's slots in few calls, CPU one slot per call: the same bits."""
+    import sw_mro.pipeline as pl
+
+    cfg = SWMROConfig(window=9, face_size=64, batch_size=16, stride=3)
+    per_slot = sw_mro.extract(carphone, cfg)
+    monkeypatch.setattr(pl, "_CROP_BYTES", (1 << 40, 1 << 40))
+    assert torch.equal(sw_mro.extract(carphone, cfg), per_slot)
+
+
 def test_shift_matches_numpy(rng: np.random.Generator, device: torch.device) -> None:
     img = cv2.GaussianBlur(rng.uniform(0, 255, (40, 48)).astype(np.float32), (0, 0), 2)
     d = np.array([[1.37, -0.42], [-2.6, 3.1]], np.float32)

@@ -57,6 +57,7 @@ def crop_resize(
     *,
     origin: tuple[int, int] = (0, 0),
     frame_size: tuple[int, int] | None = None,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crop ``K`` boxes from each image, bilinear, resized to ``size`` x ``size``.
 
@@ -67,7 +68,7 @@ def crop_resize(
 
     Args:
         images: ``(F, H, W)`` float images, or a window of the frames starting at
-            ``origin``.
+            ``origin`` (with ``index``: ``(N, H, W)``, any ``N``).
         boxes: ``(F, K, 4)`` boxes ``x0, y0, x1, y1`` in pixels of the frame (edges,
             exclusive end), any position (outside parts replicate the frame's border).
         size: output side in pixels.
@@ -76,6 +77,9 @@ def crop_resize(
         frame_size: ``(H, W)`` of the frame whose border is replicated (default: that
             of ``images``). Samples must fall inside the window or outside the frame
             (checked on CPU; on a GPU the check would cost a device sync).
+        index: optional ``(F, K)`` integer tensor: crop ``(f, k)`` comes from image
+            ``index[f, k]`` instead of image ``f``, so that crops of many images with
+            their own boxes take one call (the same values as one call per image set).
 
     Returns:
         ``(F, K, size, size)`` float32.
@@ -90,14 +94,16 @@ def crop_resize(
         images.dim() != 3
         or boxes.dim() != 3
         or boxes.shape[-1] != 4
-        or boxes.shape[0] != images.shape[0]
+        or (index is None and boxes.shape[0] != images.shape[0])
+        or (index is not None and tuple(index.shape) != tuple(boxes.shape[:2]))
     ):
         raise ValueError(
-            f"crop_resize needs images (F, H, W) and boxes (F, K, 4); got {tuple(images.shape)} "
-            f"and {tuple(boxes.shape)}"
+            f"crop_resize needs images (F, H, W) and boxes (F, K, 4) (with index: (F, K)); "
+            f"got {tuple(images.shape)}, {tuple(boxes.shape)}"
+            + ("" if index is None else f" and index {tuple(index.shape)}")
         )
-    f, h, w = images.shape
-    k = boxes.shape[1]
+    h, w = images.shape[1:]
+    f, k = boxes.shape[:2]
     fh, fw = frame_size if frame_size is not None else (h, w)
     b = boxes.to(device=images.device, dtype=torch.float64)
     check = images.device.type == "cpu" and (tuple(origin) != (0, 0) or frame_size is not None)
@@ -105,7 +111,10 @@ def crop_resize(
     y0, y1, fy = _taps(b[..., 1], b[..., 3], size, origin[1], fh, h, check)
     img = images.float()
     # Rows first: the two source rows of every output row, blended in y ...
-    rows = torch.arange(f, device=img.device)[:, None, None]
+    if index is None:
+        rows = torch.arange(f, device=img.device)[:, None, None]
+    else:
+        rows = index.to(device=img.device, dtype=torch.long)[:, :, None]
     top, bottom = img[rows, y0], img[rows, y1]  # (F, K, S, W)
     fy = fy[..., None]
     col = top + fy * (bottom - top)
