@@ -100,3 +100,77 @@ def test_decode_throughput(benchmark, clip_640x480: Path, reader: str) -> None:
         benchmark.extra_info["frames_per_s"] = round(N / median, 1)
     assert n == want_n
     assert shape == want_shape
+
+
+# --------------------------------------------------------------------------- frame folders
+
+FOLDER_N, FOLDER_H, FOLDER_W = 24, 1088, 2040  # SAMM-LV's frame size
+FOLDER_GROUP = "decode-folder-2040x1088-jpeg"
+
+
+@pytest.fixture(scope="session")
+def samm_like_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 JPEG frames (quality 95) of SAMM-LV's size, named as SAMM-LV names them."""
+    folder = tmp_path_factory.mktemp("bench") / "006_1"
+    folder.mkdir()
+    for k, rgb in enumerate(_frames(FOLDER_N, FOLDER_H, FOLDER_W)):
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        ok = cv2.imwrite(
+            str(folder / f"006_1_{k + 1:04d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
+        assert ok
+    return folder
+
+
+def _folder_cv2(folder: Path) -> tuple[int, tuple]:
+    """The baseline: one ``cv2.imread`` + BGR->RGB per file, in order, on one thread."""
+    n, shape = 0, ()
+    for f in sorted(folder.glob("*.jpg")):
+        rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        n, shape = n + 1, rgb.shape
+    return n, shape
+
+
+def _folder_open_video(folder: Path, threads: int | None) -> tuple[int, tuple]:
+    import sw_mro.io.video as vid
+
+    keep = vid.FOLDER_DECODE_THREADS
+    if threads is not None:
+        vid.FOLDER_DECODE_THREADS = threads
+    try:
+        n, shape = 0, ()
+        for _, chunk in open_video(folder).chunks(FOLDER_N):
+            n, shape = n + chunk.shape[0], tuple(chunk.shape[1:])
+        return n, shape
+    finally:
+        vid.FOLDER_DECODE_THREADS = keep
+
+
+FOLDER_CASES: dict[str, Callable[[Path], tuple[int, tuple]]] = {
+    "cv2-imread-loop": _folder_cv2,
+    "open_video-1-thread": lambda p: _folder_open_video(p, 1),
+    "open_video-threads": lambda p: _folder_open_video(p, None),
+}
+
+
+@pytest.mark.parametrize("reader", list(FOLDER_CASES))
+def test_folder_decode_throughput(benchmark, samm_like_folder: Path, reader: str) -> None:
+    """Frame folders (CAS(ME)^2, SAMM-LV) are decoded by up to FOLDER_DECODE_THREADS
+    threads (at most the usable cores); the baseline is a one-thread imread loop."""
+    from sw_mro.config import usable_cpus
+    from sw_mro.io.video import FOLDER_DECODE_THREADS
+
+    benchmark.group = FOLDER_GROUP
+    benchmark.extra_info.update(
+        {
+            "reader": reader,
+            "frames": f"{FOLDER_N} JPEG q95 {FOLDER_W}x{FOLDER_H}",
+            "threads": min(FOLDER_DECODE_THREADS, usable_cpus()),
+        }
+    )
+    n, shape = benchmark.pedantic(
+        FOLDER_CASES[reader], args=(samm_like_folder,), rounds=3, warmup_rounds=1
+    )
+    if benchmark.stats is not None:
+        benchmark.extra_info["frames_per_s"] = round(FOLDER_N / benchmark.stats.stats.median, 1)
+    assert (n, shape) == (FOLDER_N, (FOLDER_H, FOLDER_W, 3))
