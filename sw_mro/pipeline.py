@@ -721,6 +721,25 @@ class _PendingLandmarks:
     results: list = field(default_factory=list)  # threads: futures or results
 
 
+#: Host bytes of one decoded RGB chunk when ``chunk_size`` is automatic: larger frames
+#: get fewer frames per chunk (whole landmark segments). About eight chunks' worth of
+#: host memory is alive at once (docs/sw_mro.md), so at SAMM-LV's 2040x1088 the CUDA
+#: default of 512 frames (3.4 GB a chunk) would hold ~29 GB; capped, 160 frames (1.07
+#: GB) hold ~9 GB. 640x480 keeps 512 frames (0.47 GB); 720p gets 384, 1080p 160.
+CHUNK_BYTES = 1 << 30
+
+
+def _chunk_size(info: Any, config: SWMROConfig) -> int:
+    """Frames per decoded chunk: ``config.chunk_size``, or the automatic size capped at
+    :data:`CHUNK_BYTES` of RGB frames (at least one landmark segment)."""
+    size = config.resolved_chunk_size
+    if config.chunk_size is not None:
+        return size
+    seg = config.landmark_segment
+    frame = max(1, int(info.height) * int(info.width) * 3)
+    return min(size, max(seg, CHUNK_BYTES // frame // seg * seg))
+
+
 def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device) -> LandmarkResult:
     """Scan from ``start`` for the first frame with a face (frames are not kept).
 
@@ -730,7 +749,7 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
     marks = _Landmarks(config, device)
     start -= start % config.landmark_segment
     try:
-        for first, rgb in src.chunks(config.resolved_chunk_size, start=start):
+        for first, rgb in src.chunks(_chunk_size(src.info, config), start=start):
             res = marks.detect(first, rgb.numpy())
             hit = np.flatnonzero(res.found)
             if hit.size:
@@ -748,8 +767,9 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
 
 
 def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Tensor]]:
-    """Chunks of ``chunk_size`` frames, but small ones at both ends, so the device starts
-    early and is not left with a whole chunk to do after the producer has finished.
+    """Chunks of ``chunk_size`` frames (automatic: at most :data:`CHUNK_BYTES` of RGB
+    frames), but small ones at both ends, so the device starts early and is not left
+    with a whole chunk to do after the producer has finished.
 
     - The first batch of windows needs only ``batch_size + window // 2`` frames;
       decoding and landmarking a whole chunk first (512 frames on CUDA) would keep the
@@ -763,7 +783,7 @@ def _decode_plan(src: Any, config: SWMROConfig) -> Iterator[tuple[int, torch.Ten
     Features do not depend on chunking either way.
     """
     n = src.info.num_frames
-    size = config.resolved_chunk_size
+    size = _chunk_size(src.info, config)
     seg = config.landmark_segment
     tail = size // 4 // seg * seg if size >= 4 * seg else size
     first = -(-(config.resolved_batch_size + config.window // 2) // seg) * seg

@@ -434,6 +434,39 @@ def test_decode_chunks_are_small_at_both_ends_and_whole_segments() -> None:
     assert cpu[:3] == [(0, 32), (32, 64), (96, 64)] and sum(n for _, n in cpu) == 1000
 
 
+def test_automatic_chunks_of_large_frames_are_capped() -> None:
+    """With an automatic chunk size, a chunk holds at most CHUNK_BYTES of RGB frames in
+    whole landmark segments (SAMM-LV's 2040x1088 on CUDA: 160 frames, 1.07 GB, not 512 =
+    3.4 GB); 640x480 keeps 512; an explicit chunk_size is kept as given."""
+    from sw_mro.io.video import VideoInfo
+    from sw_mro.pipeline import CHUNK_BYTES, _chunk_size, _decode_plan
+
+    def info(h: int, w: int, n: int = 1000) -> VideoInfo:
+        return VideoInfo(Path("x"), 200.0, n, h, w, 1, n, 200.0)
+
+    cuda = SWMROConfig(device="cuda")
+    assert _chunk_size(info(1088, 2040), cuda) == 160
+    assert 160 * 1088 * 2040 * 3 <= CHUNK_BYTES < 192 * 1088 * 2040 * 3
+    assert _chunk_size(info(480, 640), cuda) == 512
+    assert _chunk_size(info(720, 1280), cuda) == 384
+    assert _chunk_size(info(4000, 6000), cuda) == 32  # at least one landmark segment
+    assert _chunk_size(info(1088, 2040), cuda.replace(chunk_size=512)) == 512
+    assert _chunk_size(info(1088, 2040), SWMROConfig()) == 64  # CPU: 64 < the cap
+
+    class Samm:  # only the plan's view of a source: its info and chunk sizes
+        def __init__(self) -> None:
+            self.info = info(1088, 2040)
+
+        def chunks(self, size: int, *, start: int = 0, stop: int | None = None):
+            stop = self.info.num_frames if stop is None else stop
+            for a in range(start, stop, size):
+                yield a, torch.zeros(min(size, stop - a), 1, 1, 3, dtype=torch.uint8)
+
+    plan = [(a, len(c)) for a, c in _decode_plan(Samm(), cuda)]
+    assert max(n for _, n in plan) == 160 and sum(n for _, n in plan) == 1000
+    assert all(a % 32 == 0 for a, _ in plan)
+
+
 def test_carphone_chunking_bit_identical(carphone: str) -> None:
     cfg = SWMROConfig(window=3, face_size=64, batch_size=16, chunk_size=256)
     whole = sw_mro.extract(carphone, cfg)
