@@ -725,7 +725,7 @@ class _PendingLandmarks:
 #: get fewer frames per chunk (whole landmark segments). About eight chunks' worth of
 #: host memory is alive at once (docs/sw_mro.md), so at SAMM-LV's 2040x1088 the CUDA
 #: default of 512 frames (3.4 GB a chunk) would hold ~29 GB; capped, 160 frames (1.07
-#: GB) hold ~9 GB. 640x480 keeps 512 frames (0.47 GB); 720p gets 384, 1080p 160.
+#: GB) hold ~9 GB (both scaled from ~4 GB measured with 640x480 chunks). 640x480 keeps 512 frames (0.47 GB); 720p gets 384, 1080p 160.
 CHUNK_BYTES = 1 << 30
 
 
