@@ -17,7 +17,7 @@ then prints one JSON line per measurement:
   landmarks running), stage seconds from CUDA events: the alignment without device
   syncs (``COMPACT_ALIGNMENT = False``), the compact one (the default), the first again;
 - ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the detector on
-  every frame and on every 4th, and with the compact alignment; ``cpu`` says where the
+  every frame and on every 4th, and with the other alignment; ``cpu`` says where the
   host's CPU time went (:class:`CpuProbe`: this process by thread, and the landmark
   workers);
 - ``decode_threads`` (with ``DIAG_DECODE_THREADS=1``): decode alone with decord's
@@ -220,9 +220,9 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         pl._producer, pl.COMPACT_ALIGNMENT = real, compact
     del items
 
-    # -- end to end: the detector on every frame and on every 4th; the compact alignment
+    # -- end to end: the detector on every frame and on every 4th; the other alignment
     w0 = cfg.resolved_landmark_workers
-    for workers, redetect, mode_ in ((w0, 1, None), (w0, 4, None), (w0, 1, True)):
+    for workers, redetect, mode_ in ((w0, 1, compact), (w0, 4, compact), (w0, 1, not compact)):
         c = cfg.replace(landmark_workers=workers, landmark_redetect=redetect)
         sw_mro.extract(path, c.replace(window=5))  # start this pool size
         sync()
@@ -239,7 +239,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             "end_to_end",
             landmark_workers=workers,
             landmark_redetect=redetect,
-            compact_alignment=bool(mode_),
+            compact_alignment=mode_,
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),

@@ -465,9 +465,12 @@ class _SerialSource:
                 it = iter(self.src.chunks(chunk_size, start=start))
             elif isinstance(self.src, VideoSource):
                 it = iter(self.src.chunks(chunk_size, start=start, stop=stop))
-            else:
+            else:  # a custom source without stop: cut its chunks at stop here
                 count = -(-(stop - start) // chunk_size)
-                it = itertools.islice(self.src.chunks(chunk_size, start=start), count)
+                it = (
+                    (a, x[: stop - a])
+                    for a, x in itertools.islice(self.src.chunks(chunk_size, start=start), count)
+                )
         while True:
             with self._lock:
                 item = next(it, None)
@@ -1065,7 +1068,7 @@ def _group_features(
     # blend's temporaries are B x slots x S x region width floats). The taps are found
     # in frame pixels, so the region (which depends on the batch) does not change them.
     crops = torch.empty(b, w, s, s, device=device)
-    slot_bytes = 3 * 4 * b * s * (rx1 - rx0)
+    slot_bytes = 4 * 4 * b * s * (rx1 - rx0)  # top, bottom, their blend step, col
     per_call = max(1, min(w, _CROP_BYTES[device.type == "cuda"] // slot_bytes))
     rows_of = torch.arange(b, device=device)[:, None] + torch.arange(w, device=device)
     for k in range(0, w, per_call):

@@ -111,6 +111,10 @@ def test_crop_resize_index_equals_one_call_per_image_set(rng: np.random.Generato
     assert torch.equal(got, per_slot)
     with pytest.raises(ValueError, match="index"):
         crop_resize(img, boxes.expand(4, slots, 4), 24, index=index[:, :2])
+    with pytest.raises(ValueError, match="integer"):
+        crop_resize(img, boxes.expand(4, slots, 4), 24, index=index.double())
+    with pytest.raises(ValueError, match=r"\[0, 7\); got -1\.\.5"):
+        crop_resize(img, boxes.expand(4, slots, 4), 24, index=index - 1)
 
 
 def test_group_crops_in_one_call_equal_one_per_slot(
@@ -488,6 +492,37 @@ def test_carphone_batch_size_bit_identical(carphone: str) -> None:
     whole = sw_mro.extract(carphone, cfg)
     for b in (5, 7):
         assert torch.equal(sw_mro.extract(carphone, cfg.replace(batch_size=b)), whole), b
+
+
+@pytest.mark.cuda
+def test_masked_alignment_equals_compact_on_cuda(
+    carphone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two alignments on the GPU: bit-identical there too (CuPy kernels, Kornia)."""
+    import sw_mro.pipeline as pl
+
+    cfg = SWMROConfig(window=9, face_size=128, batch_size=16, stride=2, device="cuda")
+    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", True)
+    compact = sw_mro.extract(carphone, cfg)
+    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", False)
+    assert torch.equal(sw_mro.extract(carphone, cfg), compact)
+
+
+def test_serial_source_cuts_a_custom_source_at_stop() -> None:
+    """A source without ``stop`` (only ``chunks(size, start=)``) is cut at ``stop``."""
+    from sw_mro.pipeline import _SerialSource
+
+    frames = np.zeros((40, 4, 4, 3), np.uint8)
+    src = _CountingSource(frames)
+
+    class NoStop:
+        info = src.info
+
+        def chunks(self, size: int, *, start: int = 0):
+            return src.chunks(size, start=start)
+
+    got = [(a, len(x)) for a, x in _SerialSource(NoStop()).chunks(10, start=3, stop=18)]
+    assert got == [(3, 10), (13, 5)]
 
 
 def test_masked_alignment_equals_compact(carphone: str, monkeypatch: pytest.MonkeyPatch) -> None:

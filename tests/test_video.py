@@ -324,6 +324,41 @@ def test_parallel_readers_report_a_damaged_file(
     assert not [t for t in threading.enumerate() if t.name.startswith("sw_mro-decoder")]
 
 
+def test_parallel_readers_decode_one_chunk_ahead_and_check_the_file(
+    gop_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the caller holds a chunk, one more decodes (not two); ``close()`` stops the
+    iterator; a file replaced after opening is refused, not read."""
+    import time
+
+    import sw_mro.io.video as vid
+
+    monkeypatch.setattr(vid, "FILE_DECODE_READERS", 2)
+    video = open_video(gop_clip)
+    asked: list[int] = []
+    inner = video._read_seek
+
+    def spy(vr: object, indices: list[int]) -> np.ndarray:
+        asked.append(indices[0])
+        return inner(vr, indices)
+
+    monkeypatch.setattr(video, "_read_seek", spy)
+    it = video.chunks(5)
+    first, _ = next(it)
+    time.sleep(0.3)  # time for a reader to start a third chunk, if it were given one
+    assert first == 0 and sorted(asked) == [0, 5]
+    next(it)
+    video.close()
+    with pytest.raises(ValueError, match="closed"):
+        next(it)
+    path = tmp_path / "swapped.mp4"
+    path.write_bytes(gop_clip.read_bytes())
+    video = open_video(path)
+    write_video(path, _synthetic_frames(12, 32, 48), fps=25.0)
+    with pytest.raises(CorruptVideoError, match="swapped.mp4: the file changed"):
+        list(video.chunks(5))
+
+
 def test_decoded_chunks_do_not_alias(clip: Path, cv2_clip: np.ndarray) -> None:
     """decord batches reach torch zero-copy: a later chunk must not overwrite an earlier one."""
     chunks = [x for _, x in open_video(clip).chunks(5)]

@@ -233,9 +233,10 @@ class VideoSource:
         """Yield ``(first_index, frames)`` for frames ``[start, stop)`` in chunks.
 
         ``first_index`` counts frames after the stride. Every chunk holds ``chunk_size``
-        frames except possibly the last. The decoder is asked for one chunk at a time and
-        no reference to a yielded chunk is kept. Bad arguments raise here, not at the
-        first ``next()``.
+        frames except possibly the last. A decoder is asked for one chunk at a time (a
+        file read by two decord readers has one more chunk decoding while the caller
+        holds one) and no reference to a yielded chunk is kept. Bad arguments raise
+        here, not at the first ``next()``.
         """
         n = self.info.num_frames
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -413,14 +414,15 @@ class FileVideoSource(VideoSource):
         self, firsts: range, chunk_size: int, stop: int
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`chunks` with :data:`FILE_DECODE_READERS` readers of their own (``read``
-        keeps ``self._vr``), each on every other chunk, the next chunks decoding while
-        one is yielded. Same frames as one reader: seeks in these files are exact."""
+        keeps ``self._vr``), each on every other chunk. Same frames as one reader: seeks
+        in these files are exact. While the caller holds a chunk, at most ``readers - 1``
+        further chunks are decoded ahead: a reader gets its next chunk only once the
+        caller asks for the next one."""
         from concurrent.futures import ThreadPoolExecutor
 
         import decord
 
-        if self._vr is None:
-            raise ValueError(f"{self.info.path}: the video was closed")
+        self._check_open()
         try:
             readers = [
                 decord.VideoReader(str(self._path), ctx=decord.cpu(0))
@@ -429,6 +431,18 @@ class FileVideoSource(VideoSource):
         except Exception as exc:  # e.g. the file changed since it was opened
             cls, reason = _ffmpeg_reason(self._path, exc)
             raise cls(f"{self._path}: {reason}") from exc
+        for vr in readers:  # the same file as the one opened (by path: it may be replaced)
+            shape = tuple(vr[0].shape[:2]) if len(vr) else ()
+            vr.seek(0)
+            if len(vr) != self.info.source_num_frames or shape != (
+                self.info.height,
+                self.info.width,
+            ):
+                raise CorruptVideoError(
+                    f"{self._path}: the file changed since it was opened ({len(vr)} frames "
+                    f"of {shape}, not {self.info.source_num_frames} of "
+                    f"{(self.info.height, self.info.width)}); open it again"
+                )
         stride = self.info.stride
 
         def job(vr: Any, first: int) -> list[tuple[int, torch.Tensor]]:
@@ -449,12 +463,17 @@ class FileVideoSource(VideoSource):
             while running:
                 vr, future = running.pop(0)
                 box = future.result()
+                self._check_open()
+                yield box.pop()
                 nxt = next(todo, None)
                 if nxt is not None:  # this reader is free: its next chunk
                     running.append((vr, pool.submit(job, vr, nxt)))
-                yield box.pop()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _check_open(self) -> None:
+        if self._vr is None:
+            raise ValueError(f"{self.info.path}: the video was closed")
 
     def _read_forward(self, source_indices: list[int]) -> np.ndarray:
         """The frames at ``source_indices`` without a single seek: decode forward in

@@ -104,6 +104,15 @@ def crop_resize(
         )
     h, w = images.shape[1:]
     f, k = boxes.shape[:2]
+    if index is not None:
+        if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+            raise ValueError(f"crop_resize: index must be an integer tensor; got {index.dtype}")
+        if index.device.type == "cpu" and index.numel():  # on a GPU: a device sync
+            lo, hi = int(index.min()), int(index.max())
+            if lo < 0 or hi >= images.shape[0]:
+                raise ValueError(
+                    f"crop_resize: index values must be in [0, {images.shape[0]}); got {lo}..{hi}"
+                )
     fh, fw = frame_size if frame_size is not None else (h, w)
     b = boxes.to(device=images.device, dtype=torch.float64)
     check = images.device.type == "cpu" and (tuple(origin) != (0, 0) or frame_size is not None)
