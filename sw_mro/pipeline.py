@@ -294,57 +294,48 @@ def _nose_residual(
     return mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top, exact_sums=True)
 
 
-def _align_compact(
+def _align(
     flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config
 ) -> None:  # noqa: ANN001 - the tensors of _window_features
-    """Nose alignment (SPEC 2.4) on the pairs still above tolerance: adds the head shift
-    of each pair to ``d`` and re-samples the shifted targets into ``flat``."""
-    dev = flat.device
-    active = torch.ones(d.shape[0], dtype=torch.bool, device=dev)
+    """Nose alignment (SPEC 2.4): adds the head shift of each pair to ``d`` and
+    re-samples the shifted targets into ``flat``. Compact rounds (the default) run only
+    the pairs still above tolerance, a device sync each; masked rounds
+    (:data:`COMPACT_ALIGNMENT` False) run every pair and let the finished ones take no
+    step. Same result, bit for bit: each pair's flow, MDMO and shift depend on that
+    pair alone."""
+    compact = COMPACT_ALIGNMENT
+    active = torch.ones(d.shape[0], dtype=torch.bool, device=flat.device)
     for it in range(config.align_max_iter):
-        if it == 0:  # every pair, nothing shifted yet: cut the patch out of the raw crop
-            idx, pw = None, win
+        idx = None  # the pairs of this round: all, or (compact, after the first) the active
+        if it == 0:  # nothing shifted yet: cut the patch out of the raw crop
             tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
-        else:
+        elif compact:
             idx = active.nonzero()[:, 0]  # a device sync
             if idx.numel() == 0:
                 break
-            pw = win[idx]
-            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[pw], size=patch)
-        resid = _nose_residual(ref_patch, tp, pw, corner, nmask, block, fb, config)
-        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
-        step = torch.where(done[:, None], torch.zeros_like(resid), resid)
-        if idx is None:
-            d += step
-            active = ~done
-        else:
-            d[idx] += step
-            active[idx] = ~done
-    moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
-    if moved.numel():
-        rows = tgt_flat[moved]
-        flat[rows] = shift(flat[rows], d[moved])
-
-
-def _align_masked(
-    flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config
-) -> None:  # noqa: ANN001 - the tensors of _window_features
-    """:func:`_align_compact` without a device sync: every round runs on every pair, and
-    a pair that reached the tolerance takes no further step. Same result, bit for bit
-    (each pair's flow, MDMO and shift depend on that pair alone)."""
-    active = torch.ones(d.shape[0], dtype=torch.bool, device=flat.device)
-    for it in range(config.align_max_iter):
-        if it == 0:
-            tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
+            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[win[idx]], size=patch)
         else:
             tp = shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
-        resid = _nose_residual(ref_patch, tp, win, corner, nmask, block, fb, config)
-        done = torch.linalg.vector_norm(resid, dim=1) <= config.align_tol
-        active = active & ~done  # (a NaN residual is not done, as in the compact rounds)
-        d += torch.where(active[:, None], resid, torch.zeros_like(resid))
-    moved = (d != 0).any(dim=1)
-    targets = flat[tgt_flat]
-    flat[tgt_flat] = torch.where(moved[:, None, None], shift(targets, d), targets)
+        pw = win if idx is None else win[idx]
+        resid = _nose_residual(ref_patch, tp, pw, corner, nmask, block, fb, config)
+        # Not done (a NaN residual is not done either): take the step, stay active.
+        go = ~(torch.linalg.vector_norm(resid, dim=1) <= config.align_tol)
+        if idx is None:
+            go &= active
+            d += torch.where(go[:, None], resid, torch.zeros_like(resid))
+            active = go
+        else:
+            d[idx] += torch.where(go[:, None], resid, torch.zeros_like(resid))
+            active[idx] = go
+    if compact:
+        moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
+        if moved.numel():
+            rows = tgt_flat[moved]
+            flat[rows] = shift(flat[rows], d[moved])
+    else:
+        moved = (d != 0).any(dim=1)
+        targets = flat[tgt_flat]
+        flat[tgt_flat] = torch.where(moved[:, None, None], shift(targets, d), targets)
 
 
 def _window_features(
@@ -385,8 +376,7 @@ def _window_features(
     norigin, corner = up(norigin_h), up(corner_h)
     ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
     d = torch.zeros(b * pairs, 2, device=dev)
-    align = _align_compact if COMPACT_ALIGNMENT else _align_masked
-    align(flat, ref_patch, tgt_flat, win, norigin, corner, nmask, (bh, bw), patch, d, fb, config)
+    _align(flat, ref_patch, tgt_flat, win, norigin, corner, nmask, (bh, bw), patch, d, fb, config)
     if timer is not None:
         timer.mark("align")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import math
 import weakref
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -70,19 +69,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory, source_frames: list[np.ndarra
 @pytest.fixture(scope="module")
 def gop_clip(tmp_path_factory: pytest.TempPathFactory, source_frames: list[np.ndarray]) -> Path:
     """H.264 with a keyframe every 8 frames and 2 B-frames: seeks land mid-GOP."""
-    import av
-
     path = tmp_path_factory.mktemp("video") / "gop.mp4"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"x264-params": "keyint=8:min-keyint=8:bframes=2:scenecut=0"}
-        for arr in source_frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    x264 = {"x264-params": "keyint=8:min-keyint=8:bframes=2:scenecut=0"}
+    return _encode(path, source_frames, "mp4", "libx264", rate=25, **x264)
 
 
 @pytest.fixture(scope="module")
@@ -519,11 +508,13 @@ def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
     assert ".cc:" not in str(err.value)
 
 
-def _encode(path: Path, frames: list[np.ndarray], fmt: str, codec: str, **opts: str) -> Path:
+def _encode(
+    path: Path, frames: list[np.ndarray], fmt: str, codec: str, rate: int = 30, **opts: str
+) -> Path:
     import av
 
     with av.open(str(path), mode="w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=30)
+        stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.options = opts
