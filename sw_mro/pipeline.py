@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw_mro._threads import read_ahead
+from sw_mro._threads import name_this_thread, read_ahead, start_named
 from sw_mro.config import SWMROConfig
 from sw_mro.errors import ClipTooShortError, NoFaceError
 from sw_mro.io.landmarks import LandmarkResult, make_landmarker
@@ -477,6 +477,13 @@ def _open(video: Any, config: SWMROConfig):
     return open_video(Path(os.fspath(video)), stride=config.stride, color="rgb")
 
 
+def _landmark_threads(workers: int) -> Any:
+    """Landmarks in threads (no worker processes): a pool named ``sw_mro-lm`` (OS too)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(workers, thread_name_prefix="sw_mro-lm", initializer=name_this_thread)
+
+
 class _Landmarks:
     """Landmarks of consecutive chunks, tracked within fixed segments of frames.
 
@@ -489,7 +496,6 @@ class _Landmarks:
     """
 
     def __init__(self, config: SWMROConfig, device: torch.device) -> None:
-        from concurrent.futures import ThreadPoolExecutor
 
         self.config, self.device = config, device
         self.segment = config.landmark_segment
@@ -504,7 +510,7 @@ class _Landmarks:
             if landmark_pool.usable():
                 # Started once per option set, reused across videos.
                 self.procs = landmark_pool.shared_pool(workers, redetect=config.landmark_redetect)
-        self.pool = ThreadPoolExecutor(workers) if workers > 1 and self.procs is None else None
+        self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
         # submit() and collect() run in two threads: the count and the switch from worker
@@ -545,7 +551,6 @@ class _Landmarks:
         submitting or the collecting thread may find out; the first one switches.
         """
         import warnings
-        from concurrent.futures import ThreadPoolExecutor
 
         from sw_mro.io import landmark_pool
 
@@ -563,7 +568,7 @@ class _Landmarks:
             self.procs.close()
             landmark_pool.disable(str(exc))  # later videos do not try again
             self.procs = None
-            self.pool = ThreadPoolExecutor(self.config.resolved_landmark_workers)
+            self.pool = _landmark_threads(self.config.resolved_landmark_workers)
             if self.carry_state is not None:  # hand the tracker state to a thread landmarker
                 self.carry = self._get()
                 self.carry.reset()
@@ -838,13 +843,11 @@ def _producer(
         return
     handoff: queue.Queue = queue.Queue()
     slots = threading.Semaphore(_LANDMARK_CHUNKS_IN_FLIGHT)
-    finisher = threading.Thread(
-        target=_finish_chunks,
-        args=(marks, src, config, device, handoff, out, stop, slots),
-        daemon=True,
+    finisher = start_named(
+        _finish_chunks,
+        (marks, src, config, device, handoff, out, stop, slots),
         name="sw_mro-landmarks",
     )
-    finisher.start()
     try:
         chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
         for start, rgb in chunks:
@@ -969,10 +972,7 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    worker = threading.Thread(
-        target=_producer, args=(src, cfg, device, q, stop), daemon=True, name="sw_mro-submit"
-    )
-    worker.start()
+    worker = start_named(_producer, (src, cfg, device, q, stop), name="sw_mro-submit")
 
     buf: list[_Chunk] = []  # consecutive chunks covering [buf_start, buf_end)
     end = 0

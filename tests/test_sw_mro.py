@@ -703,6 +703,46 @@ def test_prefetch_keeps_order_errors_and_stops_early() -> None:
     assert len(ours) == 1 and not ours[0].is_alive() and len(seen) <= 3
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux /proc")
+def test_threads_carry_their_names_for_the_os() -> None:
+    """sw_mro's threads are named for the OS too (``top -H``); a thread started inside
+    ``os_thread_name`` inherits that name (as FFmpeg's do), and the caller's comes back."""
+    import threading
+
+    from sw_mro._threads import os_thread_name, read_ahead, start_named
+
+    def os_name(tid: int) -> str:
+        return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+
+    me = threading.get_native_id()
+    mine = os_name(me)
+    child: list[str] = []
+
+    def record() -> None:
+        child.append(os_name(threading.get_native_id()))
+
+    with os_thread_name("sw_mro-probe-a-long-name"):
+        assert os_name(me) == "sw_mro-probe-a-"  # the OS keeps 15 bytes
+        t = threading.Thread(target=record)
+        t.start()
+        t.join()
+    assert os_name(me) == mine and child == ["sw_mro-probe-a-"]
+
+    seen: list[str] = []
+    t = start_named(lambda: seen.append(os_name(threading.get_native_id())), name="sw_mro-submit")
+    t.join(timeout=10)
+    assert seen == ["sw_mro-submit"] and t.name == "sw_mro-submit" and t.daemon
+
+    names: list[str] = []
+
+    def produce():
+        names.append(os_name(threading.get_native_id()))
+        yield 1
+
+    assert list(read_ahead(produce(), name="sw_mro-decode")) == [1]
+    assert names == ["sw_mro-decode"]
+
+
 def test_read_ahead_returns_when_stopped_without_an_end_marker() -> None:
     """On ``stop`` the thread returns without an end marker; a consumer waiting for the
     next item must not wait for ever (``stream`` joins its producer, which was blocked

@@ -690,3 +690,48 @@ def test_bad_arguments(clip: Path, kwargs: dict, match: str) -> None:
 def test_errors_share_a_base_class() -> None:
     for cls in (VideoNotFoundError, CorruptVideoError, EmptyVideoError, ClipTooShortError):
         assert issubclass(cls, VideoError)
+
+
+def _os_thread_names() -> dict[int, str]:
+    import os
+
+    names = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            names[int(tid)] = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux /proc")
+def test_decoder_threads_carry_an_os_name(gop_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threads that decord and FFmpeg start while a file is opened (and by the second
+    reader of a parallel read) are named ``sw_mro-ffmpeg`` for the OS, so ``top -H`` and
+    gpu_diag can tell their CPU time from torch's and CUDA's; the opening thread keeps its
+    own name, and the parallel decoders carry theirs."""
+    import threading
+
+    import sw_mro.io.video as vid
+
+    me = threading.get_native_id()
+    before = _os_thread_names()
+    video = open_video(gop_clip)
+    after = _os_thread_names()
+    new = {tid: name for tid, name in after.items() if tid not in before}
+    assert new and set(new.values()) == {"sw_mro-ffmpeg"}, new
+    assert after[me] == before[me]
+
+    monkeypatch.setattr(vid, "FILE_DECODE_READERS", 2)
+    seen: dict[str, str] = {}
+    inner = video._read_seek
+
+    def spy(vr: object, indices: list[int]) -> np.ndarray:
+        name = threading.current_thread().name
+        seen[name] = _os_thread_names()[threading.get_native_id()]
+        return inner(vr, indices)
+
+    monkeypatch.setattr(video, "_read_seek", spy)
+    assert sum(len(c) for _, c in video.chunks(5)) == video.info.num_frames
+    assert seen and all(os_name == name[:15] for name, os_name in seen.items()), seen
+    assert all(name.startswith("sw_mro-decoder") for name in seen)

@@ -71,6 +71,7 @@ import cv2
 import numpy as np
 import torch
 
+from sw_mro._threads import name_this_thread, os_thread_name
 from sw_mro.errors import (
     ClipTooShortError,
     CorruptVideoError,
@@ -327,6 +328,22 @@ def _file_decode_readers() -> int:
 FOLDER_DECODE_THREADS = 8
 
 
+def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
+    """A decord reader of ``path`` at frame 0, and the frames' ``(height, width)``
+    (``(0, 0)`` without frames). The threads that decord and FFmpeg start meanwhile carry
+    the OS thread name ``sw_mro-ffmpeg`` (``top -H``, gpu_diag's CPU split); threads that
+    decord starts later, on a seek, carry the name of the thread that reads."""
+    import decord
+
+    with os_thread_name("sw_mro-ffmpeg"):
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        if len(vr) == 0:
+            return vr, (0, 0)
+        h, w = vr[0].shape[:2]
+        vr.seek(0)  # decord starts a decoding thread here
+        return vr, (h, w)
+
+
 def _probe(path: Path) -> tuple[str, str]:
     """``(container format, codec)`` of the first video stream, as FFmpeg names them
     (``("", "")`` when PyAV cannot tell)."""
@@ -346,8 +363,6 @@ class FileVideoSource(VideoSource):
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
     ) -> None:
-        import decord  # local import: decord loads FFmpeg
-
         self._vr = None
         self._path = path
         self._pos = 0  # the next source frame a forward read gets (sequential mode)
@@ -367,14 +382,9 @@ class FileVideoSource(VideoSource):
             fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS
         )
         try:
-            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+            self._vr, (h, w) = _open_decord(path)
             n = len(self._vr)
             src_fps = float(self._vr.get_avg_fps() if fps is None else fps)
-            if n > 0:
-                h, w = self._vr[0].shape[:2]
-                self._vr.seek(0)
-            else:
-                h = w = 0
         except Exception as exc:  # decord raises RuntimeError/DECORDError with stack traces
             cls, reason = _ffmpeg_reason(path, exc)
             raise cls(f"{path}: {reason}") from exc
@@ -420,20 +430,14 @@ class FileVideoSource(VideoSource):
         caller asks for the next one."""
         from concurrent.futures import ThreadPoolExecutor
 
-        import decord
-
         self._check_open()
         try:
-            readers = [
-                decord.VideoReader(str(self._path), ctx=decord.cpu(0))
-                for _ in range(_file_decode_readers())
-            ]
+            opened = [_open_decord(self._path) for _ in range(_file_decode_readers())]
         except Exception as exc:  # e.g. the file changed since it was opened
             cls, reason = _ffmpeg_reason(self._path, exc)
             raise cls(f"{self._path}: {reason}") from exc
-        for vr in readers:  # the same file as the one opened (by path: it may be replaced)
-            shape = tuple(vr[0].shape[:2]) if len(vr) else ()
-            vr.seek(0)
+        readers = [vr for vr, _ in opened]
+        for vr, shape in opened:  # the same file as the one opened (by path: it may be replaced)
             if len(vr) != self.info.source_num_frames or shape != (
                 self.info.height,
                 self.info.width,
@@ -454,7 +458,9 @@ class FileVideoSource(VideoSource):
             # chunk once it is yielded.
             return [(first, torch.from_numpy(np.ascontiguousarray(out)))]
 
-        pool = ThreadPoolExecutor(len(readers), thread_name_prefix="sw_mro-decoder")
+        pool = ThreadPoolExecutor(
+            len(readers), thread_name_prefix="sw_mro-decoder", initializer=name_this_thread
+        )
         try:
             todo = iter(firsts)
             running = [
@@ -479,14 +485,12 @@ class FileVideoSource(VideoSource):
         """The frames at ``source_indices`` without a single seek: decode forward in
         contiguous blocks from the decoder's position, keeping the frames asked for; a
         request before that position restarts the decoder at frame 0."""
-        import decord
-
         need = set(source_indices)
         wanted = sorted(need)
         got: dict[int, np.ndarray] = {}
         try:
             if wanted[0] < self._pos:
-                self._vr = decord.VideoReader(str(self._path), ctx=decord.cpu(0))
+                self._vr, _ = _open_decord(self._path)
                 self._pos = 0
             while self._pos <= wanted[-1]:
                 a = self._pos
@@ -570,7 +574,9 @@ class FrameFolderSource(VideoSource):
         else:  # in file order: the first bad frame is the one reported
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(threads, thread_name_prefix="sw_mro-imread") as pool:
+            with ThreadPoolExecutor(
+                threads, thread_name_prefix="sw_mro-imread", initializer=name_this_thread
+            ) as pool:
                 for _ in pool.map(one, range(len(source_indices))):
                     pass
         return out
