@@ -109,10 +109,23 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         sync()
         return out, time.perf_counter() - t
 
+    import contextlib
+
     import sw_mro
 
-    sw_mro.extract(path, cfg.replace(window=5))  # warm-up: pool, kernels, caches
-    sync()
+    try:  # not in the older sw_mro that mode e2e may time
+        from sw_mro._threads import os_thread_name, set_os_thread_name
+    except ImportError:
+        os_thread_name = lambda _: contextlib.nullcontext()  # noqa: E731
+        set_os_thread_name = lambda _: None  # noqa: E731
+
+    # Native threads inherit the OS name of the thread that starts them: CpuProbe then
+    # tells those started in the warm-up (CUDA's, torch's, CuPy's) from those started
+    # later by this thread ("diag-main") and from sw_mro's own (sw_mro-*).
+    set_os_thread_name("diag-main")
+    with os_thread_name("diag-warmup"):
+        sw_mro.extract(path, cfg.replace(window=5))  # warm-up: pool, kernels, caches
+        sync()
 
     if mode == "e2e":  # only what any version of sw_mro has: an A/B of two commits
         for _ in range(2):
@@ -274,7 +287,11 @@ class CpuProbe:
     (``sw_mro-decode``, ``sw_mro-submit``, ``sw_mro-landmarks``) and ``MainThread``;
     native threads (FFmpeg's decoders, CUDA's, torch's) are "other": this process's
     total minus the named ones; ``native_cpu_s`` splits the part of it that was sampled by
-    the threads' kernel names (``/proc/self/task/*/comm``, digits as ``#``)."""
+    the threads' OS names (``/proc/self/task/*/comm``, digits as ``#``). A native thread
+    inherits the OS name of the thread that started it: ``sw_mro-ffmpeg`` (decord's and
+    FFmpeg's, started while a file is opened), ``sw_mro-decode``/``sw_mro-decoder_#``
+    (decord's, started on a seek), ``diag-warmup`` (started in the warm-up: CUDA's,
+    torch's, CuPy's), ``diag-main`` (started later by the main thread)."""
 
     def __init__(self, worker_pids: list[int], period: float = 0.05) -> None:
         self.pids, self.period = worker_pids, period

@@ -164,6 +164,13 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
                     f"{name} ({ref.path}, {n} frames after stride {ref.stride}): {e.kind} "
                     f"expression {e.onset}-{e.offset} lies outside it"
                 )
+            elif e.offset >= n:
+                print(
+                    f"spotformer: video {name!r} ({ref.path}): {e.kind} expression "
+                    f"{e.onset}-{e.offset} runs past its last frame {n - 1} (after stride "
+                    f"{ref.stride}); cut there for training and scoring",
+                    file=sys.stderr,
+                )
         total += n
     if problems:
         shown = "; ".join(problems[:8]) + (

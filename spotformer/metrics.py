@@ -62,6 +62,18 @@ class Interval:
     score: float = 1.0
     apex: int = -1
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("macro", "micro"):
+            raise ValueError(
+                f"{self.video}: kind must be 'macro' or 'micro', got {self.kind!r} "
+                "(read_intervals also accepts MaE / ME)"
+            )
+        if not 0 <= self.onset <= self.offset:
+            raise ValueError(
+                f"{self.video}: need 0 <= onset <= offset (inclusive 0-based frames), got "
+                f"{self.onset}, {self.offset}"
+            )
+
 
 def iou(s1: int, e1: int, s2: int, e2: int) -> float:
     """Inclusive-frame IoU of [s1, e1] and [s2, e2].
@@ -217,13 +229,14 @@ def _frame(value: str, path: Path, row: int, column: str) -> int:
     return int(f)
 
 
-def read_intervals(path: str | os.PathLike) -> list[Interval]:
+def read_intervals(path: str | os.PathLike, *, videos: set[str] | None = None) -> list[Interval]:
     """Read ``video,onset,offset,type[,score]`` rows (other columns are ignored).
 
     ``type`` is ``macro`` or ``micro`` (also accepted: MaE / ME); frames are inclusive
     and 0-based. A file with only the header holds no intervals, and neither does a row
     whose onset, offset and type are all empty (how the annotation CSV lists a video
-    without expressions).
+    without expressions). ``videos``, when given, receives every video the file names,
+    with or without intervals.
 
     Raises:
         EvaluationError: the file is missing, lacks a column or has a bad value.
@@ -235,7 +248,7 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
         raise EvaluationError(f"{p}: cannot open ({exc.strerror})") from exc
     try:
         with fh:
-            return _read_rows(csv.DictReader(fh), p)
+            return _read_rows(csv.DictReader(fh), p, videos)
     except UnicodeDecodeError as exc:
         raise EvaluationError(
             f"{p}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start}); give a CSV "
@@ -244,7 +257,7 @@ def read_intervals(path: str | os.PathLike) -> list[Interval]:
         ) from exc
 
 
-def _read_rows(reader: csv.DictReader, p: Path) -> list[Interval]:
+def _read_rows(reader: csv.DictReader, p: Path, videos: set[str] | None = None) -> list[Interval]:
     """The intervals of an open CSV (see :func:`read_intervals`)."""
     if reader.fieldnames is None:
         raise EvaluationError(
@@ -269,6 +282,8 @@ def _read_rows(reader: csv.DictReader, p: Path) -> list[Interval]:
                 f"{p}: row {row_no}: {len(extra)} more field(s) than the header "
                 f"({', '.join(map(repr, extra[:3]))})"
             )
+        if videos is not None and row["video"]:
+            videos.add(row["video"])
         if not (row["onset"] or row["offset"] or row["type"]):
             # A blank row, or a video listed with no expression (how the annotation
             # CSV lists videos without ground truth): no interval.

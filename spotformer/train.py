@@ -351,9 +351,13 @@ def durations_from(data: SpottingData, videos: Sequence[VideoInfo], spot: SpotPa
 
 
 def ground_truth(data: SpottingData, videos: Sequence[VideoInfo]) -> list[Interval]:
+    """The videos' expressions as scored intervals. One that runs past a video's last
+    frame is cut there, as its labels are: no proposal can reach past it (a SAMM-LV
+    offset on the last source frame can round to one frame past the decoded ones)."""
     return [
-        Interval(v.name, e.onset, e.offset, e.kind, 1.0, e.apex)
+        Interval(v.name, e.onset, min(e.offset, end), e.kind, 1.0, min(e.apex, end))
         for v in videos
+        for end in (v.frames - 1,)
         for e in data.expressions.get(v.name, [])
     ]
 

@@ -105,5 +105,20 @@ def test_prediction_videos_without_ground_truth_are_reported(tmp_path: Path, fil
     pred.write_text("video,onset,offset,type\nclip_stem,1,5,micro\n")
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 0
     err = capsys.readouterr().err
-    assert "none of the 1 prediction videos ('clip_stem') has a ground truth" in err
+    assert "none of the 1 prediction videos ('clip_stem') is in the ground truth" in err
     assert "--video-id" in err
+
+
+def test_a_video_listed_without_expressions_is_not_an_unknown_id(tmp_path: Path, capsys) -> None:
+    """The annotation CSV lists a video without expressions with empty frame columns: a
+    proposal there is an FP of a known video, not a mistyped id (found in review)."""
+    gt = tmp_path / "gt.csv"
+    gt.write_text("subject,video,onset,apex,offset,type\ns1,a,10,12,20,macro\ns2,b,,,,\n")
+    pred = tmp_path / "p.csv"
+    pred.write_text("video,onset,offset,type\nb,5,9,micro\nzz,1,2,micro\n")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 of 2 prediction videos are not in the ground truth ('zz')" in err
+    assert "'b'" not in err
+    counts = json.loads(out)
+    assert counts["micro"]["fp"] == 2 and counts["macro"]["fn"] == 1

@@ -302,3 +302,15 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     items = [I("v", 1, 5, "micro", 0.25), I("w", 10, 70, "macro", 0.5)]
     got = read_intervals(write_intervals(items, tmp_path / "p.csv"))
     assert got == items
+
+
+def test_interval_rejects_an_unknown_kind_and_a_reversed_or_negative_span() -> None:
+    """Built by hand (not read from a CSV, which checks these too), a bad interval fails
+    where it is made, not later as a KeyError or a division by zero (found in review)."""
+    with pytest.raises(ValueError, match="kind must be 'macro' or 'micro'"):
+        Interval("v", 0, 9, "MaE")
+    with pytest.raises(ValueError, match="0 <= onset <= offset"):
+        Interval("v", 10, 9, "macro")
+    with pytest.raises(ValueError, match="0 <= onset <= offset"):
+        Interval("v", -1, 9, "micro")
+    assert Interval("v", 9, 9, "micro").offset == 9  # one frame is an interval

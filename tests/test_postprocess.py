@@ -88,6 +88,9 @@ def test_validity_checks_drop_proposals() -> None:
     # At the chosen onset P_offset > P_onset: dropped.
     pr = _probs(40, onset={15: 0.4}, offset={15: 0.5, 26: 0.7}, apex={20: 0.9})
     assert len(candidate_intervals(pr, torch.tensor([20]), 2, 8)) == 0
+    # At the chosen onset P_onset == P_offset: dropped too (SPEC: P_onset > P_offset).
+    pr = _probs(40, onset={15: 0.45}, offset={15: 0.45, 26: 0.7}, apex={20: 0.9})
+    assert len(candidate_intervals(pr, torch.tensor([20]), 2, 8)) == 0
     # At the chosen offset P_onset >= P_offset: dropped.
     pr = _probs(40, onset={15: 0.8, 26: 0.45}, offset={26: 0.45}, apex={20: 0.9})
     assert len(candidate_intervals(pr, torch.tensor([20]), 2, 8)) == 0

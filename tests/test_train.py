@@ -18,7 +18,7 @@ import torch
 import spotformer.train as T
 import sw_mro
 from spotformer.data.table import Expression
-from spotformer.metrics import evaluate, read_intervals
+from spotformer.metrics import Interval, evaluate, read_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.train import (
     SpottingData,
@@ -385,10 +385,13 @@ def _tiny_video(path: Path, fps: float = 30.0, n: int = 20) -> Path:
     return write_video(path, frames, fps=fps)
 
 
-def test_dataset_annotations_are_checked_before_extraction(tmp_path: Path, monkeypatch) -> None:
+def test_dataset_annotations_are_checked_before_extraction(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     """An expression outside its video, or an annotated video shorter than the window,
     fails before any extraction (listing every problem); a short video without
-    annotations is left out with a warning."""
+    annotations is left out with a warning, and an expression that runs past its
+    video's end is named in a warning (it is cut there)."""
     import spotformer.features as F
     from spotformer.data.table import AnnotationTable, VideoRef
 
@@ -414,9 +417,32 @@ def test_dataset_annotations_are_checked_before_extraction(tmp_path: Path, monke
     with pytest.raises(F.DatasetError, match="shorter than the window of 21, but annotated"):
         F.dataset_features(bad, sw_mro.SWMROConfig(window=21), progress=False)
     # b is short for window 21 and not annotated: left out; a is extracted.
-    ok = AnnotationTable([Expression("s1", "s1/a", 2, 4, 6, "micro")], sources=refs)
+    capsys.readouterr()
+    ok = AnnotationTable(
+        [Expression("s1", "s1/a", 2, 4, 6, "micro"), Expression("s1", "s1/a", 25, 27, 31, "macro")],
+        sources=refs,
+    )  # fmt: skip
     got = F.dataset_features(ok, sw_mro.SWMROConfig(window=21), progress=False)
     assert list(got.features) == ["s1/a"] and extracted == ["a.mp4"]
+    err = capsys.readouterr().err
+    assert "macro expression 25-31 runs past its last frame 29" in err
+    assert "2-4" not in err and "2-6" not in err
+
+
+def test_ground_truth_is_cut_at_the_last_frame_like_the_labels() -> None:
+    """An expression past the end (a SAMM-LV offset on the last source frame rounds to
+    one frame past the decoded ones) is scored as labelled, [onset, last frame]: the best
+    proposal matches it (found in review: it scored tp 0, fp 1, fn 1)."""
+    data = SpottingData.build(
+        {"v": torch.zeros(30, 17, 10, 2)}, [Expression("s", "v", 20, 25, 45, "macro")]
+    )
+    (gt,) = T.ground_truth(data, data.videos)
+    assert (gt.onset, gt.offset, gt.apex) == (20, 29, 25)
+    assert data.targets.macro_expr[20:].sum().item() == 10  # labels: the same frames
+    best = [Interval("v", 20, 29, "macro")]
+    assert evaluate(best, [gt]).macro.tp == 1
+    with pytest.raises(ValueError, match="0 <= onset"):
+        Expression("s", "v", -5, 0, 3, "micro")  # before frame 0: refused, not wrapped
 
 
 def test_spot_finds_the_ground_truth_id(tmp_path: Path) -> None:

@@ -29,25 +29,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         preds = read_intervals(args.pred)
-        gts = read_intervals(args.gt)
+        gt_videos: set[str] = set()  # with or without expressions
+        gts = read_intervals(args.gt, videos=gt_videos)
     except EvaluationError as exc:
         print(f"spotformer evaluate: {exc}", file=sys.stderr)
         return 2
-    pred_videos, gt_videos = {p.video for p in preds}, {g.video for g in gts}
+    pred_videos = {p.video for p in preds}
     unknown = sorted(pred_videos - gt_videos)
-    if unknown and gts:
+    if unknown and gt_videos:
         shown = ", ".join(map(repr, unknown[:3])) + (", ..." if len(unknown) > 3 else "")
         if len(unknown) == len(pred_videos):
             print(
                 f"spotformer evaluate: warning: none of the {len(pred_videos)} prediction "
-                f"videos ({shown}) has a ground truth (e.g. {sorted(gt_videos)[0]!r}); check "
+                f"videos ({shown}) is in the ground truth (e.g. {sorted(gt_videos)[0]!r}); check "
                 "the video ids (spotformer spot --video-id)",
                 file=sys.stderr,
             )
         else:
             print(
                 f"spotformer evaluate: note: {len(unknown)} of {len(pred_videos)} prediction "
-                f"videos have no ground truth ({shown}); their proposals count as FPs",
+                f"videos are not in the ground truth ({shown}); their proposals count as FPs",
                 file=sys.stderr,
             )
     result = evaluate(preds, gts, args.iou)

@@ -62,9 +62,9 @@ class Expression:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be 'macro' or 'micro', got {self.kind!r}")
-        if not (self.onset <= self.apex <= self.offset):
+        if not (0 <= self.onset <= self.apex <= self.offset):
             raise ValueError(
-                f"{self.video}: need onset <= apex <= offset, got "
+                f"{self.video}: need 0 <= onset <= apex <= offset (0-based frames), got "
                 f"{self.onset}, {self.apex}, {self.offset}"
             )
 
