@@ -444,6 +444,22 @@ def test_folder_gap_warns(
         video = open_video(tmp_path / "g")
     assert len(video) == 3
     assert any("from 2 to 4" in r.getMessage() for r in caplog.records)
+    assert not any("start at" in r.getMessage() for r in caplog.records)
+
+
+def test_folder_that_starts_after_frame_1_warns(
+    tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Annotations count from img1 / _0001; a folder whose first file is img5 (frames
+    cut off) would shift every label by 4 frames without notice (found in review)."""
+    _write_folder(tmp_path / "late", ["img5.png", "img6.png", "img7.png"], source_frames[:3])
+    _write_folder(tmp_path / "zero", ["f_0000.png", "f_0001.png"], source_frames[:2])
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        assert len(open_video(tmp_path / "zero")) == 2
+        assert not caplog.records  # 0-based numbering is fine
+        assert len(open_video(tmp_path / "late")) == 3
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "start at 5 (img5.png)" in msg and "4 frames off" in msg
 
 
 # --- errors ------------------------------------------------------------------------------

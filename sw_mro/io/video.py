@@ -589,6 +589,15 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
         if m is None:
             return  # not a numbered layout: nothing to check
         nums.append(int(m.group(1)))
+    if nums and nums[0] > 1:  # CAS(ME)^2 img1.jpg and SAMM-LV _0001.jpg start at 1
+        log.warning(
+            "%s: frame numbers start at %d (%s), not at 0 or 1; frame i is the i-th file, "
+            "so annotations numbered from the first frame would be %d frames off",
+            folder,
+            nums[0],
+            files[0].name,
+            nums[0] - 1,
+        )
     for a, b, fb in zip(nums, nums[1:], files[1:], strict=False):
         if b != a + 1:
             log.warning(
