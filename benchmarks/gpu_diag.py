@@ -17,9 +17,10 @@ then prints one JSON line per measurement:
   landmarks running), stage seconds from CUDA events: the alignment without device
   syncs (``COMPACT_ALIGNMENT = False``), the compact one (the default), the first again;
 - ``end_to_end``: ``sw_mro.stream`` as the benchmark runs it, with the detector on
-  every frame and on every 4th, and with the other alignment; ``cpu`` says where the
-  host's CPU time went (:class:`CpuProbe`: this process by thread, and the landmark
-  workers);
+  every frame and on every 4th, with the other alignment, and with the landmark
+  workers 10 nice levels down (``worker_nice``); ``cpu`` says where the host's CPU
+  time went (:class:`CpuProbe`: this process by thread, native threads by the thread
+  that started them, and the landmark workers);
 - ``decode_threads`` (with ``DIAG_DECODE_THREADS=1``): decode alone with decord's
   ``num_threads`` 1, 2, 4 and its default (0), wall and CPU seconds.
 
@@ -27,7 +28,8 @@ Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
 ``PYTHONPATH``, run from another folder) can be timed on the same machine;
 ``DIAG_READERS=N`` sets ``FILE_DECODE_READERS``, ``DIAG_COMPACT=1|0`` the compact or
-masked alignment (``COMPACT_ALIGNMENT``), and ``DIAG_LABEL`` names the run.
+masked alignment (``COMPACT_ALIGNMENT``), ``DIAG_WORKER_NICE=N`` the landmark workers'
+niceness (``landmark_pool.WORKER_NICE``), and ``DIAG_LABEL`` names the run.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         vid.FILE_DECODE_READERS = int(os.environ["DIAG_READERS"])
     if os.environ.get("DIAG_COMPACT"):  # "1": compact alignment rounds, "0": masked
         pl.COMPACT_ALIGNMENT = os.environ["DIAG_COMPACT"] == "1"
+    if os.environ.get("DIAG_WORKER_NICE"):  # niceness of the landmark worker processes
+        from sw_mro.io import landmark_pool
+
+        landmark_pool.WORKER_NICE = int(os.environ["DIAG_WORKER_NICE"])
     n = round(seconds * FPS)
     path = Path(f"/tmp/sw_mro_diag_{n}.mp4")
     if not path.exists():
@@ -233,26 +239,31 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
         pl._producer, pl.COMPACT_ALIGNMENT = real, compact
     del items
 
-    # -- end to end: the detector on every frame and on every 4th; the other alignment
-    w0 = cfg.resolved_landmark_workers
-    for workers, redetect, mode_ in ((w0, 1, compact), (w0, 4, compact), (w0, 1, not compact)):
-        c = cfg.replace(landmark_workers=workers, landmark_redetect=redetect)
-        sw_mro.extract(path, c.replace(window=5))  # start this pool size
-        sync()
-        pl.COMPACT_ALIGNMENT = mode_
+    # -- end to end: the detector on every frame and on every 4th; the other alignment;
+    # landmark workers 10 nice levels down
+    from sw_mro.io import landmark_pool
+
+    w0, nice0 = cfg.resolved_landmark_workers, landmark_pool.WORKER_NICE
+    rows = ((1, compact, nice0), (4, compact, nice0), (1, not compact, nice0), (1, compact, 10))
+    for redetect, mode_, nice in rows:
+        c = cfg.replace(landmark_redetect=redetect)
+        pl.COMPACT_ALIGNMENT, landmark_pool.WORKER_NICE = mode_, nice
         try:
+            sw_mro.extract(path, c.replace(window=5))  # start this pool
+            sync()
             with CpuProbe(_worker_pids(c)) as probe:
                 t = time.perf_counter()
                 got = list(sw_mro.stream(path, c))
                 sync()
                 dt = time.perf_counter() - t
         finally:
-            pl.COMPACT_ALIGNMENT = compact
+            pl.COMPACT_ALIGNMENT, landmark_pool.WORKER_NICE = compact, nice0
         emit(
             "end_to_end",
-            landmark_workers=workers,
+            landmark_workers=w0,
             landmark_redetect=redetect,
             compact_alignment=mode_,
+            worker_nice=nice,
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),
@@ -374,7 +385,9 @@ def _worker_pids(config) -> list[int]:
     if config.landmarks != "dlib" or config.resolved_landmark_workers < 2:
         return []
     pool = landmark_pool.shared_pool(
-        config.resolved_landmark_workers, redetect=config.landmark_redetect
+        config.resolved_landmark_workers,
+        redetect=config.landmark_redetect,
+        nice=landmark_pool.WORKER_NICE,
     )
     return list(pool._pool._processes or {})
 

@@ -509,7 +509,9 @@ class _Landmarks:
 
             if landmark_pool.usable():
                 # Started once per option set, reused across videos.
-                self.procs = landmark_pool.shared_pool(workers, redetect=config.landmark_redetect)
+                self.procs = landmark_pool.shared_pool(
+                    workers, redetect=config.landmark_redetect, nice=landmark_pool.WORKER_NICE
+                )
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected

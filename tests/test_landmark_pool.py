@@ -347,3 +347,25 @@ def test_an_early_stop_cancels_the_landmark_jobs_still_queued(carphone: str) -> 
     items = list(pool._pool._pending_work_items.values())
     live = [w for w in items if not w.future.cancelled() and not w.future.done()]
     assert len(live) <= 2 * 2 + 1, len(live)
+
+
+def test_worker_nice_lowers_the_workers_priority_and_keeps_results(
+    carphone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WORKER_NICE`` = 5: each worker process runs 5 nice levels below this one (this
+    process's own priority is untouched), in a pool of its own, with the same landmarks."""
+    frames = open_video(carphone).read(range(40)).numpy()
+    cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2)
+    want = _Landmarks(cfg, torch.device("cpu")).detect(0, frames)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    monkeypatch.setattr(landmark_pool, "WORKER_NICE", 5)
+    marks = _Landmarks(cfg, torch.device("cpu"))
+    assert marks.procs is shared_pool(2, redetect=1, nice=5)
+    assert marks.procs is not shared_pool(2, redetect=1)
+    got = marks.detect(0, frames)
+    pids = list(marks.procs._pool._processes)
+    assert pids and all(os.getpriority(os.PRIO_PROCESS, p) == min(mine + 5, 19) for p in pids)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+    np.testing.assert_array_equal(got.points, want.points)
+    with pytest.raises(ValueError, match="nice must be an int in 0..19"):
+        DlibProcessPool(1, nice=-1)

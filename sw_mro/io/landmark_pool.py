@@ -58,11 +58,20 @@ SegmentJob = tuple[int, int, tuple | None]
 _WORKER: dict = {}  # in each worker: the landmarker and the attached shared blocks
 _MAPPED = 4  # shared blocks a worker keeps mapped (the parent rotates a few)
 
+#: Niceness the worker processes add to their own (``os.nice``) when they start; 0
+#: keeps the caller's priority. Where the host's CPUs are all busy (``extract --gpu``
+#: on the H100 host), a positive value lets the thread that feeds the GPU and the
+#: decoders run first and the workers take the cycles left. Not measured yet on a GPU:
+#: ``benchmarks/gpu_diag.py`` times it (``DIAG_WORKER_NICE``).
+WORKER_NICE = 0
 
-def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1) -> None:
+
+def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nice: int = 0) -> None:
     # Ctrl-C reaches every process of the group: the parent shuts the pool down, and a
     # worker's own KeyboardInterrupt would only print a traceback per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0:
+        os.nice(nice)
     _WORKER["lm"] = DlibLandmarker(predictor_path, redetect=redetect, fill_missing=False)
     _WORKER["shm"] = {}
     # A parent killed by a signal (SIGTERM from ``timeout`` or a scheduler, SIGKILL) runs
@@ -224,16 +233,18 @@ class DlibProcessPool:
     """
 
     def __init__(
-        self, workers: int, predictor_path: str | None = None, *, redetect: int = 1
+        self, workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ValueError(f"nice must be an int in 0..19, got {nice!r}")
         self.workers = workers
         self._pool = ProcessPoolExecutor(
             workers,
             mp_context=get_context("spawn"),
             initializer=_init_worker,
-            initargs=(predictor_path, os.getpid(), redetect),
+            initargs=(predictor_path, os.getpid(), redetect, nice),
         )
         self._idle: list = []  # blocks no submission uses
         self._all: dict = {}  # name -> SharedMemory or _MemfdBlock
@@ -339,10 +350,10 @@ def usable() -> bool:
 
 @functools.cache
 def shared_pool(
-    workers: int, predictor_path: str | None = None, *, redetect: int = 1
+    workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
 ) -> DlibProcessPool:
     """The process-wide pool for these options, started on first use, closed at exit."""
-    pool = DlibProcessPool(workers, predictor_path, redetect=redetect)
+    pool = DlibProcessPool(workers, predictor_path, redetect=redetect, nice=nice)
     # multiprocessing's exit function runs this in the main process (it is an atexit
     # handler) and in a multiprocessing child (a `sw-mro extract --devices` worker),
     # which leaves through os._exit and runs no atexit handler. It runs before that
