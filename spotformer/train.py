@@ -654,6 +654,24 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
     return diff
 
 
+def check_subjects(subjects: Sequence[str], cfg: TrainConfig) -> None:
+    """Leave-one-subject-out needs 2 subjects, and ``selection="val"`` ``val_subjects``
+    more (raises :class:`TrainError` before any work, naming the subjects found)."""
+    need = 2 + (cfg.val_subjects if cfg.selection == "val" else 0)
+    found = sorted(set(subjects))
+    if len(found) < need:
+        why = (
+            f" (selection 'val' holds out {cfg.val_subjects} more per fold; "
+            "--selection fixed needs 2)"
+            if cfg.selection == "val"
+            else ""
+        )
+        raise TrainError(
+            f"leave-one-subject-out needs at least {need} subjects{why}; the data has "
+            f"{len(found)}: {', '.join(map(repr, found[:5])) or 'none'}"
+        )
+
+
 def check_run_dir(
     run_dir: str | os.PathLike,
     cfg: TrainConfig,
@@ -722,6 +740,7 @@ def run_loso(
         info: extra facts to record in ``config.json`` (data set, root, extraction).
         on_step: called after every optimiser step (progress, tests).
     """
+    check_subjects(data.subjects, cfg)
     run = Path(run_dir)
     conf_path = run / "config.json"
     videos = {

@@ -29,7 +29,8 @@ class CorruptVideoError(VideoError):
 
 
 class UnsupportedVideoError(VideoError):
-    """A container whose frames the decoder cannot return exactly (MPEG-TS/PS)."""
+    """A file that is not read as a video: a container whose frames the decoder cannot
+    return exactly (MPEG-TS/PS), or a single frame image (give its folder)."""
 
 
 class EmptyVideoError(VideoError):

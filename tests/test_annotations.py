@@ -226,6 +226,10 @@ def test_casme2_source_opens_with_the_table_convention(
             lambda rows: rows.__setitem__(0, [1, "disgust1_1", 1, 2, 3, "", "", "nano-expression"]),
             r"row 1: type 'nano-expression' is neither macro nor micro",
         ),
+        (  # a short row: columns A-D only (found in review: reported as "type None")
+            lambda rows: rows.__setitem__(0, [1, "disgust1_1", 1, 2]),
+            r"row 1: the type \(column H\) is empty \(a short row\?\); need macro or micro",
+        ),
         (
             lambda rows: rows.__setitem__(
                 0, [1, "disgust1_1", 1, 2.5, 3, "", "", "micro-expression"]

@@ -497,3 +497,26 @@ def test_device_errors_are_told_from_input_errors() -> None:
     assert _device_error("CUDARuntimeError: cudaErrorLaunchFailure: unspecified launch failure")
     assert not _device_error("CorruptVideoError: /data/CUDA_runs/v.mp4: cannot decode the video")
     assert not _device_error("NoFaceError: /data/v.mp4: no face found in any of its 90 frames")
+
+
+def test_output_names_of_dot_and_of_a_frame_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``extract .`` names its outputs after the current folder (found in review: a hidden
+    ``.npy``); a single frame image is refused as such, not called a damaged video."""
+    import cv2
+
+    from sw_mro.commands.extract import output_name
+
+    folder = tmp_path / "15_0101disgustingteeth"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "img1.jpg"), np.full((32, 32, 3), 128, np.uint8))
+    monkeypatch.chdir(folder)
+    assert output_name(Path(".")) == "15_0101disgustingteeth"
+    assert output_name(Path("img1.jpg")) == "img1"
+    assert output_name(folder / ".." / folder.name) == "15_0101disgustingteeth"
+    rc = main(["extract", "img1.jpg", "--out-dir", str(tmp_path / "o"), *ARGS])
+    err = capsys.readouterr().err
+    assert rc == 1 and "UnsupportedVideoError" in err
+    assert "img1.jpg: a single frame image, not a video; give the folder of frames" in err
+    assert "damaged" not in err

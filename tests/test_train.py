@@ -543,10 +543,54 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
         seen["config"] = config
         raise F.DatasetError("stop here")
 
-    monkeypatch.setattr(F, "load_dataset", lambda *a: types.SimpleNamespace(dropped=[], sources={}))
+    from spotformer.data.table import VideoRef
+
+    two = {v: VideoRef(tmp_path / v, subject=s) for v, s in (("a", "s1"), ("b", "s2"))}
+    table = types.SimpleNamespace(dropped=[], sources=two, expressions=[])
+    monkeypatch.setattr(F, "load_dataset", lambda *a: table)
     monkeypatch.setattr(F, "dataset_features", stop)
     assert main(["train", *argv, "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert seen["config"].face_size == face_size
+
+
+@pytest.mark.parametrize(
+    ("subjects", "argv", "ok"),
+    [(["s1"], [], False), (["s1", "s2"], [], True),
+     (["s1", "s2"], ["--selection", "val"], False), (["s1", "s2", "s3"], ["--selection", "val"], True)],
+)  # fmt: skip
+def test_train_needs_two_subjects_before_extraction(
+    tmp_path: Path, monkeypatch, capsys, subjects: list[str], argv: list[str], ok: bool
+) -> None:
+    """Leave-one-subject-out with one subject (3 with validation) is refused before the
+    features are extracted, not after (found in review: a one-subject CAS(ME)^2 folder
+    was extracted, then failed with "fewer than 2 training frames"). A subject known
+    only from its video's expressions counts too."""
+    import types
+
+    import spotformer.features as F
+    from spotformer.cli import main
+    from spotformer.data.table import VideoRef
+
+    calls = []
+
+    def stop(table, config=None, progress=True):
+        calls.append(1)
+        raise F.DatasetError("stop here")
+
+    refs = {f"v{i}": VideoRef(tmp_path / f"v{i}", subject=s) for i, s in enumerate(subjects)}
+    refs["v0"] = VideoRef(tmp_path / "v0", subject=None)  # its subject from its expression
+    exprs = [Expression(subjects[0], "v0", 1, 2, 3, "micro")]
+    table = types.SimpleNamespace(dropped=[], sources=refs, expressions=exprs)
+    monkeypatch.setattr(F, "load_dataset", lambda *a: table)
+    monkeypatch.setattr(F, "dataset_features", stop)
+    out = ["--dataset", "casme2", "--root", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main(["train", *out, *argv]) == 2
+    err = capsys.readouterr().err
+    assert calls == ([1] if ok else [])
+    if not ok:
+        need = 2 + ("--selection" in argv)
+        assert f"needs at least {need} subjects" in err
+        assert f"the data has {len(subjects)}: {repr(subjects[0])}" in err
 
 
 def test_train_supcon_options_reach_the_run(tmp_path: Path, csv_dataset: Path) -> None:

@@ -117,7 +117,13 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.losses import MACRO_RATIO, LossConfig
     from spotformer.models import SpotFormerConfig
     from spotformer.postprocess import SpotParams
-    from spotformer.train import SpottingData, TrainConfig, check_run_dir, run_loso
+    from spotformer.train import (
+        SpottingData,
+        TrainConfig,
+        check_run_dir,
+        check_subjects,
+        run_loso,
+    )
     from sw_mro.errors import SWMROError
 
     def fail(msg: str) -> int:
@@ -171,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
         # The run folder first: a mistake there must not cost a data set's extraction.
         check_run_dir(args.out, cfg, resume=args.resume)
         table = load_dataset(args.dataset, args.root, args.annotations)
+        # Before extraction: leave-one-subject-out needs 2 subjects (3 with validation).
+        annotated = {e.video: e.subject for e in table.expressions}
+        subjects = [ref.subject or annotated.get(v) for v, ref in table.sources.items()]
+        check_subjects([s for s in subjects if s is not None], cfg)
         # Dropped annotation rows are reported once, by the loader's logging warnings.
         strides = {ref.stride for ref in table.sources.values()}
         rates = {ref.fps for ref in table.sources.values()}

@@ -200,12 +200,16 @@ def _fmt(x: float | None) -> str:
     return str(int(x)) if x == int(x) else str(x)
 
 
-def _kind(v: Any, path: Path, sheet: str | None, row: int) -> Kind:
+def _kind(v: Any, path: Path, sheet: str | None, row: int, column: str = "type") -> Kind:
     text = "" if v is None else str(v).strip().lower()
     if text.startswith("macro"):
         return "macro"
     if text.startswith("micro"):
         return "micro"
+    if not text:
+        raise _fail(
+            path, sheet, row, f"the type ({column}) is empty (a short row?); need macro or micro"
+        )
     raise _fail(path, sheet, row, f"type {v!r} is neither macro nor micro")
 
 
@@ -332,7 +336,7 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
         for x, label in zip(frames, ("onset", "apex", "offset"), strict=True):
             if x is not None and not x.is_integer():
                 raise _fail(xlsx, CAS_SHEET, r, f"{label} must be a whole frame number, got {x}")
-        kind = _kind(_cell(row, 7), xlsx, CAS_SHEET, r)
+        kind = _kind(_cell(row, 7), xlsx, CAS_SHEET, r, "column H")
         filled = _fill_missing(*frames)
         if isinstance(filled, str):
             _drop(table, source, r, filled)
@@ -416,7 +420,7 @@ def load_samm(
         frames = [
             _number(_cell(row, col[c]), xlsx, SAMM_SHEET, r, c.title()) for c in SAMM_COLUMNS[2:5]
         ]
-        kind = _kind(_cell(row, col["type"]), xlsx, SAMM_SHEET, r)
+        kind = _kind(_cell(row, col["type"]), xlsx, SAMM_SHEET, r, "column Type")
         filled = _fill_missing(*frames)
         if isinstance(filled, str):
             _drop(table, source, r, filled)
@@ -502,7 +506,7 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
                     line,
                     f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}",
                 )
-            kind = _kind(get["type"], path, None, line)
+            kind = _kind(get["type"], path, None, line, "column type")
             table.expressions.append(Expression(get["subject"], video, onset, apex, offset, kind))
     return table
 

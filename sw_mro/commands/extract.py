@@ -116,7 +116,10 @@ def _versions() -> dict[str, str]:
 
 
 def output_name(path: Path) -> str:
-    return path.name if path.is_dir() else path.stem
+    """``<name>`` of the outputs: a folder's name, a file's stem, of the absolute path
+    (``extract .`` is named after the current folder, not ``.npy``)."""
+    path = Path(os.path.abspath(path))
+    return (path.name if path.is_dir() else path.stem) or "root"
 
 
 #: Config fields that say how the features are computed, not what they are: a run that

@@ -641,4 +641,9 @@ def open_video(
         raise VideoNotFoundError(f"{path}: no such video file or frame folder")
     if path.is_dir():
         return FrameFolderSource(path, stride=stride, color=color, fps=fps)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise UnsupportedVideoError(
+            f"{path}: a single frame image, not a video; give the folder of frames "
+            f"({path.parent}) to read them all"
+        )
     return FileVideoSource(path, stride=stride, color=color, fps=fps)
