@@ -31,20 +31,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder RUN_DIR")
     parser.add_argument("--annotations", type=Path, help="annotation file, if not the default")
     parser.add_argument("--gpu", action="store_true", help="extract and train on CUDA")
-    parser.add_argument("--variant", choices=VARIANTS, default="simul-st")
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="simul-st",
+        help="SpotFormer's spatio-temporal attention variant (default simul-st, the paper's)",
+    )
     parser.add_argument("--epochs", type=int, default=100, help="epochs per fold (default 100)")
     parser.add_argument(
         "--batch-size", type=int, default=512, help="windows per step (default 512)"
     )
     parser.add_argument("--dim", type=int, default=256, help="model width D (default 256)")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
     parser.add_argument(
         "--selection",
         choices=("fixed", "val"),
         default="fixed",
         help="fixed: last epoch; val: best epoch on held-out *training* subjects",
     )
-    parser.add_argument("--val-subjects", type=int, default=1)
+    parser.add_argument(
+        "--val-subjects",
+        type=int,
+        default=1,
+        help="--selection val: training subjects held out per fold to pick the epoch (default 1)",
+    )
     parser.add_argument(
         "--neutral-segments",
         type=float,
@@ -87,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability of mirroring a training window left-right (augmentation; "
         "default 0, the authors' recipe)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)"
+    )
     parser.add_argument(
         "--face-size", type=int,
         help="SW-MRO face crop size (default 256; 320 for --dataset samm, as in the paper)",

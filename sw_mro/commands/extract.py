@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "twice gets two workers. The features are those of a one-device run",
     )
     parser.add_argument("--window", type=int, default=17, help="clip length w, odd (default 17)")
-    parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (SAMM-LV: 7)")
+    parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1; SAMM-LV: 7)")
     parser.add_argument(
         "--fps", type=float,
         help="frame rate of frame folders, for the metadata (default 30; SAMM-LV: 200); "
@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--insightface-root", type=Path, default=None,
-        help="folder holding buffalo_l's det_10g.onnx and 1k3d68.onnx",
+        help="folder holding buffalo_l's det_10g.onnx and 1k3d68.onnx (default: "
+        "$INSIGHTFACE_ROOT, else ~/.insightface/models/buffalo_l)",
     )  # fmt: skip
     parser.add_argument(
         "--batch-size",
