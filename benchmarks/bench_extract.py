@@ -86,10 +86,11 @@ def bench_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 # --------------------------------------------------------------------------- naive
 
 
-def _mdmo_np(v: np.ndarray, bins: int, top: float) -> np.ndarray:
-    ang = np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi)
-    sector = np.minimum((ang / (2 * np.pi / bins)).astype(int), bins - 1)
-    main = np.argmax(np.bincount(sector, minlength=bins))
+def _mdmo_np(v: np.ndarray, edges: tuple[float, ...], top: float) -> np.ndarray:
+    """The precedent's MDMO: sectors from ``edges`` (degrees; the last wraps past 360)."""
+    ang = np.degrees(np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi))
+    sector = (np.searchsorted(np.asarray(edges), ang, side="right") - 1) % len(edges)
+    main = np.argmax(np.bincount(sector, minlength=len(edges)))
     c = v[sector == main]
     mag = np.linalg.norm(c, axis=1)
     keep = np.argsort(-mag, kind="stable")[: max(1, math.ceil(top * len(c)))]
@@ -137,7 +138,8 @@ def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str,
             tbox = box.copy()
             flow = cv2.calcOpticalFlowFarneback(ref, _crop_cv2(gray[j], tbox, s), None, *fb)
             for _ in range(4):  # whole-pixel re-crops until the nose moves < 1 px
-                shift = _mdmo_np(flow[ny0 : ny1 + 1, nx0 : nx1 + 1].reshape(-1, 2), 4, cfg.nose_top)
+                nose = flow[ny0 : ny1 + 1, nx0 : nx1 + 1].reshape(-1, 2)
+                shift = _mdmo_np(nose, cfg.nose_edges, cfg.nose_top)
                 step = np.round(shift)
                 if np.abs(step).max() < 1:
                     break
@@ -146,7 +148,7 @@ def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str,
             for q, lmk in enumerate(cfg.roi_landmarks):
                 cx, cy = np.clip(np.round(pts[lmk]) - r // 2, 0, s - r).astype(int)
                 patch = flow[cy : cy + r, cx : cx + r].reshape(-1, 2)
-                out[i, k, q] = _mdmo_np(patch, cfg.mdmo_bins, cfg.mdmo_top)
+                out[i, k, q] = _mdmo_np(patch, cfg.mdmo_edges, cfg.mdmo_top)
     t3 = time.perf_counter()
     return out, {"decode": t1 - t0, "landmarks": t2 - t1, "flow_and_pooling": t3 - t2}
 

@@ -88,6 +88,27 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
+#: The precedent's ROI sectors: first edges in degrees, the last sector wraps past 360.
+ROI_EDGES: tuple[float, ...] = (30.0, 150.0, 210.0, 330.0)
+#: The precedent's nose sectors (90 degrees each, centred on the axes).
+NOSE_EDGES: tuple[float, ...] = (45.0, 135.0, 225.0, 315.0)
+
+
+def check_edges(edges: tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    """``edges`` as a tuple of floats, if they are >= 1 increasing angles in [0, 360)."""
+    try:
+        e = tuple(float(x) for x in edges)
+    except (TypeError, ValueError):
+        raise ValueError(f"edges must be angles in degrees; got {edges!r}") from None
+    if (
+        not e
+        or any(not 0 <= x < 360 for x in e)
+        or any(a >= b for a, b in zip(e, e[1:], strict=False))
+    ):
+        raise ValueError(f"edges must be increasing angles in [0, 360) degrees; got {edges!r}")
+    return e
+
+
 @dataclass(frozen=True)
 class SWMROConfig:
     """Settings of :func:`sw_mro.extract` and ``sw-mro extract``.
@@ -105,8 +126,10 @@ class SWMROConfig:
     - ``nose_landmarks`` = (29, 30) and ``nose_margin``, 13 px at 256 px, scaled likewise
       (SPEC 2.3).
     - ``align_tol`` = 0.1 px, ``align_max_iter`` = 4 (SPEC 2.4).
-    - MDMO: ``mdmo_bins`` = 4, ``mdmo_top`` = 0.6 for ROIs; ``nose_bins`` = 4 (90 degrees
-      each), ``nose_top`` = 0.88 (SPEC 2.6).
+    - MDMO (SPEC 2.6, sectors of the precedent, centred on the image axes):
+      ``mdmo_edges`` = (30, 150, 210, 330) degrees and ``mdmo_top`` = 0.6 for ROIs (4
+      sectors of 120/60/120/60 degrees: down, left, up, right); ``nose_edges`` = (45,
+      135, 225, 315) (4 of 90 degrees) and ``nose_top`` = 0.88 for the nose.
     - Farneback: ``pyr_scale`` 0.5, ``levels`` 3, ``winsize`` 15, ``iterations`` 5,
       ``poly_n`` 7, ``poly_sigma`` 1.5, box window (flags 0) (SPEC 2, precedent).
 
@@ -138,10 +161,18 @@ class SWMROConfig:
       nose MDMO of the re-aligned pair and is added to the shift; iteration stops when
       the residual is <= ``align_tol`` px (per pair) or after ``align_max_iter`` shifts.
       The final ROI flow is of the last aligned pair.
-    - MDMO angle bins: ``atan2(dy, dx)`` in [0, 2 pi) cut into equal bins starting at
-      angle 0; ties between equally populated bins go to the lowest bin; "top p %"
-      keeps ``ceil(p * count)`` vectors (at least 1); zero-magnitude vectors count like
-      any other. The mean vector is (direction of the kept vectors' sum) x (their mean
+    - ``align_from_landmarks`` = True: a pair whose nose landmarks (the mean of
+      ``nose_landmarks``, both frames mapped into the clip's crop) moved by more than
+      ``align_init_min`` px (8 at 256, scaled) starts its alignment from that motion
+      instead of from 0. The nose patch's flow alone loses a head that moved more than
+      ~17-19 px (measured: a 44 px translation in 16 frames was tracked with <= 0.24
+      px error this way, and not at all from 0, which the whole crop's flow does);
+      below the threshold nothing changes.
+    - MDMO angle sectors: ``atan2(dy, dx)`` in [0, 2 pi); sector ``k`` is
+      [edges[k], edges[k + 1]) and the last wraps past 360; ties between equally
+      populated sectors go to the first in ``edges`` order (as the precedent's argmax);
+      "top p %" keeps ``ceil(p * count)`` vectors (at least 1); zero-magnitude vectors
+      count like any other (angle 0). The mean vector is (direction of the kept vectors' sum) x (their mean
       magnitude); it is 0 when the sum is 0.
     - ``landmarks`` = "dlib"; ``insightface_root`` for the insightface backend.
       Landmarks are tracked within segments of ``landmark_segment`` (32) frames: the
@@ -175,9 +206,11 @@ class SWMROConfig:
     box_shift: float = 0.05
     align_tol: float = 0.1
     align_max_iter: int = 4
-    mdmo_bins: int = 4
+    align_from_landmarks: bool = True
+    align_init_min: float | None = None
+    mdmo_edges: tuple[float, ...] = ROI_EDGES
     mdmo_top: float = 0.6
-    nose_bins: int = 4
+    nose_edges: tuple[float, ...] = NOSE_EDGES
     nose_top: float = 0.88
     pyr_scale: float = 0.5
     levels: int = 3
@@ -225,8 +258,9 @@ class SWMROConfig:
             "levels",
         ):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "align_max_iter" else 1):
-                raise bad(name, "must be a positive integer")
+            low = 0 if name == "align_max_iter" else 1
+            if not isinstance(v, int) or v < low:
+                raise bad(name, f"must be an integer >= {low}")
         if self.roi_size is not None and (not isinstance(self.roi_size, int) or self.roi_size < 1):
             raise bad("roi_size", "must be a positive integer or None (scaled from 21 at 256 px)")
         if self.roi_size_px > self.face_size:
@@ -248,16 +282,25 @@ class SWMROConfig:
             raise bad("box_scale", "must be > 0")
         if not self.align_tol >= 0:
             raise bad("align_tol", "must be >= 0 px")
-        for name in ("mdmo_bins", "nose_bins"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "must be a positive integer")
+        if not isinstance(self.align_from_landmarks, bool):
+            raise bad("align_from_landmarks", "must be True or False")
+        if self.align_init_min is not None and not self.align_init_min >= 0:
+            raise bad("align_init_min", "must be >= 0 px or None (8 px at 256, scaled)")
+        for name in ("mdmo_edges", "nose_edges"):
+            try:
+                edges = check_edges(getattr(self, name))
+            except ValueError:
+                raise bad(name, "must be increasing angles in [0, 360) degrees") from None
+            object.__setattr__(self, name, edges)  # lists from JSON, ints: a float tuple
         for name in ("mdmo_top", "nose_top"):
             if not 0 < getattr(self, name) <= 1:
                 raise bad(name, "must be a fraction in (0, 1]")
         if not 0 < self.pyr_scale < 1:
             raise bad("pyr_scale", "must be in (0, 1)")
-        if self.winsize < 1 or self.poly_n not in (5, 7):
-            raise bad("poly_n", "Farneback supports poly_n 5 or 7 (winsize >= 1)")
+        if not isinstance(self.winsize, int) or self.winsize < 1:
+            raise bad("winsize", "must be an integer >= 1")
+        if self.poly_n not in (5, 7):
+            raise bad("poly_n", "Farneback supports poly_n 5 or 7")
         if self.landmarks not in ("dlib", "insightface"):
             raise bad("landmarks", "must be 'dlib' or 'insightface'")
         if not str(self.device).startswith(("cpu", "cuda")):
@@ -299,6 +342,13 @@ class SWMROConfig:
         return 1
 
     @property
+    def align_init_min_px(self) -> float:
+        """Landmark motion (px at face size) from which the alignment starts from it."""
+        if self.align_init_min is not None:
+            return float(self.align_init_min)
+        return 8.0 * self.face_size / _REF_FACE
+
+    @property
     def nose_margin_px(self) -> float:
         return (
             13.0 * self.face_size / _REF_FACE
@@ -336,6 +386,7 @@ class SWMROConfig:
             "roi_size": self.roi_size_px,
             "nose_margin": self.nose_margin_px,
             "nose_patch": self.nose_patch_px,
+            "align_init_min": self.align_init_min_px,
             "batch_size": self.resolved_batch_size,
             "chunk_size": self.resolved_chunk_size,
             "landmark_workers": self.resolved_landmark_workers,

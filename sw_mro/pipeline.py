@@ -222,7 +222,12 @@ class _StageTimer:
 
 
 def window_features(
-    crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, stats: dict | None = None
+    crops: torch.Tensor,
+    points: torch.Tensor,
+    config: SWMROConfig,
+    stats: dict | None = None,
+    *,
+    slot_nose: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SW-MRO features of ``B`` clips from their crops (SPEC 2.3-2.7).
 
@@ -232,6 +237,10 @@ def window_features(
         config: the settings.
         stats: optional dict that accumulates seconds per stage (``align``, ``flow``,
             ``pooling``; on CUDA the device's time, read when the work is done).
+        slot_nose: optional ``(B, w, 2)`` mean nose landmark of every clip frame, in the
+            clip's crop pixels: pairs whose nose moved by more than
+            ``config.align_init_min_px`` start their alignment from that motion
+            (``config.align_from_landmarks``). None: every pair starts from 0.
 
     Returns:
         ``(B, w, R, 2)`` float32; ``[:, 0] = 0``.
@@ -240,7 +249,8 @@ def window_features(
         raise ValueError(f"crops must be (B, w, S, S); got {tuple(crops.shape)}")
     timer = _StageTimer(crops.device) if stats is not None else None
     # The aligned targets are written over the crops: work on a copy of the caller's.
-    out = _window_features(crops.float().clone(), points.cpu(), config, timer)
+    init = None if slot_nose is None else _landmark_init(slot_nose.cpu(), config)
+    out = _window_features(crops.float().clone(), points.cpu(), config, timer, init)
     if timer is not None:
         for k, v in timer.seconds().items():
             stats[k] = stats.get(k, 0.0) + v
@@ -291,24 +301,42 @@ def _nose_residual(
     # Exact sums: the block is sized by the batch's largest nose box, and float sums
     # over different block sizes round differently (features would depend on the
     # batch size).
-    return mdmo(vec, nmask[pw], bins=config.nose_bins, top=config.nose_top, exact_sums=True)
+    return mdmo(vec, nmask[pw], edges=config.nose_edges, top=config.nose_top, exact_sums=True)
+
+
+def _landmark_init(slot_nose: torch.Tensor, config: SWMROConfig) -> torch.Tensor | None:
+    """``(B * (w - 1), 2)`` float32 start of each pair's alignment: the motion of its
+    nose landmarks from the clip's first frame (``slot_nose``: ``(B, w, 2)`` in crop
+    pixels, host) where it exceeds ``config.align_init_min_px``, else 0. None when no
+    pair starts elsewhere than 0 (or ``align_from_landmarks`` is off)."""
+    if not config.align_from_landmarks or config.align_max_iter == 0:
+        return None
+    move = (slot_nose[:, 1:] - slot_nose[:, :1]).reshape(-1, 2).to(torch.float64)
+    big = torch.linalg.vector_norm(move, dim=1) > config.align_init_min_px
+    if not bool(big.any()):
+        return None
+    return torch.where(big[:, None], move, torch.zeros_like(move)).float()
 
 
 def _align(
-    flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config
+    flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config, init_rows
 ) -> None:  # noqa: ANN001 - the tensors of _window_features
     """Nose alignment (SPEC 2.4): adds the head shift of each pair to ``d`` and
     re-samples the shifted targets into ``flat``. Compact rounds (the default) run only
     the pairs still above tolerance, a device sync each; masked rounds
     (:data:`COMPACT_ALIGNMENT` False) run every pair and let the finished ones take no
     step. Same result, bit for bit: each pair's flow, MDMO and shift depend on that
-    pair alone."""
+    pair alone. ``d`` holds each pair's starting shift; ``init_rows`` (or None) are the
+    pairs whose start is not 0 (their first round shifts the target)."""
     compact = COMPACT_ALIGNMENT
     active = torch.ones(d.shape[0], dtype=torch.bool, device=flat.device)
     for it in range(config.align_max_iter):
         idx = None  # the pairs of this round: all, or (compact, after the first) the active
         if it == 0:  # nothing shifted yet: cut the patch out of the raw crop
             tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
+            if init_rows is not None:  # pairs that start from their landmarks' motion
+                r = init_rows
+                tp[r] = shift(flat[tgt_flat[r]], d[r], origin=norigin[win[r]], size=patch)
         elif compact:
             idx = active.nonzero()[:, 0]  # a device sync
             if idx.numel() == 0:
@@ -339,7 +367,11 @@ def _align(
 
 
 def _window_features(
-    crops: torch.Tensor, points: torch.Tensor, config: SWMROConfig, timer: _StageTimer | None
+    crops: torch.Tensor,
+    points: torch.Tensor,
+    config: SWMROConfig,
+    timer: _StageTimer | None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`window_features` on crops it may overwrite, with host (CPU) ``points``.
 
@@ -375,8 +407,12 @@ def _window_features(
     nmask = up(box_mask(local, corner_h, (bh, bw)))  # (B, bh*bw)
     norigin, corner = up(norigin_h), up(corner_h)
     ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
-    d = torch.zeros(b * pairs, 2, device=dev)
-    _align(flat, ref_patch, tgt_flat, win, norigin, corner, nmask, (bh, bw), patch, d, fb, config)
+    if init is None:  # every pair starts from 0
+        d, init_rows = torch.zeros(b * pairs, 2, device=dev), None
+    else:  # some start from their landmarks' motion (_landmark_init)
+        d, init_rows = up(init), up(init.abs().sum(dim=1).nonzero()[:, 0])
+    args = (corner, nmask, (bh, bw), patch, d, fb, config, init_rows)
+    _align(flat, ref_patch, tgt_flat, win, norigin, *args)
     if timer is not None:
         timer.mark("align")
 
@@ -388,7 +424,7 @@ def _window_features(
     centres = pts[:, list(config.roi_landmarks)]  # (B, R, 2)
     origins = up(patch_origins(centres, roi, s, s))
     vec = gather_patches(flow, origins[win], roi)  # (B*pairs, R, roi*roi, 2)
-    feat = mdmo(vec, bins=config.mdmo_bins, top=config.mdmo_top)  # (B*pairs, R, 2)
+    feat = mdmo(vec, edges=config.mdmo_edges, top=config.mdmo_top)  # (B*pairs, R, 2)
     out = torch.zeros(b, w, feat.shape[1], 2, device=dev)
     out[:, 1:] = feat.view(b, pairs, -1, 2)
     if timer is not None:
@@ -1073,11 +1109,16 @@ def _group_features(
             frame_size=(H, W),
             index=rows_of[:, k : k + kk],
         )
-    pts_crop = frame_to_crop(
-        torch.from_numpy(points[first].astype(np.float64)), torch.from_numpy(win_box), s
-    )  # on the host: the geometry of window_features is computed there
+    box_h = torch.from_numpy(win_box)
+    # On the host: the geometry of window_features is computed there.
+    pts_crop = frame_to_crop(torch.from_numpy(points[first].astype(np.float64)), box_h, s)
+    init = None
+    if cfg.align_from_landmarks:  # each clip frame's mean nose landmark, in the clip's crop
+        slots = fidx[np.arange(b)[:, None] + np.arange(w)]  # (B, w) frame of each slot
+        nose = points[slots][:, :, list(cfg.nose_landmarks)].astype(np.float64).mean(axis=2)
+        init = _landmark_init(frame_to_crop(torch.from_numpy(nose), box_h, s), cfg)
     timer.mark("crop")
-    feats = _window_features(crops, pts_crop, cfg, timer)
+    feats = _window_features(crops, pts_crop, cfg, timer, init)
     frame_found = found[np.arange(a, e) - base]
     return FeatureChunk(a, feats, frame_found, stats, timer)
 

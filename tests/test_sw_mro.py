@@ -9,6 +9,7 @@ keep the suite fast; ``test_reference_default_settings`` runs the SPEC defaults.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,11 +20,13 @@ import torch
 
 import sw_mro
 from sw_mro import SWMROConfig
+from sw_mro.config import NOSE_EDGES, ROI_EDGES
 from sw_mro.errors import ClipTooShortError, CorruptVideoError, NoFaceError, VideoNotFoundError
 from sw_mro.io.landmarks import make_landmarker
 from sw_mro.io.video import open_video
 from sw_mro.io.writer import write_video
 from sw_mro.ops import crop_resize, gather_patches, mdmo, shift
+from sw_mro.ops.mdmo import sector_of
 from sw_mro.pipeline import rgb_to_gray
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -161,22 +164,71 @@ def test_mdmo_matches_numpy(rng: np.random.Generator, device: torch.device) -> N
     )
     vec[:, :, 0] += rng.normal(size=(40, 1)).astype(np.float32)  # a main direction per region
     mask = rng.random((40, 57)) > 0.3
-    for bins, top in [(4, 0.6), (4, 0.88), (8, 0.3)]:
+    cases = [(ROI_EDGES, 0.6), (NOSE_EDGES, 0.88), ((0.0, 45.0, 90.0, 200.0, 300.0), 0.3)]
+    for edges, top in cases:
         got = mdmo(
-            torch.from_numpy(vec).to(device), torch.from_numpy(mask).to(device), bins=bins, top=top
+            torch.from_numpy(vec).to(device),
+            torch.from_numpy(mask).to(device),
+            edges=edges,
+            top=top,
         )
-        want = np.stack([ref.mdmo(vec[k][mask[k]], bins, top) for k in range(40)])
+        want = np.stack([ref.mdmo(vec[k][mask[k]], edges, top) for k in range(40)])
         np.testing.assert_allclose(got.cpu().numpy(), want, atol=SWMRO_TOL["mdmo"], rtol=0)
 
 
 def test_mdmo_rules() -> None:
     # Main sector chosen, not the largest vector; length = mean magnitude of kept vectors.
     v = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 10.0], [3.0, 0.0]]])
-    assert torch.allclose(mdmo(v, top=1.0), torch.tensor([[2.0, 0.0]]))
-    assert torch.allclose(mdmo(v, top=0.6), torch.tensor([[2.5, 0.0]]))  # ceil(1.8) = 2
-    assert torch.equal(mdmo(torch.zeros(1, 5, 2)), torch.zeros(1, 2))  # zero sum -> 0
+    assert torch.allclose(mdmo(v, edges=ROI_EDGES, top=1.0), torch.tensor([[2.0, 0.0]]))
+    assert torch.allclose(
+        mdmo(v, edges=ROI_EDGES, top=0.6), torch.tensor([[2.5, 0.0]])
+    )  # ceil(1.8)
+    assert torch.equal(mdmo(torch.zeros(1, 5, 2), edges=ROI_EDGES), torch.zeros(1, 2))  # zero sum
     with pytest.raises(ValueError, match="top"):
         mdmo(v, top=0.0)
+    with pytest.raises(ValueError, match="increasing angles"):
+        mdmo(v, edges=(90.0, 30.0))
+
+
+def _at(deg: float, length: float = 1.0) -> list[float]:
+    return [length * math.cos(math.radians(deg)), length * math.sin(math.radians(deg))]
+
+
+def test_mdmo_sectors_are_the_precedents() -> None:
+    """SPEC 2.6 "precedent": AUW-GCN's feature code bins ROI flow in sectors centred on
+    the image axes, 120 degrees down / 60 left / 120 up / 60 right ([30, 150), [150, 210),
+    [210, 330), [330, 30)), and the nose in 90-degree sectors from 45 ([45, 135), ...).
+    Hand-made vectors on both sides of each edge (y points down)."""
+    assert SWMROConfig().mdmo_edges == ROI_EDGES == (30.0, 150.0, 210.0, 330.0)
+    assert SWMROConfig().nose_edges == NOSE_EDGES == (45.0, 135.0, 225.0, 315.0)
+    for edges, cases in [
+        (ROI_EDGES, [(29, 3), (31, 0), (149, 0), (151, 1), (209, 1), (211, 2), (329, 2), (331, 3), (0, 3)]),
+        (NOSE_EDGES, [(44, 3), (46, 0), (134, 0), (136, 1), (224, 1), (226, 2), (314, 2), (316, 3), (0, 3)]),
+    ]:  # fmt: skip
+        angles = torch.tensor([math.radians(d) for d, _ in cases])
+        assert sector_of(angles, edges).tolist() == [k for _, k in cases]
+    # Two vectors at 40 degrees and one at 100 share the ROIs' "down" sector (equal
+    # sectors from 0 degrees split them 2:1, and the mean lost the 100-degree vector).
+    v = torch.tensor([[_at(40), _at(40), _at(100), _at(200, 0.5)]])
+    s = torch.tensor(_at(40)) * 2 + torch.tensor(_at(100))
+    want = s / s.norm()  # every kept vector has length 1
+    assert torch.allclose(mdmo(v, edges=ROI_EDGES, top=1.0)[0], want, atol=1e-6)
+    # Ties go to the first sector in edges order (the precedent's argmax): down before up.
+    tie = torch.tensor([[_at(90), _at(270, 2.0)]])
+    assert torch.allclose(mdmo(tie, edges=ROI_EDGES, top=1.0)[0], torch.tensor(_at(90)), atol=1e-6)
+
+
+def test_mdmo_of_an_axis_motion_has_no_perpendicular_part(rng: np.random.Generator) -> None:
+    """A brow raise (straight up) with noise stays straight up: with sectors whose edges
+    lie on the axes (equal sectors from 0, before 2026-11-27) it split over two sectors
+    and gained ~0.27 px sideways (found in review)."""
+    up = torch.from_numpy(
+        (np.array([0.0, -1.0]) + rng.normal(0, 0.3, (200, 441, 2))).astype(np.float32)
+    )
+    got = mdmo(up, edges=ROI_EDGES, top=0.6)
+    old = mdmo(up, bins=4, top=0.6)
+    assert got[:, 0].abs().mean() < 0.05 < 0.2 < old[:, 0].abs().mean()
+    assert (got[:, 1] < -1.0).all()  # up; the top 60 % by magnitude make it longer than 1
 
 
 # --------------------------------------------------------------------------- config
@@ -188,11 +240,29 @@ def test_mdmo_rules() -> None:
      ({"mdmo_top": 1.5}, "mdmo_top"), ({"roi_landmarks": (18, 70)}, "roi_landmarks"),
      ({"roi_groups": ((0, 11),)}, "roi_groups"), ({"align_tol": -1.0}, "align_tol"),
      ({"landmarks": "mtcnn"}, "landmarks"), ({"device": "tpu"}, "device"),
-     ({"batch_size": 0}, "batch_size")],
+     ({"batch_size": 0}, "batch_size"), ({"align_max_iter": -1}, "align_max_iter"),
+     ({"winsize": 0}, "winsize"), ({"mdmo_edges": (90.0, 30.0)}, "mdmo_edges"),
+     ({"nose_edges": (400.0,)}, "nose_edges"), ({"align_init_min": -1.0}, "align_init_min")],
 )  # fmt: skip
 def test_config_rejects_bad_values(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"SWMROConfig.{field}="):
         SWMROConfig(**kwargs)
+
+
+def test_config_defaults_are_spec_section_2() -> None:
+    """The defaults SPEC 2 fixes, pinned (found in review: swapping two ROI landmarks or
+    the nose landmarks passed every other test)."""
+    c = SWMROConfig()
+    assert (c.window, c.face_size, c.roi_size_px, c.nose_margin_px) == (17, 256, 21, 13.0)
+    assert c.roi_landmarks == (18, 19, 20, 23, 24, 25, 48, 51, 54, 57)
+    assert c.roi_groups == ((0, 3), (3, 6), (6, 10))
+    assert c.nose_landmarks == (29, 30)
+    assert (c.align_tol, c.align_max_iter) == (0.1, 4)
+    assert (c.mdmo_top, c.nose_top) == (0.6, 0.88)
+    assert (c.pyr_scale, c.levels, c.winsize, c.iterations, c.poly_n, c.poly_sigma) == (
+        0.5, 3, 15, 5, 7, 1.5,
+    )  # fmt: skip
+    assert SWMROConfig(mdmo_edges=[30, 150, 210, 330]).mdmo_edges == ROI_EDGES  # from JSON
 
 
 def test_config_scales_pixel_sizes() -> None:
@@ -364,6 +434,31 @@ def test_global_head_translation_cancelled(face: np.ndarray, tmp_path: Path) -> 
     assert np.median(np.linalg.norm(raw[:, -1], axis=-1)) > 2.5
     assert np.abs(aligned).max() < SWMRO_TOL["head_residual"]
     assert np.median(np.linalg.norm(aligned[:, 1:], axis=-1)) < 0.15
+
+
+def test_large_head_translation_cancelled_from_the_landmarks(
+    face: np.ndarray, tmp_path: Path
+) -> None:
+    """A head that moves ~3 px per frame at 256 px (up to ~25 px within a clip) is lost
+    by the 64 px nose patch's flow when the alignment starts from 0 (found in review:
+    in a ground-truth test it failed beyond ~19 px, and on carphone 10 % of the pairs
+    kept >= 17 px of head motion); starting from the nose landmarks' motion cancels it.
+    The slow reference, given the same landmarks, agrees."""
+    frames = np.stack(_translated(face, 24, (1.2, 0.6)))
+    cfg = SWMROConfig(window=9)
+    aligned = sw_mro.extract(_CountingSource(frames), cfg).cpu().numpy()
+    lost = sw_mro.extract(_CountingSource(frames), cfg.replace(align_from_landmarks=False))
+    lost = lost.cpu().numpy()
+    assert np.median(np.linalg.norm(lost[:, -1], axis=-1)) > 10  # measured 28.4 px
+    assert np.abs(aligned).max() < SWMRO_TOL["head_residual"]  # measured 0.34 px
+    # Against the reference (landmarks from the same detector, nose patch flows by cv2).
+    small = SWMROConfig(window=5, face_size=128)
+    few = frames[::2][:10]  # 2.4 px per frame: ~12 px at 128 px within a clip
+    assert small.align_init_min_px == 4.0
+    want = ref.reference_features(few, small)
+    got = sw_mro.extract(_png_folder(few, tmp_path / "few"), small).cpu().numpy()
+    stats = _compare(got, want)
+    assert stats["mean"] < SWMRO_TOL["ref_mean"] and stats["max"] < SWMRO_TOL["ref_max"], stats
 
 
 # --------------------------------------------------------------------------- streaming
@@ -560,16 +655,16 @@ def test_mdmo_exact_sums_ignore_padding(rng: np.random.Generator, device: torch.
         [vec, torch.from_numpy(rng.normal(size=(30, 77, 2)).astype(np.float32)).to(device)], 1
     )
     pmask = torch.cat([mask, torch.zeros(30, 77, dtype=torch.bool, device=device)], 1)
-    a = mdmo(vec, mask, bins=4, top=0.88, exact_sums=True)
-    assert torch.equal(mdmo(pad, pmask, bins=4, top=0.88, exact_sums=True), a)
+    a = mdmo(vec, mask, edges=NOSE_EDGES, top=0.88, exact_sums=True)
+    assert torch.equal(mdmo(pad, pmask, edges=NOSE_EDGES, top=0.88, exact_sums=True), a)
     # Within float rounding of the float sums (the fixed point's step is 2^-24 px).
-    torch.testing.assert_close(a, mdmo(vec, mask, bins=4, top=0.88), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, mdmo(vec, mask, edges=NOSE_EDGES, top=0.88), atol=1e-5, rtol=1e-5)
     # A non-finite vector in a region gives NaN (int64 casts of NaN are undefined), one in
     # the padding changes nothing.
     bad = pad.clone()
     bad[0, int(pmask[0].nonzero()[0]), 0] = float("nan")
     bad[1, 60, 1] = float("inf")  # padding of region 1
-    got = mdmo(bad, pmask, bins=4, top=0.88, exact_sums=True)
+    got = mdmo(bad, pmask, edges=NOSE_EDGES, top=0.88, exact_sums=True)
     assert torch.isnan(got[0]).all() and torch.equal(got[1:], a[1:])
 
 

@@ -721,6 +721,12 @@ def test_spot_uses_the_sw_mro_settings_the_model_was_trained_with() -> None:
     saved = json.loads(json.dumps({"sw_mro": trained.to_dict()}))
     assert _sw_config(saved, "cpu") == trained
     assert _sw_config({}, "cpu") == sw_mro.SWMROConfig()
+    # A model trained before 2026-11-27 recorded equal MDMO sectors from 0 degrees: its
+    # features are made the same way, not with today's sectors.
+    old = {k: v for k, v in saved["sw_mro"].items() if k not in ("mdmo_edges", "nose_edges")}
+    got = _sw_config({"sw_mro": {**old, "mdmo_bins": 4, "nose_bins": 4}}, "cpu")
+    assert got.mdmo_edges == got.nose_edges == (0.0, 90.0, 180.0, 270.0)
+    assert got.replace(mdmo_edges=trained.mdmo_edges, nose_edges=trained.nose_edges) == trained
 
 
 def test_durations_from_the_training_subjects(tmp_path: Path) -> None:

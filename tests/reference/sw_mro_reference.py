@@ -54,17 +54,21 @@ def shift(img: np.ndarray, d: np.ndarray) -> np.ndarray:
     return bilinear(img, xs + d[0], ys + d[1])
 
 
-def mdmo(vectors: np.ndarray, bins: int, top: float) -> np.ndarray:
-    """MDMO of ``(K, 2)`` vectors (SPEC 2.6), the documented tie rules."""
+def mdmo(vectors: np.ndarray, edges: tuple[float, ...], top: float) -> np.ndarray:
+    """MDMO of ``(K, 2)`` vectors (SPEC 2.6) as the precedent bins them: region ``k`` is
+    the angles in [edges[k], edges[k+1]) degrees, the last one those >= edges[-1] or
+    < edges[0]; the vectors go to the first region that holds their angle, and the
+    first of the most populated regions wins."""
     if len(vectors) == 0:
         return np.zeros(2, np.float32)
     v = vectors.astype(np.float32)
     ang = np.arctan2(v[:, 1], v[:, 0])
     ang = np.where(ang < 0, ang + np.float32(2 * math.pi), ang)
-    sector = np.clip(np.floor(ang * np.float32(bins / (2 * math.pi))).astype(int), 0, bins - 1)
-    counts = np.bincount(sector, minlength=bins)
-    main = int(np.argmax(counts))  # first maximum
-    chosen = v[sector == main]
+    e = [np.float32(math.radians(x)) for x in edges]
+    regions = [(ang >= lo) & (ang < hi) for lo, hi in zip(e[:-1], e[1:], strict=True)]
+    regions.append((ang >= e[-1]) | (ang < e[0]))
+    main = int(np.argmax([r.sum() for r in regions]))  # first maximum
+    chosen = v[regions[main]]
     mag = np.sqrt(chosen[:, 0] * chosen[:, 0] + chosen[:, 1] * chosen[:, 1])
     keep = max(1, math.ceil(len(chosen) * top))
     order = np.argsort(-mag, kind="stable")[:keep]
@@ -110,8 +114,12 @@ def face_box(points: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
-def window_feature(crops: list[np.ndarray], pts: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
-    """``(w, R, 2)`` feature of one clip from its crops and first-frame crop landmarks."""
+def window_feature(
+    crops: list[np.ndarray], pts: np.ndarray, cfg: SWMROConfig, noses: list | None = None
+) -> np.ndarray:
+    """``(w, R, 2)`` feature of one clip from its crops and first-frame crop landmarks;
+    ``noses``: each clip frame's mean nose landmark in crop pixels, from which a pair
+    whose nose moved by more than ``cfg.align_init_min_px`` starts its alignment."""
     s = cfg.face_size
     w = len(crops)
     out = np.zeros((w, cfg.num_rois, 2), np.float32)
@@ -131,11 +139,15 @@ def window_feature(crops: list[np.ndarray], pts: np.ndarray, cfg: SWMROConfig) -
     for k in range(1, w):
         tgt = crops[k]
         d = np.zeros(2)
+        if noses is not None and cfg.align_from_landmarks and cfg.align_max_iter > 0:
+            moved = noses[k] - noses[0]  # a large head motion: start from the landmarks'
+            if np.hypot(*moved) > cfg.align_init_min_px:
+                d = moved.astype(np.float32).astype(np.float64)
         for it in range(cfg.align_max_iter):  # SPEC 2.4: re-align on the nose
-            aligned = tgt if it == 0 else shift(tgt, d)
+            aligned = tgt if it == 0 and not d.any() else shift(tgt, d)
             patch = np.ascontiguousarray(aligned[py : py + p, px : px + p])
             fl = flow_cv2(ref_patch, patch, cfg)
-            resid = mdmo(fl[in_nose], cfg.nose_bins, cfg.nose_top)
+            resid = mdmo(fl[in_nose], cfg.nose_edges, cfg.nose_top)
             if np.hypot(*resid.astype(np.float64)) <= cfg.align_tol:
                 break
             d = d + resid
@@ -146,7 +158,7 @@ def window_feature(crops: list[np.ndarray], pts: np.ndarray, cfg: SWMROConfig) -
             x0 = int(np.clip(np.round(cx) - r // 2, 0, s - r))
             y0 = int(np.clip(np.round(cy) - r // 2, 0, s - r))
             out[k, j] = mdmo(
-                fl[y0 : y0 + r, x0 : x0 + r].reshape(-1, 2), cfg.mdmo_bins, cfg.mdmo_top
+                fl[y0 : y0 + r, x0 : x0 + r].reshape(-1, 2), cfg.mdmo_edges, cfg.mdmo_top
             )
     return out
 
@@ -165,5 +177,12 @@ def reference_features(frames_rgb: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
         crops = [crop(gray[j], box, cfg.face_size) for j in idx]
         scale = cfg.face_size / (box[2] - box[0])
         pts = (pts_all[first].astype(np.float64) + 0.5 - box[:2]) * scale - 0.5
-        out[i] = window_feature(crops, pts, cfg)
+        # Every clip frame's nose (mean of the nose landmarks) in this clip's crop.
+        noses = [
+            (pts_all[j][list(cfg.nose_landmarks)].astype(np.float64).mean(axis=0) + 0.5 - box[:2])
+            * scale
+            - 0.5
+            for j in idx
+        ]
+        out[i] = window_feature(crops, pts, cfg, noses)
     return out
