@@ -88,9 +88,16 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-#: The precedent's ROI sectors: first edges in degrees, the last sector wraps past 360.
+#: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The
+#: default: 4 equal sectors from 0 degrees (edges on the image axes).
+EQUAL_EDGES: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
+#: The precedent's ROI sectors (AUW-GCN ``feature_extraction/tools.py``), centred on the
+#: axes: down 120, left 60, up 120, right 60 degrees. Opt-in (``mdmo_edges``): with them
+#: the demo recipe, tuned on the default sectors, fell from F1 0.64 to 0.50 on the
+#: default synthetic set (seed 0); see docs/sw_mro.md.
 ROI_EDGES: tuple[float, ...] = (30.0, 150.0, 210.0, 330.0)
-#: The precedent's nose sectors (90 degrees each, centred on the axes).
+#: The precedent's nose sectors (90 degrees each, centred on the axes). Opt-in
+#: (``nose_edges``).
 NOSE_EDGES: tuple[float, ...] = (45.0, 135.0, 225.0, 315.0)
 
 
@@ -126,10 +133,12 @@ class SWMROConfig:
     - ``nose_landmarks`` = (29, 30) and ``nose_margin``, 13 px at 256 px, scaled likewise
       (SPEC 2.3).
     - ``align_tol`` = 0.1 px, ``align_max_iter`` = 4 (SPEC 2.4).
-    - MDMO (SPEC 2.6, sectors of the precedent, centred on the image axes):
-      ``mdmo_edges`` = (30, 150, 210, 330) degrees and ``mdmo_top`` = 0.6 for ROIs (4
-      sectors of 120/60/120/60 degrees: down, left, up, right); ``nose_edges`` = (45,
-      135, 225, 315) (4 of 90 degrees) and ``nose_top`` = 0.88 for the nose.
+    - MDMO (SPEC 2.6): 4 sectors, ``mdmo_top`` = 0.6 for ROIs and ``nose_top`` = 0.88
+      for the nose. ``mdmo_edges`` = ``nose_edges`` = (0, 90, 180, 270) degrees by
+      default; the precedent's sectors, centred on the image axes, are
+      ``mdmo_edges=ROI_EDGES`` (30, 150, 210, 330: 120/60/120/60 degrees) and
+      ``nose_edges=NOSE_EDGES`` (45, 135, 225, 315), opt-in until the spotting recipe
+      is tuned on them (docs/sw_mro.md).
     - Farneback: ``pyr_scale`` 0.5, ``levels`` 3, ``winsize`` 15, ``iterations`` 5,
       ``poly_n`` 7, ``poly_sigma`` 1.5, box window (flags 0) (SPEC 2, precedent).
 
@@ -208,9 +217,9 @@ class SWMROConfig:
     align_max_iter: int = 4
     align_from_landmarks: bool = True
     align_init_min: float | None = None
-    mdmo_edges: tuple[float, ...] = ROI_EDGES
+    mdmo_edges: tuple[float, ...] = EQUAL_EDGES
     mdmo_top: float = 0.6
-    nose_edges: tuple[float, ...] = NOSE_EDGES
+    nose_edges: tuple[float, ...] = EQUAL_EDGES
     nose_top: float = 0.88
     pyr_scale: float = 0.5
     levels: int = 3

@@ -199,8 +199,9 @@ def test_mdmo_sectors_are_the_precedents() -> None:
     the image axes, 120 degrees down / 60 left / 120 up / 60 right ([30, 150), [150, 210),
     [210, 330), [330, 30)), and the nose in 90-degree sectors from 45 ([45, 135), ...).
     Hand-made vectors on both sides of each edge (y points down)."""
-    assert SWMROConfig().mdmo_edges == ROI_EDGES == (30.0, 150.0, 210.0, 330.0)
-    assert SWMROConfig().nose_edges == NOSE_EDGES == (45.0, 135.0, 225.0, 315.0)
+    assert ROI_EDGES == (30.0, 150.0, 210.0, 330.0) and NOSE_EDGES == (45.0, 135.0, 225.0, 315.0)
+    # Opt-in (the spotting recipe is tuned on the default, equal sectors from 0 degrees).
+    assert SWMROConfig().mdmo_edges == SWMROConfig().nose_edges == (0.0, 90.0, 180.0, 270.0)
     for edges, cases in [
         (ROI_EDGES, [(29, 3), (31, 0), (149, 0), (151, 1), (209, 1), (211, 2), (329, 2), (331, 3), (0, 3)]),
         (NOSE_EDGES, [(44, 3), (46, 0), (134, 0), (136, 1), (224, 1), (226, 2), (314, 2), (316, 3), (0, 3)]),
@@ -352,6 +353,13 @@ def test_reference_small_settings(carphone: str, tmp_path: Path) -> None:
 def test_reference_default_settings(carphone: str, tmp_path: Path) -> None:
     frames = open_video(carphone).read(range(18)).numpy()
     _check_reference(frames, SWMROConfig(), tmp_path)
+
+
+def test_reference_precedent_sectors(carphone: str, tmp_path: Path) -> None:
+    # The precedent's MDMO sectors (opt-in) end to end, against the reference's regions.
+    frames = open_video(carphone).read(range(12)).numpy()
+    cfg = SWMROConfig(window=5, face_size=128, mdmo_edges=ROI_EDGES, nose_edges=NOSE_EDGES)
+    _check_reference(frames, cfg, tmp_path)
 
 
 def test_reference_opencv_flow_backend(carphone: str, tmp_path: Path) -> None:
