@@ -781,11 +781,18 @@ def test_mirror_windows_equal_the_features_of_the_mirrored_video(carphone: str, 
     b = write_video(tmp_path / "b.mp4", np.ascontiguousarray(frames[:, :, ::-1]), crf=10)
     cfg = sw_mro.SWMROConfig(window=9, face_size=128)
     fa, fb = sw_mro.extract(a, cfg), sw_mro.extract(b, cfg)
-    corr = np.corrcoef(T.mirror_windows(fa).flatten().numpy(), fb.flatten().numpy())[0, 1]
-    plain = np.corrcoef(fa.flatten().numpy(), fb.flatten().numpy())[0, 1]
-    # Measured 0.87 vs 0.18 on 60 frames, 0.71 vs -0.34 on 40 (landmarks and codec noise
-    # differ between the two videos, so they are not equal).
-    assert corr > 0.6 and corr > plain + 0.4, (corr, plain)
+    m, fa, fb = T.mirror_windows(fa).numpy(), fa.numpy(), fb.numpy()
+
+    def corr(u: np.ndarray, v: np.ndarray) -> float:
+        return float(np.corrcoef(u.flatten(), v.flatten())[0, 1])
+
+    # Landmarks and codec noise differ between the two videos, so they are not equal.
+    # Measured (with the alignment from the landmarks): 0.97 in all, 0.92 for x. Left
+    # as they are, the x components anti-correlate (-0.61; a flip negates them), while
+    # the y components, which dominate carphone's features, correlate anyway (0.84).
+    assert corr(m, fb) > 0.6, corr(m, fb)
+    x_mirrored, x_plain = corr(m[..., 0], fb[..., 0]), corr(fa[..., 0], fb[..., 0])
+    assert x_mirrored > 0.6 and x_plain < x_mirrored - 0.4, (x_mirrored, x_plain)
 
 
 def test_mirror_augmentation_trains_and_is_deterministic(tmp_path: Path, data) -> None:

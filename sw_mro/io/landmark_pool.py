@@ -340,7 +340,7 @@ _DISABLED: list[str] = []  # why worker processes are not used in this process, 
 def disable(reason: str) -> None:
     """Use no worker processes from now on in this process (see :func:`usable`)."""
     _DISABLED.append(reason)
-    shared_pool.cache_clear()
+    _pool_for.cache_clear()
 
 
 def usable() -> bool:
@@ -348,11 +348,17 @@ def usable() -> bool:
     return not _DISABLED
 
 
-@functools.cache
 def shared_pool(
     workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
 ) -> DlibProcessPool:
     """The process-wide pool for these options, started on first use, closed at exit."""
+    return _pool_for(workers, predictor_path, redetect, nice)  # one cache key per option set
+
+
+@functools.cache
+def _pool_for(
+    workers: int, predictor_path: str | None, redetect: int, nice: int
+) -> DlibProcessPool:
     pool = DlibProcessPool(workers, predictor_path, redetect=redetect, nice=nice)
     # multiprocessing's exit function runs this in the main process (it is an atexit
     # handler) and in a multiprocessing child (a `sw-mro extract --devices` worker),
