@@ -101,6 +101,11 @@ ROI_EDGES: tuple[float, ...] = (30.0, 150.0, 210.0, 330.0)
 NOSE_EDGES: tuple[float, ...] = (45.0, 135.0, 225.0, 315.0)
 
 
+def equal_edges(bins: int) -> tuple[float, ...]:
+    """First edges (degrees) of ``bins`` equal MDMO sectors from 0 degrees."""
+    return tuple(360.0 * k / bins for k in range(bins))
+
+
 def check_edges(edges: tuple[float, ...] | list[float]) -> tuple[float, ...]:
     """``edges`` as a tuple of floats, if they are >= 1 increasing angles in [0, 360)."""
     try:

@@ -54,12 +54,13 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
     import dataclasses
 
     import sw_mro
+    from sw_mro.config import equal_edges
 
     saved = dict(info.get("sw_mro") or {})
     for old, new in (("mdmo_bins", "mdmo_edges"), ("nose_bins", "nose_edges")):
         if isinstance(saved.get(old), int) and new not in saved:
             # Trained before 2026-11-27: MDMO sectors were equal and started at 0 degrees.
-            saved[new] = [360.0 * k / saved[old] for k in range(saved[old])]
+            saved[new] = list(equal_edges(saved[old]))
     fields = {f.name for f in dataclasses.fields(sw_mro.SWMROConfig)}
     kw = {
         k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v

@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from sw_mro.config import EQUAL_EDGES, NOSE_EDGES, ROI_EDGES, check_edges
+from sw_mro.config import EQUAL_EDGES, NOSE_EDGES, ROI_EDGES, check_edges, equal_edges
 
 __all__ = ["EQUAL_EDGES", "MDMO", "NOSE_EDGES", "ROI_EDGES", "mdmo", "sector_of"]
 
@@ -101,7 +101,7 @@ def mdmo(
     if edges is None:
         if bins < 1:
             raise ValueError(f"bins must be >= 1; got {bins}")
-        edges = tuple(360.0 * k / bins for k in range(bins))
+        edges = equal_edges(bins)
     edges = check_edges(edges)
     bins = len(edges)
     v = vectors.float()
@@ -118,7 +118,7 @@ def mdmo(
     dx, dy = v[..., 0], v[..., 1]
     ang = torch.atan2(dy, dx)
     ang = torch.where(ang < 0, ang + 2 * math.pi, ang)
-    if edges == tuple(360.0 * k / bins for k in range(bins)):  # equal sectors from 0
+    if edges == equal_edges(bins):  # equal sectors from 0
         # (the formula of every version before the edges existed: the same bits)
         sector = (ang * (bins / (2 * math.pi))).floor().long().clamp_(0, bins - 1)
     else:
