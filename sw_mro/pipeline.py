@@ -321,8 +321,8 @@ def _landmark_init(slot_nose: torch.Tensor, config: SWMROConfig) -> torch.Tensor
 def _align(
     flat, ref_patch, tgt_flat, win, norigin, corner, nmask, block, patch, d, fb, config, init_rows
 ) -> None:  # noqa: ANN001 - the tensors of _window_features
-    """Nose alignment (SPEC 2.4): adds the head shift of each pair to ``d`` and
-    re-samples the shifted targets into ``flat``. Compact rounds (the default) run only
+    """Nose alignment (SPEC 2.4): adds the head shift of each pair to ``d``
+    (:func:`_apply_shifts` then re-samples the targets). Compact rounds (the default) run only
     the pairs still above tolerance, a device sync each; masked rounds
     (:data:`COMPACT_ALIGNMENT` False) run every pair and let the finished ones take no
     step. Same result, bit for bit: each pair's flow, MDMO and shift depend on that
@@ -355,7 +355,12 @@ def _align(
         else:
             d[idx] += torch.where(go[:, None], resid, torch.zeros_like(resid))
             active[idx] = go
-    if compact:
+
+
+def _apply_shifts(flat: torch.Tensor, tgt_flat: torch.Tensor, d: torch.Tensor) -> None:
+    """Re-sample each pair's target ``flat[tgt_flat]`` in place by its head shift ``d``
+    (pairs whose shift is 0 keep their crop, bit for bit)."""
+    if COMPACT_ALIGNMENT:
         moved = (d != 0).any(dim=1).nonzero()[:, 0]  # a device sync
         if moved.numel():
             rows = tgt_flat[moved]
@@ -364,6 +369,21 @@ def _align(
         moved = (d != 0).any(dim=1)
         targets = flat[tgt_flat]
         flat[tgt_flat] = torch.where(moved[:, None, None], shift(targets, d), targets)
+
+
+def _patch_error(
+    flat: torch.Tensor,
+    ref_patch: torch.Tensor,
+    tgt_flat: torch.Tensor,
+    win: torch.Tensor,
+    norigin: torch.Tensor,
+    d: torch.Tensor,
+    patch: int,
+) -> torch.Tensor:
+    """``(n,)`` mean absolute grey difference between each pair's reference nose patch
+    and its target shifted by ``d`` (how well the shift aligns the nose)."""
+    tp = shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
+    return (tp - ref_patch[win]).abs().mean(dim=(1, 2))
 
 
 def _window_features(
@@ -407,12 +427,30 @@ def _window_features(
     nmask = up(box_mask(local, corner_h, (bh, bw)))  # (B, bh*bw)
     norigin, corner = up(norigin_h), up(corner_h)
     ref_patch = _cut_patches(flat, ref_flat[::pairs], norigin, patch)  # (B, P, P)
+    n = b * pairs
+    geo = (corner, nmask, (bh, bw), patch)
     if init is None:  # every pair starts from 0
-        d, init_rows = torch.zeros(b * pairs, 2, device=dev), None
-    else:  # some start from their landmarks' motion (_landmark_init)
-        d, init_rows = up(init), up(init.abs().sum(dim=1).nonzero()[:, 0])
-    args = (corner, nmask, (bh, bw), patch, d, fb, config, init_rows)
-    _align(flat, ref_patch, tgt_flat, win, norigin, *args)
+        d = torch.zeros(n, 2, device=dev)
+        _align(flat, ref_patch, tgt_flat, win, norigin, *geo, d, fb, config, None)
+    else:
+        # Pairs whose nose landmarks moved far (_landmark_init) are aligned twice: from 0
+        # (SPEC) and from their landmarks' motion. The shift whose nose patch matches the
+        # reference better wins, so a landmark outlier (a single frame's jump) cannot
+        # start a pair that did not move, and a large head move is still followed.
+        rows_h = init.abs().sum(dim=1).nonzero()[:, 0]
+        rows = up(rows_h)
+        k = int(rows_h.numel())
+        tgt2, win2 = torch.cat([tgt_flat, tgt_flat[rows]]), torch.cat([win, win[rows]])
+        d = torch.cat([torch.zeros(n, 2, device=dev), up(init[rows_h])])
+        first = torch.arange(n, n + k, device=dev)  # their first round shifts the target
+        _align(flat, ref_patch, tgt2, win2, norigin, *geo, d, fb, config, first)
+        err = _patch_error(flat, ref_patch, tgt2[n:].repeat(2), win2[n:].repeat(2), norigin,
+                           torch.cat([d[rows], d[n:]]), patch)  # fmt: skip
+        better = err[k:] < err[:k]  # ties keep SPEC's start from 0
+        pick = torch.where(better[:, None], d[n:], d[rows])
+        d = d[:n]
+        d[rows] = pick
+    _apply_shifts(flat, tgt_flat, d)
     if timer is not None:
         timer.mark("align")
 

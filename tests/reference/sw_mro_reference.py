@@ -136,13 +136,8 @@ def window_feature(
     ref = crops[0]
     ref_patch = np.ascontiguousarray(ref[py : py + p, px : px + p])
     r = cfg.roi_size_px
-    for k in range(1, w):
-        tgt = crops[k]
-        d = np.zeros(2)
-        if noses is not None and cfg.align_from_landmarks and cfg.align_max_iter > 0:
-            moved = noses[k] - noses[0]  # a large head motion: start from the landmarks'
-            if np.hypot(*moved) > cfg.align_init_min_px:
-                d = moved.astype(np.float32).astype(np.float64)
+
+    def align(tgt: np.ndarray, d: np.ndarray) -> np.ndarray:
         for it in range(cfg.align_max_iter):  # SPEC 2.4: re-align on the nose
             aligned = tgt if it == 0 and not d.any() else shift(tgt, d)
             patch = np.ascontiguousarray(aligned[py : py + p, px : px + p])
@@ -151,6 +146,21 @@ def window_feature(
             if np.hypot(*resid.astype(np.float64)) <= cfg.align_tol:
                 break
             d = d + resid
+        return d
+
+    def patch_error(tgt: np.ndarray, d: np.ndarray) -> float:
+        moved = shift(tgt, d.astype(np.float32))[py : py + p, px : px + p]
+        return float(np.abs(moved.astype(np.float64) - ref_patch).mean())
+
+    for k in range(1, w):
+        tgt = crops[k]
+        d = align(tgt, np.zeros(2))
+        if noses is not None and cfg.align_from_landmarks and cfg.align_max_iter > 0:
+            moved = noses[k] - noses[0]  # a large head motion: also try the landmarks'
+            if np.hypot(*moved) > cfg.align_init_min_px:
+                d_lm = align(tgt, moved.astype(np.float32).astype(np.float64))
+                if patch_error(tgt, d_lm) < patch_error(tgt, d):  # the better match wins
+                    d = d_lm
         aligned = tgt if not d.any() else shift(tgt, d.astype(np.float32))
         fl = flow_cv2(ref, aligned, cfg)
         for j, lmk in enumerate(cfg.roi_landmarks):  # SPEC 2.5-2.6
