@@ -458,7 +458,7 @@ def test_large_head_translation_cancelled_from_the_landmarks(
     lost = sw_mro.extract(_CountingSource(frames), cfg.replace(align_from_landmarks=False))
     lost = lost.cpu().numpy()
     assert np.median(np.linalg.norm(lost[:, -1], axis=-1)) > 10  # measured 28.4 px
-    assert np.abs(aligned).max() < SWMRO_TOL["head_residual"]  # measured 0.34 px
+    assert np.abs(aligned).max() < SWMRO_TOL["head_residual"]  # measured 0.29 px
     # Against the reference (landmarks from the same detector, nose patch flows by cv2).
     small = SWMROConfig(window=5, face_size=128)
     few = frames[::2][:10]  # 2.4 px per frame: ~12 px at 128 px within a clip
