@@ -181,7 +181,10 @@ class SWMROConfig:
       instead of from 0. The nose patch's flow alone loses a head that moved more than
       ~17-19 px (measured: a 44 px translation in 16 frames was tracked with <= 0.24
       px error this way, and not at all from 0, which the whole crop's flow does);
-      below the threshold nothing changes.
+      below the threshold nothing changes. Such a pair is aligned from 0 too, and the
+      shift whose nose patch matches the reference better (mean absolute grey
+      difference) wins, ties keeping 0: a single frame's landmark outlier cannot start
+      a pair that did not move.
     - MDMO angle sectors: ``atan2(dy, dx)`` in [0, 2 pi); sector ``k`` is
       [edges[k], edges[k + 1]) and the last wraps past 360; ties between equally
       populated sectors go to the first in ``edges`` order (as the precedent's argmax);

@@ -239,8 +239,9 @@ def window_features(
             ``pooling``; on CUDA the device's time, read when the work is done).
         slot_nose: optional ``(B, w, 2)`` mean nose landmark of every clip frame, in the
             clip's crop pixels: pairs whose nose moved by more than
-            ``config.align_init_min_px`` start their alignment from that motion
-            (``config.align_from_landmarks``). None: every pair starts from 0.
+            ``config.align_init_min_px`` are also aligned from that motion, and the
+            better nose match of the two starts wins (``config.align_from_landmarks``).
+            None: every pair starts from 0.
 
     Returns:
         ``(B, w, R, 2)`` float32; ``[:, 0] = 0``.
