@@ -175,16 +175,17 @@ class SWMROConfig:
       nose MDMO of the re-aligned pair and is added to the shift; iteration stops when
       the residual is <= ``align_tol`` px (per pair) or after ``align_max_iter`` shifts.
       The final ROI flow is of the last aligned pair.
-    - ``align_from_landmarks`` = True: a pair whose nose landmarks (the mean of
-      ``nose_landmarks``, both frames mapped into the clip's crop) moved by more than
-      ``align_init_min`` px (8 at 256, scaled) starts its alignment from that motion
-      instead of from 0. The nose patch's flow alone loses a head that moved more than
-      ~17-19 px (measured: a 44 px translation in 16 frames was tracked with <= 0.24
-      px error this way, and not at all from 0, which the whole crop's flow does);
-      below the threshold nothing changes. Such a pair is aligned from 0 too, and the
-      shift whose nose patch matches the reference better (mean absolute grey
-      difference) wins, ties keeping 0: a single frame's landmark outlier cannot start
-      a pair that did not move.
+    - ``align_from_landmarks`` (default False: SPEC's start from 0): when True, a pair
+      whose nose landmarks (the mean of ``nose_landmarks``, both frames mapped into the
+      clip's crop) moved by more than ``align_init_min`` px (8 at 256, scaled) is also
+      aligned from that motion, and the shift whose nose patch matches the reference
+      better (mean absolute grey difference) wins, ties keeping 0, so a single frame's
+      landmark outlier cannot start a pair that did not move. The nose patch's flow
+      alone loses a head that moved more than ~17-19 px (measured: a 44 px translation
+      in 16 frames was tracked with <= 0.24 px error from the landmarks, and not at all
+      from 0, which the whole crop's flow does). Opt-in because on the default
+      synthetic set, whose head moves the start from 0 follows, it cost F1 (training
+      seeds 0-2: mean 0.65 against 0.70; docs/sw_mro.md).
     - MDMO angle sectors: ``atan2(dy, dx)`` in [0, 2 pi); sector ``k`` is
       [edges[k], edges[k + 1]) and the last wraps past 360; ties between equally
       populated sectors go to the first in ``edges`` order (as the precedent's argmax);
@@ -223,7 +224,7 @@ class SWMROConfig:
     box_shift: float = 0.05
     align_tol: float = 0.1
     align_max_iter: int = 4
-    align_from_landmarks: bool = True
+    align_from_landmarks: bool = False
     align_init_min: float | None = None
     mdmo_edges: tuple[float, ...] = EQUAL_EDGES
     mdmo_top: float = 0.6

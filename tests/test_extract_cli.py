@@ -228,6 +228,19 @@ def test_landmark_redetect_flag(short_clip: Path, tmp_path: Path) -> None:
     assert main(["extract", str(short_clip), "--out-dir", str(out), "--landmark-redetect", "0"]) == 2
 
 
+def test_align_from_landmarks_flag(short_clip: Path, tmp_path: Path) -> None:
+    """Off by default (SPEC's alignment from 0); --align-from-landmarks reaches the
+    config and the metadata, and an output made without it is not skipped as complete."""
+    out = tmp_path / "out"
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert json.loads((out / "short.json").read_text())["config"]["align_from_landmarks"] is False
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS,
+                 "--align-from-landmarks"]) == 1  # fmt: skip  (differs: refused, not skipped)
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS,
+                 "--align-from-landmarks", "--overwrite"]) == 0  # fmt: skip
+    assert json.loads((out / "short.json").read_text())["config"]["align_from_landmarks"] is True
+
+
 @pytest.mark.cuda
 def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
     """``--gpu`` end to end on a real clip: the features match the CPU run."""

@@ -355,6 +355,17 @@ def test_reference_default_settings(carphone: str, tmp_path: Path) -> None:
     _check_reference(frames, SWMROConfig(), tmp_path)
 
 
+def test_reference_alignment_from_the_landmarks(carphone: str, tmp_path: Path) -> None:
+    # carphone's hand-held camera from frame 30: pairs whose nose landmarks moved far
+    # are aligned from both starts (opt-in), in both implementations.
+    frames = open_video(carphone).read(range(30, 54)).numpy()
+    cfg = SWMROConfig(window=5, face_size=128, align_from_landmarks=True)
+    _check_reference(frames, cfg, tmp_path)
+    src = _png_folder(frames, tmp_path / "frames")
+    on = sw_mro.extract(src, cfg)
+    assert not torch.equal(on, sw_mro.extract(src, cfg.replace(align_from_landmarks=False)))
+
+
 def test_reference_precedent_sectors(carphone: str, tmp_path: Path) -> None:
     # The precedent's MDMO sectors (opt-in) end to end, against the reference's regions.
     frames = open_video(carphone).read(range(12)).numpy()
@@ -453,14 +464,14 @@ def test_large_head_translation_cancelled_from_the_landmarks(
     kept >= 17 px of head motion); starting from the nose landmarks' motion cancels it.
     The slow reference, given the same landmarks, agrees."""
     frames = np.stack(_translated(face, 24, (1.2, 0.6)))
-    cfg = SWMROConfig(window=9)
+    cfg = SWMROConfig(window=9, align_from_landmarks=True)
     aligned = sw_mro.extract(_CountingSource(frames), cfg).cpu().numpy()
     lost = sw_mro.extract(_CountingSource(frames), cfg.replace(align_from_landmarks=False))
     lost = lost.cpu().numpy()
     assert np.median(np.linalg.norm(lost[:, -1], axis=-1)) > 10  # measured 28.4 px
     assert np.abs(aligned).max() < SWMRO_TOL["head_residual"]  # measured 0.29 px
     # Against the reference (landmarks from the same detector, nose patch flows by cv2).
-    small = SWMROConfig(window=5, face_size=128)
+    small = SWMROConfig(window=5, face_size=128, align_from_landmarks=True)
     few = frames[::2][:10]  # 2.4 px per frame: ~12 px at 128 px within a clip
     assert small.align_init_min_px == 4.0
     want = ref.reference_features(few, small)
@@ -480,7 +491,7 @@ def test_a_landmark_outlier_does_not_move_the_alignment(
     import sw_mro.pipeline as pipeline
 
     frames = np.stack(_translated(face, 20, (0.3, 0.2)))  # a slow drift: nothing to start
-    cfg = SWMROConfig(window=9, face_size=128)
+    cfg = SWMROConfig(window=9, face_size=128, align_from_landmarks=True)
     want = sw_mro.extract(_CountingSource(frames), cfg.replace(align_from_landmarks=False))
     started = []
     landmark_init = pipeline._landmark_init

@@ -88,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "predictor alone between (default 1: every frame; 4 gives 2-2.5x faster "
         "landmarks that move by about 0.5 px)",
     )
+    parser.add_argument(
+        "--align-from-landmarks",
+        action="store_true",
+        help="also start each pair's nose alignment from its nose landmarks' motion where "
+        "that exceeds 8 px at 256 (the better nose match wins): for hand-held cameras and "
+        "heads that move more than ~17 px within a window, which the default (SPEC: from "
+        "0) loses",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute complete outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -470,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             landmark_workers=args.landmark_workers,
             landmark_redetect=args.landmark_redetect,
+            align_from_landmarks=args.align_from_landmarks,
         )
     except ValueError as exc:
         # "SWMROConfig.face_size=8: ..." -> "--face-size 8: ...", the option the user typed
