@@ -337,14 +337,14 @@ def _align(
             tp = _cut_patches(flat, tgt_flat, norigin[win], patch)
             if init_rows is not None:  # pairs that start from their landmarks' motion
                 r = init_rows
-                tp[r] = shift(flat[tgt_flat[r]], d[r], origin=norigin[win[r]], size=patch)
+                tp[r] = _shifted_patches(flat, tgt_flat[r], win[r], norigin, d[r], patch)
         elif compact:
             idx = active.nonzero()[:, 0]  # a device sync
             if idx.numel() == 0:
                 break
-            tp = shift(flat[tgt_flat[idx]], d[idx], origin=norigin[win[idx]], size=patch)
+            tp = _shifted_patches(flat, tgt_flat[idx], win[idx], norigin, d[idx], patch)
         else:
-            tp = shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
+            tp = _shifted_patches(flat, tgt_flat, win, norigin, d, patch)
         pw = win if idx is None else win[idx]
         resid = _nose_residual(ref_patch, tp, pw, corner, nmask, block, fb, config)
         # Not done (a NaN residual is not done either): take the step, stay active.
@@ -372,19 +372,16 @@ def _apply_shifts(flat: torch.Tensor, tgt_flat: torch.Tensor, d: torch.Tensor) -
         flat[tgt_flat] = torch.where(moved[:, None, None], shift(targets, d), targets)
 
 
-def _patch_error(
+def _shifted_patches(
     flat: torch.Tensor,
-    ref_patch: torch.Tensor,
     tgt_flat: torch.Tensor,
     win: torch.Tensor,
     norigin: torch.Tensor,
     d: torch.Tensor,
     patch: int,
 ) -> torch.Tensor:
-    """``(n,)`` mean absolute grey difference between each pair's reference nose patch
-    and its target shifted by ``d`` (how well the shift aligns the nose)."""
-    tp = shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
-    return (tp - ref_patch[win]).abs().mean(dim=(1, 2))
+    """``(n, patch, patch)``: each pair's nose patch of its target shifted by ``d``."""
+    return shift(flat[tgt_flat], d, origin=norigin[win], size=patch)
 
 
 def _window_features(
@@ -445,8 +442,10 @@ def _window_features(
         d = torch.cat([torch.zeros(n, 2, device=dev), up(init[rows_h])])
         first = torch.arange(n, n + k, device=dev)  # their first round shifts the target
         _align(flat, ref_patch, tgt2, win2, norigin, *geo, d, fb, config, first)
-        err = _patch_error(flat, ref_patch, tgt2[n:].repeat(2), win2[n:].repeat(2), norigin,
-                           torch.cat([d[rows], d[n:]]), patch)  # fmt: skip
+        # Mean absolute grey difference to the reference nose patch, both starts' shifts.
+        tp = _shifted_patches(flat, tgt2[n:].repeat(2), win2[n:].repeat(2), norigin,
+                              torch.cat([d[rows], d[n:]]), patch)  # fmt: skip
+        err = (tp - ref_patch[win2[n:].repeat(2)]).abs().mean(dim=(1, 2))
         better = err[k:] < err[:k]  # ties keep SPEC's start from 0
         pick = torch.where(better[:, None], d[n:], d[rows])
         d = d[:n]
