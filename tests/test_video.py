@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import weakref
 from pathlib import Path
 
@@ -232,6 +233,28 @@ def test_chunks_hold_one_chunk_at_a_time(
         assert all(ref() is None for ref in chunk_refs)  # nothing kept behind our back
     assert total == len(video) == math.ceil(120 / stride)
     assert max(sizes) == 8 and sum(sizes) == total
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread counts from Linux /proc")
+def test_decoder_thread_count_reaches_ffmpeg_and_keeps_the_frames(
+    gop_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FILE_DECODE_THREADS is decord's ``num_threads``: more threads start for 4 than for 1,
+    and every count decodes the frames of OpenCV's sequential read, chunked and sought."""
+    import sw_mro.io.video as vid
+
+    sequential = _cv2_frames(gop_clip)
+    started = {}
+    for threads in (1, 4, None):
+        monkeypatch.setattr(vid, "FILE_DECODE_THREADS", threads)
+        before = len(os.listdir("/proc/self/task"))
+        video = open_video(gop_clip)
+        started[threads] = len(os.listdir("/proc/self/task")) - before
+        got = torch.cat([x for _, x in video.chunks(7, start=3)]).numpy()
+        np.testing.assert_array_equal(got, sequential[3:])
+        np.testing.assert_array_equal(video.read([40, 2, 17]).numpy(), sequential[[40, 2, 17]])
+        video.close()
+    assert started[4] >= started[1] + 3, started
 
 
 @pytest.mark.parametrize("stride", [1, 3])
@@ -709,8 +732,6 @@ def test_errors_share_a_base_class() -> None:
 
 
 def _os_thread_names() -> dict[int, str]:
-    import os
-
     names = {}
     for tid in os.listdir("/proc/self/task"):
         try:

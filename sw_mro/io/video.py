@@ -322,6 +322,17 @@ def _file_decode_readers() -> int:
     return 2 if usable_cpus() >= 8 else 1
 
 
+#: FFmpeg decoder threads of each decord reader (decord's ``num_threads``; ``None``:
+#: FFmpeg's own choice, one per core plus one, at most 16). The frames are the same for
+#: any count (``tests/test_video.py``). Fewer threads save a little CPU and cost speed:
+#: at 640x480 H.264 one thread decoded 710 frames/s for 2.16 ms of CPU a frame on the
+#: 16-core H100 host of run 7, the automatic count 1,456 frames/s for 2.41 ms
+#: (``results/h100-2026-11-27-run7/gpu_diag.txt``); on the 2-core dev VM 1 and 3 threads
+#: took 1.62 and 1.75 ms a frame at about the same speed. Set it (e.g. 1) to cap the CPU
+#: that several extractions on one host take.
+FILE_DECODE_THREADS: int | None = None
+
+
 #: Threads that decode a frame folder's images (OpenCV releases the GIL; at most the
 #: usable cores). A SAMM-LV-sized frame (2040x1088 JPEG, quality 95) took 32 ms to
 #: decode on the dev VM (busy), so one thread capped such a folder at ~30 frames/s.
@@ -336,7 +347,8 @@ def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
     import decord
 
     with os_thread_name("sw_mro-ffmpeg"):
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        threads = 0 if FILE_DECODE_THREADS is None else FILE_DECODE_THREADS
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
         if len(vr) == 0:
             return vr, (0, 0)
         h, w = vr[0].shape[:2]
