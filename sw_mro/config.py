@@ -88,6 +88,19 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
+#: Nose landmark motion within a clip (px at face size, crop pixels) beyond which the
+#: alignment from 0 loses the head: the 64 px nose patch's flow keeps 2 pyramid levels
+#: (OpenCV's level cap), and on a synthetic translation with known ground truth its
+#: shift error was 0.05-0.15 px up to 17 px of motion and 16-65 px beyond (docs/sw_mro.md).
+LARGE_NOSE_MOTION_PX = 17.0
+
+#: Share of a video's frame pairs over :data:`LARGE_NOSE_MOTION_PX` from which
+#: ``sw-mro extract`` suggests ``--align-from-landmarks``. Measured at 256 px, w 17: the
+#: default synthetic set (head moves of 4-12 px) had at most 0.31 % of its pairs over
+#: (one landmark outlier), the same generator with head moves of 24-40 px 1.5-2.1 % on
+#: every video, and carphone (a hand-held camera) 50 %.
+LARGE_NOSE_MOTION_SHARE = 0.01
+
 #: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The
 #: default: 4 equal sectors from 0 degrees (edges on the image axes).
 EQUAL_EDGES: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)

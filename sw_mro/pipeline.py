@@ -81,7 +81,12 @@ class FeatureChunk:
     seconds per stage in this chunk: ``crop``, ``align``, ``flow``, ``pooling`` (on CUDA
     the device's time between events, so reading ``stats`` waits for this chunk's work),
     ``wait`` (the main thread blocked on decoding and landmarks) and
-    ``decode_landmarks`` (the producer's time per chunk).
+    ``decode_landmarks`` (the producer's time per chunk). ``nose_motion``: ``(n, w)``
+    float32 numpy, how far the mean nose landmark (``nose_landmarks``) of each clip frame
+    lies from the clip's first frame's, in px at face size (slot 0 is 0): the head motion
+    that the nose alignment has to follow. The start from 0 loses a head beyond about
+    :data:`sw_mro.config.LARGE_NOSE_MOTION_PX`; ``align_from_landmarks`` follows it
+    (docs/sw_mro.md).
     """
 
     start: int
@@ -89,6 +94,7 @@ class FeatureChunk:
     landmark_found: np.ndarray
     _stats: dict[str, float] = field(repr=False)
     _timer: _StageTimer | None = field(repr=False)
+    nose_motion: np.ndarray | None = field(default=None, repr=False)
 
     def __init__(
         self,
@@ -97,8 +103,10 @@ class FeatureChunk:
         landmark_found: np.ndarray,
         stats: dict[str, float] | None = None,
         timer: _StageTimer | None = None,
+        nose_motion: np.ndarray | None = None,
     ) -> None:
         self.start, self.features, self.landmark_found = start, features, landmark_found
+        self.nose_motion = nose_motion
         self._stats = {} if stats is None else stats
         self._timer = timer  # device stage times, read into stats on first access
 
@@ -1150,15 +1158,16 @@ def _group_features(
     box_h = torch.from_numpy(win_box)
     # On the host: the geometry of window_features is computed there.
     pts_crop = frame_to_crop(torch.from_numpy(points[first].astype(np.float64)), box_h, s)
-    init = None
-    if cfg.align_from_landmarks:  # each clip frame's mean nose landmark, in the clip's crop
-        slots = fidx[np.arange(b)[:, None] + np.arange(w)]  # (B, w) frame of each slot
-        nose = points[slots][:, :, list(cfg.nose_landmarks)].astype(np.float64).mean(axis=2)
-        init = _landmark_init(frame_to_crop(torch.from_numpy(nose), box_h, s), cfg)
+    # Each clip frame's mean nose landmark, in the clip's crop (B, w, 2).
+    slots = fidx[np.arange(b)[:, None] + np.arange(w)]  # (B, w) frame of each slot
+    nose = points[slots][:, :, list(cfg.nose_landmarks)].astype(np.float64).mean(axis=2)
+    slot_nose = frame_to_crop(torch.from_numpy(nose), box_h, s)
+    motion = torch.linalg.vector_norm(slot_nose - slot_nose[:, :1], dim=-1)
+    init = _landmark_init(slot_nose, cfg) if cfg.align_from_landmarks else None
     timer.mark("crop")
     feats = _window_features(crops, pts_crop, cfg, timer, init)
     frame_found = found[np.arange(a, e) - base]
-    return FeatureChunk(a, feats, frame_found, stats, timer)
+    return FeatureChunk(a, feats, frame_found, stats, timer, motion.numpy().astype(np.float32))
 
 
 def extract(video: Any, config: SWMROConfig | None = None) -> torch.Tensor:

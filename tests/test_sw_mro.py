@@ -480,6 +480,33 @@ def test_large_head_translation_cancelled_from_the_landmarks(
     assert stats["mean"] < SWMRO_TOL["ref_mean"] and stats["max"] < SWMRO_TOL["ref_max"], stats
 
 
+def test_nose_motion_is_the_nose_landmarks_motion_in_the_clip_crop(face: np.ndarray) -> None:
+    """``FeatureChunk.nose_motion[i, k]``: how far the mean nose landmark of clip i's
+    frame k lies from its first frame's, both in the first frame's crop (px at face
+    size). Re-derived here from the reference's landmarks and boxes; on a head moving
+    1.34 px a frame it grows with k, beyond the alignment's reach at 256 px."""
+    from sw_mro.config import LARGE_NOSE_MOTION_PX
+
+    frames = np.stack(_translated(face, 20, (1.2, 0.6)))
+    cfg = SWMROConfig(window=9, face_size=256)
+    chunks = list(sw_mro.stream(_CountingSource(frames), cfg))
+    got = np.concatenate([c.nose_motion for c in chunks])
+    assert got.shape == (20, 9) and got.dtype == np.float32
+    pts = ref.landmarks(frames, cfg)
+    nose = pts[:, list(cfg.nose_landmarks)].astype(np.float64).mean(axis=1)
+    want = np.zeros((20, 9))
+    for i in range(20):
+        first = min(max(i - 4, 0), 19)
+        box = ref.face_box(pts[first], cfg)
+        for k in range(9):
+            j = min(max(i - 4 + k, 0), 19)
+            want[i, k] = np.linalg.norm(nose[j] - nose[first]) * 256 / (box[2] - box[0])
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert (got[:, 0] == 0).all()
+    assert got[8:12, 8].min() > LARGE_NOSE_MOTION_PX  # 8 frames of 1.34 px, scaled up
+    assert got[8:12, 1].max() < LARGE_NOSE_MOTION_PX / 2
+
+
 def test_a_landmark_outlier_does_not_move_the_alignment(
     face: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
