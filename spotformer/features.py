@@ -105,9 +105,17 @@ class FeatureSet:
 
 
 def video_features(
-    path: str | os.PathLike, config=None, *, stride: int = 1, fps: float | None = None, bar=None
-) -> tuple[Tensor, float]:  # noqa: ANN001 - config: SWMROConfig (imported lazily)
-    """SW-MRO features ``(N, w, R, 2)`` of one video, on ``config.device``, and its fps."""
+    path: str | os.PathLike,
+    config=None,  # noqa: ANN001 - SWMROConfig (imported lazily)
+    *,
+    stride: int = 1,
+    fps: float | None = None,
+    bar=None,  # noqa: ANN001
+    motion=None,  # noqa: ANN001
+) -> tuple[Tensor, float]:
+    """SW-MRO features ``(N, w, R, 2)`` of one video, on ``config.device``, and its fps;
+    ``motion`` (a :class:`sw_mro.pipeline.NoseMotion`), if given, adds up the video's
+    nose landmark motion."""
     import sw_mro
     from sw_mro.io.video import open_video
 
@@ -116,6 +124,8 @@ def video_features(
     chunks = []
     for c in sw_mro.stream(src, cfg):
         chunks.append(c.features)
+        if motion is not None:
+            motion.add(c.nose_motion)
         if bar is not None:
             bar.update(int(c.features.shape[0]))
     return torch.cat(chunks), float(src.info.fps)
@@ -126,10 +136,13 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
     from tqdm import tqdm
 
     import sw_mro
+    from sw_mro.config import LARGE_NOSE_MOTION_SHARE
     from sw_mro.io.video import open_video
+    from sw_mro.pipeline import NoseMotion
 
     t0 = time.perf_counter()
-    window = (config or sw_mro.SWMROConfig()).window
+    cfg = config or sw_mro.SWMROConfig()
+    window = cfg.window
     refs: dict[str, VideoRef] = dict(sorted(table.sources.items()))
     subj = {e.video: e.subject for e in table.expressions}
     by_video: dict[str, list] = {}
@@ -182,13 +195,31 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
             "are divided by 7)"
         )
     out = FeatureSet()
+    moved: list[tuple[str, NoseMotion]] = []
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
         for name, ref in refs.items():
             bar.set_postfix_str(name, refresh=False)
-            x, r = video_features(ref.path, config, stride=ref.stride, fps=ref.fps, bar=bar)
+            motion = NoseMotion()
+            x, r = video_features(
+                ref.path, config, stride=ref.stride, fps=ref.fps, bar=bar, motion=motion
+            )
             out.features[name], out.fps[name] = x, r
             out.subjects[name] = ref.subject or subj[name]
+            if motion.large():
+                moved.append((name, motion))
     out.seconds = time.perf_counter() - t0
+    if moved and not cfg.align_from_landmarks:
+        shown = ", ".join(
+            f"{n} ({100 * m.share:.1f} %, up to {m.max:.0f} px)" for n, m in moved[:8]
+        )
+        more = f" and {len(moved) - 8} more" if len(moved) > 8 else ""
+        print(
+            f"spotformer: in {len(moved)} of {len(refs)} videos the nose landmarks moved more "
+            f"than {moved[0][1].limit:g} px (at face size {cfg.face_size}) within a clip in over "
+            f"{100 * LARGE_NOSE_MOTION_SHARE:g} % of the frame pairs: {shown}{more}; "
+            f"{NoseMotion.ADVICE}",
+            file=sys.stderr,
+        )
     return out

@@ -59,6 +59,7 @@ from sw_mro.ops import (
 
 __all__ = [
     "FeatureChunk",
+    "NoseMotion",
     "extract",
     "face_boxes",
     "flow_backend",
@@ -124,6 +125,61 @@ class FeatureChunk:
     @property
     def fallback_frames(self) -> list[int]:
         return [int(self.start + k) for k in np.flatnonzero(~self.landmark_found)]
+
+
+class NoseMotion:
+    """How far the nose landmarks moved within the clips of one video: add each chunk's
+    :attr:`FeatureChunk.nose_motion`; :meth:`large` says whether more than
+    :data:`~sw_mro.config.LARGE_NOSE_MOTION_SHARE` of the frame pairs moved beyond
+    :data:`~sw_mro.config.LARGE_NOSE_MOTION_PX`, the alignment from 0's reach, so that
+    ``align_from_landmarks`` should be considered (``sw-mro extract`` and ``spotformer
+    train`` say so)."""
+
+    ADVICE = (
+        "the alignment from 0 loses such head motion. Consider --align-from-landmarks "
+        "(hand-held cameras, large head motion; docs/sw_mro.md)"
+    )
+
+    def __init__(self) -> None:
+        from sw_mro.config import LARGE_NOSE_MOTION_PX  # read now: tests may change it
+
+        self.limit = LARGE_NOSE_MOTION_PX
+        self.pairs = self.over = 0
+        self.max = 0.0
+
+    def add(self, motion: np.ndarray | None) -> None:
+        if motion is None or motion.shape[-1] < 2:
+            return
+        pairs = motion[:, 1:]  # slot 0 is the clip's first frame itself
+        self.pairs += pairs.size
+        self.over += int((pairs > self.limit).sum())
+        if pairs.size:
+            self.max = max(self.max, float(pairs.max()))
+
+    @property
+    def share(self) -> float:
+        return self.over / self.pairs if self.pairs else 0.0
+
+    def large(self) -> bool:
+        from sw_mro.config import LARGE_NOSE_MOTION_SHARE
+
+        return self.share > LARGE_NOSE_MOTION_SHARE
+
+    def summary(self) -> dict:
+        """For the metadata: ``over_px``, ``pairs``, ``pairs_over``, ``max_px``."""
+        return {
+            "over_px": self.limit,
+            "pairs": self.pairs,
+            "pairs_over": self.over,
+            "max_px": round(self.max, 2),
+        }
+
+    def describe(self, face_size: int) -> str:
+        return (
+            f"the nose landmarks moved more than {self.limit:g} px (at face size {face_size}) "
+            f"within a clip in {100 * self.share:.1f} % of the frame pairs, up to "
+            f"{self.max:.0f} px"
+        )
 
 
 # --------------------------------------------------------------------------- helpers

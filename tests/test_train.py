@@ -399,7 +399,7 @@ def test_dataset_annotations_are_checked_before_extraction(
     b = _tiny_video(tmp_path / "b.mp4", n=20)
     extracted = []
 
-    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None):
+    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None, motion=None):
         extracted.append(Path(path).name)
         return torch.zeros(20, 17, 10, 2), 30.0
 
@@ -631,6 +631,64 @@ def test_train_refuses_a_bad_out_before_extracting(
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert main([*base, "--out", str(run), "--resume"]) == 2
     assert "differs from this one in train" in capsys.readouterr().err
+
+
+def test_train_align_from_landmarks_reaches_sw_mro(
+    tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
+) -> None:
+    """--align-from-landmarks goes into the SW-MRO config of the extraction (whose
+    ``to_dict()`` the run records and `spotformer spot` reads back)."""
+    import spotformer.features as F
+    from spotformer.cli import main
+
+    seen = []
+
+    def capture(table, config=None, progress=True):
+        seen.append(config)
+        raise F.DatasetError("stopped by the test")
+
+    monkeypatch.setattr(F, "dataset_features", capture)
+    base = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--epochs", "1"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    assert main([*base, "--out", str(tmp_path / "b"), "--align-from-landmarks"]) == 2
+    assert "stopped by the test" in capsys.readouterr().err
+    assert [c.align_from_landmarks for c in seen] == [False, True]
+
+
+def test_dataset_features_name_the_videos_whose_heads_move_too_far(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Videos where over 1 % of the frame pairs moved the nose beyond 17 px are named
+    once, after extraction, with the advice to use --align-from-landmarks (not when it
+    is on); the others are not."""
+    import spotformer.features as F
+    import sw_mro
+    from spotformer.data.table import AnnotationTable, VideoRef
+
+    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None, motion=None):
+        m = np.zeros((20, 17), np.float32)
+        if Path(path).stem == "shaky":
+            m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
+        else:
+            m[:3, 16] = 30.0  # 3 of 320 pairs: 0.94 %, under the share
+        motion.add(m)
+        return torch.zeros(20, 17, 10, 2), 30.0
+
+    monkeypatch.setattr(F, "video_features", fake_video_features)
+    refs = {
+        "s1/shaky": VideoRef(_tiny_video(tmp_path / "shaky.mp4", n=20), subject="s1"),
+        "s2/still": VideoRef(_tiny_video(tmp_path / "still.mp4", n=20), subject="s2"),
+    }
+    table = AnnotationTable([Expression("s1", "s1/shaky", 2, 4, 6, "micro")], sources=refs)
+    capsys.readouterr()
+    F.dataset_features(table, sw_mro.SWMROConfig(window=17), progress=False)
+    err = capsys.readouterr().err
+    assert "in 1 of 2 videos" in err and "s1/shaky (1.2 %, up to 30 px)" in err
+    assert "s2/still" not in err and "--align-from-landmarks" in err
+    F.dataset_features(
+        table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
+    )
+    assert "align-from-landmarks" not in capsys.readouterr().err
 
 
 def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(

@@ -105,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SW-MRO face crop size (default 256; 320 for --dataset samm, as in the paper)",
     )  # fmt: skip
     parser.add_argument(
+        "--align-from-landmarks", action="store_true",
+        help="SW-MRO: also start each pair's nose alignment from its nose landmarks' motion "
+        "(opt-in; for hand-held cameras and large head motion; docs/sw_mro.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads for training (1 is fastest for small models on a busy box); "
@@ -178,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
             mirror=args.mirror,
             seed=args.seed,
         )
-        sw_cfg = sw_mro.SWMROConfig(device=device, window=cfg.model.window)
+        sw_cfg = sw_mro.SWMROConfig(
+            device=device, window=cfg.model.window, align_from_landmarks=args.align_from_landmarks
+        )
         face_size = args.face_size or FACE_SIZE.get(args.dataset)
         if face_size:
             sw_cfg = dataclasses.replace(sw_cfg, face_size=face_size)

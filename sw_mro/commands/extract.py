@@ -243,7 +243,7 @@ def _extract_one(
     from tqdm import tqdm
 
     from sw_mro.io.video import open_video
-    from sw_mro.pipeline import flow_backend, stream
+    from sw_mro.pipeline import NoseMotion, flow_backend, stream
 
     name = output_name(src_path)
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
@@ -267,7 +267,7 @@ def _extract_one(
     tmp_json = out_dir / f".{name}.json.tmp"
     fallback: list[int] = []
     stages: dict[str, float] = {}
-    motion = _NoseMotion()
+    motion = NoseMotion()
     t0 = time.perf_counter()
     try:
         out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
@@ -333,50 +333,8 @@ def _extract_one(
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     msg = f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
     if not cfg.align_from_landmarks and motion.large():
-        msg += "\n" + motion.hint(src_path, cfg.face_size)
+        msg += f"\nhint: {src_path}: {motion.describe(cfg.face_size)}; {NoseMotion.ADVICE}"
     return msg
-
-
-class _NoseMotion:
-    """How far the nose landmarks moved within the clips of one video (``FeatureChunk.
-    nose_motion``), for the metadata and the ``--align-from-landmarks`` hint."""
-
-    def __init__(self) -> None:
-        from sw_mro.config import LARGE_NOSE_MOTION_PX
-
-        self.limit = LARGE_NOSE_MOTION_PX
-        self.pairs = self.over = 0
-        self.max = 0.0
-
-    def add(self, motion: Any) -> None:
-        if motion is None or motion.shape[-1] < 2:
-            return
-        pairs = motion[:, 1:]  # slot 0 is the clip's first frame itself
-        self.pairs += pairs.size
-        self.over += int((pairs > self.limit).sum())
-        self.max = max(self.max, float(pairs.max()) if pairs.size else 0.0)
-
-    def summary(self) -> dict:
-        return {
-            "over_px": self.limit,
-            "pairs": self.pairs,
-            "pairs_over": self.over,
-            "max_px": round(self.max, 2),
-        }
-
-    def large(self) -> bool:
-        from sw_mro.config import LARGE_NOSE_MOTION_SHARE
-
-        return self.pairs > 0 and self.over > LARGE_NOSE_MOTION_SHARE * self.pairs
-
-    def hint(self, src: Path, face_size: int) -> str:
-        share = 100.0 * self.over / self.pairs
-        return (
-            f"hint: {src}: the nose landmarks moved more than {self.limit:g} px (at face size "
-            f"{face_size}) within a clip in {share:.1f} % of the frame pairs, up to "
-            f"{self.max:.0f} px; the alignment from 0 loses such head motion. Consider "
-            "--align-from-landmarks (hand-held cameras, large head motion; docs/sw_mro.md)."
-        )
 
 
 def _write_chunk(out: Any, chunk: Any, host: Any, copied: Any, fallback: list, stages: dict) -> int:
