@@ -692,8 +692,9 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
 
 
 def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
-    tmp_path: Path, csv_dataset: Path, capsys
+    tmp_path: Path, csv_dataset: Path, capsys, monkeypatch
 ) -> None:
+    import spotformer.features as F
     from spotformer.cli import main
 
     run = tmp_path / "run"
@@ -712,7 +713,19 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"
     assert main([*spot, "--out", str(out), "--plot", str(plot)]) == 0
     assert out.is_file() and plot.is_file()
-    capsys.readouterr()
+    assert "warning" not in capsys.readouterr().err
+    # A video whose head moved beyond the alignment's reach is named, with what it means.
+    fake = F.video_features
+
+    def shaky(*a, motion=None, **k):
+        motion.add(np.full((20, 17), 30.0, np.float32))
+        return fake(*a, **k)
+
+    monkeypatch.setattr(F, "video_features", shaky)
+    assert main([*spot, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {video}: the nose landmarks moved more than 17 px" in err
+    assert "in 100.0 % of the frame pairs" in err and "--align-from-landmarks" in err
     junk = tmp_path / "bad.pt"
     junk.write_bytes(b"junk\n" * 10)
     for bad in (junk, run / "config.json", tmp_path / "missing.pt"):

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.postprocess import spot_video
     from spotformer.train import load_model, predict_logits
     from sw_mro.errors import ClipTooShortError, SWMROError
+    from sw_mro.pipeline import NoseMotion
 
     def fail(msg: str) -> int:
         print(f"spotformer spot: {msg}", file=sys.stderr)
@@ -195,7 +196,16 @@ def run(args: argparse.Namespace) -> int:
         stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
         if note:
             print(f"spotformer spot: {note}", file=sys.stderr)
-        feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in)
+        motion = NoseMotion()
+        feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in, motion=motion)
+        if motion.large() and not cfg.align_from_landmarks:
+            print(
+                f"spotformer spot: warning: {args.video}: {motion.describe(cfg.face_size)}; "
+                "the alignment from 0 loses such head motion, so its features carry some "
+                "of it. The model was trained without --align-from-landmarks (a model "
+                "trained with it aligns this video from its landmarks too; docs/sw_mro.md)",
+                file=sys.stderr,
+            )
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
         params = spot_params_from(args, mf.config.spot)
         if args.apex_threshold is not None:
