@@ -318,6 +318,32 @@ def _read_rows(reader: csv.DictReader, p: Path, videos: set[str] | None = None) 
     return out
 
 
+def read_ground_truth(path: str | os.PathLike, *, videos: set[str] | None = None) -> list[Interval]:
+    """Ground-truth intervals from an interval CSV (:func:`read_intervals`) or from a
+    data set's annotation workbook: CAS(ME)^2's ``CAS(ME)^2code_final.xlsx`` or
+    SAMM-LV's ``SAMM_LongVideos_V*_Release.xlsx``, read as training reads them
+    (:func:`spotformer.data.load_annotations`: frames 0-based, SAMM-LV's divided by 7,
+    rows it cannot use dropped with a warning). ``videos``, when given, receives every
+    video the file names (a workbook names only videos with expressions).
+
+    Raises:
+        EvaluationError: the file is missing or malformed (the message names it).
+    """
+    p = Path(path)
+    if p.suffix.lower() not in (".xlsx", ".xlsm"):
+        return read_intervals(p, videos=videos)
+    from spotformer.data import load_annotations
+    from spotformer.errors import AnnotationError
+
+    try:
+        table = load_annotations(p)
+    except AnnotationError as exc:
+        raise EvaluationError(str(exc)) from exc
+    if videos is not None:
+        videos.update(e.video for e in table.expressions)
+    return [Interval(e.video, e.onset, e.offset, e.kind, apex=e.apex) for e in table.expressions]
+
+
 def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> Path:
     """Write ``video,onset,offset,type,score,apex`` atomically (readable by :func:`read_intervals`)."""
     p = Path(path)

@@ -1,7 +1,9 @@
-"""``spotformer evaluate``: score a prediction CSV against a ground-truth CSV (MEGC protocol).
+"""``spotformer evaluate``: score a prediction CSV against a ground-truth CSV or a data
+set's annotation workbook (MEGC protocol).
 
-Needs no model: both files hold ``video,onset,offset,type[,score]`` rows (SPEC.md
-section 6). Prints a TP/FP/FN/precision/recall/F1 table, or JSON with ``--json``.
+Needs no model: the CSVs hold ``video,onset,offset,type[,score]`` rows (SPEC.md
+section 6); the ground truth may also be CAS(ME)^2's or SAMM-LV's ``.xlsx``, read as
+training reads it. Prints a TP/FP/FN/precision/recall/F1 table, or JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", type=Path, required=True, help="predictions CSV")
-    parser.add_argument("--gt", type=Path, required=True, help="ground-truth CSV")
+    parser.add_argument(
+        "--gt", type=Path, required=True,
+        help="ground-truth CSV, or the data set's annotation workbook (CAS(ME)^2 or "
+        "SAMM-LV .xlsx; SAMM-LV frames divided by 7, as in training)",
+    )  # fmt: skip
     parser.add_argument(
         "--iou", type=float, default=0.5, help="IoU a proposal needs to be a TP (default 0.5)"
     )
@@ -22,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spotformer.metrics import EvaluationError, evaluate, read_intervals
+    from spotformer.metrics import EvaluationError, evaluate, read_ground_truth, read_intervals
 
     if not 0.0 < args.iou <= 1.0:
         print(f"spotformer evaluate: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         preds = read_intervals(args.pred)
         gt_videos: set[str] = set()  # with or without expressions
-        gts = read_intervals(args.gt, videos=gt_videos)
+        gts = read_ground_truth(args.gt, videos=gt_videos)
     except EvaluationError as exc:
         print(f"spotformer evaluate: {exc}", file=sys.stderr)
         return 2

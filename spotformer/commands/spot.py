@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="intervals CSV to write")
     parser.add_argument("--gpu", action="store_true", help="extract and predict on CUDA")
     parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
-    parser.add_argument("--gt", type=Path, help="ground-truth CSV to draw (and score)")
+    parser.add_argument(
+        "--gt", type=Path,
+        help="ground truth to draw (and score): an interval CSV, or the data set's "
+        "annotation workbook (CAS(ME)^2 or SAMM-LV .xlsx, frames as in training)",
+    )  # fmt: skip
     parser.add_argument(
         "--video-id",
         help="video id in --gt and --out (default: the file stem, or the one id of --gt "
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     from spotformer.errors import SpotFormerError
     from spotformer.features import video_features
-    from spotformer.metrics import evaluate, read_intervals, write_intervals
+    from spotformer.metrics import evaluate, read_ground_truth, write_intervals
     from spotformer.postprocess import spot_video
     from spotformer.train import load_model, predict_logits
     from sw_mro.errors import ClipTooShortError, SWMROError
@@ -186,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
-        all_gts = read_intervals(args.gt) if args.gt else []
+        all_gts = read_ground_truth(args.gt) if args.gt else []
         if args.video_id is None and all_gts:
             found = ground_truth_id(args.video, {g.video for g in all_gts})
             if found and found != video_id:
