@@ -92,6 +92,8 @@ def usable_cpus() -> int:
 #: alignment from 0 loses the head: the 64 px nose patch's flow keeps 2 pyramid levels
 #: (OpenCV's level cap), and on a synthetic translation with known ground truth its
 #: shift error was 0.05-0.15 px up to 17 px of motion and 16-65 px beyond (docs/sw_mro.md).
+#: Measured with the 64 px patch of face sizes up to 256; a larger patch (80 px at 320)
+#: reaches further, so there the limit errs on the side of the hint.
 LARGE_NOSE_MOTION_PX = 17.0
 
 #: Share of a video's frame pairs over :data:`LARGE_NOSE_MOTION_PX` from which

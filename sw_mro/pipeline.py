@@ -132,8 +132,9 @@ class NoseMotion:
     :attr:`FeatureChunk.nose_motion`; :meth:`large` says whether more than
     :data:`~sw_mro.config.LARGE_NOSE_MOTION_SHARE` of the frame pairs moved beyond
     :data:`~sw_mro.config.LARGE_NOSE_MOTION_PX`, the alignment from 0's reach, so that
-    ``align_from_landmarks`` should be considered (``sw-mro extract`` and ``spotformer
-    train`` say so)."""
+    ``align_from_landmarks`` should be considered (``sw-mro extract``, ``spotformer
+    train`` and ``spotformer spot`` say so). A pair is a (window, slot): overlapping
+    windows count a frame pair up to ``w - 1`` times."""
 
     ADVICE = (
         "the alignment from 0 loses such head motion. Consider --align-from-landmarks "

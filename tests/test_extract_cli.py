@@ -246,30 +246,42 @@ def test_large_head_motion_suggests_align_from_landmarks(
 ) -> None:
     """The metadata records how far the nose landmarks moved within the clips; where
     more than 1 % of the pairs moved beyond the alignment's reach (17 px at face size),
-    the output says so and suggests --align-from-landmarks, unless it is on. Carphone
-    (hand-held) at 256 px, w 9: 6 % of its first 20 frames' pairs; at 64 px none."""
+    a hint on stderr says so and suggests --align-from-landmarks, unless it is on.
+    Carphone (hand-held) at 256 px, w 9: 6 % of its first 20 frames' pairs; at 64 px none."""
     import sw_mro.config
 
     out = tmp_path / "out"
-    assert main(["extract", str(short_clip), "--out-dir", str(out), "--window", "9", "--quiet"]) == 0
-    said = capsys.readouterr().out
+    argv = ["extract", str(short_clip), "--out-dir", str(out), "--window", "9", "--quiet"]
+    assert main(argv) == 0
+    said = capsys.readouterr()
     motion = json.loads((out / "short.json").read_text())["nose_motion"]
     assert motion["over_px"] == 17.0 and motion["pairs"] == 20 * 8
     assert motion["pairs_over"] > 0.01 * motion["pairs"] and motion["max_px"] > 17
-    assert f"hint: {short_clip}" in said and "--align-from-landmarks" in said
+    assert f"hint: {short_clip}" in said.err and "--align-from-landmarks" in said.err
+    assert "hint" not in said.out and f"wrote {out / 'short.npy'}" in said.out
     # 64 px: the same motion is a quarter as many crop pixels, within reach.
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
-    assert "hint" not in capsys.readouterr().out
+    assert "hint" not in capsys.readouterr().err
     small = json.loads((out / "short.json").read_text())["nose_motion"]
     assert small["pairs"] == 20 * 2 and small["pairs_over"] == 0 and 0 < small["max_px"] < 17
     # A lower limit makes 64 px fire too, but not with the option on.
     monkeypatch.setattr(sw_mro.config, "LARGE_NOSE_MOTION_PX", 0.1)
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
-    assert "hint" in capsys.readouterr().out
+    assert "hint" in capsys.readouterr().err
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite",
                  "--align-from-landmarks"]) == 0  # fmt: skip
-    assert "hint" not in capsys.readouterr().out
+    assert "hint" not in capsys.readouterr().err
     assert json.loads((out / "short.json").read_text())["nose_motion"]["pairs_over"] > 0
+
+
+def test_bad_decode_threads_variable_is_refused_once(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("SW_MRO_DECODE_THREADS", "two")
+    assert main(["extract", str(short_clip), "--out-dir", str(tmp_path / "o"), *ARGS]) == 2
+    assert "SW_MRO_DECODE_THREADS='two'" in capsys.readouterr().err
+    monkeypatch.setenv("SW_MRO_DECODE_THREADS", "1")
+    assert main(["extract", str(short_clip), "--out-dir", str(tmp_path / "o"), *ARGS]) == 0
 
 
 @pytest.mark.cuda

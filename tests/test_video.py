@@ -235,26 +235,37 @@ def test_chunks_hold_one_chunk_at_a_time(
     assert max(sizes) == 8 and sum(sizes) == total
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread counts from Linux /proc")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux /proc")
 def test_decoder_thread_count_reaches_ffmpeg_and_keeps_the_frames(
     gop_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FILE_DECODE_THREADS is decord's ``num_threads``: more threads start for 4 than for 1,
-    and every count decodes the frames of OpenCV's sequential read, chunked and sought."""
+    """FILE_DECODE_THREADS (or SW_MRO_DECODE_THREADS) is decord's ``num_threads``: more
+    FFmpeg threads start for 4 than for 1, and every count decodes the frames of
+    OpenCV's sequential read, chunked and sought. A bad variable is a ValueError."""
     import sw_mro.io.video as vid
+
+    def ffmpeg_threads() -> int:
+        return sum(name == "sw_mro-ffmpeg" for name in _os_thread_names().values())
 
     sequential = _cv2_frames(gop_clip)
     started = {}
-    for threads in (1, 4, None):
+    for threads, env in ((1, None), (None, "4"), (None, None)):
         monkeypatch.setattr(vid, "FILE_DECODE_THREADS", threads)
-        before = len(os.listdir("/proc/self/task"))
+        if env is None:
+            monkeypatch.delenv("SW_MRO_DECODE_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("SW_MRO_DECODE_THREADS", env)
+        before = ffmpeg_threads()
         video = open_video(gop_clip)
-        started[threads] = len(os.listdir("/proc/self/task")) - before
+        started[threads or env] = ffmpeg_threads() - before
         got = torch.cat([x for _, x in video.chunks(7, start=3)]).numpy()
         np.testing.assert_array_equal(got, sequential[3:])
         np.testing.assert_array_equal(video.read([40, 2, 17]).numpy(), sequential[[40, 2, 17]])
         video.close()
-    assert started[4] >= started[1] + 3, started
+    assert started["4"] >= started[1] + 3 and started[None] >= started[1], started
+    monkeypatch.setenv("SW_MRO_DECODE_THREADS", "0")
+    with pytest.raises(ValueError, match="SW_MRO_DECODE_THREADS='0'"):
+        open_video(gop_clip)
 
 
 @pytest.mark.parametrize("stride", [1, 3])

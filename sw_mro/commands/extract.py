@@ -337,6 +337,15 @@ def _extract_one(
     return msg
 
 
+def _split_hints(message: str) -> tuple[str, list[str]]:
+    """``_extract_one``'s message without its ``hint:`` lines (for stdout), and those
+    lines (for stderr, with the warnings)."""
+    lines = message.split("\n")
+    return "\n".join(x for x in lines if not x.startswith("hint: ")), [
+        x for x in lines if x.startswith("hint: ")
+    ]
+
+
 def _write_chunk(out: Any, chunk: Any, host: Any, copied: Any, fallback: list, stages: dict) -> int:
     """Write one chunk's features (once its copy is done) and add up its metadata."""
     if copied is not None:
@@ -420,7 +429,10 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
             nonlocal ended
             ended += 1
             if ok:
-                bar.write(line, file=sys.stdout)
+                out, hints = _split_hints(line)
+                bar.write(out, file=sys.stdout)
+                for hint in hints:
+                    bar.write(hint, file=sys.stderr)
             else:
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
             sys.stdout.flush()
@@ -509,6 +521,13 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         print(f"error: --fps must be a positive frame rate, got {args.fps}", file=sys.stderr)
         return 2
+    from sw_mro.io.video import _file_decode_threads
+
+    try:
+        _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS: once, before any input
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -539,7 +558,10 @@ def run(args: argparse.Namespace) -> int:
         todo = []
     for path in todo:
         try:
-            print(_extract_one(path, args.out_dir, cfg, args), flush=True)
+            out, hints = _split_hints(_extract_one(path, args.out_dir, cfg, args))
+            print(out, flush=True)
+            for hint in hints:
+                print(hint, file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad input must not stop the others

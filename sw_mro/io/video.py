@@ -322,15 +322,33 @@ def _file_decode_readers() -> int:
     return 2 if usable_cpus() >= 8 else 1
 
 
-#: FFmpeg decoder threads of each decord reader (decord's ``num_threads``; ``None``:
-#: FFmpeg's own choice, one per core plus one, at most 16). The frames are the same for
-#: any count (``tests/test_video.py``). Fewer threads save a little CPU and cost speed:
-#: at 640x480 H.264 one thread decoded 710 frames/s for 2.16 ms of CPU a frame on the
-#: 16-core H100 host of run 7, the automatic count 1,456 frames/s for 2.41 ms
-#: (``results/h100-2026-11-27-run7/gpu_diag.txt``); on the 2-core dev VM 1 and 3 threads
-#: took 1.62 and 1.75 ms a frame at about the same speed. Set it (e.g. 1) to cap the CPU
-#: that several extractions on one host take.
+#: FFmpeg decoder threads of each decord reader (decord's ``num_threads``; ``None``: the
+#: environment variable ``SW_MRO_DECODE_THREADS`` if set, which also reaches the worker
+#: processes of ``sw-mro extract --devices``, else FFmpeg's own choice, one per core plus
+#: one, at most 16). The frames are the same for any count (``tests/test_video.py``).
+#: Fewer threads save a little CPU and cost speed: at 640x480 H.264 one thread decoded
+#: 710 frames/s for 2.16 ms of CPU a frame on the 16-core H100 host of run 7, the
+#: automatic count 1,456 frames/s for 2.41 ms
+#: (``benchmarks/results/h100-2026-11-27-run7/gpu_diag.txt``); on the 2-core dev VM 1
+#: and 3 threads took 1.62 and 1.75 ms a frame at about the same speed. Set it (e.g. 1)
+#: to cap the CPU that several extractions on one host take.
 FILE_DECODE_THREADS: int | None = None
+DECODE_THREADS_ENV = "SW_MRO_DECODE_THREADS"
+
+
+def _file_decode_threads() -> int:
+    """decord's ``num_threads`` (0: FFmpeg's choice); see :data:`FILE_DECODE_THREADS`."""
+    if FILE_DECODE_THREADS is not None:
+        return FILE_DECODE_THREADS
+    text = os.environ.get(DECODE_THREADS_ENV, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{DECODE_THREADS_ENV}={text!r}: must be a whole number of decoder threads >= 1 "
+            "(unset: FFmpeg's choice)"
+        )
+    return int(text)
 
 
 #: Threads that decode a frame folder's images (OpenCV releases the GIL; at most the
@@ -347,8 +365,7 @@ def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
     import decord
 
     with os_thread_name("sw_mro-ffmpeg"):
-        threads = 0 if FILE_DECODE_THREADS is None else FILE_DECODE_THREADS
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_file_decode_threads())
         if len(vr) == 0:
             return vr, (0, 0)
         h, w = vr[0].shape[:2]
@@ -381,6 +398,7 @@ class FileVideoSource(VideoSource):
         self.color = color
         if path.stat().st_size == 0:
             raise CorruptVideoError(f"{path}: the file is empty (0 bytes), not a video")
+        _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS is a ValueError, not a bad file
         fmt, codec = _probe(path)
         if fmt in _REFUSED_FORMATS:
             raise UnsupportedVideoError(
