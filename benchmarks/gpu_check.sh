@@ -102,16 +102,19 @@ else
   fi
   if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
     # AB_ORDER: "old" is the carried sw_mro; "new" this one, "newN" with N decord readers
-    # per file, a trailing "m" with the masked alignment, "c" with the compact one
-    # (new1m, new2c, newm, ...).
+    # per file, "tK" after it K FFmpeg threads per reader (SW_MRO_DECODE_THREADS), a
+    # trailing "m" with the masked alignment, "c" with the compact one
+    # (new1m, new2c, newm, new2t2, newt1c, ...).
     log "A/B on this machine: ${AB_ORDER:=old new old}"
     rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
     for who in $AB_ORDER; do
       if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
-      readers="${who#new}"; compact=""
+      readers="${who#new}"; compact=""; threads=""
       case "$readers" in *m) compact=0; readers="${readers%m}";; *c) compact=1; readers="${readers%c}";; esac
-      [ "$who" = old ] && readers="" && compact=""
+      case "$readers" in *t*) threads="${readers#*t}"; readers="${readers%%t*}";; esac
+      [ "$who" = old ] && readers="" && compact="" && threads=""
       (cd "$dir" && DIAG_LABEL="$who" DIAG_READERS="$readers" DIAG_COMPACT="$compact" \
+        SW_MRO_DECODE_THREADS="$threads" \
         PYTHONPATH="$dir:/tmp/site:$OLDPWD" \
         step "$AB_S" "$RES/gpu_ab.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e)
     done

@@ -27,7 +27,8 @@ then prints one JSON line per measurement:
 Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
 ``PYTHONPATH``, run from another folder) can be timed on the same machine;
-``DIAG_READERS=N`` sets ``FILE_DECODE_READERS``, ``DIAG_COMPACT=1|0`` the compact or
+``DIAG_READERS=N`` sets ``FILE_DECODE_READERS``, ``SW_MRO_DECODE_THREADS=K`` FFmpeg's
+threads per reader (versions since 2026-11-27, sixth session), ``DIAG_COMPACT=1|0`` the compact or
 masked alignment (``COMPACT_ALIGNMENT``), ``DIAG_WORKER_NICE=N`` the landmark workers'
 niceness (``landmark_pool.WORKER_NICE``), and ``DIAG_LABEL`` names the run.
 """
@@ -140,6 +141,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
                 "end_to_end",
                 label=os.environ.get("DIAG_LABEL", ""),
                 decode_readers=os.environ.get("DIAG_READERS", "default"),
+                decode_threads=os.environ.get("SW_MRO_DECODE_THREADS") or "default",
                 compact_alignment=getattr(pl, "COMPACT_ALIGNMENT", "n/a"),
                 seconds=round(dt, 3),
                 frames_per_s=round(n / dt, 1),
