@@ -255,6 +255,13 @@ def test_annotations_round_trip_through_both_loaders(dataset: tuple[Path, dict])
         for v in manifest["videos"]:  # both find the video files
             assert table.sources[v["video"]].path.resolve() == (out / v["path"]).resolve()
     assert from_csv.sources[manifest["videos"][0]["video"]].fps == CFG.fps
+    # What `spotformer evaluate --gt` reads from the workbook: the same intervals.
+    from spotformer.metrics import read_ground_truth
+
+    gts = read_ground_truth(out / XLSX_NAME)
+    assert sorted((g.video, g.onset, g.offset, g.kind) for g in gts) == sorted(
+        (video, onset, offset, kind) for _, video, onset, _, offset, kind in want
+    )
 
 
 def test_xlsx_is_casme2_format(dataset: tuple[Path, dict]) -> None:
