@@ -149,13 +149,12 @@ class NoseMotion:
         self.max = 0.0
 
     def add(self, motion: np.ndarray | None) -> None:
-        if motion is None or motion.shape[-1] < 2:
+        pairs = None if motion is None else motion[:, 1:]  # slot 0: the first frame itself
+        if pairs is None or pairs.size == 0:
             return
-        pairs = motion[:, 1:]  # slot 0 is the clip's first frame itself
         self.pairs += pairs.size
         self.over += int((pairs > self.limit).sum())
-        if pairs.size:
-            self.max = max(self.max, float(pairs.max()))
+        self.max = max(self.max, float(pairs.max()))
 
     @property
     def share(self) -> float:
@@ -1220,7 +1219,7 @@ def _group_features(
     nose = points[slots][:, :, list(cfg.nose_landmarks)].astype(np.float64).mean(axis=2)
     slot_nose = frame_to_crop(torch.from_numpy(nose), box_h, s)
     motion = torch.linalg.vector_norm(slot_nose - slot_nose[:, :1], dim=-1)
-    init = _landmark_init(slot_nose, cfg) if cfg.align_from_landmarks else None
+    init = _landmark_init(slot_nose, cfg)  # None unless align_from_landmarks
     timer.mark("crop")
     feats = _window_features(crops, pts_crop, cfg, timer, init)
     frame_found = found[np.arange(a, e) - base]
