@@ -24,7 +24,10 @@ then prints one JSON line per measurement:
 - ``decode_threads`` (with ``DIAG_DECODE_THREADS=1``): decode alone with decord's
   ``num_threads`` 1, 2, 4 and its default (0), wall and CPU seconds.
 
-Frames/s are the clip's frames over wall seconds. MODE ``e2e`` runs only the end-to-end
+Frames/s are the clip's frames over wall seconds. The ``end_to_end`` rows also give
+``first_chunk_s`` (until the first features came out) and ``steady_frames_per_s`` (the
+frames after the first chunk over the time from it to the last): the rate that a long
+video approaches once the pipeline is full, without its fill and drain. MODE ``e2e`` runs only the end-to-end
 measurement twice, with public API only, so that another commit's ``sw_mro`` (first on
 ``PYTHONPATH``, run from another folder) can be timed on the same machine;
 ``DIAG_READERS=N`` sets ``FILE_DECODE_READERS``, ``SW_MRO_DECODE_THREADS=K`` FFmpeg's
@@ -136,7 +139,9 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
 
     if mode == "e2e":  # only what any version of sw_mro has: an A/B of two commits
         for _ in range(2):
-            _, dt = timed(lambda: list(sw_mro.stream(path, cfg)))
+            t = time.perf_counter()
+            _, times = _paced(sw_mro.stream(path, cfg), sync)
+            dt = time.perf_counter() - t
             emit(
                 "end_to_end",
                 label=os.environ.get("DIAG_LABEL", ""),
@@ -145,6 +150,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
                 compact_alignment=getattr(pl, "COMPACT_ALIGNMENT", "n/a"),
                 seconds=round(dt, 3),
                 frames_per_s=round(n / dt, 1),
+                **_steady(times, t),
             )
         return
 
@@ -255,8 +261,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             sync()
             with CpuProbe(_worker_pids(c)) as probe:
                 t = time.perf_counter()
-                got = list(sw_mro.stream(path, c))
-                sync()
+                got, times = _paced(sw_mro.stream(path, c), sync)
                 dt = time.perf_counter() - t
         finally:
             pl.COMPACT_ALIGNMENT, landmark_pool.WORKER_NICE = compact, nice0
@@ -269,6 +274,7 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
             seconds=round(dt, 3),
             frames_per_s=round(n / dt, 1),
             **_stages(got),
+            **_steady(times, t),
             cpu=probe.result,
         )
 
@@ -413,6 +419,32 @@ def sw_mro_file() -> str:
     import sw_mro
 
     return sw_mro.__file__
+
+
+def _paced(chunks, sync) -> tuple[list, list[tuple[float, int]]]:  # noqa: ANN001
+    """The chunks of a stream, and (time each one was yielded, its frames), then a sync.
+    No sync per chunk (that would stop the main thread's launches from overlapping the
+    device): a chunk's kernels may still run when it is yielded, a lag that the CUDA
+    queue bounds and that a rate over many chunks does not see."""
+    got, times = [], []
+    for c in chunks:
+        got.append(c)
+        times.append((time.perf_counter(), len(c.frames)))
+    sync()
+    return got, times
+
+
+def _steady(times: list[tuple[float, int]], t0: float) -> dict:
+    """Seconds to the first chunk, and frames/s from then to the last chunk: the rate a
+    long video approaches, without the pipeline's fill (first chunk) and drain."""
+    if len(times) < 2:
+        return {}
+    span = times[-1][0] - times[0][0]
+    frames = sum(k for _, k in times[1:])
+    return {
+        "first_chunk_s": round(times[0][0] - t0, 3),
+        "steady_frames_per_s": round(frames / span, 1) if span > 0 else None,
+    }
 
 
 def _stages(chunks: list) -> dict:
