@@ -318,7 +318,9 @@ def _read_rows(reader: csv.DictReader, p: Path, videos: set[str] | None = None) 
     return out
 
 
-def read_ground_truth(path: str | os.PathLike, *, videos: set[str] | None = None) -> list[Interval]:
+def read_ground_truth(
+    path: str | os.PathLike, *, videos: set[str] | None = None, stride: int | None = None
+) -> list[Interval]:
     """Ground-truth intervals from an interval CSV (:func:`read_intervals`) or from a
     data set's annotation workbook: CAS(ME)^2's ``CAS(ME)^2code_final.xlsx`` or
     SAMM-LV's ``SAMM_LongVideos_V*_Release.xlsx``, read as training reads them
@@ -326,17 +328,33 @@ def read_ground_truth(path: str | os.PathLike, *, videos: set[str] | None = None
     rows it cannot use dropped with a warning). ``videos``, when given, receives every
     video the file names (a workbook names only videos with expressions).
 
+    ``stride``: the stride of the frames the predictions count (``spotformer spot``'s);
+    None means the data set's own (SAMM-LV 7, CAS(ME)^2 1). A SAMM-LV workbook is
+    converted to it; CAS(ME)^2's frames are its videos' every frame, so any other stride
+    is refused. A CSV is taken as it is: its frames are the caller's.
+
     Raises:
-        EvaluationError: the file is missing or malformed (the message names it).
+        EvaluationError: the file is missing or malformed, or a CAS(ME)^2 workbook with a
+            stride other than 1 (the message names the file).
     """
     p = Path(path)
     if p.suffix.lower() not in (".xlsx", ".xlsm"):
         return read_intervals(p, videos=videos)
-    from spotformer.data import load_annotations
+    from spotformer.data.annotations import SAMM_SUBSAMPLE, load_annotations, workbook_kind
     from spotformer.errors import AnnotationError
 
+    if stride is not None and (
+        isinstance(stride, bool) or not isinstance(stride, int) or stride < 1
+    ):
+        raise ValueError(f"stride must be an int >= 1 or None, got {stride!r}")
     try:
-        table = load_annotations(p)
+        if stride not in (None, 1) and workbook_kind(p) == "casme2":
+            raise EvaluationError(
+                f"{p}: CAS(ME)^2's frames count every frame of its videos (stride 1), but "
+                f"the predictions count every {stride}th frame; score them at stride 1, or "
+                "against a ground-truth CSV in their frames"
+            )
+        table = load_annotations(p, subsample=stride or SAMM_SUBSAMPLE)
     except AnnotationError as exc:
         raise EvaluationError(str(exc)) from exc
     if videos is not None:

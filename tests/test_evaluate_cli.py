@@ -153,6 +153,27 @@ def test_ground_truth_from_the_data_sets_workbooks(
     assert main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["overall"]
     assert out["tp"] == len(SAMM_EXPECTED_7) and out["fp"] == out["fn"] == 0
+    # --stride 1 (predictions of 'spotformer spot --stride 1' on a SAMM-LV folder): the
+    # workbook at 1-based source frames minus 1 (hand values: 006_1 macro 566-743 ->
+    # 565-742, micro 1200.5-1260 -> 1200-1259). The stride-7 predictions above then
+    # match nothing, and these two match.
+    pred.write_text(
+        "video,onset,offset,type\n006_1,565,742,macro\n006_1,1200,1259,micro\n007_3,14,15,micro\n"
+    )
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--stride", "1", "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert (out["overall"]["tp"], out["overall"]["fp"]) == (2, 1)
+    assert out["overall"]["fn"] == len(SAMM_EXPECTED_7) - 2
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["overall"]["tp"] == 1  # only 007_3 14-15
+    # CAS(ME)^2's frames are every frame: another stride is refused, not mis-scored.
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(cas), "--stride", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(cas) in err and "stride 1" in err and "Traceback" not in err
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(cas), "--stride", "1"]) == 0
+    capsys.readouterr()
     # A workbook that is not one: a one-line error naming it.
     bad = tmp_path / "notes.xlsx"
     bad.write_bytes(b"not a workbook\n")

@@ -516,6 +516,16 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert "s1/v0: 160 frames" in out and "Overall" in out
     assert read_intervals(tmp_path / "iv.csv") is not None
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    # A CAS(ME)^2 workbook counts every frame: at stride 2 spot refuses it before
+    # extracting, instead of scoring frames of two scales against each other.
+    from test_annotations import write_casme2
+
+    cas = write_casme2(tmp_path / "CAS(ME)^2code_final.xlsx")
+    at2 = [a for a in spot if a != str(csv_dataset)]
+    at2[at2.index("--gt") + 1 : at2.index("--gt") + 1] = [str(cas)]
+    assert main([*at2, "--stride", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert "stride 1" in err and str(cas) in err and "frames at" not in out
     assert saved["train"]["spot"]["macro_mode"] == "apex"  # SPEC's, unless asked
     # Overriding the model file's post-processing: with a threshold of 0.01 the whole
     # 160-frame video is one expression segment.

@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SAMM-LV .xlsx; SAMM-LV frames divided by 7, as in training)",
     )  # fmt: skip
     parser.add_argument(
+        "--stride", type=int,
+        help="with a workbook: the stride of the predictions' frames (default the data "
+        "set's: SAMM-LV 7, CAS(ME)^2 1; e.g. 1 for 'spotformer spot --stride 1' on a "
+        "SAMM-LV folder)",
+    )  # fmt: skip
+    parser.add_argument(
         "--iou", type=float, default=0.5, help="IoU a proposal needs to be a TP (default 0.5)"
     )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -33,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.iou <= 1.0:
         print(f"spotformer evaluate: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
         return 2
+    if args.stride is not None and args.stride < 1:
+        print(f"spotformer evaluate: --stride must be >= 1, got {args.stride}", file=sys.stderr)
+        return 2
     try:
         preds = read_intervals(args.pred)
         gt_videos: set[str] = set()  # with or without expressions
-        gts = read_ground_truth(args.gt, videos=gt_videos)
+        gts = read_ground_truth(args.gt, videos=gt_videos, stride=args.stride)
     except EvaluationError as exc:
         print(f"spotformer evaluate: {exc}", file=sys.stderr)
         return 2

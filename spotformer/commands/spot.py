@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
     parser.add_argument(
         "--gt", type=Path,
-        help="ground truth to draw (and score): an interval CSV, or the data set's "
-        "annotation workbook (CAS(ME)^2 or SAMM-LV .xlsx, frames as in training)",
+        help="ground truth to draw (and score): an interval CSV in this run's frames, or "
+        "the data set's annotation workbook (CAS(ME)^2 or SAMM-LV .xlsx; SAMM-LV's frames "
+        "are converted to this run's stride, CAS(ME)^2's need stride 1)",
     )  # fmt: skip
     parser.add_argument(
         "--video-id",
@@ -190,16 +191,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
-        all_gts = read_ground_truth(args.gt) if args.gt else []
+        stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
+        if note:
+            print(f"spotformer spot: {note}", file=sys.stderr)
+        # A workbook's frames are converted to this run's stride (SAMM-LV), or refused
+        # when they cannot be (CAS(ME)^2 at a stride other than 1).
+        all_gts = read_ground_truth(args.gt, stride=stride) if args.gt else []
         if args.video_id is None and all_gts:
             found = ground_truth_id(args.video, {g.video for g in all_gts})
             if found and found != video_id:
                 print(f"spotformer spot: video id {found!r}, from --gt", file=sys.stderr)
             video_id = found or video_id
         gts = [g for g in all_gts if g.video == video_id]
-        stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
-        if note:
-            print(f"spotformer spot: {note}", file=sys.stderr)
         motion = NoseMotion()
         feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in, motion=motion)
         if motion.large() and not cfg.align_from_landmarks:

@@ -101,6 +101,7 @@ __all__ = [
     "load_casme2",
     "load_csv",
     "load_samm",
+    "workbook_kind",
 ]
 
 
@@ -552,6 +553,19 @@ def load_annotations(
     path = Path(path)
     if path.suffix.lower() == ".csv":
         return load_csv(path)
+    if workbook_kind(path) == "casme2":
+        return load_casme2(path, root=root)
+    return load_samm(path, root=root, subsample=subsample)
+
+
+def workbook_kind(path: str | os.PathLike) -> str:
+    """``"casme2"`` or ``"samm"``: which data set's annotation workbook ``path`` is (by
+    its sheets).
+
+    Raises:
+        AnnotationError: not an ``.xlsx``, missing, unreadable, or neither workbook.
+    """
+    path = Path(path)
     if path.suffix.lower() not in (".xlsx", ".xlsm"):
         raise AnnotationError(f"{path}: unknown annotation format (expected .csv or .xlsx)")
     import openpyxl
@@ -565,9 +579,9 @@ def load_annotations(
     except Exception as exc:
         raise AnnotationError(f"{path}: not a readable .xlsx file ({one_line(exc)})") from exc
     if CAS_SHEET in names:
-        return load_casme2(path, root=root)
+        return "casme2"
     if SAMM_SHEET in names:
-        return load_samm(path, root=root, subsample=subsample)
+        return "samm"
     raise AnnotationError(
         f"{path}: neither CAS(ME)^2 (sheet {CAS_SHEET!r}) nor SAMM-LV (sheet {SAMM_SHEET!r})"
     )
