@@ -112,10 +112,12 @@ def video_features(
     fps: float | None = None,
     bar=None,  # noqa: ANN001
     motion=None,  # noqa: ANN001
+    fallback: list[int] | None = None,
 ) -> tuple[Tensor, float]:
     """SW-MRO features ``(N, w, R, 2)`` of one video, on ``config.device``, and its fps;
     ``motion`` (a :class:`sw_mro.pipeline.NoseMotion`), if given, adds up the video's
-    nose landmark motion."""
+    nose landmark motion, and ``fallback``, if given, receives the frames without a face
+    (``FeatureChunk.fallback_frames``)."""
     import sw_mro
     from sw_mro.io.video import open_video
 
@@ -126,6 +128,8 @@ def video_features(
         chunks.append(c.features)
         if motion is not None:
             motion.add(c.nose_motion)
+        if fallback is not None:
+            fallback.extend(c.fallback_frames)
         if bar is not None:
             bar.update(int(c.features.shape[0]))
     return torch.cat(chunks), float(src.info.fps)
@@ -136,7 +140,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
     from tqdm import tqdm
 
     import sw_mro
-    from sw_mro.config import LARGE_NOSE_MOTION_SHARE
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LARGE_NOSE_MOTION_SHARE
     from sw_mro.io.video import open_video
     from sw_mro.pipeline import NoseMotion
 
@@ -196,20 +200,38 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
         )
     out = FeatureSet()
     moved: list[tuple[str, NoseMotion]] = []
+    faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
         for name, ref in refs.items():
             bar.set_postfix_str(name, refresh=False)
-            motion = NoseMotion()
+            motion, missing = NoseMotion(), []
             x, r = video_features(
-                ref.path, config, stride=ref.stride, fps=ref.fps, bar=bar, motion=motion
+                ref.path,
+                config,
+                stride=ref.stride,
+                fps=ref.fps,
+                bar=bar,
+                motion=motion,
+                fallback=missing,
             )
             out.features[name], out.fps[name] = x, r
             out.subjects[name] = ref.subject or subj[name]
             if motion.large():
                 moved.append((name, motion))
+            if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
+                faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0
+    if faceless:
+        shown = ", ".join(f"{n} ({100 * share:.0f} %)" for n, share in faceless[:8])
+        more = f" and {len(faceless) - 8} more" if len(faceless) > 8 else ""
+        print(
+            f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
+            f"of the frames of {len(faceless)} of {len(refs)} videos: {shown}{more}; their "
+            "windows use the last face found before them",
+            file=sys.stderr,
+        )
     if moved and not cfg.align_from_landmarks:
         shown = ", ".join(
             f"{n} ({100 * m.share:.1f} %, up to {m.max:.0f} px)" for n, m in moved[:8]

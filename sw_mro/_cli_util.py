@@ -32,8 +32,11 @@ def dispatch(
     )
     top.add_argument("--version", action="version", version=f"{prog} {version}")
     top.add_argument("command", choices=list(commands), metavar="COMMAND")
-    if not argv or argv[0] in {"-h", "--help", "--version"}:
-        top.parse_args(argv or ["--help"])
+    if not argv:  # no command: the help, as an error (exit 2, like a missing argument)
+        top.print_help(sys.stderr)
+        return 2
+    if argv[0] in {"-h", "--help", "--version"}:
+        top.parse_args(argv)
         return 0
     ns, rest = top.parse_known_args(argv[:1])
     module_path, help_line = commands[ns.command]

@@ -103,6 +103,11 @@ LARGE_NOSE_MOTION_PX = 17.0
 #: every video, and carphone (a hand-held camera) 50 %.
 LARGE_NOSE_MOTION_SHARE = 0.01
 
+#: Share of a video's frames without a face (their windows use the last face found
+#: before them) over which ``sw-mro extract``, ``spotformer train`` and ``spotformer
+#: spot`` warn.
+LANDMARK_FALLBACK_WARN_SHARE = 0.10
+
 #: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The
 #: default: 4 equal sectors from 0 degrees (edges on the image axes).
 EQUAL_EDGES: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)

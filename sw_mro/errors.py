@@ -51,3 +51,7 @@ class NoFaceError(LandmarkError):
 
 class ModelNotFoundError(LandmarkError, FileNotFoundError):
     """A landmark model the user must bring is missing; the message says where to put it."""
+
+
+class OutputNameError(SWMROError):
+    """Two inputs of one run would write the same output name (``<name>.npy``)."""

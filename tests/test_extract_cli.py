@@ -50,7 +50,8 @@ def test_extract_writes_npy_and_json(
     assert meta["landmark_fallback_frames"] == [59]
     assert meta["config"]["window"] == 3 and meta["config"]["face_size"] == 64
     assert meta["config"]["resolved"]["roi_size"] == 5
-    assert {"sw_mro", "torch", "opencv", "dlib"} <= set(meta["versions"])
+    assert {"sw_mro", "python", "torch", "opencv", "decord", "dlib"} <= set(meta["versions"])
+    assert meta["input"] == str(carphone_copy.resolve()) and meta["source_fps_from"] == "container"
     assert meta["frames_per_second"] > 0 and "flow" in meta["stage_seconds"]
     # which Farneback made the features (C++ where a compiler exists, else OpenCV)
     assert meta["flow_backend"] == flow_backend(sw_mro.SWMROConfig(), torch.device("cpu"))
@@ -59,7 +60,75 @@ def test_extract_writes_npy_and_json(
         "carphone.json",
         "carphone.npy",
     ]  # no temp files
+    io = capsys.readouterr()
+    assert "wrote" in io.out and "warning:" not in io.err  # 1 fallback frame of 60
+
+
+def test_many_frames_without_a_face_are_a_warning(
+    tmp_path: Path, carphone: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over 10 % of the frames without a face: the features are written (the fallback
+    is recorded), and stderr says how many frames had none."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    face = open_video(carphone).read(range(10)).numpy()
+    blank = np.full((5, *face.shape[1:]), 128, np.uint8)
+    clip = write_video(tmp_path / "partial.mp4", np.concatenate([face, blank]))
+    assert main(["extract", str(clip), "--out-dir", str(tmp_path / "o"), *ARGS]) == 0
+    io = capsys.readouterr()
+    meta = json.loads((tmp_path / "o" / "partial.json").read_text())
+    assert meta["landmark_fallback_frames"] == [10, 11, 12, 13, 14]
+    assert f"warning: {clip}: no face in 5 of its 15 frames (33 %)" in io.err
+    assert "warning" not in io.out and "wrote" in io.out
+
+
+def test_changed_or_damaged_inputs_and_outputs_are_not_skipped(
+    tmp_path: Path, carphone: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Frames rewritten at the same size (BMP: same bytes) are not taken for the old
+    ones; a complete JSON next to a truncated .npy is recomputed; an output whose JSON
+    predates the content sample is compared by size, as before."""
+    import cv2
+
+    from sw_mro.io.video import open_video
+
+    frames = open_video(carphone).read(range(24)).numpy()
+    folder = tmp_path / "bmp"
+    folder.mkdir()
+
+    def write(part: np.ndarray) -> None:
+        for i, f in enumerate(part):
+            cv2.imwrite(str(folder / f"img{i + 1}.bmp"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+
+    out = tmp_path / "o"
+    write(frames[:12])
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 0
+    old = np.load(out / "bmp.npy")
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    write(frames[12:])
+    assert sum(f.stat().st_size for f in folder.iterdir()) == size
+    capsys.readouterr()
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder} has changed since its features were made" in err and "--overwrite" in err
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
+    new = np.load(out / "bmp.npy")
+    assert new.shape == old.shape and not np.array_equal(new, old)
+
+    meta_path = out / "bmp.json"  # written before the sample existed: sizes only, skipped
+    meta = json.loads(meta_path.read_text())
+    del meta["input_signature"]["sample_sha1"]
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+    with open(out / "bmp.npy", "r+b") as fh:  # damaged after the fact: recomputed
+        fh.truncate(100)
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 0
     assert "wrote" in capsys.readouterr().out
+    assert np.array_equal(np.load(out / "bmp.npy"), new)
 
 
 def test_skip_overwrite_and_one_bad_input(
@@ -353,12 +422,16 @@ def test_duplicate_names_fail_once(
     other.parent.mkdir()
     other.write_bytes(b"x")
     rc = main(["extract", str(short_clip), str(other), "--out-dir", str(tmp_path / "o"), *ARGS])
-    assert rc == 1 and "also the name of" in capsys.readouterr().err
-    # The same file twice (another spelling of its path): extracted once, no failure.
-    again = short_clip.parent / "." / short_clip.name
-    assert main(["extract", str(short_clip), str(again), "--out-dir", str(tmp_path / "p"), *ARGS]) == 0
     io = capsys.readouterr()
-    assert "given twice, extracted once" in io.err and io.out.count("wrote") == 1
+    assert rc == 1 and f"FAILED {other}: OutputNameError: output name 'short' is also" in io.err
+    assert "1 of 2 inputs done" in io.out
+    # The same file three times (other spellings of its path): extracted once, no failure.
+    again = short_clip.parent / "." / short_clip.name
+    argv = [str(short_clip), str(again), str(again), "--out-dir", str(tmp_path / "p"), *ARGS]
+    assert main(["extract", *argv]) == 0
+    io = capsys.readouterr()
+    assert io.err.count("given 3 times, extracted once") == 1 and io.out.count("wrote") == 1
+    assert "1 of 1 inputs done" in io.out
 
 
 def test_out_dir_that_is_a_file_is_a_clear_error(
@@ -369,7 +442,13 @@ def test_out_dir_that_is_a_file_is_a_clear_error(
     for out in (f, f / "sub"):
         assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 2
         err = capsys.readouterr().err
-        assert f"--out-dir {out}: cannot make the folder" in err and "Traceback" not in err
+        assert f"--out-dir {out}: cannot make the folder ({f} is a file)" in err
+        assert "Traceback" not in err
+
+
+def test_no_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "extract" in capsys.readouterr().err  # the help, listing the commands
 
 
 def test_resume_ignores_settings_that_keep_the_features() -> None:

@@ -399,7 +399,7 @@ def test_dataset_annotations_are_checked_before_extraction(
     b = _tiny_video(tmp_path / "b.mp4", n=20)
     extracted = []
 
-    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None, motion=None):
+    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None, **_):
         extracted.append(Path(path).name)
         return torch.zeros(20, 17, 10, 2), 30.0
 
@@ -670,17 +670,22 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
 ) -> None:
     """Videos where over 1 % of the frame pairs moved the nose beyond 17 px are named
     once, after extraction, with the advice to use --align-from-landmarks (not when it
-    is on); the others are not."""
+    is on); the others are not. So are videos with no face in over 10 % of their
+    frames."""
     import spotformer.features as F
     import sw_mro
     from spotformer.data.table import AnnotationTable, VideoRef
 
-    def fake_video_features(path, config=None, *, stride=1, fps=None, bar=None, motion=None):
+    def fake_video_features(
+        path, config=None, *, stride=1, fps=None, bar=None, motion=None, fallback=None
+    ):
         m = np.zeros((20, 17), np.float32)
         if Path(path).stem == "shaky":
             m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
+            fallback.extend([0, 1])  # 2 of 20 frames without a face: 10 %, not over
         else:
             m[:3, 16] = 30.0  # 3 of 320 pairs: 0.94 %, under the share
+            fallback.extend([5, 6, 7])  # 15 %
         motion.add(m)
         return torch.zeros(20, 17, 10, 2), 30.0
 
@@ -693,8 +698,12 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     capsys.readouterr()
     F.dataset_features(table, sw_mro.SWMROConfig(window=17), progress=False)
     err = capsys.readouterr().err
-    assert "in 1 of 2 videos" in err and "s1/shaky (1.2 %, up to 30 px)" in err
-    assert "s2/still" not in err and "--align-from-landmarks" in err
+    moved = next(ln for ln in err.splitlines() if "nose landmarks moved" in ln)
+    assert "in 1 of 2 videos" in moved and "s1/shaky (1.2 %, up to 30 px)" in moved
+    assert "--align-from-landmarks" in moved and "s2/still" not in moved
+    faceless = next(ln for ln in err.splitlines() if "no face" in ln)
+    assert "no face in over 10 % of the frames of 1 of 2 videos: s2/still (15 %)" in faceless
+    assert "s1/shaky" not in faceless
     F.dataset_features(
         table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
     )
@@ -736,6 +745,15 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     err = capsys.readouterr().err
     assert f"warning: {video}: the nose landmarks moved more than 17 px" in err
     assert "in 100.0 % of the frame pairs" in err and "--align-from-landmarks" in err
+    assert "no face" not in err
+
+    def faceless(*a, fallback=None, **k):  # frames 0-39 of 160 without a face: 25 %
+        fallback.extend(range(40))
+        return fake(*a, **k)
+
+    monkeypatch.setattr(F, "video_features", faceless)
+    assert main([*spot, "--out", str(out)]) == 0
+    assert f"warning: {video}: no face in 40 of its 160 frames" in capsys.readouterr().err
     junk = tmp_path / "bad.pt"
     junk.write_bytes(b"junk\n" * 10)
     for bad in (junk, run / "config.json", tmp_path / "missing.pt"):

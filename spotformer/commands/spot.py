@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.metrics import evaluate, read_ground_truth, write_intervals
     from spotformer.postprocess import spot_video
     from spotformer.train import load_model, predict_logits
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
     from sw_mro.errors import ClipTooShortError, SWMROError
     from sw_mro.pipeline import NoseMotion
 
@@ -203,8 +204,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"spotformer spot: video id {found!r}, from --gt", file=sys.stderr)
             video_id = found or video_id
         gts = [g for g in all_gts if g.video == video_id]
-        motion = NoseMotion()
-        feats, fps = video_features(args.video, cfg, stride=stride, fps=fps_in, motion=motion)
+        motion, missing = NoseMotion(), []
+        feats, fps = video_features(
+            args.video, cfg, stride=stride, fps=fps_in, motion=motion, fallback=missing
+        )
+        if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
+            print(
+                f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
+                f"{feats.shape[0]} frames; their windows use the last face found before them",
+                file=sys.stderr,
+            )
         if motion.large() and not cfg.align_from_landmarks:
             print(
                 f"spotformer spot: warning: {args.video}: {motion.describe(cfg.face_size)}; "

@@ -17,9 +17,12 @@ JSON exists and says so. Complete outputs made with the same config are skipped 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
 import json
 import math
 import os
+import platform
 import re
 import sys
 import time
@@ -46,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "twice gets two workers. The features are those of a one-device run",
     )
     parser.add_argument("--window", type=int, default=17, help="clip length w, odd (default 17)")
-    parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1; SAMM-LV: 7)")
+    parser.add_argument(
+        "--stride", type=int, default=1, help="keep every N-th frame (default 1; SAMM-LV: 7)"
+    )
     parser.add_argument(
         "--fps", type=float,
         help="frame rate of frame folders, for the metadata (default 30; SAMM-LV: 200); "
@@ -86,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="dlib: run the face detector every N-th frame and track with the shape "
         "predictor alone between (default 1: every frame; 4 gives 2-2.5x faster "
-        "landmarks that move by about 0.5 px)",
+        "landmarks that move by about 0.5 px, and lowered the demo's spotting F1 from "
+        "0.47 to 0.43 over three seeds: not shown safe for spotting; docs/sw_mro.md)",
     )
     parser.add_argument(
         "--align-from-landmarks",
@@ -110,17 +116,17 @@ def _versions() -> dict[str, str]:
 
     out = {
         "sw_mro": sw_mro.__version__,
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "kornia": kornia.__version__,
         "opencv": cv2.__version__,
         "numpy": numpy.__version__,
     }
-    try:
-        import dlib
-
-        out["dlib"] = dlib.__version__
-    except ImportError:
-        out["dlib"] = "not installed"
+    for name in ("decord", "dlib"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except ImportError:
+            out[name] = "not installed"
     return out
 
 
@@ -149,18 +155,51 @@ def _feature_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def input_signature(path: Path) -> dict[str, int] | None:
+#: An input's :func:`input_signature` reads this much of a video file at its start,
+#: middle and end, and this many of a frame folder's frames (evenly spaced, whole).
+SIGNATURE_BLOCK = 1 << 16
+SIGNATURE_FRAMES = 8
+
+
+def input_signature(path: Path) -> dict[str, Any] | None:
     """What identifies an input's content cheaply: a file's size, or a frame folder's
-    file count and total size. None when it cannot be read."""
+    file count and total size, and ``sample_sha1``, a SHA-1 of samples of the content
+    (a file's first, middle and last :data:`SIGNATURE_BLOCK` bytes; a folder's file names
+    and sizes and :data:`SIGNATURE_FRAMES` of its frames), so that frames rewritten at
+    the same size (BMP, raw TIFF) are not taken for the old ones. No modification times:
+    a copied data set keeps its outputs. None when it cannot be read."""
     from sw_mro.io.video import list_frame_files
 
+    digest = hashlib.sha1()
     try:
         if path.is_dir():  # the frame files the loader reads (not Thumbs.db, ._x.jpg)
-            sizes = [f.stat().st_size for f in list_frame_files(path)]
-            return {"files": len(sizes), "bytes": sum(sizes)}
-        return {"bytes": path.stat().st_size}
+            files = list_frame_files(path)
+            sizes = [f.stat().st_size for f in files]
+            for f, size in zip(files, sizes, strict=True):
+                digest.update(f"{f.name}\0{size}\0".encode())
+            last = len(files) - 1
+            for i in sorted({last * k // (SIGNATURE_FRAMES - 1) for k in range(SIGNATURE_FRAMES)}):
+                if i >= 0:
+                    digest.update(files[i].read_bytes())
+            return {"files": len(sizes), "bytes": sum(sizes), "sample_sha1": digest.hexdigest()}
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            for at in sorted(
+                {0, max(0, (size - SIGNATURE_BLOCK) // 2), max(0, size - SIGNATURE_BLOCK)}
+            ):
+                fh.seek(at)
+                digest.update(fh.read(SIGNATURE_BLOCK))
+        return {"bytes": size, "sample_sha1": digest.hexdigest()}
     except OSError:
         return None
+
+
+def _same_input(made_from: dict[str, Any], now: dict[str, Any] | None) -> bool:
+    """Whether two :func:`input_signature` values agree on every key both have (outputs
+    made before ``sample_sha1`` was recorded are compared by their sizes)."""
+    if now is None:
+        return False
+    return all(made_from[k] == now[k] for k in made_from.keys() & now.keys())
 
 
 def _output_state(
@@ -187,10 +226,26 @@ def _output_state(
         return "todo", ""
     if not isinstance(meta, dict) or not meta.get("complete"):
         return "todo", ""
+    import numpy as np
+
+    try:  # a complete JSON next to a damaged .npy (truncated, replaced) is not done
+        arr = np.load(npy_path, mmap_mode="r")
+        intact = list(arr.shape) == list(meta.get("shape", ())) and arr.dtype == np.float32
+        del arr
+    except (OSError, ValueError, EOFError):
+        intact = False
+    if not intact:
+        return "todo", ""
     made_from = meta.get("input_signature")
-    if src is not None and made_from is not None and made_from != src[1]:
+    if src is not None and isinstance(made_from, dict) and not _same_input(made_from, src[1]):
+        recorded = meta.get("input")
+        if recorded and Path(recorded).resolve() == src[0].resolve():
+            return "conflict", (
+                f"{src[0]} has changed since its features were made "
+                f"({_describe(made_from)} then, {_describe(src[1])} now)"
+            )
         return "conflict", (
-            f"it holds the features of {meta.get('input')} ({_describe(made_from)}), not of "
+            f"it holds the features of {recorded} ({_describe(made_from)}), not of "
             f"{src[0]} ({_describe(src[1])}); use another --out-dir or rename one of them"
         )
     recorded = meta.get("source_fps")
@@ -216,11 +271,12 @@ def _output_state(
     return "done", ""
 
 
-def _describe(sig: dict[str, int] | None) -> str:
+def _describe(sig: dict[str, Any] | None) -> str:
     if sig is None:
         return "unreadable"
     files = f"{sig['files']} files, " if "files" in sig else ""
-    return f"{files}{sig.get('bytes')} bytes"
+    sample = f", content sample {sig['sample_sha1'][:12]}" if "sample_sha1" in sig else ""
+    return f"{files}{sig.get('bytes')} bytes{sample}"
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -242,6 +298,7 @@ def _extract_one(
     import torch
     from tqdm import tqdm
 
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
     from sw_mro.io.video import open_video
     from sw_mro.pipeline import NoseMotion, flow_backend, stream
 
@@ -299,7 +356,7 @@ def _extract_one(
         seconds = time.perf_counter() - t0
         meta = {
             "complete": True,
-            "input": str(src_path),
+            "input": os.path.abspath(src_path),
             "input_signature": signature,
             "features": npy.name,
             "shape": [n, w, r, 2],
@@ -309,6 +366,10 @@ def _extract_one(
             "roi_groups": [list(g) for g in cfg.roi_groups],
             "fps": info.fps,
             "source_fps": info.source_fps,
+            # where source_fps comes from: the container, --fps, or the folder default
+            "source_fps_from": "container"
+            if not src_path.is_dir()
+            else ("--fps" if fps is not None else "default (a frame folder's; --fps sets it)"),
             "num_frames": n,
             "source_num_frames": info.source_num_frames,
             "stride": info.stride,
@@ -332,17 +393,26 @@ def _extract_one(
                 tmp.unlink()
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     msg = f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
+    if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it
+        msg += (
+            f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
+            f"({100 * len(fallback) / n:.0f} %); their windows use the last face found "
+            f"before them (the JSON's landmark_fallback_frames)"
+        )
     if not cfg.align_from_landmarks and motion.large():
         msg += f"\nhint: {src_path}: {motion.describe(cfg.face_size)}; {NoseMotion.ADVICE}"
     return msg
 
 
+_TO_STDERR = ("hint: ", "warning: ")
+
+
 def _split_hints(message: str) -> tuple[str, list[str]]:
-    """``_extract_one``'s message without its ``hint:`` lines (for stdout), and those
-    lines (for stderr, with the warnings)."""
+    """``_extract_one``'s message without its ``hint:`` and ``warning:`` lines (for
+    stdout), and those lines (for stderr)."""
     lines = message.split("\n")
-    return "\n".join(x for x in lines if not x.startswith("hint: ")), [
-        x for x in lines if x.startswith("hint: ")
+    return "\n".join(x for x in lines if not x.startswith(_TO_STDERR)), [
+        x for x in lines if x.startswith(_TO_STDERR)
     ]
 
 
@@ -531,28 +601,37 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"error: --out-dir {args.out_dir}: cannot make the folder ({exc})", file=sys.stderr)
+        blocker = next((p for p in (args.out_dir, *args.out_dir.parents) if p.is_file()), None)
+        why = f"{blocker} is a file" if blocker is not None else str(exc)
+        print(f"error: --out-dir {args.out_dir}: cannot make the folder ({why})", file=sys.stderr)
         return 2
+    from sw_mro.errors import OutputNameError
+
     failed: list[str] = []
     seen: dict[str, Path] = {}
+    repeats: dict[Path, int] = {}
     todo: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
         name = output_name(path)
         if name in seen and path.resolve() == seen[name].resolve():
-            print(f"{path}: given twice, extracted once", file=sys.stderr)
+            repeats[seen[name]] = repeats.get(seen[name], 1) + 1
             continue
         if name in seen:
             failed.append(str(path))
             print(
-                f"FAILED {path}: ValueError: output name {name!r} is also the name of "
-                f"{seen[name]}; rename one of them",
+                f"FAILED {path}: {OutputNameError.__name__}: output name {name!r} is also "
+                f"that of {seen[name]}; rename one of them, or extract it into another "
+                "--out-dir",
                 file=sys.stderr,
                 flush=True,
             )
             continue
         seen[name] = path
         todo.append(path)
+    for path, k in repeats.items():
+        print(f"{path}: given {k} times, extracted once", file=sys.stderr)
+    total = len(todo) + len(failed)  # distinct inputs
     if devices is not None:
         failed += _run_on_devices(args, cfg, devices, todo)
         todo = []
@@ -567,9 +646,6 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
             print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    done = len(args.inputs) - len(failed)
-    print(
-        f"{done} of {len(args.inputs)} inputs done"
-        + (f"; failed: {', '.join(failed)}" if failed else "")
-    )
+    done = total - len(failed)
+    print(f"{done} of {total} inputs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
