@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(
         "spotformer",
-        "SpotFormer facial expression spotting: make-synthetic, train, spot, evaluate.",
+        "SpotFormer facial expression spotting: demo, make-synthetic, train, spot, evaluate.",
         COMMANDS,
         argv,
         __version__,

@@ -128,6 +128,10 @@ class LossConfig:
     normalize_features: bool = True
     base_temperature: float | None = None
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.macro_ratio <= 1.0:
+            raise ValueError(f"macro_ratio (m) must be in [0, 1], got {self.macro_ratio}")
+
 
 @dataclass
 class LossTerms:

@@ -74,6 +74,8 @@ class SpotParams:
                 raise ValueError(
                     f"{name} must be 'apex' or 'expression'; got {getattr(self, name)!r}"
                 )
+        if not 0.0 <= self.apex_threshold < 1.0:  # P_apex > 1 never happens
+            raise ValueError(f"apex_threshold must be in [0, 1); got {self.apex_threshold}")
         if not 0.0 < self.expr_threshold < 1.0:
             raise ValueError(f"expr_threshold must be in (0, 1); got {self.expr_threshold}")
         for name in ("expr_smooth", "expr_gap", "expr_min_len", "expr_extend"):

@@ -62,7 +62,6 @@ from spotformer.losses import LossConfig, spotting_loss
 from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.postprocess import SpotParams, spot_video
-from sw_mro.errors import one_line
 
 
 class TrainError(SpotFormerError):
@@ -103,8 +102,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.mirror <= 1.0:
             raise ValueError(f"mirror must be a probability in [0, 1], got {self.mirror}")
-        if self.epochs < 1 or self.batch_size < 2 or self.segment_frames < 1:
-            raise ValueError("epochs >= 1, batch_size >= 2 and segment_frames >= 1 are required")
+        for name, least in (("epochs", 1), ("batch_size", 2), ("segment_frames", 1),
+                            ("val_subjects", 1), ("eval_every", 1), ("checkpoint_every", 1)):  # fmt: skip
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.selection not in ("fixed", "val"):
             raise ValueError(f"selection must be 'fixed' or 'val', got {self.selection!r}")
         if not 0.0 <= self.neutral_segments <= 1.0:
@@ -416,20 +419,28 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> M
     """Load a model file written by :func:`save_model`."""
     p = Path(path)
     what = "a SpotFormer model file (RUN_DIR/folds/<subject>/model.pt)"
+    if p.is_dir():
+        raise TrainError(f"{p}: a folder; give {what}")
     if not p.is_file():
         raise TrainError(f"{p}: no such file; give {what}")
     try:
         ck = torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many kinds on junk or truncated files
+        # Not torch's own text: it suggests weights_only=False, unsafe for a foreign file.
+        why = "it is empty" if p.stat().st_size == 0 else f"torch.load: {type(exc).__name__}"
         raise TrainError(
-            f"{p}: cannot load it as {what}: {type(exc).__name__}: {one_line(exc)} (a truncated or "
-            "foreign file?)"
+            f"{p}: not {what}, or a truncated copy of one ({why})"
         ) from exc
     if not isinstance(ck, dict) or ck.get("format") != "spotformer-model-1":
         raise TrainError(f"{p}: not {what}")
     try:
         model = SpotFormer(SpotFormerConfig.from_dict(ck["model_config"])).to(device)
         model.load_state_dict(ck["state_dict"])
+        if not _all_finite(model):
+            raise TrainError(
+                f"{p}: its weights are not all finite (NaN or inf): the run that made it "
+                "diverged or the file is damaged; retrain (a lower --lr)"
+            )
         return ModelFile(
             model.eval(),
             TrainConfig.from_dict(ck["train_config"]),
@@ -474,6 +485,13 @@ def _seed(*parts: int) -> int:
     for p in parts:
         s = (s * 1_000_003 + p) % (2**62)
     return s
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and buffer of ``model`` is finite (one device sync)."""
+    flags = [torch.isfinite(t).all() for t in (*model.parameters(), *model.buffers())
+             if t.is_floating_point()]  # fmt: skip
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def train_fold(
@@ -563,6 +581,12 @@ def train_fold(
             if on_step is not None:
                 on_step(test_subject, epoch, step)
         sched.step()
+        if not _all_finite(model):
+            raise TrainError(
+                f"fold {test_subject!r}: the training diverged in epoch {epoch + 1} (the "
+                f"model's weights are no longer finite; mean loss {float(total) / max(steps, 1):g}): "
+                f"lower --lr (this run: {cfg.lr:g}) and start a new run (another --out)"
+            )
         if cfg.selection == "val" and (
             (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         ):

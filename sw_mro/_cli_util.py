@@ -47,7 +47,8 @@ def dispatch(
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: no traceback; outputs are atomic, so nothing half-made
-        print(f"\n{prog} {ns.command}: interrupted", file=sys.stderr)
+        hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says
+        print(f"\n{prog} {ns.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 
 

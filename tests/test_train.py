@@ -28,6 +28,7 @@ from spotformer.train import (
     load_model,
     predict_logits,
     run_loso,
+    save_model,
     train_fold,
     training_frames,
 )
@@ -460,6 +461,14 @@ def test_spot_finds_the_ground_truth_id(tmp_path: Path) -> None:
     assert ground_truth_id(f, {"s1/v1", "s1/v10"}) == "s1/v10"  # the longest match
     assert ground_truth_id(f, {"a/v10", "b/v10"}) is None  # ambiguous
     assert ground_truth_id(f, {"v10"}) == "v10"
+    # A prefix counts only where a token ends: not inside a number or a word.
+    clip12 = _tiny_video(tmp_path / "clip12.mp4")
+    assert ground_truth_id(clip12, {"clip1", "clip10"}) is None
+    april = _tiny_video(tmp_path / "april_session.mp4")
+    assert ground_truth_id(april, {"a", "b"}) is None
+    assert ground_truth_id(april, {"april", "apr"}) == "april"  # "apr|il" is inside a word
+    take = _tiny_video(tmp_path / "006_1-take2.mp4")
+    assert ground_truth_id(take, {"006_1", "006_10"}) == "006_1"
 
 
 def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
@@ -484,6 +493,9 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert open_like_training(v60, cas, None, None)[:2] == (2, None)
     assert open_like_training(folder, samm, 3, 100.0) == (3, 100.0, "")
     assert open_like_training(v60, {}, None, None) == (1, None, "")  # an older model
+    # A folder at the model's rate and stride 1: the note says which rate it assumed.
+    stride, fps, note = open_like_training(folder, {"stride": 1, "source_fps": 30.0}, None, None)
+    assert (stride, fps) == (1, 30.0) and "read as 30 fps" in note and "stride" not in note
 
 
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:
@@ -515,6 +527,13 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     out = capsys.readouterr().out
     assert "s1/v0: 160 frames" in out and "Overall" in out
     assert read_intervals(tmp_path / "iv.csv") is not None
+    # An id that --gt does not have: said on stderr before the extraction; every
+    # interval counts as an FP.
+    other = [*spot[: spot.index("--video-id")], "--video-id", "s9/none"]
+    assert main(other) == 0
+    io = capsys.readouterr()
+    assert "note: no ground truth for video 's9/none'" in io.err and "'s1/v0'" in io.err
+    assert "Overall" in io.out
     assert (tmp_path / "c.png").stat().st_size > 10_000
     # A CAS(ME)^2 workbook counts every frame: at stride 2 spot refuses it before
     # extracting, instead of scoring frames of two scales against each other.
@@ -906,3 +925,77 @@ def test_mirror_augmentation_trains_and_is_deterministic(tmp_path: Path, data) -
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the flips changed training
     assert a.counts == b.counts
+
+
+def test_a_diverged_run_stops_and_a_non_finite_model_is_refused(tmp_path: Path, data) -> None:
+    """A fold whose weights stop being finite ends the run with what to do, instead of
+    a table of zeros; a model file with NaN weights is refused by load_model."""
+    with pytest.raises(TrainError, match=r"fold 's0': the training diverged in epoch 1 .*--lr"):
+        train_fold(data, "s0", tiny_cfg(lr=1e30), tmp_path / "f", progress=False)
+    model = SpotFormer(tiny_cfg().model)
+    path = tmp_path / "model.pt"
+    save_model(path, model, tiny_cfg(), {"subject": "s0", "epoch": 1})
+    assert load_model(path).model is not None  # finite: loads
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    save_model(path, model, tiny_cfg(), {"subject": "s0", "epoch": 1})
+    with pytest.raises(TrainError, match="not all finite"):
+        load_model(path)
+
+
+def test_bad_training_and_spotting_values_are_refused_before_extraction(
+    tmp_path: Path, csv_dataset: Path, capsys
+) -> None:
+    from spotformer.cli import main
+
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        tiny_cfg(epochs=0)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        tiny_cfg(lr=float("nan"))
+    base = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(tmp_path / "r")]
+    for extra, says in [
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--apex-threshold", "1.5"], "apex_threshold must be in [0, 1)"),
+        (["--macro-ratio", "-1"], "macro_ratio (m) must be in [0, 1]"),
+        (["--selection", "val", "--val-subjects", "0"], "val_subjects must be >= 1, got 0"),
+        (["--batch-size", "0"], "batch_size must be >= 2, got 0"),
+    ]:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "r").exists()  # refused before anything was made
+
+
+def test_spot_plot_name_and_model_file_messages(tmp_path: Path, capsys) -> None:
+    from spotformer.cli import main
+
+    video = _tiny_video(tmp_path / "video.mp4")
+    model = tmp_path / "model.pt"
+    save_model(model, SpotFormer(tiny_cfg().model), tiny_cfg(), {"subject": "s0", "epoch": 1})
+    argv = ["spot", str(video), "--checkpoint", str(model), "--out", str(tmp_path / "iv.csv")]
+    assert main([*argv, "--plot", str(tmp_path / "p.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--plot" in err and ".png" in err and not (tmp_path / "iv.csv").exists()
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk\n" * 10)
+    for bad, says in [(empty, "it is empty"), (junk, "torch.load"), (tmp_path, "a folder")]:
+        with pytest.raises(TrainError) as exc:
+            load_model(bad)
+        assert says in str(exc.value) and "weights_only" not in str(exc.value)
+
+
+def test_interrupted_train_says_how_to_continue(
+    tmp_path: Path, csv_dataset: Path, capsys, monkeypatch
+) -> None:
+    from spotformer.cli import main
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "run_loso", stop)
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--epochs", "1", "--no-progress"]) == 130
+    assert "interrupted; run the same command with --resume" in capsys.readouterr().err

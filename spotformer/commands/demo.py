@@ -43,19 +43,32 @@ MACRO_SPOTTING = "expression"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    parser.add_argument("--subjects", type=int, default=6)
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)"
+    )
+    parser.add_argument("--subjects", type=int, default=6, help="synthetic subjects (default 6)")
     parser.add_argument(
         "--videos-per-subject", type=int, default=1,
         help="videos per subject (default 1; 2 with --seconds 30 is make-synthetic's default set)",
     )  # fmt: skip
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each video")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--face-size", type=int, default=128)
-    parser.add_argument("--dim", type=int, default=32, help="model width D")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="length of each video (default 20)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and the training (default 0)"
+    )
+    parser.add_argument(
+        "--face-size", type=int, default=128, help="SW-MRO face crop size (default 128)"
+    )
+    parser.add_argument("--dim", type=int, default=32, help="model width D (default 32)")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS, help=f"epochs per fold (default {EPOCHS})"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE,
+        help=f"windows per step (default {BATCH_SIZE})",
+    )  # fmt: skip
+    parser.add_argument("--lr", type=float, default=LR, help=f"learning rate (default {LR:g})")
     parser.add_argument(
         "--neutral-segments", type=float, default=1.0, help="see spotformer train (default 1.0)"
     )

@@ -75,15 +75,30 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
     return sw_mro.SWMROConfig(**kw, device=device)
 
 
+def _ends_a_word(name: str, k: int) -> bool:
+    """Whether ``name[:k]`` ends where a token does: at the end, or where a number meets
+    a letter or punctuation (``15_0101|disgust``), not inside a number (``clip1|2``) or
+    a word (``a|pril``)."""
+    if k >= len(name):
+        return True
+    a, b = name[k - 1], name[k]
+    return not ((a.isdigit() and b.isdigit()) or (a.isalpha() and b.isalpha()))
+
+
 def ground_truth_id(video: Path, ids: set[str]) -> str | None:
     """The ground-truth id of ``video``: its stem if listed; else the one id whose last
-    part starts its name (CAS(ME)^2: ``s15/15_0101`` for ``15_0101disgustingteeth``;
-    SAMM-LV: ``006_1``); None when there is no such id or more than one."""
+    part starts its name and ends a token there (CAS(ME)^2: ``s15/15_0101`` for
+    ``15_0101disgustingteeth``; SAMM-LV: ``006_1``; not ``clip1`` for ``clip12``); None
+    when there is no such id or more than one."""
     name = video.stem if video.is_file() else video.name
     if name in ids:
         return name
     tails = {i: i.rsplit("/", 1)[-1] for i in ids}
-    hits = {i: tail for i, tail in tails.items() if name.startswith(tail)}
+    hits = {
+        i: tail
+        for i, tail in tails.items()
+        if tail and name.startswith(tail) and _ends_a_word(name, len(tail))
+    }
     longest = max(map(len, hits.values()), default=0)
     best = [i for i, tail in hits.items() if len(tail) == longest]
     return best[0] if len(best) == 1 else None
@@ -114,8 +129,14 @@ def open_like_training(
     target = float(info.get("source_fps") or 30.0) / int(trained_stride)
     source = float(open_video(video, fps=fps_in).info.source_fps)
     chosen = max(1, round(source / target))
-    if chosen == 1 and fps_in == fps:
-        return 1, fps_in, ""
+    if chosen == 1:
+        if fps_in == fps:
+            return 1, fps_in, ""
+        note = (
+            f"{video}: a frame folder, read as {source:g} fps (the rate of the model's "
+            "training data); --fps overrides this"
+        )
+        return 1, fps_in, note
     note = (
         f"{video}: {source:g} fps at stride {chosen} is {source / chosen:.2f} fps, the rate "
         f"of the model's training data ({target:.2f} fps); --stride and --fps override this"
@@ -189,6 +210,15 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return fail(f"{opt} {path}: cannot make its folder ({exc})")
+    if args.plot is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if args.plot.suffix.lower().lstrip(".") not in kinds:
+            return fail(
+                f"--plot {args.plot}: an image name ending in one of "
+                f"{', '.join('.' + k for k in sorted(kinds))}"
+            )
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
@@ -204,6 +234,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"spotformer spot: video id {found!r}, from --gt", file=sys.stderr)
             video_id = found or video_id
         gts = [g for g in all_gts if g.video == video_id]
+        if args.gt and not gts:  # said now, not after a long extraction
+            ids = sorted({g.video for g in all_gts})
+            some = ", ".join(map(repr, ids[:4])) + (", ..." if len(ids) > 4 else "")
+            print(
+                f"spotformer spot: note: no ground truth for video {video_id!r} in {args.gt} "
+                f"(its ids: {some or 'none'}); every interval will count as a false positive. "
+                "Pass the right one with --video-id",
+                file=sys.stderr,
+            )
         motion, missing = NoseMotion(), []
         feats, fps = video_features(
             args.video, cfg, stride=stride, fps=fps_in, motion=motion, fallback=missing
@@ -237,16 +276,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {len(intervals)} intervals")
     for i in intervals:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
-    if args.gt:
-        if not gts:
-            ids = sorted({g.video for g in all_gts})
-            some = ", ".join(map(repr, ids[:4])) + (", ..." if len(ids) > 4 else "")
-            print(
-                f"  (no ground truth for video {video_id!r} in {args.gt}; its ids are "
-                f"{some or 'none'}: pass one with --video-id)"
-            )
-        else:
-            print(evaluate(intervals, gts).table())
+    if args.gt:  # no ground truth for the video (noted above): every interval is an FP
+        print(evaluate(intervals, gts).table())
     if args.plot:
         plot_curves(args.plot, logits, fps, intervals, gts, video_id)
         print(f"wrote {args.plot}")

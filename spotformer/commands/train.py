@@ -119,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+#: Printed after "interrupted" on Ctrl-C (sw_mro._cli_util.dispatch).
+INTERRUPT_HINT = "run the same command with --resume to continue (finished folds are kept)"
+
 # SPEC 2.2: SW-MRO's face crop is 256 px by default; SAMM-LV's precedent used 320.
 FACE_SIZE: dict[str, int] = {"samm": 320}
 
@@ -152,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
             "run on CPU"
         )
+    if args.threads is not None and args.threads < 1:
+        return fail(f"--threads must be >= 1, got {args.threads}")
     if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
         return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
     device = "cuda" if args.gpu else "cpu"

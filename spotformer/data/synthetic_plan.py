@@ -50,6 +50,11 @@ ACTIONS: dict[tuple[str, str], tuple[str, str, str]] = {
 }
 
 
+#: The fewest frames a video may have: SW-MRO's default window (SPEC 2), which refuses
+#: shorter videos.
+MIN_FRAMES = 17
+
+
 class SyntheticConfigError(SpotFormerError, ValueError):
     """A synthetic-benchmark setting is invalid or the events cannot be fitted."""
 
@@ -150,6 +155,12 @@ class SyntheticConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "must be a positive number")
+        if self.num_frames < MIN_FRAMES:
+            raise bad(
+                "seconds", self.seconds,
+                f"gives {self.num_frames} frames at {self.fps:g} fps; a video needs at least "
+                f"{MIN_FRAMES} (SW-MRO's default window)",
+            )  # fmt: skip
         for name in ("macro_frames", "micro_frames", "blink_frames", "head_move_frames"):
             lo, hi = getattr(self, name)
             if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
