@@ -126,21 +126,26 @@ def read_ahead(
     def halted() -> bool:
         return halt.is_set() or (stop is not None and stop.is_set())
 
+    def offer(item: object) -> bool:
+        """Put ``item`` unless halted first (a consumer that went away without closing
+        this generator, e.g. one whose exception keeps its frame alive, sets ``stop``)."""
+        while not halted():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         name_this_thread()
         try:
             for item in items:
-                while not halted():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if halted():
+                if not offer(item):
                     return
-            q.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            q.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=work, daemon=True, name=name)
     thread.start()

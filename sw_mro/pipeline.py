@@ -988,8 +988,8 @@ def _producer(
         (marks, src, config, device, handoff, out, stop, slots),
         name="sw_mro-landmarks",
     )
+    chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
     try:
-        chunks = read_ahead(_decode_plan(src, config), stop=stop, name="sw_mro-decode")
         for start, rgb in chunks:
             # A continued segment needs every slot: nothing before it may be in flight.
             need = _LANDMARK_CHUNKS_IN_FLIGHT if start % config.landmark_segment else 1
@@ -1007,6 +1007,9 @@ def _producer(
     except BaseException as exc:  # handed on (after the chunks before it) to the consumer
         handoff.put(exc)
     finally:
+        # Closed here, not when garbage-collected: an exception handed to the consumer
+        # keeps this frame (and the generator) alive, and the read-ahead thread with it.
+        chunks.close()
         finisher.join()
         if stop.is_set():  # the consumer is gone: drop the landmark jobs still queued
             while True:

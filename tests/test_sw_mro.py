@@ -941,3 +941,37 @@ def test_read_ahead_returns_when_stopped_without_an_end_marker() -> None:
     consumer.join(timeout=10)
     assert not consumer.is_alive()
     assert 4 not in got
+
+
+def test_a_failed_stream_leaves_no_decode_thread_behind(carphone: str) -> None:
+    """A source whose chunks the landmarks refuse (float frames): the error reaches the
+    caller, and the decode-ahead thread ends although the caller still holds the
+    exception (whose traceback keeps the producer's frame, and so its generator, alive).
+    Before, that thread stayed blocked on its end marker with a chunk in memory."""
+    import threading
+    import time
+    import types
+
+    frames = open_video(carphone).read(range(40))
+
+    class FloatSource:
+        info = types.SimpleNamespace(
+            num_frames=40, height=frames.shape[1], width=frames.shape[2], path="mem", stride=1
+        )
+
+        def chunks(self, n: int, start: int = 0, stop: int | None = None):
+            for a in range(start, 40 if stop is None else stop, n):
+                yield a, frames[a : a + n].float()
+
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="uint8") as caught:
+        sw_mro.extract(FloatSource(), sw_mro.SWMROConfig(window=5, face_size=64))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [
+            t for t in threading.enumerate() if t not in before and t.name.startswith("sw_mro-")
+        ]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert caught.value is not None and not left, [t.name for t in left]
