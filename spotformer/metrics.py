@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -63,6 +64,14 @@ class Interval:
     apex: int = -1
 
     def __post_init__(self) -> None:
+        for name in ("onset", "offset", "apex"):  # whole frames (numpy ints too)
+            v = getattr(self, name)
+            try:
+                object.__setattr__(self, name, operator.index(v))
+            except TypeError:
+                raise ValueError(
+                    f"{self.video}: {name} must be a whole frame index, got {v!r}"
+                ) from None
         if self.kind not in ("macro", "micro"):
             raise ValueError(
                 f"{self.video}: kind must be 'macro' or 'micro', got {self.kind!r} "
@@ -199,6 +208,8 @@ def evaluate(
     preds: Iterable[Interval], gts: Iterable[Interval], iou_threshold: float = 0.5
 ) -> EvalResult:
     """Score proposals against ground truths with the MEGC protocol (SPEC.md section 6)."""
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1]; got {iou_threshold}")
     groups: dict[tuple[str, str], tuple[list[Interval], list[Interval]]] = defaultdict(
         lambda: ([], [])
     )

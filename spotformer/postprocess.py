@@ -32,6 +32,7 @@ each by its mean P_expression; NMS and ``top_k`` then apply as above. Its number
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +75,21 @@ class SpotParams:
                 raise ValueError(
                     f"{name} must be 'apex' or 'expression'; got {getattr(self, name)!r}"
                 )
+        for name in ("micro_k", "micro_j", "macro_k", "macro_j", "ref_fps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0; got {v}")
+        for kind in ("micro", "macro"):
+            k, j = getattr(self, f"{kind}_k"), getattr(self, f"{kind}_j")
+            if j > k:
+                raise ValueError(
+                    f"{kind}_j (the shortest duration, {j}) must not exceed {kind}_k (the "
+                    f"average, {k})"
+                )
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1]; got {self.nms_iou}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1; got {self.top_k!r}")
         if not 0.0 <= self.apex_threshold < 1.0:  # P_apex > 1 never happens
             raise ValueError(f"apex_threshold must be in [0, 1); got {self.apex_threshold}")
         if not 0.0 < self.expr_threshold < 1.0:
@@ -265,6 +281,13 @@ def spot_video(
     logits: Tensor, video: str, fps: float = 30.0, params: SpotParams | None = None
 ) -> list[Interval]:
     """``(N, 10)`` logits of one video -> its MaE and ME intervals, best first per type."""
+    if logits.ndim != 2 or logits.shape[1] != 10:
+        raise ValueError(
+            f"{video}: logits must be (N, 10) (one video's frames x SpotFormer's outputs); "
+            f"got {tuple(logits.shape)}"
+        )
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{video}: fps must be a finite number > 0; got {fps}")
     out: list[Interval] = []
     for kind in ("macro", "micro"):
         p = spot_type(frame_probabilities(logits, kind), kind, fps, params)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = ["SWMROConfig"]
 
 _REF_FACE = 256  # face size at which the precedent's pixel sizes are stated (SPEC 2.3, 2.5)
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")  # the devices SWMROConfig.device may name
 
 
 _CGROUP = "/sys/fs/cgroup"  # the cgroup file systems
@@ -271,6 +274,20 @@ class SWMROConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SWMROConfig.{name}={getattr(self, name)!r}: {why}")
 
+        # Types first, so that the range checks below compare numbers: a bool is not an
+        # integer here, a string is not a number, and NaN or inf is no size.
+        for f in dataclasses.fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            if v is None and "None" in kind:
+                continue
+            if kind.startswith("int") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise bad(f.name, "must be an integer" + (" or None" if "None" in kind else ""))
+            if kind.startswith("float") and (
+                isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+            ):
+                raise bad(
+                    f.name, "must be a finite number" + (" or None" if "None" in kind else "")
+                )
         if not isinstance(self.window, int) or self.window < 3 or self.window % 2 == 0:
             raise bad("window", "must be an odd integer >= 3 (the clip is centred on its frame)")
         if not isinstance(self.face_size, int) or self.face_size < 32:
@@ -314,6 +331,9 @@ class SWMROConfig:
         r = len(self.roi_landmarks)
         if any(not 0 <= a < b <= r for a, b in self.roi_groups):
             raise bad("roi_groups", f"each (start, stop) must satisfy 0 <= start < stop <= {r}")
+        spans = sorted(self.roi_groups)
+        if any(b > c for (_, b), (c, _) in zip(spans, spans[1:], strict=False)):
+            raise bad("roi_groups", "the groups (facial parts) must not overlap")
         if self.crop_box not in ("landmarks", "detector"):
             raise bad("crop_box", "must be 'landmarks' or 'detector'")
         if not self.box_scale > 0:
@@ -335,13 +355,15 @@ class SWMROConfig:
                 raise bad(name, "must be a fraction in (0, 1]")
         if not 0 < self.pyr_scale < 1:
             raise bad("pyr_scale", "must be in (0, 1)")
+        if not self.poly_sigma > 0:
+            raise bad("poly_sigma", "must be > 0")
         if not isinstance(self.winsize, int) or self.winsize < 1:
             raise bad("winsize", "must be an integer >= 1")
         if self.poly_n not in (5, 7):
             raise bad("poly_n", "Farneback supports poly_n 5 or 7")
         if self.landmarks not in ("dlib", "insightface"):
             raise bad("landmarks", "must be 'dlib' or 'insightface'")
-        if not str(self.device).startswith(("cpu", "cuda")):
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise bad("device", "must be 'cpu' or a CUDA device such as 'cuda' / 'cuda:0'")
 
     # Derived sizes (SPEC 2.3, 2.5: pixel sizes stated at 256 px scale with face_size).
@@ -411,6 +433,20 @@ class SWMROConfig:
 
     def replace(self, **changes: Any) -> SWMROConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SWMROConfig:
+        """The config that :meth:`to_dict` wrote (lists back to tuples; ``resolved``,
+        which is derived, is ignored). Unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names - {"resolved"})
+        if unknown:
+            raise ValueError(f"SWMROConfig.from_dict: unknown keys {unknown}")
+
+        def tuples(v: Any) -> Any:
+            return tuple(tuples(x) for x in v) if isinstance(v, list | tuple) else v
+
+        return cls(**{k: tuples(v) for k, v in d.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field plus the resolved pixel sizes."""

@@ -609,9 +609,22 @@ class _SerialSource:
 
 def _open(video: Any, config: SWMROConfig):
     if hasattr(video, "chunks") and hasattr(video, "info"):
+        opened = int(getattr(video.info, "stride", 1))
+        if config.stride not in (1, opened):
+            raise ValueError(
+                f"SWMROConfig.stride={config.stride}: {video.info.path} was opened at stride "
+                f"{opened}; open it with stride={config.stride}, or pass its path"
+            )
         return video
     from sw_mro.io.video import open_video
 
+    if isinstance(video, np.ndarray | torch.Tensor):  # frames in memory
+        return open_video(video, stride=config.stride, color="rgb")
+    if not isinstance(video, str | os.PathLike):
+        raise TypeError(
+            f"video must be a video file, a frame folder, uint8 frames (a numpy array or a "
+            f"tensor) or an opened source (sw_mro.io.open_video); got {type(video).__name__}"
+        )
     return open_video(Path(os.fspath(video)), stride=config.stride, color="rgb")
 
 
@@ -1085,12 +1098,31 @@ def _finish_chunks(
         _put(out, exc, stop)
 
 
+def _usable_device(cfg: SWMROConfig) -> torch.device:
+    """``cfg.device`` as a torch device, or a ValueError naming it when it is a CUDA
+    device that this process cannot use (no CUDA, or no such index)."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            from sw_mro._cli_util import no_cuda_reason
+
+            why = no_cuda_reason() if count == 0 else f"torch sees {count} CUDA device(s)"
+            raise ValueError(f"SWMROConfig.device={cfg.device!r}: no such device here ({why})")
+    return device
+
+
 def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChunk]:
     """Yield SW-MRO features of ``video`` chunk by chunk, with bounded memory.
 
     Args:
-        video: a video file, a frame folder, or an opened ``VideoSource`` (anything with
-            ``.info`` and ``.chunks(chunk_size, start=...)`` yielding uint8 RGB).
+        video: a video file, a frame folder, ``uint8`` frames in memory (``(N, H, W, 3)``
+            RGB, a numpy array or a CPU tensor, read at 30 fps: use
+            ``sw_mro.io.open_video(frames, fps=...)`` for another rate), or an opened
+            ``VideoSource`` (anything with ``.info`` (``num_frames``, ``height``,
+            ``width``, ``path``, ``stride``) and ``.chunks(chunk_size, start=, stop=)``
+            yielding ``(first_index, uint8 RGB tensor)``). A source opened at another
+            stride than ``config.stride`` (other than 1) is refused.
         config: settings; default :class:`SWMROConfig()`.
 
     Yields:
@@ -1098,12 +1130,14 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
 
     Raises:
         sw_mro.errors.VideoError subclasses for unusable inputs, ClipTooShortError when
-        the video has fewer frames than the window, NoFaceError when no frame has a face.
+        the video has fewer frames than the window, NoFaceError when no frame has a face;
+        TypeError for anything else than the above; ValueError for a CUDA device this
+        process cannot use.
     """
     import time
 
     cfg = config or SWMROConfig()
-    device = torch.device(cfg.device)
+    device = _usable_device(cfg)
     src = _SerialSource(_open(video, cfg))
     n = int(src.info.num_frames)
     w, h = cfg.window, cfg.window // 2

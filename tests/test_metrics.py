@@ -314,3 +314,18 @@ def test_interval_rejects_an_unknown_kind_and_a_reversed_or_negative_span() -> N
     with pytest.raises(ValueError, match="0 <= onset <= offset"):
         Interval("v", -1, 9, "micro")
     assert Interval("v", 9, 9, "micro").offset == 9  # one frame is an interval
+
+
+def test_intervals_hold_whole_frames_and_iou_thresholds_are_fractions() -> None:
+    import numpy as np
+
+    i = Interval("v", np.int64(3), np.int64(7), "micro", apex=np.int32(5))
+    assert (i.onset, i.offset, i.apex) == (3, 7, 5) and type(i.onset) is int
+    with pytest.raises(ValueError, match="v: onset must be a whole frame index, got 1.5"):
+        Interval("v", 1.5, 5, "micro")
+    with pytest.raises(ValueError, match="offset must be a whole frame index"):
+        Interval("v", 1, 5.2, "micro")
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="iou_threshold must be in"):
+            evaluate([i], [i], bad)
+    assert evaluate([i], [i], 1.0).overall.tp == 1

@@ -178,3 +178,23 @@ def test_config_round_trip() -> None:
 def test_doctests(module: str) -> None:
     res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0
+
+
+def test_model_input_checks_and_the_paddings_it_suggests() -> None:
+    from spotformer.models.spotformer import paddings_for
+
+    model = SpotFormer(SpotFormerConfig(dim=16, heads=2, head_dim=8, mlp_dim=16)).eval()
+    out = model(torch.zeros(0, 17, 10, 2))  # an empty batch: empty outputs
+    assert out.logits.shape == (0, 10) and out.feature.shape == (0, 16)
+    with pytest.raises(ValueError, match="x is torch.float64, the model's weights torch.float32"):
+        model(torch.zeros(2, 17, 10, 2, dtype=torch.float64))
+    # A window the default paddings do not fit: the error names paddings that do.
+    with pytest.raises(ValueError, match=r"for 5: paddings=\((\d, )+\d\)") as err:
+        SpotFormerConfig(window=5)
+    fits = paddings_for(5, 4)
+    assert fits is not None and f"paddings={fits}" in str(err.value)
+    small = SpotFormer(
+        SpotFormerConfig(window=5, paddings=fits, dim=16, heads=2, head_dim=8, mlp_dim=16)
+    )
+    assert small.eval()(torch.zeros(3, 5, 10, 2)).logits.shape == (3, 10)
+    assert paddings_for(17, 4) is not None and paddings_for(5) == (0, 1)

@@ -348,3 +348,26 @@ def test_expression_segments_many_runs_match_a_loop() -> None:
                                     got.apex.tolist(), got.score.tolist(), strict=True):  # fmt: skip
         assert apex == on + int(torch.argmax(ap[on : off + 1]))
         assert score == pytest.approx(float(ex[on : off + 1].mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [({"top_k": 0}, "top_k"), ({"top_k": -1}, "top_k"), ({"nms_iou": 2.0}, "nms_iou"),
+     ({"nms_iou": 0.0}, "nms_iou"), ({"micro_j": 20.0}, "micro_j (the shortest"),
+     ({"macro_k": 0.0}, "macro_k"), ({"ref_fps": float("nan")}, "ref_fps"),
+     ({"apex_threshold": 1.0}, "apex_threshold")],
+)  # fmt: skip
+def test_spot_params_refuse_values_that_cannot_work(kwargs: dict, says: str) -> None:
+    with pytest.raises(ValueError, match=says.replace("(", "\\(")):
+        SpotParams(**kwargs)
+
+
+def test_spot_video_checks_its_logits_and_fps() -> None:
+    logits = torch.zeros(40, 10)
+    assert spot_video(logits, "v", 30.0) == []  # nothing above the thresholds
+    for fps in (0.0, -30.0, float("nan")):
+        with pytest.raises(ValueError, match="v: fps must be a finite number > 0"):
+            spot_video(logits, "v", fps)
+    for bad in (torch.zeros(40, 9), torch.zeros(2, 40, 10)):
+        with pytest.raises(ValueError, match=r"logits must be \(N, 10\)"):
+            spot_video(bad, "v", 30.0)

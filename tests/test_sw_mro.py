@@ -243,11 +243,54 @@ def test_mdmo_of_an_axis_motion_has_no_perpendicular_part(rng: np.random.Generat
      ({"landmarks": "mtcnn"}, "landmarks"), ({"device": "tpu"}, "device"),
      ({"batch_size": 0}, "batch_size"), ({"align_max_iter": -1}, "align_max_iter"),
      ({"winsize": 0}, "winsize"), ({"mdmo_edges": (90.0, 30.0)}, "mdmo_edges"),
-     ({"nose_edges": (400.0,)}, "nose_edges"), ({"align_init_min": -1.0}, "align_init_min")],
+     ({"nose_edges": (400.0,)}, "nose_edges"), ({"align_init_min": -1.0}, "align_init_min"),
+     ({"poly_sigma": -1.0}, "poly_sigma"), ({"box_shift": float("nan")}, "box_shift"),
+     ({"nose_patch": 40.5}, "nose_patch"), ({"roi_groups": ((0, 3), (2, 5))}, "roi_groups"),
+     ({"batch_size": True}, "batch_size"), ({"nose_margin": "x"}, "nose_margin"),
+     ({"mdmo_top": "0.5"}, "mdmo_top"), ({"box_scale": "1"}, "box_scale"),
+     ({"device": "cudaX"}, "device"), ({"device": "cuda:x"}, "device")],
 )  # fmt: skip
 def test_config_rejects_bad_values(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"SWMROConfig.{field}="):
         SWMROConfig(**kwargs)
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    """``from_dict(to_dict())`` is the same config (tuples back from JSON lists,
+    ``resolved`` ignored), hashable; an unknown key is an error."""
+    import json
+
+    for c in (SWMROConfig(), SWMROConfig(window=5, face_size=64, mdmo_edges=ROI_EDGES)):
+        back = SWMROConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+        assert back == c and hash(back) == hash(c)
+    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
+        SWMROConfig.from_dict({"colour": 1})
+
+
+def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path) -> None:
+    """uint8 frames (numpy or tensor) give the features of the same frames in a folder,
+    at any stride; a source opened at another stride than the config's, a list, float
+    frames and a CUDA device this process cannot use are clear errors."""
+    import cv2
+
+    frames = open_video(carphone).read(range(24)).numpy()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"img{i + 1}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    cfg = SWMROConfig(window=5, face_size=64)
+    for stride in (1, 2):
+        c = cfg.replace(stride=stride)
+        want = sw_mro.extract(tmp_path, c)
+        assert want.shape[0] == 24 // stride
+        assert torch.equal(sw_mro.extract(frames, c), want)
+        assert torch.equal(sw_mro.extract(torch.from_numpy(frames), c), want)
+    with pytest.raises(ValueError, match="was opened at stride 1; open it with stride=2"):
+        sw_mro.extract(open_video(tmp_path), cfg.replace(stride=2))
+    with pytest.raises(TypeError, match="got list"):
+        sw_mro.extract([frames], cfg)
+    with pytest.raises(ValueError, match="must be uint8"):
+        sw_mro.extract(frames.astype(np.float32), cfg)
+    with pytest.raises(ValueError, match="SWMROConfig.device='cuda:99': no such device here"):
+        sw_mro.extract(frames, cfg.replace(device="cuda:99"))
 
 
 def test_config_defaults_are_spec_section_2() -> None:

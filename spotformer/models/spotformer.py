@@ -36,6 +36,22 @@ ONSET, OFFSET, NONE = 0, 1, 2  # classes of each onset/offset/none softmax
 NUM_OUTPUTS = 10
 
 
+def paddings_for(window: int, stages: int | None = None) -> tuple[int, ...] | None:
+    """The first temporal paddings (each 0 or 1; ``stages`` of them, or the fewest from 2
+    on) that take ``window`` frames to one, e.g. 17 -> (0, 0, 1, 1), 5 -> (0, 1); None
+    when there are none."""
+    import itertools
+
+    for n in [stages] if stages else range(2, 9):
+        for pads in itertools.product((0, 1), repeat=n):
+            t = window
+            for p in pads:
+                t = TemporalDownsample.out_len(t, p)
+            if t == 1:
+                return pads
+    return None
+
+
 @dataclass(frozen=True)
 class SpotFormerOutput:
     """What SpotFormer returns, in training and in evaluation mode alike.
@@ -100,9 +116,11 @@ class SpotFormerConfig:
             if t < 1:
                 break
         if t != 1:
+            fits = paddings_for(self.window, len(self.paddings)) or paddings_for(self.window)
+            hint = f"for {self.window}: paddings={fits}" if fits else "17 -> (0, 0, 1, 1)"
             raise ValueError(
                 f"temporal paddings {self.paddings} take a window of {self.window} frames to "
-                f"{t}, not 1; choose paddings that end at one frame (17 -> (0, 0, 1, 1))"
+                f"{t}, not 1; choose paddings that end at one frame ({hint})"
             )
 
     def temporal_lengths(self) -> list[int]:
@@ -251,6 +269,13 @@ class SpotFormer(nn.Module):
         """``(B, w, R, C)`` SW-MRO clips -> ``(B, D)`` per-frame features."""
         cfg = self.config
         check_shape(x, "B T V C", T=cfg.window, V=cfg.rois, C=cfg.in_chans)
+        dtype = next(self.parameters()).dtype
+        if x.dtype != dtype:  # autocast casts inside; the input must match the weights
+            raise ValueError(
+                f"SpotFormer: x is {x.dtype}, the model's weights {dtype}; x.to({dtype})"
+            )
+        if x.shape[0] == 0:
+            return x.new_zeros(0, cfg.dim)
         z = self._embed(x)
         if cfg.variant == "simul-st":
             z = self._simul(z, spatial_first=True)

@@ -95,6 +95,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Color",
     "FileVideoSource",
+    "FrameArraySource",
     "FrameFolderSource",
     "VideoInfo",
     "VideoSource",
@@ -640,26 +641,61 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
             return
 
 
+class FrameArraySource(VideoSource):
+    """Frames already in memory: a ``(N, H, W, 3)`` RGB or ``(N, H, W)`` gray ``uint8``
+    numpy array or CPU tensor (not copied). ``open_video(frames, fps=...)`` makes one;
+    ``info.path`` is ``<frames in memory>``."""
+
+    def __init__(
+        self, frames: Any, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
+    ) -> None:
+        where = Path("<frames in memory>")
+        arr = frames.numpy() if isinstance(frames, torch.Tensor) else frames
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"{where}: frames must be a numpy array or a CPU torch tensor")
+        if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] != 3):
+            raise ValueError(
+                f"{where}: frames must be uint8 (N, H, W, 3) RGB or (N, H, W) gray; got "
+                f"{arr.dtype} {tuple(arr.shape)}"
+            )
+        self._frames_rgb = arr
+        self.color = color
+        n, h, w = arr.shape[:3]
+        self.info = _strided_info(where, n, float(fps or DEFAULT_FOLDER_FPS), h, w, stride)
+
+    def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
+        out = self._frames_rgb[source_indices]
+        return out if out.ndim == 4 else np.repeat(out[..., None], 3, axis=3)
+
+
 def open_video(
-    path: str | os.PathLike,
+    path: str | os.PathLike | np.ndarray | torch.Tensor,
     *,
     stride: int = 1,
     color: Color = "rgb",
     fps: float | None = None,
 ) -> VideoSource:
-    """Open a video file or a folder of numbered frames.
+    """Open a video file, a folder of numbered frames, or frames in memory.
 
     Args:
-        path: a video file (anything FFmpeg decodes) or a folder of frame images.
+        path: a video file (anything FFmpeg decodes), a folder of frame images, or
+            ``uint8`` frames ``(N, H, W, 3)`` RGB / ``(N, H, W)`` gray (a numpy array or
+            a CPU tensor: :class:`FrameArraySource`).
         stride: keep every ``stride``-th frame (source frames 0, stride, 2 stride, ...).
         color: ``"rgb"`` -> ``(T, H, W, 3)``; ``"gray"`` -> ``(T, H, W)``, computed as
             ``cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)``.
-        fps: frame rate of a frame folder (``None`` -> 30.0); for a video file ``None``
-            uses the container's rate and a number overrides it.
+        fps: frame rate of a frame folder or of frames in memory (``None`` -> 30.0); for
+            a video file ``None`` uses the container's rate and a number overrides it.
 
     Raises:
         VideoNotFoundError, CorruptVideoError, EmptyVideoError, ClipTooShortError.
     """
+    if isinstance(path, np.ndarray | torch.Tensor):
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"<frames in memory>: stride must be an int >= 1, got {stride!r}")
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"<frames in memory>: fps must be a positive number, got {fps!r}")
+        return FrameArraySource(path, stride=stride, color=color, fps=fps)
     path = Path(path)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"{path}: stride must be an int >= 1, got {stride!r}")
