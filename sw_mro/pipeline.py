@@ -111,6 +111,14 @@ class FeatureChunk:
         self._stats = {} if stats is None else stats
         self._timer = timer  # device stage times, read into stats on first access
 
+    def __repr__(self) -> str:  # not the whole feature tensor
+        f, n = self.features, len(self.features)
+        return (
+            f"FeatureChunk(frames {self.start}..{self.start + n - 1}, features "
+            f"{tuple(f.shape)} {f.dtype} on {f.device}, fallback frames "
+            f"{int((~self.landmark_found).sum())})"
+        )
+
     @property
     def stats(self) -> dict[str, float]:
         if self._timer is not None:

@@ -392,6 +392,8 @@ def test_numpy_input_and_empty_pairs() -> None:
     empty = farneback_pairs(torch.from_numpy(prevs[:2]), torch.tensor([], dtype=torch.long),
                             torch.tensor([], dtype=torch.long))  # fmt: skip
     assert empty.shape == (0, 2, 128, 128)
+    # Empty Python lists are no pairs too (numpy makes them float64).
+    assert farneback_pairs(torch.from_numpy(prevs[:2]), [], []).shape == (0, 2, 128, 128)
 
 
 # --------------------------------------------------------------------------- validation

@@ -1018,3 +1018,9 @@ def test_a_failed_stream_leaves_no_decode_thread_behind(carphone: str) -> None:
             break
         time.sleep(0.05)
     assert caught.value is not None and not left, [t.name for t in left]
+
+
+def test_feature_chunk_repr_is_short(carphone: str) -> None:
+    chunk = next(sw_mro.stream(carphone, SWMROConfig(window=5, face_size=64)))
+    text = repr(chunk)
+    assert text.startswith("FeatureChunk(frames 0..15, features (16, 5, 10, 2)") and len(text) < 200

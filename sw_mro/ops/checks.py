@@ -48,7 +48,12 @@ def index_vector(
     ``check=False`` skips it for indices a caller built itself. Host indices go to the
     device without blocking.
     """
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        arr = np.asarray(x)
+        # An empty list is float64 to numpy; as indices it is simply none.
+        t = torch.as_tensor(arr.astype(np.int64) if arr.size == 0 else arr)
     if t.dim() != 1:
         raise ValueError(f"{name} must be a 1-D index tensor; got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
