@@ -81,7 +81,7 @@ class SpotParams:
                 raise ValueError(f"{name} must be a finite number > 0; got {v}")
         for kind in ("micro", "macro"):
             k, j = getattr(self, f"{kind}_k"), getattr(self, f"{kind}_j")
-            if j > k:
+            if j > k * (1 + 1e-9):  # rounding: a mean of equal durations may sit an ulp under
                 raise ValueError(
                     f"{kind}_j (the shortest duration, {j}) must not exceed {kind}_k (the "
                     f"average, {k})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -276,18 +277,27 @@ class SWMROConfig:
 
         # Types first, so that the range checks below compare numbers: a bool is not an
         # integer here, a string is not a number, and NaN or inf is no size.
+        if not isinstance(self.device, str) and type(self.device).__name__ == "device":
+            object.__setattr__(self, "device", str(self.device))  # a torch.device
         for f in dataclasses.fields(self):
             v, kind = getattr(self, f.name), str(f.type)
             if v is None and "None" in kind:
                 continue
-            if kind.startswith("int") and (isinstance(v, bool) or not isinstance(v, int)):
-                raise bad(f.name, "must be an integer" + (" or None" if "None" in kind else ""))
+            if kind.startswith("int"):
+                # numpy integers and whole floats (64.0) are taken, as Python ints
+                whole = isinstance(v, numbers.Real) and not isinstance(v, bool)
+                whole = whole and (isinstance(v, numbers.Integral) or float(v).is_integer())
+                if not whole:
+                    raise bad(f.name, "must be an integer" + (" or None" if "None" in kind else ""))
+                object.__setattr__(self, f.name, int(v))
             if kind.startswith("float") and (
-                isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+                isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
             ):
                 raise bad(
                     f.name, "must be a finite number" + (" or None" if "None" in kind else "")
                 )
+            if kind.startswith("float"):
+                object.__setattr__(self, f.name, float(v))  # numpy floats as Python floats
         if not isinstance(self.window, int) or self.window < 3 or self.window % 2 == 0:
             raise bad("window", "must be an odd integer >= 3 (the clip is centred on its frame)")
         if not isinstance(self.face_size, int) or self.face_size < 32:
@@ -439,6 +449,11 @@ class SWMROConfig:
         """The config that :meth:`to_dict` wrote (lists back to tuples; ``resolved``,
         which is derived, is ignored). Unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        for old, new in (("mdmo_bins", "mdmo_edges"), ("nose_bins", "nose_edges")):
+            bins = d.pop(old, None)  # written before 2026-11-27: equal sectors from 0
+            if isinstance(bins, int) and new not in d:
+                d[new] = list(equal_edges(bins))
         unknown = sorted(set(d) - names - {"resolved"})
         if unknown:
             raise ValueError(f"SWMROConfig.from_dict: unknown keys {unknown}")

@@ -130,6 +130,24 @@ def test_changed_or_damaged_inputs_and_outputs_are_not_skipped(
     assert "wrote" in capsys.readouterr().out
     assert np.array_equal(np.load(out / "bmp.npy"), new)
 
+    # An older output recorded the input as typed (relative): a changed input of that
+    # name is still called changed. A damaged .npy of another input is not redone.
+    meta = json.loads(meta_path.read_text())
+    meta["input"], meta["input_signature"]["sample_sha1"] = "bmp", "0" * 40
+    meta_path.write_text(json.dumps(meta))
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 1
+    assert f"{folder} has changed since its features were made" in capsys.readouterr().err
+    with open(out / "bmp.npy", "r+b") as fh:
+        fh.truncate(100)
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 1
+    assert "has changed" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"  # no frames: the reader's error, not the signature's
+    empty.mkdir()
+    assert main(["extract", str(empty), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {empty}: EmptyVideoError" in err and "IndexError" not in err
+
 
 def test_skip_overwrite_and_one_bad_input(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -282,7 +300,9 @@ def test_landmark_workers_flag(short_clip: Path, tmp_path: Path) -> None:
     meta = json.loads((out2 / "short.json").read_text())
     assert meta["config"]["resolved"]["landmark_workers"] == 2
     assert np.array_equal(np.load(out1 / "short.npy"), np.load(out2 / "short.npy"))
-    assert main(["extract", str(short_clip), "--out-dir", str(out2), "--landmark-workers", "0"]) == 2
+    assert (
+        main(["extract", str(short_clip), "--out-dir", str(out2), "--landmark-workers", "0"]) == 2
+    )
 
 
 def test_landmark_redetect_flag(short_clip: Path, tmp_path: Path) -> None:
@@ -294,7 +314,9 @@ def test_landmark_redetect_flag(short_clip: Path, tmp_path: Path) -> None:
     meta = json.loads((out / "short.json").read_text())
     assert meta["config"]["landmark_redetect"] == 4
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 1  # differs
-    assert main(["extract", str(short_clip), "--out-dir", str(out), "--landmark-redetect", "0"]) == 2
+    assert (
+        main(["extract", str(short_clip), "--out-dir", str(out), "--landmark-redetect", "0"]) == 2
+    )
 
 
 def test_align_from_landmarks_flag(short_clip: Path, tmp_path: Path) -> None:
@@ -303,8 +325,10 @@ def test_align_from_landmarks_flag(short_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
     assert json.loads((out / "short.json").read_text())["config"]["align_from_landmarks"] is False
-    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS,
-                 "--align-from-landmarks"]) == 1  # fmt: skip  (differs: refused, not skipped)
+    assert (
+        main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--align-from-landmarks"])
+        == 1
+    )  # fmt: skip  (differs: refused, not skipped)
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS,
                  "--align-from-landmarks", "--overwrite"]) == 0  # fmt: skip
     assert json.loads((out / "short.json").read_text())["config"]["align_from_landmarks"] is True
@@ -360,7 +384,9 @@ def test_gpu_cli_equals_cpu(carphone_copy: Path, tmp_path: Path) -> None:
 
     args = ["--window", "5", "--face-size", "128", "--quiet"]
     assert main(["extract", str(carphone_copy), "--out-dir", str(tmp_path / "c"), *args]) == 0
-    assert main(["extract", str(carphone_copy), "--out-dir", str(tmp_path / "g"), "--gpu", *args]) == 0
+    assert (
+        main(["extract", str(carphone_copy), "--out-dir", str(tmp_path / "g"), "--gpu", *args]) == 0
+    )
     cpu = np.load(tmp_path / "c" / "carphone.npy")
     gpu = np.load(tmp_path / "g" / "carphone.npy")
     assert gpu.shape == cpu.shape == (120, 5, 10, 2)
@@ -569,7 +595,10 @@ def test_a_device_error_gives_the_next_input_a_fresh_process() -> None:
 
     run = run_on_devices(["a", "cudafault", "b"], ["cpu"], _job, {"tag": "x"})
     assert sorted(run.done) == ["a", "b"]
-    assert run.failed["cudafault"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert (
+        run.failed["cudafault"]
+        == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    )
     pid = {p: run.done[p].rsplit(" ", 1)[1] for p in run.done}
     assert pid["a"] != pid["b"]
 
@@ -614,7 +643,9 @@ def test_parse_devices() -> None:
     assert per_process_cpus(["cpu"] * 4, 2) == 1
 
 
-def test_devices_arguments(short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_devices_arguments(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "o")
     assert main(["extract", str(short_clip), "--out-dir", out, "--devices", "tpu"]) == 2
     assert "--devices" in capsys.readouterr().err

@@ -362,6 +362,12 @@ def test_spot_params_refuse_values_that_cannot_work(kwargs: dict, says: str) -> 
         SpotParams(**kwargs)
 
 
+def test_equal_durations_may_round_k_under_j() -> None:
+    """--durations train: the mean of equal durations can sit an ulp under their min."""
+    p = SpotParams(micro_k=13.199999999999998, micro_j=13.2)
+    assert p.micro_j > p.micro_k  # taken: the same duration, rounded
+
+
 def test_spot_video_checks_its_logits_and_fps() -> None:
     logits = torch.zeros(40, 10)
     assert spot_video(logits, "v", 30.0) == []  # nothing above the thresholds

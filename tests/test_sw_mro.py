@@ -265,6 +265,27 @@ def test_config_round_trips_through_its_dict() -> None:
         assert back == c and hash(back) == hash(c)
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         SWMROConfig.from_dict({"colour": 1})
+    # JSON written before 2026-11-27 named equal MDMO sectors by their count.
+    old = SWMROConfig.from_dict({"mdmo_bins": 4, "nose_bins": 4, "window": 9})
+    assert old == SWMROConfig(window=9)
+
+
+def test_config_takes_numpy_numbers_and_a_torch_device() -> None:
+    """numpy scalars, whole floats for integer fields and a torch.device are taken (as
+    Python values, so the config stays hashable and JSON-ready); 40.5 px is not."""
+    c = SWMROConfig(poly_n=np.int64(7), nose_patch=64.0, box_scale=np.float32(1.25),
+                    nose_margin=np.float64(13), device=torch.device("cpu"))  # fmt: skip
+    assert (c.poly_n, c.nose_patch, c.box_scale, c.nose_margin, c.device) == (
+        7,
+        64,
+        1.25,
+        13.0,
+        "cpu",
+    )
+    assert type(c.poly_n) is int and type(c.box_scale) is float and hash(c)
+    assert SWMROConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="SWMROConfig.nose_patch=40.5: must be an integer"):
+        SWMROConfig(nose_patch=40.5)
 
 
 def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path) -> None:
@@ -289,6 +310,8 @@ def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path
         sw_mro.extract([frames], cfg)
     with pytest.raises(ValueError, match="must be uint8"):
         sw_mro.extract(frames.astype(np.float32), cfg)
+    with pytest.raises(ValueError, match="looks like one RGB image"):
+        sw_mro.extract(frames[0], cfg)
     with pytest.raises(ValueError, match="SWMROConfig.device='cuda:99': no such device here"):
         sw_mro.extract(frames, cfg.replace(device="cuda:99"))
 

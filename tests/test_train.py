@@ -967,7 +967,7 @@ def test_bad_training_and_spotting_values_are_refused_before_extraction(
     assert not (tmp_path / "r").exists()  # refused before anything was made
 
 
-def test_spot_plot_name_and_model_file_messages(tmp_path: Path, capsys) -> None:
+def test_spot_plot_name_and_model_file_messages(tmp_path: Path, capsys, monkeypatch) -> None:
     from spotformer.cli import main
 
     video = _tiny_video(tmp_path / "video.mp4")
@@ -977,6 +977,15 @@ def test_spot_plot_name_and_model_file_messages(tmp_path: Path, capsys) -> None:
     assert main([*argv, "--plot", str(tmp_path / "p.txt")]) == 2
     err = capsys.readouterr().err
     assert "--plot" in err and ".png" in err and not (tmp_path / "iv.csv").exists()
+    # Post-processing values are checked before extracting (video_features not called).
+    import spotformer.features as F
+
+    def no_extraction(*a, **k):
+        raise AssertionError("extracted before checking the options")
+
+    monkeypatch.setattr(F, "video_features", no_extraction)
+    assert main([*argv, "--apex-threshold", "1.0"]) == 2
+    assert "apex_threshold must be in [0, 1)" in capsys.readouterr().err
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     junk = tmp_path / "junk.pt"

@@ -222,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         mf = load_model(args.checkpoint, device)
         cfg = _sw_config(mf.info, device)
+        # The post-processing options are checked now, not after a long extraction.
+        params = spot_params_from(args, mf.config.spot)
+        if args.apex_threshold is not None:
+            params = dataclasses.replace(params, apex_threshold=args.apex_threshold)
         stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
         if note:
             print(f"spotformer spot: {note}", file=sys.stderr)
@@ -262,9 +266,6 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
-        params = spot_params_from(args, mf.config.spot)
-        if args.apex_threshold is not None:
-            params = dataclasses.replace(params, apex_threshold=args.apex_threshold)
         intervals = spot_video(logits, video_id, fps, params)
         write_intervals(intervals, args.out)
     except ClipTooShortError as exc:  # the window is the model's: no --window to change

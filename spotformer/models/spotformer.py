@@ -38,8 +38,8 @@ NUM_OUTPUTS = 10
 
 def paddings_for(window: int, stages: int | None = None) -> tuple[int, ...] | None:
     """The first temporal paddings (each 0 or 1; ``stages`` of them, or the fewest from 2
-    on) that take ``window`` frames to one, e.g. 17 -> (0, 0, 1, 1), 5 -> (0, 1); None
-    when there are none."""
+    on) that take ``window`` frames to one, e.g. 17 -> (0, 0, 0) (the model's default,
+    (0, 0, 1, 1), is another), 5 -> (0, 1); None when there are none."""
     import itertools
 
     for n in [stages] if stages else range(2, 9):

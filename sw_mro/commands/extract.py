@@ -177,10 +177,10 @@ def input_signature(path: Path) -> dict[str, Any] | None:
             sizes = [f.stat().st_size for f in files]
             for f, size in zip(files, sizes, strict=True):
                 digest.update(f"{f.name}\0{size}\0".encode())
-            last = len(files) - 1
-            for i in sorted({last * k // (SIGNATURE_FRAMES - 1) for k in range(SIGNATURE_FRAMES)}):
-                if i >= 0:
-                    digest.update(files[i].read_bytes())
+            last = len(files) - 1  # -1 for a folder without frames (open_video says so)
+            picks = {last * k // (SIGNATURE_FRAMES - 1) for k in range(SIGNATURE_FRAMES)}
+            for i in sorted(picks) if files else []:
+                digest.update(files[i].read_bytes())
             return {"files": len(sizes), "bytes": sum(sizes), "sample_sha1": digest.hexdigest()}
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -226,20 +226,16 @@ def _output_state(
         return "todo", ""
     if not isinstance(meta, dict) or not meta.get("complete"):
         return "todo", ""
-    import numpy as np
-
-    try:  # a complete JSON next to a damaged .npy (truncated, replaced) is not done
-        arr = np.load(npy_path, mmap_mode="r")
-        intact = list(arr.shape) == list(meta.get("shape", ())) and arr.dtype == np.float32
-        del arr
-    except (OSError, ValueError, EOFError):
-        intact = False
-    if not intact:
-        return "todo", ""
     made_from = meta.get("input_signature")
     if src is not None and isinstance(made_from, dict) and not _same_input(made_from, src[1]):
         recorded = meta.get("input")
-        if recorded and Path(recorded).resolve() == src[0].resolve():
+        # Older outputs recorded the path as typed (relative to a folder not known now):
+        # the same name is then taken for the same input.
+        same = recorded and (
+            Path(recorded).resolve() == src[0].resolve()
+            or (not Path(recorded).is_absolute() and Path(recorded).name == src[0].name)
+        )
+        if same:
             return "conflict", (
                 f"{src[0]} has changed since its features were made "
                 f"({_describe(made_from)} then, {_describe(src[1])} now)"
@@ -268,7 +264,15 @@ def _output_state(
             f"it was made with the {made_with!r} Farneback backend (this run: {backend!r}); "
             "their features differ by ~1e-5 px"
         )
-    return "done", ""
+    import numpy as np
+
+    try:  # the same input and settings, but a damaged .npy (truncated, replaced): redo it
+        arr = np.load(npy_path, mmap_mode="r")
+        intact = list(arr.shape) == list(meta.get("shape", ())) and arr.dtype == np.float32
+        del arr
+    except (OSError, ValueError, EOFError):
+        intact = False
+    return ("done", "") if intact else ("todo", "")
 
 
 def _describe(sig: dict[str, Any] | None) -> str:

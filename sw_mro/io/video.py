@@ -653,6 +653,11 @@ class FrameArraySource(VideoSource):
         arr = frames.numpy() if isinstance(frames, torch.Tensor) else frames
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{where}: frames must be a numpy array or a CPU torch tensor")
+        if arr.ndim == 3 and arr.shape[2] == 3:
+            raise ValueError(
+                f"{where}: {tuple(arr.shape)} looks like one RGB image, not a video; give "
+                "frames as (N, H, W, 3) (frames[None] for a single one)"
+            )
         if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] != 3):
             raise ValueError(
                 f"{where}: frames must be uint8 (N, H, W, 3) RGB or (N, H, W) gray; got "
