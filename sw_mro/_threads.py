@@ -106,6 +106,18 @@ def watch_parent(parent: int, period: float = 0.5) -> threading.Thread:
     return thread
 
 
+def put_unless(q: queue.Queue, item: object, halted: Callable[[], bool]) -> bool:
+    """Put ``item`` on ``q``, waiting while it is full, unless ``halted()`` first; True
+    when the item went in."""
+    while not halted():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def read_ahead(
     items: Iterable[T],
     depth: int = 1,
@@ -127,15 +139,9 @@ def read_ahead(
         return halt.is_set() or (stop is not None and stop.is_set())
 
     def offer(item: object) -> bool:
-        """Put ``item`` unless halted first (a consumer that went away without closing
-        this generator, e.g. one whose exception keeps its frame alive, sets ``stop``)."""
-        while not halted():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        # Unless halted first: a consumer that went away without closing this generator
+        # (e.g. one whose exception keeps its frame alive) sets ``stop``.
+        return put_unless(q, item, halted)
 
     def work() -> None:
         name_this_thread()

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw_mro._threads import name_this_thread, read_ahead, start_named
+from sw_mro._threads import name_this_thread, put_unless, read_ahead, start_named
 from sw_mro.config import SWMROConfig
 from sw_mro.errors import ClipTooShortError, NoFaceError
 from sw_mro.io.landmarks import LandmarkResult, make_landmarker
@@ -967,13 +967,7 @@ _LANDMARK_CHUNKS_IN_FLIGHT = 2
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
     """Put unless ``stop`` is set first; True when the item went in."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+    return put_unless(q, item, stop.is_set)
 
 
 def _get(q: queue.Queue, stop: threading.Event) -> Any:
