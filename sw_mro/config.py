@@ -290,13 +290,11 @@ class SWMROConfig:
                 if not whole:
                     raise bad(f.name, "must be an integer" + (" or None" if "None" in kind else ""))
                 object.__setattr__(self, f.name, int(v))
-            if kind.startswith("float") and (
-                isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
-            ):
-                raise bad(
-                    f.name, "must be a finite number" + (" or None" if "None" in kind else "")
-                )
             if kind.startswith("float"):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                    raise bad(
+                        f.name, "must be a finite number" + (" or None" if "None" in kind else "")
+                    )
                 object.__setattr__(self, f.name, float(v))  # numpy floats as Python floats
         if not isinstance(self.window, int) or self.window < 3 or self.window % 2 == 0:
             raise bad("window", "must be an odd integer >= 3 (the clip is centred on its frame)")
@@ -445,9 +443,11 @@ class SWMROConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SWMROConfig:
+    def from_dict(cls, d: dict[str, Any], *, strict: bool = True) -> SWMROConfig:
         """The config that :meth:`to_dict` wrote (lists back to tuples; ``resolved``,
-        which is derived, is ignored). Unknown keys are an error."""
+        which is derived, is ignored; ``mdmo_bins`` / ``nose_bins`` of older versions
+        become their equal sectors). Unknown keys are an error, or left out when not
+        ``strict`` (a config written by another version)."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = dict(d)
         for old, new in (("mdmo_bins", "mdmo_edges"), ("nose_bins", "nose_edges")):
@@ -455,7 +455,7 @@ class SWMROConfig:
             if isinstance(bins, int) and new not in d:
                 d[new] = list(equal_edges(bins))
         unknown = sorted(set(d) - names - {"resolved"})
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"SWMROConfig.from_dict: unknown keys {unknown}")
 
         def tuples(v: Any) -> Any:

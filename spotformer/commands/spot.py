@@ -55,24 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
-    """The SW-MRO settings the model was trained with (SWMROConfig defaults otherwise)."""
-    import dataclasses
-
+    """The SW-MRO settings the model was trained with (SWMROConfig defaults otherwise;
+    keys another version wrote are left out), on ``device``."""
     import sw_mro
-    from sw_mro.config import equal_edges
 
-    saved = dict(info.get("sw_mro") or {})
-    for old, new in (("mdmo_bins", "mdmo_edges"), ("nose_bins", "nose_edges")):
-        if isinstance(saved.get(old), int) and new not in saved:
-            # Trained before 2026-11-27: MDMO sectors were equal and started at 0 degrees.
-            saved[new] = list(equal_edges(saved[old]))
-    fields = {f.name for f in dataclasses.fields(sw_mro.SWMROConfig)}
-    kw = {
-        k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-        for k, v in saved.items()
-        if k in fields and k not in ("device", "batch_size")
-    }
-    return sw_mro.SWMROConfig(**kw, device=device)
+    saved = {k: v for k, v in (info.get("sw_mro") or {}).items() if k != "batch_size"}
+    return sw_mro.SWMROConfig.from_dict({**saved, "device": device}, strict=False)
 
 
 def _ends_a_word(name: str, k: int) -> bool:

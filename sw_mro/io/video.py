@@ -695,19 +695,17 @@ def open_video(
     Raises:
         VideoNotFoundError, CorruptVideoError, EmptyVideoError, ClipTooShortError.
     """
-    if isinstance(path, np.ndarray | torch.Tensor):
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"<frames in memory>: stride must be an int >= 1, got {stride!r}")
-        if fps is not None and not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"<frames in memory>: fps must be a positive number, got {fps!r}")
-        return FrameArraySource(path, stride=stride, color=color, fps=fps)
-    path = Path(path)
+    in_memory = isinstance(path, np.ndarray | torch.Tensor)
+    where = "<frames in memory>" if in_memory else Path(path)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"{path}: stride must be an int >= 1, got {stride!r}")
+        raise ValueError(f"{where}: stride must be an int >= 1, got {stride!r}")
     if color not in ("rgb", "gray"):
-        raise ValueError(f"{path}: color must be 'rgb' or 'gray', got {color!r}")
+        raise ValueError(f"{where}: color must be 'rgb' or 'gray', got {color!r}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"{path}: fps must be a positive number, got {fps!r}")
+        raise ValueError(f"{where}: fps must be a positive number, got {fps!r}")
+    if in_memory:
+        return FrameArraySource(path, stride=stride, color=color, fps=fps)
+    path = where
     if not path.exists():
         raise VideoNotFoundError(f"{path}: no such video file or frame folder")
     if path.is_dir():
