@@ -2,7 +2,8 @@
 
 ``spotformer train`` extracts every video once, with :func:`sw_mro.stream`, into a
 tensor on the training device, and trains on those tensors. Nothing is written to disk
-between extraction and training (SPEC/issue 6); a resumed run extracts again.
+between extraction and training (SPEC/issue 6); a resumed run that has not finished
+extracts again.
 """
 
 from __future__ import annotations
@@ -135,31 +136,41 @@ def video_features(
     return torch.cat(chunks), float(src.info.fps)
 
 
-def dataset_features(table: AnnotationTable, config=None, progress: bool = True) -> FeatureSet:  # noqa: ANN001
-    """Extract every video of ``table.sources`` once (sorted by id)."""
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class PlannedVideo:
+    """A video of a run as opened before extraction: frames and fps after any stride."""
 
-    import sw_mro
-    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LARGE_NOSE_MOTION_SHARE
+    ref: VideoRef
+    subject: str
+    frames: int
+    fps: float
+
+
+def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
+    """Open every video of ``table.sources`` (sorted by id) to count its frames, and check
+    the annotations against them, before any extraction: a mistake found after the
+    extraction would cost a whole data set's.
+
+    A video shorter than ``window`` without annotations is left out, with a note on
+    stderr; an expression that runs past its video's end gets a warning (it is cut there).
+
+    Raises:
+        DatasetError: a video's subject is unknown, or annotations lie outside their
+            videos or on videos shorter than the window (every problem is listed).
+    """
     from sw_mro.io.video import open_video
-    from sw_mro.pipeline import NoseMotion
 
-    t0 = time.perf_counter()
-    cfg = config or sw_mro.SWMROConfig()
-    window = cfg.window
-    refs: dict[str, VideoRef] = dict(sorted(table.sources.items()))
     subj = {e.video: e.subject for e in table.expressions}
     by_video: dict[str, list] = {}
     for e in table.expressions:
         by_video.setdefault(e.video, []).append(e)
-    # Every video is opened (to count its frames) before any is extracted, so that the
-    # annotations are checked against the videos first: a mistake found after the
-    # extraction would cost a whole data set's.
-    total, problems = 0, []
-    for name, ref in list(refs.items()):
+    plan: dict[str, PlannedVideo] = {}
+    problems = []
+    for name, ref in sorted(table.sources.items()):
         if ref.subject is None and name not in subj:
             raise DatasetError(f"video {name!r} ({ref.path}): its subject is unknown")
-        n = int(open_video(ref.path, stride=ref.stride, fps=ref.fps).info.num_frames)
+        info = open_video(ref.path, stride=ref.stride, fps=ref.fps).info
+        n = int(info.num_frames)
         exprs = by_video.get(name, [])
         if n < window:
             if exprs:
@@ -173,7 +184,6 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
                     f"stride {ref.stride}, shorter than the window of {window}, no annotation",
                     file=sys.stderr,
                 )
-                del refs[name]
             continue
         for e in exprs:
             if lies_outside(e, n):
@@ -188,7 +198,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
                     f"{ref.stride}); cut there for training and scoring",
                     file=sys.stderr,
                 )
-        total += n
+        plan[name] = PlannedVideo(ref, ref.subject or subj[name], n, float(info.fps))
     if problems:
         shown = "; ".join(problems[:8]) + (
             f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
@@ -198,13 +208,36 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
             "are 0-based after any subsampling (CAS(ME)^2 files are 1-based; SAMM-LV frames "
             "are divided by 7)"
         )
+    return plan
+
+
+def dataset_features(
+    table: AnnotationTable,
+    config=None,  # noqa: ANN001 - SWMROConfig (imported lazily)
+    progress: bool = True,
+    plan: dict[str, PlannedVideo] | None = None,
+) -> FeatureSet:
+    """Extract every video of ``table.sources`` once (sorted by id), after
+    :func:`plan_videos` (or the ``plan`` it returned for this table and window)."""
+    from tqdm import tqdm
+
+    import sw_mro
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LARGE_NOSE_MOTION_SHARE
+    from sw_mro.pipeline import NoseMotion
+
+    t0 = time.perf_counter()
+    cfg = config or sw_mro.SWMROConfig()
+    if plan is None:
+        plan = plan_videos(table, cfg.window)
+    total = sum(p.frames for p in plan.values())
     out = FeatureSet()
     moved: list[tuple[str, NoseMotion]] = []
     faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
-        for name, ref in refs.items():
+        for name, planned in plan.items():
+            ref = planned.ref
             bar.set_postfix_str(name, refresh=False)
             motion, missing = NoseMotion(), []
             x, r = video_features(
@@ -217,7 +250,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
                 fallback=missing,
             )
             out.features[name], out.fps[name] = x, r
-            out.subjects[name] = ref.subject or subj[name]
+            out.subjects[name] = planned.subject
             if motion.large():
                 moved.append((name, motion))
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
@@ -228,7 +261,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
         more = f" and {len(faceless) - 8} more" if len(faceless) > 8 else ""
         print(
             f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
-            f"of the frames of {len(faceless)} of {len(refs)} videos: {shown}{more}; their "
+            f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}{more}; their "
             "windows use the last face found before them",
             file=sys.stderr,
         )
@@ -238,7 +271,7 @@ def dataset_features(table: AnnotationTable, config=None, progress: bool = True)
         )
         more = f" and {len(moved) - 8} more" if len(moved) > 8 else ""
         print(
-            f"spotformer: in {len(moved)} of {len(refs)} videos the nose landmarks moved more "
+            f"spotformer: in {len(moved)} of {len(plan)} videos the nose landmarks moved more "
             f"than {moved[0][1].limit:g} px (at face size {cfg.face_size}) within a clip in over "
             f"{100 * LARGE_NOSE_MOTION_SHARE:g} % of the frame pairs: {shown}{more}; "
             f"{NoseMotion.ADVICE}",

@@ -744,6 +744,41 @@ def check_run_dir(
         raise TrainError(f"{run} is not empty; choose a new --out")
 
 
+def run_record(videos: Mapping[str, tuple[str, float, int]]) -> dict[str, Any]:
+    """The data part of a run's ``config.json``: its subjects and, per video id, the
+    subject, fps and frame count (after any stride). ``--resume`` needs the same."""
+    return {
+        "subjects": sorted({subject for subject, _, _ in videos.values()}),
+        "videos": {
+            name: {"subject": subject, "fps": float(fps), "frames": int(frames)}
+            for name, (subject, fps, frames) in sorted(videos.items())
+        },
+    }
+
+
+def finished_run(run_dir: str | os.PathLike) -> RunReport | None:
+    """The run in ``run_dir`` if it finished (its ``report.json``, every fold's
+    ``result.json``, ``predictions.csv`` and ``ground_truth.csv`` are there and readable),
+    scored again from those files; None otherwise. Whether it was made with the same
+    options and data is :func:`check_run_dir`'s question."""
+    from spotformer.metrics import read_intervals
+
+    run = Path(run_dir)
+    try:
+        saved = json.loads((run / "config.json").read_text())
+        if not (run / "report.json").is_file():
+            return None
+        folds = [
+            FoldResult.from_dict(json.loads((run / "folds" / _safe(s) / "result.json").read_text()))
+            for s in saved["subjects"]
+        ]
+        preds = read_intervals(run / "predictions.csv")
+        gts = read_intervals(run / "ground_truth.csv")
+    except (OSError, ValueError, KeyError, TypeError, SpotFormerError):
+        return None
+    return RunReport(evaluate(preds, gts), folds, run)
+
+
 def run_loso(
     data: SpottingData,
     cfg: TrainConfig,
@@ -767,10 +802,7 @@ def run_loso(
     check_subjects(data.subjects, cfg)
     run = Path(run_dir)
     conf_path = run / "config.json"
-    videos = {
-        v.name: {"subject": v.subject, "fps": v.fps, "frames": v.frames} for v in data.videos
-    }
-    record = {"subjects": data.subjects, "videos": videos}
+    record = run_record({v.name: (v.subject, v.fps, v.frames) for v in data.videos})
     check_run_dir(run, cfg, resume=resume, info=dict(info or {}), data=record)
     resolved = {"train": cfg.to_dict(), "info": dict(info or {}), **record}
     run.mkdir(parents=True, exist_ok=True)

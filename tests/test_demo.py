@@ -5,16 +5,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 
-def test_demo_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys) -> None:
+
+def test_demo_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys, monkeypatch) -> None:
+    import spotformer.features as F
     from spotformer.cli import main
+    from spotformer.commands import train as train_cmd
 
+    runs = []
+    real_run = train_cmd.run
+    monkeypatch.setattr(train_cmd, "run", lambda args: runs.append(args) or real_run(args))
     out = tmp_path / "demo"
     # 10 s: one MaE and one ME per video at the default rates (6 per minute each).
     argv = ["demo", "--out", str(out), "--subjects", "2", "--seconds", "10"]
     argv += ["--face-size", "64", "--dim", "16", "--epochs", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
+    # The demo's training, resumed once it finished: the frame counts found by opening
+    # the real videos match the extracted features', so the run is reported again
+    # without extracting.
+    monkeypatch.setattr(F, "video_features", lambda *a, **k: pytest.fail("extracted again"))
+    runs[-1].resume = True
+    assert real_run(runs[-1]) == 0
+    again = capsys.readouterr().out
+    assert "holds a finished run" in again
+    overall = [ln for ln in text.splitlines() if ln.startswith("Overall")]
+    assert overall and overall == [ln for ln in again.splitlines() if ln.startswith("Overall")]
     assert "LOSO over 2 subjects" in text and "Overall" in text
     saved = json.loads((out / "run" / "config.json").read_text())
     # The demo's recipe reaches train: mirror, (k, j) from the training subjects, and

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,12 +369,20 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
     ]
     path.write_text("\n".join(rows) + "\n")
 
-    def fake_features(table, config=None, progress=True):
+    def fake_features(table, config=None, progress=True, **_):
         assert config.device == "cpu" and config.window == 17
         subjects = {e.video: e.subject for e in table.expressions}
         return F.FeatureSet(dict(feats), {k: 30.0 for k in feats}, subjects, 0.1)
 
+    def fake_plan(table, window):  # what opening the videos would find: the fake features
+        subjects = {e.video: e.subject for e in table.expressions}
+        return {
+            name: F.PlannedVideo(table.sources[name], subjects[name], int(x.shape[0]), 30.0)
+            for name, x in sorted(feats.items())
+        }
+
     monkeypatch.setattr(F, "dataset_features", fake_features)
+    monkeypatch.setattr(F, "plan_videos", fake_plan)
     monkeypatch.setattr(F, "video_features", lambda *a, **k: (feats["s1/v0"], 30.0))
     return path
 
@@ -568,7 +577,7 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
 
     seen = {}
 
-    def stop(table, config=None, progress=True):
+    def stop(table, config=None, progress=True, **_):
         seen["config"] = config
         raise F.DatasetError("stop here")
 
@@ -602,7 +611,7 @@ def test_train_needs_two_subjects_before_extraction(
 
     calls = []
 
-    def stop(table, config=None, progress=True):
+    def stop(table, config=None, progress=True, **_):
         calls.append(1)
         raise F.DatasetError("stop here")
 
@@ -662,6 +671,79 @@ def test_train_refuses_a_bad_out_before_extracting(
     assert "differs from this one in train" in capsys.readouterr().err
 
 
+def test_resume_of_a_finished_run_reports_it_without_extracting(
+    tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
+) -> None:
+    """``train --resume`` on a run that finished prints its results again and extracts
+    nothing (found in review: it extracted the whole data set, then had nothing to
+    train). Data that changed since (a video's frame count) is refused before
+    extraction; a run without its report goes on to extraction and training."""
+    import spotformer.features as F
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    argv += ["--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    extracted = []
+
+    def no_extraction(*a, **k):
+        extracted.append(1)
+        raise F.DatasetError("extraction started")
+
+    real_features = F.dataset_features
+    monkeypatch.setattr(F, "dataset_features", no_extraction)
+    assert main([*argv, "--resume"]) == 0
+    again = capsys.readouterr().out
+    assert "holds a finished run with these options and data" in again and extracted == []
+
+    def table(text: str) -> list[str]:
+        lines = text.splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("LOSO over"))
+        end = next(i for i, ln in enumerate(lines) if ln.startswith("Overall"))
+        return lines[at : end + 1]
+
+    assert table(again) == table(first) and "LOSO over 3 subjects" in table(again)[0]
+    # Other data: one video with a frame more than the run saw.
+    real_plan = F.plan_videos
+
+    def longer(table, window):
+        plan = real_plan(table, window)
+        name = next(iter(plan))
+        plan[name] = dataclasses.replace(plan[name], frames=plan[name].frames + 1)
+        return plan
+
+    monkeypatch.setattr(F, "plan_videos", longer)
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from this one in videos" in err and "frames" in err and extracted == []
+    monkeypatch.setattr(F, "plan_videos", real_plan)
+    # Not finished (no report): extraction and training go on, and finish the run.
+    (run / "report.json").unlink()
+    assert main([*argv, "--resume"]) == 2
+    assert "extraction started" in capsys.readouterr().err and extracted == [1]
+    monkeypatch.setattr(F, "dataset_features", real_features)
+    assert main([*argv, "--resume"]) == 0
+    assert table(capsys.readouterr().out) == table(first) and (run / "report.json").is_file()
+
+
+def test_finished_run_needs_every_file(tmp_path: Path, data) -> None:
+    """A run counts as finished only with its report, every fold's result and both
+    interval files; the re-scored result is the one the run reported."""
+    run = tmp_path / "run"
+    rep = run_loso(data, tiny_cfg(epochs=1), run, progress=False)
+    again = T.finished_run(run)
+    assert again is not None and again.result.to_dict() == rep.result.to_dict()
+    assert [f.subject for f in again.folds] == [f.subject for f in rep.folds]
+    for gone in ["predictions.csv", f"folds/{rep.folds[0].subject}/result.json", "report.json"]:
+        copy = tmp_path / gone.replace("/", "_")
+        shutil.copytree(run, copy)
+        (copy / gone).unlink()
+        assert T.finished_run(copy) is None, gone
+    assert T.finished_run(tmp_path / "nothing") is None
+
+
 def test_train_align_from_landmarks_reaches_sw_mro(
     tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
 ) -> None:
@@ -672,7 +754,7 @@ def test_train_align_from_landmarks_reaches_sw_mro(
 
     seen = []
 
-    def capture(table, config=None, progress=True):
+    def capture(table, config=None, progress=True, **_):
         seen.append(config)
         raise F.DatasetError("stopped by the test")
 

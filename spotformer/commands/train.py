@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     import sw_mro
     from spotformer.errors import SpotFormerError
-    from spotformer.features import dataset_features, load_dataset
+    from spotformer.features import dataset_features, load_dataset, plan_videos
     from spotformer.losses import MACRO_RATIO, LossConfig
     from spotformer.models import SpotFormerConfig
     from spotformer.postprocess import SpotParams
@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         TrainConfig,
         check_run_dir,
         check_subjects,
+        finished_run,
         run_loso,
+        run_record,
     )
     from sw_mro.errors import SWMROError
 
@@ -219,7 +221,22 @@ def run(args: argparse.Namespace) -> int:
             "source_fps": rates.pop() if len(rates) == 1 else None,
         }
         check_run_dir(args.out, cfg, resume=args.resume, info=info)
-        feats = dataset_features(table, sw_cfg, progress=progress)
+        plan = None
+        if args.resume and (args.out / "config.json").is_file():
+            # The data too, before extraction: a changed data set is refused, and a run
+            # that finished is reported again, not extracted again.
+            plan = plan_videos(table, sw_cfg.window)
+            videos = {n: (p.subject, p.fps, p.frames) for n, p in plan.items()}
+            check_run_dir(args.out, cfg, resume=True, info=info, data=run_record(videos))
+            done = finished_run(args.out)
+            if done is not None:
+                print(
+                    f"{args.out} holds a finished run with these options and data; nothing "
+                    "to train (choose a new --out to train again). Its results:"
+                )
+                _print_report(done, cfg)
+                return 0
+        feats = dataset_features(table, sw_cfg, progress=progress, plan=plan)
         print(
             f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
             f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
@@ -233,10 +250,14 @@ def run(args: argparse.Namespace) -> int:
         report = run_loso(data, cfg, args.out, resume=args.resume, progress=progress, info=info)
     except (SpotFormerError, SWMROError) as exc:
         return fail(str(exc))
+    _print_report(report, cfg)
+    print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
+    return 0
+
+
+def _print_report(report, cfg) -> None:  # noqa: ANN001 - RunReport, TrainConfig
     n_gt = report.result.overall.n_gt
     print(
         f"\nLOSO over {len(report.folds)} subjects, {n_gt} ground truths ({cfg.selection} selection):"
     )
     print(report.table())
-    print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
-    return 0
