@@ -524,12 +524,18 @@ def test_missing_path(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_corrupt_file_one_line_error(tmp_path: Path, clip: Path, name: str, make) -> None:
+def test_corrupt_file_one_line_error(tmp_path: Path, clip: Path, name: str, make, capfd) -> None:
+    """One line that names the file, and nothing else on stderr: decord, asked to open
+    such a file, prints FFmpeg's log and its build's source path (``video_reader.cc``)
+    before it fails, so FFmpeg's own open (PyAV) is asked first."""
     path = tmp_path / name
     make(path, clip)
+    capfd.readouterr()
     with pytest.raises(CorruptVideoError) as err:
         open_video(path)
     _assert_one_line(err, name)
+    err_text = capfd.readouterr().err
+    assert "video_reader.cc" not in err_text and "moov atom" not in err_text, err_text
 
 
 def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:

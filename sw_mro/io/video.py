@@ -376,14 +376,29 @@ def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
 
 def _probe(path: Path) -> tuple[str, str]:
     """``(container format, codec)`` of the first video stream, as FFmpeg names them
-    (``("", "")`` when PyAV cannot tell)."""
+    (``("", "")`` when PyAV cannot tell).
+
+    Raises:
+        CorruptVideoError, EmptyVideoError: FFmpeg (through PyAV) cannot open the file or
+            finds no video stream in it. Said here, before decord tries: decord's own
+            failure prints FFmpeg's log and its build's source paths to stderr.
+    """
     import av
 
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise CorruptVideoError(
+                    f"{path}: cannot decode the video (the file has no video stream)"
+                )
             stream = container.streams.video[0]
             return container.format.name, stream.codec_context.name
-    except Exception:  # decord's own open reports unreadable files
+    except av.error.FFmpegError as exc:
+        cls, reason = _ffmpeg_reason(path, exc)
+        raise cls(f"{path}: {reason}") from exc
+    except VideoError:
+        raise
+    except Exception:  # anything else (say, a path PyAV cannot encode): decord decides
         return "", ""
 
 
