@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -186,6 +187,69 @@ def test_skip_overwrite_and_one_bad_input(
     assert "--overwrite" in err and "window 3 (this run: 5)" in err
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other, "--overwrite"]) == 0
     assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
+
+
+def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path: Path) -> None:
+    """Out of space for the features: each input fails with ENOSPC naming its file, and
+    the run goes on to the next (found in review: the memory-mapped file died with
+    SIGBUS, "Bus error", exit 135, and took the rest of the batch with it). No temp
+    file is left behind."""
+    import subprocess
+    import sys
+
+    from mounts import private_tmpfs
+
+    small = tmp_path / "small"
+    small.mkdir()
+    prefix = private_tmpfs(str(small), "8k")  # 2 pages; each input needs 14.4 kB
+    if prefix is None:
+        pytest.skip("needs `unshare -m` and mount (root) for a private 8 kB file system")
+    other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", str(short_clip), str(other)]
+    cmd += ["--out-dir", str(small / "out"), "--window", "9", "--face-size", "64", "--quiet"]
+    script = f'{" ".join(map(shlex.quote, cmd))}; echo "rc=$?"; ls -a {small / "out"}'
+    proc = subprocess.run(
+        [*prefix, "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert "rc=1" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    for name in ("short", "other"):
+        assert f"FAILED {short_clip if name == 'short' else other}: OSError" in proc.stderr
+        tmp = small / "out" / f".{name}.npy.tmp"  # 128 B of header + 20 x 9 x 10 x 2 floats
+        assert (
+            f"No space left on device (reserving 14.2 KiB for the features): '{tmp}'" in proc.stderr
+        )
+    assert ".tmp" not in proc.stdout.split("rc=1")[1] and ".lock" not in proc.stdout
+
+
+def test_two_runs_into_one_out_dir_do_not_mix(
+    short_clip: Path, carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While one run writes an output (holds ``.<name>.lock``), a second run into the
+    same --out-dir fails that input at once, without touching its files, and goes on
+    with the others (found in review: the second run's rename took the first one's temp
+    file and left a window-7 .npy without its JSON)."""
+    from sw_mro.commands.extract import OutputBusyError, output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".short.npy.tmp").write_bytes(b"the other run's half-written features")
+    with output_lock(out, "short"):
+        rc = main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(out), *ARGS])
+        err = capsys.readouterr().err
+        assert rc == 1 and f"FAILED {short_clip}: {OutputBusyError.__name__}" in err
+        assert f"{out / '.short.lock'} is locked" in err
+        assert (out / ".short.npy.tmp").read_bytes() == b"the other run's half-written features"
+        assert not (out / "short.npy").exists() and (out / "carphone.npy").is_file()
+        with pytest.raises(OutputBusyError):  # a second holder in this process too
+            with output_lock(out, "short"):
+                pass
+    assert not (out / ".short.lock").exists()  # removed by its holder
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "carphone.json", "carphone.npy", "short.json", "short.npy",
+    ]  # fmt: skip
 
 
 def test_output_of_another_input_with_the_same_name_is_not_skipped(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mounts import private_tmpfs
 
 import sw_mro
 from sw_mro import SWMROConfig
@@ -159,27 +159,11 @@ def test_no_shared_memory_at_all_is_a_clear_error(
         pool.close()
 
 
-SMALL_SHM = 'mount -t tmpfs -o size={mb}m tmpfs /dev/shm && exec "$@"'
-
-
-def _private_small_shm(mb: int) -> list[str] | None:
-    """A command prefix that runs its command with a private /dev/shm of ``mb`` MB (a
-    mount namespace: needs root, as in CI and the dev VM), or None where that fails."""
-    if shutil.which("unshare") is None:
-        return None
-    prefix = ["unshare", "-m", "sh", "-c", SMALL_SHM.format(mb=mb), "sh"]
-    try:
-        ok = subprocess.run([*prefix, "df", "-m", "/dev/shm"], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return prefix if ok.returncode == 0 else None
-
-
 def test_extract_with_a_tiny_dev_shm(carphone: str, tmp_path: Path) -> None:
     """The real case: ``sw-mro extract`` with landmark worker processes under a 4 MB
     /dev/shm (a 64-frame carphone chunk is 4.9 MB). Before the reservation this died with
     SIGBUS ("Bus error"); now it writes the in-process features."""
-    prefix = _private_small_shm(4)
+    prefix = private_tmpfs("/dev/shm", "4m")
     if prefix is None:
         pytest.skip("needs `unshare -m` and mount (root) for a private 4 MB /dev/shm")
     out = tmp_path / "out"

@@ -17,6 +17,8 @@ JSON exists and says so. Complete outputs made with the same config are skipped 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import importlib
 import json
@@ -26,6 +28,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +301,80 @@ def _extract_one(
 ) -> str:
     """One input -> its .npy and .json; ``progress(total, done)``, if given, is told the
     frame count when the video opens and each chunk's frames as they are written."""
+    name = output_name(src_path)
+    with output_lock(out_dir, name):
+        return _extract_locked(src_path, out_dir, name, cfg, args, progress)
+
+
+class OutputBusyError(RuntimeError):
+    """Another process is writing the same output (``.<name>.lock`` is locked)."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path, name: str) -> Iterator[None]:
+    """Hold ``out_dir/.<name>.lock`` (an exclusive ``flock``) while ``name``'s outputs are
+    written, so that two runs into one ``--out-dir`` cannot mix their ``.npy`` and JSON
+    or their temp files (found in review: one run's rename took the other's temp file).
+    A second run does not wait: :class:`OutputBusyError`. The lock dies with its process;
+    its file is removed when the output is done.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no guard
+        yield
+        return
+    path = out_dir / f".{name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(
+                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked); "
+                "run this input again when it ends, or use another --out-dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the holder before us may have removed the file: lock the one at the path
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _reserve_file(path: Path) -> None:
+    """Allocate every block of ``path`` now. A memory-mapped file on a full disk is not
+    an error but SIGBUS at the first write past the space (found in review: "Bus error",
+    the batch gone); reserved, a full disk is an ``OSError`` (ENOSPC) naming the file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return  # a file system without fallocate: nothing reserved, as before
+            amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+            why = f"{exc.strerror} (reserving {amount} for the features)"
+            raise OSError(exc.errno, why, str(path)) from exc
+
+
+def _extract_locked(
+    src_path: Path, out_dir: Path, name: str, cfg: Any, args: argparse.Namespace, progress: Any
+) -> str:
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -306,7 +383,6 @@ def _extract_one(
     from sw_mro.io.video import open_video
     from sw_mro.pipeline import NoseMotion, flow_backend, stream
 
-    name = output_name(src_path)
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
@@ -332,6 +408,7 @@ def _extract_one(
     t0 = time.perf_counter()
     try:
         out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
+        _reserve_file(tmp_npy)
         with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
 
             def done(k: int) -> None:
