@@ -369,12 +369,22 @@ def ground_truth(data: SpottingData, videos: Sequence[VideoInfo]) -> list[Interv
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through a temp file, fsync'ed, then renamed. A failed write (a full
+    disk) is a :class:`TrainError` naming the file, and leaves no temp file behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TrainError(
+            f"{path}: cannot write it ({exc.strerror or exc}); the run keeps what it saved "
+            "before: fix that, then run the same command with --resume"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -754,6 +764,16 @@ def run_record(videos: Mapping[str, tuple[str, float, int]]) -> dict[str, Any]:
             for name, (subject, fps, frames) in sorted(videos.items())
         },
     }
+
+
+def labels_digest(expressions: Sequence[Expression]) -> str:
+    """SHA-1 of a run's labels (subject, video, onset, apex, offset, type of every
+    expression, in a fixed order): recorded in ``config.json``, so that ``--resume``
+    refuses annotations edited since the run started."""
+    import hashlib
+
+    rows = sorted((e.video, e.onset, e.apex, e.offset, e.kind, e.subject) for e in expressions)
+    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()
 
 
 def finished_run(run_dir: str | os.PathLike) -> RunReport | None:

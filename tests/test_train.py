@@ -535,7 +535,10 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert main(spot) == 0
     out = capsys.readouterr().out
     assert "s1/v0: 160 frames" in out and "Overall" in out
-    assert read_intervals(tmp_path / "iv.csv") is not None
+    # The printed count is the file's, and every interval is of the given video id.
+    got = read_intervals(tmp_path / "iv.csv")
+    assert f"s1/v0: 160 frames at 30.00 fps, {len(got)} intervals" in out
+    assert {i.video for i in got} <= {"s1/v0"}
     # An id that --gt does not have: said on stderr before the extraction; every
     # interval counts as an FP.
     other = [*spot[: spot.index("--video-id")], "--video-id", "s9/none"]
@@ -719,6 +722,16 @@ def test_resume_of_a_finished_run_reports_it_without_extracting(
     err = capsys.readouterr().err
     assert "differs from this one in videos" in err and "frames" in err and extracted == []
     monkeypatch.setattr(F, "plan_videos", real_plan)
+    # Edited labels (one offset a frame later): refused before extraction too (found in
+    # review: a resumed fold trained on the new labels, the finished ones on the old).
+    text = csv_dataset.read_text()
+    head, row0, *rest = text.splitlines()
+    row = row0.split(",")  # subject,video,onset,apex,offset,type,path,fps
+    row[4] = str(int(row[4]) + 1)
+    csv_dataset.write_text("\n".join([head, ",".join(row), *rest]) + "\n")
+    assert main([*argv, "--resume"]) == 2
+    assert "info.labels_sha1" in capsys.readouterr().err and extracted == []
+    csv_dataset.write_text(text)
     # Not finished (no report): extraction and training go on, and finish the run.
     (run / "report.json").unlink()
     assert main([*argv, "--resume"]) == 2
@@ -726,6 +739,36 @@ def test_resume_of_a_finished_run_reports_it_without_extracting(
     monkeypatch.setattr(F, "dataset_features", real_features)
     assert main([*argv, "--resume"]) == 0
     assert table(capsys.readouterr().out) == table(first) and (run / "report.json").is_file()
+
+
+def test_a_full_disk_is_a_train_error_naming_the_file(tmp_path: Path) -> None:
+    """Out of space for a checkpoint or report: a :class:`TrainError` that names the file
+    and says how to go on, and no temp file left (found in review: a traceback from
+    ``_atomic_write_bytes`` and a ``checkpoint.pt.tmp`` taking the space)."""
+    from mounts import private_tmpfs
+
+    small = tmp_path / "small"
+    small.mkdir()
+    prefix = private_tmpfs(str(small), "8k")
+    if prefix is None:
+        pytest.skip("needs `unshare -m` and mount (root) for a private 8 kB file system")
+    code = (
+        "import sys; from pathlib import Path; from spotformer.train import TrainError, "
+        "atomic_json\ntry:\n    atomic_json({'x': 'y' * 100_000}, Path(sys.argv[1]))\n"
+        "except TrainError as exc:\n    print('TrainError:', exc)"
+    )
+    script = f'{sys.executable} -c "$0" {small / "report.json"}; ls -a {small}'
+    proc = subprocess.run(
+        [*prefix, "sh", "-c", script, code], capture_output=True, text=True, timeout=120
+    )
+    assert f"TrainError: {small / 'report.json'}: cannot write it (No space left on device)" in (
+        proc.stdout
+    ), proc.stdout + proc.stderr
+    assert (
+        "--resume" in proc.stdout
+        and ".tmp" not in proc.stdout
+        and "report.json\n" not in proc.stdout
+    )
 
 
 def test_finished_run_needs_every_file(tmp_path: Path, data) -> None:
@@ -829,13 +872,55 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     (tmp_path / "adir").mkdir()
     assert main([*spot, "--out", str(tmp_path / "adir")]) == 2
     assert "--out" in capsys.readouterr().err
+    # A folder that cannot be written in (root cannot write in /sys either): refused
+    # before the extraction (found in review: after it, with a matplotlib traceback).
+    fake = F.video_features
+    monkeypatch.setattr(F, "video_features", lambda *a, **k: pytest.fail("extracted"))
+    for opt, name in (("--out", "iv.csv"), ("--plot", "c.png")):
+        other = "--plot" if opt == "--out" else "--out"
+        argv = [*spot, opt, f"/sys/{name}", other, str(tmp_path / f"x{Path(name).suffix}")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{opt} /sys/{name}: cannot write in /sys (Permission denied)" in err
+    monkeypatch.setattr(F, "video_features", fake)
     # Folders of --out and --plot are made.
     out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"
-    assert main([*spot, "--out", str(out), "--plot", str(plot)]) == 0
-    assert out.is_file() and plot.is_file()
+    seen = {}
+
+    def recording(path, config=None, **k):
+        seen.update(path=path, config=config, stride=k.get("stride"), fps=k.get("fps"))
+        return fake(path, config, **k)
+
+    monkeypatch.setattr(F, "video_features", recording)
+    # This 1-epoch model's probabilities stay near 0.5: expression segments at 0.3.
+    low = ["--macro-spotting", "expression", "--micro-spotting", "expression"]
+    low += ["--expr-threshold", "0.3"]
+    assert main([*spot, "--out", str(out), "--plot", str(plot), *low]) == 0
+    assert out.is_file() and plot.read_bytes().startswith(b"\x89PNG")
+    assert not list(plot.parent.glob(".*.tmp"))  # the image is written atomically
     assert "warning" not in capsys.readouterr().err
+    # What spot extracts with: the model's SW-MRO settings, the video opened as training
+    # opened its videos; and what it writes: the model's intervals on those features.
+    from spotformer.commands.spot import _sw_config, open_like_training
+    from spotformer.postprocess import spot_video
+
+    mf = load_model(model)
+    assert seen["path"] == video and seen["config"] == _sw_config(mf.info, "cpu")
+    assert (seen["stride"], seen["fps"]) == open_like_training(video, mf.info, None, None)[:2]
+    feats, fps = fake(video)
+    logits = predict_logits(mf.model, feats, mf.config.infer_batch)
+    params = dataclasses.replace(
+        mf.config.spot, macro_mode="expression", micro_mode="expression", expr_threshold=0.3
+    )
+    want = spot_video(logits, video.stem, fps, params)
+    got = read_intervals(out)
+    assert want, "the model spots nothing here: nothing to compare"
+    assert [(i.video, i.onset, i.offset, i.kind) for i in got] == [
+        (i.video, i.onset, i.offset, i.kind) for i in want
+    ]
+    assert [i.score for i in got] == pytest.approx([i.score for i in want], rel=1e-5)
+    monkeypatch.setattr(F, "video_features", fake)
     # A video whose head moved beyond the alignment's reach is named, with what it means.
-    fake = F.video_features
 
     def shaky(*a, motion=None, **k):
         motion.add(np.full((20, 17), 30.0, np.float32))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
@@ -161,8 +163,14 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
     axes[0].set_title(f"{title}: predicted (green), ground truth (red bars)")
     axes[1].set_xlabel(f"frame ({fps:.2f} fps)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    # Atomically, like every other output: a killed or failed write leaves no half image.
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lower().lstrip("."))
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,6 +206,10 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return fail(f"{opt} {path}: cannot make its folder ({exc})")
+        try:  # found in review: a read-only folder was found only after the extraction
+            tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as exc:
+            return fail(f"{opt} {path}: cannot write in {path.parent} ({exc.strerror or exc})")
     if args.plot is not None:
         from matplotlib.backend_bases import FigureCanvasBase
 
@@ -255,7 +267,10 @@ def run(args: argparse.Namespace) -> int:
             )
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
         intervals = spot_video(logits, video_id, fps, params)
-        write_intervals(intervals, args.out)
+        try:
+            write_intervals(intervals, args.out)
+        except OSError as exc:
+            return fail(f"--out {args.out}: cannot write it ({exc.strerror or exc})")
     except ClipTooShortError as exc:  # the window is the model's: no --window to change
         return fail(str(exc).replace(" or a smaller --window", " (the model's window)"))
     except (SpotFormerError, SWMROError, ValueError) as exc:
@@ -267,8 +282,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
     if args.gt:  # no ground truth for the video (noted above): every interval is an FP
         print(evaluate(intervals, gts).table())
-    if args.plot:
-        plot_curves(args.plot, logits, fps, intervals, gts, video_id)
-        print(f"wrote {args.plot}")
     print(f"wrote {args.out}")
+    if args.plot:
+        try:
+            plot_curves(args.plot, logits, fps, intervals, gts, video_id)
+        except OSError as exc:
+            return fail(f"--plot {args.plot}: cannot write it ({exc.strerror or exc})")
+        print(f"wrote {args.plot}")
     return 0

@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         check_run_dir,
         check_subjects,
         finished_run,
+        labels_digest,
         run_loso,
         run_record,
     )
@@ -219,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             # (SAMM-LV: frame folders at 200 fps, every 7th frame).
             "stride": strides.pop() if len(strides) == 1 else None,
             "source_fps": rates.pop() if len(rates) == 1 else None,
+            # The labels themselves: a resumed run must train on the same ones.
+            "labels_sha1": labels_digest(table.expressions),
         }
         check_run_dir(args.out, cfg, resume=args.resume, info=info)
         plan = None
