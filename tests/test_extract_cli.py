@@ -222,6 +222,28 @@ def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path
     assert ".tmp" not in proc.stdout.split("rc=1")[1] and ".lock" not in proc.stdout
 
 
+def test_a_pipe_among_the_inputs_fails_alone(short_clip: Path, tmp_path: Path) -> None:
+    """A FIFO named like a video fails at once (found in review: the run waited for a
+    writer for good, in the input's signature and in the decoder's open)."""
+    import os
+    import subprocess
+    import sys
+
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", str(pipe), str(short_clip)]
+    proc = subprocess.run(
+        [*cmd, "--out-dir", str(tmp_path / "out"), *ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"FAILED {pipe}: UnsupportedVideoError: {pipe}: not a regular file" in proc.stderr
+    assert (tmp_path / "out" / "short.npy").is_file()
+
+
 def test_two_runs_into_one_out_dir_do_not_mix(
     short_clip: Path, carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

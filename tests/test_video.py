@@ -22,6 +22,7 @@ from sw_mro.errors import (
     ClipTooShortError,
     CorruptVideoError,
     EmptyVideoError,
+    UnsupportedVideoError,
     VideoError,
     VideoNotFoundError,
 )
@@ -695,6 +696,42 @@ def test_bad_frame_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) ->
     (folder / "img1.png").write_bytes(b"")
     with pytest.raises(CorruptVideoError, match="img1.png"):
         open_video(folder)
+
+
+def test_broken_link_in_folder_is_an_error(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
+    """A frame that is a dangling link: an error naming it, not a frame left out (found
+    in review: skipped, with every later frame one frame early)."""
+    folder = tmp_path / "f"
+    _write_folder(folder, [f"img{k}.png" for k in (1, 2, 4)], source_frames[:3])
+    (folder / "img3.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(CorruptVideoError, match="broken link") as err:
+        open_video(folder)
+    _assert_one_line(err, "img3.png")
+    (folder / "img3.png").unlink()
+    (folder / "img3.png").symlink_to(folder / "img2.png")  # a link that works is a frame
+    assert open_video(folder).info.num_frames == 4
+
+
+def test_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named like a video: refused at once (found in review: opening it waited for
+    a writer for good)."""
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedVideoError, match="not a regular file") as err:
+        open_video(fifo)
+    _assert_one_line(err, "stream.mp4")
+
+
+def test_raw_h264_stream_is_refused_with_a_remux_hint(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    """An elementary H.264 stream (no container) opens in FFmpeg but decord cannot count
+    its frames ("broken metadata", once called damaged): said as what it is."""
+    path = _encode(tmp_path / "clip.h264", source_frames[:8], "h264", "libx264")
+    with pytest.raises(UnsupportedVideoError, match="raw h264 stream with no container") as err:
+        open_video(path)
+    _assert_one_line(err, "clip.h264")
+    assert "-c copy clip.mp4" in str(err.value)
 
 
 def test_mixed_frame_sizes_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sw_mro._cli_util import no_cuda_reason
+from sw_mro.errors import VideoError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +186,8 @@ def input_signature(path: Path) -> dict[str, Any] | None:
             for i in sorted(picks) if files else []:
                 digest.update(files[i].read_bytes())
             return {"files": len(sizes), "bytes": sum(sizes), "sample_sha1": digest.hexdigest()}
+        if not path.is_file():  # a FIFO's open would block (open_video refuses it)
+            return None
         size = path.stat().st_size
         with open(path, "rb") as fh:
             for at in sorted(
@@ -193,7 +196,7 @@ def input_signature(path: Path) -> dict[str, Any] | None:
                 fh.seek(at)
                 digest.update(fh.read(SIGNATURE_BLOCK))
         return {"bytes": size, "sample_sha1": digest.hexdigest()}
-    except OSError:
+    except (OSError, VideoError):  # e.g. a broken frame link: open_video says so
         return None
 
 

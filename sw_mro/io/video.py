@@ -167,11 +167,17 @@ def natural_key(name: str) -> tuple:
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """Frame images of ``folder`` in natural order (non-images and hidden files ignored)."""
     folder = Path(folder)
-    files = [
+    images = [
         p
         for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     ]
+    for p in images:  # skipped, later frames would each be a frame early (found in review)
+        if p.is_symlink() and not p.exists():
+            raise CorruptVideoError(
+                f"{p}: a frame that is a broken link (to {os.readlink(p)}, which is missing)"
+            )
+    files = [p for p in images if p.is_file()]
     files.sort(key=lambda p: natural_key(p.name))
     return files
 
@@ -303,6 +309,8 @@ _EXACT_SEEK_CODECS = frozenset({"h264", "vp9"})
 _INTRA_CODECS = frozenset({"mjpeg", "rawvideo", "png", "ffv1"})
 # Containers where decord's frames are wrong even in order (B-frames): refused.
 _REFUSED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
+# Elementary streams without a container: decord cannot count their frames.
+_RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "m4v", "vvc", "obu"})
 _SEQUENTIAL_BLOCK = 32  # source frames per decord call when decoding forward
 
 #: Decoders that read a video file's chunks at once, each its own decord reader on every
@@ -422,6 +430,12 @@ class FileVideoSource(VideoSource):
                 "container, whose frames the decoder (decord) does not return exactly; "
                 f"convert it first, e.g. ffmpeg -i {path.name} -c:v libx264 -crf 12 "
                 f"{path.stem}.mp4"
+            )
+        if fmt in _RAW_STREAM_FORMATS:
+            raise UnsupportedVideoError(
+                f"{path}: a raw {codec or fmt} stream with no container (no frame count or "
+                f"timing for the decoder, decord); put it in one first, e.g. ffmpeg "
+                f"-framerate 30 -i {path.name} -c copy {path.stem}.mp4 (with its real rate)"
             )
         # Seek only where seeking is exact; elsewhere decode forward (module docstring).
         self.exact_seek = codec in _INTRA_CODECS or (
@@ -729,5 +743,10 @@ def open_video(
         raise UnsupportedVideoError(
             f"{path}: a single frame image, not a video; give the folder of frames "
             f"({path.parent}) to read them all"
+        )
+    if not path.is_file():  # a FIFO would block the open for good (found in review)
+        raise UnsupportedVideoError(
+            f"{path}: not a regular file (a pipe, socket or device); give a video file or "
+            "a frame folder"
         )
     return FileVideoSource(path, stride=stride, color=color, fps=fps)
