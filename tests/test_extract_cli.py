@@ -244,6 +244,31 @@ def test_a_pipe_among_the_inputs_fails_alone(short_clip: Path, tmp_path: Path) -
     assert (tmp_path / "out" / "short.npy").is_file()
 
 
+def test_output_paths_that_are_folders_and_folders_of_frame_folders(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output name taken by a folder fails before any work; a data set's folder of
+    frame folders is named as such, with what to pass instead."""
+    import cv2
+
+    out = tmp_path / "out"
+    (out / "short.json").mkdir(parents=True)
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"IsADirectoryError: {out / 'short.json'} is a folder; move it away" in err
+    assert not (out / "short.npy").exists()
+    subject = tmp_path / "s15"
+    for clip in ("15_0101", "15_0102"):
+        (subject / clip).mkdir(parents=True)
+        cv2.imwrite(str(subject / clip / "img1.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert main(["extract", str(subject), "--out-dir", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"its subfolders hold frames (15_0101, 15_0102): pass those folders (e.g. {subject}/*)"
+        in err
+    )
+
+
 def test_two_runs_into_one_out_dir_do_not_mix(
     short_clip: Path, carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

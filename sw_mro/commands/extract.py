@@ -387,6 +387,9 @@ def _extract_locked(
     from sw_mro.pipeline import NoseMotion, flow_backend, stream
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
+    for target in (npy, meta_path):  # said now, not after the extraction (found in review)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.

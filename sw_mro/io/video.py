@@ -164,14 +164,19 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
-def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """Frame images of ``folder`` in natural order (non-images and hidden files ignored)."""
-    folder = Path(folder)
-    images = [
+def _frames_in(folder: Path) -> Iterator[Path]:
+    """Entries of ``folder`` named like frame images (not hidden), lazily."""
+    return (
         p
         for p in folder.iterdir()
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    ]
+    )
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """Frame images of ``folder`` in natural order (non-images and hidden files ignored)."""
+    folder = Path(folder)
+    images = list(_frames_in(folder))
     for p in images:  # skipped, later frames would each be a frame early (found in review)
         if p.is_symlink() and not p.exists():
             raise CorruptVideoError(
@@ -588,6 +593,18 @@ class FrameFolderSource(VideoSource):
                 if videos
                 else ""
             )
+            if not videos:  # a data set's root, or a subject's folder of frame folders
+                subs = sorted(
+                    (d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                    key=lambda d: natural_key(d.name),
+                )
+                framed = [d.name for d in subs[:50] if next(_frames_in(d), None) is not None]
+                if framed:
+                    hint = (
+                        f"; its subfolders hold frames ({', '.join(framed[:3])}"
+                        f"{', ...' if len(framed) > 3 else ''}): pass those folders "
+                        f"(e.g. {path}/*)"
+                    )
             raise EmptyVideoError(
                 f"{path}: the folder has no frame images "
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}"
