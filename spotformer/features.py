@@ -61,10 +61,16 @@ def load_dataset(
     if dataset in ("synthetic", "csv"):
         path = Path(annotations) if annotations else (r / "annotations.csv" if r.is_dir() else r)
         if not path.is_file():
+            others = sorted(p.name for p in r.glob("*.csv")) if r.is_dir() else []
             hint = (
-                "run `spotformer make-synthetic --out DIR` first" if dataset == "synthetic" else ""
+                "run `spotformer make-synthetic --out DIR` first"
+                if dataset == "synthetic"
+                else f"it holds {', '.join(others[:3])}: pass the file itself as --root (or "
+                "--annotations)"
+                if others and not annotations
+                else ""
             )
-            raise DatasetError(f"{path}: no annotation CSV. {hint}".strip())
+            raise DatasetError(f"{path}: no annotation CSV" + (f"; {hint}" if hint else ""))
         table = A.load_csv(path)
     elif dataset == "casme2":
         x = (

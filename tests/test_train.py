@@ -771,6 +771,18 @@ def test_a_full_disk_is_a_train_error_naming_the_file(tmp_path: Path) -> None:
     )
 
 
+def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path: Path) -> None:
+    import spotformer.features as F
+
+    (tmp_path / "my annots.csv").write_text("subject,video,onset,apex,offset,type,path,fps\n")
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("csv", tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'annotations.csv'}: no annotation CSV; it holds my annots.csv: pass the "
+        "file itself as --root (or --annotations)"
+    )
+
+
 def test_finished_run_needs_every_file(tmp_path: Path, data) -> None:
     """A run counts as finished only with its report, every fold's result and both
     interval files; the re-scored result is the one the run reported."""
