@@ -20,6 +20,7 @@ ground truths (the usual case: MEGC ground truths rarely overlap).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import operator
 import os
@@ -34,18 +35,19 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from spotformer.data.table import (
+    FRAME_LIMIT,
+    DuplicateFilter,
+    frame_too_large,
+    parse_kind,
+    read_csv_records,
+)
 from spotformer.errors import SpotFormerError
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["macro", "micro"]
 KIND_NAMES: dict[str, str] = {"macro": "MaE", "micro": "ME"}
-_KIND_ALIASES: dict[str, Kind] = {
-    "macro": "macro",
-    "mae": "macro",
-    "macro-expression": "macro",
-    "micro": "micro",
-    "me": "micro",
-    "micro-expression": "micro",
-}
 
 
 class EvaluationError(SpotFormerError):
@@ -82,6 +84,9 @@ class Interval:
                 f"{self.video}: need 0 <= onset <= offset (inclusive 0-based frames), got "
                 f"{self.onset}, {self.offset}"
             )
+        if self.offset >= FRAME_LIMIT or self.apex >= FRAME_LIMIT:
+            column = "offset" if self.offset >= FRAME_LIMIT else "apex"
+            raise ValueError(f"{self.video}: {frame_too_large(column, getattr(self, column))}")
 
 
 def iou(s1: int, e1: int, s2: int, e2: int) -> float:
@@ -227,92 +232,72 @@ def evaluate(
     return EvalResult(macro=counts["macro"], micro=counts["micro"], matches=matched)
 
 
-def _frame(value: str, path: Path, row: int, column: str) -> int:
+def _frame(value: str, path: Path, line: int, column: str) -> int:
     try:
         f = float(value)
     except ValueError:
         f = math.nan
     if not math.isfinite(f) or f != int(f):
         raise EvaluationError(
-            f"{path}: row {row}: {column} = {value!r} is not a whole frame number; "
+            f"{path}: line {line}: {column} = {value!r} is not a whole frame number; "
             "write 0-based integer frames"
         )
+    if f >= FRAME_LIMIT:
+        raise EvaluationError(f"{path}: line {line}: {frame_too_large(column, value)}")
     return int(f)
 
 
 def read_intervals(path: str | os.PathLike, *, videos: set[str] | None = None) -> list[Interval]:
     """Read ``video,onset,offset,type[,score]`` rows (other columns are ignored).
 
-    ``type`` is ``macro`` or ``micro`` (also accepted: MaE / ME); frames are inclusive
-    and 0-based. A file with only the header holds no intervals, and neither does a row
-    whose onset, offset and type are all empty (how the annotation CSV lists a video
-    without expressions). ``videos``, when given, receives every video the file names,
-    with or without intervals.
+    ``type`` is ``macro`` or ``micro`` (also accepted, in any case: MaE / ME,
+    macro-expression / micro-expression); frames are inclusive, 0-based and below 2**31.
+    A file with only the header holds no intervals, and neither does a row whose onset,
+    offset and type are all empty (how the annotation CSV lists a video without
+    expressions). ``videos``, when given, receives every video the file names, with or
+    without intervals. Rows are kept as they are, duplicates included (a repeated
+    proposal is a false positive; :func:`read_ground_truth` drops repeated ground truths).
 
     Raises:
-        EvaluationError: the file is missing, lacks a column or has a bad value.
+        EvaluationError: the file is missing, lacks a column, names a column twice, has
+            a row with too many or too few fields, or has a bad value; the message names
+            the file and the line (the header is line 1).
     """
-    p = Path(path)
-    try:
-        fh = open(p, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise EvaluationError(f"{p}: cannot open ({exc.strerror})") from exc
-    try:
-        with fh:
-            return _read_rows(csv.DictReader(fh), p, videos)
-    except UnicodeDecodeError as exc:
-        raise EvaluationError(
-            f"{p}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start}); give a CSV "
-            "with the header video,onset,offset,type (an annotation workbook: load it with "
-            "spotformer.data and write it with AnnotationTable.to_csv)"
-        ) from exc
+    return [i for _, i in _read_lines(Path(path), videos)]
 
 
-def _read_rows(reader: csv.DictReader, p: Path, videos: set[str] | None = None) -> list[Interval]:
-    """The intervals of an open CSV (see :func:`read_intervals`)."""
-    if reader.fieldnames is None:
-        raise EvaluationError(
-            f"{p}: the file is empty; it needs at least the header video,onset,offset,type"
-        )
-    cols = [c.strip().lower() for c in reader.fieldnames]
-    missing = [c for c in ("video", "onset", "offset", "type") if c not in cols]
-    if missing:
-        raise EvaluationError(
-            f"{p}: missing column(s) {', '.join(missing)}; the header must include "
-            "video,onset,offset,type (and optionally score)"
-        )
-    reader.fieldnames = cols
-    out: list[Interval] = []
-    for row_no, rec in enumerate(reader, start=2):
-        # A short row has None in its missing fields; a long one lists the extra
-        # fields under the key None.
-        extra = [v for v in rec.get(None) or [] if v.strip()]
-        row = {k: (v or "").strip() for k, v in rec.items() if k is not None}
-        if extra:
-            raise EvaluationError(
-                f"{p}: row {row_no}: {len(extra)} more field(s) than the header "
-                f"({', '.join(map(repr, extra[:3]))})"
-            )
+def _read_lines(p: Path, videos: set[str] | None = None) -> list[tuple[int, Interval]]:
+    """The intervals of a CSV with the line each comes from (see :func:`read_intervals`)."""
+    records = read_csv_records(
+        p,
+        ("video", "onset", "offset", "type"),
+        ("score",),
+        EvaluationError,
+        "give a CSV with the header video,onset,offset,type (an annotation workbook: load it "
+        "with spotformer.data and write it with AnnotationTable.to_csv)",
+    )
+    out: list[tuple[int, Interval]] = []
+    for line, row in records:
         if videos is not None and row["video"]:
             videos.add(row["video"])
         if not (row["onset"] or row["offset"] or row["type"]):
-            # A blank row, or a video listed with no expression (how the annotation
-            # CSV lists videos without ground truth): no interval.
+            # A video listed with no expression (how the annotation CSV lists videos
+            # without ground truth): no interval.
             continue
-        kind = _KIND_ALIASES.get(row["type"].lower())
+        kind = parse_kind(row["type"])
         if kind is None:
             raise EvaluationError(
-                f"{p}: row {row_no}: type = {row['type']!r}; use 'macro' or 'micro'"
+                f"{p}: line {line}: type = {row['type']!r}; use macro or micro (or MaE / ME)"
             )
         if not row["video"]:
-            raise EvaluationError(f"{p}: row {row_no}: video is empty")
-        on = _frame(row["onset"], p, row_no, "onset")
-        off = _frame(row["offset"], p, row_no, "offset")
+            raise EvaluationError(f"{p}: line {line}: video is empty")
+        on = _frame(row["onset"], p, line, "onset")
+        off = _frame(row["offset"], p, line, "offset")
         if on < 0:
-            raise EvaluationError(f"{p}: row {row_no}: onset {on} is negative; frames are 0-based")
+            raise EvaluationError(f"{p}: line {line}: onset {on} is negative; frames are 0-based")
         if off < on:
             raise EvaluationError(
-                f"{p}: row {row_no}: offset {off} is before onset {on}; "
+                f"{p}: line {line}: offset {off} is before onset {on}; "
                 "intervals are [onset, offset], inclusive"
             )
         score = 1.0
@@ -323,9 +308,9 @@ def _read_rows(reader: csv.DictReader, p: Path, videos: set[str] | None = None) 
                 score = math.nan
             if not math.isfinite(score):
                 raise EvaluationError(
-                    f"{p}: row {row_no}: score = {row['score']!r} is not a finite number"
+                    f"{p}: line {line}: score = {row['score']!r} is not a finite number"
                 )
-        out.append(Interval(row["video"], on, off, kind, score))
+        out.append((line, Interval(row["video"], on, off, kind, score)))
     return out
 
 
@@ -339,6 +324,12 @@ def read_ground_truth(
     rows it cannot use dropped with a warning). ``videos``, when given, receives every
     video the file names (a workbook names only videos with expressions).
 
+    A row that repeats an earlier one (same video, onset, offset and type) is dropped
+    with a logged warning naming the file and both lines (rows), as training's loaders
+    drop it: kept, it would be a second ground truth that no proposal can match. A ground
+    truth with no intervals at all (only a header, or every row dropped) is returned
+    empty with a logged warning: every proposal is then a false positive.
+
     ``stride``: the stride of the frames the predictions count (``spotformer spot``'s);
     None means the data set's own (SAMM-LV 7, CAS(ME)^2 1). A SAMM-LV workbook is
     converted to it; CAS(ME)^2's frames are its videos' every frame, so any other stride
@@ -350,7 +341,17 @@ def read_ground_truth(
     """
     p = Path(path)
     if p.suffix.lower() not in (".xlsx", ".xlsm"):
-        return read_intervals(p, videos=videos)
+        gts: list[Interval] = []
+        unique = DuplicateFilter("line")
+        for line, g in _read_lines(p, videos):
+            why = unique.check(line, g.video, g.onset, g.offset, g.kind)
+            if why is None:
+                gts.append(g)
+            else:
+                log.warning("%s line %d dropped: %s", p, line, why)
+        if not gts:
+            _warn_empty(p, "no row has an onset, offset and type")
+        return gts
     from spotformer.data.annotations import SAMM_SUBSAMPLE, load_annotations, workbook_kind
     from spotformer.errors import AnnotationError
 
@@ -370,7 +371,20 @@ def read_ground_truth(
         raise EvaluationError(str(exc)) from exc
     if videos is not None:
         videos.update(e.video for e in table.expressions)
+    if not table.expressions:
+        n = len(table.dropped)
+        why = f"{n} row(s) dropped, none kept" if n else "no expression rows"
+        _warn_empty(p, why)
     return [Interval(e.video, e.onset, e.offset, e.kind, apex=e.apex) for e in table.expressions]
+
+
+def _warn_empty(p: Path, why: str) -> None:
+    log.warning(
+        "%s: the ground truth holds no expression (%s); every proposal counts as a false "
+        "positive and all scores are 0",
+        p,
+        why,
+    )
 
 
 def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> Path:

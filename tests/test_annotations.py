@@ -26,7 +26,8 @@ from spotformer.data import (
     load_csv,
     load_samm,
 )
-from spotformer.errors import AnnotationError
+from spotformer.errors import AnnotationError, SpotFormerError
+from spotformer.metrics import read_intervals
 
 # --- CAS(ME)^2 ---------------------------------------------------------------------------
 
@@ -528,3 +529,206 @@ def test_table_keeps_its_old_api() -> None:
         VideoRef(Path("x"), fps=0.0)
     with pytest.raises(ValueError, match="stride"):
         VideoRef(Path("x"), stride=0)
+
+
+# --- input checks shared by every reader (adversarial review) ----------------------------
+
+
+def _formula_workbook(path: Path, write, cell: str, formula: str) -> Path:
+    """``write``'s workbook with ``cell`` of its first sheet set to ``formula``; openpyxl
+    saves a formula without a computed value, as a script that builds a workbook would."""
+    write(path)
+    wb = openpyxl.load_workbook(path)
+    wb.worksheets[0][cell] = formula
+    wb.save(path)
+    return path
+
+
+def test_casme2_frame_of_2_to_the_31_or_more_is_refused(tmp_path: Path) -> None:
+    """Offset 10**30 was an OverflowError traceback in evaluation (found in review)."""
+    rows = [list(r) for r in CAS_ROWS]
+    rows[2][4] = 10**30  # row 3, column E (offset)
+    xlsx = write_casme2(tmp_path / "big.xlsx", rows=rows)
+    with pytest.raises(AnnotationError) as err:
+        load_casme2(xlsx)
+    msg = str(err.value)
+    assert msg.startswith(f"{xlsx}: sheet 'CASFEcode_final' row 3: offset (column E) = 1e+30")
+    assert "below 2**31" in msg and "\n" not in msg
+
+
+def test_samm_frame_of_2_to_the_31_or_more_is_refused(tmp_path: Path) -> None:
+    xlsx = write_samm(tmp_path / "big.xlsx", rows=[_samm_row(6, "006_1_1", 2.0**31, 2, 3, "Macro")])
+    with pytest.raises(AnnotationError, match=r"row 11: Onset \(column D\) = 2147483648 is too"):
+        load_samm(xlsx)
+
+
+def test_casme2_duplicated_row_is_dropped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Row 10 repeats row 1 (1-based 557-608 of disgust1, macro): dropped, like an
+    unusable row, so training and evaluation see CAS_EXPECTED once."""
+    rows = [list(r) for r in CAS_ROWS] + [[1, "disgust1_9", 557, 570, 608, AU, EMO, "macro", ""]]
+    xlsx = write_casme2(tmp_path / "dup.xlsx", rows=rows)
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_casme2(xlsx)
+    assert table.expressions == CAS_EXPECTED
+    last = table.dropped[-1]
+    assert (last.row, last.reason) == (
+        10,
+        "duplicate of row 1 (same video 's15/15_0101', onset 557, offset 608 and type macro; "
+        "apex 570 here, 572 there: the first is kept)",
+    )
+    msg = caplog.records[-1].getMessage()
+    assert msg.startswith(f"{xlsx} [CASFEcode_final] row 10 dropped: duplicate of row 1")
+
+
+def test_samm_duplicates_are_compared_in_the_files_frames(tmp_path: Path) -> None:
+    """Row 13 repeats row 11 exactly: dropped. Row 12 (onset 567) is another expression
+    in the file although /7 maps it to the same interval as row 11 (566 -> 81, 567 ->
+    (566 / 7 = 80.86) -> 81): kept."""
+    rows = [
+        _samm_row(6, "006_1_1", 566, 648, 743, "Macro"),
+        _samm_row(6, "006_1_2", 567, 648, 743, "Macro"),
+        _samm_row(6, "006_1_3", 566, 648, 743, "Macro"),
+    ]
+    table = load_samm(write_samm(tmp_path / "dup.xlsx", rows=rows))
+    assert table.expressions == [Expression("006", "006_1", 81, 92, 106, "macro")] * 2
+    assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
+        (13, "duplicate of row 11")
+    ]
+
+
+def test_csv_duplicated_expression_is_dropped_and_training_and_evaluation_agree(
+    tmp_path: Path,
+) -> None:
+    text = "subject,video,onset,apex,offset,type\ns,v,1,2,3,macro\ns,v,1,2,3,MaE\ns,v,1,2,3,me\n"
+    path = tmp_path / "dup.csv"
+    path.write_text(text)
+    table = load_csv(path)
+    # Line 3 is line 2 again (MaE is macro); line 4 is a micro-expression: kept.
+    assert table.expressions == [
+        Expression("s", "v", 1, 2, 3, "macro"),
+        Expression("s", "v", 1, 2, 3, "micro"),
+    ]
+    assert [(d.source, d.row) for d in table.dropped] == [(str(path), 3)]
+    from spotformer.metrics import read_ground_truth
+
+    gts = read_ground_truth(path)
+    assert [(g.video, g.onset, g.offset, g.kind) for g in gts] == [
+        (e.video, e.onset, e.offset, e.kind) for e in table.expressions
+    ]
+
+
+@pytest.mark.parametrize(
+    "write, cell, label",
+    [
+        (write_casme2, "C1", r"onset \(column C\) is the formula '=20\+8'"),
+        (write_casme2, "H2", r"the type \(column H\) is the formula '=\"micro\"'"),
+        (write_samm, "F11", r"Offset \(column F\) is the formula '=20\+8'"),
+    ],
+)
+def test_formula_without_a_cached_value_is_named(tmp_path: Path, write, cell: str, label) -> None:
+    """openpyxl reads such a cell as blank: it was 'onset=blank' and a dropped row."""
+    formula = '="micro"' if cell == "H2" else "=20+8"
+    xlsx = _formula_workbook(tmp_path / "f.xlsx", write, cell, formula)
+    with pytest.raises(AnnotationError, match=label) as err:
+        load_annotations(xlsx)
+    row = cell[1:]
+    assert str(err.value).startswith(f"{xlsx}: sheet ")
+    assert f" row {row}: " in str(err.value)
+    assert "open and save the workbook in Excel or LibreOffice" in str(err.value)
+
+
+def test_a_blank_frame_cell_that_is_no_formula_is_still_a_missing_value(tmp_path: Path) -> None:
+    """The formula check only looks; a truly blank offset still means offset = apex."""
+    rows = [[1, "disgust1_1", 557, 572, None, AU, EMO, "macro-expression", ""]]
+    table = load_casme2(write_casme2(tmp_path / "blank.xlsx", rows=rows))
+    assert table.expressions == [Expression("s15", "s15/15_0101", 556, 571, 571, "macro")]
+
+
+# Both CSV readers (load_csv for training, read_intervals for evaluate) check a file the
+# same way; each body is a valid annotation CSV header for both.
+HEAD = "subject,video,onset,apex,offset,type\n"
+
+
+def _both_readers(path: Path) -> list[tuple[str, int, int, str]]:
+    """Each reader's (video, onset, offset, type) tuples, which must agree."""
+    a = [(e.video, e.onset, e.offset, e.kind) for e in load_csv(path).expressions]
+    b = [(i.video, i.onset, i.offset, i.kind) for i in read_intervals(path)]
+    assert a == b
+    return a
+
+
+@pytest.mark.parametrize(
+    "spelling, kind",
+    [
+        ("macro", "macro"),
+        ("MaE", "macro"),
+        ("MACRO-EXPRESSION", "macro"),
+        (" Macro ", "macro"),
+        ("micro", "micro"),
+        ("ME", "micro"),
+        ("me", "micro"),
+        ("Micro - 1/2", "micro"),
+    ],
+)
+def test_both_csv_readers_accept_the_same_types(tmp_path: Path, spelling: str, kind: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(f"{HEAD}s,v,1,2,3,{spelling}\n")
+    assert _both_readers(path) == [("v", 1, 3, kind)]
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        # A duplicated column: DictReader used the last one silently.
+        ("subject,video,onset,apex,offset,type,onset\ns,v,1,2,3,macro,9\n",
+         ": line 1: duplicate column 'onset' (columns 3, 7)"),
+        # A frame too large for the int64 matching (the annotation CSV: too large for any video).
+        (HEAD + "s,v,1,2,999999999999999999999,macro\n",
+         ": line 2: offset = '999999999999999999999' is too large"),
+        # An extra field (an unquoted comma): load_csv ignored it.
+        (HEAD + "s,v,1,2,3,macro,oops\n",
+         ": line 2 has 7 fields, the header has 6 (extra: 'oops')"),
+        # A short row: was "offset must be an integer, got ''" / "offset = ''".
+        (HEAD + "s,v,1,2,3,macro\n\ns,v,4\n", ": line 4 has 3 fields, the header has 6"),
+        ("subject;video;onset;apex;offset;type\ns;v;1;2;3;macro\n",
+         "the file seems to be separated by ';', not ','"),
+        ("subject\tvideo\tonset\tapex\toffset\ttype\ns\tv\t1\t2\t3\tmacro\n",
+         "the file seems to be separated by '\\t', not ','"),
+        (HEAD + "s,v,1,2,3,smile\n", ": line 2: type"),
+        ("", ": the file is empty"),
+    ],
+)  # fmt: skip
+def test_both_csv_readers_refuse_the_same_files(tmp_path: Path, body: str, needle: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    for reader in (load_csv, read_intervals):
+        with pytest.raises(SpotFormerError) as err:
+            reader(path)
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: ") and needle in msg and "\n" not in msg, (reader, msg)
+    # Each reader raises its own typed error.
+    with pytest.raises(AnnotationError):
+        load_csv(path)
+
+
+def test_both_csv_readers_accept_trailing_empty_fields_and_omitted_optional_ones(
+    tmp_path: Path,
+) -> None:
+    """Excel's trailing commas (empty extra fields) are no extra data; a row may stop
+    after the last required column (path/fps/stride, score left empty)."""
+    path = tmp_path / "ok.csv"
+    path.write_text(
+        "subject,video,onset,apex,offset,type,path,fps,stride\n"
+        "s,v,1,2,3,macro,,,,,\n"  # two empty fields past the header
+        "s,v,5,6,9,micro\n"  # stops after type
+    )
+    assert _both_readers(path) == [("v", 1, 3, "macro"), ("v", 5, 9, "micro")]
+
+
+def test_load_csv_binary_file_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "ann.csv"
+    path.write_bytes(b"\xff\xfe\x00PK\x03\x04")
+    with pytest.raises(AnnotationError, match=r"ann\.csv: not a UTF-8 text CSV"):
+        load_csv(path)

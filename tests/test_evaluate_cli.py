@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,69 @@ def test_ground_truth_from_the_data_sets_workbooks(
     assert main(["evaluate", "--pred", str(pred), "--gt", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "Traceback" not in err
+
+
+def test_huge_frames_exit_2_naming_file_line_and_column(tmp_path: Path, files, capsys) -> None:
+    """Offset 999999999999999999999 was an OverflowError traceback (exit 1); a CAS(ME)^2
+    workbook with offset 10**30 too (found in review)."""
+    pred, gt = files
+    big = tmp_path / "big.csv"
+    big.write_text("video,onset,offset,type\na,0,9,macro\na,1,999999999999999999999,micro\n")
+    assert main(["evaluate", "--pred", str(big), "--gt", str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert f"{big}: line 3: offset = '999999999999999999999' is too large" in err
+    assert "Traceback" not in err
+    from test_annotations import CAS_ROWS, write_casme2
+
+    rows = [list(r) for r in CAS_ROWS]
+    rows[0][4] = 10**30
+    cas = write_casme2(tmp_path / "CAS(ME)^2code_final.xlsx", rows=rows)
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(cas)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cas}: sheet 'CASFEcode_final' row 1: offset (column E) = 1e+30 is too large" in err
+
+
+def test_duplicated_column_exits_2(tmp_path: Path, files, capsys) -> None:
+    pred, _ = files
+    gt = tmp_path / "gt.csv"
+    gt.write_text("video,onset,offset,type,onset\na,0,9,macro,50\n")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert f"{gt}: line 1: duplicate column 'onset'" in capsys.readouterr().err
+
+
+def test_repeated_ground_truth_rows_count_once_and_are_reported(
+    tmp_path: Path, files, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GT's rows with line 7 repeating line 2 (a,0,9,macro): the score is the one of
+    GT (hand counts above: macro 1/2/1), not 1 TP of 3 ground truths. A repeated
+    prediction stays an FP: line 2 twice in predictions gives macro 1/3/1."""
+    pred, _ = files
+    gt = tmp_path / "gt_dup.csv"
+    gt.write_text(GT + "a,0,9,macro\n")
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
+    assert out["overall"]["recall"] == pytest.approx(3 / 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{gt} line 7 dropped: duplicate of line 2 (same video 'a', onset 0, offset 9 and "
+        "type macro)"
+    ]
+    pred.write_text(PRED + "a,2,9,macro,0.9\n")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 3, "fn": 1}
+
+
+def test_empty_ground_truth_is_warned(
+    tmp_path: Path, files, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
+    pred, _ = files
+    gt = tmp_path / "empty_gt.csv"
+    gt.write_text("video,onset,offset,type\n")
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["overall"]["fp"], out["overall"]["f1"]) == (7, 0.0)
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith(f"{gt}: the ground truth holds no expression")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from spotformer.metrics import (
     iou,
     iou_matrix,
     match,
+    read_ground_truth,
     read_intervals,
     write_intervals,
 )
@@ -254,10 +256,13 @@ def test_read_intervals_skips_videos_listed_without_expressions(tmp_path: Path) 
     ("text", "needle"),
     [
         ("", "the file is empty"),
-        ("type,video,onset,offset\nmacro,v\n", "onset = ''"),  # a short row
-        ("video,onset,offset,type\nv,1,5,micro,9\n", "1 more field(s) than the header ('9')"),
+        ("type,video,onset,offset\nmacro,v\n", "line 2 has 2 fields, the header has 4"),
+        (
+            "video,onset,offset,type\nv,1,5,micro,9\n",
+            "line 2 has 5 fields, the header has 4 (extra: '9')",
+        ),
         ("video,onset,offset,type,score\nv,1,5,micro,nan\n", "score = 'nan' is not a finite"),
-        ("video,onset,offset,type\n,1,5,micro\n", "row 2: video is empty"),
+        ("video,onset,offset,type\n,1,5,micro\n", "line 2: video is empty"),
     ],
 )
 def test_read_intervals_odd_rows_are_typed_errors(tmp_path: Path, text: str, needle: str) -> None:
@@ -277,7 +282,7 @@ def test_read_intervals_binary_file_and_negative_onset(tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match=r"gt\.xlsx: not a UTF-8 text CSV"):
         read_intervals(tmp_path / "gt.xlsx")
     p = _write(tmp_path / "neg.csv", "video,onset,offset,type\nv,-5,5,micro\n")
-    with pytest.raises(EvaluationError, match="row 2: onset -5 is negative"):
+    with pytest.raises(EvaluationError, match="line 2: onset -5 is negative"):
         read_intervals(p)
 
 
@@ -329,3 +334,100 @@ def test_intervals_hold_whole_frames_and_iou_thresholds_are_fractions() -> None:
         with pytest.raises(ValueError, match="iou_threshold must be in"):
             evaluate([i], [i], bad)
     assert evaluate([i], [i], 1.0).overall.tp == 1
+
+
+# -- input checks found in the adversarial review -------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["onset", "offset"])
+def test_read_intervals_refuses_a_frame_of_2_to_the_31_or_more(tmp_path: Path, column: str) -> None:
+    """A huge frame was an OverflowError traceback in matching (int64 arrays); now a typed
+    error naming the file, the line and the column. 2**31 - 1 is still a frame."""
+    big = "999999999999999999999"
+    row = {"onset": f"{big},{big}", "offset": f"1,{big}"}[column]
+    p = _write(tmp_path / "big.csv", f"video,onset,offset,type\nv,0,9,micro\nv,{row},micro\n")
+    with pytest.raises(EvaluationError) as exc:
+        read_intervals(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}: line 3: {column} = '{big}' is too large")
+    assert "below 2**31" in msg
+    edge = _write(tmp_path / "edge.csv", f"video,onset,offset,type\nv,1,{2**31 - 1},micro\n")
+    assert read_intervals(edge) == [I("v", 1, 2**31 - 1)]
+    over = _write(tmp_path / "over.csv", f"video,onset,offset,type\nv,1,{2**31},micro\n")
+    with pytest.raises(EvaluationError, match=r"line 2: offset = '2147483648' is too large"):
+        read_intervals(over)
+
+
+def test_intervals_at_the_frame_limit_are_scored_without_overflow() -> None:
+    """Built by hand: the largest frame matches (IoU 1) and one past it is refused where
+    the interval is made, not as an OverflowError in matching."""
+    top = 2**31 - 1
+    res = evaluate([I("v", top - 9, top)], [I("v", top - 9, top)])
+    assert (res.micro.tp, res.micro.fp, res.micro.fn) == (1, 0, 0)
+    with pytest.raises(ValueError, match="v: offset = 2147483648 is too large"):
+        I("v", 0, 2**31)
+
+
+def test_read_intervals_refuses_a_duplicated_column(tmp_path: Path) -> None:
+    """csv.DictReader silently kept the last of two 'onset' columns (found in review)."""
+    p = _write(tmp_path / "dup.csv", "video,onset,offset,type,Onset \nv,1,5,micro,3\n")
+    with pytest.raises(EvaluationError) as exc:
+        read_intervals(p)
+    assert str(exc.value).startswith(f"{p}: line 1: duplicate column 'onset' (columns 2, 5)")
+    # A column the reader ignores may repeat: nothing it reads is ambiguous.
+    ok = _write(tmp_path / "ok.csv", "video,note,onset,offset,type,note\nv,a,1,5,micro,b\n")
+    assert read_intervals(ok) == [I("v", 1, 5)]
+
+
+def test_read_intervals_counts_lines_from_the_header_and_blank_lines(tmp_path: Path) -> None:
+    """Errors say 'line N' of the file (header = line 1), blank lines counted: the old
+    reader said 'row 2' here for what is line 4."""
+    p = _write(tmp_path / "gap.csv", "video,onset,offset,type\nv,1,5,micro\n\nv,1,x,micro\n")
+    with pytest.raises(EvaluationError, match=r"gap\.csv: line 4: offset = 'x' is not a whole"):
+        read_intervals(p)
+
+
+GT_TEXT = "video,onset,offset,type\nv,0,9,micro\nv,20,29,macro\nv,0,9,micro\nv,0,9,macro\n"
+
+
+def test_read_ground_truth_drops_repeated_rows_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Line 4 repeats line 2 (same video, onset, offset and type): dropped and reported.
+    Line 5 has the same frames but another type: kept. Predictions keep duplicates."""
+    p = _write(tmp_path / "gt.csv", GT_TEXT)
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        gts = read_ground_truth(p)
+    assert gts == [I("v", 0, 9, "micro"), I("v", 20, 29, "macro"), I("v", 0, 9, "macro")]
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"{p} line 4 dropped: duplicate of line 2 (same video 'v', onset 0, offset 9 and "
+        "type micro)"
+    ]
+    assert len(read_intervals(p)) == 4  # as predictions: two proposals, one can be a TP
+    # Scored against the deduplicated ground truth, a perfect proposal set has recall 1
+    # (with the repeated row it was 3 TP of 4 ground truths: recall 0.75).
+    res = evaluate([I("v", 0, 9, "micro"), I("v", 20, 29, "macro"), I("v", 0, 9, "macro")], gts)
+    assert res.overall.recall == 1.0 and res.overall.fn == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "video,onset,offset,type\n",  # only the header
+        "subject,video,onset,apex,offset,type\ns1,a,,,,\n",  # a video without expressions
+    ],
+)
+def test_read_ground_truth_warns_when_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    p = _write(tmp_path / "gt.csv", text)
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert read_ground_truth(p) == []
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith(f"{p}: the ground truth holds no expression")
+    assert "every proposal counts as a false positive" in msg
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert read_intervals(p) == []  # predictions: an empty file is just no proposals
+    assert caplog.records == []

@@ -5,8 +5,14 @@ Each returns an :class:`~spotformer.data.table.AnnotationTable` whose frames are
 ``spotformer/data/table.py``). Rows that cannot be used are kept in ``table.dropped``
 with the reason, and each is logged as a warning; nothing is lost silently. A file that
 is malformed (a missing sheet or column, a non-numeric frame, an unknown type, a name
-the naming rules do not know) raises :class:`~spotformer.errors.AnnotationError`
-whose one-line message names the file, the sheet and the row.
+the naming rules do not know, a frame number of 2**31 or more, a formula cell saved
+without its computed value) raises :class:`~spotformer.errors.AnnotationError` whose
+one-line message names the file, the sheet and the row (a CSV: the line, the header
+being line 1).
+
+**Duplicates.** A row with the same video, onset, offset and type as an earlier row
+(compared in the file's own frame numbers) is dropped like an unusable row: it is a
+labelling mistake, and kept it would be a second ground truth in evaluation.
 
 **Missing values** (CAS(ME)^2 and SAMM-LV; their frames are 1-based, so a blank, 0 or
 negative frame, such as SAMM's apex -1, is *missing*):
@@ -46,7 +52,9 @@ floored apex). The paper divides ``f / 7`` instead; ``(f - 1) / s`` is what
 a converted index differs from the paper's by at most 1 and usually not at all.
 
 **Generic CSV** (:func:`load_csv`): a header row with ``subject,video,onset,apex,offset,
-type`` (type ``macro`` or ``micro``) and optionally ``path,fps,stride``. Frames are
+type`` (type ``macro`` or ``micro``, or ``MaE`` / ``ME``, any case) and optionally
+``path,fps,stride``; a column named twice, or a row with more (non-empty) fields than
+the header or too few to reach a required column, is refused. Frames are
 already 0-based indices into the decoded sequence (what ``AnnotationTable.to_csv``
 writes); an empty apex or -1 means (onset + offset) // 2. ``path`` is a video file or
 frame folder, relative to the CSV's folder unless absolute; ``fps`` empty means the
@@ -61,22 +69,27 @@ annotated videos that are not found.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from spotformer.data.table import (
     CSV_COLUMNS,
+    CSV_SOURCE_COLUMNS,
+    FRAME_LIMIT,
     AnnotationTable,
     DroppedRow,
+    DuplicateFilter,
     Expression,
     Kind,
     VideoRef,
+    frame_too_large,
+    parse_kind,
+    read_csv_records,
 )
 from spotformer.errors import AnnotationError
 from sw_mro.errors import one_line
@@ -121,14 +134,17 @@ def _fail(path: Path, sheet: str | None, row: int | None, msg: str) -> Annotatio
     return AnnotationError(f"{_where(path, sheet, row)}: {msg}")
 
 
-def _read_sheets(xlsx: Path, names: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:
-    """All rows (values only, formulas evaluated as cached) of the named sheets."""
+def _read_sheets(
+    xlsx: Path, names: Iterable[str], formulas: bool = False
+) -> dict[str, list[tuple[Any, ...]]]:
+    """All rows (values only, formulas evaluated as cached) of the named sheets; with
+    ``formulas``, a formula cell gives its formula text (``=20+8``) instead."""
     import openpyxl  # local import: only the xlsx loaders need it
 
     if not xlsx.is_file():
         raise AnnotationError(f"{xlsx}: no such annotation file")
     try:
-        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
+        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=not formulas)
     except Exception as exc:  # BadZipFile, InvalidFileException, KeyError, ...
         raise AnnotationError(f"{xlsx}: not a readable .xlsx file ({one_line(exc)})") from exc
     try:
@@ -150,6 +166,67 @@ def _read_sheets(xlsx: Path, names: Iterable[str]) -> dict[str, list[tuple[Any, 
 
 def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
+
+
+def _letter(col: int) -> str:
+    """Spreadsheet letter of a 0-based column index: 0 -> A, 26 -> AA."""
+    out = ""
+    col += 1
+    while col:
+        col, rem = divmod(col - 1, 26)
+        out = chr(ord("A") + rem) + out
+    return out
+
+
+class _Formulas:
+    """The formulas of one sheet, read only when a cell the loader needs is blank.
+
+    A workbook written by a program that does not compute formulas (openpyxl, pandas)
+    stores a formula without its value, and reading values gives ``None``, like a blank
+    cell. Telling the two apart needs a second read of the sheet, so it is done only on
+    the first blank cell of a needed column (real annotation files have few or none).
+    """
+
+    def __init__(self, xlsx: Path, sheet: str) -> None:
+        self.xlsx, self.sheet = xlsx, sheet
+        self._rows: list[tuple[Any, ...]] | None = None
+
+    def check_blank(self, row: int, col: int, label: str) -> None:
+        """Raise when the blank-reading cell at ``row`` (1-based), ``col`` (0-based) holds
+        a formula with no cached value."""
+        if self._rows is None:
+            self._rows = _read_sheets(self.xlsx, (self.sheet,), formulas=True)[self.sheet]
+        cells = self._rows[row - 1] if 0 < row <= len(self._rows) else ()
+        f = _cell(cells, col)
+        text = getattr(f, "text", f)  # an array formula is an object with .text
+        if isinstance(text, str) and text.startswith("="):
+            raise _fail(
+                self.xlsx, self.sheet, row,
+                f"{label} (column {_letter(col)}) is the formula {text!r} with no computed "
+                "value saved in the file (written by a program that does not compute "
+                "formulas); open and save the workbook in Excel or LibreOffice to compute it",
+            )  # fmt: skip
+
+
+def _frame_cells(
+    row: tuple[Any, ...],
+    r: int,
+    columns: Sequence[tuple[int, str]],
+    formulas: _Formulas,
+) -> list[float | None]:
+    """The onset/apex/offset cells of a workbook row as numbers (None when blank), each
+    below :data:`FRAME_LIMIT` and none an uncomputed formula."""
+    out = []
+    for c, label in columns:
+        v = _cell(row, c)
+        x = _number(v, formulas.xlsx, formulas.sheet, r, label)
+        if x is None:
+            formulas.check_blank(r, c, label)
+        elif x >= FRAME_LIMIT:
+            where = f"{label} (column {_letter(c)})"
+            raise _fail(formulas.xlsx, formulas.sheet, r, frame_too_large(where, v))
+        out.append(x)
+    return out
 
 
 def _number(v: Any, path: Path, sheet: str | None, row: int, column: str) -> float | None:
@@ -202,21 +279,40 @@ def _fmt(x: float | None) -> str:
 
 
 def _kind(v: Any, path: Path, sheet: str | None, row: int, column: str = "type") -> Kind:
-    text = "" if v is None else str(v).strip().lower()
-    if text.startswith("macro"):
-        return "macro"
-    if text.startswith("micro"):
-        return "micro"
-    if not text:
+    """The type as :func:`~spotformer.data.table.parse_kind` reads it (every reader
+    accepts the same spellings), or an error naming the place."""
+    kind = parse_kind(v)
+    if kind is not None:
+        return kind
+    if _blank(v):
         raise _fail(
             path, sheet, row, f"the type ({column}) is empty (a short row?); need macro or micro"
         )
-    raise _fail(path, sheet, row, f"type {v!r} is neither macro nor micro")
+    raise _fail(path, sheet, row, f"type {v!r} is neither macro nor micro (nor MaE / ME)")
 
 
-def _drop(table: AnnotationTable, source: str, row: int, reason: str) -> None:
+def _drop(table: AnnotationTable, source: str, row: int, reason: str, unit: str = "row") -> None:
     table.dropped.append(DroppedRow(source=source, row=row, reason=reason))
-    log.warning("%s row %d dropped: %s", source, row, reason)
+    log.warning("%s %s %d dropped: %s", source, unit, row, reason)
+
+
+def _add(
+    table: AnnotationTable,
+    unique: DuplicateFilter,
+    source: str,
+    row: int,
+    e: Expression,
+    frames: tuple[float, float, float],
+) -> None:
+    """Append ``e`` unless an earlier row has its video, type and onset and offset as the
+    file gives them (``frames``: onset, apex, offset in the file's own numbers). A
+    duplicated expression is a labelling mistake: evaluation would count it twice."""
+    onset, apex, offset = frames
+    why = unique.check(row, e.video, onset, offset, e.kind, apex=apex)
+    if why is None:
+        table.expressions.append(e)
+    else:
+        _drop(table, source, row, why, unique.unit)
 
 
 def _cell(row: tuple[Any, ...], i: int) -> Any:
@@ -313,10 +409,14 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
     subjects, videos = _casme2_rules(xlsx, sheets[CAS_RULE1], sheets[CAS_RULE2])
     table = AnnotationTable()
     source = f"{xlsx} [{CAS_SHEET}]"
+    formulas = _Formulas(xlsx, CAS_SHEET)
+    unique = DuplicateFilter("row")
     for r, row in enumerate(sheets[CAS_SHEET], start=1):
         if all(_blank(c) for c in row):
             continue
         index = _number(_cell(row, 0), xlsx, CAS_SHEET, r, "column A (subject)")
+        if index is None:
+            formulas.check_blank(r, 0, "the subject")
         if index is None or not index.is_integer() or int(index) not in subjects:
             raise _fail(
                 xlsx, CAS_SHEET, r, f"subject {_cell(row, 0)!r} is not in sheet {CAS_RULE1!r}"
@@ -324,28 +424,28 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
         number, folder = subjects[int(index)]
         name = _cell(row, 1)
         if _blank(name):
+            formulas.check_blank(r, 1, "the expression name")
             raise _fail(xlsx, CAS_SHEET, r, "column B (expression name) is empty")
         video_name = str(name).strip().split("_")[0].lower()
         if video_name not in videos:
             raise _fail(
                 xlsx, CAS_SHEET, r, f"video {video_name!r} of {name!r} is not in {CAS_RULE2!r}"
             )
-        frames = [
-            _number(_cell(row, c), xlsx, CAS_SHEET, r, label)
-            for c, label in ((2, "onset"), (3, "apex"), (4, "offset"))
-        ]
+        frames = _frame_cells(row, r, ((2, "onset"), (3, "apex"), (4, "offset")), formulas)
         for x, label in zip(frames, ("onset", "apex", "offset"), strict=True):
             if x is not None and not x.is_integer():
                 raise _fail(xlsx, CAS_SHEET, r, f"{label} must be a whole frame number, got {x}")
+        if _blank(_cell(row, 7)):
+            formulas.check_blank(r, 7, "the type")
         kind = _kind(_cell(row, 7), xlsx, CAS_SHEET, r, "column H")
         filled = _fill_missing(*frames)
         if isinstance(filled, str):
             _drop(table, source, r, filled)
             continue
         onset, apex, offset = (int(x) - 1 for x in filled)  # img1.jpg is index 0
-        table.expressions.append(
-            Expression(folder, f"{folder}/{number}_{videos[video_name]}", onset, apex, offset, kind)
-        )
+        video = f"{folder}/{number}_{videos[video_name]}"
+        e = Expression(folder, video, onset, apex, offset, kind)
+        _add(table, unique, source, r, e, filled)  # compared in the file's 1-based frames
     if root is not None:
         table.sources = _check_sources(Path(root), _casme2_sources(Path(root)), table, "rawpic/")
     return table
@@ -409,18 +509,22 @@ def load_samm(
     header, col = _samm_header(xlsx, rows)
     table = AnnotationTable()
     source = f"{xlsx} [{SAMM_SHEET}]"
+    formulas = _Formulas(xlsx, SAMM_SHEET)
+    unique = DuplicateFilter("row")
     for i in range(header + 1, len(rows)):
         row, r = rows[i], i + 1
         if all(_blank(c) for c in row):
             continue
         name = _cell(row, col["filename"])
+        if _blank(name):
+            formulas.check_blank(r, col["filename"], "Filename")
         m = re.fullmatch(r"(\d+)_(\d+)_(\w+)", "" if _blank(name) else str(name).strip())
         if m is None:
             raise _fail(xlsx, SAMM_SHEET, r, f"Filename {name!r} is not like '006_1_1'")
         subject, video = m.group(1), f"{m.group(1)}_{m.group(2)}"
-        frames = [
-            _number(_cell(row, col[c]), xlsx, SAMM_SHEET, r, c.title()) for c in SAMM_COLUMNS[2:5]
-        ]
+        frames = _frame_cells(row, r, [(col[c], c.title()) for c in SAMM_COLUMNS[2:5]], formulas)
+        if _blank(_cell(row, col["type"])):
+            formulas.check_blank(r, col["type"], "Type")
         kind = _kind(_cell(row, col["type"]), xlsx, SAMM_SHEET, r, "column Type")
         filled = _fill_missing(*frames)
         if isinstance(filled, str):
@@ -430,7 +534,8 @@ def load_samm(
         onset = _round_half_up((f_on - 1) / subsample)
         offset = _round_half_up((f_off - 1) / subsample)
         apex = min(max(math.floor((f_apex - 1) / subsample), onset), offset)
-        table.expressions.append(Expression(subject, video, onset, apex, offset, kind))
+        e = Expression(subject, video, onset, apex, offset, kind)
+        _add(table, unique, source, r, e, filled)  # compared in source frames
     if root is not None:
         sources = _samm_sources(Path(root), subsample)
         table.sources = _check_sources(Path(root), sources, table, "SAMM_longvideos/")
@@ -460,55 +565,58 @@ def _int_cell(text: str, path: Path, line: int, column: str) -> int:
         raise _fail(path, None, line, f"{column} must be an integer, got {text!r}") from None
     if not (math.isfinite(x) and x.is_integer()):
         raise _fail(path, None, line, f"{column} must be an integer, got {text!r}")
+    if x >= FRAME_LIMIT:
+        raise _fail(path, None, line, frame_too_large(column, text))
     return int(x)
 
 
 def load_csv(path: str | os.PathLike) -> AnnotationTable:
-    """Load the generic CSV (see the module docstring); the inverse of ``to_csv``."""
+    """Load the generic CSV (see the module docstring); the inverse of ``to_csv``.
+
+    Its checks are :func:`spotformer.data.table.read_csv_records`' (shared with
+    ``read_intervals``); a row repeating an earlier expression (same video, onset,
+    offset and type) is dropped with a warning.
+    """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
     table = AnnotationTable()
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel writes a BOM
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in reader.fieldnames or []]
-        missing = [c for c in CSV_COLUMNS if c not in fields]
-        if missing:
-            raise AnnotationError(
-                f"{path}: line 1: missing column(s) {', '.join(missing)} "
-                f"(need {','.join(CSV_COLUMNS)}[,path,fps,stride])"
+    unique = DuplicateFilter("line")
+    records = read_csv_records(
+        path,
+        CSV_COLUMNS,
+        CSV_SOURCE_COLUMNS,
+        AnnotationError,
+        "give the annotation CSV (a data set's .xlsx workbook is read by load_casme2 or "
+        "load_samm: train --dataset casme2 or samm)",
+    )
+    for line, get in records:
+        video = get["video"]
+        if not video:
+            raise _fail(path, None, line, "video is empty")
+        if get.get("path"):
+            _add_csv_source(table, path, line, video, get)
+        if not any(get[c] for c in ("onset", "apex", "offset", "type")):
+            if not get.get("path"):
+                raise _fail(path, None, line, "no frames and no path")
+            continue  # a video without expressions
+        if not get["subject"]:
+            raise _fail(path, None, line, "subject is empty")
+        onset = _int_cell(get["onset"], path, line, "onset")
+        offset = _int_cell(get["offset"], path, line, "offset")
+        apex = _int_cell(get["apex"], path, line, "apex") if get["apex"] else -1
+        if apex == -1:
+            apex = (onset + offset) // 2
+        if not 0 <= onset <= apex <= offset:
+            raise _fail(
+                path,
+                None,
+                line,
+                f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}",
             )
-        reader.fieldnames = fields
-        for rec in reader:
-            line = reader.line_num
-            get = {k: (v or "").strip() for k, v in rec.items() if k is not None}
-            if not any(get.values()):
-                continue
-            video = get["video"]
-            if not video:
-                raise _fail(path, None, line, "video is empty")
-            if get.get("path"):
-                _add_csv_source(table, path, line, video, get)
-            if not any(get[c] for c in ("onset", "apex", "offset", "type")):
-                if not get.get("path"):
-                    raise _fail(path, None, line, "no frames and no path")
-                continue  # a video without expressions
-            if not get["subject"]:
-                raise _fail(path, None, line, "subject is empty")
-            onset = _int_cell(get["onset"], path, line, "onset")
-            offset = _int_cell(get["offset"], path, line, "offset")
-            apex = _int_cell(get["apex"], path, line, "apex") if get["apex"] else -1
-            if apex == -1:
-                apex = (onset + offset) // 2
-            if not 0 <= onset <= apex <= offset:
-                raise _fail(
-                    path,
-                    None,
-                    line,
-                    f"need 0 <= onset <= apex <= offset, got {onset}, {apex}, {offset}",
-                )
-            kind = _kind(get["type"], path, None, line, "column type")
-            table.expressions.append(Expression(get["subject"], video, onset, apex, offset, kind))
+        kind = _kind(get["type"], path, None, line, "column type")
+        e = Expression(get["subject"], video, onset, apex, offset, kind)
+        _add(table, unique, str(path), line, e, (onset, apex, offset))
     return table
 
 

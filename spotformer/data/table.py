@@ -24,13 +24,36 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["macro", "micro"]
 KINDS: tuple[Kind, Kind] = ("macro", "micro")
+
+# Every reader refuses a frame number at or above this (CSV intervals, the annotation CSV,
+# the workbooks): far beyond any video (2**31 frames is over 2 years at 30 fps), and it
+# keeps frames inside the int64/int32 arrays that matching and labels build.
+FRAME_LIMIT = 2**31
+
+
+def frame_too_large(column: str, value: object) -> str:
+    """The message for a frame at or above :data:`FRAME_LIMIT` (callers add the place)."""
+    return f"{column} = {value!r} is too large; frame numbers must be below 2**31 ({FRAME_LIMIT})"
+
+
+def parse_kind(value: Any) -> Kind | None:
+    """An expression type as every reader spells it, or None: case and surrounding spaces
+    aside, ``macro...`` (macro, macro-expression, SAMM-LV's Macro) or ``MaE`` is macro,
+    ``micro...`` (micro, micro-expression, SAMM-LV's ``Micro - 1/2``) or ``ME`` is micro."""
+    text = "" if value is None else str(value).strip().lower()
+    if text == "mae" or text.startswith("macro"):
+        return "macro"
+    if text == "me" or text.startswith("micro"):
+        return "micro"
+    return None
+
 
 # SPEC's label ranges and post-processing windows are whole frames at 30 fps, and the
 # authors' code uses them unchanged on SAMM-LV's subsampled 200/7 ~ 28.6 fps. A frame
@@ -67,6 +90,8 @@ class Expression:
                 f"{self.video}: need 0 <= onset <= apex <= offset (0-based frames), got "
                 f"{self.onset}, {self.apex}, {self.offset}"
             )
+        if self.offset >= FRAME_LIMIT:
+            raise ValueError(f"{self.video}: {frame_too_large('offset', self.offset)}")
 
 
 @dataclass(frozen=True)
@@ -175,6 +200,138 @@ class AnnotationTable:
                 w.writerow([subject, video, "", "", "", ""] + source_cells(video))
         os.replace(tmp, path)
         return path
+
+
+class DuplicateFilter:
+    """Ground truth keeps the first of rows with the same video, onset, offset and type:
+    a repeated row is a copy-and-paste or labelling mistake, and kept it would be a second
+    ground truth that no proposal can match (one more FN). Used by the annotation loaders
+    and by ``read_ground_truth``, so training and ``spotformer evaluate`` agree. Rows are
+    compared in the file's own frame numbers (a workbook's before any conversion), so
+    only rows that repeat one another in the file are dropped.
+
+    ``unit`` is how the file numbers its rows (``"row"`` in a workbook, ``"line"`` in a CSV).
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self._seen: dict[tuple[str, float, float, str], tuple[int, float | None]] = {}
+
+    def check(
+        self,
+        row: int,
+        video: str,
+        onset: float,
+        offset: float,
+        kind: str,
+        apex: float | None = None,
+    ) -> str | None:
+        """None for a first occurrence (remembered), else the reason to drop ``row``."""
+        key = (video, onset, offset, kind)
+        first = self._seen.get(key)
+        if first is None:
+            self._seen[key] = (row, apex)
+            return None
+        first_row, first_apex = first
+        apex_note = (
+            f"; apex {_num(apex)} here, {_num(first_apex)} there: the first is kept"
+            if apex is not None and first_apex is not None and apex != first_apex
+            else ""
+        )
+        return (
+            f"duplicate of {self.unit} {first_row} (same video {video!r}, onset {_num(onset)}, "
+            f"offset {_num(offset)} and type {kind}{apex_note})"
+        )
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def read_csv_records(
+    path: Path,
+    required: Sequence[str],
+    optional: Sequence[str],
+    error: Callable[[str], Exception],
+    binary_hint: str,
+) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV as ``(line, {column: stripped text})`` for the ``required`` and
+    ``optional`` columns (other columns are ignored); both CSV readers (``read_intervals``
+    and ``load_csv``) use it, so they check a file the same way.
+
+    Column names are matched without case and surrounding spaces. Lines count from 1,
+    the header being line 1. Blank lines and rows whose fields are all empty are left
+    out. Raises ``error(message)``, the message naming the file (and the line), for: a
+    file that cannot be opened or is not UTF-8 text (``binary_hint`` says what to give
+    instead), an empty file, a required column missing (with a hint when the file seems
+    separated by ``;`` or tabs), a column this reader uses that appears twice, a row with
+    more non-empty fields than the header, and a row too short to reach a required column.
+    """
+    need = ",".join(required) + "".join(f"[,{c}]" for c in optional)
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")  # -sig: Excel writes a BOM
+    except OSError as exc:
+        raise error(f"{path}: cannot open ({exc.strerror})") from exc
+    line = 0
+    try:
+        with fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise error(f"{path}: the file is empty; it needs at least the header {need}")
+            names = [h.strip().lower() for h in header]
+            known = set(required) | set(optional)
+            for name in dict.fromkeys(names):
+                if name in known and names.count(name) > 1:
+                    cols = ", ".join(str(i + 1) for i, n in enumerate(names) if n == name)
+                    raise error(
+                        f"{path}: line 1: duplicate column {name!r} (columns {cols}); "
+                        "keep one, the reader cannot tell which is meant"
+                    )
+            missing = [c for c in required if c not in names]
+            if missing:
+                seps = [s for s in (";", "\t") if any(s in h for h in header)]
+                hint = (
+                    f"; the file seems to be separated by {seps[0]!r}, not ',': save it as "
+                    "comma-separated"
+                    if seps
+                    else ""
+                )
+                raise error(
+                    f"{path}: line 1: missing column(s) {', '.join(missing)} (need {need}){hint}"
+                )
+            index = {n: names.index(n) for n in known if n in names}
+            last_required = max(index[c] for c in required)
+            out: list[tuple[int, dict[str, str]]] = []
+            while True:
+                line = reader.line_num + 1  # where the next record starts
+                fields = next(reader, None)
+                if fields is None:
+                    break
+                if not any(f.strip() for f in fields):
+                    continue  # a blank line, or a row of empty fields
+                n, m = len(fields), len(names)
+                if n > m and any(f.strip() for f in fields[m:]):
+                    extra = ", ".join(repr(f) for f in fields[m:][:3])
+                    raise error(
+                        f"{path}: line {line} has {n} fields, the header has {m} (extra: "
+                        f"{extra}); quote a field that holds a comma"
+                    )
+                if n <= last_required:
+                    raise error(
+                        f"{path}: line {line} has {n} fields, the header has {m}; "
+                        "a field is missing"
+                    )
+                out.append(
+                    (line, {c: (fields[i] if i < n else "").strip() for c, i in index.items()})
+                )
+            return out
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{path}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start}); {binary_hint}"
+        ) from exc
+    except csv.Error as exc:
+        raise error(f"{path}: line {line}: not a readable CSV row ({exc})") from exc
 
 
 def _relative_to(target: Path, folder: Path) -> str:
