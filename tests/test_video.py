@@ -482,6 +482,53 @@ def test_folder_gap_warns(
     assert not any("start at" in r.getMessage() for r in caplog.records)
 
 
+def test_variable_frame_rate_warns(
+    tmp_path: Path,
+    source_frames: list[np.ndarray],
+    clip: Path,
+    gop_clip: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Frame intervals alternating 33 / 100 ms (a phone's variable rate): a warning that
+    gives the spread and the rate times assume. Constant-rate files, B-frames included
+    (gop_clip), and carphone pass silently."""
+    from fractions import Fraction
+
+    import av
+
+    from sw_mro.io.samples import carphone_path
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.height, stream.width = source_frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(
+                source_frames[i % len(source_frames)], format="rgb24"
+            )
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += 33 if i % 2 == 0 else 100
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        for quiet in (clip, gop_clip, Path(carphone_path())):
+            open_video(quiet)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        video = open_video(path)
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "variable frame rate: frame intervals range from 33.0 to 100.0 ms" in msg
+    assert f"times assume {video.info.fps:.2f} fps throughout" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        open_video(path, fps=15.0)  # a rate the caller chose: not warned about
+    assert not caplog.records
+
+
 def test_folder_that_starts_after_frame_1_warns(
     tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:

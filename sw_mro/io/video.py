@@ -458,6 +458,8 @@ class FileVideoSource(VideoSource):
                 f"{path}: the container has no usable frame rate ({src_fps}); pass fps= to open_video"
             )
         self.info = _strided_info(path, n, src_fps, h, w, stride)
+        if fps is None:
+            _warn_on_variable_rate(path, self._vr, src_fps)
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
         if self._vr is None:
@@ -657,6 +659,47 @@ class FrameFolderSource(VideoSource):
                 for _ in pool.map(one, range(len(source_indices))):
                     pass
         return out
+
+
+#: A video whose frame intervals differ from their median by more than this share, in
+#: more than :data:`VFR_SHARE` of the frames, is said to have a variable frame rate.
+VFR_DEVIATION = 0.25
+VFR_SHARE = 0.01
+
+
+def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
+    """A logged warning for a variable-frame-rate file (phones, screen recordings):
+    frames are read one after another, and seconds (the label ranges, the output
+    intervals' times) assume ``fps`` throughout. Constant-rate files, and the odd
+    dropped frame, pass silently."""
+    try:
+        n = len(vr)
+        if n < 3:
+            return
+        start = np.asarray(vr.get_frame_timestamp(range(n)), dtype=np.float64)[:, 0]
+    except Exception:  # no usable timestamps: nothing to tell
+        return
+    d = np.diff(start)
+    if not np.isfinite(d).all() or (d <= 0).all():
+        return
+    med = float(np.median(d))
+    off = np.abs(d - med) > VFR_DEVIATION * med
+    if med > 0 and off.mean() > VFR_SHARE:
+        log.warning(
+            "%s: variable frame rate: frame intervals range from %.1f to %.1f ms (%d of %d "
+            "differ from the median %.1f ms by over %d %%). Frames are read in order and "
+            "times assume %.2f fps throughout; for exact times re-encode it at a constant "
+            "rate first (e.g. ffmpeg -i %s -fps_mode cfr -r 30 out.mp4)",
+            path,
+            1e3 * float(d.min()),
+            1e3 * float(d.max()),
+            int(off.sum()),
+            d.size,
+            1e3 * med,
+            round(100 * VFR_DEVIATION),
+            fps,
+            path.name,
+        )
 
 
 def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
