@@ -678,7 +678,9 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
             continue
         if isinstance(theirs, dict) and isinstance(mine, dict):
             fields = [
-                f"{key}.{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})"
+                f"{key}.{k} (the annotations' labels changed since the run started)"
+                if k == "labels_sha1"
+                else f"{key}.{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})"
                 for k in sorted(theirs.keys() | mine.keys())
                 if theirs.get(k) != mine.get(k)
             ]

@@ -730,7 +730,9 @@ def test_resume_of_a_finished_run_reports_it_without_extracting(
     row[4] = str(int(row[4]) + 1)
     csv_dataset.write_text("\n".join([head, ",".join(row), *rest]) + "\n")
     assert main([*argv, "--resume"]) == 2
-    assert "info.labels_sha1" in capsys.readouterr().err and extracted == []
+    err = capsys.readouterr().err
+    assert "info.labels_sha1 (the annotations' labels changed since the run started)" in err
+    assert extracted == []
     csv_dataset.write_text(text)
     # Not finished (no report): extraction and training go on, and finish the run.
     (run / "report.json").unlink()
