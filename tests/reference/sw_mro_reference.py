@@ -86,28 +86,41 @@ def flow_cv2(a: np.ndarray, b: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
     )  # fmt: skip
 
 
-def landmarks(frames: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
-    """Landmarks of every frame (SWMROConfig: tracked within segments of
-    ``landmark_segment`` frames); a frame without a face takes the last good points,
-    frames before the first face take its points."""
-    found, pts = [], []
+def detections(frames: np.ndarray, cfg: SWMROConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks ``(T, 68, 2)`` and detector boxes ``(T, 4)`` of every frame
+    (SWMROConfig: tracked within segments of ``landmark_segment`` frames); a frame
+    without a face takes the last good points and box, frames before the first face
+    take its points and box."""
+    found, pts, boxes = [], [], []
     seg = cfg.landmark_segment
     for a in range(0, len(frames), seg):
         res = make_landmarker(cfg.landmarks, fill_missing=False).detect(frames[a : a + seg])
         found += list(res.found)
         pts += list(res.points)
-    pts = np.array(pts)
+        boxes += list(res.boxes)
+    pts, boxes = np.array(pts), np.array(boxes)
     first = found.index(True)
     for i in range(len(pts)):
         if i < first:
-            pts[i] = pts[first]
+            pts[i], boxes[i] = pts[first], boxes[first]
         elif not found[i]:
-            pts[i] = pts[i - 1]
-    return pts
+            pts[i], boxes[i] = pts[i - 1], boxes[i - 1]
+    return pts, boxes
 
 
-def face_box(points: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
-    lo, hi = points.min(axis=0).astype(np.float64), points.max(axis=0).astype(np.float64)
+def landmarks(frames: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
+    """Landmarks of every frame, as :func:`detections`."""
+    return detections(frames, cfg)[0]
+
+
+def face_box(points: np.ndarray, cfg: SWMROConfig, det_box: np.ndarray | None = None) -> np.ndarray:
+    """Square crop box ``x0, y0, x1, y1`` around the landmarks' bounding box, or around
+    the detector's box ``det_box`` when ``cfg.crop_box == "detector"``: side
+    ``box_scale`` x its larger extent, centre moved up by ``box_shift`` x the side."""
+    if cfg.crop_box == "detector":
+        lo, hi = det_box[:2].astype(np.float64), det_box[2:].astype(np.float64)
+    else:
+        lo, hi = points.min(axis=0).astype(np.float64), points.max(axis=0).astype(np.float64)
     side = max(cfg.box_scale * (hi - lo).max(), 8.0)
     cx, cy = (lo + hi) / 2
     cy -= cfg.box_shift * side
@@ -177,12 +190,12 @@ def reference_features(frames_rgb: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
     """SW-MRO features ``(N, w, R, 2)`` of a whole video given as RGB frames."""
     n = len(frames_rgb)
     w, h = cfg.window, cfg.window // 2
-    pts_all = landmarks(frames_rgb, cfg)
+    pts_all, boxes_all = detections(frames_rgb, cfg)
     gray = [gray_cv2(f) for f in frames_rgb]
     out = np.zeros((n, w, cfg.num_rois, 2), np.float32)
     for i in range(n):
         first = min(max(i - h, 0), n - 1)
-        box = face_box(pts_all[first], cfg)
+        box = face_box(pts_all[first], cfg, boxes_all[first])
         idx = [min(max(i - h + s, 0), n - 1) for s in range(w)]  # SPEC 2.1 padding
         crops = [crop(gray[j], box, cfg.face_size) for j in idx]
         scale = cfg.face_size / (box[2] - box[0])
