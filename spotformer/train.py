@@ -852,8 +852,14 @@ def run_loso(
     preds = [i for f in folds for i in f.intervals]
     gts = ground_truth(data, data.videos)
     result = evaluate(preds, gts)
-    write_intervals(preds, run / "predictions.csv")
-    write_intervals(gts, run / "ground_truth.csv")
+    for intervals, name in ((preds, "predictions.csv"), (gts, "ground_truth.csv")):
+        try:
+            write_intervals(intervals, run / name)
+        except OSError as exc:  # a full disk after the last fold: say so, no traceback
+            raise TrainError(
+                f"{run / name}: cannot write it ({exc.strerror or exc}); every fold is saved: "
+                "fix that, then run the same command with --resume"
+            ) from exc
     report = {
         **result.to_dict(),
         "selection": cfg.selection,

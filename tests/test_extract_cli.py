@@ -222,6 +222,66 @@ def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path
     assert ".tmp" not in proc.stdout.split("rc=1")[1] and ".lock" not in proc.stdout
 
 
+def test_complete_outputs_in_a_read_only_folder_are_still_skipped(
+    short_clip: Path, tmp_path: Path
+) -> None:
+    """The lock file cannot be made in a read-only --out-dir, but nothing is written
+    there either when every output is complete: they are skipped, exit 0 (found in
+    review: every input failed on the lock file)."""
+    import subprocess
+    import sys
+
+    from mounts import private_tmpfs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    prefix = private_tmpfs(str(out), "4m")
+    if prefix is None:
+        pytest.skip("needs `unshare -m` and mount (root) for a private file system")
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = " ".join(
+        shlex.quote(a)
+        for a in [
+            sys.executable,
+            "-c",
+            cli,
+            "extract",
+            str(short_clip),
+            "--out-dir",
+            str(out),
+            *ARGS,
+        ]
+    )
+    script = f"{run}; echo rc=$?; mount -o remount,ro {shlex.quote(str(out))}; {run}; echo rc=$?"
+    proc = subprocess.run(
+        [*prefix, "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.stdout.count("rc=0") == 2, proc.stdout + proc.stderr[-2000:]
+    assert f"wrote {out / 'short.npy'}" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_without_file_locks_the_output_is_written_with_a_warning(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """A file system whose ``flock`` fails (ENOLCK on some network mounts): a warning
+    once per folder, and the outputs are written as before, with no lock file left."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
+    assert main(["extract", str(short_clip), str(other), "--out-dir", str(out), *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"warning: {out}: no file locks here (No locks available)") == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "other.json", "other.npy", "short.json", "short.npy",
+    ]  # fmt: skip
+
+
 def test_a_pipe_among_the_inputs_fails_alone(short_clip: Path, tmp_path: Path) -> None:
     """A FIFO named like a video fails at once (found in review: the run waited for a
     writer for good, in the input's signature and in the decoder's open)."""

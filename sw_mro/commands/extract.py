@@ -305,8 +305,39 @@ def _extract_one(
     """One input -> its .npy and .json; ``progress(total, done)``, if given, is told the
     frame count when the video opens and each chunk's frames as they are written."""
     name = output_name(src_path)
+    # Complete (skip) or made otherwise (conflict): said without the lock, so a read-only
+    # folder of finished outputs is still a resumable one. Checked again under the lock.
+    told = _existing_output(src_path, out_dir, name, cfg, args)
+    if told is not None:
+        return told
     with output_lock(out_dir, name):
         return _extract_locked(src_path, out_dir, name, cfg, args, progress)
+
+
+def _existing_output(
+    src_path: Path, out_dir: Path, name: str, cfg: Any, args: argparse.Namespace
+) -> str | None:
+    """ "skipped ..." for a complete output, None for one to write; raises for an output
+    path taken by a folder and for an output made from another input or settings."""
+    import torch
+
+    from sw_mro.pipeline import flow_backend
+
+    npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
+    for target in (npy, meta_path):  # said now, not after the extraction (found in review)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
+    if args.overwrite or not src_path.exists():  # a missing input: open_video says so
+        return None
+    backend = flow_backend(cfg, torch.device(cfg.device))
+    fps = args.fps if src_path.is_dir() else None
+    signature = input_signature(src_path)
+    state, why = _output_state(meta_path, npy, cfg.to_dict(), backend, (src_path, signature), fps)
+    if state == "done":
+        return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
+    if state == "conflict":
+        raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
+    return None
 
 
 class OutputBusyError(RuntimeError):
@@ -320,6 +351,10 @@ def output_lock(out_dir: Path, name: str) -> Iterator[None]:
     or their temp files (found in review: one run's rename took the other's temp file).
     A second run does not wait: :class:`OutputBusyError`. The lock dies with its process;
     its file is removed when the output is done.
+
+    Without a guard, as before: where the lock file cannot be made (a read-only or full
+    folder: writing the output then fails with its own error) and where ``flock`` is not
+    supported (some network file systems; warned once per folder).
     """
     try:
         import fcntl
@@ -328,22 +363,38 @@ def output_lock(out_dir: Path, name: str) -> Iterator[None]:
         return
     path = out_dir / f".{name}.lock"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder before us may have removed the file: lock the one at the path.
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
         except BlockingIOError:
             os.close(fd)
             raise OutputBusyError(
                 f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked); "
                 "run this input again when it ends, or use another --out-dir"
             ) from None
+        except FileNotFoundError:
+            same = False
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP...: no locks on this file system
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            if out_dir not in _NO_LOCKS:
+                _NO_LOCKS.add(out_dir)
+                print(
+                    f"warning: {out_dir}: no file locks here ({exc.strerror}); do not run "
+                    "two extractions into it at once",
+                    file=sys.stderr,
+                )
+            yield
+            return
         except BaseException:
             os.close(fd)
             raise
-        try:  # the holder before us may have removed the file: lock the one at the path
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
         if same:
             break
         os.close(fd)
@@ -355,6 +406,9 @@ def output_lock(out_dir: Path, name: str) -> Iterator[None]:
         except OSError:
             pass
         os.close(fd)
+
+
+_NO_LOCKS: set[Path] = set()  # out-dirs already warned about
 
 
 def _reserve_file(path: Path) -> None:
@@ -387,20 +441,15 @@ def _extract_locked(
     from sw_mro.pipeline import NoseMotion, flow_backend, stream
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
-    for target in (npy, meta_path):  # said now, not after the extraction (found in review)
-        if target.is_dir():
-            raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
+    # Again under the lock: another run may have finished it since.
+    told = _existing_output(src_path, out_dir, name, cfg, args)
+    if told is not None:
+        return told
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.
     fps = args.fps if src_path.is_dir() else None
     signature = input_signature(src_path)
-    state, why = _output_state(meta_path, npy, cfg_dict, backend, (src_path, signature), fps)
-    if src_path.exists() and not args.overwrite:
-        if state == "done":
-            return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
-        if state == "conflict":
-            raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
     video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
     info = video.info
     if progress is not None:

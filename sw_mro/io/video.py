@@ -392,9 +392,12 @@ def _probe(path: Path) -> tuple[str, str]:
     (``("", "")`` when PyAV cannot tell).
 
     Raises:
-        CorruptVideoError, EmptyVideoError: FFmpeg (through PyAV) cannot open the file or
-            finds no video stream in it. Said here, before decord tries: decord's own
-            failure prints FFmpeg's log and its build's source paths to stderr.
+        CorruptVideoError: FFmpeg (through PyAV) cannot open the file, or finds no video
+            stream in it.
+        EmptyVideoError: the container ends before its first frame.
+
+    Said here, before decord tries: decord's own failure prints FFmpeg's log and its
+    build's source paths to stderr.
     """
     import av
 
@@ -596,11 +599,14 @@ class FrameFolderSource(VideoSource):
                 else ""
             )
             if not videos:  # a data set's root, or a subject's folder of frame folders
-                subs = sorted(
-                    (d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                    key=lambda d: natural_key(d.name),
-                )
-                framed = [d.name for d in subs[:50] if next(_frames_in(d), None) is not None]
+                try:
+                    subs = sorted(
+                        (d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: natural_key(d.name),
+                    )
+                    framed = [d.name for d in subs[:50] if next(_frames_in(d), None) is not None]
+                except OSError:  # an unreadable subfolder: no hint, the error stands
+                    framed = []
                 if framed:
                     hint = (
                         f"; its subfolders hold frames ({', '.join(framed[:3])}"
@@ -668,10 +674,12 @@ VFR_SHARE = 0.01
 
 
 def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
-    """A logged warning for a variable-frame-rate file (phones, screen recordings):
-    frames are read one after another, and seconds (the label ranges, the output
-    intervals' times) assume ``fps`` throughout. Constant-rate files, and the odd
-    dropped frame, pass silently."""
+    """A logged warning, once per file and process, for a variable-frame-rate file
+    (phones, screen recordings): frames are read one after another, and seconds (the
+    label ranges, the output intervals' times) assume ``fps`` throughout. Silent for
+    constant-rate files, the odd dropped frame, containers that keep times in whole
+    milliseconds (240 fps in MKV: 4 and 5 ms), and files whose timestamps decord cannot
+    give (Xvid AVI with B-frames: missing ones; H.264 in AVI: all zero)."""
     try:
         n = len(vr)
         if n < 3:
@@ -679,27 +687,42 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
         start = np.asarray(vr.get_frame_timestamp(range(n)), dtype=np.float64)[:, 0]
     except Exception:  # no usable timestamps: nothing to tell
         return
-    d = np.diff(start)
-    if not np.isfinite(d).all() or (d <= 0).all():
+    if not np.isfinite(start).all() or (start < -1.0).any():  # missing ones (~ -3.7e17 s)
         return
+    d = np.diff(start)
     med = float(np.median(d))
-    off = np.abs(d - med) > VFR_DEVIATION * med
-    if med > 0 and off.mean() > VFR_SHARE:
-        log.warning(
-            "%s: variable frame rate: frame intervals range from %.1f to %.1f ms (%d of %d "
-            "differ from the median %.1f ms by over %d %%). Frames are read in order and "
-            "times assume %.2f fps throughout; for exact times re-encode it at a constant "
-            "rate first (e.g. ffmpeg -i %s -fps_mode cfr -r 30 out.mp4)",
-            path,
-            1e3 * float(d.min()),
-            1e3 * float(d.max()),
-            int(off.sum()),
-            d.size,
-            1e3 * med,
-            round(100 * VFR_DEVIATION),
-            fps,
-            path.name,
-        )
+    if not med > 0:
+        return
+    # A whole-millisecond time base rounds each interval by up to 1 ms.
+    off = np.abs(d - med) > max(VFR_DEVIATION * med, 1.001e-3)
+    if off.mean() <= VFR_SHARE:
+        return
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(path), 0, 0)
+    if key in _VFR_WARNED:
+        return
+    _VFR_WARNED.add(key)
+    log.warning(
+        "%s: variable frame rate: frame intervals range from %.1f to %.1f ms (%d of %d "
+        "differ from the median %.1f ms by over %d %%). Frames are read in order and "
+        "times assume %.2f fps throughout; for exact times re-encode it at a constant "
+        "rate first (e.g. ffmpeg -i %s -fps_mode cfr -r 30 out.mp4)",
+        path,
+        1e3 * float(d.min()),
+        1e3 * float(d.max()),
+        int(off.sum()),
+        d.size,
+        1e3 * med,
+        round(100 * VFR_DEVIATION),
+        fps,
+        path.name,
+    )
+
+
+_VFR_WARNED: set[tuple[str, int, int]] = set()
 
 
 def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
