@@ -37,7 +37,7 @@ from torch import Tensor
 
 from spotformer.data.table import (
     FRAME_LIMIT,
-    DuplicateFilter,
+    RepeatCheck,
     frame_too_large,
     parse_kind,
     read_csv_records,
@@ -255,8 +255,9 @@ def read_intervals(path: str | os.PathLike, *, videos: set[str] | None = None) -
     A file with only the header holds no intervals, and neither does a row whose onset,
     offset and type are all empty (how the annotation CSV lists a video without
     expressions). ``videos``, when given, receives every video the file names, with or
-    without intervals. Rows are kept as they are, duplicates included (a repeated
-    proposal is a false positive; :func:`read_ground_truth` drops repeated ground truths).
+    without intervals. Rows are kept as they are, repeats included (a repeated proposal
+    is a false positive; :func:`read_ground_truth` also keeps a repeated ground truth,
+    with a warning).
 
     Raises:
         EvaluationError: the file is missing, lacks a column, names a column twice, has
@@ -324,11 +325,12 @@ def read_ground_truth(
     rows it cannot use dropped with a warning). ``videos``, when given, receives every
     video the file names (a workbook names only videos with expressions).
 
-    A row that repeats an earlier one (same video, onset, offset and type) is dropped
-    with a logged warning naming the file and both lines (rows), as training's loaders
-    drop it: kept, it would be a second ground truth that no proposal can match. A ground
-    truth with no intervals at all (only a header, or every row dropped) is returned
-    empty with a logged warning: every proposal is then a false positive.
+    A row that repeats an earlier one (same video, onset, offset and type) is kept and
+    counted, as the MEGC protocol counts every annotation row, with a logged warning
+    naming the file and both lines (rows), as training's loaders do
+    (:class:`~spotformer.data.table.RepeatCheck`). A ground truth with no intervals at
+    all (only a header, or every row dropped) is returned empty with a logged warning:
+    every proposal is then a false positive.
 
     ``stride``: the stride of the frames the predictions count (``spotformer spot``'s);
     None means the data set's own (SAMM-LV 7, CAS(ME)^2 1). A SAMM-LV workbook is
@@ -342,13 +344,12 @@ def read_ground_truth(
     p = Path(path)
     if p.suffix.lower() not in (".xlsx", ".xlsm"):
         gts: list[Interval] = []
-        unique = DuplicateFilter("line")
+        repeats = RepeatCheck(str(p), "line")
         for line, g in _read_lines(p, videos):
-            why = unique.check(line, g.video, g.onset, g.offset, g.kind)
-            if why is None:
-                gts.append(g)
-            else:
-                log.warning("%s line %d dropped: %s", p, line, why)
+            warning = repeats.check(line, g.video, g.onset, g.offset, g.kind)
+            if warning is not None:
+                log.warning("%s", warning)
+            gts.append(g)
         if not gts:
             _warn_empty(p, "no row has an onset, offset and type")
         return gts

@@ -562,61 +562,86 @@ def test_samm_frame_of_2_to_the_31_or_more_is_refused(tmp_path: Path) -> None:
         load_samm(xlsx)
 
 
-def test_casme2_duplicated_row_is_dropped_with_a_warning(
+def test_casme2_repeated_row_is_kept_and_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Row 10 repeats row 1 (1-based 557-608 of disgust1, macro): dropped, like an
-    unusable row, so training and evaluation see CAS_EXPECTED once."""
+    """Row 10 repeats row 1 (1-based 557-608 of disgust1, macro; apex 570, not 572): kept
+    and counted, as the MEGC protocol counts every annotation row (SPEC's 300 MaE / 57 ME
+    are of the rows as released), with a warning; it is not a dropped row."""
     rows = [list(r) for r in CAS_ROWS] + [[1, "disgust1_9", 557, 570, 608, AU, EMO, "macro", ""]]
     xlsx = write_casme2(tmp_path / "dup.xlsx", rows=rows)
     with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
         table = load_casme2(xlsx)
-    assert table.expressions == CAS_EXPECTED
-    last = table.dropped[-1]
-    assert (last.row, last.reason) == (
-        10,
-        "duplicate of row 1 (same video 's15/15_0101', onset 557, offset 608 and type macro; "
-        "apex 570 here, 572 there: the first is kept)",
+    assert table.expressions == [
+        *CAS_EXPECTED,
+        Expression("s15", "s15/15_0101", 556, 569, 607, "macro"),
+    ]
+    assert [d.row for d in table.dropped] == [5, 6, 8]  # SPEC's rule only
+    assert caplog.records[-1].getMessage() == (
+        f"{xlsx} [CASFEcode_final] row 10 repeats row 1 (same video 's15/15_0101', "
+        "onset 557, offset 608 and type macro; apex 570 here, 572 there): kept, so this "
+        "expression is counted twice, as the MEGC protocol counts every annotation row; "
+        "if the repeat is a mistake, delete row 10 in the file"
     )
-    msg = caplog.records[-1].getMessage()
-    assert msg.startswith(f"{xlsx} [CASFEcode_final] row 10 dropped: duplicate of row 1")
 
 
-def test_samm_duplicates_are_compared_in_the_files_frames(tmp_path: Path) -> None:
-    """Row 13 repeats row 11 exactly: dropped. Row 12 (onset 567) is another expression
-    in the file although /7 maps it to the same interval as row 11 (566 -> 81, 567 ->
-    (566 / 7 = 80.86) -> 81): kept."""
+def test_samm_repeats_are_compared_in_the_files_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Row 13 repeats row 11 exactly: kept, with a warning. Row 12 (onset 567) is another
+    expression in the file although /7 maps it to the same interval as row 11 (566 -> 81,
+    567 -> (566 / 7 = 80.86) -> 81): kept, no warning. Row 14 is row 11's third copy."""
     rows = [
         _samm_row(6, "006_1_1", 566, 648, 743, "Macro"),
         _samm_row(6, "006_1_2", 567, 648, 743, "Macro"),
         _samm_row(6, "006_1_3", 566, 648, 743, "Macro"),
+        _samm_row(6, "006_1_4", 566, 648, 743, "Macro"),
     ]
-    table = load_samm(write_samm(tmp_path / "dup.xlsx", rows=rows))
-    assert table.expressions == [Expression("006", "006_1", 81, 92, 106, "macro")] * 2
-    assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
-        (13, "duplicate of row 11")
+    xlsx = write_samm(tmp_path / "dup.xlsx", rows=rows)
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_samm(xlsx)
+    assert table.expressions == [Expression("006", "006_1", 81, 92, 106, "macro")] * 4
+    assert table.dropped == []
+    same = "(same video '006_1', onset 566, offset 743 and type macro): kept, so this expression"
+    fix = "as the MEGC protocol counts every annotation row; if the repeat is a mistake, delete"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{xlsx} [FACS_Movement_Only] row 13 repeats row 11 {same} is counted twice, {fix} row 13 in the file",
+        f"{xlsx} [FACS_Movement_Only] row 14 repeats row 11 {same} is counted 3 times, {fix} row 14 in the "
+        "file",
     ]
 
 
-def test_csv_duplicated_expression_is_dropped_and_training_and_evaluation_agree(
-    tmp_path: Path,
+def test_csv_repeated_expression_is_kept_and_training_and_evaluation_agree(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = "subject,video,onset,apex,offset,type\ns,v,1,2,3,macro\ns,v,1,2,3,MaE\ns,v,1,2,3,me\n"
     path = tmp_path / "dup.csv"
     path.write_text(text)
-    table = load_csv(path)
-    # Line 3 is line 2 again (MaE is macro); line 4 is a micro-expression: kept.
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_csv(path)
+    # Line 3 is line 2 again (MaE is macro): kept and reported; line 4 is a
+    # micro-expression: kept, not a repeat.
     assert table.expressions == [
+        Expression("s", "v", 1, 2, 3, "macro"),
         Expression("s", "v", 1, 2, 3, "macro"),
         Expression("s", "v", 1, 2, 3, "micro"),
     ]
-    assert [(d.source, d.row) for d in table.dropped] == [(str(path), 3)]
+    assert table.dropped == []
+    warning = (
+        f"{path} line 3 repeats line 2 (same video 'v', onset 1, offset 3 and type macro): "
+        "kept, so this expression is counted twice, as the MEGC protocol counts every "
+        "annotation row; if the repeat is a mistake, delete line 3 in the file"
+    )
+    assert [r.getMessage() for r in caplog.records] == [warning]
     from spotformer.metrics import read_ground_truth
 
-    gts = read_ground_truth(path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        gts = read_ground_truth(path)
     assert [(g.video, g.onset, g.offset, g.kind) for g in gts] == [
         (e.video, e.onset, e.offset, e.kind) for e in table.expressions
     ]
+    assert [r.getMessage() for r in caplog.records] == [warning]
 
 
 @pytest.mark.parametrize(

@@ -211,28 +211,48 @@ def test_duplicated_column_exits_2(tmp_path: Path, files, capsys) -> None:
     assert f"{gt}: line 1: duplicate column 'onset'" in capsys.readouterr().err
 
 
-def test_repeated_ground_truth_rows_count_once_and_are_reported(
+def test_repeated_ground_truth_row_is_counted_and_reported(
     tmp_path: Path, files, capsys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """GT's rows with line 7 repeating line 2 (a,0,9,macro): the score is the one of
-    GT (hand counts above: macro 1/2/1), not 1 TP of 3 ground truths. A repeated
-    prediction stays an FP: line 2 twice in predictions gives macro 1/3/1."""
+    """GT with line 7 repeating line 2 (a,0,9,macro): kept and counted, as the MEGC
+    protocol counts every annotation row (and training's loaders do), with a warning.
+    Hand counts (the ones above plus the repeat):
+      macro: G = 3 ([0,9] twice, [50,99]); [2,9] TP on one [0,9]; [60,140], [300,320]
+             FP; the other [0,9] and [50,99] FN -> 1/2/2, F1 = 2 / (3 + 3) = 1/3
+      micro: unchanged -> 2/2/1
+      overall: 3/4/3, G = 6: recall 3/6, precision 3/7, F1 = 6 / (7 + 6) = 6/13
+    With prediction line 2 (a,2,9,macro) given twice, the second copy matches the
+    repeated ground truth instead of being an FP: macro 2/2/1."""
     pred, _ = files
     gt = tmp_path / "gt_dup.csv"
     gt.write_text(GT + "a,0,9,macro\n")
     with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
         assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
-    assert out["overall"]["recall"] == pytest.approx(3 / 5)
+    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 2}
+    assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
+    assert {k: out["overall"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 4, "fn": 3}
+    assert out["macro"]["f1"] == pytest.approx(1 / 3)
+    assert out["overall"]["recall"] == pytest.approx(3 / 6)
+    assert out["overall"]["precision"] == pytest.approx(3 / 7)
+    assert out["overall"]["f1"] == pytest.approx(6 / 13)
     assert [r.getMessage() for r in caplog.records] == [
-        f"{gt} line 7 dropped: duplicate of line 2 (same video 'a', onset 0, offset 9 and "
-        "type macro)"
+        f"{gt} line 7 repeats line 2 (same video 'a', onset 0, offset 9 and type macro): "
+        "kept, so this expression is counted twice, as the MEGC protocol counts every "
+        "annotation row; if the repeat is a mistake, delete line 7 in the file"
     ]
     pred.write_text(PRED + "a,2,9,macro,0.9\n")
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 3, "fn": 1}
+    assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
+    # Only the ground truth's repeat is reported, not the predictions'.
+    assert [r.getMessage() for r in caplog.records if "repeats" in r.getMessage()] == [
+        f"{gt} line 7 repeats line 2 (same video 'a', onset 0, offset 9 and type macro): "
+        "kept, so this expression is counted twice, as the MEGC protocol counts every "
+        "annotation row; if the repeat is a mistake, delete line 7 in the file"
+    ]
 
 
 def test_empty_ground_truth_is_warned(

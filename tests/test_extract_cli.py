@@ -610,6 +610,10 @@ def test_bad_arguments(
             assert "CPU-only build" in err and "CUDA build" in err
     with pytest.raises(SystemExit):
         main(["extract", str(short_clip)])  # --out-dir is required
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # an unset variable, say: not the current folder
+        main(["extract", str(short_clip), "--out-dir", ""])
+    assert "--out-dir: empty; give a folder (use . for the current one)" in capsys.readouterr().err
 
 
 def test_duplicate_names_fail_once(

@@ -390,25 +390,38 @@ def test_read_intervals_counts_lines_from_the_header_and_blank_lines(tmp_path: P
 GT_TEXT = "video,onset,offset,type\nv,0,9,micro\nv,20,29,macro\nv,0,9,micro\nv,0,9,macro\n"
 
 
-def test_read_ground_truth_drops_repeated_rows_with_a_warning(
+def test_read_ground_truth_keeps_repeated_rows_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Line 4 repeats line 2 (same video, onset, offset and type): dropped and reported.
-    Line 5 has the same frames but another type: kept. Predictions keep duplicates."""
+    """Line 4 repeats line 2 (same video, onset, offset and type): kept and counted, as
+    the MEGC protocol counts every annotation row, and reported. Line 5 has the same
+    frames but another type: not a repeat. Predictions are not checked."""
     p = _write(tmp_path / "gt.csv", GT_TEXT)
     with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
         gts = read_ground_truth(p)
-    assert gts == [I("v", 0, 9, "micro"), I("v", 20, 29, "macro"), I("v", 0, 9, "macro")]
+    assert gts == [
+        I("v", 0, 9, "micro"),
+        I("v", 20, 29, "macro"),
+        I("v", 0, 9, "micro"),
+        I("v", 0, 9, "macro"),
+    ]
     warned = [r.getMessage() for r in caplog.records]
     assert warned == [
-        f"{p} line 4 dropped: duplicate of line 2 (same video 'v', onset 0, offset 9 and "
-        "type micro)"
+        f"{p} line 4 repeats line 2 (same video 'v', onset 0, offset 9 and type micro): "
+        "kept, so this expression is counted twice, as the MEGC protocol counts every "
+        "annotation row; if the repeat is a mistake, delete line 4 in the file"
     ]
-    assert len(read_intervals(p)) == 4  # as predictions: two proposals, one can be a TP
-    # Scored against the deduplicated ground truth, a perfect proposal set has recall 1
-    # (with the repeated row it was 3 TP of 4 ground truths: recall 0.75).
-    res = evaluate([I("v", 0, 9, "micro"), I("v", 20, 29, "macro"), I("v", 0, 9, "macro")], gts)
-    assert res.overall.recall == 1.0 and res.overall.fn == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
+        assert len(read_intervals(p)) == 4  # as predictions: no warning
+    assert caplog.records == []
+    # Four ground truths: one proposal per distinct interval finds 3 of them (the
+    # repeat is one more FN: recall 3/4); a second proposal on it matches the repeat.
+    once = [I("v", 0, 9, "micro"), I("v", 20, 29, "macro"), I("v", 0, 9, "macro")]
+    res = evaluate(once, gts)
+    assert (res.overall.tp, res.overall.fn, res.overall.recall) == (3, 1, 0.75)
+    res = evaluate([*once, I("v", 0, 9, "micro")], gts)
+    assert (res.overall.tp, res.overall.fp, res.overall.fn) == (4, 0, 0)
 
 
 @pytest.mark.parametrize(

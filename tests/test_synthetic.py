@@ -425,6 +425,7 @@ def test_cli_writes_and_refuses_to_overwrite(
     assert spotformer_main(args) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "not empty" in err and "--overwrite" in err
+    assert "overwrite=True" not in err  # the library's words, not this command's
     (out / "keep.txt").write_text("user file")
     assert spotformer_main([*args, "--overwrite"]) == 0
     assert (out / "manifest.json").read_bytes() == first
@@ -435,3 +436,11 @@ def test_cli_reports_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert spotformer_main(["make-synthetic", "--out", str(tmp_path / "o"), "--seconds", "-3"]) == 2
     err = capsys.readouterr().err
     assert "seconds" in err and "positive" in err
+    # In the command's words: options, not SyntheticConfig's fields.
+    for argv, said in [
+        (["--width", "641", "--height", "479"], "--width/--height (641, 479): need even sizes"),
+        (["--videos-per-subject", "0"], "--videos-per-subject 0: must be an int >= 1"),
+    ]:
+        assert spotformer_main(["make-synthetic", "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "SyntheticConfig" not in err, err

@@ -10,6 +10,7 @@ Exit code 0 on success, 2 on a usage error (the message names the value and the 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, config, progress=not args.quiet, overwrite=args.overwrite
         )
     except SpotFormerError as exc:
-        print(f"spotformer make-synthetic: error: {exc}", file=sys.stderr)
+        print(f"spotformer make-synthetic: error: {_in_option_words(str(exc))}", file=sys.stderr)
         return 2
     n_expr = sum(len(v["expressions"]) for v in manifest["videos"])
     if n_expr == 0:
@@ -96,3 +97,24 @@ def run(args: argparse.Namespace) -> int:
             f"CAS(ME)^2code_final.xlsx, manifest.json)"
         )
     return 0
+
+
+# SyntheticConfig's fields as this command's options (its errors name the fields).
+_OPTIONS = {
+    "videos_per_subject": "--videos-per-subject",
+    "macro_per_video": "--macro",
+    "micro_per_video": "--micro",
+    "width/height": "--width/--height",
+}
+
+
+def _in_option_words(message: str) -> str:
+    """A library message in this command's words: ``SyntheticConfig.width/height=(641,
+    479)`` -> ``--width/--height (641, 479)``, and no ``(overwrite=True)``."""
+
+    def option(m: re.Match) -> str:
+        name = m.group(1)
+        return f"{_OPTIONS.get(name, '--' + name.replace('_', '-'))} "
+
+    message = re.sub(r"SyntheticConfig\.([a-z_/]+)=", option, message)
+    return message.replace(" (overwrite=True)", "")

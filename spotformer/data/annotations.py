@@ -10,9 +10,12 @@ without its computed value) raises :class:`~spotformer.errors.AnnotationError` w
 one-line message names the file, the sheet and the row (a CSV: the line, the header
 being line 1).
 
-**Duplicates.** A row with the same video, onset, offset and type as an earlier row
-(compared in the file's own frame numbers) is dropped like an unusable row: it is a
-labelling mistake, and kept it would be a second ground truth in evaluation.
+**Repeated rows.** A row with the same video, onset, offset and type as an earlier row
+(compared in the file's own frame numbers) is **kept** and reported with a warning
+(:class:`~spotformer.data.table.RepeatCheck`): the MEGC protocol counts every annotation
+row as a ground truth, so dropping it would change the data set's counts and make F1
+incomparable with published results. It is not in ``table.dropped``; if it is a
+mistake, delete one of the two rows in the file.
 
 **Missing values** (CAS(ME)^2 and SAMM-LV; their frames are 1-based, so a blank, 0 or
 negative frame, such as SAMM's apex -1, is *missing*):
@@ -83,9 +86,9 @@ from spotformer.data.table import (
     FRAME_LIMIT,
     AnnotationTable,
     DroppedRow,
-    DuplicateFilter,
     Expression,
     Kind,
+    RepeatCheck,
     VideoRef,
     frame_too_large,
     parse_kind,
@@ -291,28 +294,26 @@ def _kind(v: Any, path: Path, sheet: str | None, row: int, column: str = "type")
     raise _fail(path, sheet, row, f"type {v!r} is neither macro nor micro (nor MaE / ME)")
 
 
-def _drop(table: AnnotationTable, source: str, row: int, reason: str, unit: str = "row") -> None:
+def _drop(table: AnnotationTable, source: str, row: int, reason: str) -> None:
     table.dropped.append(DroppedRow(source=source, row=row, reason=reason))
-    log.warning("%s %s %d dropped: %s", source, unit, row, reason)
+    log.warning("%s row %d dropped: %s", source, row, reason)
 
 
 def _add(
     table: AnnotationTable,
-    unique: DuplicateFilter,
-    source: str,
+    repeats: RepeatCheck,
     row: int,
     e: Expression,
     frames: tuple[float, float, float],
 ) -> None:
-    """Append ``e`` unless an earlier row has its video, type and onset and offset as the
-    file gives them (``frames``: onset, apex, offset in the file's own numbers). A
-    duplicated expression is a labelling mistake: evaluation would count it twice."""
+    """Append ``e``, with a warning when an earlier row has its video, type and onset and
+    offset as the file gives them (``frames``: onset, apex, offset in the file's own
+    numbers): the repeat is kept, as the MEGC protocol counts every annotation row."""
     onset, apex, offset = frames
-    why = unique.check(row, e.video, onset, offset, e.kind, apex=apex)
-    if why is None:
-        table.expressions.append(e)
-    else:
-        _drop(table, source, row, why, unique.unit)
+    warning = repeats.check(row, e.video, onset, offset, e.kind, apex=apex)
+    if warning is not None:
+        log.warning("%s", warning)
+    table.expressions.append(e)
 
 
 def _cell(row: tuple[Any, ...], i: int) -> Any:
@@ -410,7 +411,7 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
     table = AnnotationTable()
     source = f"{xlsx} [{CAS_SHEET}]"
     formulas = _Formulas(xlsx, CAS_SHEET)
-    unique = DuplicateFilter("row")
+    repeats = RepeatCheck(source, "row")
     for r, row in enumerate(sheets[CAS_SHEET], start=1):
         if all(_blank(c) for c in row):
             continue
@@ -445,7 +446,7 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
         onset, apex, offset = (int(x) - 1 for x in filled)  # img1.jpg is index 0
         video = f"{folder}/{number}_{videos[video_name]}"
         e = Expression(folder, video, onset, apex, offset, kind)
-        _add(table, unique, source, r, e, filled)  # compared in the file's 1-based frames
+        _add(table, repeats, r, e, filled)  # compared in the file's 1-based frames
     if root is not None:
         table.sources = _check_sources(Path(root), _casme2_sources(Path(root)), table, "rawpic/")
     return table
@@ -510,7 +511,7 @@ def load_samm(
     table = AnnotationTable()
     source = f"{xlsx} [{SAMM_SHEET}]"
     formulas = _Formulas(xlsx, SAMM_SHEET)
-    unique = DuplicateFilter("row")
+    repeats = RepeatCheck(source, "row")
     for i in range(header + 1, len(rows)):
         row, r = rows[i], i + 1
         if all(_blank(c) for c in row):
@@ -535,7 +536,7 @@ def load_samm(
         offset = _round_half_up((f_off - 1) / subsample)
         apex = min(max(math.floor((f_apex - 1) / subsample), onset), offset)
         e = Expression(subject, video, onset, apex, offset, kind)
-        _add(table, unique, source, r, e, filled)  # compared in source frames
+        _add(table, repeats, r, e, filled)  # compared in source frames
     if root is not None:
         sources = _samm_sources(Path(root), subsample)
         table.sources = _check_sources(Path(root), sources, table, "SAMM_longvideos/")
@@ -575,13 +576,13 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
 
     Its checks are :func:`spotformer.data.table.read_csv_records`' (shared with
     ``read_intervals``); a row repeating an earlier expression (same video, onset,
-    offset and type) is dropped with a warning.
+    offset and type) is kept and reported with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
     table = AnnotationTable()
-    unique = DuplicateFilter("line")
+    repeats = RepeatCheck(str(path), "line")
     records = read_csv_records(
         path,
         CSV_COLUMNS,
@@ -616,7 +617,7 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
             )
         kind = _kind(get["type"], path, None, line, "column type")
         e = Expression(get["subject"], video, onset, apex, offset, kind)
-        _add(table, unique, str(path), line, e, (onset, apex, offset))
+        _add(table, repeats, line, e, (onset, apex, offset))
     return table
 
 

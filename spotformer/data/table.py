@@ -202,20 +202,31 @@ class AnnotationTable:
         return path
 
 
-class DuplicateFilter:
-    """Ground truth keeps the first of rows with the same video, onset, offset and type:
-    a repeated row is a copy-and-paste or labelling mistake, and kept it would be a second
-    ground truth that no proposal can match (one more FN). Used by the annotation loaders
-    and by ``read_ground_truth``, so training and ``spotformer evaluate`` agree. Rows are
-    compared in the file's own frame numbers (a workbook's before any conversion), so
-    only rows that repeat one another in the file are dropped.
+class RepeatCheck:
+    """Finds ground-truth rows that repeat an earlier row (same video, onset, offset and
+    type) and words the warning for them; a repeated row is **kept**.
 
-    ``unit`` is how the file numbers its rows (``"row"`` in a workbook, ``"line"`` in a CSV).
+    The MEGC protocol counts every annotation row as a ground truth, and SPEC's counts of
+    the data sets (CAS(ME)^2 300 MaE / 57 ME, SAMM-LV 343 / 159) are of the rows as
+    released: dropping a repeat would change the number of ground truths and make F1
+    incomparable with published results. So a repeat is counted (a second ground truth,
+    which only a second proposal can match) and reported, the warning naming the file,
+    the row and the earlier row it repeats, and saying to delete one in the file if it is
+    a mistake. Used by the annotation loaders and by ``read_ground_truth``, so training
+    and ``spotformer evaluate`` agree. Rows are compared in the file's own frame numbers
+    (a workbook's before any conversion), so only rows that repeat one another in the
+    file are reported. Predictions are not checked (a repeated proposal is a false
+    positive).
+
+    ``source`` names the file (and sheet) in the warning; ``unit`` is how the file
+    numbers its rows (``"row"`` in a workbook, ``"line"`` in a CSV).
     """
 
-    def __init__(self, unit: str) -> None:
-        self.unit = unit
-        self._seen: dict[tuple[str, float, float, str], tuple[int, float | None]] = {}
+    def __init__(self, source: str, unit: str) -> None:
+        self.source, self.unit = source, unit
+        # (video, onset, offset, type) -> (first row, its apex), and times seen
+        self._first: dict[tuple[str, float, float, str], tuple[int, float | None]] = {}
+        self._count: dict[tuple[str, float, float, str], int] = {}
 
     def check(
         self,
@@ -226,21 +237,28 @@ class DuplicateFilter:
         kind: str,
         apex: float | None = None,
     ) -> str | None:
-        """None for a first occurrence (remembered), else the reason to drop ``row``."""
+        """None for a first occurrence (remembered), else the warning for ``row``, which
+        the caller logs and keeps."""
         key = (video, onset, offset, kind)
-        first = self._seen.get(key)
+        first = self._first.get(key)
+        n = self._count.get(key, 0) + 1
+        self._count[key] = n
         if first is None:
-            self._seen[key] = (row, apex)
+            self._first[key] = (row, apex)
             return None
         first_row, first_apex = first
         apex_note = (
-            f"; apex {_num(apex)} here, {_num(first_apex)} there: the first is kept"
+            f"; apex {_num(apex)} here, {_num(first_apex)} there"
             if apex is not None and first_apex is not None and apex != first_apex
             else ""
         )
+        times = "twice" if n == 2 else f"{n} times"
+        u = self.unit
         return (
-            f"duplicate of {self.unit} {first_row} (same video {video!r}, onset {_num(onset)}, "
-            f"offset {_num(offset)} and type {kind}{apex_note})"
+            f"{self.source} {u} {row} repeats {u} {first_row} (same video {video!r}, onset "
+            f"{_num(onset)}, offset {_num(offset)} and type {kind}{apex_note}): kept, so this "
+            f"expression is counted {times}, as the MEGC protocol counts every annotation "
+            f"row; if the repeat is a mistake, delete {u} {row} in the file"
         )
 
 

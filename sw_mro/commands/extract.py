@@ -36,12 +36,19 @@ from sw_mro._cli_util import no_cuda_reason
 from sw_mro.errors import VideoError
 
 
+def _folder(text: str) -> Path:
+    """``--out-dir``: an empty value (an unset shell variable) is not the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a folder (use . for the current one)")
+    return Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files or frame folders"
     )
     parser.add_argument(
-        "--out-dir", type=Path, required=True, help="folder for <name>.npy and <name>.json"
+        "--out-dir", type=_folder, required=True, help="folder for <name>.npy and <name>.json"
     )
     parser.add_argument("--gpu", action="store_true", help="run on CUDA (frames stay on the GPU)")
     parser.add_argument(
