@@ -364,7 +364,8 @@ def read_ground_truth(
         if stride not in (None, 1) and workbook_kind(p) == "casme2":
             raise EvaluationError(
                 f"{p}: CAS(ME)^2's frames count every frame of its videos (stride 1), but "
-                f"the predictions count every {stride}th frame; score them at stride 1, or "
+                f"the predictions count every {_ordinal(stride)} frame; score them at stride "
+                "1, or "
                 "against a ground-truth CSV in their frames"
             )
         table = load_annotations(p, subsample=stride or SAMM_SUBSAMPLE)
@@ -402,3 +403,9 @@ def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> P
     finally:
         tmp.unlink(missing_ok=True)
     return p
+
+
+def _ordinal(n: int) -> str:
+    """``2`` -> ``2nd``, ``7`` -> ``7th``, ``11`` -> ``11th``, ``23`` -> ``23rd``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -498,9 +498,19 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert open_like_training(v30, samm, None, None)[:2] == (1, None)
     stride, fps, note = open_like_training(folder, samm, None, None)
     assert (stride, fps) == (7, 200.0) and "stride 7" in note
+    # A folder's rate is the model's data's guess: how to give the real one (found in
+    # review: a SAMM-LV model on a 30 fps CAS(ME)^2 folder read it as 200 fps).
+    assert "give its real rate with --fps (CAS(ME)^2's: --fps 30)" in note
+    assert "--fps (CAS" not in open_like_training(folder, samm, None, 200.0)[2]
     assert open_like_training(v30, cas, None, None) == (1, None, "")
     assert open_like_training(v60, cas, None, None)[:2] == (2, None)
-    assert open_like_training(folder, samm, 3, 100.0) == (3, 100.0, "")
+    # --stride wins; a rate other than the model's is said, with how to score it (found
+    # in review: `spot --stride 1` on SAMM-LV, then `evaluate` at stride 7 gave 0 TP).
+    stride, fps, note = open_like_training(folder, samm, 3, 100.0)
+    assert (stride, fps) == (3, 100.0)
+    assert "100 fps at --stride 3 is 33.33 fps, not the 28.57 fps of the model's" in note
+    assert "spotformer evaluate --stride 3" in note
+    assert open_like_training(folder, samm, 7, 200.0) == (7, 200.0, "")  # the model's rate
     assert open_like_training(v60, {}, None, None) == (1, None, "")  # an older model
     # A folder at the model's rate and stride 1: the note says which rate it assumed.
     stride, fps, note = open_like_training(folder, {"stride": 1, "source_fps": 30.0}, None, None)
@@ -557,6 +567,7 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert main([*at2, "--stride", "2"]) == 2
     out, err = capsys.readouterr()
     assert "stride 1" in err and str(cas) in err and "frames at" not in out
+    assert "count every 2nd frame" in err
     assert saved["train"]["spot"]["macro_mode"] == "apex"  # SPEC's, unless asked
     # Overriding the model file's post-processing: with a threshold of 0.01 the whole
     # 160-frame video is one expression segment.

@@ -66,6 +66,17 @@ def run(args: argparse.Namespace) -> int:
                 f"videos are not in the ground truth ({shown}); their proposals count as FPs",
                 file=sys.stderr,
             )
+    annotated = {g.video for g in gts}
+    silent = sorted(annotated - pred_videos) if pred_videos else []
+    if silent:  # found in review: a one-video `spot` CSV scored every other video's as FN
+        shown = ", ".join(map(repr, silent[:3])) + (", ..." if len(silent) > 3 else "")
+        print(
+            f"spotformer evaluate: note: {len(silent)} of {len(annotated)} annotated videos "
+            f"have no predictions ({shown}); their expressions count as FNs (right for a "
+            "run's predictions.csv, which has no rows for videos where nothing was spotted; "
+            "for one video's `spot` output, score against its ground truth alone)",
+            file=sys.stderr,
+        )
     result = evaluate(preds, gts, args.iou)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -111,13 +111,25 @@ def open_like_training(
     fps_in = fps
     if fps_in is None and video.is_dir():
         fps_in = info.get("source_fps")
-    if stride is not None:
-        return stride, fps_in, ""
     trained_stride = info.get("stride")
     if not trained_stride:
-        return 1, fps_in, ""
+        return stride or 1, fps_in, ""
     target = float(info.get("source_fps") or 30.0) / int(trained_stride)
     source = float(open_video(video, fps=fps_in).info.source_fps)
+    if stride is not None:
+        rate = source / stride
+        if abs(rate / target - 1) <= 0.1:
+            return stride, fps_in, ""
+        return (
+            stride,
+            fps_in,
+            (
+                f"{video}: {source:g} fps at --stride {stride} is {rate:.2f} fps, not the "
+                f"{target:.2f} fps of the model's training data, whose label ranges and "
+                "post-processing windows are in frames at that rate; leave out --stride to "
+                f"match it. Score these frames with `spotformer evaluate --stride {stride}`"
+            ),
+        )
     chosen = max(1, round(source / target))
     if chosen == 1:
         if fps_in == fps:
@@ -131,6 +143,11 @@ def open_like_training(
         f"{video}: {source:g} fps at stride {chosen} is {source / chosen:.2f} fps, the rate "
         f"of the model's training data ({target:.2f} fps); --stride and --fps override this"
     )
+    if video.is_dir() and fps is None:  # e.g. a SAMM-LV model on a CAS(ME)^2 folder
+        note += (
+            f". A frame folder is taken to be {source:g} fps like the model's data: if "
+            "this one is not, give its real rate with --fps (CAS(ME)^2's: --fps 30)"
+        )
     return chosen, fps_in, note
 
 
