@@ -480,6 +480,22 @@ def test_spot_finds_the_ground_truth_id(tmp_path: Path) -> None:
     assert ground_truth_id(take, {"006_1", "006_10"}) == "006_1"
 
 
+def test_spot_names_an_unannotated_casme2_video_as_training_does(tmp_path: Path) -> None:
+    """A CAS(ME)^2 video with no expressions is not in the workbook: its id comes from
+    the data set's layout, as training gives it (found in review: the folder name, and
+    a note suggesting the id was wrong)."""
+    from spotformer.commands.spot import casme2_layout_id
+
+    for kind in ("rawpic", "rawvideo"):
+        assert casme2_layout_id(tmp_path / kind / "s16" / "16_0401girlcrashing") == "s16/16_0401"
+    assert casme2_layout_id(tmp_path / "rawpic" / "s16" / "16_0401girlcrashing.mp4") == (
+        "s16/16_0401"
+    )
+    assert casme2_layout_id(tmp_path / "s16" / "16_0401girlcrashing") is None  # no rawpic/
+    assert casme2_layout_id(tmp_path / "rawpic" / "x16" / "16_0401x") is None
+    assert casme2_layout_id(tmp_path / "rawpic" / "s16" / "clip") is None
+
+
 def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     """A SAMM-LV model (200 fps folders, stride 7): a 30 fps file is read whole, a 200 fps
     folder at stride 7; a CAS(ME)^2-style model (stride 1, rate unknown = 30) takes every

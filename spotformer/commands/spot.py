@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -73,6 +74,18 @@ def _ends_a_word(name: str, k: int) -> bool:
         return True
     a, b = name[k - 1], name[k]
     return not ((a.isdigit() and b.isdigit()) or (a.isalpha() and b.isalpha()))
+
+
+def casme2_layout_id(video: Path) -> str | None:
+    """CAS(ME)^2's id of a video in its data set layout, as training names it:
+    ``s16/16_0401`` for ``rawpic/s16/16_0401girlcrashing`` (or ``rawvideo/s16/...``);
+    None elsewhere."""
+    m = re.match(r"^(\d+)_(\d{4})", video.name)
+    if m is None or not re.fullmatch(r"s\d+", video.parent.name):
+        return None
+    if video.parent.parent.name not in ("rawpic", "rawvideo"):
+        return None
+    return f"{video.parent.name}/{int(m.group(1))}_{m.group(2)}"
 
 
 def ground_truth_id(video: Path, ids: set[str]) -> str | None:
@@ -251,6 +264,9 @@ def run(args: argparse.Namespace) -> int:
         all_gts = read_ground_truth(args.gt, stride=stride) if args.gt else []
         if args.video_id is None and all_gts:
             found = ground_truth_id(args.video, {g.video for g in all_gts})
+            laid_out = casme2_layout_id(args.video)  # rawpic/s16/16_0401girlcrashing
+            if found is None and laid_out is not None:
+                found = laid_out  # an unannotated video: the id training gives it
             if found and found != video_id:
                 print(f"spotformer spot: video id {found!r}, from --gt", file=sys.stderr)
             video_id = found or video_id
@@ -260,8 +276,8 @@ def run(args: argparse.Namespace) -> int:
             some = ", ".join(map(repr, ids[:4])) + (", ..." if len(ids) > 4 else "")
             print(
                 f"spotformer spot: note: no ground truth for video {video_id!r} in {args.gt} "
-                f"(its ids: {some or 'none'}); every interval will count as a false positive. "
-                "Pass the right one with --video-id",
+                f"(its ids: {some or 'none'}): every interval will count as a false positive. "
+                "If the video has expressions there under another id, pass it with --video-id",
                 file=sys.stderr,
             )
         motion, missing = NoseMotion(), []
