@@ -217,14 +217,54 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
     return plan
 
 
+def extracted_features(
+    features_dir: str | os.PathLike,
+    planned: PlannedVideo,
+    config,  # noqa: ANN001 - SWMROConfig (imported lazily)
+) -> tuple[Tensor, float, list[int]] | str:
+    """``sw-mro extract``'s features of ``planned``'s video in ``features_dir``, with its
+    fps and frames without a face, where they are what extracting here would give:
+    complete and intact, from this very input (size and content samples), with these
+    feature settings at this stride (and frame-folder rate), by the same Farneback
+    backend, with the planned frame count and rate. Otherwise why not (a str)."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from sw_mro.commands.extract import output_name, output_state
+
+    path, folder = Path(planned.ref.path), Path(features_dir)
+    cfg = dataclasses.replace(config, stride=planned.ref.stride)
+    folder_fps = planned.ref.fps if path.is_dir() else None
+    state, why = output_state(path, folder, cfg, folder_fps)
+    if state != "done":
+        return why or f"no complete {output_name(path)}.npy"
+    name = output_name(path)
+    try:
+        meta = json.loads((folder / f"{name}.json").read_text())
+        frames, fps = int(meta["num_frames"]), float(meta["fps"])
+        if (frames, fps) != (planned.frames, planned.fps):
+            return f"it has {frames} frames at {fps:g} fps, not {planned.frames} at {planned.fps:g}"
+        x = torch.from_numpy(np.load(folder / f"{name}.npy")).to(cfg.device)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable ({exc})"
+    return x, planned.fps, [int(i) for i in meta.get("landmark_fallback_frames", [])]
+
+
 def dataset_features(
     table: AnnotationTable,
     config=None,  # noqa: ANN001 - SWMROConfig (imported lazily)
     progress: bool = True,
     plan: dict[str, PlannedVideo] | None = None,
+    features_dir: str | os.PathLike | None = None,
 ) -> FeatureSet:
     """Extract every video of ``table.sources`` once (sorted by id), after
-    :func:`plan_videos` (or the ``plan`` it returned for this table and window)."""
+    :func:`plan_videos` (or the ``plan`` it returned for this table and window).
+
+    ``features_dir``: a ``sw-mro extract --out-dir``; a video's features there are used
+    instead of extracting it where :func:`extracted_features` finds them the same.
+    """
     from tqdm import tqdm
 
     import sw_mro
@@ -237,6 +277,8 @@ def dataset_features(
         plan = plan_videos(table, cfg.window)
     total = sum(p.frames for p in plan.values())
     out = FeatureSet()
+    reused: list[str] = []
+    not_reused: dict[str, str] = {}  # video -> why its features in features_dir were not used
     moved: list[tuple[str, NoseMotion]] = []
     faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
     with tqdm(
@@ -246,15 +288,23 @@ def dataset_features(
             ref = planned.ref
             bar.set_postfix_str(name, refresh=False)
             motion, missing = NoseMotion(), []
-            x, r = video_features(
-                ref.path,
-                config,
-                stride=ref.stride,
-                fps=ref.fps,
-                bar=bar,
-                motion=motion,
-                fallback=missing,
-            )
+            got = extracted_features(features_dir, planned, cfg) if features_dir else None
+            if isinstance(got, tuple):
+                x, r, missing = got
+                reused.append(name)
+                bar.update(int(x.shape[0]))
+            else:
+                if got is not None:
+                    not_reused[name] = got
+                x, r = video_features(
+                    ref.path,
+                    config,
+                    stride=ref.stride,
+                    fps=ref.fps,
+                    bar=bar,
+                    motion=motion,
+                    fallback=missing,
+                )
             out.features[name], out.fps[name] = x, r
             out.subjects[name] = planned.subject
             if motion.large():
@@ -262,6 +312,16 @@ def dataset_features(
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0
+    if features_dir is not None:
+        why = ""
+        if not_reused:
+            first = next(iter(not_reused))
+            why = f"; extracted {len(not_reused)}, e.g. {first}: {not_reused[first]}"
+        print(
+            f"spotformer: reused the features of {len(reused)} of {len(plan)} videos from "
+            f"{features_dir}{why}",
+            file=sys.stderr,
+        )
     if faceless:
         shown = ", ".join(f"{n} ({100 * share:.0f} %)" for n, share in faceless[:8])
         more = f" and {len(faceless) - 8} more" if len(faceless) > 8 else ""

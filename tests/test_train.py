@@ -830,6 +830,51 @@ def test_a_failed_write_of_the_run_csvs_is_a_train_error(tmp_path: Path, data, m
     assert all((run / "folds" / s / "result.json").is_file() for s in data.subjects)
 
 
+def test_train_uses_matching_extract_outputs_instead_of_extracting(tmp_path: Path, capsys) -> None:
+    """``--features DIR`` (a ``sw-mro extract --out-dir``): a video whose features there
+    were made from that file with the run's SW-MRO settings is not extracted again, and
+    the run is the same as one that extracts everything (byte-identical predictions);
+    features made with other settings are not used, with the reason."""
+    from spotformer.cli import main
+    from spotformer.data.synthetic import SyntheticConfig, make_synthetic
+    from sw_mro.cli import main as sw_mro_main
+
+    cfg = SyntheticConfig(subjects=2, videos_per_subject=1, seconds=6, macro_per_video=1,
+                          micro_per_video=1, seed=0)  # fmt: skip
+    data = tmp_path / "syn"
+    manifest = make_synthetic(data, cfg, progress=False)
+    first = data / manifest["videos"][0]["path"]
+    train = ["train", "--dataset", "synthetic", "--root", str(data), "--epochs", "1"]
+    train += ["--dim", "16", "--face-size", "64", "--no-progress", "--threads", "2"]
+    # This 1-epoch model's probabilities stay near 0.5: expression segments at 0.3 give
+    # intervals (scores of every video) to compare.
+    train += ["--macro-spotting", "expression", "--micro-spotting", "expression"]
+    train += ["--expr-threshold", "0.3"]
+    assert main([*train, "--out", str(tmp_path / "a")]) == 0
+    assert {i.video for i in read_intervals(tmp_path / "a" / "predictions.csv")} == {
+        "s15/15_0101", "s16/16_0101",
+    }  # fmt: skip
+    feats = tmp_path / "feats"
+    extract = ["extract", str(first), "--out-dir", str(feats), "--quiet"]
+    assert sw_mro_main([*extract, "--face-size", "64"]) == 0
+    capsys.readouterr()
+    assert main([*train, "--out", str(tmp_path / "b"), "--features", str(feats)]) == 0
+    err = capsys.readouterr().err
+    assert f"reused the features of 1 of 2 videos from {feats}; extracted 1, e.g. " in err
+    assert "no complete" in err
+    assert (tmp_path / "b" / "predictions.csv").read_bytes() == (
+        tmp_path / "a" / "predictions.csv"
+    ).read_bytes()
+    # Made at another face size: not used, and why.
+    assert sw_mro_main([*extract, "--face-size", "128", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main([*train, "--out", str(tmp_path / "d"), "--features", str(feats)]) == 0
+    err = capsys.readouterr().err
+    assert "reused the features of 0 of 2" in err and "face_size 128 (this run: 64)" in err
+    assert main([*train, "--out", str(tmp_path / "e"), "--features", str(tmp_path / "no")]) == 2
+    assert "--features" in capsys.readouterr().err
+
+
 def test_finished_run_needs_every_file(tmp_path: Path, data) -> None:
     """A run counts as finished only with its report, every fold's result and both
     interval files; the re-scored result is the one the run reported."""

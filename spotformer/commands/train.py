@@ -116,6 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SW-MRO extraction keeps every core",
     )
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        metavar="DIR",
+        help="a `sw-mro extract --out-dir`: use a video's features there instead of "
+        "extracting it, where they were made from that very file with this run's SW-MRO "
+        "settings (the rest are extracted)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -158,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
             f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
             "run on CPU"
         )
+    if args.features is not None and not args.features.is_dir():
+        return fail(f"--features {args.features}: not a folder (a `sw-mro extract --out-dir`)")
     if args.threads is not None and args.threads < 1:
         return fail(f"--threads must be >= 1, got {args.threads}")
     if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
@@ -239,7 +249,9 @@ def run(args: argparse.Namespace) -> int:
                 )
                 _print_report(done, cfg)
                 return 0
-        feats = dataset_features(table, sw_cfg, progress=progress, plan=plan)
+        feats = dataset_features(
+            table, sw_cfg, progress=progress, plan=plan, features_dir=args.features
+        )
         print(
             f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
             f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"

@@ -321,25 +321,37 @@ def _extract_one(
         return _extract_locked(src_path, out_dir, name, cfg, args, progress)
 
 
+def output_state(
+    src_path: Path, out_dir: Path, cfg: Any, folder_fps: float | None = None
+) -> tuple[str, str]:
+    """Whether ``out_dir`` holds ``src_path``'s complete features for ``cfg`` (an
+    ``SWMROConfig``): ``("done", "")``, ``("todo", "")`` (none, or not complete) or
+    ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``,
+    feature settings or Farneback backend). ``spotformer train --features`` reuses only
+    "done" outputs."""
+    import torch
+
+    from sw_mro.pipeline import flow_backend
+
+    name = output_name(src_path)
+    backend = flow_backend(cfg, torch.device(cfg.device))
+    src = (src_path, input_signature(src_path))
+    npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
+    return _output_state(meta_path, npy, cfg.to_dict(), backend, src, folder_fps)
+
+
 def _existing_output(
     src_path: Path, out_dir: Path, name: str, cfg: Any, args: argparse.Namespace
 ) -> str | None:
     """ "skipped ..." for a complete output, None for one to write; raises for an output
     path taken by a folder and for an output made from another input or settings."""
-    import torch
-
-    from sw_mro.pipeline import flow_backend
-
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     for target in (npy, meta_path):  # said now, not after the extraction (found in review)
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
     if args.overwrite or not src_path.exists():  # a missing input: open_video says so
         return None
-    backend = flow_backend(cfg, torch.device(cfg.device))
-    fps = args.fps if src_path.is_dir() else None
-    signature = input_signature(src_path)
-    state, why = _output_state(meta_path, npy, cfg.to_dict(), backend, (src_path, signature), fps)
+    state, why = output_state(src_path, out_dir, cfg, args.fps if src_path.is_dir() else None)
     if state == "done":
         return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
     if state == "conflict":
