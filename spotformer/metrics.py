@@ -353,7 +353,7 @@ def read_ground_truth(
         if not gts:
             _warn_empty(p, "no row has an onset, offset and type")
         return gts
-    from spotformer.data.annotations import SAMM_SUBSAMPLE, load_annotations, workbook_kind
+    from spotformer.data.annotations import SAMM_SUBSAMPLE, load_casme2, load_samm, workbook_kind
     from spotformer.errors import AnnotationError
 
     if stride is not None and (
@@ -361,14 +361,16 @@ def read_ground_truth(
     ):
         raise ValueError(f"stride must be an int >= 1 or None, got {stride!r}")
     try:
-        if stride not in (None, 1) and workbook_kind(p) == "casme2":
+        kind = workbook_kind(p)  # its sheet names: the workbook is read once more, below
+        if stride not in (None, 1) and kind == "casme2":
             raise EvaluationError(
                 f"{p}: CAS(ME)^2's frames count every frame of its videos (stride 1), but "
                 f"the predictions count every {_ordinal(stride)} frame; score them at stride "
-                "1, or "
-                "against a ground-truth CSV in their frames"
+                "1, or against a ground-truth CSV in their frames"
             )
-        table = load_annotations(p, subsample=stride or SAMM_SUBSAMPLE)
+        table = (
+            load_casme2(p) if kind == "casme2" else load_samm(p, subsample=stride or SAMM_SUBSAMPLE)
+        )
     except AnnotationError as exc:
         raise EvaluationError(str(exc)) from exc
     if videos is not None:

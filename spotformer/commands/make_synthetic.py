@@ -10,7 +10,6 @@ Exit code 0 on success, 2 on a usage error (the message names the value and the 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -60,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spotformer.data.synthetic import SyntheticConfig, make_synthetic
+    from spotformer.data.synthetic_plan import SyntheticConfigError
     from spotformer.errors import SpotFormerError
 
     extra = {} if args.crf is None else {"crf": args.crf}
@@ -80,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
         manifest = make_synthetic(
             args.out, config, progress=not args.quiet, overwrite=args.overwrite
         )
+    except SyntheticConfigError as exc:  # a setting: named as this command's option
+        said = f"{_option(exc.field)} {exc.value!r}: {exc.want}" if exc.field else str(exc)
+        print(f"spotformer make-synthetic: error: {said}", file=sys.stderr)
+        return 2
     except SpotFormerError as exc:
-        print(f"spotformer make-synthetic: error: {_in_option_words(str(exc))}", file=sys.stderr)
+        print(f"spotformer make-synthetic: error: {exc}", file=sys.stderr)
         return 2
     n_expr = sum(len(v["expressions"]) for v in manifest["videos"])
     if n_expr == 0:
@@ -99,22 +103,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# SyntheticConfig's fields as this command's options (its errors name the fields).
+# SyntheticConfig's fields as this command's options, where their names differ.
 _OPTIONS = {
-    "videos_per_subject": "--videos-per-subject",
     "macro_per_video": "--macro",
     "micro_per_video": "--micro",
     "width/height": "--width/--height",
 }
 
 
-def _in_option_words(message: str) -> str:
-    """A library message in this command's words: ``SyntheticConfig.width/height=(641,
-    479)`` -> ``--width/--height (641, 479)``, and no ``(overwrite=True)``."""
-
-    def option(m: re.Match) -> str:
-        name = m.group(1)
-        return f"{_OPTIONS.get(name, '--' + name.replace('_', '-'))} "
-
-    message = re.sub(r"SyntheticConfig\.([a-z_/]+)=", option, message)
-    return message.replace(" (overwrite=True)", "")
+def _option(field: str) -> str:
+    return _OPTIONS.get(field, "--" + field.replace("_", "-"))

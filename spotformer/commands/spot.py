@@ -80,12 +80,13 @@ def casme2_layout_id(video: Path) -> str | None:
     """CAS(ME)^2's id of a video in its data set layout, as training names it:
     ``s16/16_0401`` for ``rawpic/s16/16_0401girlcrashing`` (or ``rawvideo/s16/...``);
     None elsewhere."""
-    m = re.match(r"^(\d+)_(\d{4})", video.name)
-    if m is None or not re.fullmatch(r"s\d+", video.parent.name):
+    from spotformer.data.annotations import casme2_video_id
+
+    if not re.fullmatch(r"s\d+", video.parent.name):
         return None
     if video.parent.parent.name not in ("rawpic", "rawvideo"):
         return None
-    return f"{video.parent.name}/{int(m.group(1))}_{m.group(2)}"
+    return casme2_video_id(video.parent.name, video.name)
 
 
 def ground_truth_id(video: Path, ids: set[str]) -> str | None:
@@ -119,6 +120,7 @@ def open_like_training(
     frame of a 200 fps folder, every frame of a 30 fps file. A model without that record
     (older runs, data sets of mixed rates) takes every frame.
     """
+    from spotformer.data.table import rate_scale
     from sw_mro.io.video import open_video
 
     fps_in = fps
@@ -131,7 +133,7 @@ def open_like_training(
     source = float(open_video(video, fps=fps_in).info.source_fps)
     if stride is not None:
         rate = source / stride
-        if abs(rate / target - 1) <= 0.1:
+        if rate_scale(rate, target) == 1.0:  # the rates training treats as the same
             return stride, fps_in, ""
         return (
             stride,

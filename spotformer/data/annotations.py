@@ -171,16 +171,6 @@ def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def _letter(col: int) -> str:
-    """Spreadsheet letter of a 0-based column index: 0 -> A, 26 -> AA."""
-    out = ""
-    col += 1
-    while col:
-        col, rem = divmod(col - 1, 26)
-        out = chr(ord("A") + rem) + out
-    return out
-
-
 class _Formulas:
     """The formulas of one sheet, read only when a cell the loader needs is blank.
 
@@ -197,15 +187,18 @@ class _Formulas:
     def check_blank(self, row: int, col: int, label: str) -> None:
         """Raise when the blank-reading cell at ``row`` (1-based), ``col`` (0-based) holds
         a formula with no cached value."""
+        from openpyxl.utils import get_column_letter
+
         if self._rows is None:
             self._rows = _read_sheets(self.xlsx, (self.sheet,), formulas=True)[self.sheet]
         cells = self._rows[row - 1] if 0 < row <= len(self._rows) else ()
         f = _cell(cells, col)
         text = getattr(f, "text", f)  # an array formula is an object with .text
         if isinstance(text, str) and text.startswith("="):
+            column = get_column_letter(col + 1)
             raise _fail(
                 self.xlsx, self.sheet, row,
-                f"{label} (column {_letter(col)}) is the formula {text!r} with no computed "
+                f"{label} (column {column}) is the formula {text!r} with no computed "
                 "value saved in the file (written by a program that does not compute "
                 "formulas); open and save the workbook in Excel or LibreOffice to compute it",
             )  # fmt: skip
@@ -219,6 +212,8 @@ def _frame_cells(
 ) -> list[float | None]:
     """The onset/apex/offset cells of a workbook row as numbers (None when blank), each
     below :data:`FRAME_LIMIT` and none an uncomputed formula."""
+    from openpyxl.utils import get_column_letter
+
     out = []
     for c, label in columns:
         v = _cell(row, c)
@@ -226,7 +221,7 @@ def _frame_cells(
         if x is None:
             formulas.check_blank(r, c, label)
         elif x >= FRAME_LIMIT:
-            where = f"{label} (column {_letter(c)})"
+            where = f"{label} (column {get_column_letter(c + 1)})"
             raise _fail(formulas.xlsx, formulas.sheet, r, frame_too_large(where, v))
         out.append(x)
     return out
@@ -376,22 +371,30 @@ def _casme2_rules(
     return subjects, videos
 
 
+def casme2_video_id(subject_dir: str, name: str) -> str | None:
+    """CAS(ME)^2's video id of ``rawpic/<subject_dir>/<name>`` (or ``rawvideo/``):
+    ``s15/15_0101`` for ``s15`` / ``15_0101disgustingteeth``; None for another name."""
+    m = _CAS_VIDEO_NAME.match(name)
+    return None if m is None else f"{subject_dir}/{int(m.group(1))}_{m.group(2)}"
+
+
+_CAS_VIDEO_NAME = re.compile(r"^(\d+)_(\d{4})")
+
+
 def _casme2_sources(root: Path) -> dict[str, VideoRef]:
     """Every video under ``root/rawpic`` (frame folders) or ``root/rawvideo`` (files)."""
     found: dict[str, VideoRef] = {}
-    pattern = re.compile(r"^(\d+)_(\d{4})")
     for kind in ("rawpic", "rawvideo"):
         base = root / kind
         if not base.is_dir():
             continue
         for sdir in sorted(p for p in base.iterdir() if p.is_dir()):
             for item in sorted(sdir.iterdir()):
-                m = pattern.match(item.name)
+                video = casme2_video_id(sdir.name, item.name)
                 is_frames = kind == "rawpic" and item.is_dir()
                 is_file = kind == "rawvideo" and item.suffix.lower() in VIDEO_SUFFIXES
-                if m is None or not (is_frames or is_file):
+                if video is None or not (is_frames or is_file):
                     continue
-                video = f"{sdir.name}/{int(m.group(1))}_{m.group(2)}"
                 fps = CAS_FPS if is_frames else None
                 found.setdefault(video, VideoRef(item, fps=fps, stride=1, subject=sdir.name))
     return found

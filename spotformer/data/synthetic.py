@@ -201,7 +201,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise SyntheticConfigError(f"{out_dir} exists and is not a folder: choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise SyntheticConfigError(
-            f"{out_dir} is not empty: pass --overwrite (overwrite=True) or choose an empty folder"
+            f"{out_dir} is not empty: pass --overwrite or choose an empty folder"
         )
 
 

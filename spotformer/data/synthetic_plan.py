@@ -56,7 +56,17 @@ MIN_FRAMES = 17
 
 
 class SyntheticConfigError(SpotFormerError, ValueError):
-    """A synthetic-benchmark setting is invalid or the events cannot be fitted."""
+    """A synthetic-benchmark setting is invalid or the events cannot be fitted.
+
+    For a setting, ``field`` (a ``SyntheticConfig`` field, or ``"width/height"``),
+    ``value`` and ``want`` say which and why, so a command can name its own option.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, value: Any = None, want: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.field, self.value, self.want = field, value, want
 
 
 Range = tuple[float, float]
@@ -133,7 +143,9 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, want: str) -> SyntheticConfigError:
-            return SyntheticConfigError(f"SyntheticConfig.{name}={value!r}: {want}")
+            return SyntheticConfigError(
+                f"SyntheticConfig.{name}={value!r}: {want}", field=name, value=value, want=want
+            )
 
         for name in ("subjects", "videos_per_subject", "width", "height"):
             v = getattr(self, name)

@@ -312,13 +312,14 @@ def _extract_one(
     """One input -> its .npy and .json; ``progress(total, done)``, if given, is told the
     frame count when the video opens and each chunk's frames as they are written."""
     name = output_name(src_path)
+    signature = input_signature(src_path)  # read once: the checks and the JSON use it
     # Complete (skip) or made otherwise (conflict): said without the lock, so a read-only
     # folder of finished outputs is still a resumable one. Checked again under the lock.
-    told = _existing_output(src_path, out_dir, name, cfg, args)
+    told = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
         return told
     with output_lock(out_dir, name):
-        return _extract_locked(src_path, out_dir, name, cfg, args, progress)
+        return _extract_locked(src_path, signature, out_dir, name, cfg, args, progress)
 
 
 def output_state(
@@ -329,19 +330,34 @@ def output_state(
     ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``,
     feature settings or Farneback backend). ``spotformer train --features`` reuses only
     "done" outputs."""
+    return _state_of(src_path, input_signature(src_path), out_dir, cfg, folder_fps)
+
+
+def _state_of(
+    src_path: Path,
+    signature: dict[str, Any] | None,
+    out_dir: Path,
+    cfg: Any,
+    folder_fps: float | None,
+) -> tuple[str, str]:
+    """:func:`output_state` with the input's signature already read."""
     import torch
 
     from sw_mro.pipeline import flow_backend
 
     name = output_name(src_path)
     backend = flow_backend(cfg, torch.device(cfg.device))
-    src = (src_path, input_signature(src_path))
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
-    return _output_state(meta_path, npy, cfg.to_dict(), backend, src, folder_fps)
+    return _output_state(meta_path, npy, cfg.to_dict(), backend, (src_path, signature), folder_fps)
 
 
 def _existing_output(
-    src_path: Path, out_dir: Path, name: str, cfg: Any, args: argparse.Namespace
+    src_path: Path,
+    signature: dict[str, Any] | None,
+    out_dir: Path,
+    name: str,
+    cfg: Any,
+    args: argparse.Namespace,
 ) -> str | None:
     """ "skipped ..." for a complete output, None for one to write; raises for an output
     path taken by a folder and for an output made from another input or settings."""
@@ -351,7 +367,8 @@ def _existing_output(
             raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
     if args.overwrite or not src_path.exists():  # a missing input: open_video says so
         return None
-    state, why = output_state(src_path, out_dir, cfg, args.fps if src_path.is_dir() else None)
+    fps = args.fps if src_path.is_dir() else None
+    state, why = _state_of(src_path, signature, out_dir, cfg, fps)
     if state == "done":
         return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
     if state == "conflict":
@@ -449,7 +466,13 @@ def _reserve_file(path: Path) -> None:
 
 
 def _extract_locked(
-    src_path: Path, out_dir: Path, name: str, cfg: Any, args: argparse.Namespace, progress: Any
+    src_path: Path,
+    signature: dict[str, Any] | None,
+    out_dir: Path,
+    name: str,
+    cfg: Any,
+    args: argparse.Namespace,
+    progress: Any,
 ) -> str:
     import numpy as np
     import torch
@@ -461,14 +484,13 @@ def _extract_locked(
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     # Again under the lock: another run may have finished it since.
-    told = _existing_output(src_path, out_dir, name, cfg, args)
+    told = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
         return told
     cfg_dict = cfg.to_dict()
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.
     fps = args.fps if src_path.is_dir() else None
-    signature = input_signature(src_path)
     video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
     info = video.info
     if progress is not None:

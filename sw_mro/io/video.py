@@ -135,20 +135,32 @@ def _ffmpeg_reason(path: Path, exc: BaseException) -> tuple[type[VideoError], st
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                return CorruptVideoError, "cannot decode the video (the file has no video stream)"
-    except av.error.EOFError:
-        return (
-            EmptyVideoError,
-            "the video has no frames (FFmpeg: End of file before the first frame)",
-        )
+                return CorruptVideoError, _NO_VIDEO_STREAM
     except Exception as av_exc:  # any PyAV failure is the reason we are looking for
-        msg = getattr(av_exc, "strerror", None) or one_line(av_exc)
-        return CorruptVideoError, f"cannot decode the video (FFmpeg: {msg})"
+        return _av_reason(av_exc)
     # PyAV opens it, decord does not: typically a file cut short after its header.
     msg = _DECORD_PREFIX.sub("", one_line(exc)).strip()
     return CorruptVideoError, (
         f"cannot decode the video; the file may be truncated or damaged (decord: {msg})"
     )
+
+
+_NO_VIDEO_STREAM = "cannot decode the video (the file has no video stream)"
+
+
+def _av_reason(av_exc: BaseException) -> tuple[type[VideoError], str]:
+    """The error class and message (without the path) for PyAV's failure to open a file.
+    A container that ends before its first frame (FFmpeg "End of file") is an empty
+    video, not a corrupt one."""
+    import av
+
+    if isinstance(av_exc, av.error.EOFError):
+        return (
+            EmptyVideoError,
+            "the video has no frames (FFmpeg: End of file before the first frame)",
+        )
+    msg = getattr(av_exc, "strerror", None) or one_line(av_exc)
+    return CorruptVideoError, f"cannot decode the video (FFmpeg: {msg})"
 
 
 # decord's messages start with a time stamp and its build's source path and line.
@@ -404,13 +416,11 @@ def _probe(path: Path) -> tuple[str, str]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise CorruptVideoError(
-                    f"{path}: cannot decode the video (the file has no video stream)"
-                )
+                raise CorruptVideoError(f"{path}: {_NO_VIDEO_STREAM}")
             stream = container.streams.video[0]
             return container.format.name, stream.codec_context.name
-    except av.error.FFmpegError as exc:
-        cls, reason = _ffmpeg_reason(path, exc)
+    except av.error.FFmpegError as exc:  # its reason, without opening the file again
+        cls, reason = _av_reason(exc)
         raise cls(f"{path}: {reason}") from exc
     except VideoError:
         raise
