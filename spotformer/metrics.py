@@ -43,6 +43,7 @@ from spotformer.data.table import (
     read_csv_records,
 )
 from spotformer.errors import SpotFormerError
+from sw_mro.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -394,16 +395,11 @@ def _warn_empty(p: Path, why: str) -> None:
 def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> Path:
     """Write ``video,onset,offset,type,score,apex`` atomically (readable by :func:`read_intervals`)."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["video", "onset", "offset", "type", "score", "apex"])
-            for i in intervals:
-                w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video", "onset", "offset", "type", "score", "apex"])
+        for i in intervals:
+            w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])
     return p
 
 

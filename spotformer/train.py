@@ -62,6 +62,7 @@ from spotformer.losses import LossConfig, spotting_loss
 from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.postprocess import SpotParams, spot_video
+from sw_mro.io.atomic import atomic_path
 
 
 class TrainError(SpotFormerError):
@@ -371,20 +372,14 @@ def ground_truth(data: SpottingData, videos: Sequence[VideoInfo]) -> list[Interv
 def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Write ``path`` through a temp file, fsync'ed, then renamed. A failed write (a full
     disk) is a :class:`TrainError` naming the file, and leaves no temp file behind."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         raise TrainError(
             f"{path}: cannot write it ({exc.strerror or exc}); the run keeps what it saved "
             "before: fix that, then run the same command with --resume"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
 from sw_mro._cli_util import no_cuda_reason
+from sw_mro.io.atomic import atomic_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,13 +196,11 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
     axes[1].set_xlabel(f"frame ({fps:.2f} fps)")
     fig.tight_layout()
     # Atomically, like every other output: a killed or failed write leaves no half image.
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lower().lstrip("."))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lower().lstrip("."))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,6 +77,7 @@ from spotformer.data.synthetic_plan import (
     sites,
 )
 from sw_mro._threads import read_ahead
+from sw_mro.io.atomic import atomic_path, atomic_write_text
 from sw_mro.io.writer import write_video
 
 __all__ = [
@@ -148,12 +149,6 @@ def _manifest_json(manifest: dict[str, Any]) -> str:
     return flat + "\n"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_xlsx(path: Path, manifest: dict[str, Any]) -> None:
     """The CAS(ME)^2 workbook (SPEC.md section 1): three sheets, no header rows, 1-based."""
     import openpyxl
@@ -178,9 +173,8 @@ def _write_xlsx(path: Path, manifest: dict[str, Any]) -> None:
                 index[v["subject"]], f"{v['name']}_{k}", e["onset"] + 1, e["apex"] + 1,
                 e["offset"] + 1, au, emotion, f"{e['kind']}-expression", report,
             ])  # fmt: skip
-    tmp = path.with_name(path.name + ".tmp")
-    wb.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        wb.save(tmp)
 
 
 def _write_csv(path: Path, out_dir: Path, manifest: dict[str, Any], fps: float) -> None:
@@ -248,5 +242,5 @@ def make_synthetic(
     _write_csv(out_dir / "annotations.csv", out_dir, manifest, cfg.fps)
     _write_xlsx(out_dir / XLSX_NAME, manifest)
     manifest["files"] = {"csv": "annotations.csv", "xlsx": XLSX_NAME, "videos": "rawvideo/"}
-    _atomic_write_text(out_dir / "manifest.json", _manifest_json(manifest))
+    atomic_write_text(out_dir / "manifest.json", _manifest_json(manifest))
     return manifest

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sw_mro.io.atomic import atomic_path
+
 Kind = Literal["macro", "micro"]
 KINDS: tuple[Kind, Kind] = ("macro", "micro")
 
@@ -174,7 +176,6 @@ class AnnotationTable:
         back the same table (``dropped`` aside: it is not a property of the data).
         """
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         with_sources = bool(self.sources)
         header = list(CSV_COLUMNS) + (list(CSV_SOURCE_COLUMNS) if with_sources else [])
 
@@ -188,7 +189,7 @@ class AnnotationTable:
                 str(ref.stride),
             ]
 
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(header)
             for e in self.expressions:
@@ -198,7 +199,6 @@ class AnnotationTable:
             for video in sorted(set(self.sources) - annotated):
                 subject = self.sources[video].subject or ""
                 w.writerow([subject, video, "", "", "", ""] + source_cells(video))
-        os.replace(tmp, path)
         return path
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from sw_mro._cli_util import no_cuda_reason
 from sw_mro.errors import VideoError
+from sw_mro.io.atomic import atomic_write_text, temp_name
 
 
 def _folder(text: str) -> Path:
@@ -496,8 +497,7 @@ def _extract_locked(
     if progress is not None:
         progress(info.num_frames, 0)
     n, w, r = info.num_frames, cfg.window, cfg.num_rois
-    tmp_npy = out_dir / f".{name}.npy.tmp"
-    tmp_json = out_dir / f".{name}.json.tmp"
+    tmp_npy = temp_name(npy)
     fallback: list[int] = []
     stages: dict[str, float] = {}
     motion = NoseMotion()
@@ -562,12 +562,9 @@ def _extract_locked(
             "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,
             "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
         }
-        tmp_json.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_json, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1))
     finally:
-        for tmp in (tmp_npy, tmp_json):
-            if tmp.exists():
-                tmp.unlink()
+        tmp_npy.unlink(missing_ok=True)
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     msg = f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
     if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sw_mro.io.atomic import atomic_path
+
 # BT.601 limited range ("tv"), what decoders assume for an untagged H.264 stream.
 _YUV = np.array(
     [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32
@@ -42,7 +44,7 @@ def write_video(
     """Write ``frames`` ((H, W, 3) RGB or (H, W) gray uint8, even H and W) to an H.264
     mp4 (libx264, yuv420p), atomically and byte-reproducibly.
 
-    - Atomic: the file is written to ``<name>.tmp.mp4`` and renamed, so a killed run
+    - Atomic: the file is written to ``.<name>.tmp.mp4`` and renamed, so a killed run
       never leaves a truncated video under the final name.
     - Reproducible: frames are converted to yuv420p here (:func:`rgb_to_i420`; with RGB
       input PyAV's swscale made the first encode of a process differ from later ones)
@@ -56,9 +58,8 @@ def write_video(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
     stream = None
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         with av.open(str(tmp), mode="w") as container:
             for frame in frames:
                 arr = np.asarray(frame)
@@ -86,8 +87,4 @@ def write_video(
                 raise ValueError(f"write_video({path}): no frames given")
             for packet in stream.encode():
                 container.mux(packet)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return path

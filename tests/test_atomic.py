@@ -1,0 +1,67 @@
+"""The one atomic-write rule (sw_mro.io.atomic) and the writers that use it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spotformer.data.table import AnnotationTable, Expression
+from spotformer.metrics import Interval, read_intervals, write_intervals
+from sw_mro.io.atomic import atomic_path, atomic_write_text, temp_name
+from sw_mro.io.writer import write_video
+
+
+def test_atomic_path_renames_only_on_success(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp == tmp_path / ".out.csv.tmp" and tmp.parent == target.parent
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not replaced before the writer returns
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_atomic_path_failure_keeps_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError, match="writer broke"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer broke")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_temp_name_keeps_the_suffix_for_format_guessing_writers(tmp_path):
+    assert temp_name(tmp_path / "clip.mp4", keep_suffix=True).name == ".clip.mp4.tmp.mp4"
+    assert temp_name(tmp_path / "clip.mp4").name == ".clip.mp4.tmp"
+
+
+def test_write_video_failure_leaves_nothing(tmp_path):
+    frames = [np.zeros((32, 32, 3), np.uint8), np.zeros((33, 32, 3), np.uint8)]  # odd height
+    with pytest.raises(ValueError, match="even H and W"):
+        write_video(tmp_path / "v.mp4", frames)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_writers_leave_no_temp_on_failure(tmp_path):
+    out = tmp_path / "pred.csv"
+    good = [Interval("v1", 3, 9, "macro", 0.5)]
+    write_intervals(good, out)
+
+    def broken():
+        yield Interval("v1", 1, 2, "micro", 0.25)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_intervals(broken(), out)
+    assert [(i.onset, i.offset) for i in read_intervals(out)] == [(3, 9)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
+
+    table = AnnotationTable([Expression("s1", "v1", 3, 5, 9, "macro")])
+    table.to_csv(tmp_path / "ann.csv")
+    table.expressions.append(object())  # not an Expression: the writer fails mid-file
+    with pytest.raises(AttributeError):
+        table.to_csv(tmp_path / "ann.csv")
+    assert (tmp_path / "ann.csv").read_text().count("\n") == 2  # header + the old row
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.csv", "pred.csv"]
