@@ -423,7 +423,9 @@ def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
 
 
-def test_frame_folder_fps_for_the_metadata(short_clip: Path, tmp_path: Path) -> None:
+def test_frame_folder_fps_for_the_metadata(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A folder has no frame rate: --fps gives it (SAMM-LV: 200 with --stride 7); a video
     file keeps its container's."""
     import cv2
@@ -446,6 +448,11 @@ def test_frame_folder_fps_for_the_metadata(short_clip: Path, tmp_path: Path) -> 
     # video file (whose rate is its container's) is still skipped.
     assert main([*argv, "--fps", "100", "--stride", "2"]) == 1
     assert main([*argv, "--fps", "200", "--stride", "2"]) == 0
+    # No --fps is the default rate (30), not "any rate": refused the same way.
+    capsys.readouterr()
+    assert main([*argv, "--stride", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "at 200 fps (this run: 30 fps, the default; --fps 200 keeps it)" in err
 
 
 def test_missing_insightface_models_stop_the_run_once(

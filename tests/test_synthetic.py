@@ -427,9 +427,25 @@ def test_cli_writes_and_refuses_to_overwrite(
     assert str(out) in err and "not empty" in err and "--overwrite" in err
     assert "overwrite=True" not in err  # the library's words, not this command's
     (out / "keep.txt").write_text("user file")
+    # Under rawvideo/: the user's files stay; the generator's own videos from another
+    # run (another subject) and a killed run's temp video go (the data set must not
+    # keep videos that its annotations do not list).
+    (out / "rawvideo" / "s15" / "notes.txt").write_text("user file")
+    (out / "rawvideo" / "mine").mkdir()
+    (out / "rawvideo" / "mine" / "clip.mp4").write_bytes(b"user video")
+    (out / "rawvideo" / "s16").mkdir()
+    (out / "rawvideo" / "s16" / "16_0101disgust1.mp4").write_bytes(b"old run")
+    (out / "rawvideo" / "s15" / ".15_0102happy1.mp4.tmp.mp4").write_bytes(b"killed run")
     assert spotformer_main([*args, "--overwrite"]) == 0
     assert (out / "manifest.json").read_bytes() == first
     assert (out / "keep.txt").read_text() == "user file"
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    video = json.loads(first)["videos"][0]["path"]
+    assert left == sorted([
+        "annotations.csv", "CAS(ME)^2code_final.xlsx", "keep.txt", "manifest.json",
+        "rawvideo/mine/clip.mp4", "rawvideo/s15/notes.txt", video,
+    ]), left  # fmt: skip
+    assert not (out / "rawvideo" / "s16").exists()  # emptied, so removed
 
 
 def test_cli_reports_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

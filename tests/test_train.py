@@ -987,6 +987,16 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
         err = capsys.readouterr().err
         # Permission denied, or a read-only file system where a container mounts /sys so
         assert f"{opt} /sys/{name}: cannot write in /sys (" in err and "Traceback" not in err
+    # A stride or rate that cannot work: refused first (--stride 0 was a ZeroDivisionError).
+    for extra, says in [
+        (["--stride", "0"], "--stride must be an int >= 1, got 0"),
+        (["--stride", "-1"], "--stride must be an int >= 1, got -1"),
+        (["--fps", "0"], "--fps must be a positive frame rate, got 0.0"),
+        (["--fps", "nan"], "--fps must be a positive frame rate, got nan"),
+    ]:
+        assert main([*spot, "--out", str(tmp_path / "s.csv"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and "fps at" not in err, (extra, err)
     monkeypatch.setattr(F, "video_features", fake)
     # Folders of --out and --plot are made.
     out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import sys
 import tempfile
@@ -227,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if args.gpu else "cpu"
     video_id = args.video_id or args.video.stem
     # Everything that can fail without the video is checked before the extraction.
+    if args.stride is not None and args.stride < 1:
+        return fail(f"--stride must be an int >= 1, got {args.stride}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        return fail(f"--fps must be a positive frame rate, got {args.fps}")
     for opt, path in (("--out", args.out), ("--plot", args.plot)):
         if path is None:
             continue

@@ -56,7 +56,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,13 +198,27 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+# The generator's videos (rawvideo/s15/15_0101disgust1.mp4) and the temp files of a
+# killed run (.15_0101disgust1.mp4.tmp.mp4); a name of the same form counts as its own
+# even without a manifest (a killed first run writes the manifest last).
+_OWN_VIDEO = re.compile(r"s(\d+)/\.?\1_\w+\.mp4(\.tmp\.mp4)?")
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     _check_out_dir(out_dir, overwrite)
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        # Remove only what this generator writes; anything else in the folder stays.
+        # Remove only what this generator writes; anything else in the folder stays
+        # (found in review: a user's file under rawvideo/ was removed with it).
         for name in _OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "rawvideo", ignore_errors=True)
+        videos = out_dir / "rawvideo"
+        if videos.is_dir():
+            for f in sorted(videos.rglob("*")):
+                if f.is_file() and _OWN_VIDEO.fullmatch(f.relative_to(videos).as_posix()):
+                    f.unlink()
+            for d in sorted(videos.rglob("*"), reverse=True) + [videos]:  # deepest first
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
     out_dir.mkdir(parents=True, exist_ok=True)
 
 

@@ -226,8 +226,9 @@ def _output_state(
 ) -> tuple[str, str]:
     """``("done", "")``: complete, from this input with these settings; ``("todo", "")``:
     not complete; ``("conflict", why)``: complete but from another input (``src`` is the
-    input and its :func:`input_signature`; the recorded one differs), with another frame-folder rate than ``folder_fps``
-    (when given; the metadata would be stale), with other feature settings, or with
+    input and its :func:`input_signature`; the recorded one differs), a frame folder
+    recorded at another rate than ``folder_fps`` (None: the default folder rate; the
+    metadata would be stale), with other feature settings, or with
     another Farneback backend than ``backend`` (their features differ by ~1e-5 px, and
     one output folder should not mix them). Settings that do not change the features are not compared
     (:func:`_feature_config`). Outputs written before the metadata recorded the backend
@@ -259,10 +260,16 @@ def _output_state(
             f"{src[0]} ({_describe(src[1])}); use another --out-dir or rename one of them"
         )
     recorded = meta.get("source_fps")
-    if folder_fps is not None and recorded is not None and float(recorded) != folder_fps:
-        return "conflict", (
-            f"it records the frame folder at {recorded:g} fps (this run: --fps {folder_fps:g})"
-        )
+    if src is not None and src[0].is_dir() and recorded is not None:
+        from sw_mro.io.video import DEFAULT_FOLDER_FPS
+
+        rate = DEFAULT_FOLDER_FPS if folder_fps is None else folder_fps
+        if float(recorded) != rate:
+            given = f"--fps {rate:g}" if folder_fps is not None else f"{rate:g} fps, the default"
+            return "conflict", (
+                f"it records the frame folder at {recorded:g} fps (this run: {given}; "
+                f"--fps {recorded:g} keeps it)"
+            )
     made = meta.get("config")
     if not isinstance(made, dict):
         return "conflict", "its metadata has no config"
@@ -328,8 +335,8 @@ def output_state(
 ) -> tuple[str, str]:
     """Whether ``out_dir`` holds ``src_path``'s complete features for ``cfg`` (an
     ``SWMROConfig``): ``("done", "")``, ``("todo", "")`` (none, or not complete) or
-    ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``,
-    feature settings or Farneback backend). ``spotformer train --features`` reuses only
+    ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``
+    (None: the default), feature settings or Farneback backend). ``spotformer train --features`` reuses only
     "done" outputs."""
     return _state_of(src_path, input_signature(src_path), out_dir, cfg, folder_fps)
 
