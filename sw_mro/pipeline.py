@@ -667,10 +667,11 @@ class _Landmarks:
             from sw_mro.io import landmark_pool
 
             if landmark_pool.usable():
-                # Started once per option set, reused across videos.
-                self.procs = landmark_pool.shared_pool(
+                # Started once per option set, reused across videos; held until close().
+                self.procs = landmark_pool.hold_pool(
                     workers, redetect=config.landmark_redetect, nice=landmark_pool.WORKER_NICE
                 )
+        self.held = self.procs
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
@@ -682,6 +683,11 @@ class _Landmarks:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.held is not None:
+            from sw_mro.io import landmark_pool
+
+            landmark_pool.release_pool(self.held)
+            self.held = None
 
     def _get(self):
         if self.free:

@@ -353,3 +353,75 @@ def test_worker_nice_lowers_the_workers_priority_and_keeps_results(
     np.testing.assert_array_equal(got.points, want.points)
     with pytest.raises(ValueError, match="nice must be an int in 0..19"):
         DlibProcessPool(1, nice=-1)
+
+
+def _pool_processes(pool: DlibProcessPool) -> list:
+    return list((pool._pool._processes or {}).values())
+
+
+def test_pools_of_other_options_are_closed_when_unused(carphone: str) -> None:
+    """One extraction after another with other landmark options: the earlier pool, no
+    longer held, is closed when the next one starts (found in review: 3 option sets left
+    3 pools of workers and their shared blocks for the life of the process); a pool
+    held by an extraction in progress is not; close_pools() ends the rest."""
+    frames = open_video(carphone).read(range(30)).numpy()
+    landmark_pool.close_pools()
+    seen = []
+    for redetect in (2, 3, 5):  # option sets no other test holds a pool of
+        cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2, landmark_redetect=redetect)
+        sw_mro.extract(frames, cfg)
+        pool = shared_pool(2, redetect=redetect)
+        assert pool in landmark_pool._POOLS.values()
+        assert not any(old in landmark_pool._POOLS.values() for old, _ in seen)  # closed
+        workers = _pool_processes(pool)
+        assert workers and all(p.is_alive() for p in workers)
+        seen.append((pool, workers))
+    for pool, workers in seen[:-1]:
+        assert pool._all == {} and not any(p.is_alive() for p in workers)
+    # Held (an extraction in progress): another option set does not close it.
+    cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2, landmark_redetect=6)
+    marks = _Landmarks(cfg, torch.device("cpu"))
+    try:
+        other = shared_pool(2, redetect=7)
+        assert marks.procs in landmark_pool._POOLS.values() and other is not marks.procs
+        marks.detect(0, frames)  # still works
+        assert landmark_pool.close_pools() == 1  # only the unheld one
+    finally:
+        marks.close()
+    workers = _pool_processes(marks.procs)
+    assert landmark_pool.close_pools() == 1  # other tests' _Landmarks, never closed, hold theirs
+    assert marks.procs not in landmark_pool._POOLS.values()
+    assert not any(p.is_alive() for p in workers)
+    # The next extraction starts a pool again.
+    cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2)
+    np.testing.assert_array_equal(sw_mro.extract(frames, cfg), sw_mro.extract(frames, cfg))
+
+
+def test_workers_start_with_ctrl_c_held_then_ignored() -> None:
+    """A worker process is spawned with SIGINT blocked (a Ctrl-C during its imports
+    waits), and its initializer ignores SIGINT, then unblocks it (found in review: a
+    Ctrl-C while workers imported printed a traceback per worker and read as a failed
+    start). The caller's own mask is restored."""
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    plain = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+    try:
+        with landmark_pool._sigint_blocked():
+            assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            mask = plain.submit(signal.pthread_sigmask, signal.SIG_BLOCK, [])
+        assert signal.SIGINT in mask.result(timeout=60)  # inherited through exec
+    finally:
+        plain.shutdown()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    pool = DlibProcessPool(1)
+    try:
+        pool.run(np.zeros((2, 64, 64, 3), np.uint8), [(0, 2, None)])  # started via submit
+        mask = pool._pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []).result(60)
+        handler = pool._pool.submit(signal.getsignal, signal.SIGINT).result(60)
+        assert signal.SIGINT not in mask and handler == signal.SIG_IGN
+    finally:
+        pool.close()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

@@ -535,11 +535,19 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
 
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:
     from spotformer.cli import main
+    from sw_mro.io import landmark_pool
 
     run = tmp_path / "run"
     argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
     argv += ["--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]
+    # The landmark worker pool that extraction leaves (on a GPU host; the features are
+    # fake here): training closes it once the features are extracted.
+    pool = landmark_pool.shared_pool(1)
+    pool.run(np.zeros((2, 64, 64, 3), np.uint8), [(0, 2, None)])  # its worker, started
+    workers = list(pool._pool._processes.values())
+    assert workers and all(p.is_alive() for p in workers)
     assert main(argv) == 0
+    assert landmark_pool._POOLS == {} and not any(p.is_alive() for p in workers)
     out = capsys.readouterr().out
     assert "LOSO over 3 subjects" in out and "Overall" in out
     report = json.loads((run / "report.json").read_text())

@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         run_record,
     )
     from sw_mro.errors import SWMROError
+    from sw_mro.io import landmark_pool
 
     def fail(msg: str) -> int:
         print(f"spotformer train: {msg}", file=sys.stderr)
@@ -252,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
         feats = dataset_features(
             table, sw_cfg, progress=progress, plan=plan, features_dir=args.features
         )
+        # Training needs no landmark workers: their processes and shared blocks go now.
+        landmark_pool.close_pools()
         print(
             f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
             f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"

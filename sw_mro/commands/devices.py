@@ -23,8 +23,11 @@ complete), so a killed run resumes the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing import connection, get_context
@@ -66,6 +69,20 @@ def _device_error(text: str) -> bool:
     return any(p in text for p in _DEVICE_ERRORS)
 
 
+def _interrupt_once(*signums: int) -> None:
+    """The first of these signals raises KeyboardInterrupt (the input's cleanup runs:
+    temp and lock files go); later ones are ignored, so that a Ctrl-C to the whole
+    group and the parent's own SIGINT to this worker do not cut that cleanup short."""
+
+    def handler(signum: int, frame: object) -> None:
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for s in signums:
+        signal.signal(s, handler)
+
+
 def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None:
     """Worker process: take inputs from ``conn`` until told to stop, report each on it.
 
@@ -74,6 +91,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     from sw_mro._threads import watch_parent
 
     watch_parent(parent)
+    _interrupt_once(signal.SIGINT, signal.SIGTERM)
 
     def progress(total: int, done: int) -> None:
         conn.send(("progress", total, done))
@@ -233,12 +251,20 @@ def run_on_devices(
                     report(path, False, "no device worker is left (all of them died)")
                 todo.clear()
     except BaseException:
+        # Ctrl-C to the group, or a signal to this process alone (found in review: the
+        # workers went on with their inputs for 10 s each, then were killed without
+        # cleaning up): each worker is interrupted (a second SIGINT is ignored there)
+        # and given 10 s in all to remove its temp files, then killed.
         for slot in slots:
             send(slot, None)  # an idle worker ends at once
+            with contextlib.suppress(OSError):
+                if slot.process.is_alive():
+                    os.kill(slot.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
         for slot in slots:
-            slot.process.join(timeout=10)  # Ctrl-C: each worker cleans up its temp files
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive():
-                slot.process.terminate()
+                slot.process.kill()
                 slot.process.join()
         raise
     return run

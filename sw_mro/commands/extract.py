@@ -585,6 +585,9 @@ def _extract_locked(
     return msg
 
 
+#: What ``dispatch`` adds to "interrupted" (Ctrl-C) and "terminated" (SIGTERM).
+INTERRUPT_HINT = "run the same command again to resume (complete outputs are skipped)"
+
 _TO_STDERR = ("hint: ", "warning: ")
 
 

@@ -25,13 +25,14 @@ eagerly), never torch or CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import functools
 import itertools
 import mmap
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
 from multiprocessing import util as mp_util
@@ -46,7 +47,10 @@ __all__ = [
     "SegmentJob",
     "SharedMemoryError",
     "Submission",
+    "close_pools",
     "disable",
+    "hold_pool",
+    "release_pool",
     "shared_pool",
     "usable",
 ]
@@ -68,8 +72,11 @@ WORKER_NICE = 0
 
 def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nice: int = 0) -> None:
     # Ctrl-C reaches every process of the group: the parent shuts the pool down, and a
-    # worker's own KeyboardInterrupt would only print a traceback per worker.
+    # worker's own KeyboardInterrupt would only print a traceback per worker. The worker
+    # started with SIGINT blocked (_sigint_blocked), so a Ctrl-C while it imported is
+    # pending, and dropped here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     if nice > 0:
         os.nice(nice)
     _WORKER["lm"] = DlibLandmarker(predictor_path, redetect=redetect, fill_missing=False)
@@ -78,6 +85,20 @@ def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nic
     # no ``atexit`` handler and cannot shut the pool down; the workers would otherwise
     # live on, each holding the 100 MB model, and keep its output pipes open.
     watch_parent(parent)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it may start worker processes: a spawned
+    worker inherits the mask (through exec), so a Ctrl-C during its seconds of imports
+    waits for :func:`_init_worker`, which ignores it (found in review: each worker
+    printed a KeyboardInterrupt traceback, and the broken pool read as a start failure).
+    In this process the signal goes to another thread, or arrives when unblocked."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class SharedMemoryError(OSError):
@@ -250,6 +271,8 @@ class DlibProcessPool:
         self._all: dict = {}  # name -> SharedMemory or _MemfdBlock
         self._lock = threading.Lock()
         self.dev_shm_full = False  # /dev/shm could not hold a block: memfd from then on
+        self.key: tuple | None = None  # its options, when it is a shared pool
+        self._finalizer = None  # the exit handler of a shared pool (shared_pool)
 
     def _new_block(self, nbytes: int):
         """A block of ``nbytes`` whose pages are reserved: in ``/dev/shm``, or as a
@@ -310,8 +333,9 @@ class DlibProcessPool:
         futures: list[Future] = []
         try:
             np.ndarray(frames.shape, np.uint8, buffer=shm.buf)[...] = frames
-            for job in jobs:
-                futures.append(self._pool.submit(_run_segment, shm.name, frames.shape, job))
+            with _sigint_blocked():  # the executor starts its workers on demand, here
+                for job in jobs:
+                    futures.append(self._pool.submit(_run_segment, shm.name, frames.shape, job))
         except BaseException:
             # Jobs submitted before the failure may be reading the block: it goes back
             # (to be reused or freed) only once they are cancelled or done.
@@ -336,11 +360,19 @@ class DlibProcessPool:
 
 _DISABLED: list[str] = []  # why worker processes are not used in this process, if so
 
+# The shared pools by option set, and how many extractions hold each (hold_pool).
+_POOLS: dict[tuple, DlibProcessPool] = {}
+_HOLDERS: dict[tuple, int] = {}
+_POOLS_LOCK = threading.Lock()
+
 
 def disable(reason: str) -> None:
     """Use no worker processes from now on in this process (see :func:`usable`)."""
     _DISABLED.append(reason)
-    _pool_for.cache_clear()
+    with _POOLS_LOCK:
+        _close_unheld()
+        _POOLS.clear()  # a held pool stays with its holder, which closes it
+        _HOLDERS.clear()
 
 
 def usable() -> bool:
@@ -351,20 +383,61 @@ def usable() -> bool:
 def shared_pool(
     workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
 ) -> DlibProcessPool:
-    """The process-wide pool for these options, started on first use, closed at exit."""
-    return _pool_for(workers, predictor_path, redetect, nice)  # one cache key per option set
+    """The process-wide pool for these options, started on first use and kept for the
+    next videos (each worker parses the 100 MB model once), closed at exit.
+
+    Starting a pool for other options closes the pools that no extraction holds (found
+    in review: one pool of workers and shared blocks per option set piled up in a
+    process that extracted with several settings)."""
+    key = (workers, predictor_path, redetect, nice)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            _close_unheld()
+            pool = _POOLS[key] = DlibProcessPool(
+                workers, predictor_path, redetect=redetect, nice=nice
+            )
+            pool.key = key
+            # multiprocessing's exit function runs this in the main process (it is an
+            # atexit handler) and in a multiprocessing child (a `sw-mro extract
+            # --devices` worker), which leaves through os._exit and runs no atexit
+            # handler. It runs before that function joins the child's non-daemon
+            # children, this pool's idle workers, which waited for ever when the pool
+            # stayed open (priority above the executor's own queue finalizers).
+            pool._finalizer = mp_util.Finalize(pool, pool.close, exitpriority=100)
+        return pool
 
 
-@functools.cache
-def _pool_for(
-    workers: int, predictor_path: str | None, redetect: int, nice: int
+def hold_pool(
+    workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
 ) -> DlibProcessPool:
-    pool = DlibProcessPool(workers, predictor_path, redetect=redetect, nice=nice)
-    # multiprocessing's exit function runs this in the main process (it is an atexit
-    # handler) and in a multiprocessing child (a `sw-mro extract --devices` worker),
-    # which leaves through os._exit and runs no atexit handler. It runs before that
-    # function joins the child's non-daemon children, this pool's idle workers, which
-    # waited for ever when the pool stayed open (priority above the executor's own
-    # queue finalizers).
-    mp_util.Finalize(pool, pool.close, exitpriority=100)
+    """:func:`shared_pool`, kept open until :func:`release_pool` (an extraction's span)."""
+    pool = shared_pool(workers, predictor_path, redetect=redetect, nice=nice)
+    with _POOLS_LOCK:
+        _HOLDERS[pool.key] = _HOLDERS.get(pool.key, 0) + 1
     return pool
+
+
+def release_pool(pool: DlibProcessPool) -> None:
+    """The end of a :func:`hold_pool`: the pool stays open, but may now be closed."""
+    with _POOLS_LOCK:
+        if _POOLS.get(pool.key) is pool and _HOLDERS.get(pool.key):
+            _HOLDERS[pool.key] -= 1
+
+
+def close_pools() -> int:
+    """Close the shared worker pools that no extraction is using: their processes end
+    and their shared memory is freed (``spotformer train`` calls it when extraction is
+    done). The next extraction starts a pool again. Returns how many were closed."""
+    with _POOLS_LOCK:
+        return _close_unheld()
+
+
+def _close_unheld() -> int:  # under _POOLS_LOCK
+    closed = 0
+    for key in [k for k in _POOLS if not _HOLDERS.get(k)]:
+        pool = _POOLS.pop(key)
+        _HOLDERS.pop(key, None)
+        pool._finalizer()  # pool.close, once; unregistered from the exit handlers
+        closed += 1
+    return closed
