@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -331,30 +332,70 @@ def test_output_paths_that_are_folders_and_folders_of_frame_folders(
     )
 
 
+@pytest.mark.parametrize("other_completes", [True, False], ids=["completed", "died"])
 def test_two_runs_into_one_out_dir_do_not_mix(
-    short_clip: Path, carphone_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    short_clip: Path,
+    carphone_copy: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    other_completes: bool,
 ) -> None:
-    """While one run writes an output (holds ``.<name>.lock``), a second run into the
-    same --out-dir fails that input at once, without touching its files, and goes on
-    with the others (found in review: the second run's rename took the first one's temp
-    file and left a window-7 .npy without its JSON)."""
-    from sw_mro.commands.extract import OutputBusyError, output_lock
+    """While another run writes an output (holds ``.<name>.lock``), this run leaves that
+    input without touching its files, does the others, then comes back and waits for
+    the lock: skipped if the other run completed it, extracted if that run ended
+    without it; exit 0 either way (found in review: the second run's rename took the
+    first one's temp file; later, two runs over one list both exited 1 although every
+    output was complete)."""
+    import threading
+    import time
+
+    from sw_mro.commands.extract import (
+        OutputBusyError,
+        _extract_locked,
+        input_signature,
+        output_lock,
+    )
 
     out = tmp_path / "out"
     out.mkdir()
     (out / ".short.npy.tmp").write_bytes(b"the other run's half-written features")
-    with output_lock(out, "short"):
-        rc = main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(out), *ARGS])
-        err = capsys.readouterr().err
-        assert rc == 1 and f"FAILED {short_clip}: {OutputBusyError.__name__}" in err
-        assert f"{out / '.short.lock'} is locked" in err
-        assert (out / ".short.npy.tmp").read_bytes() == b"the other run's half-written features"
-        assert not (out / "short.npy").exists() and (out / "carphone.npy").is_file()
-        with pytest.raises(OutputBusyError):  # a second holder in this process too
+    held, seen, errors = threading.Event(), {}, []
+
+    def other_run() -> None:
+        try:
             with output_lock(out, "short"):
-                pass
-    assert not (out / ".short.lock").exists()  # removed by its holder
-    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+                held.set()
+                while not (out / "carphone.npy").exists():  # this run's first pass
+                    time.sleep(0.02)
+                time.sleep(0.3)
+                seen["tmp"] = (out / ".short.npy.tmp").read_bytes()
+                seen["short"] = (out / "short.npy").exists()
+                with pytest.raises(OutputBusyError):  # a second holder, even in-process
+                    with output_lock(out, "short"):
+                        pass
+                if other_completes:
+                    cfg = sw_mro.SWMROConfig(window=3, face_size=64)
+                    ns = argparse.Namespace(overwrite=False, quiet=True, fps=None)
+                    sig = input_signature(short_clip)
+                    _extract_locked(short_clip, sig, out, "short", cfg, ns, None)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+            held.set()
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    held.wait(60)
+    rc = main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(out), *ARGS])
+    thread.join(60)
+    assert not errors, errors
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert f"busy {short_clip}: another sw-mro run is writing" in captured.err
+    assert f"{out / '.short.lock'} is locked" in captured.err
+    assert "now waiting for 1 input that another run is writing" in captured.err
+    assert seen == {"tmp": b"the other run's half-written features", "short": False}
+    said = f"skipped {short_clip}" if other_completes else f"wrote {out / 'short.npy'}"
+    assert said in captured.out and "2 of 2 inputs done" in captured.out
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
     assert sorted(p.name for p in out.iterdir()) == [
         "carphone.json", "carphone.npy", "short.json", "short.npy",

@@ -315,10 +315,18 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _extract_one(
-    src_path: Path, out_dir: Path, cfg: Any, args: argparse.Namespace, progress: Any = None
+    src_path: Path,
+    out_dir: Path,
+    cfg: Any,
+    args: argparse.Namespace,
+    progress: Any = None,
+    *,
+    wait: bool = False,
 ) -> str:
     """One input -> its .npy and .json; ``progress(total, done)``, if given, is told the
-    frame count when the video opens and each chunk's frames as they are written."""
+    frame count when the video opens and each chunk's frames as they are written.
+    ``wait``: wait for another run writing the same output (:func:`output_lock`), then
+    skip it if that run completed it."""
     name = output_name(src_path)
     signature = input_signature(src_path)  # read once: the checks and the JSON use it
     # Complete (skip) or made otherwise (conflict): said without the lock, so a read-only
@@ -326,7 +334,7 @@ def _extract_one(
     told = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
         return told
-    with output_lock(out_dir, name):
+    with output_lock(out_dir, name, wait=wait):
         return _extract_locked(src_path, signature, out_dir, name, cfg, args, progress)
 
 
@@ -388,13 +396,22 @@ class OutputBusyError(RuntimeError):
     """Another process is writing the same output (``.<name>.lock`` is locked)."""
 
 
+BUSY_LATER = "this run comes back to it after its other inputs, and waits for it then"
+
+
+def _waiting(busy: list) -> str:
+    n = len(busy)
+    return f"now waiting for {n} input{'s' if n != 1 else ''} that another run is writing"
+
+
 @contextlib.contextmanager
-def output_lock(out_dir: Path, name: str) -> Iterator[None]:
+def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[None]:
     """Hold ``out_dir/.<name>.lock`` (an exclusive ``flock``) while ``name``'s outputs are
     written, so that two runs into one ``--out-dir`` cannot mix their ``.npy`` and JSON
     or their temp files (found in review: one run's rename took the other's temp file).
-    A second run does not wait: :class:`OutputBusyError`. The lock dies with its process;
-    its file is removed when the output is done.
+    A second run does not wait (:class:`OutputBusyError`) unless ``wait``: ``run`` comes
+    back to such an input after the others and waits then. The lock dies with its
+    process; its file is removed when the output is done.
 
     Without a guard, as before: where the lock file cannot be made (a read-only or full
     folder: writing the output then fails with its own error) and where ``flock`` is not
@@ -413,14 +430,13 @@ def output_lock(out_dir: Path, name: str) -> Iterator[None]:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             # The holder before us may have removed the file: lock the one at the path.
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except BlockingIOError:
             os.close(fd)
             raise OutputBusyError(
-                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked); "
-                "run this input again when it ends, or use another --out-dir"
+                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked)"
             ) from None
         except FileNotFoundError:
             same = False
@@ -650,11 +666,15 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any], progress
         torch.cuda.set_device(torch.device(device))
     cfg = options["config"].replace(device=device)
     args = argparse.Namespace(overwrite=options["overwrite"], quiet=True, fps=options["fps"])
-    return _extract_one(Path(path), Path(options["out_dir"]), cfg, args, progress)
+    out_dir = Path(options["out_dir"])
+    return _extract_one(Path(path), out_dir, cfg, args, progress, wait=options["wait"])
 
 
-def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inputs: list) -> list:
-    """``--devices``: the inputs over one worker process per device; the failed ones."""
+def _run_on_devices(
+    args: argparse.Namespace, cfg: Any, devices: list[str], inputs: list, wait: bool = False
+) -> list:
+    """``--devices``: the inputs over one worker process per device; the failed ones.
+    Inputs that another run is writing are done last, waiting for it (``wait``)."""
     from tqdm import tqdm
 
     from sw_mro.commands.devices import per_process_cpus, run_on_devices
@@ -673,8 +693,10 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
         "out_dir": str(args.out_dir),
         "overwrite": args.overwrite,
         "fps": args.fps,
+        "wait": wait,
     }
     ended = 0
+    busy: list[str] = []
     # Frames/s over all devices; the total grows as the workers open their videos.
     with tqdm(total=0, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
         bar.set_postfix_str(f"inputs 0/{len(inputs)}")
@@ -687,6 +709,9 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
                 bar.write(out, file=sys.stdout)
                 for hint in hints:
                     bar.write(hint, file=sys.stderr)
+            elif line.startswith(f"{OutputBusyError.__name__}:") and not wait:
+                busy.append(path)
+                bar.write(f"busy {path}: {line.split(': ', 1)[1]}; {BUSY_LATER}", file=sys.stderr)
             else:
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
             sys.stdout.flush()
@@ -707,7 +732,11 @@ def _run_on_devices(args: argparse.Namespace, cfg: Any, devices: list[str], inpu
             on_result=show,
             on_progress=frames,
         )
-    return [str(p) for p in inputs if str(p) in result.failed]
+    failed = [str(p) for p in inputs if str(p) in result.failed and str(p) not in busy]
+    if busy:
+        print(_waiting(busy), file=sys.stderr)
+        failed += _run_on_devices(args, cfg, devices, busy, wait=True)
+    return failed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -819,14 +848,26 @@ def run(args: argparse.Namespace) -> int:
     if devices is not None:
         failed += _run_on_devices(args, cfg, devices, todo)
         todo = []
-    for path in todo:
+    busy: list[Path] = []
+    queue: list[Path | None] = [*todo, None]  # None: then the inputs another run was writing
+    while queue:
+        path = queue.pop(0)
+        if path is None:
+            if busy:
+                print(_waiting(busy), file=sys.stderr)
+                queue = list(busy)
+            continue
         try:
-            out, hints = _split_hints(_extract_one(path, args.out_dir, cfg, args))
+            wait = path in busy
+            out, hints = _split_hints(_extract_one(path, args.out_dir, cfg, args, wait=wait))
             print(out, flush=True)
             for hint in hints:
                 print(hint, file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             raise
+        except OutputBusyError as exc:  # found in review: both of two runs exited 1
+            busy.append(path)  # (never raised when waiting)
+            print(f"busy {path}: {exc}; {BUSY_LATER}", file=sys.stderr, flush=True)
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
             print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
