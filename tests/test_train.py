@@ -547,7 +547,7 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     workers = list(pool._pool._processes.values())
     assert workers and all(p.is_alive() for p in workers)
     assert main(argv) == 0
-    assert landmark_pool._POOLS == {} and not any(p.is_alive() for p in workers)
+    assert pool not in landmark_pool._POOLS.values() and not any(p.is_alive() for p in workers)
     out = capsys.readouterr().out
     assert "LOSO over 3 subjects" in out and "Overall" in out
     report = json.loads((run / "report.json").read_text())

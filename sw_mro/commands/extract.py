@@ -682,7 +682,8 @@ def _run_on_devices(
 
     cpus = per_process_cpus(devices, usable_cpus())
     print(
-        f"sw-mro: {len(inputs)} inputs on {len(devices)} worker processes "
+        f"sw-mro: {len(inputs)} input{'s' if len(inputs) != 1 else ''} on {len(devices)} "
+        "worker processes "
         f"({', '.join(devices)}), {cpus} CPUs each",
         file=sys.stderr,
         flush=True,
