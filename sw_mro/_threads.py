@@ -91,6 +91,27 @@ def start_named(target: Callable[..., Any], args: tuple = (), *, name: str) -> t
     return thread
 
 
+@contextlib.contextmanager
+def signals_blocked(*signums: int) -> Iterator[None]:
+    """These signals blocked in this thread while it starts worker processes: a spawned
+    worker inherits the mask (through exec), so a Ctrl-C during its seconds of imports
+    waits until the worker has set its own handling and unblocks them (found in review:
+    a KeyboardInterrupt traceback per worker). In this process the signal goes to
+    another thread, or arrives when unblocked.
+
+    multiprocessing's resource tracker is started first: starting it (with the first
+    spawned process) unblocks SIGINT and SIGTERM in the calling thread."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def watch_parent(parent: int, period: float = 0.5) -> threading.Thread:
     """End this process (``os._exit(0)``) once its parent ``parent`` is gone, from a
     daemon thread: for worker processes whose parent may be killed by a signal."""

@@ -717,6 +717,7 @@ class _Landmarks:
         file, kills them. Then the video goes on in threads, with a warning. Either the
         submitting or the collecting thread may find out; the first one switches.
         """
+        import signal
         import warnings
 
         from sw_mro.io import landmark_pool
@@ -724,16 +725,34 @@ class _Landmarks:
         with self._switch:
             if self.procs is None:  # the other thread or an earlier chunk already switched
                 return
-            warnings.warn(
-                f"sw_mro: the landmark worker processes failed to start ({exc}); "
-                "running landmarks in threads instead (slower: dlib holds the GIL). "
-                "Worker processes re-import your main script: call sw_mro under "
-                "`if __name__ == '__main__':`.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self.procs.close()
-            landmark_pool.disable(str(exc))  # later videos do not try again
+            signum = self.procs.killed_by()
+            if signum is not None:
+                # Killed from outside (SIGTERM to the process group, which this process
+                # also gets, or the OOM killer), not a failed start (found in review: a
+                # SIGTERM printed the start-failure advice): the video goes on in
+                # threads, and the next one starts a new pool.
+                landmark_pool.discard_pool(self.procs)
+                if signum not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    warnings.warn(
+                        f"sw_mro: a landmark worker process was killed by signal {signum} "
+                        f"({signal.Signals(signum).name}; SIGKILL: the out-of-memory "
+                        "killer?); this video goes on with landmarks in threads",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+            else:
+                warnings.warn(
+                    f"sw_mro: the landmark worker processes failed to start ({exc}); "
+                    "running landmarks in threads instead (slower: dlib holds the GIL). "
+                    "Worker processes re-import your main script: call sw_mro under "
+                    "`if __name__ == '__main__':`.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                landmark_pool.disable(str(exc))  # later videos do not try again
+            # Closed now, or by the last extraction that holds it (release_pool).
+            landmark_pool.release_pool(self.held)
+            self.held = None
             self.procs = None
             self.pool = _landmark_threads(self.config.resolved_landmark_workers)
             if self.carry_state is not None:  # hand the tracker state to a thread landmarker

@@ -192,11 +192,18 @@ def test_skip_overwrite_and_one_bad_input(
     assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
 
 
-def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("size", "when"),
+    [("12k", "reserving 14.2 KiB for the features"), ("4k", "creating the features file")],
+)
+def test_a_full_disk_fails_each_input_with_the_reason(
+    short_clip: Path, tmp_path: Path, size: str, when: str
+) -> None:
     """Out of space for the features: each input fails with ENOSPC naming its file, and
     the run goes on to the next (found in review: the memory-mapped file died with
     SIGBUS, "Bus error", exit 135, and took the rest of the batch with it). No temp
-    file is left behind."""
+    file is left behind. 12 kB: 3 pages, one for the lock file (it names its process),
+    one for the header; the 14.4 kB of features do not fit. 4 kB: the header does not."""
     import subprocess
     import sys
 
@@ -204,9 +211,9 @@ def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path
 
     small = tmp_path / "small"
     small.mkdir()
-    prefix = private_tmpfs(str(small), "8k")  # 2 pages; each input needs 14.4 kB
+    prefix = private_tmpfs(str(small), size)
     if prefix is None:
-        pytest.skip("needs `unshare -m` and mount (root) for a private 8 kB file system")
+        pytest.skip("needs `unshare -m` and mount (root) for a private small file system")
     other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
     cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", cli, "extract", str(short_clip), str(other)]
@@ -219,9 +226,7 @@ def test_a_full_disk_fails_each_input_with_the_reason(short_clip: Path, tmp_path
     for name in ("short", "other"):
         assert f"FAILED {short_clip if name == 'short' else other}: OSError" in proc.stderr
         tmp = small / "out" / f".{name}.npy.tmp"  # 128 B of header + 20 x 9 x 10 x 2 floats
-        assert (
-            f"No space left on device (reserving 14.2 KiB for the features): '{tmp}'" in proc.stderr
-        )
+        assert f"No space left on device ({when}): '{tmp}'" in proc.stderr
     assert ".tmp" not in proc.stdout.split("rc=1")[1] and ".lock" not in proc.stdout
 
 
@@ -332,13 +337,18 @@ def test_output_paths_that_are_folders_and_folders_of_frame_folders(
     )
 
 
-@pytest.mark.parametrize("other_completes", [True, False], ids=["completed", "died"])
+@pytest.mark.parametrize(
+    ("other_completes", "devices"),
+    [(True, []), (False, []), (True, ["--devices", "cpu,cpu"])],
+    ids=["completed", "died", "completed-devices"],
+)
 def test_two_runs_into_one_out_dir_do_not_mix(
     short_clip: Path,
     carphone_copy: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     other_completes: bool,
+    devices: list[str],
 ) -> None:
     """While another run writes an output (holds ``.<name>.lock``), this run leaves that
     input without touching its files, does the others, then comes back and waits for
@@ -385,13 +395,14 @@ def test_two_runs_into_one_out_dir_do_not_mix(
     thread = threading.Thread(target=other_run)
     thread.start()
     held.wait(60)
-    rc = main(["extract", str(short_clip), str(carphone_copy), "--out-dir", str(out), *ARGS])
+    argv = ["extract", str(short_clip), str(carphone_copy), "--out-dir", str(out), *devices]
+    rc = main([*argv, *ARGS])
     thread.join(60)
     assert not errors, errors
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert f"busy {short_clip}: another sw-mro run is writing" in captured.err
-    assert f"{out / '.short.lock'} is locked" in captured.err
+    assert f"{out / '.short.lock'} is locked by process {os.getpid()} on " in captured.err
     assert "now waiting for 1 input that another run is writing" in captured.err
     assert seen == {"tmp": b"the other run's half-written features", "short": False}
     said = f"skipped {short_clip}" if other_completes else f"wrote {out / 'short.npy'}"

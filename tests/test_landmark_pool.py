@@ -17,6 +17,7 @@ from mounts import private_tmpfs
 
 import sw_mro
 from sw_mro import SWMROConfig
+from sw_mro._threads import signals_blocked
 from sw_mro.io import landmark_pool
 from sw_mro.io.landmark_pool import DlibProcessPool, SharedMemoryError, shared_pool
 from sw_mro.io.landmarks import make_landmarker
@@ -409,7 +410,7 @@ def test_workers_start_with_ctrl_c_held_then_ignored() -> None:
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     plain = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
     try:
-        with landmark_pool._sigint_blocked():
+        with signals_blocked(signal.SIGINT):
             assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
             mask = plain.submit(signal.pthread_sigmask, signal.SIG_BLOCK, [])
         assert signal.SIGINT in mask.result(timeout=60)  # inherited through exec
@@ -425,3 +426,103 @@ def test_workers_start_with_ctrl_c_held_then_ignored() -> None:
     finally:
         pool.close()
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
+def test_a_held_pool_is_never_closed_by_other_threads() -> None:
+    """hold_pool finds (or starts) the pool and holds it under one lock, so a thread
+    starting pools of other options or calling close_pools() cannot close it in between
+    (found in review: it then failed with "cannot schedule new futures after shutdown").
+    A pool discarded while held closes with its last release. (No submissions: a pool
+    starts its worker processes only then, so this runs in a fraction of a second.)"""
+    import threading
+
+    stop, bad = threading.Event(), []
+
+    def churn() -> None:
+        k = 0
+        while not stop.is_set():
+            shared_pool(1, redetect=20 + k % 3)
+            landmark_pool.close_pools()
+            k += 1
+
+    other = threading.Thread(target=churn)
+    other.start()
+    try:
+        for _ in range(300):
+            pool = landmark_pool.hold_pool(1, redetect=19)
+            if pool._pool._shutdown_thread or pool not in landmark_pool._POOLS.values():
+                bad.append(pool)
+            landmark_pool.release_pool(pool)
+    finally:
+        stop.set()
+        other.join()
+    assert not bad
+    pool = landmark_pool.hold_pool(1, redetect=19)
+    landmark_pool.discard_pool(pool)  # e.g. its workers were killed
+    assert pool not in landmark_pool._POOLS.values() and not pool._pool._shutdown_thread
+    assert landmark_pool.shared_pool(1, redetect=19) is not pool  # the next one is new
+    landmark_pool.release_pool(pool)
+    assert pool._pool._shutdown_thread  # closed with its last holder
+    landmark_pool.close_pools()
+
+
+def test_workers_spawned_first_also_start_with_signals_held(tmp_path: Path) -> None:
+    """In a fresh process the first spawned process starts multiprocessing's resource
+    tracker, which unblocks SIGINT and SIGTERM in the caller: signals_blocked starts it
+    first, so even the first worker (a ``--devices`` worker) starts with them held
+    (found in review: a Ctrl-C in the first 0.1 s printed a traceback per worker)."""
+    script = tmp_path / "first_spawn.py"
+    script.write_text(
+        "import os, signal\n"
+        "from multiprocessing import get_context\n"
+        "from sw_mro._threads import signals_blocked\n"
+        "def report():\n"
+        "    held = signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+        "    os._exit(3 if {signal.SIGINT, signal.SIGTERM} <= held else 4)\n"
+        "if __name__ == '__main__':\n"
+        "    p = get_context('spawn').Process(target=report)\n"
+        "    with signals_blocked(signal.SIGINT, signal.SIGTERM):\n"
+        "        p.start()\n"
+        "    p.join()\n"
+        "    assert not signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+        "    print('exitcode', p.exitcode)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "exitcode 3" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_workers_killed_from_outside_are_not_a_failed_start(carphone: str) -> None:
+    """Landmark workers ended by SIGTERM (a scheduler signals the whole process group):
+    the video goes on in threads with the same landmarks, without the "failed to start"
+    advice, and the next extraction starts a new pool (worker processes stay usable)."""
+    import signal
+    import warnings
+
+    frames = open_video(carphone).read(range(40)).numpy()
+    cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2, landmark_redetect=9)
+    want = _Landmarks(cfg.replace(landmark_workers=1), torch.device("cpu")).detect(0, frames)
+    marks = _Landmarks(cfg, torch.device("cpu"))
+    pool = marks.procs
+    try:
+        marks.detect(0, frames[:20])  # the workers, started
+        pids = list(pool._started)
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        assert pool.killed_by() == signal.SIGTERM
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = marks.detect(20, frames[20:])
+        assert not [w for w in caught if "failed to start" in str(w.message)], caught
+        assert marks.procs is None and pool not in landmark_pool._POOLS.values()
+        np.testing.assert_array_equal(got.points, want.points[20:])
+    finally:
+        marks.close()
+    assert landmark_pool.usable() and pool._pool._shutdown_thread  # closed by its release
+    again = _Landmarks(cfg, torch.device("cpu"))
+    try:
+        assert again.procs is not None and again.procs is not pool
+    finally:
+        again.close()

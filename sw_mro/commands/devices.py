@@ -34,6 +34,8 @@ from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
+from sw_mro._threads import signals_blocked, watch_parent
+
 #: (device, input path, options, progress) -> one line of report; raises to fail the
 #: input. ``progress(frames_added_to_total, frames_done)`` feeds the dispatcher's bar.
 Job = Callable[[str, str, Any, Callable[[int, int], None]], str]
@@ -88,8 +90,6 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
 
     After a device error the worker ends, so that the next input gets a fresh process
     and CUDA context; it also ends when its parent is killed."""
-    from sw_mro._threads import watch_parent
-
     watch_parent(parent)
     _interrupt_once(signal.SIGINT, signal.SIGTERM)
 
@@ -97,6 +97,9 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
         conn.send(("progress", total, done))
 
     try:
+        # Started with both blocked (run_on_devices): one sent while this process
+        # imported arrives now, at the handler (found in review: a traceback per worker).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
         conn.send(("ready", None, None))
         while True:
             path = conn.recv()
@@ -172,7 +175,8 @@ def run_on_devices(
             args=(device, job, options, theirs, os.getpid()),
             name=f"sw-mro-{device}",
         )
-        proc.start()
+        with signals_blocked(signal.SIGINT, signal.SIGTERM):  # until _worker handles them
+            proc.start()
         theirs.close()  # the worker's end lives in the worker only: EOF when it dies
         slots.append(_Slot(device, proc, ours))
 

@@ -434,9 +434,14 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
             # The holder before us may have removed the file: lock the one at the path.
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+            except OSError:
+                holder = ""
             os.close(fd)
+            by = f" by {holder}" if holder else ""
             raise OutputBusyError(
-                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked)"
+                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked{by})"
             ) from None
         except FileNotFoundError:
             same = False
@@ -458,6 +463,11 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
         if same:
             break
         os.close(fd)
+    try:  # who holds it, for the message of a run that finds it busy (or waits for it)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {platform.node()}".encode(), 0)
+    except OSError:
+        pass
     try:
         yield
     finally:
@@ -526,7 +536,15 @@ def _extract_locked(
     motion = NoseMotion()
     t0 = time.perf_counter()
     try:
-        out = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2))
+        try:
+            out = np.lib.format.open_memmap(
+                tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2)
+            )
+        except OSError as exc:  # a full disk at the header: name the file, as below
+            if exc.filename or exc.errno is None:
+                raise
+            why = f"{exc.strerror} (creating the features file)"
+            raise OSError(exc.errno, why, str(tmp_npy)) from exc
         _reserve_file(tmp_npy)
         with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
 

@@ -25,7 +25,8 @@ def temp_name(path: str | os.PathLike, *, keep_suffix: bool = False) -> Path:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    # Windows flushes only a file opened for writing; POSIX syncs any descriptor.
+    fd = os.open(path, os.O_RDONLY if os.name == "posix" else os.O_RDWR)
     try:
         os.fsync(fd)
     finally:

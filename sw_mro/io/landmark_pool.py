@@ -25,21 +25,20 @@ eagerly), never torch or CUDA.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import itertools
 import mmap
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, shared_memory
 from multiprocessing import util as mp_util
 
 import numpy as np
 
-from sw_mro._threads import watch_parent
+from sw_mro._threads import signals_blocked, watch_parent
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
 __all__ = [
@@ -49,6 +48,7 @@ __all__ = [
     "Submission",
     "close_pools",
     "disable",
+    "discard_pool",
     "hold_pool",
     "release_pool",
     "shared_pool",
@@ -73,7 +73,7 @@ WORKER_NICE = 0
 def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nice: int = 0) -> None:
     # Ctrl-C reaches every process of the group: the parent shuts the pool down, and a
     # worker's own KeyboardInterrupt would only print a traceback per worker. The worker
-    # started with SIGINT blocked (_sigint_blocked), so a Ctrl-C while it imported is
+    # started with SIGINT blocked (signals_blocked), so a Ctrl-C while it imported is
     # pending, and dropped here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
@@ -85,20 +85,6 @@ def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nic
     # no ``atexit`` handler and cannot shut the pool down; the workers would otherwise
     # live on, each holding the 100 MB model, and keep its output pipes open.
     watch_parent(parent)
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked in this thread while it may start worker processes: a spawned
-    worker inherits the mask (through exec), so a Ctrl-C during its seconds of imports
-    waits for :func:`_init_worker`, which ignores it (found in review: each worker
-    printed a KeyboardInterrupt traceback, and the broken pool read as a start failure).
-    In this process the signal goes to another thread, or arrives when unblocked."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class SharedMemoryError(OSError):
@@ -272,6 +258,8 @@ class DlibProcessPool:
         self._lock = threading.Lock()
         self.dev_shm_full = False  # /dev/shm could not hold a block: memfd from then on
         self.key: tuple | None = None  # its options, when it is a shared pool
+        self.holders = 0  # extractions using it (hold_pool), when it is a shared pool
+        self._started: dict = {}  # pid -> the worker processes it started
         self._finalizer = None  # the exit handler of a shared pool (shared_pool)
 
     def _new_block(self, nbytes: int):
@@ -333,9 +321,10 @@ class DlibProcessPool:
         futures: list[Future] = []
         try:
             np.ndarray(frames.shape, np.uint8, buffer=shm.buf)[...] = frames
-            with _sigint_blocked():  # the executor starts its workers on demand, here
+            with signals_blocked(signal.SIGINT):  # the executor starts workers here
                 for job in jobs:
                     futures.append(self._pool.submit(_run_segment, shm.name, frames.shape, job))
+            self._started.update(self._pool._processes or {})
         except BaseException:
             # Jobs submitted before the failure may be reading the block: it goes back
             # (to be reused or freed) only once they are cancelled or done.
@@ -351,6 +340,16 @@ class DlibProcessPool:
         """Landmarks of each ``frames[a:b]`` segment, with each job's tracker end box."""
         return self.submit(frames, jobs).result()
 
+    def killed_by(self, timeout: float = 2.0) -> int | None:
+        """The signal that ended a worker (SIGTERM from ``kill``, a scheduler or the OOM
+        killer's SIGKILL), once its exit is known; None if none was ended by a signal."""
+        deadline = time.monotonic() + timeout
+        for proc in list(self._started.values()):
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is not None and proc.exitcode < 0:
+                return -proc.exitcode
+        return None
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
@@ -360,24 +359,47 @@ class DlibProcessPool:
 
 _DISABLED: list[str] = []  # why worker processes are not used in this process, if so
 
-# The shared pools by option set, and how many extractions hold each (hold_pool).
+# The shared pools by option set (each counts its holders: DlibProcessPool.holders).
 _POOLS: dict[tuple, DlibProcessPool] = {}
-_HOLDERS: dict[tuple, int] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def disable(reason: str) -> None:
     """Use no worker processes from now on in this process (see :func:`usable`)."""
     _DISABLED.append(reason)
-    with _POOLS_LOCK:
-        _close_unheld()
-        _POOLS.clear()  # a held pool stays with its holder, which closes it
-        _HOLDERS.clear()
+    for pool in list(_POOLS.values()):
+        discard_pool(pool)
 
 
 def usable() -> bool:
     """False after the workers failed to start once (e.g. an unguarded main script)."""
     return not _DISABLED
+
+
+def _pool_locked(workers: int, predictor_path: str | None, redetect: int, nice: int):
+    """The registered pool for these options, started if needed (under _POOLS_LOCK);
+    with the pools that no extraction holds, to close outside the lock."""
+    key = (workers, predictor_path, redetect, nice)
+    pool = _POOLS.get(key)
+    unheld: list[DlibProcessPool] = []
+    if pool is None:
+        unheld = [_POOLS.pop(k) for k, p in list(_POOLS.items()) if not p.holders]
+        pool = _POOLS[key] = DlibProcessPool(workers, predictor_path, redetect=redetect, nice=nice)
+        pool.key = key
+        # multiprocessing's exit function runs this in the main process (it is an atexit
+        # handler) and in a multiprocessing child (a `sw-mro extract --devices` worker),
+        # which leaves through os._exit and runs no atexit handler. It runs before that
+        # function joins the child's non-daemon children, this pool's idle workers, which
+        # waited for ever when the pool stayed open (priority above the executor's own
+        # queue finalizers).
+        pool._finalizer = mp_util.Finalize(pool, pool.close, exitpriority=100)
+    return pool, unheld
+
+
+def _close_all(pools: list[DlibProcessPool]) -> int:
+    for pool in pools:
+        pool._finalizer()  # pool.close, once; unregistered from the exit handlers
+    return len(pools)
 
 
 def shared_pool(
@@ -389,40 +411,43 @@ def shared_pool(
     Starting a pool for other options closes the pools that no extraction holds (found
     in review: one pool of workers and shared blocks per option set piled up in a
     process that extracted with several settings)."""
-    key = (workers, predictor_path, redetect, nice)
     with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            _close_unheld()
-            pool = _POOLS[key] = DlibProcessPool(
-                workers, predictor_path, redetect=redetect, nice=nice
-            )
-            pool.key = key
-            # multiprocessing's exit function runs this in the main process (it is an
-            # atexit handler) and in a multiprocessing child (a `sw-mro extract
-            # --devices` worker), which leaves through os._exit and runs no atexit
-            # handler. It runs before that function joins the child's non-daemon
-            # children, this pool's idle workers, which waited for ever when the pool
-            # stayed open (priority above the executor's own queue finalizers).
-            pool._finalizer = mp_util.Finalize(pool, pool.close, exitpriority=100)
-        return pool
+        pool, unheld = _pool_locked(workers, predictor_path, redetect, nice)
+    _close_all(unheld)
+    return pool
 
 
 def hold_pool(
     workers: int, predictor_path: str | None = None, *, redetect: int = 1, nice: int = 0
 ) -> DlibProcessPool:
-    """:func:`shared_pool`, kept open until :func:`release_pool` (an extraction's span)."""
-    pool = shared_pool(workers, predictor_path, redetect=redetect, nice=nice)
+    """:func:`shared_pool`, kept open until :func:`release_pool` (an extraction's span).
+    Found or started, and held, under one lock: no other thread closes it in between."""
     with _POOLS_LOCK:
-        _HOLDERS[pool.key] = _HOLDERS.get(pool.key, 0) + 1
+        pool, unheld = _pool_locked(workers, predictor_path, redetect, nice)
+        pool.holders += 1
+    _close_all(unheld)
     return pool
 
 
 def release_pool(pool: DlibProcessPool) -> None:
-    """The end of a :func:`hold_pool`: the pool stays open, but may now be closed."""
+    """The end of a :func:`hold_pool`. A registered pool stays open for the next
+    extraction; a discarded one (:func:`discard_pool`) closes with its last holder."""
     with _POOLS_LOCK:
-        if _POOLS.get(pool.key) is pool and _HOLDERS.get(pool.key):
-            _HOLDERS[pool.key] -= 1
+        pool.holders = max(0, pool.holders - 1)
+        orphan = not pool.holders and _POOLS.get(pool.key) is not pool
+    if orphan and pool._finalizer is not None:
+        pool._finalizer()
+
+
+def discard_pool(pool: DlibProcessPool) -> None:
+    """Unregister ``pool`` (broken, or workers disabled): the next extraction starts a
+    new one; it closes now if nobody holds it, else when its last holder releases it."""
+    with _POOLS_LOCK:
+        if _POOLS.get(pool.key) is pool:
+            del _POOLS[pool.key]
+        unheld = [] if pool.holders else [pool]
+    if pool._finalizer is not None:
+        _close_all(unheld)
 
 
 def close_pools() -> int:
@@ -430,14 +455,5 @@ def close_pools() -> int:
     and their shared memory is freed (``spotformer train`` calls it when extraction is
     done). The next extraction starts a pool again. Returns how many were closed."""
     with _POOLS_LOCK:
-        return _close_unheld()
-
-
-def _close_unheld() -> int:  # under _POOLS_LOCK
-    closed = 0
-    for key in [k for k in _POOLS if not _HOLDERS.get(k)]:
-        pool = _POOLS.pop(key)
-        _HOLDERS.pop(key, None)
-        pool._finalizer()  # pool.close, once; unregistered from the exit handlers
-        closed += 1
-    return closed
+        unheld = [_POOLS.pop(k) for k, p in list(_POOLS.items()) if not p.holders]
+    return _close_all(unheld)
