@@ -102,6 +102,10 @@ def signals_blocked(*signums: int) -> Iterator[None]:
     multiprocessing's resource tracker is started first: starting it (with the first
     spawned process) unblocks SIGINT and SIGTERM in the calling thread."""
     import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()

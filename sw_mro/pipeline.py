@@ -733,10 +733,14 @@ class _Landmarks:
                 # threads, and the next one starts a new pool.
                 landmark_pool.discard_pool(self.procs)
                 if signum not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    try:
+                        name = signal.Signals(signum).name
+                    except ValueError:  # a real-time signal
+                        name = "a real-time signal"
                     warnings.warn(
                         f"sw_mro: a landmark worker process was killed by signal {signum} "
-                        f"({signal.Signals(signum).name}; SIGKILL: the out-of-memory "
-                        "killer?); this video goes on with landmarks in threads",
+                        f"({name}; SIGKILL: the out-of-memory killer?); this video goes "
+                        "on with landmarks in threads",
                         RuntimeWarning,
                         stacklevel=3,
                     )

@@ -526,3 +526,34 @@ def test_workers_killed_from_outside_are_not_a_failed_start(carphone: str) -> No
         assert again.procs is not None and again.procs is not pool
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    ("codes", "want"),
+    [
+        ([-15, -15], 15),  # SIGTERM to the process group
+        ([1, -15], None),  # one failed to start; the executor terminated the other
+        ([-15, -9], 9),  # the OOM killer took one; the executor terminated the other
+        ([-9, None], 9),  # the other not ended yet
+        ([None, None], None),
+        ([0, -15], None),
+    ],
+)
+def test_killed_by_tells_a_kill_from_a_failed_start(codes, want) -> None:
+    """When one worker dies, the executor sends SIGTERM to the others: SIGTERM counts as
+    the cause only when every ended worker got it (found in review: an unguarded script's
+    failed start, exit code 1, read as a SIGTERM and lost its advice)."""
+
+    class Ended:
+        def __init__(self, code):
+            self.exitcode = code
+
+        def join(self, timeout=None):
+            pass
+
+    pool = DlibProcessPool(1)
+    try:
+        pool._started = {k: Ended(c) for k, c in enumerate(codes)}
+        assert pool.killed_by(timeout=0.1) == want
+    finally:
+        pool.close()

@@ -99,7 +99,8 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     try:
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
         conn.send(("ready", None, None))
         while True:
             path = conn.recv()

@@ -95,7 +95,7 @@ class SharedMemoryError(OSError):
 def _reserve(fd: int, size: int) -> None:
     """Allocate every page of the file now: ENOSPC here, not SIGBUS at the first write
     past a full tmpfs (the file is only sized, not allocated, by ``ftruncate``)."""
-    if size > 0:
+    if size > 0 and hasattr(os, "posix_fallocate"):  # not on macOS: sized, not reserved
         os.posix_fallocate(fd, 0, size)
 
 
@@ -341,14 +341,21 @@ class DlibProcessPool:
         return self.submit(frames, jobs).result()
 
     def killed_by(self, timeout: float = 2.0) -> int | None:
-        """The signal that ended a worker (SIGTERM from ``kill``, a scheduler or the OOM
-        killer's SIGKILL), once its exit is known; None if none was ended by a signal."""
+        """The signal that ended the workers from outside (SIGTERM from ``kill`` or a
+        scheduler, the OOM killer's SIGKILL), or None: a worker that exited by itself
+        (a failed start: exit code 1) means a failure, not a kill. The executor sends
+        SIGTERM to the other workers once one has died, so SIGTERM counts only when every
+        ended worker got it; another signal (SIGKILL) is named first (found in review)."""
         deadline = time.monotonic() + timeout
+        codes = []
         for proc in list(self._started.values()):
             proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.exitcode is not None and proc.exitcode < 0:
-                return -proc.exitcode
-        return None
+            if proc.exitcode is not None:
+                codes.append(proc.exitcode)
+        if not codes or any(c >= 0 for c in codes):
+            return None
+        others = [-c for c in codes if c != -signal.SIGTERM]
+        return others[0] if others else int(signal.SIGTERM)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
