@@ -40,6 +40,7 @@ Files (all written atomically)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -47,7 +48,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -369,17 +370,24 @@ def ground_truth(data: SpottingData, videos: Sequence[VideoInfo]) -> list[Interv
 # -- files ------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through a temp file, fsync'ed, then renamed. A failed write (a full
-    disk) is a :class:`TrainError` naming the file, and leaves no temp file behind."""
+@contextlib.contextmanager
+def _writing(path: Path, kept: str = "the run keeps what it saved before") -> Iterator[None]:
+    """A failed write of ``path`` (a full disk) as a :class:`TrainError` naming the file
+    and saying what is kept and to resume, not a traceback."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            write(fh)
+        yield
     except OSError as exc:
         raise TrainError(
-            f"{path}: cannot write it ({exc.strerror or exc}); the run keeps what it saved "
-            "before: fix that, then run the same command with --resume"
+            f"{path}: cannot write it ({exc.strerror or exc}); {kept}: fix that, then run "
+            "the same command with --resume"
         ) from exc
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through a temp file, fsync'ed, then renamed (no temp file is left
+    behind); a failure is a :class:`TrainError` (:func:`_writing`)."""
+    with _writing(path), atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -848,13 +856,8 @@ def run_loso(
     gts = ground_truth(data, data.videos)
     result = evaluate(preds, gts)
     for intervals, name in ((preds, "predictions.csv"), (gts, "ground_truth.csv")):
-        try:
+        with _writing(run / name, "every fold is saved"):  # a full disk after the last fold
             write_intervals(intervals, run / name)
-        except OSError as exc:  # a full disk after the last fold: say so, no traceback
-            raise TrainError(
-                f"{run / name}: cannot write it ({exc.strerror or exc}); every fold is saved: "
-                "fix that, then run the same command with --resume"
-            ) from exc
     report = {
         **result.to_dict(),
         "selection": cfg.selection,

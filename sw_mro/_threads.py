@@ -116,6 +116,15 @@ def signals_blocked(*signums: int) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def unblock_signals(*signums: int) -> None:
+    """In a worker started under :func:`signals_blocked`, once it handles (or ignores)
+    these signals: one sent while it started arrives now."""
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+
+
 def watch_parent(parent: int, period: float = 0.5) -> threading.Thread:
     """End this process (``os._exit(0)``) once its parent ``parent`` is gone, from a
     daemon thread: for worker processes whose parent may be killed by a signal."""

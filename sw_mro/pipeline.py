@@ -671,7 +671,6 @@ class _Landmarks:
                 self.procs = landmark_pool.hold_pool(
                     workers, redetect=config.landmark_redetect, nice=landmark_pool.WORKER_NICE
                 )
-        self.held = self.procs
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
@@ -683,11 +682,11 @@ class _Landmarks:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-        if self.held is not None:
+        if self.procs is not None:
             from sw_mro.io import landmark_pool
 
-            landmark_pool.release_pool(self.held)
-            self.held = None
+            landmark_pool.release_pool(self.procs)
+            self.procs = None
 
     def _get(self):
         if self.free:
@@ -755,8 +754,7 @@ class _Landmarks:
                 )
                 landmark_pool.disable(str(exc))  # later videos do not try again
             # Closed now, or by the last extraction that holds it (release_pool).
-            landmark_pool.release_pool(self.held)
-            self.held = None
+            landmark_pool.release_pool(self.procs)
             self.procs = None
             self.pool = _landmark_threads(self.config.resolved_landmark_workers)
             if self.carry_state is not None:  # hand the tracker state to a thread landmarker

@@ -382,16 +382,17 @@ def test_pools_of_other_options_are_closed_when_unused(carphone: str) -> None:
     # Held (an extraction in progress): another option set does not close it.
     cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2, landmark_redetect=6)
     marks = _Landmarks(cfg, torch.device("cpu"))
+    held = marks.procs  # close() lets go of it
     try:
         other = shared_pool(2, redetect=7)
-        assert marks.procs in landmark_pool._POOLS.values() and other is not marks.procs
+        assert held in landmark_pool._POOLS.values() and other is not held
         marks.detect(0, frames)  # still works
         assert landmark_pool.close_pools() == 1  # only the unheld one
     finally:
         marks.close()
-    workers = _pool_processes(marks.procs)
+    workers = _pool_processes(held)
     assert landmark_pool.close_pools() == 1  # other tests' _Landmarks, never closed, hold theirs
-    assert marks.procs not in landmark_pool._POOLS.values()
+    assert held not in landmark_pool._POOLS.values()
     assert not any(p.is_alive() for p in workers)
     # The next extraction starts a pool again.
     cfg = SWMROConfig(window=3, face_size=32, landmark_workers=2)

@@ -34,7 +34,7 @@ from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
-from sw_mro._threads import signals_blocked, watch_parent
+from sw_mro._threads import signals_blocked, unblock_signals, watch_parent
 
 #: (device, input path, options, progress) -> one line of report; raises to fail the
 #: input. ``progress(frames_added_to_total, frames_done)`` feeds the dispatcher's bar.
@@ -99,8 +99,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     try:
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
-        if hasattr(signal, "pthread_sigmask"):  # not on Windows
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+        unblock_signals(signal.SIGINT, signal.SIGTERM)
         conn.send(("ready", None, None))
         while True:
             path = conn.recv()

@@ -399,8 +399,7 @@ class OutputBusyError(RuntimeError):
 BUSY_LATER = "this run comes back to it after its other inputs, and waits for it then"
 
 
-def _waiting(busy: list) -> str:
-    n = len(busy)
+def _waiting(n: int) -> str:
     return f"now waiting for {n} input{'s' if n != 1 else ''} that another run is writing"
 
 
@@ -753,7 +752,7 @@ def _run_on_devices(
         )
     failed = [str(p) for p in inputs if str(p) in result.failed and str(p) not in busy]
     if busy:
-        print(_waiting(busy), file=sys.stderr)
+        print(_waiting(len(busy)), file=sys.stderr)
         failed += _run_on_devices(args, cfg, devices, busy, wait=True)
     return failed
 
@@ -868,16 +867,9 @@ def run(args: argparse.Namespace) -> int:
         failed += _run_on_devices(args, cfg, devices, todo)
         todo = []
     busy: list[Path] = []
-    queue: list[Path | None] = [*todo, None]  # None: then the inputs another run was writing
-    while queue:
-        path = queue.pop(0)
-        if path is None:
-            if busy:
-                print(_waiting(busy), file=sys.stderr)
-                queue = list(busy)
-            continue
+
+    def one(path: Path, wait: bool) -> None:
         try:
-            wait = path in busy
             out, hints = _split_hints(_extract_one(path, args.out_dir, cfg, args, wait=wait))
             print(out, flush=True)
             for hint in hints:
@@ -890,6 +882,13 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
             print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    for path in todo:
+        one(path, wait=False)
+    if busy:  # the inputs another run was writing: now waiting for it
+        print(_waiting(len(busy)), file=sys.stderr)
+        for path in list(busy):
+            one(path, wait=True)
     done = total - len(failed)
     print(f"{done} of {total} inputs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -38,7 +38,7 @@ from multiprocessing import util as mp_util
 
 import numpy as np
 
-from sw_mro._threads import signals_blocked, watch_parent
+from sw_mro._threads import signals_blocked, unblock_signals, watch_parent
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
 __all__ = [
@@ -76,7 +76,7 @@ def _init_worker(predictor_path: str | None, parent: int, redetect: int = 1, nic
     # started with SIGINT blocked (signals_blocked), so a Ctrl-C while it imported is
     # pending, and dropped here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    unblock_signals(signal.SIGINT)
     if nice > 0:
         os.nice(nice)
     _WORKER["lm"] = DlibLandmarker(predictor_path, redetect=redetect, fill_missing=False)
@@ -390,7 +390,7 @@ def _pool_locked(workers: int, predictor_path: str | None, redetect: int, nice: 
     pool = _POOLS.get(key)
     unheld: list[DlibProcessPool] = []
     if pool is None:
-        unheld = [_POOLS.pop(k) for k, p in list(_POOLS.items()) if not p.holders]
+        unheld = _pop_unheld()
         pool = _POOLS[key] = DlibProcessPool(workers, predictor_path, redetect=redetect, nice=nice)
         pool.key = key
         # multiprocessing's exit function runs this in the main process (it is an atexit
@@ -401,6 +401,10 @@ def _pool_locked(workers: int, predictor_path: str | None, redetect: int, nice: 
         # queue finalizers).
         pool._finalizer = mp_util.Finalize(pool, pool.close, exitpriority=100)
     return pool, unheld
+
+
+def _pop_unheld() -> list[DlibProcessPool]:  # under _POOLS_LOCK
+    return [_POOLS.pop(k) for k, p in list(_POOLS.items()) if not p.holders]
 
 
 def _close_all(pools: list[DlibProcessPool]) -> int:
@@ -442,8 +446,7 @@ def release_pool(pool: DlibProcessPool) -> None:
     with _POOLS_LOCK:
         pool.holders = max(0, pool.holders - 1)
         orphan = not pool.holders and _POOLS.get(pool.key) is not pool
-    if orphan and pool._finalizer is not None:
-        pool._finalizer()
+    _close_all([pool] if orphan else [])
 
 
 def discard_pool(pool: DlibProcessPool) -> None:
@@ -453,8 +456,7 @@ def discard_pool(pool: DlibProcessPool) -> None:
         if _POOLS.get(pool.key) is pool:
             del _POOLS[pool.key]
         unheld = [] if pool.holders else [pool]
-    if pool._finalizer is not None:
-        _close_all(unheld)
+    _close_all(unheld)
 
 
 def close_pools() -> int:
@@ -462,5 +464,5 @@ def close_pools() -> int:
     and their shared memory is freed (``spotformer train`` calls it when extraction is
     done). The next extraction starts a pool again. Returns how many were closed."""
     with _POOLS_LOCK:
-        unheld = [_POOLS.pop(k) for k, p in list(_POOLS.items()) if not p.holders]
+        unheld = _pop_unheld()
     return _close_all(unheld)
