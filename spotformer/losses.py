@@ -14,6 +14,7 @@ with m = 0.5 for CAS(ME)^2 and 0.55 for SAMM-LV (:data:`MACRO_RATIO`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,11 @@ from spotformer.models.spotformer import SpotFormerOutput
 
 #: m per data set (SPEC.md section 4; the authors' config "macro_ration").
 MACRO_RATIO: dict[str, float] = {"casme2": 0.5, "samm": 0.55}
+
+#: ``"khosla"``: Khosla et al.'s SupCon (eq. 4); ``"authors"``: the SpotFormer authors'
+#: code, numerically (see :func:`_supcon_authors`).
+SupConForm = Literal["khosla", "authors"]
+SUPCON_FORMS: tuple[str, ...] = get_args(SupConForm)
 
 
 def focal_loss(
@@ -36,9 +42,10 @@ def focal_loss(
         y > 0 (positive, y may be soft, e.g. the apex Gaussian):  -alpha     |y - p|^gamma       log p
         y = 0 (negative):                                          -(1-alpha) |smoothing - p|^gamma log(1 - p)
 
-    This is the authors' formulation: label smoothing moves the point where a negative
-    stops being penalised from p = 0 towards ``smoothing``, so confident negatives are
-    not pushed to exactly 0; a soft positive is weighted by its distance from its target.
+    This is the authors' formulation. "Label smoothing" is the ``smoothing - p`` factor:
+    a negative's loss is 0 at p = ``smoothing`` as well as at p = 0, with a small hump
+    between (near p = 0.08), so a negative scored near ``smoothing`` is left there
+    rather than pushed to 0; a soft positive is weighted by its distance from its target.
 
     Args:
         logits: raw scores, any shape.
@@ -71,6 +78,7 @@ def supcon_loss(
     temperature: float = 0.5,
     normalize: bool = True,
     base_temperature: float | None = None,
+    form: SupConForm = "khosla",
 ) -> Tensor:
     """Supervised contrastive loss (paper eq. 4, Khosla et al. 2020).
 
@@ -89,10 +97,17 @@ def supcon_loss(
             code feeds raw features and rescales by tau / 0.07; see docs/spotformer.md.
         base_temperature: when given, the loss is multiplied by ``temperature /
             base_temperature`` (Khosla et al.'s code; the authors use 0.07).
+        form: ``"khosla"`` (above) or ``"authors"``: the SpotFormer authors'
+            ``SupConLoss`` exactly (:func:`_supcon_authors`).
     """
     z = features.float()
     if normalize:
         z = F.normalize(z, dim=1)
+    if form == "authors":
+        loss = _supcon_authors(z, labels, temperature)
+        return loss * (temperature / base_temperature) if base_temperature else loss
+    if form != "khosla":
+        raise ValueError(f"form must be one of {SUPCON_FORMS}, got {form!r}")
     b = z.shape[0]
     sim = z @ z.T / temperature
     self_mask = torch.eye(b, dtype=torch.bool, device=z.device)
@@ -106,6 +121,32 @@ def supcon_loss(
     pos_sum = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
     loss = -(pos_sum[has_pos] / n_pos[has_pos]).mean()
     return loss * (temperature / base_temperature) if base_temperature else loss
+
+
+def _supcon_authors(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """The SpotFormer authors' ``SupConLoss`` (``abfcm.py``, one view), before the
+    ``temperature / base_temperature`` factor. It differs from :func:`supcon_loss`'s
+    Khosla form in three places:
+
+    - the row maximum subtracted for stability includes the anchor's similarity with
+      itself (then left out of the sum),
+    - ``log(sum + 1e-6)`` and ``/ (|Q(i)| + 1e-6)``,
+    - the mean is over every anchor, an anchor without a positive counting 0.
+
+    On raw features (the authors feed them unnormalised) of norm above about 4 the
+    self-similarity exceeds the others by so much that the ``1e-6`` dominates the sum:
+    the loss then pulls positives together without the denominator's push apart. That is
+    what the authors' training did (both models' features start at norm ~7.5).
+    """
+    b = z.shape[0]
+    sim = z @ z.T / temperature
+    logits = sim - sim.max(dim=1, keepdim=True).values.detach()
+    not_self = ~torch.eye(b, dtype=torch.bool, device=z.device)
+    denom = (torch.exp(logits) * not_self).sum(1, keepdim=True)
+    log_prob = logits - torch.log(denom + 1e-6)
+    pos = ((labels[:, None] == labels[None, :]) & not_self).float()
+    mean_pos = (pos * log_prob).sum(1) / (pos.sum(1) + 1e-6)
+    return -mean_pos.mean()
 
 
 @dataclass(frozen=True)
@@ -127,10 +168,13 @@ class LossConfig:
     temperature: float = 0.5
     normalize_features: bool = True
     base_temperature: float | None = None
+    supcon_form: SupConForm = "khosla"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.macro_ratio <= 1.0:
             raise ValueError(f"macro_ratio (m) must be in [0, 1], got {self.macro_ratio}")
+        if self.supcon_form not in SUPCON_FORMS:
+            raise ValueError(f"supcon_form must be one of {SUPCON_FORMS}, got {self.supcon_form!r}")
 
 
 @dataclass
@@ -159,7 +203,12 @@ def spotting_loss(
             out.expression(kind), targets.expr(kind), cfg.expr_alpha, cfg.gamma, cfg.smoothing
         )
     t["supcon"] = supcon_loss(
-        out.feature, targets.contrast, cfg.temperature, cfg.normalize_features, cfg.base_temperature
+        out.feature,
+        targets.contrast,
+        cfg.temperature,
+        cfg.normalize_features,
+        cfg.base_temperature,
+        cfg.supcon_form,
     )
     micro = cfg.micro_apex * t["micro_apex"] + cfg.micro_onoff * t["micro_onoff"]
     micro = micro + cfg.micro_expr * t["micro_expr"]

@@ -122,6 +122,49 @@ def test_supcon_authors_form_scales_by_tau_over_base_temperature() -> None:
     assert spotting_loss(out, t, cfg).terms["supcon"].item() == pytest.approx(want, **F32)
 
 
+def test_supcon_authors_code_form_by_hand() -> None:
+    """``form="authors"``: the authors' SupConLoss. z0 = (4, 0), z1 = (1, 0), z2 = (0, 1),
+    classes 0, 0, 1, tau 0.5: z.z / tau rows [32, 8, 0], [8, 2, 0], [0, 0, 2]. Each row
+    drops its maximum, the anchor's own similarity included, before exp: anchor 0 keeps
+    e^-24 + e^-32 (about 4e-11), far below the 1e-6 added inside the log. Anchor 2 has no
+    positive and counts 0 in the mean over all three anchors."""
+    f = torch.tensor([[4.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    e, log = math.exp, math.log
+    a0 = (-24 - log(e(-24) + e(-32) + 1e-6)) / (1 + 1e-6)  # positive 1
+    a1 = (0 - log(e(0) + e(-8) + 1e-6)) / (1 + 1e-6)  # row max 8 (positive 0); e^-8: z2
+    want = -(a0 + a1 + 0.0) / 3 * 0.5 / 0.07
+    got = supcon_loss(f, labels, 0.5, normalize=False, base_temperature=0.07, form="authors")
+    assert got.item() == pytest.approx(want, **F32)
+    assert want > 20  # the 1e-6 dominates: the Khosla form gives 7e-4 x 7.1 here
+    khosla = supcon_loss(f, labels, 0.5, normalize=False, base_temperature=0.07)
+    # float32: log(e^8 + 1) - 8 = 3.4e-4 is a difference of values near 8 (ulp 1e-6)
+    assert khosla.item() == pytest.approx((log(e(8) + 1) - 8) * 0.5 / 0.07, abs=1e-5)
+    cfg = LossConfig(normalize_features=False, base_temperature=0.07, supcon_form="authors")
+    out = SpotFormerOutput(logits=torch.zeros(3, 10), feature=f)
+    t = FrameTargets.cat([_two_frames([0, 0]), _two_frames([2, 2]).index(slice(0, 1))])
+    assert spotting_loss(out, t, cfg).terms["supcon"].item() == pytest.approx(want, **F32)
+
+
+def test_supcon_authors_form_equals_khosla_on_unit_features_with_positives() -> None:
+    """Where the authors' 1e-6 terms are negligible (unit-norm features) and every anchor
+    has a positive, the two forms agree: the differences are only where stated."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(64, 16, generator=g)
+    labels = torch.arange(64) % 3
+    a = supcon_loss(f, labels, 0.5, form="authors")
+    k = supcon_loss(f, labels, 0.5)
+    assert a.item() == pytest.approx(k.item(), rel=1e-5)
+    labels[0] = 7  # an anchor without a positive: 0 in the authors' mean, left out in ours
+    a = supcon_loss(f, labels, 0.5, form="authors")
+    k = supcon_loss(f, labels, 0.5)
+    assert a.item() < k.item()
+    with pytest.raises(ValueError, match="form"):
+        supcon_loss(f, labels, 0.5, form="simclr")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="supcon_form"):
+        LossConfig(supcon_form="simclr")  # type: ignore[arg-type]
+
+
 def test_supcon_no_positive_pair_is_zero_with_a_graph() -> None:
     f = torch.tensor([[1.0, 0.5], [0.3, 1.0]], requires_grad=True)
     loss = supcon_loss(f, torch.tensor([0, 1]))

@@ -677,9 +677,8 @@ def test_train_supcon_options_reach_the_run(tmp_path: Path, csv_dataset: Path) -
     argv += ["--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]
     assert main([*argv, "--supcon", "authors", "--supcon-weight", "0.01"]) == 0
     loss = json.loads((run / "config.json").read_text())["train"]["loss"]
-    assert (loss["contrastive"], loss["normalize_features"], loss["base_temperature"]) == (
-        0.01, False, 0.07,
-    )  # fmt: skip
+    got = [loss[k] for k in ("contrastive", "normalize_features", "base_temperature")]
+    assert [*got, loss["supcon_form"]] == [0.01, False, 0.07, "authors"]
 
 
 def test_train_refuses_a_bad_out_before_extracting(

@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--supcon", choices=("normalized", "authors"), default="normalized",
         help="contrastive loss form: normalized (L2-normalised features, Khosla et al.; "
-        "default) or authors (raw features, loss x tau / 0.07, as the authors' code, for "
-        "which lambda = 0.005 was tuned); docs/spotformer.md, 'Losses'",
+        "default) or authors (the authors' code exactly: raw features, loss x tau / 0.07, "
+        "the form lambda = 0.005 was tuned for); docs/spotformer.md, 'Losses'",
     )  # fmt: skip
     parser.add_argument(
         "--supcon-weight", type=float, default=0.005,
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 contrastive=args.supcon_weight,
                 normalize_features=args.supcon == "normalized",
                 base_temperature=0.07 if args.supcon == "authors" else None,
+                supcon_form="authors" if args.supcon == "authors" else "khosla",
             ),
             epochs=args.epochs,
             batch_size=args.batch_size,
