@@ -679,6 +679,14 @@ def test_train_supcon_options_reach_the_run(tmp_path: Path, csv_dataset: Path) -
     loss = json.loads((run / "config.json").read_text())["train"]["loss"]
     got = [loss[k] for k in ("contrastive", "normalize_features", "base_temperature")]
     assert [*got, loss["supcon_form"]] == [0.01, False, 0.07, "authors"]
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["amp"], train["amp_dtype"]) == (True, "bfloat16")  # the default
+    for amp, want in (("off", (False, "bfloat16")), ("float16", (True, "float16"))):
+        run_b = tmp_path / f"run_{amp}"
+        argv_b = [*argv[:6], str(run_b), *argv[7:]]
+        assert main([*argv_b, "--amp", amp]) == 0
+        train = json.loads((run_b / "config.json").read_text())["train"]
+        assert (train["amp"], train["amp_dtype"]) == want
 
 
 def test_train_refuses_a_bad_out_before_extracting(

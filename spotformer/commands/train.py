@@ -98,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default 0, the authors' recipe)",
     )
     parser.add_argument(
+        "--amp", choices=("bfloat16", "float16", "off"), default="bfloat16",
+        help="mixed precision of training on CUDA (default bfloat16; float16 with a "
+        "gradient scaler; off: float32, as the authors' code). Inference is float32",
+    )  # fmt: skip
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)"
     )
     parser.add_argument(
@@ -202,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             neutral_segments=args.neutral_segments,
             mirror=args.mirror,
             seed=args.seed,
+            amp=args.amp != "off",
+            amp_dtype="float16" if args.amp == "float16" else "bfloat16",
         )
         sw_cfg = sw_mro.SWMROConfig(
             device=device, window=cfg.model.window, align_from_landmarks=args.align_from_landmarks
