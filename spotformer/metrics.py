@@ -15,6 +15,14 @@ ground truths may take the one that a second proposal was the only match for. Th
 maximum is the count the protocol's one-to-one rule allows, it does not depend on the
 order of rows in a file, and it equals greedy whenever no proposal is eligible for two
 ground truths (the usual case: MEGC ground truths rarely overlap).
+
+**The authors' protocol** (``protocol="authors"``, ``spotformer evaluate --protocol
+authors``), for comparing with figures their scripts computed (``post_process.py``'s
+``iou_with_anchors`` and ``iou_for_find``): IoU from end - start lengths (one frame
+less on each side: an inclusive IoU of exactly 0.5 falls below it, a one-frame interval
+never matches), and each ground truth, in file order, takes the remaining proposal of
+highest IoU (of equals, the higher score) if that IoU >= the threshold. Never more TPs than the
+MEGC protocol, often fewer.
 """
 
 from __future__ import annotations
@@ -135,6 +143,43 @@ def match(
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if eligible[r, c]]
 
 
+def iou_end_minus_start(s1: int, e1: int, s2: int, e2: int) -> float:
+    """IoU with lengths ``end - start``, as the authors' scripts compute it (0 where the
+    union is empty, two one-frame intervals).
+
+    >>> iou_end_minus_start(0, 9, 0, 4)  # 4 / 9, where the inclusive IoU is 5 / 10
+    0.4444444444444444
+    """
+    inter = max(min(e1, e2) - max(s1, s2), 0)
+    union = (e1 - s1) + (e2 - s2) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_authors(
+    preds: Sequence[Interval], gts: Sequence[Interval], iou_threshold: float = 0.5
+) -> list[tuple[int, int]]:
+    """TP pairs ``(pred index, gt index)`` by the authors' rule (module docstring): each
+    ground truth in order takes the unmatched proposal of highest end - start IoU; among
+    equal IoUs the higher score wins, then the earlier row (their proposals come out of
+    NMS best score first)."""
+    free = sorted(range(len(preds)), key=lambda i: -preds[i].score)  # stable
+    pairs: list[tuple[int, int]] = []
+    for j, g in enumerate(gts):
+        if not free:
+            break
+        ious = [
+            iou_end_minus_start(preds[i].onset, preds[i].offset, g.onset, g.offset) for i in free
+        ]
+        best = max(range(len(free)), key=ious.__getitem__)  # the first of equals
+        if ious[best] >= iou_threshold:
+            pairs.append((free.pop(best), j))
+    return pairs
+
+
+Protocol = Literal["megc", "authors"]
+PROTOCOLS: tuple[str, ...] = ("megc", "authors")
+
+
 @dataclass
 class Counts:
     """TP / FP / FN of one type (or pooled) and the figures derived from them."""
@@ -211,11 +256,18 @@ class EvalResult:
 
 
 def evaluate(
-    preds: Iterable[Interval], gts: Iterable[Interval], iou_threshold: float = 0.5
+    preds: Iterable[Interval],
+    gts: Iterable[Interval],
+    iou_threshold: float = 0.5,
+    protocol: Protocol = "megc",
 ) -> EvalResult:
-    """Score proposals against ground truths with the MEGC protocol (SPEC.md section 6)."""
+    """Score proposals against ground truths with the MEGC protocol (SPEC.md section 6),
+    or with the authors' (``protocol="authors"``; module docstring)."""
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1]; got {iou_threshold}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+    matcher = match if protocol == "megc" else match_authors
     groups: dict[tuple[str, str], tuple[list[Interval], list[Interval]]] = defaultdict(
         lambda: ([], [])
     )
@@ -226,7 +278,7 @@ def evaluate(
     counts = {"macro": Counts(), "micro": Counts()}
     matched: list[tuple[Interval, Interval]] = []
     for (_, kind), (ps, gs) in sorted(groups.items()):
-        pairs = match(ps, gs, iou_threshold)
+        pairs = matcher(ps, gs, iou_threshold)
         tp = len(pairs)
         counts[kind] = counts[kind] + Counts(tp, len(ps) - tp, len(gs) - tp)
         matched.extend((ps[i], gs[j]) for i, j in pairs)

@@ -75,6 +75,21 @@ def test_iou_option_changes_the_count(files, capsys: pytest.CaptureFixture[str])
     assert (out["macro"]["tp"], out["macro"]["fp"], out["macro"]["fn"]) == (2, 1, 0)
 
 
+def test_authors_protocol_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # [0, 9] on [0, 4]: inclusive IoU 5/10 = 0.5 (a TP), end - start 4/9 (not).
+    gt = tmp_path / "gt.csv"
+    gt.write_text("video,onset,offset,type\nv,0,4,micro\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_text("video,onset,offset,type\nv,0,9,micro\n")
+    argv = ["evaluate", "--pred", str(pred), "--gt", str(gt)]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["micro"]["tp"] == 1
+    assert main([*argv, "--json", "--protocol", "authors"]) == 0
+    assert json.loads(capsys.readouterr().out)["micro"]["tp"] == 0
+    assert main([*argv, "--protocol", "authors"]) == 0
+    assert "the authors' protocol" in capsys.readouterr().out
+
+
 def test_empty_prediction_file(tmp_path: Path, files, capsys: pytest.CaptureFixture[str]) -> None:
     _, gt = files
     empty = tmp_path / "empty.csv"

@@ -15,8 +15,10 @@ from spotformer.metrics import (
     Interval,
     evaluate,
     iou,
+    iou_end_minus_start,
     iou_matrix,
     match,
+    match_authors,
     read_ground_truth,
     read_intervals,
     write_intervals,
@@ -163,6 +165,70 @@ def test_counts_do_not_depend_on_row_order() -> None:
         rnd.shuffle(preds)
         rnd.shuffle(gts)
         assert evaluate(preds, gts).to_dict() == base
+
+
+# -- the authors' protocol (protocol="authors") ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "want"),
+    [
+        ((0, 9), (0, 4), 4 / 9),  # inclusive: 5 / 10
+        ((0, 10), (5, 15), 5 / 15),
+        ((0, 4), (4, 9), 0.0),  # one shared frame: no length end - start
+        ((3, 3), (3, 3), 0.0),  # one-frame intervals: empty union
+        ((0, 9), (20, 30), 0.0),
+    ],
+)
+def test_iou_end_minus_start_by_hand(a, b, want) -> None:
+    assert iou_end_minus_start(*a, *b) == pytest.approx(want)
+    assert iou_end_minus_start(*a, *b) <= iou(*a, *b)
+
+
+def test_authors_protocol_exact_half_and_one_frame_intervals_are_no_tp() -> None:
+    preds, gts = [I("v", 0, 9), I("w", 3, 3)], [I("v", 0, 4), I("w", 3, 3)]
+    assert evaluate(preds, gts).micro.tp == 2  # inclusive IoU 0.5 and 1.0
+    r = evaluate(preds, gts, protocol="authors")
+    assert (r.micro.tp, r.micro.fp, r.micro.fn, r.micro.f1) == (0, 2, 2, 0.0)
+
+
+def test_authors_protocol_is_greedy_in_ground_truth_order() -> None:
+    # End - start IoU: P0 = [0, 14] has 14/16 with G1 = [0, 16] and 14/20 with
+    # G2 = [0, 20]; P1 = [0, 9] has 9/16 with G1 and 9/20 < 0.5 with G2. G1 first takes
+    # P0, its best, and G2 is left with P1: 1 TP. G2 first: P0-G2, then P1-G1: 2 TPs.
+    # The MEGC protocol (inclusive IoU, maximum matching) gives 2 either way.
+    preds = [I("v", 0, 14), I("v", 0, 9)]
+    g1, g2 = I("v", 0, 16), I("v", 0, 20)
+    assert match_authors(preds, [g1, g2]) == [(0, 0)]
+    assert match_authors(preds, [g2, g1]) == [(0, 0), (1, 1)]
+    r = evaluate(preds, [g1, g2], protocol="authors")
+    assert (r.micro.tp, r.micro.f1) == (1, 0.5)
+    assert evaluate(preds, [g1, g2]).micro.tp == 2
+
+
+def test_authors_protocol_ties_take_the_higher_score_then_the_first_row() -> None:
+    preds = [I("v", 0, 8), I("v", 2, 10)]  # both 8/10 with [0, 10]
+    assert match_authors(preds, [I("v", 0, 10)]) == [(0, 0)]
+    assert match_authors(preds[::-1], [I("v", 0, 10)]) == [(0, 0)]
+    scored = [I("v", 0, 8, score=0.4), I("v", 2, 10, score=0.9)]
+    assert match_authors(scored, [I("v", 0, 10)]) == [(1, 0)]
+
+
+def test_authors_protocol_never_counts_more_than_megc() -> None:
+    g = torch.Generator().manual_seed(3)
+    fewer = 0
+    for _ in range(300):
+        preds, gts = [], []
+        for lst, n in ((preds, 6), (gts, 4)):
+            for _ in range(n):
+                s = int(torch.randint(0, 80, (1,), generator=g))
+                lst.append(I("v", s, s + int(torch.randint(0, 20, (1,), generator=g))))
+        a, m = evaluate(preds, gts, protocol="authors"), evaluate(preds, gts)
+        assert a.micro.tp <= m.micro.tp
+        fewer += a.micro.tp < m.micro.tp
+    assert fewer > 0
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate(preds, gts, protocol="loose")  # type: ignore[arg-type]
 
 
 def test_iou_threshold_is_a_parameter() -> None:

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--iou", type=float, default=0.5, help="IoU a proposal needs to be a TP (default 0.5)"
     )
+    parser.add_argument(
+        "--protocol", choices=("megc", "authors"), default="megc",
+        help="megc (SPEC, default) or authors: the SpotFormer authors' scripts (IoU from "
+        "end - start lengths, each ground truth in turn takes its best remaining proposal), "
+        "to compare with figures they computed; never more TPs than megc",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
 
 
@@ -77,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
             "for one video's `spot` output, score against its ground truth alone)",
             file=sys.stderr,
         )
-    result = evaluate(preds, gts, args.iou)
+    result = evaluate(preds, gts, args.iou, args.protocol)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(f"{len(preds)} proposals, {len(gts)} ground truths, IoU >= {args.iou:g}")
+        how = "" if args.protocol == "megc" else " (the authors' protocol: end - start IoU)"
+        print(f"{len(preds)} proposals, {len(gts)} ground truths, IoU >= {args.iou:g}{how}")
         print(result.table())
     return 0
