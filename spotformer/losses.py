@@ -44,7 +44,7 @@ def focal_loss(
 
     This is the authors' formulation. "Label smoothing" is the ``smoothing - p`` factor:
     a negative's loss is 0 at p = ``smoothing`` as well as at p = 0, with a small hump
-    between (near p = 0.08), so a negative scored near ``smoothing`` is left there
+    between (near p = 0.08 for gamma 1), so a negative scored near ``smoothing`` is left there
     rather than pushed to 0; a soft positive is weighted by its distance from its target.
 
     Args:
@@ -98,7 +98,9 @@ def supcon_loss(
         base_temperature: when given, the loss is multiplied by ``temperature /
             base_temperature`` (Khosla et al.'s code; the authors use 0.07).
         form: ``"khosla"`` (above) or ``"authors"``: the SpotFormer authors'
-            ``SupConLoss`` exactly (:func:`_supcon_authors`).
+            ``SupConLoss`` (:func:`_supcon_authors`); with ``normalize=False`` and
+            ``base_temperature=0.07``, as ``spotformer train --supcon authors`` sets
+            them, it is their loss exactly.
     """
     z = features.float()
     if normalize:
@@ -168,7 +170,7 @@ class LossConfig:
     temperature: float = 0.5
     normalize_features: bool = True
     base_temperature: float | None = None
-    supcon_form: SupConForm = "khosla"
+    supcon_form: SupConForm = "khosla"  # "authors": with the two above False and 0.07
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.macro_ratio <= 1.0:

@@ -306,9 +306,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
-def _autocast(device: torch.device, cfg: TrainConfig):  # noqa: ANN202 - a context manager
-    enabled = cfg.amp and device.type == "cuda"
+def _autocast_args(device: torch.device, cfg: TrainConfig) -> tuple[bool, torch.dtype]:
+    """Whether training autocasts on ``device``, and to what (AMP on CUDA only)."""
     dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    return cfg.amp and device.type == "cuda", dtype
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):  # noqa: ANN202 - a context manager
+    enabled, dtype = _autocast_args(device, cfg)
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
@@ -680,17 +685,34 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
         if theirs == mine:
             continue
         if isinstance(theirs, dict) and isinstance(mine, dict):
-            fields = [
-                f"{key}.{k} (the annotations' labels changed since the run started)"
-                if k == "labels_sha1"
-                else f"{key}.{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})"
-                for k in sorted(theirs.keys() | mine.keys())
-                if theirs.get(k) != mine.get(k)
-            ]
+            fields = _field_diffs(key, theirs, mine)
             diff.append(f"{key} ({'; '.join(fields[:3])}{'; ...' if len(fields) > 3 else ''})")
         else:
             diff.append(key)
     return diff
+
+
+def _field_diffs(path: str, theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """``path.field 'saved' (this run: 'new')`` for each differing leaf, nested dicts
+    (the loss, labels and model configs) named down to the field."""
+    out = []
+    for k in sorted(theirs.keys() | mine.keys()):
+        a, b = theirs.get(k), mine.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _field_diffs(f"{path}.{k}", a, b)
+        elif k == "labels_sha1":
+            out.append(f"{path}.{k} (the annotations' labels changed since the run started)")
+        elif k == "supcon_form" and a == "khosla" and b == "authors":
+            out.append(
+                f"{path}.{k} {a!r} (this run: {b!r}; --supcon authors is the authors' "
+                "loss exactly since 2026-11-28, a run started before trained with the "
+                "earlier form: start a new --out)"
+            )
+        else:
+            out.append(f"{path}.{k} {a!r} (this run: {b!r})")
+    return out
 
 
 def check_subjects(subjects: Sequence[str], cfg: TrainConfig) -> None:

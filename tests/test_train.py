@@ -213,9 +213,37 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     assert len(rep.folds) == len(data.subjects)
     with pytest.raises(TrainError, match="in info"):
         check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info={"dataset": "other"})
+    # A run started with the earlier --supcon authors (no supcon_form saved: Khosla's
+    # form on raw features) is refused with the field and why, not two whole dicts.
+    old_authors = tiny_cfg(epochs=1)
+    old_authors = dataclasses.replace(
+        old_authors,
+        loss=dataclasses.replace(old_authors.loss, normalize_features=False, base_temperature=0.07),
+    )
+    conf["train"] = old_authors.to_dict()
+    del conf["train"]["loss"]["supcon_form"]
+    (run2 / "config.json").write_text(json.dumps(conf))
+    new_authors = dataclasses.replace(
+        old_authors, loss=dataclasses.replace(old_authors.loss, supcon_form="authors")
+    )
+    with pytest.raises(TrainError) as err:
+        check_run_dir(run2, new_authors, resume=True, info=info)
+    msg = str(err.value)
+    assert "train.loss.supcon_form 'khosla' (this run: 'authors'; --supcon authors" in msg
+    assert "start a new --out" in msg and "normalize_features" not in msg
     (run2 / "config.json").write_text("[]")
     with pytest.raises(TrainError, match="not a run's config"):
         check_run_dir(run2, tiny_cfg(epochs=1), resume=True)
+
+
+def test_amp_option_sets_autocast_on_cuda_only() -> None:
+    from spotformer.train import _autocast_args
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _autocast_args(cuda, TrainConfig()) == (True, torch.bfloat16)
+    assert _autocast_args(cuda, TrainConfig(amp_dtype="float16")) == (True, torch.float16)
+    assert _autocast_args(cuda, TrainConfig(amp=False))[0] is False
+    assert _autocast_args(cpu, TrainConfig())[0] is False
 
 
 class Crash(Exception):
