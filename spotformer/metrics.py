@@ -36,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -177,7 +177,7 @@ def match_authors(
 
 
 Protocol = Literal["megc", "authors"]
-PROTOCOLS: tuple[str, ...] = ("megc", "authors")
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 
 @dataclass

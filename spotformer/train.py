@@ -546,9 +546,8 @@ def train_fold(
     model = SpotFormer(cfg.model).to(device)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay)
-    scaler = torch.amp.GradScaler(
-        device.type, enabled=cfg.amp and device.type == "cuda" and cfg.amp_dtype == "float16"
-    )
+    autocasts, amp_dtype = _autocast_args(device, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocasts and amp_dtype == torch.float16)
     best: dict[str, Any] | None = None
     done_epochs = 0
     ck_path = fold_dir / "checkpoint.pt"

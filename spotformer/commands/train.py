@@ -193,9 +193,10 @@ def run(args: argparse.Namespace) -> int:
             loss=LossConfig(
                 macro_ratio=m,
                 contrastive=args.supcon_weight,
+                # --supcon authors: the authors' loss, on raw features, times tau / 0.07
                 normalize_features=args.supcon == "normalized",
                 base_temperature=0.07 if args.supcon == "authors" else None,
-                supcon_form="authors" if args.supcon == "authors" else "khosla",
+                supcon_form="khosla" if args.supcon == "normalized" else "authors",
             ),
             epochs=args.epochs,
             batch_size=args.batch_size,
