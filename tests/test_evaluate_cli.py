@@ -45,7 +45,16 @@ def test_json_output_matches_hand_counts(files, capsys: pytest.CaptureFixture[st
     pred, gt = files
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"macro", "micro", "overall"}
+    assert set(out) == {
+        "macro",
+        "micro",
+        "overall",
+        "iou",
+        "protocol",
+        "proposals",
+        "ground_truths",
+    }
+    assert (out["proposals"], out["ground_truths"]) == (7, 5)  # TP + FP, TP + FN
     assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
     assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
     assert {k: out["overall"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 4, "fn": 2}
@@ -83,9 +92,11 @@ def test_authors_protocol_option(tmp_path: Path, capsys: pytest.CaptureFixture[s
     pred.write_text("video,onset,offset,type\nv,0,9,micro\n")
     argv = ["evaluate", "--pred", str(pred), "--gt", str(gt)]
     assert main([*argv, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["micro"]["tp"] == 1
+    megc = json.loads(capsys.readouterr().out)
+    assert (megc["micro"]["tp"], megc["protocol"], megc["iou"]) == (1, "megc", 0.5)
     assert main([*argv, "--json", "--protocol", "authors"]) == 0
-    assert json.loads(capsys.readouterr().out)["micro"]["tp"] == 0
+    authors = json.loads(capsys.readouterr().out)
+    assert (authors["micro"]["tp"], authors["protocol"]) == (0, "authors")
     assert main([*argv, "--protocol", "authors"]) == 0
     assert "the authors' protocol" in capsys.readouterr().out
 

@@ -85,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         )
     result = evaluate(preds, gts, args.iou, args.protocol)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        # What was scored and how, beside the counts, so a saved file says which protocol.
+        scored = {"iou": args.iou, "protocol": args.protocol}
+        scored.update(proposals=len(preds), ground_truths=len(gts))
+        print(json.dumps({**result.to_dict(), **scored}, indent=2))
     else:
         how = "" if args.protocol == "megc" else " (the authors' protocol: end - start IoU)"
         print(f"{len(preds)} proposals, {len(gts)} ground truths, IoU >= {args.iou:g}{how}")
