@@ -65,3 +65,26 @@ def test_demo_options_and_data_reuse(tmp_path: Path, capsys, monkeypatch) -> Non
     assert main([*argv, "--macro-spotting", "apex"]) == 0
     assert "reusing the synthetic data" in capsys.readouterr().out
     assert calls[-1].macro_spotting == "apex"
+
+
+def test_demo_replaces_only_a_previous_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    from spotformer.cli import main
+    from spotformer.commands import train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "run", lambda args: 0)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--subjects", "2", "--seconds", "1"]
+    # A user's file in OUT/run: refused before rendering, nothing deleted.
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "mine.txt").write_text("keep")
+    (out / "run" / "config.json").write_text("{}")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "mine.txt" in err and "another --out" in err
+    assert (out / "run" / "mine.txt").read_text() == "keep" and not (out / "data").exists()
+    # A previous run's files (and a killed write's temp file) are replaced.
+    (out / "run" / "mine.txt").unlink()
+    (out / "run" / "folds" / "s1").mkdir(parents=True)
+    (out / "run" / ".report.json.tmp").write_text("")
+    assert main(argv) == 0
+    assert not (out / "run").exists()  # train (stubbed here) makes it afresh

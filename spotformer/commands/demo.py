@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -90,6 +91,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spotting_arguments(parser, macro_default=MACRO_SPOTTING)
 
 
+#: What ``spotformer train`` writes in its ``--out`` (the demo's ``OUT/run``).
+RUN_ENTRIES = frozenset(
+    {"config.json", "folds", "predictions.csv", "ground_truth.csv", "report.json"}
+)
+
+
+def _not_a_run(run_dir: Path) -> str:
+    """'' when ``run_dir`` holds only what a training run writes (with a killed write's
+    hidden ``.<name>.tmp``), else what else it holds, for the message."""
+    if not run_dir.is_dir():
+        return "a file"
+    others = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and ".tmp" in p.name)
+    )
+    if not others:
+        return ""
+    return ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -105,6 +127,16 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         seed=args.seed,
     )
+    # Refused before rendering: the demo starts a fresh run folder each time, and only a
+    # previous run's files may go (found in review: a user's OUT/run was deleted).
+    foreign = _not_a_run(run_dir) if run_dir.exists() else ""
+    if foreign:
+        print(
+            f"spotformer demo: {run_dir} holds {foreign}, which a demo run does not write; "
+            f"the demo replaces {run_dir} on every run: move them or choose another --out",
+            file=sys.stderr,
+        )
+        return 2
     manifest_path = data_dir / "manifest.json"
     reuse = manifest_path.is_file() and json.loads(manifest_path.read_text()).get(
         "config"
