@@ -497,6 +497,17 @@ def test_csv_hand_written(tmp_path: Path) -> None:
             "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,fast\n",
             r"line 2: fps must be a number",
         ),
+        (  # found in review: bob's row joined alice's video and bob's fold vanished
+            "subject,video,onset,apex,offset,type\nalice,a1,1,2,3,macro\nc,b1,1,2,3,macro\n"
+            "bob,a1,4,5,6,micro\n",
+            r"line 4: video 'a1' is listed under subject 'bob' here and 'alice' on line 2; "
+            r".* unique across subjects \(e.g. 'bob_a1'\)",
+        ),
+        (  # the same, declared by a path row (two subjects' v1 in their own folders)
+            "subject,video,onset,apex,offset,type,path\nalice,v1,,,,,alice/v1.mp4\n"
+            "bob,v1,,,,,bob/v1.mp4\n",
+            r"line 3: video 'v1' is listed under subject 'bob' here and 'alice' on line 2",
+        ),
     ],
 )
 def test_csv_malformed(tmp_path: Path, body: str, match: str) -> None:

@@ -62,7 +62,8 @@ already 0-based indices into the decoded sequence (what ``AnnotationTable.to_csv
 writes); an empty apex or -1 means (onset + offset) // 2. ``path`` is a video file or
 frame folder, relative to the CSV's folder unless absolute; ``fps`` empty means the
 container's rate (30.0 for a folder); ``stride`` empty means 1. A row with a ``path``
-and empty frame columns declares a video without expressions.
+and empty frame columns declares a video without expressions. A video id names one
+video of one subject: a video listed under two subjects is refused.
 
 **Video locations.** Given ``root`` (the data set folder holding ``rawpic/`` or
 ``rawvideo/`` for CAS(ME)^2, ``SAMM_longvideos/`` for SAMM-LV), the xlsx loaders fill
@@ -594,10 +595,23 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
         "give the annotation CSV (a data set's .xlsx workbook is read by load_casme2 or "
         "load_samm: train --dataset casme2 or samm)",
     )
+    owner: dict[str, tuple[str, int]] = {}  # video -> (subject, its first line)
     for line, get in records:
         video = get["video"]
         if not video:
             raise _fail(path, None, line, "video is empty")
+        if get["subject"]:  # found in review: a second subject's rows joined the first's
+            first = owner.setdefault(video, (get["subject"], line))
+            if first[0] != get["subject"]:
+                raise _fail(
+                    path,
+                    None,
+                    line,
+                    f"video {video!r} is listed under subject {get['subject']!r} here and "
+                    f"{first[0]!r} on line {first[1]}; a video id names one video of one "
+                    f"subject, so make the ids unique across subjects "
+                    f"(e.g. {get['subject'] + '_' + video!r})",
+                )
         if get.get("path"):
             _add_csv_source(table, path, line, video, get)
         if not any(get[c] for c in ("onset", "apex", "offset", "type")):
