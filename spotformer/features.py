@@ -39,6 +39,13 @@ def _one(root: Path, patterns: Sequence[str], what: str) -> Path:
     raise DatasetError(f"{root}: no {what} found (looked for {', '.join(patterns)})")
 
 
+def _quoted(path: Path) -> str:
+    """``path`` as a shell word (CAS(ME)^2's names need quotes)."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def load_dataset(
     dataset: Dataset, root: str | os.PathLike, annotations: str | os.PathLike | None = None
 ) -> AnnotationTable:
@@ -58,6 +65,13 @@ def load_dataset(
     r = Path(root)
     if not r.exists():
         raise DatasetError(f"{r}: no such file or folder (--root)")
+    if dataset in ("casme2", "samm") and not r.is_dir():  # found in review: a workbook
+        frames = "rawpic/ or rawvideo/" if dataset == "casme2" else "SAMM_longvideos/"
+        raise DatasetError(
+            f"{r}: --root is the data set's folder (the one holding {frames}), not a file; "
+            f"e.g. --root {_quoted(r.parent)}"
+            + (f" --annotations {_quoted(r)}" if r.suffix.lower() in (".xlsx", ".xlsm") else "")
+        )
     if dataset in ("synthetic", "csv"):
         path = Path(annotations) if annotations else (r / "annotations.csv" if r.is_dir() else r)
         if not path.is_file():

@@ -855,6 +855,27 @@ def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path
     )
 
 
+@pytest.mark.parametrize(
+    "dataset, name, holds",
+    [("casme2", "CAS(ME)^2code_final.xlsx", "rawpic/"), ("samm", "SAMM_x.xlsx", "SAMM_")],
+)
+def test_a_workbook_as_root_says_root_is_the_folder(tmp_path: Path, dataset, name, holds) -> None:
+    """Found in review: the workbook as --root was "no CAS(ME)^2 xlsx found" in it."""
+    import shlex
+
+    import spotformer.features as F
+
+    book = tmp_path / name
+    book.write_bytes(b"")
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset(dataset, book)
+    msg = str(err.value)
+    assert msg.startswith(f"{book}: --root is the data set's folder") and holds in msg
+    assert msg.endswith(
+        f"--root {shlex.quote(str(tmp_path))} --annotations {shlex.quote(str(book))}"
+    )
+
+
 def test_a_failed_write_of_the_run_csvs_is_a_train_error(tmp_path: Path, data, monkeypatch) -> None:
     """After the last fold, predictions.csv on a full disk: a TrainError naming it (found
     in review: an OSError traceback from write_intervals)."""
