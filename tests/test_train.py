@@ -554,6 +554,8 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert (stride, fps) == (3, 100.0)
     assert "100 fps at --stride 3 is 33.33 fps, not the 28.57 fps of the model's" in note
     assert "spotformer evaluate --stride 3" in note
+    # ... and only where it works (found in review: it was advised for CAS(ME)^2 too).
+    assert "CAS(ME)^2 workbook only at stride 1" in note
     assert open_like_training(folder, samm, 7, 200.0) == (7, 200.0, "")  # the model's rate
     assert open_like_training(v60, {}, None, None) == (1, None, "")  # an older model
     # A folder at the model's rate and stride 1: the note says which rate it assumed.

@@ -143,7 +143,10 @@ def open_like_training(
                 f"{video}: {source:g} fps at --stride {stride} is {rate:.2f} fps, not the "
                 f"{target:.2f} fps of the model's training data, whose label ranges and "
                 "post-processing windows are in frames at that rate; leave out --stride to "
-                f"match it. Score these frames with `spotformer evaluate --stride {stride}`"
+                f"match it. Its intervals count frames at stride {stride}: a SAMM-LV "
+                f"workbook scores them with `spotformer evaluate --stride {stride}`; a "
+                "CAS(ME)^2 workbook only at stride 1 (it counts every frame), and a "
+                f"ground-truth CSV as it is (its frames must be at stride {stride} too)"
             ),
         )
     chosen = max(1, round(source / target))
