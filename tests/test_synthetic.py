@@ -448,6 +448,38 @@ def test_cli_writes_and_refuses_to_overwrite(
     assert not (out / "rawvideo" / "s16").exists()  # emptied, so removed
 
 
+def test_cli_starts_a_killed_render_again_without_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: after Ctrl-C (rawvideo/s15/ left, no manifest) the same command
+    was refused as "not empty"."""
+    out = tmp_path / "killed"
+    args = ["make-synthetic", "--out", str(out), "--subjects", "1", "--videos-per-subject", "1",
+            "--seconds", "1", "--width", "192", "--height", "144", "--macro", "0", "--micro", "0",
+            "--quiet"]  # fmt: skip
+    # What an interrupted run leaves: its folders, a temp video, a finished video of
+    # another subject, the annotations CSV's temp file; no manifest.
+    (out / "rawvideo" / "s15").mkdir(parents=True)
+    (out / "rawvideo" / "s15" / ".15_0101disgust1.mp4.tmp.mp4").write_bytes(b"killed")
+    (out / "rawvideo" / "s16").mkdir()
+    (out / "rawvideo" / "s16" / "16_0101disgust1.mp4").write_bytes(b"killed")
+    (out / ".annotations.csv.tmp").write_bytes(b"killed")
+    assert spotformer_main(args) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert left == sorted([
+        "annotations.csv", "CAS(ME)^2code_final.xlsx", "manifest.json",
+        manifest["videos"][0]["path"],
+    ])  # fmt: skip
+    # A finished render (manifest) or a user's file still needs --overwrite.
+    for extra in (None, "notes.txt"):
+        if extra:
+            (out / "manifest.json").unlink()
+            (out / extra).write_text("user file")
+        assert spotformer_main(args) == 2
+        assert "not empty" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert spotformer_main(["make-synthetic", "--out", str(tmp_path / "o"), "--seconds", "-3"]) == 2
     err = capsys.readouterr().err

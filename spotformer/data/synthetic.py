@@ -76,7 +76,7 @@ from spotformer.data.synthetic_plan import (
     sites,
 )
 from sw_mro._threads import read_ahead
-from sw_mro.io.atomic import atomic_path, atomic_write_text
+from sw_mro.io.atomic import atomic_path, atomic_write_text, temp_name
 from sw_mro.io.writer import write_video
 
 __all__ = [
@@ -192,7 +192,12 @@ def _write_csv(path: Path, out_dir: Path, manifest: dict[str, Any], fps: float) 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise SyntheticConfigError(f"{out_dir} exists and is not a folder: choose another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if (
+        out_dir.is_dir()
+        and any(out_dir.iterdir())
+        and not overwrite
+        and not _killed_render(out_dir)
+    ):
         raise SyntheticConfigError(
             f"{out_dir} is not empty: pass --overwrite or choose an empty folder"
         )
@@ -204,6 +209,25 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 _OWN_VIDEO = re.compile(r"s(\d+)/\.?\1_\w+\.mp4(\.tmp\.mp4)?")
 
 
+def _killed_render(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds only what a killed or interrupted run of this
+    generator leaves: no manifest (written last), and nothing but its own outputs,
+    videos, temp files and folders. Such a folder is started again without
+    ``overwrite`` (found in review: after Ctrl-C the same command was refused)."""
+    if (out_dir / "manifest.json").exists():
+        return False
+    own = {"rawvideo", *_OUTPUTS, *(temp_name(out_dir / n).name for n in _OUTPUTS)}
+    if any(p.name not in own for p in out_dir.iterdir()):
+        return False
+    videos = out_dir / "rawvideo"
+    if not videos.exists():
+        return True
+    return videos.is_dir() and all(
+        p.is_dir() or _OWN_VIDEO.fullmatch(p.relative_to(videos).as_posix())
+        for p in videos.rglob("*")
+    )
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     _check_out_dir(out_dir, overwrite)
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -211,6 +235,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         # (found in review: a user's file under rawvideo/ was removed with it).
         for name in _OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
+            temp_name(out_dir / name).unlink(missing_ok=True)
         videos = out_dir / "rawvideo"
         if videos.is_dir():
             for f in sorted(videos.rglob("*")):
