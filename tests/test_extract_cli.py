@@ -493,6 +493,9 @@ def test_frame_folder_fps_for_the_metadata(
     out = tmp_path / "out"
     argv = ["extract", str(folder), str(short_clip), "--out-dir", str(out), *ARGS]
     assert main([*argv, "--fps", "200", "--stride", "2"]) == 0
+    # Said, not silent (found in review), and only where a video file is given.
+    note = f"note: --fps 200 sets the rate of frame folders only; {short_clip} is a video file"
+    assert note in capsys.readouterr().err
     meta = json.loads((out / "006_1.json").read_text())
     assert (meta["source_fps"], meta["fps"], meta["num_frames"]) == (200.0, 100.0, 10)
     assert json.loads((out / "short.json").read_text())["source_fps"] != 200.0
@@ -502,8 +505,10 @@ def test_frame_folder_fps_for_the_metadata(
     # video file (whose rate is its container's) is still skipped.
     assert main([*argv, "--fps", "100", "--stride", "2"]) == 1
     assert main([*argv, "--fps", "200", "--stride", "2"]) == 0
-    # No --fps is the default rate (30), not "any rate": refused the same way.
     capsys.readouterr()
+    assert main([*argv[:2], *argv[3:], "--fps", "200", "--stride", "2"]) == 0  # the folder
+    assert "note: --fps" not in capsys.readouterr().err
+    # No --fps is the default rate (30), not "any rate": refused the same way.
     assert main([*argv, "--stride", "2"]) == 1
     err = capsys.readouterr().err
     assert "at 200 fps (this run: 30 fps, the default; --fps 200 keeps it)" in err

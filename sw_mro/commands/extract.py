@@ -862,6 +862,15 @@ def run(args: argparse.Namespace) -> int:
         todo.append(path)
     for path, k in repeats.items():
         print(f"{path}: given {k} times, extracted once", file=sys.stderr)
+    files = [p for p in todo if not p.is_dir()]
+    if args.fps is not None and files:  # found in review: ignored without a word
+        which = f"{files[0]}" if len(files) == 1 else f"{len(files)} of the inputs"
+        print(
+            f"note: --fps {args.fps:g} sets the rate of frame folders only; {which} "
+            f"{'is a video file' if len(files) == 1 else 'are video files'}, read at "
+            "the container's rate (the features do not depend on it)",
+            file=sys.stderr,
+        )
     total = len(todo) + len(failed)  # distinct inputs
     if devices is not None:
         failed += _run_on_devices(args, cfg, devices, todo)
