@@ -660,6 +660,30 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
 
 
 @pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+        (["--batch-size", "1"], "--batch-size must be >= 2, got 1"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--face-size", "16"], "--face-size 16: must be an integer >= 32 px"),
+        (["--macro-ratio", "2"], "--macro-ratio (m) must be in [0, 1], got 2.0"),
+        (["--expr-threshold", "1"], "--expr-threshold must be in (0, 1); got 1.0"),
+        (["--dim", "30"], "--dim must be a multiple of 4 (4 attention heads of D/4), got 30"),
+        (["--dim", "0"], "--dim must be a multiple of 4 (4 attention heads of D/4), got 0"),
+    ],
+)
+def test_bad_values_are_named_as_options(tmp_path: Path, capsys, argv, said) -> None:
+    """Found in review: config field names ("batch_size", "SWMROConfig.face_size=16"),
+    and --dim 30 silently built one attention head of 30."""
+    from spotformer.cli import main
+
+    base = ["train", "--dataset", "csv", "--root", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*base, *argv]) == 2
+    assert capsys.readouterr().err == f"spotformer train: {said}\n"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
     ("subjects", "argv", "ok"),
     [(["s1"], [], False), (["s1", "s2"], [], True),
      (["s1", "s2"], ["--selection", "val"], False), (["s1", "s2", "s3"], ["--selection", "val"], True)],

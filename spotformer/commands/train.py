@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=512, help="windows per step (default 512)"
     )
-    parser.add_argument("--dim", type=int, default=256, help="model width D (default 256)")
+    parser.add_argument(
+        "--dim", type=int, default=256, help="model width D, a multiple of 4 (default 256)"
+    )
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
     parser.add_argument(
         "--selection",
@@ -178,16 +181,17 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--threads must be >= 1, got {args.threads}")
     if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
         return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
+    if args.dim < 4 or args.dim % 4:  # found in review: any other D built one head
+        return fail(f"--dim must be a multiple of 4 (4 attention heads of D/4), got {args.dim}")
     device = "cuda" if args.gpu else "cpu"
     m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
     try:
-        heads = 4 if args.dim % 4 == 0 else 1
         cfg = TrainConfig(
             model=SpotFormerConfig(
                 variant=args.variant,
                 dim=args.dim,
-                heads=heads,
-                head_dim=args.dim // heads,
+                heads=4,
+                head_dim=args.dim // 4,
                 mlp_dim=args.dim,
             ),  # fmt: skip
             loss=LossConfig(
@@ -218,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         if face_size:
             sw_cfg = dataclasses.replace(sw_cfg, face_size=face_size)
     except ValueError as exc:
-        return fail(str(exc))
+        return fail(option_words(str(exc)))
     progress = not args.no_progress
     try:
         # The run folder first: a mistake there must not cost a data set's extraction.
@@ -280,6 +284,30 @@ def run(args: argparse.Namespace) -> int:
     _print_report(report, cfg)
     print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
     return 0
+
+
+# The config fields that this command's options set, as the options (for its messages).
+_OPTIONS = {
+    "macro_mode": "--macro-spotting",
+    "micro_mode": "--micro-spotting",
+    **{
+        f: "--" + f.replace("_", "-")
+        for f in ("epochs", "batch_size", "lr", "val_subjects", "neutral_segments", "mirror",
+                  "macro_ratio", "apex_threshold", "expr_threshold", "expr_smooth", "expr_gap",
+                  "expr_min_len", "expr_extend", "face_size")
+    },
+}  # fmt: skip
+_FIELD_FIRST = re.compile(r"(?:SWMROConfig\.)?(\w+)(?:=(\S+):)?")
+
+
+def option_words(msg: str) -> str:
+    """A config's ValueError in this command's words: a message that starts with a field
+    an option sets names the option (found in review: "batch_size must be >= 2", and
+    "SWMROConfig.face_size=16: ..." for --face-size 16)."""
+    m = _FIELD_FIRST.match(msg)
+    if m is None or m[1] not in _OPTIONS:
+        return msg
+    return _OPTIONS[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + msg[m.end() :]
 
 
 def _print_report(report, cfg) -> None:  # noqa: ANN001 - RunReport, TrainConfig
