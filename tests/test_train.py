@@ -1083,6 +1083,9 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
         (["--stride", "-1"], "--stride must be an int >= 1, got -1"),
         (["--fps", "0"], "--fps must be a positive frame rate, got 0.0"),
         (["--fps", "nan"], "--fps must be a positive frame rate, got nan"),
+        # named as options, not SpotParams fields (found in review)
+        (["--expr-gap", "-1"], "spotformer spot: --expr-gap must be >= 0; got -1.0"),
+        (["--apex-threshold", "1"], "spotformer spot: --apex-threshold must be in [0, 1)"),
     ]:
         assert main([*spot, "--out", str(tmp_path / "s.csv"), *extra]) == 2, extra
         err = capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,6 +62,24 @@ _FIELDS = (
     ("micro_spotting", "micro_mode"),
     *((name, name) for name, _, _ in _EXPR),
 )
+
+
+# The SpotParams fields these options set, as the options (for error messages).
+SPOT_OPTIONS = {
+    **{field: "--" + dest.replace("_", "-") for dest, field in _FIELDS},
+    "apex_threshold": "--apex-threshold",
+}
+_FIELD_FIRST = re.compile(r"(?:SWMROConfig\.)?(\w+)(?=[ =])(?:=(\S+):)?")
+
+
+def option_words(msg: str, options: dict[str, str]) -> str:
+    """A config's ValueError in a command's words: a message that starts with a field
+    an option sets (``options``: field -> option) names the option (found in review:
+    "batch_size must be >= 2", and "SWMROConfig.face_size=16: ..." for --face-size 16)."""
+    m = _FIELD_FIRST.match(msg)
+    if m is None or m[1] not in options:
+        return msg
+    return options[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + msg[m.end() :]
 
 
 def _given(args: argparse.Namespace) -> dict[str, object]:

@@ -16,7 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
+from spotformer.commands._spot_args import (
+    SPOT_OPTIONS,
+    add_spotting_arguments,
+    option_words,
+    spot_params_from,
+)
 from sw_mro._cli_util import no_cuda_reason
 from sw_mro.io.atomic import atomic_path
 
@@ -314,7 +319,9 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--out {args.out}: cannot write it ({exc.strerror or exc})")
     except ClipTooShortError as exc:  # the window is the model's: no --window to change
         return fail(str(exc).replace(" or a smaller --window", " (the model's window)"))
-    except (SpotFormerError, SWMROError, ValueError) as exc:
+    except ValueError as exc:  # a post-processing option's value, in the option's words
+        return fail(option_words(str(exc), SPOT_OPTIONS))
+    except (SpotFormerError, SWMROError) as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(str(exc))

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
-from spotformer.commands._spot_args import add_spotting_arguments, spot_params_from
+from spotformer.commands._spot_args import (
+    SPOT_OPTIONS,
+    add_spotting_arguments,
+    option_words,
+    spot_params_from,
+)
 from sw_mro._cli_util import no_cuda_reason
 
 
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         if face_size:
             sw_cfg = dataclasses.replace(sw_cfg, face_size=face_size)
     except ValueError as exc:
-        return fail(option_words(str(exc)))
+        return fail(option_words(str(exc), _OPTIONS))
     progress = not args.no_progress
     try:
         # The run folder first: a mistake there must not cost a data set's extraction.
@@ -288,26 +292,13 @@ def run(args: argparse.Namespace) -> int:
 
 # The config fields that this command's options set, as the options (for its messages).
 _OPTIONS = {
-    "macro_mode": "--macro-spotting",
-    "micro_mode": "--micro-spotting",
+    **SPOT_OPTIONS,
     **{
         f: "--" + f.replace("_", "-")
         for f in ("epochs", "batch_size", "lr", "val_subjects", "neutral_segments", "mirror",
-                  "macro_ratio", "apex_threshold", "expr_threshold", "expr_smooth", "expr_gap",
-                  "expr_min_len", "expr_extend", "face_size")
+                  "macro_ratio", "face_size")
     },
 }  # fmt: skip
-_FIELD_FIRST = re.compile(r"(?:SWMROConfig\.)?(\w+)(?:=(\S+):)?")
-
-
-def option_words(msg: str) -> str:
-    """A config's ValueError in this command's words: a message that starts with a field
-    an option sets names the option (found in review: "batch_size must be >= 2", and
-    "SWMROConfig.face_size=16: ..." for --face-size 16)."""
-    m = _FIELD_FIRST.match(msg)
-    if m is None or m[1] not in _OPTIONS:
-        return msg
-    return _OPTIONS[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + msg[m.end() :]
 
 
 def _print_report(report, cfg) -> None:  # noqa: ANN001 - RunReport, TrainConfig
