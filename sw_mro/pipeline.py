@@ -31,6 +31,7 @@ How a video flows through (docs/sw_mro.md has the decisions and measured figures
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -1171,9 +1172,13 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     n = int(src.info.num_frames)
     w, h = cfg.window, cfg.window // 2
     if n < w:
+        # The largest stride that keeps w frames of the source's (found in review: the
+        # advice was only "a video of >= w frames"); ceil(N / s) >= w <=> s < N / (w - 1).
+        most = math.ceil(src.info.source_num_frames / (w - 1)) - 1
+        other = f", a stride <= {most}" if src.info.stride > 1 and most >= 1 else ""
         raise ClipTooShortError(
             f"{src.info.path}: {n} frames (after stride {src.info.stride}) is shorter than the "
-            f"window of {w} frames; use a video of >= {w} frames or a smaller --window"
+            f"window of {w} frames; use a video of >= {w} frames{other} or a smaller --window"
         )
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)

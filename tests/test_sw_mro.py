@@ -9,6 +9,7 @@ keep the suite fast; ``test_reference_default_settings`` runs the SPEC defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -936,8 +937,16 @@ def test_corrupt_file(tmp_path: Path, rng: np.random.Generator) -> None:
 
 def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
     path = write_video(tmp_path / "short.mp4", [face] * 6)
-    with pytest.raises(ClipTooShortError, match=r"short.mp4.*window of 9"):
+    with pytest.raises(ClipTooShortError, match=r"short.mp4.*window of 9") as err:
         sw_mro.extract(path, SMALL)
+    assert "stride <=" not in str(err.value)  # at stride 1 no stride helps
+    # At a stride: the largest that keeps the window, ceil(N / s) >= w (found in review:
+    # 60 frames at stride 100 were told "use a stride <= 60"). 20 frames, w 9: s <= 2.
+    path = write_video(tmp_path / "strided.mp4", [face] * 20)
+    assert math.ceil(20 / 2) >= SMALL.window > math.ceil(20 / 3)
+    with pytest.raises(ClipTooShortError, match=r"7 frames \(after stride 3\)") as err:
+        sw_mro.extract(path, dataclasses.replace(SMALL, stride=3))
+    assert "use a video of >= 9 frames, a stride <= 2 or a smaller --window" in str(err.value)
 
 
 def test_grayscale_video(face: np.ndarray, tmp_path: Path) -> None:

@@ -304,8 +304,8 @@ def _strided_info(
         raise EmptyVideoError(f"{path}: the video has no frames")
     if stride > source_num_frames:
         raise ClipTooShortError(
-            f"{path}: stride {stride} is larger than the video's {source_num_frames} frames; "
-            f"use a stride <= {source_num_frames}"
+            f"{path}: stride {stride} is larger than the video's {source_num_frames} frames "
+            "(it would keep only the first)"
         )
     return VideoInfo(
         path=path,
