@@ -188,6 +188,11 @@ def test_skip_overwrite_and_one_bad_input(
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other]) == 1
     err = capsys.readouterr().err
     assert "--overwrite" in err and "window 3 (this run: 5)" in err
+    # The setting given, not the resolved sizes that follow from it (found in review).
+    bigger = ["--window", "3", "--face-size", "96", "--quiet"]
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *bigger]) == 1
+    err = capsys.readouterr().err
+    assert "other settings: face_size 64 (this run: 96);" in err and "resolved" not in err
     assert main(["extract", str(short_clip), "--out-dir", str(out), *other, "--overwrite"]) == 0
     assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
 

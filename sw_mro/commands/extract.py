@@ -276,6 +276,9 @@ def _output_state(
     old, new = _flat(_feature_config(made)), _flat(_feature_config(config))
     diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     if diff:
+        # The settings given; the resolved values that follow from them only where they
+        # alone differ (found in review: --face-size listed nose_margin, roi_size, ...).
+        diff = [k for k in diff if not k.startswith("resolved.")] or diff
         shown = ", ".join(f"{k} {old.get(k)!r} (this run: {new.get(k)!r})" for k in diff[:4])
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
         return "conflict", f"it was made with other settings: {shown}{more}"
