@@ -82,6 +82,10 @@ def test_demo_replaces_only_a_previous_run(tmp_path: Path, capsys, monkeypatch) 
     err = capsys.readouterr().err
     assert "mine.txt" in err and "another --out" in err
     assert (out / "run" / "mine.txt").read_text() == "keep" and not (out / "data").exists()
+    # So is a --dim that train would refuse only after the rendering.
+    assert main([*argv, "--dim", "30"]) == 2
+    assert "--dim must be a multiple of 4" in capsys.readouterr().err
+    assert not (out / "data").exists()
     # A previous run's files (and a killed write's temp file) are replaced.
     (out / "run" / "mine.txt").unlink()
     (out / "run" / "folds" / "s1").mkdir(parents=True)

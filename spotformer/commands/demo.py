@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         seed=args.seed,
     )
+    if train_cmd.dim_problem(args.dim):  # before rendering, not after it
+        print(f"spotformer demo: {train_cmd.dim_problem(args.dim)}", file=sys.stderr)
+        return 2
     # Refused before rendering: the demo starts a fresh run folder each time, and only a
     # previous run's files may go (found in review: a user's OUT/run was deleted).
     foreign = _not_a_run(run_dir) if run_dir.exists() else ""

@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--threads must be >= 1, got {args.threads}")
     if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
         return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
-    if args.dim < 4 or args.dim % 4:  # found in review: any other D built one head
-        return fail(f"--dim must be a multiple of 4 (4 attention heads of D/4), got {args.dim}")
+    if dim_problem(args.dim):
+        return fail(dim_problem(args.dim))
     device = "cuda" if args.gpu else "cpu"
     m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
     try:
@@ -288,6 +288,14 @@ def run(args: argparse.Namespace) -> int:
     _print_report(report, cfg)
     print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
     return 0
+
+
+def dim_problem(dim: int) -> str:
+    """Why ``--dim`` cannot be used ('' when it can): the model has 4 attention heads of
+    D/4 (found in review: another D silently built one head of D)."""
+    if dim < 4 or dim % 4:
+        return f"--dim must be a multiple of 4 (4 attention heads of D/4), got {dim}"
+    return ""
 
 
 # The config fields that this command's options set, as the options (for its messages).
