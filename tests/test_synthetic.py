@@ -22,6 +22,7 @@ from spotformer.cli import main as spotformer_main
 from spotformer.data import synthetic_render as R
 from spotformer.data.annotations import load_casme2, load_csv
 from spotformer.data.synthetic import (
+    UNFINISHED,
     XLSX_NAME,
     SyntheticConfig,
     SyntheticConfigError,
@@ -457,8 +458,17 @@ def test_cli_starts_a_killed_render_again_without_overwrite(
     args = ["make-synthetic", "--out", str(out), "--subjects", "1", "--videos-per-subject", "1",
             "--seconds", "1", "--width", "192", "--height", "144", "--macro", "0", "--micro", "0",
             "--quiet"]  # fmt: skip
-    # What an interrupted run leaves: its folders, a temp video, a finished video of
-    # another subject, the annotations CSV's temp file; no manifest.
+    # A user's own annotations.csv alone, in the generator's name: not a killed render
+    # (found in review: it was replaced without --overwrite).
+    out.mkdir()
+    (out / "annotations.csv").write_text("mine")
+    assert spotformer_main(args) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "annotations.csv").read_text() == "mine"
+    (out / "annotations.csv").unlink()
+    # What an interrupted run leaves: its marker and folders, a temp video, a finished
+    # video of another subject, the annotations CSV's temp file; no manifest.
+    (out / UNFINISHED).write_bytes(b"")
     (out / "rawvideo" / "s15").mkdir(parents=True)
     (out / "rawvideo" / "s15" / ".15_0101disgust1.mp4.tmp.mp4").write_bytes(b"killed")
     (out / "rawvideo" / "s16").mkdir()
@@ -471,10 +481,12 @@ def test_cli_starts_a_killed_render_again_without_overwrite(
         "annotations.csv", "CAS(ME)^2code_final.xlsx", "manifest.json",
         manifest["videos"][0]["path"],
     ])  # fmt: skip
+    assert not (out / UNFINISHED).exists()  # removed once the manifest is written
     # A finished render (manifest) or a user's file still needs --overwrite.
     for extra in (None, "notes.txt"):
         if extra:
             (out / "manifest.json").unlink()
+            (out / UNFINISHED).write_bytes(b"")
             (out / extra).write_text("user file")
         assert spotformer_main(args) == 2
         assert "not empty" in capsys.readouterr().err

@@ -209,14 +209,20 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 _OWN_VIDEO = re.compile(r"s(\d+)/\.?\1_\w+\.mp4(\.tmp\.mp4)?")
 
 
+#: Written when a render starts and removed after its manifest: a folder that has it
+#: holds an unfinished render of this generator.
+UNFINISHED = ".make-synthetic-unfinished"
+
+
 def _killed_render(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds only what a killed or interrupted run of this
-    generator leaves: no manifest (written last), and nothing but its own outputs,
+    """True when ``out_dir`` holds only what an interrupted or killed run of this
+    generator leaves: its :data:`UNFINISHED` marker and nothing but its own outputs,
     videos, temp files and folders. Such a folder is started again without
-    ``overwrite`` (found in review: after Ctrl-C the same command was refused)."""
-    if (out_dir / "manifest.json").exists():
+    ``overwrite`` (found in review: after Ctrl-C the same command was refused; the
+    marker keeps a user's own ``annotations.csv`` from passing for one)."""
+    if not (out_dir / UNFINISHED).is_file() or (out_dir / "manifest.json").exists():
         return False
-    own = {"rawvideo", *_OUTPUTS, *(temp_name(out_dir / n).name for n in _OUTPUTS)}
+    own = {UNFINISHED, "rawvideo", *_OUTPUTS, *(temp_name(out_dir / n).name for n in _OUTPUTS)}
     if any(p.name not in own for p in out_dir.iterdir()):
         return False
     videos = out_dir / "rawvideo"
@@ -236,6 +242,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         for name in _OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
             temp_name(out_dir / name).unlink(missing_ok=True)
+        (out_dir / UNFINISHED).unlink(missing_ok=True)
         videos = out_dir / "rawvideo"
         if videos.is_dir():
             for f in sorted(videos.rglob("*")):
@@ -245,6 +252,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / UNFINISHED).write_bytes(b"")
 
 
 def make_synthetic(
@@ -281,4 +289,5 @@ def make_synthetic(
     _write_xlsx(out_dir / XLSX_NAME, manifest)
     manifest["files"] = {"csv": "annotations.csv", "xlsx": XLSX_NAME, "videos": "rawvideo/"}
     atomic_write_text(out_dir / "manifest.json", _manifest_json(manifest))
+    (out_dir / UNFINISHED).unlink(missing_ok=True)
     return manifest
