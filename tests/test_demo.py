@@ -87,7 +87,12 @@ def test_demo_replaces_only_a_previous_run(tmp_path: Path, capsys, monkeypatch) 
     assert "--dim must be a multiple of 4" in capsys.readouterr().err
     assert not (out / "data").exists()
     # A previous run's files (and a killed write's temp file) are replaced.
+    # Hidden names like a temp file's are the user's too unless they are a run's own.
     (out / "run" / "mine.txt").unlink()
+    for mine in (".tmp", ".notes.tmpl"):
+        (out / "run" / mine).write_text("keep")
+        assert main(argv) == 2 and mine in capsys.readouterr().err
+        (out / "run" / mine).unlink()
     (out / "run" / "folds" / "s1").mkdir(parents=True)
     (out / "run" / ".report.json.tmp").write_text("")
     assert main(argv) == 0

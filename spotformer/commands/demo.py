@@ -99,14 +99,11 @@ RUN_ENTRIES = frozenset(
 
 def _not_a_run(run_dir: Path) -> str:
     """'' when ``run_dir`` holds only what a training run writes (with a killed write's
-    hidden ``.<name>.tmp``), else what else it holds, for the message."""
-    if not run_dir.is_dir():
-        return "a file"
-    others = sorted(
-        p.name
-        for p in run_dir.iterdir()
-        if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and ".tmp" in p.name)
-    )
+    ``.<name>.tmp``), else what else it holds, for the message."""
+    from sw_mro.io.atomic import temp_name
+
+    own = RUN_ENTRIES | {temp_name(run_dir / n).name for n in RUN_ENTRIES}
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in own)
     if not others:
         return ""
     return ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -132,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Refused before rendering: the demo starts a fresh run folder each time, and only a
     # previous run's files may go (found in review: a user's OUT/run was deleted).
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"spotformer demo: {run_dir} is a file; choose another --out", file=sys.stderr)
+        return 2
     foreign = _not_a_run(run_dir) if run_dir.exists() else ""
     if foreign:
         print(
