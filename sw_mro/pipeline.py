@@ -31,7 +31,6 @@ How a video flows through (docs/sw_mro.md has the decisions and measured figures
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -1172,13 +1171,16 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     n = int(src.info.num_frames)
     w, h = cfg.window, cfg.window // 2
     if n < w:
-        # The largest stride that keeps w frames of the source's (found in review: the
-        # advice was only "a video of >= w frames"); ceil(N / s) >= w <=> s < N / (w - 1).
-        most = math.ceil(src.info.source_num_frames / (w - 1)) - 1
-        other = f", a stride <= {most}" if src.info.stride > 1 and most >= 1 else ""
+        # At stride s a video needs (w - 1) s + 1 frames, and the largest stride that
+        # keeps w of the source's N is (N - 1) // (w - 1): ceil(N / s) >= w <=> s < N / (w - 1)
+        # (found in review: the advice was "a video of >= w frames" at any stride).
+        s, n_src = src.info.stride, src.info.source_num_frames
+        fix = f"a video of >= {(w - 1) * s + 1} frames" + (" at this stride" if s > 1 else "")
+        if s > 1 and n_src >= w:
+            fix += f" or a stride <= {(n_src - 1) // (w - 1)}"
         raise ClipTooShortError(
-            f"{src.info.path}: {n} frames (after stride {src.info.stride}) is shorter than the "
-            f"window of {w} frames; use a video of >= {w} frames{other} or a smaller --window"
+            f"{src.info.path}: {n} frames (after stride {s}) is shorter than the window of "
+            f"{w} frames; use {fix}, or a smaller --window"
         )
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)

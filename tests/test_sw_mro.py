@@ -939,14 +939,18 @@ def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
     path = write_video(tmp_path / "short.mp4", [face] * 6)
     with pytest.raises(ClipTooShortError, match=r"short.mp4.*window of 9") as err:
         sw_mro.extract(path, SMALL)
-    assert "stride <=" not in str(err.value)  # at stride 1 no stride helps
-    # At a stride: the largest that keeps the window, ceil(N / s) >= w (found in review:
-    # 60 frames at stride 100 were told "use a stride <= 60"). 20 frames, w 9: s <= 2.
-    path = write_video(tmp_path / "strided.mp4", [face] * 20)
-    assert math.ceil(20 / 2) >= SMALL.window > math.ceil(20 / 3)
-    with pytest.raises(ClipTooShortError, match=r"7 frames \(after stride 3\)") as err:
+    assert str(err.value).endswith("use a video of >= 9 frames, or a smaller --window")
+    # At a stride: the frames it needs, and the largest stride that keeps the window,
+    # ceil(N / s) >= w (found in review: "a video of >= w frames" at any stride, and 60
+    # frames at stride 100 were told "use a stride <= 60"). 24 frames, w 9: s <= 2
+    # (floor(24 / 8) = 3 would be one too many).
+    path = write_video(tmp_path / "strided.mp4", [face] * 24)
+    assert math.ceil(24 / 2) >= SMALL.window > math.ceil(24 / 3)
+    with pytest.raises(ClipTooShortError, match=r"8 frames \(after stride 3\)") as err:
         sw_mro.extract(path, dataclasses.replace(SMALL, stride=3))
-    assert "use a video of >= 9 frames, a stride <= 2 or a smaller --window" in str(err.value)
+    assert str(err.value).endswith(
+        "use a video of >= 25 frames at this stride or a stride <= 2, or a smaller --window"
+    )
 
 
 def test_grayscale_video(face: np.ndarray, tmp_path: Path) -> None:

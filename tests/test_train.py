@@ -1091,6 +1091,19 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and "fps at" not in err, (extra, err)
     monkeypatch.setattr(F, "video_features", fake)
+    # Too short for the model's window: no --window to advise (spot has none). The
+    # pipeline's own refusal (the fixture fakes the features).
+    import sw_mro
+
+    monkeypatch.setattr(F, "video_features", lambda p, config=None, **k: sw_mro.extract(p, config))
+    short = _tiny_video(tmp_path / "short.mp4", n=5)
+    assert (
+        main(["spot", str(short), "--checkpoint", str(model), "--out", str(tmp_path / "t.csv")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("use a video of >= 17 frames (the window is the model's)"), err
+    monkeypatch.setattr(F, "video_features", fake)
     # Folders of --out and --plot are made.
     out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"
     seen = {}
