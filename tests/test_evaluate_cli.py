@@ -51,10 +51,12 @@ def test_json_output_matches_hand_counts(files, capsys: pytest.CaptureFixture[st
         "overall",
         "iou",
         "protocol",
+        "stride",
         "proposals",
         "ground_truths",
     }
     assert (out["proposals"], out["ground_truths"]) == (7, 5)  # TP + FP, TP + FN
+    assert out["stride"] is None  # not given: the data set's (a CSV is read as it is)
     assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
     assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
     assert {k: out["overall"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 4, "fn": 2}

@@ -513,6 +513,9 @@ def test_frame_folder_fps_for_the_metadata(
     capsys.readouterr()
     assert main([*argv[:2], *argv[3:], "--fps", "200", "--stride", "2"]) == 0  # the folder
     assert "note: --fps" not in capsys.readouterr().err
+    missing = ["extract", str(tmp_path / "gone.mp4"), "--out-dir", str(out), *ARGS, "--fps", "9"]
+    assert main(missing) == 1  # its own error, not "a video file"
+    assert "note: --fps" not in capsys.readouterr().err
     # No --fps is the default rate (30), not "any rate": refused the same way.
     assert main([*argv, "--stride", "2"]) == 1
     err = capsys.readouterr().err

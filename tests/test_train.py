@@ -883,7 +883,10 @@ def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path
 
 @pytest.mark.parametrize(
     "dataset, name, holds",
-    [("casme2", "CAS(ME)^2code_final.xlsx", "rawpic/"), ("samm", "SAMM_x.xlsx", "SAMM_")],
+    [
+        ("casme2", "CAS(ME)^2code_final.xlsx", "rawpic/"),
+        ("samm", "SAMM_x.xlsx", "SAMM_longvideos/"),
+    ],
 )
 def test_a_workbook_as_root_says_root_is_the_folder(tmp_path: Path, dataset, name, holds) -> None:
     """Found in review: the workbook as --root was "no CAS(ME)^2 xlsx found" in it."""

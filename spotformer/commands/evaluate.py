@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(preds, gts, args.iou, args.protocol)
     if args.json:
         # What was scored and how, beside the counts, so a saved file says which protocol.
-        scored = {"iou": args.iou, "protocol": args.protocol}
+        scored = {"iou": args.iou, "protocol": args.protocol, "stride": args.stride}
         scored.update(proposals=len(preds), ground_truths=len(gts))
         print(json.dumps({**result.to_dict(), **scored}, indent=2))
     else:

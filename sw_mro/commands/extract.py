@@ -865,7 +865,7 @@ def run(args: argparse.Namespace) -> int:
         todo.append(path)
     for path, k in repeats.items():
         print(f"{path}: given {k} times, extracted once", file=sys.stderr)
-    files = [p for p in todo if not p.is_dir()]
+    files = [p for p in todo if p.is_file()]  # a missing one fails with its own error
     if args.fps is not None and files:  # found in review: ignored without a word
         which = f"{files[0]}" if len(files) == 1 else f"{len(files)} of the inputs"
         print(
