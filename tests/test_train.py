@@ -1345,12 +1345,12 @@ def test_bad_training_and_spotting_values_are_refused_before_extraction(
         tiny_cfg(lr=float("nan"))
     base = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(tmp_path / "r")]
     for extra, says in [
-        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "-1"], "train: --lr must be a finite number > 0, got -1.0"),
         (["--threads", "0"], "--threads must be >= 1"),
-        (["--apex-threshold", "1.5"], "apex_threshold must be in [0, 1)"),
-        (["--macro-ratio", "-1"], "macro_ratio (m) must be in [0, 1]"),
-        (["--selection", "val", "--val-subjects", "0"], "val_subjects must be >= 1, got 0"),
-        (["--batch-size", "0"], "batch_size must be >= 2, got 0"),
+        (["--apex-threshold", "1.5"], "--apex-threshold must be in [0, 1)"),
+        (["--macro-ratio", "-1"], "--macro-ratio (m) must be in [0, 1]"),
+        (["--selection", "val", "--val-subjects", "0"], "--val-subjects must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 2, got 0"),
     ]:
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err
@@ -1376,7 +1376,7 @@ def test_spot_plot_name_and_model_file_messages(tmp_path: Path, capsys, monkeypa
 
     monkeypatch.setattr(F, "video_features", no_extraction)
     assert main([*argv, "--apex-threshold", "1.0"]) == 2
-    assert "apex_threshold must be in [0, 1)" in capsys.readouterr().err
+    assert "spot: --apex-threshold must be in [0, 1)" in capsys.readouterr().err
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     junk = tmp_path / "junk.pt"
