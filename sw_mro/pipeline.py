@@ -948,7 +948,8 @@ def _first_face(src: Any, start: int, config: SWMROConfig, device: torch.device)
     raise NoFaceError(
         f"{src.info.path}: no face found in any of its {src.info.num_frames} frames "
         f"(landmark backend {config.landmarks!r}); the video must show a frontal face "
-        "(with dlib, about 50 px wide or more: smaller faces are not detected)"
+        "(with dlib, about 40 px wide or more in frames of up to 1280 px, proportionally "
+        "more in larger ones: smaller faces are not detected)"
     )
 
 

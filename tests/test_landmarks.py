@@ -58,6 +58,28 @@ def test_dlib_tracking_agrees_with_full_detection(carphone: str) -> None:
     assert np.abs(tracked.points - full.points).max() < 8.0
 
 
+@pytest.mark.parametrize("canvas", [(480, 640), (540, 960), (720, 1280)])
+def test_dlib_finds_small_faces_in_large_frames(carphone: str, canvas) -> None:
+    """Found in review: carphone's ~50 px face was found on a 480x360 canvas, not on
+    640x480 and larger (the whole-frame scan downscales to 320 px, and at full size
+    does not upsample); the last pass upsamples a frame of up to 1280 px 2x."""
+    from sw_mro.io.landmarks import SMALL_FACE_MAX_SIDE
+
+    frame = open_video(carphone).read([0]).numpy()[0]  # 176x144, face ~50 px
+    h, w = canvas
+    big = np.full((h, w, 3), 40, np.uint8)
+    big[(h - 144) // 2 : (h + 144) // 2, (w - 176) // 2 : (w + 176) // 2] = frame
+    lm = make_landmarker("dlib", track=False)
+    res = lm.detect(big)
+    assert res.found[0] and max(w, h) < 2 * SMALL_FACE_MAX_SIDE
+    x0, y0, x1, y1 = res.boxes[0]
+    assert 35 < x1 - x0 < 70 and (w - 176) / 2 < x0 < x1 < (w + 176) / 2
+    # The same landmarks as the face found in the original frame, moved to the canvas.
+    small = make_landmarker("dlib", track=False).detect(frame)
+    shift = np.float32([(w - 176) // 2, (h - 144) // 2])
+    assert np.median(np.abs(res.points[0] - (small.points[0] + shift))) < 1.5
+
+
 ROI = [18, 19, 20, 23, 24, 25, 48, 51, 54, 57]
 
 
