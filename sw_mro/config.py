@@ -107,6 +107,14 @@ LARGE_NOSE_MOTION_PX = 17.0
 #: every video, and carphone (a hand-held camera) 50 %.
 LARGE_NOSE_MOTION_SHARE = 0.01
 
+#: Nose landmark motion within a clip, as a share of the face crop, beyond which
+#: ``sw-mro extract`` warns that the tracked face changed: a head does not cross half
+#: its own crop within a clip (carphone's hand-held camera: at most 27 %), while a swap
+#: to another face in view, or a detection elsewhere, moves the landmarks by about the
+#: distance between the faces (found in review: two faces of similar size swapped at
+#: the 32-frame tracking restarts without a word).
+FACE_JUMP_SHARE = 0.5
+
 #: Share of a video's frames without a face (their windows use the last face found
 #: before them) over which ``sw-mro extract``, ``spotformer train`` and ``spotformer
 #: spot`` warn.

@@ -149,20 +149,34 @@ class NoseMotion:
         "(hand-held cameras, large head motion; docs/sw_mro.md)"
     )
 
-    def __init__(self) -> None:
-        from sw_mro.config import LARGE_NOSE_MOTION_PX  # read now: tests may change it
+    def __init__(self, face_size: int | None = None) -> None:
+        from sw_mro.config import FACE_JUMP_SHARE, LARGE_NOSE_MOTION_PX  # read now (tests)
 
         self.limit = LARGE_NOSE_MOTION_PX
         self.pairs = self.over = 0
         self.max = 0.0
+        # With ``face_size``: pairs beyond FACE_JUMP_SHARE of the crop, where the tracked
+        # face changed (:meth:`jumped`), and the first window (centre frame) with one.
+        self.jump_px = None if face_size is None else FACE_JUMP_SHARE * face_size
+        self.jumps = 0
+        self.first_jump: int | None = None
 
-    def add(self, motion: np.ndarray | None) -> None:
+    def add(self, motion: np.ndarray | None, start: int = 0) -> None:
+        """Add a chunk's :attr:`FeatureChunk.nose_motion` (its windows from ``start``)."""
         pairs = None if motion is None else motion[:, 1:]  # slot 0: the first frame itself
         if pairs is None or pairs.size == 0:
             return
         self.pairs += pairs.size
         self.over += int((pairs > self.limit).sum())
         self.max = max(self.max, float(pairs.max()))
+        if self.jump_px is not None:
+            rows = np.flatnonzero((pairs > self.jump_px).any(axis=1))
+            self.jumps += int((pairs > self.jump_px).sum())
+            if rows.size and self.first_jump is None:
+                self.first_jump = start + int(rows[0])
+
+    def jumped(self) -> bool:
+        return self.jumps > 0
 
     @property
     def share(self) -> float:
@@ -174,13 +188,28 @@ class NoseMotion:
         return self.share > LARGE_NOSE_MOTION_SHARE
 
     def summary(self) -> dict:
-        """For the metadata: ``over_px``, ``pairs``, ``pairs_over``, ``max_px``."""
-        return {
+        """For the metadata: ``over_px``, ``pairs``, ``pairs_over``, ``max_px``; with a
+        face size also ``jump_px``, ``pairs_over_jump`` and ``first_jump_window``."""
+        out = {
             "over_px": self.limit,
             "pairs": self.pairs,
             "pairs_over": self.over,
             "max_px": round(self.max, 2),
         }
+        if self.jump_px is not None:
+            out.update(
+                jump_px=self.jump_px, pairs_over_jump=self.jumps, first_jump_window=self.first_jump
+            )
+        return out
+
+    def describe_jumps(self) -> str:
+        return (
+            f"within {self.jumps} clip frame pair{'s' if self.jumps != 1 else ''} the nose "
+            f"landmarks moved more than half the face crop ({self.jump_px:g} px), first in "
+            f"window {self.first_jump}: the tracked face changed there (another face of "
+            "similar size in view, or a detection elsewhere), and those windows' features "
+            "compare two faces"
+        )
 
     def describe(self, face_size: int) -> str:
         return (

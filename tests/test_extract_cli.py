@@ -579,6 +579,33 @@ def test_align_from_landmarks_flag(short_clip: Path, tmp_path: Path) -> None:
     assert json.loads((out / "short.json").read_text())["config"]["align_from_landmarks"] is True
 
 
+def test_a_face_that_jumps_is_warned_about(
+    short_clip: Path, carphone: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: two faces of similar size swapped at the tracking restarts and
+    nothing said so. Here carphone's face jumps 352 px sideways at frame 10 (a 2x-wide
+    canvas): windows 9 and 10 (w 3) compare the two places; the plain clip is silent."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    frames = open_video(carphone).read(range(20)).numpy()  # 176x144
+    canvas = np.zeros((20, 144, 528, 3), np.uint8)
+    canvas[:10, :, :176] = frames[:10]
+    canvas[10:, :, 352:] = frames[10:]
+    jump = write_video(tmp_path / "jump.mp4", canvas)
+    out = tmp_path / "out"
+    assert main(["extract", str(jump), str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "tracked face changed" in ln]
+    assert len(said) == 1 and said[0].startswith(f"warning: {jump}: within "), err
+    assert "more than half the face crop (32 px), first in window 9:" in said[0]
+    motion = json.loads((out / "jump.json").read_text())["nose_motion"]
+    assert motion["jump_px"] == 32 and motion["first_jump_window"] == 9
+    assert motion["pairs_over_jump"] == 3  # window 9: slot 2; window 10: slots 1 and 2
+    plain = json.loads((out / "short.json").read_text())["nose_motion"]
+    assert plain["pairs_over_jump"] == 0 and plain["first_jump_window"] is None
+
+
 def test_large_head_motion_suggests_align_from_landmarks(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:

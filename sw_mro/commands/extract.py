@@ -535,7 +535,7 @@ def _extract_locked(
     tmp_npy = temp_name(npy)
     fallback: list[int] = []
     stages: dict[str, float] = {}
-    motion = NoseMotion()
+    motion = NoseMotion(cfg.face_size)
     t0 = time.perf_counter()
     try:
         try:
@@ -561,7 +561,7 @@ def _extract_locked(
             for chunk in stream(video, cfg):
                 host, copied = _to_host(chunk.features)
                 pending.append((chunk, host, copied))
-                motion.add(chunk.nose_motion)
+                motion.add(chunk.nose_motion, chunk.start)
                 while len(pending) > (0 if copied is None else 1):
                     done(_write_chunk(out, *pending.pop(0), fallback, stages))
             for item in pending:
@@ -616,6 +616,8 @@ def _extract_locked(
             f"({100 * len(fallback) / n:.0f} %); their windows use the last face found "
             f"before them (the JSON's landmark_fallback_frames)"
         )
+    if motion.jumped():
+        msg += f"\nwarning: {src_path}: {motion.describe_jumps()}"
     if not cfg.align_from_landmarks and motion.large():
         msg += f"\nhint: {src_path}: {motion.describe(cfg.face_size)}; {NoseMotion.ADVICE}"
     return msg
