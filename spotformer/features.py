@@ -148,7 +148,7 @@ def video_features(
     for c in sw_mro.stream(src, cfg):
         chunks.append(c.features)
         if motion is not None:
-            motion.add(c.nose_motion)
+            motion.add(c.nose_motion, c.start)
         if fallback is not None:
             fallback.extend(c.fallback_frames)
         if bar is not None:
@@ -295,13 +295,14 @@ def dataset_features(
     not_reused: dict[str, str] = {}  # video -> why its features in features_dir were not used
     moved: list[tuple[str, NoseMotion]] = []
     faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
+    jumped: list[str] = []  # videos whose tracked face changed within a clip
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
         for name, planned in plan.items():
             ref = planned.ref
             bar.set_postfix_str(name, refresh=False)
-            motion, missing = NoseMotion(), []
+            motion, missing = NoseMotion(cfg.face_size), []
             got = extracted_features(features_dir, planned, cfg) if features_dir else None
             if isinstance(got, tuple):
                 x, r, missing = got
@@ -323,6 +324,8 @@ def dataset_features(
             out.subjects[name] = planned.subject
             if motion.large():
                 moved.append((name, motion))
+            if motion.jumped():
+                jumped.append(f"{name} (window {motion.first_jump})")
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0
@@ -343,6 +346,15 @@ def dataset_features(
             f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
             f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}{more}; their "
             "windows use the last face found before them",
+            file=sys.stderr,
+        )
+    if jumped:
+        more = f" and {len(jumped) - 8} more" if len(jumped) > 8 else ""
+        print(
+            f"spotformer: warning: in {len(jumped)} of {len(plan)} videos the tracked face "
+            f"changed within a clip (the nose landmarks crossed half the face crop): "
+            f"{', '.join(jumped[:8])}{more}; another face of similar size in view? Those "
+            "windows' features compare two faces (docs/sw_mro.md, 'A face that jumps')",
             file=sys.stderr,
         )
     if moved and not cfg.align_from_landmarks:

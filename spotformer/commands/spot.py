@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
                 "If the video has expressions there under another id, pass it with --video-id",
                 file=sys.stderr,
             )
-        motion, missing = NoseMotion(), []
+        motion, missing = NoseMotion(cfg.face_size), []
         feats, fps = video_features(
             args.video, cfg, stride=stride, fps=fps_in, motion=motion, fallback=missing
         )
@@ -301,6 +301,11 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
                 f"{feats.shape[0]} frames; their windows use the last face found before them",
+                file=sys.stderr,
+            )
+        if motion.jumped():
+            print(
+                f"spotformer spot: warning: {args.video}: {motion.describe_jumps()}",
                 file=sys.stderr,
             )
         if motion.large() and not cfg.align_from_landmarks:
