@@ -325,7 +325,7 @@ def dataset_features(
             if motion.large():
                 moved.append((name, motion))
             if motion.jumped():
-                jumped.append(f"{name} (window {motion.first_jump})")
+                jumped.append(f"{name} (frame {motion.first_jump})")
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0

@@ -156,7 +156,8 @@ class NoseMotion:
         self.pairs = self.over = 0
         self.max = 0.0
         # With ``face_size``: pairs beyond FACE_JUMP_SHARE of the crop, where the tracked
-        # face changed (:meth:`jumped`), and the first window (centre frame) with one.
+        # face changed (:meth:`jumped`; not counted in ``over``: no alignment follows
+        # that), and the first frame where it shows.
         self.jump_px = None if face_size is None else FACE_JUMP_SHARE * face_size
         self.jumps = 0
         self.first_jump: int | None = None
@@ -166,14 +167,16 @@ class NoseMotion:
         pairs = None if motion is None else motion[:, 1:]  # slot 0: the first frame itself
         if pairs is None or pairs.size == 0:
             return
+        jump = np.zeros(pairs.shape, bool) if self.jump_px is None else pairs > self.jump_px
         self.pairs += pairs.size
-        self.over += int((pairs > self.limit).sum())
+        self.over += int(((pairs > self.limit) & ~jump).sum())
         self.max = max(self.max, float(pairs.max()))
-        if self.jump_px is not None:
-            rows = np.flatnonzero((pairs > self.jump_px).any(axis=1))
-            self.jumps += int((pairs > self.jump_px).sum())
-            if rows.size and self.first_jump is None:
-                self.first_jump = start + int(rows[0])
+        if jump.any():
+            self.jumps += int(jump.sum())
+            if self.first_jump is None:  # window i's slot k is frame i - w // 2 + k
+                row, col = np.argwhere(jump)[0]
+                frame = start + int(row) - motion.shape[1] // 2 + int(col) + 1
+                self.first_jump = max(frame, 0)
 
     def jumped(self) -> bool:
         return self.jumps > 0
@@ -189,7 +192,7 @@ class NoseMotion:
 
     def summary(self) -> dict:
         """For the metadata: ``over_px``, ``pairs``, ``pairs_over``, ``max_px``; with a
-        face size also ``jump_px``, ``pairs_over_jump`` and ``first_jump_window``."""
+        face size also ``jump_px``, ``pairs_over_jump`` and ``first_jump_frame``."""
         out = {
             "over_px": self.limit,
             "pairs": self.pairs,
@@ -198,17 +201,17 @@ class NoseMotion:
         }
         if self.jump_px is not None:
             out.update(
-                jump_px=self.jump_px, pairs_over_jump=self.jumps, first_jump_window=self.first_jump
+                jump_px=self.jump_px, pairs_over_jump=self.jumps, first_jump_frame=self.first_jump
             )
         return out
 
     def describe_jumps(self) -> str:
         return (
             f"within {self.jumps} clip frame pair{'s' if self.jumps != 1 else ''} the nose "
-            f"landmarks moved more than half the face crop ({self.jump_px:g} px), first in "
-            f"window {self.first_jump}: the tracked face changed there (another face of "
-            "similar size in view, or a detection elsewhere), and those windows' features "
-            "compare two faces"
+            f"landmarks moved more than half the face crop ({self.jump_px:g} px), first at "
+            f"frame {self.first_jump}: the tracked face changed (another face of similar "
+            "size in view, or a detection elsewhere), and the windows whose clips span the "
+            "change compare two faces"
         )
 
     def describe(self, face_size: int) -> str:

@@ -80,6 +80,40 @@ def test_dlib_finds_small_faces_in_large_frames(carphone: str, canvas) -> None:
     assert np.median(np.abs(res.points[0] - (small.points[0] + shift))) < 1.5
 
 
+@pytest.mark.parametrize("redetect", [1, 4])
+def test_dlib_small_face_pass_does_not_take_over_a_missed_face(
+    astronaut_rgb: np.ndarray, redetect: int
+) -> None:
+    """Found in review: a tracked 130 px face missed for one frame (frame 4) jumped to a
+    50 px face in the background, which the tracker then followed. The small-face pass
+    runs only where no face came into the frame: frame 4 falls back, frame 5 is the
+    main face again."""
+    from sw_mro.io.landmarks import DlibLandmarker
+
+    box = make_landmarker("dlib").detect(astronaut_rgb).boxes[0]
+    side = box[2] - box[0]
+
+    def place(canvas: np.ndarray, px: float, cx: int, cy: int) -> None:
+        s = px / side
+        im = cv2.resize(astronaut_rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        ox, oy = int(cx - (box[0] + box[2]) / 2 * s), int(cy - (box[1] + box[3]) / 2 * s)
+        sx, sy, dx, dy = max(0, -ox), max(0, -oy), max(0, ox), max(0, oy)
+        hh, ww = min(im.shape[0] - sy, 480 - dy), min(im.shape[1] - sx, 640 - dx)
+        canvas[dy : dy + hh, dx : dx + ww] = im[sy : sy + hh, sx : sx + ww]
+
+    frames = np.full((8, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        place(c, 50, 540, 120)  # the small face, in the background
+        if t != 4:
+            place(c, 130, 200, 260)  # the main face, missed at frame 4
+    alone = np.full((480, 640, 3), 120, np.uint8)
+    place(alone, 50, 540, 120)
+    assert make_landmarker("dlib").detect(alone).found[0]  # the pass can find it
+    res = DlibLandmarker(redetect=redetect).detect(frames)
+    assert res.found.tolist() == [True] * 4 + [False] + [True] * 3
+    assert (res.boxes[:, 0] < 320).all()  # always the main face (left half)
+
+
 ROI = [18, 19, 20, 23, 24, 25, 48, 51, 54, 57]
 
 

@@ -1023,7 +1023,7 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
         m = np.zeros((20, 17), np.float32)
         if Path(path).stem == "shaky":
             m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
-            m[2, 16] = 200.0  # and one over half the 256 px crop: the face jumped
+            m[4, 16] = 200.0  # and one over half the 256 px crop: the face jumped
             fallback.extend([0, 1])  # 2 of 20 frames without a face: 10 %, not over
         else:
             m[:3, 16] = 30.0  # 3 of 320 pairs: 0.94 %, under the share
@@ -1044,7 +1044,7 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     assert "in 1 of 2 videos" in moved and "s1/shaky (1.2 %, up to 200 px)" in moved
     jumped = next(ln for ln in err.splitlines() if "tracked face" in ln)
     assert jumped.startswith("spotformer: warning: in 1 of 2 videos the tracked face changed")
-    assert "s1/shaky (window 2)" in jumped and "s2/still" not in jumped
+    assert "s1/shaky (frame 12)" in jumped and "s2/still" not in jumped  # window 4 + 16 - 8
     assert "--align-from-landmarks" in moved and "s2/still" not in moved
     faceless = next(ln for ln in err.splitlines() if "no face" in ln)
     assert "no face in over 10 % of the frames of 1 of 2 videos: s2/still (15 %)" in faceless

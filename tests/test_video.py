@@ -487,11 +487,15 @@ def test_narrow_16_bit_frames_warn(
 ) -> None:
     """12-bit values in 16-bit PNGs are read by their high byte as 0-15: warned (found in
     review: features 4.8x smaller without a word); full-range 16-bit frames are not."""
-    for name, shift in (("twelve", 4), ("full", 8)):  # 8-bit values << 4: 12-bit data
+    # 8-bit values << 4: 12-bit data; << 6: 14-bit data, with an opaque alpha (found in
+    # review: the alpha's 65535 hid the colour's range); << 8: the full range.
+    for name, shift in (("twelve", 4), ("fourteen", 6), ("full", 8)):
         folder = tmp_path / name
         folder.mkdir()
         for i, f in enumerate(source_frames[:3]):
             bgr = cv2.cvtColor(f, cv2.COLOR_RGB2BGR).astype(np.uint16) << shift
+            if shift == 6:
+                bgr = np.dstack([bgr, np.full(bgr.shape[:2], 65535, np.uint16)])
             assert cv2.imwrite(str(folder / f"img{i + 1}.png"), bgr)
         caplog.clear()
         with caplog.at_level("WARNING", logger="sw_mro.io.video"):
@@ -501,7 +505,7 @@ def test_narrow_16_bit_frames_warn(
             np.testing.assert_array_equal(frames, np.stack(source_frames[:3]))
             assert not said
         else:
-            assert int(frames.max()) <= 15  # what the warning is about
+            assert int(frames.max()) <= (15 if shift == 4 else 63)  # what it warns about
             (msg,) = said
             assert msg.startswith(f"{folder / 'img1.png'}: a 16-bit frame whose values reach")
             assert "scale the frames to the full 16-bit range" in msg

@@ -309,7 +309,7 @@ class DlibLandmarker(_Base):
         )
         return self._run(small, scale, rx0, ry0, 0)
 
-    def _full(self, rgb: np.ndarray) -> list:
+    def _full(self, rgb: np.ndarray, small_faces: bool = True) -> list:
         h, w = rgb.shape[:2]
         scale = min(1.0, self.detect_max_side / max(h, w))
         small = (
@@ -325,9 +325,17 @@ class DlibLandmarker(_Base):
         # Last, faces of 40-80 px in frames over detect_max_side (found in review: a
         # 50 px face was found at 480x360, not at 640x480): 2x upsampling of the frame at
         # most SMALL_FACE_MAX_SIDE px long. It runs only where every pass above found
-        # nothing, so frames with a face keep their boxes; a frame without one pays it
-        # (640x480: +107 ms on the dev VM, after 60 ms for the passes above).
-        if not rects and scale < 1.0 and max(h, w) < 2 * SMALL_FACE_MAX_SIDE:  # else no gain
+        # nothing and no face was tracked into this frame (``small_faces``): a tracked
+        # face that is missed for a frame (a hand, a turn) falls back to its last
+        # landmarks, as before, instead of jumping to a small face in the background
+        # (found in review). A frame without a face pays it (640x480: +107 ms on the dev
+        # VM, after 60 ms for the passes above).
+        if (
+            small_faces
+            and not rects
+            and scale < 1.0
+            and max(h, w) < 2 * SMALL_FACE_MAX_SIDE  # else no gain over the full-size pass
+        ):
             scale2 = min(1.0, SMALL_FACE_MAX_SIDE / max(h, w))
             mid = rgb if scale2 == 1.0 else cv2.resize(
                 rgb, (round(w * scale2), round(h * scale2)), interpolation=cv2.INTER_AREA
@@ -378,8 +386,8 @@ class DlibLandmarker(_Base):
         if hit is not None:
             return hit
         rects = self._near(rgb) if (self.track and self._prev is not None) else []
-        if not rects:
-            rects = self._full(rgb)
+        if not rects:  # the small-face pass only where no face came into this frame
+            rects = self._full(rgb, small_faces=self._prev is None)
         if not rects:
             self._prev = None  # lost: the next frame scans the whole frame
             self._anchor, self._centre, self._since = None, None, 0

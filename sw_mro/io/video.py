@@ -737,19 +737,22 @@ _VFR_WARNED: set[tuple[str, int, int]] = set()
 
 
 def _warn_on_narrow_16_bit(file: Path) -> None:
-    """Warn when a 16-bit frame uses only its low 12 bits or fewer (a 10-14-bit camera's
-    values, not scaled to the 16-bit range). Frames are read as 8 bits by their high
-    byte, so such a face spans a few grey levels, and Farneback's flow, regularised
-    for 8-bit contrast, shrinks (found in review: 12-bit data in 16-bit PNGs gave
-    features 4.8x smaller, without a word). Only the first frame is checked."""
+    """Warn when a 16-bit frame's colour stays under 16384, a quarter of the range (a
+    10-14-bit camera's values, not scaled to the 16-bit range). Frames are read as 8
+    bits by their high byte, so such a face spans at most 64 grey levels, and
+    Farneback's flow, regularised for 8-bit contrast, shrinks (found in review: 12-bit
+    data in 16-bit PNGs gave features 4.8x smaller, without a word). Only the first
+    frame is checked."""
     try:
         img = cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error):
         return  # the frame's own read says what is wrong
     if img is None or img.dtype != np.uint16 or not img.size:
         return
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # not the alpha (found in review)
+        img = img[..., : img.shape[2] - 1]
     top = int(img.max())
-    if top < 4096:
+    if top < 16384:
         log.warning(
             "%s: a 16-bit frame whose values reach only %d of 65535; frames are read as "
             "8-bit by their high byte (0-%d here), and flow features shrink with the "
