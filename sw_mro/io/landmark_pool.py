@@ -347,15 +347,28 @@ class DlibProcessPool:
         SIGTERM to the other workers once one has died, so SIGTERM counts only when every
         ended worker got it; another signal (SIGKILL) is named first (found in review)."""
         deadline = time.monotonic() + timeout
-        codes = []
+        codes, alive = [], False
         for proc in list(self._started.values()):
             proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.exitcode is not None:
+            # join() returns once the worker's sentinel pipe closes, which a process
+            # tearing down (a failed start printing its traceback) does before it can be
+            # reaped: wait for the exit code itself (found when a loaded 2-core VM read
+            # a failed start as SIGTERM, 1 run in 8, and said nothing).
+            while proc.exitcode is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if proc.exitcode is None:
+                alive = True
+            else:
                 codes.append(proc.exitcode)
         if not codes or any(c >= 0 for c in codes):
             return None
         others = [-c for c in codes if c != -signal.SIGTERM]
-        return others[0] if others else int(signal.SIGTERM)
+        if others:
+            return others[0]
+        # Only SIGTERM, from the executor after a failed start or from outside: a worker
+        # still alive (starting, its signals blocked) leaves it open, and a failed start
+        # is the answer that warns.
+        return None if alive else int(signal.SIGTERM)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
