@@ -9,6 +9,7 @@ extracts again.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -39,13 +40,6 @@ def _one(root: Path, patterns: Sequence[str], what: str) -> Path:
     raise DatasetError(f"{root}: no {what} found (looked for {', '.join(patterns)})")
 
 
-def _quoted(path: Path) -> str:
-    """``path`` as a shell word (CAS(ME)^2's names need quotes)."""
-    import shlex
-
-    return shlex.quote(str(path))
-
-
 def load_dataset(
     dataset: Dataset, root: str | os.PathLike, annotations: str | os.PathLike | None = None
 ) -> AnnotationTable:
@@ -67,10 +61,11 @@ def load_dataset(
         raise DatasetError(f"{r}: no such file or folder (--root)")
     if dataset in ("casme2", "samm") and not r.is_dir():  # found in review: a workbook
         frames = "rawpic/ or rawvideo/" if dataset == "casme2" else "SAMM_longvideos/"
+        book = r.suffix.lower() in (".xlsx", ".xlsm")  # CAS(ME)^2's names need quotes:
         raise DatasetError(
             f"{r}: --root is the data set's folder (the one holding {frames}), not a file; "
-            f"e.g. --root {_quoted(r.parent)}"
-            + (f" --annotations {_quoted(r)}" if r.suffix.lower() in (".xlsx", ".xlsm") else "")
+            f"e.g. --root {shlex.quote(str(r.parent))}"
+            + (f" --annotations {shlex.quote(str(r))}" if book else "")
         )
     if dataset in ("synthetic", "csv"):
         path = Path(annotations) if annotations else (r / "annotations.csv" if r.is_dir() else r)

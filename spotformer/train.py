@@ -780,6 +780,13 @@ def check_run_dir(
         raise TrainError(f"{run} is not empty; choose a new --out")
 
 
+#: Everything a run writes in its folder (``--out``): ``spotformer demo`` replaces a
+#: folder that holds only these (and their temp files).
+RUN_ENTRIES = frozenset(
+    {"config.json", "folds", "predictions.csv", "ground_truth.csv", "report.json"}
+)
+
+
 def run_record(videos: Mapping[str, tuple[str, float, int]]) -> dict[str, Any]:
     """The data part of a run's ``config.json``: its subjects and, per video id, the
     subject, fps and frame count (after any stride). ``--resume`` needs the same."""

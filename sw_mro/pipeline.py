@@ -167,11 +167,14 @@ class NoseMotion:
         pairs = None if motion is None else motion[:, 1:]  # slot 0: the first frame itself
         if pairs is None or pairs.size == 0:
             return
-        jump = np.zeros(pairs.shape, bool) if self.jump_px is None else pairs > self.jump_px
+        over = pairs > self.limit
+        jump = None if self.jump_px is None else pairs > self.jump_px
+        if jump is not None:
+            over &= ~jump
         self.pairs += pairs.size
-        self.over += int(((pairs > self.limit) & ~jump).sum())
+        self.over += int(over.sum())
         self.max = max(self.max, float(pairs.max()))
-        if jump.any():
+        if jump is not None and jump.any():
             self.jumps += int(jump.sum())
             if self.first_jump is None:  # window i's slot k is frame i - w // 2 + k
                 row, col = np.argwhere(jump)[0]

@@ -91,15 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spotting_arguments(parser, macro_default=MACRO_SPOTTING)
 
 
-#: What ``spotformer train`` writes in its ``--out`` (the demo's ``OUT/run``).
-RUN_ENTRIES = frozenset(
-    {"config.json", "folds", "predictions.csv", "ground_truth.csv", "report.json"}
-)
-
-
 def _not_a_run(run_dir: Path) -> str:
     """'' when ``run_dir`` holds only what a training run writes (with a killed write's
     ``.<name>.tmp``), else what else it holds, for the message."""
+    from spotformer.train import RUN_ENTRIES
     from sw_mro.io.atomic import temp_name
 
     own = RUN_ENTRIES | {temp_name(run_dir / n).name for n in RUN_ENTRIES}
@@ -124,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         seed=args.seed,
     )
-    if train_cmd.dim_problem(args.dim):  # before rendering, not after it
-        print(f"spotformer demo: {train_cmd.dim_problem(args.dim)}", file=sys.stderr)
+    if problem := train_cmd.dim_problem(args.dim):  # before rendering, not after it
+        print(f"spotformer demo: {problem}", file=sys.stderr)
         return 2
     # Refused before rendering: the demo starts a fresh run folder each time, and only a
     # previous run's files may go (found in review: a user's OUT/run was deleted).

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(preds, gts, args.iou, args.protocol)
     if args.json:
         # What was scored and how, beside the counts, so a saved file says which protocol.
-        scored = {"iou": args.iou, "protocol": args.protocol, "stride": args.stride}
-        scored.update(proposals=len(preds), ground_truths=len(gts))
+        scored = {"iou": args.iou, "protocol": args.protocol, "stride": args.stride,
+                  "proposals": len(preds), "ground_truths": len(gts)}  # fmt: skip
         print(json.dumps({**result.to_dict(), **scored}, indent=2))
     else:
         how = "" if args.protocol == "megc" else " (the authors' protocol: end - start IoU)"

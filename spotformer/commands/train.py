@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--threads must be >= 1, got {args.threads}")
     if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
         return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
-    if dim_problem(args.dim):
-        return fail(dim_problem(args.dim))
+    if problem := dim_problem(args.dim):
+        return fail(problem)
     device = "cuda" if args.gpu else "cpu"
     m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
     try:

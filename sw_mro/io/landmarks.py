@@ -311,12 +311,7 @@ class DlibLandmarker(_Base):
 
     def _full(self, rgb: np.ndarray, small_faces: bool = True) -> list:
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.detect_max_side / max(h, w))
-        small = (
-            rgb
-            if scale == 1.0
-            else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        )
+        small, scale = _at_most(rgb, self.detect_max_side)
         rects = self._run(small, scale, 0.0, 0.0, 0)
         if not rects:  # small faces: dlib's 2x pyramid upsampling
             rects = self._run(small, scale, 0.0, 0.0, 1)
@@ -336,10 +331,7 @@ class DlibLandmarker(_Base):
             and scale < 1.0
             and max(h, w) < 2 * SMALL_FACE_MAX_SIDE  # else no gain over the full-size pass
         ):
-            scale2 = min(1.0, SMALL_FACE_MAX_SIDE / max(h, w))
-            mid = rgb if scale2 == 1.0 else cv2.resize(
-                rgb, (round(w * scale2), round(h * scale2)), interpolation=cv2.INTER_AREA
-            )  # fmt: skip
+            mid, scale2 = _at_most(rgb, SMALL_FACE_MAX_SIDE)
             rects = self._run(mid, scale2, 0.0, 0.0, 1)
         return rects
 
@@ -412,6 +404,16 @@ class DlibLandmarker(_Base):
 # benchmark clip), the fit on a blank frame by 0.049. A false alarm only costs a
 # detection.
 SHAPE_CHANGE_LIMIT = 0.035
+
+
+def _at_most(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """``rgb`` downscaled (area) so that its long side is at most ``side``, and the scale."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale == 1.0:
+        return rgb, scale
+    size = (round(w * scale), round(h * scale))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
 #: The whole-frame scan's last pass upsamples frames of at most this long side (or
