@@ -129,11 +129,13 @@ def video_features(
     bar=None,  # noqa: ANN001
     motion=None,  # noqa: ANN001
     fallback: list[int] | None = None,
+    contrast=None,  # noqa: ANN001
 ) -> tuple[Tensor, float]:
     """SW-MRO features ``(N, w, R, 2)`` of one video, on ``config.device``, and its fps;
     ``motion`` (a :class:`sw_mro.pipeline.NoseMotion`), if given, adds up the video's
-    nose landmark motion, and ``fallback``, if given, receives the frames without a face
-    (``FeatureChunk.fallback_frames``)."""
+    nose landmark motion, ``fallback``, if given, receives the frames without a face
+    (``FeatureChunk.fallback_frames``), and ``contrast`` (a
+    :class:`sw_mro.pipeline.FaceContrast`), if given, the face's contrast."""
     import sw_mro
     from sw_mro.io.video import open_video
 
@@ -146,6 +148,8 @@ def video_features(
             motion.add(c.nose_motion, c.start)
         if fallback is not None:
             fallback.extend(c.fallback_frames)
+        if contrast is not None:
+            contrast.add(c.face_contrast)
         if bar is not None:
             bar.update(int(c.features.shape[0]))
     return torch.cat(chunks), float(src.info.fps)
@@ -278,7 +282,7 @@ def dataset_features(
 
     import sw_mro
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LARGE_NOSE_MOTION_SHARE
-    from sw_mro.pipeline import NoseMotion
+    from sw_mro.pipeline import FaceContrast, NoseMotion
 
     t0 = time.perf_counter()
     cfg = config or sw_mro.SWMROConfig()
@@ -291,13 +295,14 @@ def dataset_features(
     moved: list[tuple[str, NoseMotion]] = []
     faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
     jumped: list[str] = []  # videos whose tracked face changed within a clip
+    dim: list[tuple[str, float]] = []  # videos whose face spans few grey levels
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
         for name, planned in plan.items():
             ref = planned.ref
             bar.set_postfix_str(name, refresh=False)
-            motion, missing = NoseMotion(cfg.face_size), []
+            motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
             got = extracted_features(features_dir, planned, cfg) if features_dir else None
             if isinstance(got, tuple):
                 x, r, missing = got
@@ -314,6 +319,7 @@ def dataset_features(
                     bar=bar,
                     motion=motion,
                     fallback=missing,
+                    contrast=contrast,
                 )
             out.features[name], out.fps[name] = x, r
             out.subjects[name] = planned.subject
@@ -321,6 +327,8 @@ def dataset_features(
                 moved.append((name, motion))
             if motion.jumped():
                 jumped.append(f"{name} (frame {motion.first_jump})")
+            if contrast.low():
+                dim.append((name, contrast.median))
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0
@@ -350,6 +358,16 @@ def dataset_features(
             f"changed within a clip (the nose landmarks crossed half the face crop): "
             f"{', '.join(jumped[:8])}{more}; another face of similar size in view? Those "
             "windows' features compare two faces (docs/sw_mro.md, 'A face that jumps')",
+            file=sys.stderr,
+        )
+    if dim:
+        more = f" and {len(dim) - 8} more" if len(dim) > 8 else ""
+        print(
+            f"spotformer: warning: in {len(dim)} of {len(plan)} videos the face spans fewer "
+            f"than {FaceContrast().limit:g} grey levels (1st-99th percentile): "
+            f"{', '.join(f'{n} ({m:.0f})' for n, m in dim[:8])}{more}; dim or washed-out "
+            "video: Farneback's flow, and so the features, shrink with the contrast; "
+            "brighten or stretch those videos first (docs/io.md, 'Contrast')",
             file=sys.stderr,
         )
     if moved and not cfg.align_from_landmarks:

@@ -120,6 +120,17 @@ FACE_JUMP_SHARE = 0.5
 #: spot`` warn.
 LANDMARK_FALLBACK_WARN_SHARE = 0.10
 
+#: Grey levels that the face crop spans (1st to 99th percentile of its luma, the median
+#: over one sampled frame per landmark segment) under which ``sw-mro extract``,
+#: ``spotformer train`` and ``spotformer spot`` warn that the video is dim or washed out.
+#: Farneback's flow (OpenCV's and ours) is regularised for 8-bit contrast, so the same
+#: motion gives smaller features on a dim face (eleventh session, carphone, w 9, 128 px:
+#: intensities x0.5 -> 0.91x the features, x0.3 -> 0.38x, x0.2 -> 0.11x). Measured spans:
+#: carphone 196 (x0.5: 94, x0.3: 54, x0.2: 36), the synthetic set's faces 173-242, the
+#: benchmark clip 228; 64 (the span of a 12-bit value read by its high byte) sits near
+#: x0.33, where the features are about half.
+FACE_CONTRAST_WARN_LEVELS = 64.0
+
 #: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The
 #: default: 4 equal sectors from 0 degrees (edges on the image axes).
 EQUAL_EDGES: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)

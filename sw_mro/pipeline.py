@@ -58,6 +58,7 @@ from sw_mro.ops import (
 )
 
 __all__ = [
+    "FaceContrast",
     "FeatureChunk",
     "NoseMotion",
     "extract",
@@ -87,7 +88,9 @@ class FeatureChunk:
     lies from the clip's first frame's, in px at face size (slot 0 is 0): the head motion
     that the nose alignment has to follow. The start from 0 loses a head beyond about
     :data:`sw_mro.config.LARGE_NOSE_MOTION_PX`; ``align_from_landmarks`` follows it
-    (docs/sw_mro.md).
+    (docs/sw_mro.md). ``face_contrast``: ``(n,)`` float32 numpy, the grey levels that
+    frame ``i``'s face crop spans (1st to 99th percentile of its luma) on one frame with a
+    face per landmark segment, NaN on the others (:class:`FaceContrast` sums them up).
     """
 
     start: int
@@ -96,6 +99,7 @@ class FeatureChunk:
     _stats: dict[str, float] = field(repr=False)
     _timer: _StageTimer | None = field(repr=False)
     nose_motion: np.ndarray | None = field(default=None, repr=False)
+    face_contrast: np.ndarray | None = field(default=None, repr=False)
 
     def __init__(
         self,
@@ -105,9 +109,10 @@ class FeatureChunk:
         stats: dict[str, float] | None = None,
         timer: _StageTimer | None = None,
         nose_motion: np.ndarray | None = None,
+        face_contrast: np.ndarray | None = None,
     ) -> None:
         self.start, self.features, self.landmark_found = start, features, landmark_found
-        self.nose_motion = nose_motion
+        self.nose_motion, self.face_contrast = nose_motion, face_contrast
         self._stats = {} if stats is None else stats
         self._timer = timer  # device stage times, read into stats on first access
 
@@ -223,6 +228,88 @@ class NoseMotion:
             f"within a clip in {100 * self.share:.1f} % of the frame pairs, up to "
             f"{self.max:.0f} px"
         )
+
+
+class FaceContrast:
+    """The contrast of one video's face: add each chunk's
+    :attr:`FeatureChunk.face_contrast`; :meth:`low` says whether the median span is
+    under :data:`~sw_mro.config.FACE_CONTRAST_WARN_LEVELS` grey levels, where the flow
+    features shrink by about half or more (``sw-mro extract``, ``spotformer train`` and
+    ``spotformer spot`` warn). Keeps one value per landmark segment (32 frames)."""
+
+    def __init__(self) -> None:
+        from sw_mro.config import FACE_CONTRAST_WARN_LEVELS  # read now (tests)
+
+        self.limit = FACE_CONTRAST_WARN_LEVELS
+        self._values: list[np.ndarray] = []
+
+    def add(self, spans: np.ndarray | None) -> None:
+        """Add a chunk's :attr:`FeatureChunk.face_contrast` (NaN where not sampled)."""
+        if spans is not None:
+            got = spans[np.isfinite(spans)]
+            if got.size:
+                self._values.append(got.astype(np.float32))
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.concatenate(self._values) if self._values else np.zeros(0, np.float32)
+
+    @property
+    def median(self) -> float | None:
+        v = self.values
+        return float(np.median(v)) if v.size else None
+
+    def low(self) -> bool:
+        m = self.median
+        return m is not None and m < self.limit
+
+    def summary(self) -> dict:
+        """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled) and
+        ``warn_below``."""
+        v = self.values
+        return {
+            "median_levels": None if not v.size else round(float(np.median(v)), 1),
+            "min_levels": None if not v.size else round(float(v.min()), 1),
+            "frames": int(v.size),
+            "warn_below": self.limit,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"the face spans only {self.median:.0f} grey levels (1st-99th percentile of the "
+            f"face crop's luma, median of {self.values.size} sampled frames; well-lit faces "
+            "span 150-240): the video is dim or washed out, and Farneback's flow shrinks "
+            "with the contrast, so its features are smaller than the same motion gives in "
+            f"a well-lit video (about half at {self.limit:g} levels); brighten or stretch "
+            "the video first (docs/io.md, 'Contrast')"
+        )
+
+
+def face_contrast(
+    rgb: np.ndarray, boxes: np.ndarray, found: np.ndarray, start: int, segment: int
+) -> np.ndarray:
+    """``(T,)`` float32: the grey levels that the face box spans (1st to 99th percentile
+    of its luma, as :func:`rgb_to_gray` computes it) on the first frame with a face of
+    each landmark segment of ``rgb`` ``(T, H, W, 3)`` (frames ``start ..``), NaN on the
+    other frames: the host work of a quarter of one crop per 32 frames (a 300 px box:
+    ~0.5 ms, or 15 us a frame, on the dev VM)."""
+    out = np.full(len(found), np.nan, np.float32)
+    hit = np.flatnonzero(found)
+    if not hit.size:
+        return out
+    _, first = np.unique((start + hit) // segment, return_index=True)
+    h, w = rgb.shape[1:3]
+    for k in hit[first]:
+        x0, y0, x1, y1 = boxes[k]
+        x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        x1, y1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        c = rgb[k, y0:y1:2, x0:x1:2].astype(np.int32)  # every 4th pixel is plenty
+        g = (c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + 16384) >> 15
+        lo, hi = np.percentile(g, (1, 99))
+        out[k] = hi - lo
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -610,6 +697,7 @@ class _Chunk:
     points: np.ndarray  # (T, 68, 2) float32 landmarks (frame px)
     found: np.ndarray  # (T,) bool
     seconds: float  # decode + landmarks + gray time of this chunk (producer side)
+    contrast: np.ndarray  # (T,) float32 face_contrast, NaN where not sampled
     ready: Any = None  # CUDA: event on the upload stream after ``gray`` is written
 
 
@@ -1145,6 +1233,10 @@ def _finish_chunks(
                 pts[missing] = first_good.points[0]
                 boxes[missing] = first_good.boxes[0]
             fixed = LandmarkResult(boxes, pts, res.found)
+            crop_boxes = face_boxes(fixed, config)
+            spans = face_contrast(
+                rgb.numpy(), crop_boxes, res.found, start, config.landmark_segment
+            )
             ready = None
             if upload is not None:  # CUDA: upload on a side stream, off the compute stream
                 with torch.cuda.stream(upload):
@@ -1153,9 +1245,7 @@ def _finish_chunks(
             else:
                 gray = rgb_to_gray(rgb.to(device))
             now = time.perf_counter()
-            item = _Chunk(
-                start, gray, face_boxes(fixed, config), pts, res.found.copy(), now - t, ready
-            )
+            item = _Chunk(start, gray, crop_boxes, pts, res.found.copy(), now - t, spans, ready)
             if not _put(out, item, stop):
                 return
             t = time.perf_counter()
@@ -1332,7 +1422,10 @@ def _group_features(
     timer.mark("crop")
     feats = _window_features(crops, pts_crop, cfg, timer, init)
     frame_found = found[np.arange(a, e) - base]
-    return FeatureChunk(a, feats, frame_found, stats, timer, motion.numpy().astype(np.float32))
+    spans = np.concatenate([c.contrast for c in buf])[np.arange(a, e) - base]
+    return FeatureChunk(
+        a, feats, frame_found, stats, timer, motion.numpy().astype(np.float32), spans
+    )
 
 
 def extract(video: Any, config: SWMROConfig | None = None) -> torch.Tensor:

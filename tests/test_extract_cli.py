@@ -613,6 +613,30 @@ def test_a_face_that_jumps_is_warned_about(
     assert plain["pairs_over_jump"] == 0 and plain["first_jump_frame"] is None
 
 
+def test_a_dim_video_is_warned_about(
+    short_clip: Path, carphone: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in the eleventh session's probe: carphone at a third of its intensity gave
+    features 0.38x the size, without a word. Its face spans ~50 grey levels (as recorded
+    ~195): a warning on stderr, and the spans in the JSON either way."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    frames = open_video(carphone).read(range(20)).numpy()
+    dim = write_video(tmp_path / "dim.mp4", np.round(frames * 0.3).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["extract", str(dim), str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    io = capsys.readouterr()
+    said = [ln for ln in io.err.splitlines() if "grey levels" in ln]
+    assert len(said) == 1 and said[0].startswith(f"warning: {dim}: the face spans only "), io.err
+    assert "brighten or stretch" in said[0] and "grey levels" not in io.out
+    low = json.loads((out / "dim.json").read_text())["face_contrast"]
+    assert low["frames"] == 1 and low["warn_below"] == 64.0  # 20 frames: one segment
+    assert 40 < low["median_levels"] < 64 and low["min_levels"] == low["median_levels"]
+    plain = json.loads((out / "short.json").read_text())["face_contrast"]
+    assert plain["frames"] == 1 and plain["median_levels"] > 150
+
+
 def test_large_head_motion_suggests_align_from_landmarks(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
@@ -1040,3 +1064,4 @@ def test_ctrl_c_while_landmark_workers_start(carphone_copy: Path, tmp_path: Path
     assert "Traceback" not in err and "failed to start" not in err, err
     assert "sw-mro extract: interrupted" in err
     assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
+

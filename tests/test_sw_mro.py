@@ -1123,3 +1123,66 @@ def test_feature_chunk_repr_is_short(carphone: str) -> None:
     chunk = next(sw_mro.stream(carphone, SWMROConfig(window=5, face_size=64)))
     text = repr(chunk)
     assert text.startswith("FeatureChunk(frames 0..15, features (16, 5, 10, 2)") and len(text) < 200
+
+
+def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
+    """Found by the eleventh session's probe: a dim 8-bit video gave features a third of
+    the size without a word. ``face_contrast`` is the 1st-99th percentile span of the
+    face box's luma, on the first frame with a face of each landmark segment; pixels
+    outside the box do not count."""
+    from sw_mro.pipeline import FaceContrast, face_contrast
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (70, 40, 50, 3), dtype=np.uint8)  # full-range noise around
+    inside = np.where(np.arange(20) < 10, 60, 160).astype(np.uint8)[None].repeat(20, axis=0)
+    rgb[:, 10:30, 15:35] = inside[..., None]  # grey: luma = value, half 60 and half 160
+    rgb[54, 10:30, 15:35] = 100  # a flat face at frame 54: span 0
+    boxes = np.tile(np.array([15.0, 10.0, 35.0, 30.0]), (70, 1))
+    found = np.ones(70, bool)
+    found[22] = False  # frames 10.. : segments of 32 start at 10 (0), 32 (22) and 64 (54)
+    spans = face_contrast(rgb, boxes, found, start=10, segment=32)
+    assert spans.dtype == np.float32 and spans.shape == (70,)
+    assert np.flatnonzero(np.isfinite(spans)).tolist() == [0, 23, 54]  # 22 had no face
+    assert spans[0] == spans[23] == 100.0 and spans[54] == 0.0
+    # Boxes partly outside the frame are clipped; one under 4 px is skipped.
+    boxes[0] = (-30.0, -30.0, 35.0, 30.0)
+    boxes[23] = (0.0, 0.0, 3.0, 40.0)
+    spans = face_contrast(rgb, boxes, found, start=10, segment=32)
+    assert spans[0] > 150 and np.isnan(spans[23])  # the noise beside the face counts now
+    assert np.isnan(face_contrast(rgb, boxes, np.zeros(70, bool), 0, 32)).all()
+
+    acc = FaceContrast()
+    assert acc.median is None and not acc.low() and acc.summary()["frames"] == 0
+    acc.add(None)
+    acc.add(np.array([np.nan, 50.0, np.nan, 40.0], np.float32))
+    acc.add(np.array([200.0], np.float32))
+    assert acc.median == 50.0 and acc.low()
+    assert acc.summary() == {
+        "median_levels": 50.0,
+        "min_levels": 40.0,
+        "frames": 3,
+        "warn_below": 64.0,
+    }
+    assert "spans only 50 grey levels" in acc.describe() and "3 sampled frames" in acc.describe()
+    acc.add(np.array([70.0, 80.0], np.float32))
+    assert acc.median == 70.0 and not acc.low()
+
+
+def test_stream_reports_the_face_contrast_of_a_dim_video(carphone: str) -> None:
+    """The stream's chunks carry the spans: carphone as recorded spans ~195 grey levels,
+    the same frames at a third of their intensity ~55 (under 64: the features of such a
+    video shrink, and extract, train and spot warn)."""
+    from sw_mro.pipeline import FaceContrast
+
+    frames = open_video(carphone).read(range(40)).numpy()
+    cfg = SWMROConfig(window=3, face_size=64, batch_size=16)
+    seen = {}
+    for k in (1.0, 0.3):
+        acc = FaceContrast()
+        for chunk in sw_mro.stream(np.round(frames * k).astype(np.uint8), cfg):
+            assert chunk.face_contrast.shape == (chunk.features.shape[0],)
+            acc.add(chunk.face_contrast)
+        assert acc.values.size == 2  # frames 0 and 32: one per landmark segment
+        seen[k] = acc
+    assert seen[1.0].median > 150 and not seen[1.0].low()
+    assert 40 < seen[0.3].median < 64 and seen[0.3].low()

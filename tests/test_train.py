@@ -1012,15 +1012,24 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     """Videos where over 1 % of the frame pairs moved the nose beyond 17 px are named
     once, after extraction, with the advice to use --align-from-landmarks (not when it
     is on); the others are not. So are videos with no face in over 10 % of their
-    frames."""
+    frames, and videos whose face spans under 64 grey levels."""
     import spotformer.features as F
     import sw_mro
     from spotformer.data.table import AnnotationTable, VideoRef
 
     def fake_video_features(
-        path, config=None, *, stride=1, fps=None, bar=None, motion=None, fallback=None
+        path,
+        config=None,
+        *,
+        stride=1,
+        fps=None,
+        bar=None,
+        motion=None,
+        fallback=None,
+        contrast=None,
     ):
         m = np.zeros((20, 17), np.float32)
+        contrast.add(np.array([np.nan, 41.0 if Path(path).stem == "still" else 64.0]))
         if Path(path).stem == "shaky":
             m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
             m[4, 16] = 200.0  # and one over half the 256 px crop: the face jumped
@@ -1049,6 +1058,9 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     faceless = next(ln for ln in err.splitlines() if "no face" in ln)
     assert "no face in over 10 % of the frames of 1 of 2 videos: s2/still (15 %)" in faceless
     assert "s1/shaky" not in faceless
+    dim = next(ln for ln in err.splitlines() if "grey levels" in ln)
+    assert dim.startswith("spotformer: warning: in 1 of 2 videos the face spans fewer than 64")
+    assert "s2/still (41)" in dim and "s1/shaky" not in dim  # 64 is not under 64
     F.dataset_features(
         table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
     )
@@ -1167,7 +1179,17 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
 
     monkeypatch.setattr(F, "video_features", faceless)
     assert main([*spot, "--out", str(out)]) == 0
-    assert f"warning: {video}: no face in 40 of its 160 frames" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"warning: {video}: no face in 40 of its 160 frames" in err
+    assert "grey levels" not in err
+
+    def dim(*a, contrast=None, **k):  # a face spanning 30 grey levels
+        contrast.add(np.array([30.0, np.nan]))
+        return fake(*a, **k)
+
+    monkeypatch.setattr(F, "video_features", dim)
+    assert main([*spot, "--out", str(out)]) == 0
+    assert f"warning: {video}: the face spans only 30 grey levels" in capsys.readouterr().err
     junk = tmp_path / "bad.pt"
     junk.write_bytes(b"junk\n" * 10)
     for bad in (junk, run / "config.json", tmp_path / "missing.pt"):

@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.train import load_model, predict_logits
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
     from sw_mro.errors import ClipTooShortError, SWMROError
-    from sw_mro.pipeline import NoseMotion
+    from sw_mro.pipeline import FaceContrast, NoseMotion
 
     def fail(msg: str) -> int:
         print(f"spotformer spot: {msg}", file=sys.stderr)
@@ -293,9 +293,15 @@ def run(args: argparse.Namespace) -> int:
                 "If the video has expressions there under another id, pass it with --video-id",
                 file=sys.stderr,
             )
-        motion, missing = NoseMotion(cfg.face_size), []
+        motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
         feats, fps = video_features(
-            args.video, cfg, stride=stride, fps=fps_in, motion=motion, fallback=missing
+            args.video,
+            cfg,
+            stride=stride,
+            fps=fps_in,
+            motion=motion,
+            fallback=missing,
+            contrast=contrast,
         )
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
@@ -306,6 +312,11 @@ def run(args: argparse.Namespace) -> int:
         if motion.jumped():
             print(
                 f"spotformer spot: warning: {args.video}: {motion.describe_jumps()}",
+                file=sys.stderr,
+            )
+        if contrast.low():
+            print(
+                f"spotformer spot: warning: {args.video}: {contrast.describe()}",
                 file=sys.stderr,
             )
         if motion.large() and not cfg.align_from_landmarks:

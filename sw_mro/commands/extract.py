@@ -516,7 +516,7 @@ def _extract_locked(
 
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
     from sw_mro.io.video import open_video
-    from sw_mro.pipeline import NoseMotion, flow_backend, stream
+    from sw_mro.pipeline import FaceContrast, NoseMotion, flow_backend, stream
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     # Again under the lock: another run may have finished it since.
@@ -535,7 +535,7 @@ def _extract_locked(
     tmp_npy = temp_name(npy)
     fallback: list[int] = []
     stages: dict[str, float] = {}
-    motion = NoseMotion(cfg.face_size)
+    motion, contrast = NoseMotion(cfg.face_size), FaceContrast()
     t0 = time.perf_counter()
     try:
         try:
@@ -562,6 +562,7 @@ def _extract_locked(
                 host, copied = _to_host(chunk.features)
                 pending.append((chunk, host, copied))
                 motion.add(chunk.nose_motion, chunk.start)
+                contrast.add(chunk.face_contrast)
                 while len(pending) > (0 if copied is None else 1):
                     done(_write_chunk(out, *pending.pop(0), fallback, stages))
             for item in pending:
@@ -597,6 +598,7 @@ def _extract_locked(
             "width": info.width,
             "landmark_fallback_frames": fallback,
             "nose_motion": motion.summary(),
+            "face_contrast": contrast.summary(),
             "config": cfg_dict,
             "versions": _versions(),
             "device": _device_name(cfg.device),
@@ -618,6 +620,8 @@ def _extract_locked(
         )
     if motion.jumped():
         msg += f"\nwarning: {src_path}: {motion.describe_jumps()}"
+    if contrast.low():
+        msg += f"\nwarning: {src_path}: {contrast.describe()}"
     if not cfg.align_from_landmarks and motion.large():
         msg += f"\nhint: {src_path}: {motion.describe(cfg.face_size)}; {NoseMotion.ADVICE}"
     return msg
