@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,6 +44,60 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, restore)
+
+
+#: The packages whose logged and ``warnings.warn`` warnings a command prints in its own
+#: style.
+_OURS = ("sw_mro", "spotformer")
+_OUR_DIRS = tuple(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + p + os.sep for p in _OURS
+)
+
+
+def _write(text: str, file: object = None) -> None:
+    """A line on stderr through ``tqdm.write``, so a progress bar is redrawn below it."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=file or sys.stderr)
+
+
+class _Prefixed(logging.Handler):
+    """``warning: message`` (``error: ...`` at ERROR and above) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            _write(f"{level}: {record.getMessage()}")
+        except Exception:  # a broken stderr must not end the command
+            self.handleError(record)
+
+
+@contextmanager
+def cli_warnings() -> Iterator[None]:
+    """While a command runs: warnings that sw_mro and spotformer log, and those they
+    raise with ``warnings.warn``, are printed as ``warning: message``, the way the
+    commands print their own (found in review: a variable frame rate or a gap in a frame
+    folder was printed bare, and a failed worker start as ``path:line: RuntimeWarning:
+    ...`` with its source line). Others' warnings keep Python's format."""
+    handler = _Prefixed(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in _OURS]
+    for lg in loggers:
+        lg.addHandler(handler)
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        text = str(message)
+        if not (text.startswith("sw_mro:") or os.path.abspath(filename).startswith(_OUR_DIRS)):
+            return shown(message, category, filename, lineno, file, line)
+        _write(f"warning: {text}", file)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+        for lg in loggers:
+            lg.removeHandler(handler)
 
 
 def dispatch(
@@ -75,7 +132,7 @@ def dispatch(
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), cli_warnings():
             return int(module.run(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback; outputs are atomic
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says

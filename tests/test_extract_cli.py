@@ -1065,3 +1065,48 @@ def test_ctrl_c_while_landmark_workers_start(carphone_copy: Path, tmp_path: Path
     assert "sw-mro extract: interrupted" in err
     assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
 
+
+def test_logged_and_raised_warnings_print_as_the_commands_do(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], recwarn
+) -> None:
+    """Found in the eleventh session's probe: a gap in a frame folder's numbering was
+    printed bare (Python's last-resort handler), and ``warnings.warn`` of sw_mro as
+    ``path:line: RuntimeWarning: ...`` with its source line. While a command runs both
+    read ``warning: ...``, like the commands' own; others' warnings keep their format,
+    and nothing stays installed afterwards."""
+    import logging
+    import warnings
+
+    import cv2
+
+    from sw_mro._cli_util import cli_warnings
+    from sw_mro.io.video import open_video
+
+    folder = tmp_path / "gap"
+    folder.mkdir()
+    for i, f in enumerate(open_video(short_clip).read(range(12)).numpy()):
+        n = i + 1 if i < 6 else i + 2  # img1..img6, img8..img13
+        cv2.imwrite(str(folder / f"img{n}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    capsys.readouterr()
+    assert main(["extract", str(folder), "--out-dir", str(tmp_path / "o"), *ARGS]) == 0
+    err = capsys.readouterr().err
+    gap = f"warning: {folder}: frame numbers jump from 6 to 8 at img8.png; frame i is the"
+    assert any(ln.startswith(gap) for ln in err.splitlines()), err
+
+    log = logging.getLogger("sw_mro.io.video")
+    before = warnings.showwarning
+    with cli_warnings():
+        log.warning("%s: logged", "a.mp4")
+        logging.getLogger("spotformer.metrics").error("bad")
+        warnings.warn("sw_mro: raised", RuntimeWarning, stacklevel=1)
+        warnings.warn("someone else's", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: a.mp4: logged",
+        "error: bad",
+        "warning: sw_mro: raised",
+    ]
+    # Others' warnings go on as before (here: to pytest's recorder), and so do ours after.
+    warnings.warn("sw_mro: after", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in recwarn] == ["someone else's", "sw_mro: after"]
+    assert warnings.showwarning is before and not capsys.readouterr().err
+    assert not any(type(h).__name__ == "_Prefixed" for h in logging.getLogger("sw_mro").handlers)
