@@ -126,6 +126,10 @@ def dispatch(
         top.parse_args(argv)
         return 0
     ns, rest = top.parse_known_args(argv[:1])
+    # OpenCV's own "[ WARN:0@0.2] global grfmt_tiff.cpp ..." lines before our errors say
+    # the same less clearly (found in review): errors only, unless the user set a level.
+    # Read when cv2 is first imported (below, or by the command), and by worker processes.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     module_path, help_line = commands[ns.command]
     module = importlib.import_module(module_path)
     parser = argparse.ArgumentParser(prog=f"{prog} {ns.command}", description=help_line)

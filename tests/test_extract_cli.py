@@ -1110,3 +1110,27 @@ def test_logged_and_raised_warnings_print_as_the_commands_do(
     assert [str(w.message) for w in recwarn] == ["someone else's", "sw_mro: after"]
     assert warnings.showwarning is before and not capsys.readouterr().err
     assert not any(type(h).__name__ == "_Prefixed" for h in logging.getLogger("sw_mro").handlers)
+
+
+def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:
+    """Found in review: OpenCV printed "[ WARN:0@0.2] global grfmt_tiff.cpp:811 readData
+    OpenCV TIFF: ... can not handle images with 32-bit samples" before the failure that
+    says it (a command sets OPENCV_LOG_LEVEL=ERROR unless the user set a level)."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    folder = tmp_path / "f32"
+    folder.mkdir()
+    for k in range(4):
+        assert cv2.imwrite(str(folder / f"img{k + 1}.tif"), np.full((32, 32, 3), 0.5, np.float32))
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", cli, "extract", str(folder), "--out-dir", str(tmp_path / "o")]
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "a float32 image" in proc.stderr, proc.stderr
+    assert "WARN" not in proc.stderr
+    env["OPENCV_LOG_LEVEL"] = "WARNING"  # the user's level is kept
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "[ WARN" in proc.stderr, proc.stderr

@@ -780,6 +780,18 @@ def test_bad_frame_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) ->
         open_video(folder)
 
 
+def test_float_frames_are_named_as_such(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
+    """Found in review: a folder of float32 TIFFs failed with "cannot decode the frame
+    image"; the error now names the sample type and what to do."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for k, f in enumerate(source_frames[:2]):
+        assert cv2.imwrite(str(folder / f"img{k + 1}.tif"), (f / 255.0).astype(np.float32))
+    with pytest.raises(CorruptVideoError) as err:
+        open_video(folder)
+    _assert_one_line(err, "img1.tif: a float32 image; frames must be 8- or 16-bit integer")
+
+
 def test_broken_link_in_folder_is_an_error(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
     """A frame that is a dangling link: an error naming it, not a frame left out (found
     in review: skipped, with every later frame one frame early)."""

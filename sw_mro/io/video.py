@@ -644,6 +644,14 @@ class FrameFolderSource(VideoSource):
             raise CorruptVideoError(f"{file}: cannot read the frame ({one_line(exc)})") from exc
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if bgr is None:
+            # An image OpenCV reads only as it is (a float or 32-bit integer TIFF, found
+            # in review: "cannot decode" did not say why): named by its sample type.
+            raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+            if raw is not None and raw.dtype not in (np.uint8, np.uint16):
+                raise CorruptVideoError(
+                    f"{file}: a {raw.dtype} image; frames must be 8- or 16-bit integer "
+                    "images: convert the frames (e.g. scaled to 0-255, as PNG) first"
+                )
             raise CorruptVideoError(f"{file}: cannot decode the frame image")
         return bgr
 
