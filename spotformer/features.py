@@ -343,43 +343,43 @@ def dataset_features(
             file=sys.stderr,
         )
     if faceless:
-        shown = ", ".join(f"{n} ({100 * share:.0f} %)" for n, share in faceless[:8])
-        more = f" and {len(faceless) - 8} more" if len(faceless) > 8 else ""
+        shown = _first_8([f"{n} ({100 * share:.0f} %)" for n, share in faceless])
         print(
             f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
-            f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}{more}; their "
+            f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}; their "
             "windows use the last face found before them",
             file=sys.stderr,
         )
     if jumped:
-        more = f" and {len(jumped) - 8} more" if len(jumped) > 8 else ""
         print(
             f"spotformer: warning: in {len(jumped)} of {len(plan)} videos the tracked face "
             f"changed within a clip (the nose landmarks crossed half the face crop): "
-            f"{', '.join(jumped[:8])}{more}; another face of similar size in view? Those "
+            f"{_first_8(jumped)}; another face of similar size in view? Those "
             "windows' features compare two faces (docs/sw_mro.md, 'A face that jumps')",
             file=sys.stderr,
         )
     if dim:
-        more = f" and {len(dim) - 8} more" if len(dim) > 8 else ""
         print(
             f"spotformer: warning: in {len(dim)} of {len(plan)} videos the face spans fewer "
             f"than {FaceContrast().limit:g} grey levels (1st-99th percentile): "
-            f"{', '.join(f'{n} ({m:.0f})' for n, m in dim[:8])}{more}; dim or washed-out "
+            f"{_first_8([f'{n} ({m:.0f})' for n, m in dim])}; dim or washed-out "
             "video: Farneback's flow, and so the features, shrink with the contrast; "
             "brighten or stretch those videos first (docs/io.md, 'Contrast')",
             file=sys.stderr,
         )
     if moved and not cfg.align_from_landmarks:
-        shown = ", ".join(
-            f"{n} ({100 * m.share:.1f} %, up to {m.max:.0f} px)" for n, m in moved[:8]
-        )
-        more = f" and {len(moved) - 8} more" if len(moved) > 8 else ""
+        shown = _first_8([f"{n} ({100 * m.share:.1f} %, up to {m.max:.0f} px)" for n, m in moved])
         print(
             f"spotformer: in {len(moved)} of {len(plan)} videos the nose landmarks moved more "
             f"than {moved[0][1].limit:g} px (at face size {cfg.face_size}) within a clip in over "
-            f"{100 * LARGE_NOSE_MOTION_SHARE:g} % of the frame pairs: {shown}{more}; "
+            f"{100 * LARGE_NOSE_MOTION_SHARE:g} % of the frame pairs: {shown}; "
             f"{NoseMotion.ADVICE}",
             file=sys.stderr,
         )
     return out
+
+
+def _first_8(items: list[str]) -> str:
+    """``a, b, c`` or ``a, ..., h and 3 more``: the videos a summary names."""
+    more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+    return ", ".join(items[:8]) + more
