@@ -345,6 +345,11 @@ def _rgb_to_gray_tensor(rgb: torch.Tensor) -> torch.Tensor:
     return g.to(torch.uint8)
 
 
+def _centre_moved(box: np.ndarray, other: np.ndarray) -> float:
+    """Distance between the centres of two ``x0, y0, x1, y1`` boxes."""
+    return float(np.hypot(*((other[:2] + other[2:]) - (box[:2] + box[2:])) / 2))
+
+
 def face_boxes(result: LandmarkResult, config: SWMROConfig) -> np.ndarray:
     """Square crop boxes ``(T, 4)`` ``x0, y0, x1, y1`` per frame (see SWMROConfig.crop_box)."""
     if config.crop_box == "landmarks":
@@ -796,6 +801,9 @@ class _Landmarks:
                 )
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
+        # The box of the last collected frame if it had a face (what a tracker that went
+        # on across the segment's end would search near), else None.
+        self.tail: np.ndarray | None = None
         self.in_flight = 0  # chunks submitted and not yet collected
         # submit() and collect() run in two threads: the count and the switch from worker
         # processes to threads (which either may find necessary) are locked.
@@ -982,6 +990,7 @@ class _Landmarks:
                 results = self._rerun_in_threads(p)
         else:
             results = [r.result() if isinstance(r, Future) else r for r in p.results]
+        self._keep_the_tracked_face(p, results)
         if p.jobs is not None:
             self.free.extend(job[0] for job in p.jobs if job[0] is not self.carry)
         with self._count:
@@ -1002,6 +1011,46 @@ class _Landmarks:
 
     def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
         return self.collect(self.submit(start, frames))
+
+    def _keep_the_tracked_face(self, p: _PendingLandmarks, results: list) -> None:
+        """Run again, in this thread, each segment of ``p`` that starts afresh on a face
+        far from the one the segment before it ended on, from that face's box.
+
+        Each segment starts with a whole-frame scan that takes the largest face, so two
+        faces of similar size swapped at the restarts (found in review: at frames 32, 59
+        and 64 with two equal faces; the features compared two people). A tracker that
+        went on across the segment's end would have searched near the last face first:
+        the segment run again from that box does so, and keeps the face while it is in
+        view (another face, however large, takes over only after it is lost). Whether
+        a segment is run again depends only on the landmarks before it, which are
+        collected in order, so the result still depends neither on the chunking nor on
+        the number of workers. Far: the first frame's box centre moved more than half
+        the last box's side (:data:`sw_mro.config.FACE_JUMP_SHARE`). dlib only (the
+        insightface backend detects every frame afresh)."""
+        from sw_mro.config import FACE_JUMP_SHARE
+
+        tail = self.tail
+        for j, ((a, b), r) in enumerate(zip(p.spans, results, strict=True)):
+            fresh = not (j == 0 and p.continues)
+            if (
+                fresh
+                and tail is not None
+                and self.config.landmarks == "dlib"
+                and r.found[0]
+                and _centre_moved(tail, r.boxes[0]) > FACE_JUMP_SHARE * (tail[2] - tail[0])
+            ):
+                lm = self._get()
+                lm.reset()
+                lm.tracking_box = tuple(float(v) for v in tail)
+                r = results[j] = lm.detect(p.frames[a:b])
+                if j == len(p.spans) - 1 and p.ends_inside:  # the next chunk goes on from it
+                    if self.carry is not None:
+                        self.carry.tracking_state = lm.tracking_state
+                    else:
+                        self.carry_state = lm.tracking_state
+                self.free.append(lm)
+            tail = r.boxes[-1].copy() if r.found[-1] else None
+        self.tail = tail
 
     @staticmethod
     def cancel(p: _PendingLandmarks) -> None:

@@ -114,6 +114,84 @@ def test_dlib_small_face_pass_does_not_take_over_a_missed_face(
     assert (res.boxes[:, 0] < 320).all()  # always the main face (left half)
 
 
+def _face_placer(astronaut_rgb: np.ndarray):
+    """``place(canvas, px, cx, cy)``: the astronaut's face, ``px`` wide (dlib's box), in a
+    square of 1.3 ``px`` centred at ``(cx, cy)`` of a 480x640 canvas (so that two faces
+    do not cover each other)."""
+    box = make_landmarker("dlib").detect(astronaut_rgb).boxes[0]
+    side = box[2] - box[0]
+    fx, fy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+    def place(canvas: np.ndarray, px: float, cx: int, cy: int) -> None:
+        s = px / side
+        im = cv2.resize(astronaut_rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        half = int(0.65 * px)
+        x0, y0 = int(fx * s) - half, int(fy * s) - half
+        face = im[max(y0, 0) : y0 + 2 * half, max(x0, 0) : x0 + 2 * half]
+        dx, dy = cx - half, cy - half
+        canvas[max(dy, 0) : dy + face.shape[0], max(dx, 0) : dx + face.shape[1]] = face[
+            max(-dy, 0) : 480 - dy, max(-dx, 0) : 640 - dx
+        ]
+
+    return place
+
+
+@pytest.mark.parametrize("redetect", [1, 4])
+def test_dlib_keeps_the_tracked_face_when_it_leaves_the_search_region(
+    astronaut_rgb: np.ndarray, redetect: int
+) -> None:
+    """Found in review: where the tracked face moved out of the search region around its
+    last box (a camera shake), the whole-frame scan took the largest face, another
+    person's, and the tracker followed it. A face tracked into the frame now takes the
+    nearest face of the scan; the largest wins only where none was tracked in."""
+    from sw_mro.io.landmarks import DlibLandmarker
+
+    place = _face_placer(astronaut_rgb)
+    frames = np.full((8, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        place(c, 170, 110 if t < 4 else 300, 240)  # 190 px to the right at frame 4
+        if t >= 2:
+            place(c, 200, 530, 240)  # a larger face, in view from frame 2
+    res = DlibLandmarker(redetect=redetect).detect(frames)
+    assert res.found.all()
+    centre = (res.boxes[:, 0] + res.boxes[:, 2]) / 2
+    assert (np.abs(centre[:4] - 110) < 20).all() and (np.abs(centre[4:] - 300) < 20).all()
+    assert DlibLandmarker().detect(frames[4:5]).boxes[0, 0] > 420  # alone: the largest
+
+
+def test_segment_restarts_keep_the_tracked_face(astronaut_rgb: np.ndarray) -> None:
+    """Found in review: each 32-frame landmark segment starts with a whole-frame scan
+    that takes the largest face, so two faces of similar size swapped at the restarts
+    (with two equal faces at frames 32 and 64). A segment whose first face is far from
+    the one the segment before it ended on is run again from that face's box: here a
+    larger face in view from frame 8 does not take over at frame 32, and it does once
+    the tracked face is gone (frame 44). The result is the same for any chunking and
+    number of workers."""
+    from sw_mro import SWMROConfig
+    from sw_mro.pipeline import _Landmarks
+
+    place = _face_placer(astronaut_rgb)
+    frames = np.full((56, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        if t < 44:
+            place(c, 130, 170, 240)
+        if t >= 8:
+            place(c, 160, 480, 240)
+    got = []
+    for workers, step in ((1, 56), (1, 20), (2, 40)):
+        marks = _Landmarks(SWMROConfig(landmark_workers=workers), torch.device("cpu"))
+        try:
+            res = [marks.detect(a, frames[a : a + step]) for a in range(0, 56, step)]
+        finally:
+            marks.close()
+        boxes = np.concatenate([r.boxes for r in res])
+        assert np.concatenate([r.found for r in res]).all()
+        right = (boxes[:, 0] + boxes[:, 2]) / 2 > 320
+        assert right.tolist() == [False] * 44 + [True] * 12, np.flatnonzero(right)
+        got.append(boxes)
+    assert all(np.array_equal(got[0], g) for g in got[1:])
+
+
 ROI = [18, 19, 20, 23, 24, 25, 48, 51, 54, 57]
 
 

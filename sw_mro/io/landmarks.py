@@ -14,10 +14,14 @@ A landmarker is stateful across calls, so a video can be fed chunk by chunk:
   (``found`` is False there, so callers can record it). Before any face has been seen
   the box and points are NaN; ``fill_missing=False`` gives NaN for every miss (for
   unrelated still images). :meth:`Landmarker.reset` forgets the state.
-- **Largest face wins** when a frame has several and the whole frame is scanned (the
-  first frame, or after the face was lost). While a face is tracked, only the region
-  around it is searched, so a larger face that appears later is picked up at the next
-  whole-frame scan (in the pipeline, the next tracking segment of 32 frames).
+- **Largest face wins** when a frame has several and no face was tracked into it (the
+  first frame, or after the face was lost). A tracked face keeps its place: the face
+  nearest its last box wins, among those found in the region around it or, where it
+  left that region, in the whole-frame scan. So a larger face that appears later does
+  not take over while the tracked one is in view (in the pipeline, tracking segments of
+  32 frames that start on another face are run again from the last face's box:
+  ``sw_mro.pipeline._Landmarks``; before the twelfth session the largest face won at
+  each segment's start).
 
 Backends:
 
@@ -171,6 +175,14 @@ class _Base:
 
 def _largest(rects: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
     return max(rects, key=lambda r: (r[2] - r[0]) * (r[3] - r[1]))
+
+
+def _nearest(
+    rects: list[tuple[float, float, float, float]], box: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """The rect whose centre is nearest ``box``'s."""
+    cx, cy = box[0] + box[2], box[1] + box[3]
+    return min(rects, key=lambda r: (r[0] + r[2] - cx) ** 2 + (r[1] + r[3] - cy) ** 2)
 
 
 _THREAD = threading.local()
@@ -377,7 +389,8 @@ class DlibLandmarker(_Base):
         hit = self._predict_only(rgb)
         if hit is not None:
             return hit
-        rects = self._near(rgb) if (self.track and self._prev is not None) else []
+        tracked = self.track and self._prev is not None
+        rects = self._near(rgb) if tracked else []
         if not rects:  # the small-face pass only where no face came into this frame
             rects = self._full(rgb, small_faces=self._prev is None)
         if not rects:
@@ -385,7 +398,10 @@ class DlibLandmarker(_Base):
             self._anchor, self._centre, self._since = None, None, 0
             self._fit = None
             return None
-        box = _largest(rects)
+        # The face nearest the one tracked into this frame, else the largest (found in
+        # review: of two faces side by side, the larger took over when the tracked one
+        # moved out of the search region for a frame, or stood partly in it).
+        box = _nearest(rects, self._prev) if tracked else _largest(rects)
         self._prev = box
         pts = self._shape(rgb, box)
         if self.redetect > 1:
