@@ -243,8 +243,9 @@ class SWMROConfig:
       minus two, at most 16: :func:`usable_cpus`;
       processes for dlib, whose shape predictor holds the GIL, threads for insightface)
       and the features do not depend on chunking or on the number of workers (a segment
-      that starts on a face far from the one the segment before it ended on is run
-      again from that face's box: the tracked face is kept across restarts). A frame
+      that starts on a face far from the one the segment before it ended on, and of
+      similar size, is run again from that face's box: the tracked face is kept across
+      restarts). A frame
       without a face takes the last good landmarks before it; frames before the first
       face take the first face's. ``landmark_redetect`` = 1: dlib's detector runs on
       every frame; N > 1 runs it every N-th frame of a segment and tracks with the shape

@@ -345,6 +345,12 @@ def _rgb_to_gray_tensor(rgb: torch.Tensor) -> torch.Tensor:
     return g.to(torch.uint8)
 
 
+#: A face at a landmark segment's start up to this many times the side of the face the
+#: segment before it ended on counts as of similar size: the segment keeps the tracked
+#: face (:meth:`_Landmarks._keep_the_tracked_face`). dlib's boxes come in steps of 1.2x.
+SIMILAR_FACE = 1.25
+
+
 def _centre_moved(box: np.ndarray, other: np.ndarray) -> float:
     """Distance between the centres of two ``x0, y0, x1, y1`` boxes."""
     return float(np.hypot(*((other[:2] + other[2:]) - (box[:2] + box[2:])) / 2))
@@ -820,8 +826,10 @@ class _Landmarks:
             self.procs = None
 
     def _get(self):
-        if self.free:
+        try:  # the submitting and the collecting thread both take from it
             return self.free.pop()
+        except IndexError:
+            pass
         c = self.config
         opts = {"redetect": c.landmark_redetect} if c.landmarks == "dlib" else {}
         return make_landmarker(
@@ -1014,19 +1022,24 @@ class _Landmarks:
 
     def _keep_the_tracked_face(self, p: _PendingLandmarks, results: list) -> None:
         """Run again, in this thread, each segment of ``p`` that starts afresh on a face
-        far from the one the segment before it ended on, from that face's box.
+        far from the one the segment before it ended on, and not clearly larger, from
+        that face's box.
 
         Each segment starts with a whole-frame scan that takes the largest face, so two
         faces of similar size swapped at the restarts (found in review: at frames 32, 59
-        and 64 with two equal faces; the features compared two people). A tracker that
-        went on across the segment's end would have searched near the last face first:
-        the segment run again from that box does so, and keeps the face while it is in
-        view (another face, however large, takes over only after it is lost). Whether
-        a segment is run again depends only on the landmarks before it, which are
-        collected in order, so the result still depends neither on the chunking nor on
-        the number of workers. Far: the first frame's box centre moved more than half
-        the last box's side (:data:`sw_mro.config.FACE_JUMP_SHARE`). dlib only (the
-        insightface backend detects every frame afresh)."""
+        and 64 with two equal faces; the features compared two people): dlib's boxes
+        come in steps of 1.2x, so either can be the larger. A tracker that went on
+        across the segment's end would have searched near the last face first: the
+        segment run again from that box does so. A face larger than
+        :data:`SIMILAR_FACE` times the last one still wins at a restart, as before (the
+        largest face is the subject; the tracked face may have been a bystander taken
+        over where the subject was lost). Whether a segment is run again depends only on
+        the landmarks before it, which are collected in order, so the result still
+        depends neither on the chunking nor on the number of workers. Far: the first
+        frame's box centre moved more than half the last box's side
+        (:data:`sw_mro.config.FACE_JUMP_SHARE`). dlib only (the insightface backend
+        detects every frame afresh). Cost: with two faces of similar size in view, up to
+        every segment is run twice, the second time in this thread."""
         from sw_mro.config import FACE_JUMP_SHARE
 
         tail = self.tail
@@ -1038,6 +1051,7 @@ class _Landmarks:
                 and self.config.landmarks == "dlib"
                 and r.found[0]
                 and _centre_moved(tail, r.boxes[0]) > FACE_JUMP_SHARE * (tail[2] - tail[0])
+                and r.boxes[0, 2] - r.boxes[0, 0] <= SIMILAR_FACE * (tail[2] - tail[0])
             ):
                 lm = self._get()
                 lm.reset()

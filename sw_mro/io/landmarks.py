@@ -17,11 +17,12 @@ A landmarker is stateful across calls, so a video can be fed chunk by chunk:
 - **Largest face wins** when a frame has several and no face was tracked into it (the
   first frame, or after the face was lost). A tracked face keeps its place: the face
   nearest its last box wins, among those found in the region around it or, where it
-  left that region, in the whole-frame scan. So a larger face that appears later does
-  not take over while the tracked one is in view (in the pipeline, tracking segments of
-  32 frames that start on another face are run again from the last face's box:
-  ``sw_mro.pipeline._Landmarks``; before the twelfth session the largest face won at
-  each segment's start).
+  left that region, those of the whole-frame scan within one face side; with only
+  farther faces, the frame is a miss for up to :data:`TRACK_PATIENCE` frames before the
+  largest takes over. So a larger face that appears later does not take over while the
+  tracked one is in view (in the pipeline, a tracking segment of 32 frames that starts
+  on another face of similar size is run again from the last face's box, and a clearly
+  larger face takes over there: ``sw_mro.pipeline._Landmarks``).
 
 Backends:
 
@@ -256,6 +257,7 @@ class DlibLandmarker(_Base):
         self._centre: tuple[float, float] | None = None
         self._since = 0
         self._fit: np.ndarray | None = None  # the last frame's landmarks (redetect > 1)
+        self._misses = 0  # frames the tracked face has been missed in, others in view
 
     @property
     def tracking_state(self) -> tuple | None:
@@ -263,15 +265,15 @@ class DlibLandmarker(_Base):
         fresh tracker), so that a segment can be continued in another process."""
         if self._prev is None:
             return None
-        return (self._prev, self._anchor, self._centre, self._since, self._fit)
+        return (self._prev, self._anchor, self._centre, self._since, self._fit, self._misses)
 
     @tracking_state.setter
     def tracking_state(self, state: tuple | None) -> None:
         if state is None:
             self._prev, self._anchor, self._centre, self._since = None, None, None, 0
-            self._fit = None
+            self._fit, self._misses = None, 0
         else:
-            self._prev, self._anchor, self._centre, self._since, self._fit = state
+            self._prev, self._anchor, self._centre, self._since, self._fit, self._misses = state
 
     @property
     def tracking_box(self) -> tuple[float, float, float, float] | None:
@@ -287,7 +289,7 @@ class DlibLandmarker(_Base):
     def tracking_box(self, box: tuple[float, float, float, float] | None) -> None:
         self._prev = None if box is None else tuple(float(v) for v in box)  # type: ignore[assignment]
         self._anchor, self._centre, self._since = None, None, 0  # detect on the next frame
-        self._fit = None
+        self._fit, self._misses = None, 0
 
     def _run(self, img: np.ndarray, scale: float, ox: float, oy: float, up: int) -> list:
         """Detector on ``img`` (a resized crop); boxes mapped back to frame pixels."""
@@ -347,6 +349,23 @@ class DlibLandmarker(_Base):
             rects = self._run(mid, scale2, 0.0, 0.0, 1)
         return rects
 
+    def _tracked_or_largest(self, rects: list) -> tuple[float, float, float, float] | None:
+        """The whole-frame scan's face for a frame that a face was tracked into, after the
+        search near its last box found nothing: the nearest face within one face side of
+        that box (it moved out of the search region: a camera shake; found in review: the
+        larger of two faces side by side took over there); None (a miss) while others
+        are farther, for up to :data:`TRACK_PATIENCE` frames (the tracked face hidden by
+        a hand or turned away, found in review: one missed frame handed the video to a
+        bystander for good), then the largest."""
+        assert self._prev is not None
+        x0, y0, x1, y1 = self._prev
+        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+        close = [r for r in rects if np.hypot((r[0] + r[2]) / 2 - cx, (r[1] + r[3]) / 2 - cy) <= side]
+        if close:
+            return _nearest(close, self._prev)
+        self._misses += 1
+        return None if self._misses <= TRACK_PATIENCE else _largest(rects)
+
     def _shape(self, rgb: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
         r = self._dlib.rectangle(*(round(v) for v in box))
         shape = self._predictor(rgb, r)
@@ -391,18 +410,23 @@ class DlibLandmarker(_Base):
             return hit
         tracked = self.track and self._prev is not None
         rects = self._near(rgb) if tracked else []
-        if not rects:  # the small-face pass only where no face came into this frame
+        if rects:
+            box = _nearest(rects, self._prev)
+        else:  # the small-face pass only where no face came into this frame
             rects = self._full(rgb, small_faces=self._prev is None)
-        if not rects:
-            self._prev = None  # lost: the next frame scans the whole frame
+            if not rects:
+                box = None
+            elif tracked:
+                box = self._tracked_or_largest(rects)
+            else:
+                box = _largest(rects)
+        if box is None:
             self._anchor, self._centre, self._since = None, None, 0
             self._fit = None
+            if not (tracked and rects):  # else a miss within the patience: keep the box
+                self._prev, self._misses = None, 0  # lost: the next frame scans the whole frame
             return None
-        # The face nearest the one tracked into this frame, else the largest (found in
-        # review: of two faces side by side, the larger took over when the tracked one
-        # moved out of the search region for a frame, or stood partly in it).
-        box = _nearest(rects, self._prev) if tracked else _largest(rects)
-        self._prev = box
+        self._prev, self._misses = box, 0
         pts = self._shape(rgb, box)
         if self.redetect > 1:
             centre = (float(pts[:, 0].mean()), float(pts[:, 1].mean()))
@@ -411,6 +435,11 @@ class DlibLandmarker(_Base):
             self._fit = pts
         return np.asarray(box, np.float32), pts
 
+
+#: Frames that a tracked face may be missed in, while other faces are in view far from
+#: its last box, before the largest of them takes over: a hand over the face, a turn, a
+#: blurred frame (those frames fall back to its last landmarks).
+TRACK_PATIENCE = 8
 
 # redetect > 1: a predictor-only fit whose shape (translation removed) moved by more than
 # this fraction of the box from the last frame's goes to the detector instead. The shape
