@@ -79,7 +79,7 @@ def test_ranges_are_clipped_at_the_video_edges() -> None:
 
 @pytest.mark.parametrize(
     ("fps", "micro_r", "macro_r"),
-    [(30.0, 1, 3), (200 / 7, 1, 3), (60.0, 2, 6), (200.0, 7, 20)],
+    [(30.0, 1, 3), (200 / 7, 1, 3), (60.0, 2, 6), (200.0, 7, 20), (25.0, 1, 3), (15.0, 1, 2)],
 )
 def test_ranges_scale_with_fps(fps: float, micro_r: int, macro_r: int) -> None:
     cfg = LabelConfig()

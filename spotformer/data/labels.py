@@ -17,7 +17,7 @@ inside both an MaE and an ME is MaE, as in the authors' code).
 **Frame rates.** SPEC's ranges and the Gaussian are in frames at 30 fps. Within 5 % of
 30 fps (29.97, and SAMM-LV's 200/7 ~ 28.6 fps after subsampling, as in the authors'
 code) they apply as they are, so these give exactly SPEC's numbers. For another frame
-rate the ranges become ``round(r * fps / 30)`` frames and the Gaussian is evaluated at
+rate the ranges become ``r * fps / 30`` frames, rounded halves up, and the Gaussian is evaluated at
 ``j * 30 / fps`` (its width stays the same in seconds); see
 :func:`spotformer.data.table.rate_scale`.
 """
@@ -59,7 +59,9 @@ class LabelConfig:
 
     def range_frames(self, kind: Kind, fps: float) -> int:
         r = self.micro_range if kind == "micro" else self.macro_range
-        return int(round(r * rate_scale(fps, self.ref_fps)))
+        # Halves up, as the annotation loaders round (found in review: round() took 25
+        # fps's MaE range of 2.5 frames to 2, and 15 fps's ME range of 0.5 to 0).
+        return math.floor(r * rate_scale(fps, self.ref_fps) + 0.5)
 
     def apex_weight(self, j: int, fps: float) -> float:
         """Apex target at ``j`` frames from the apex, at ``fps``."""
