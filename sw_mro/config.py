@@ -127,7 +127,7 @@ LANDMARK_FALLBACK_WARN_SHARE = 0.10
 #: motion gives smaller features on a dim face (eleventh session, carphone, w 9, 128 px:
 #: intensities x0.5 -> 0.91x the features, x0.3 -> 0.38x, x0.2 -> 0.11x). Measured spans:
 #: carphone 196 (x0.5: 94, x0.3: 54, x0.2: 36), the synthetic set's faces 173-242, the
-#: benchmark clip 228; 64 (the span of a 12-bit value read by its high byte) sits near
+#: benchmark clip 228; 64 (the span of a 14-bit value read by its high byte) sits near
 #: x0.33, where the features are about half.
 FACE_CONTRAST_WARN_LEVELS = 64.0
 

@@ -45,7 +45,7 @@ import torch
 from sw_mro._threads import name_this_thread, put_unless, read_ahead, start_named
 from sw_mro.config import SWMROConfig
 from sw_mro.errors import ClipTooShortError, NoFaceError
-from sw_mro.io.landmarks import LandmarkResult, make_landmarker
+from sw_mro.io.landmarks import LandmarkResult, centre_distance, make_landmarker
 from sw_mro.ops import (
     box_mask,
     crop_resize,
@@ -305,9 +305,8 @@ def face_contrast(
         x1, y1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
         if x1 - x0 < 4 or y1 - y0 < 4:
             continue
-        c = rgb[k, y0:y1:2, x0:x1:2].astype(np.int32)  # every 4th pixel is plenty
-        g = (c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + 16384) >> 15
-        lo, hi = np.percentile(g, (1, 99))
+        g = rgb_to_gray(torch.from_numpy(rgb[k, y0:y1:2, x0:x1:2]))  # every 4th pixel
+        lo, hi = np.percentile(g.numpy(), (1, 99))
         out[k] = hi - lo
     return out
 
@@ -349,11 +348,6 @@ def _rgb_to_gray_tensor(rgb: torch.Tensor) -> torch.Tensor:
 #: segment before it ended on counts as of similar size: the segment keeps the tracked
 #: face (:meth:`_Landmarks._keep_the_tracked_face`). dlib's boxes come in steps of 1.2x.
 SIMILAR_FACE = 1.25
-
-
-def _centre_moved(box: np.ndarray, other: np.ndarray) -> float:
-    """Distance between the centres of two ``x0, y0, x1, y1`` boxes."""
-    return float(np.hypot(*((other[:2] + other[2:]) - (box[:2] + box[2:])) / 2))
 
 
 def face_boxes(result: LandmarkResult, config: SWMROConfig) -> np.ndarray:
@@ -1050,12 +1044,12 @@ class _Landmarks:
                 and tail is not None
                 and self.config.landmarks == "dlib"
                 and r.found[0]
-                and _centre_moved(tail, r.boxes[0]) > FACE_JUMP_SHARE * (tail[2] - tail[0])
+                and centre_distance(tail, r.boxes[0]) > FACE_JUMP_SHARE * (tail[2] - tail[0])
                 and r.boxes[0, 2] - r.boxes[0, 0] <= SIMILAR_FACE * (tail[2] - tail[0])
             ):
                 lm = self._get()
                 lm.reset()
-                lm.tracking_box = tuple(float(v) for v in tail)
+                lm.tracking_box = tail
                 r = results[j] = lm.detect(p.frames[a:b])
                 if j == len(p.spans) - 1 and p.ends_inside:  # the next chunk goes on from it
                     if self.carry is not None:

@@ -55,8 +55,10 @@ Examples:
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -178,12 +180,18 @@ def _largest(rects: list[tuple[float, float, float, float]]) -> tuple[float, flo
     return max(rects, key=lambda r: (r[2] - r[0]) * (r[3] - r[1]))
 
 
+def centre_distance(box: Sequence[float], other: Sequence[float]) -> float:
+    """Distance between the centres of two ``x0, y0, x1, y1`` boxes."""
+    return math.hypot(
+        (other[0] + other[2] - box[0] - box[2]) / 2, (other[1] + other[3] - box[1] - box[3]) / 2
+    )
+
+
 def _nearest(
     rects: list[tuple[float, float, float, float]], box: tuple[float, float, float, float]
 ) -> tuple[float, float, float, float]:
     """The rect whose centre is nearest ``box``'s."""
-    cx, cy = box[0] + box[2], box[1] + box[3]
-    return min(rects, key=lambda r: (r[0] + r[2] - cx) ** 2 + (r[1] + r[3] - cy) ** 2)
+    return min(rects, key=lambda r: centre_distance(box, r))
 
 
 _THREAD = threading.local()
@@ -358,9 +366,8 @@ class DlibLandmarker(_Base):
         a hand or turned away, found in review: one missed frame handed the video to a
         bystander for good), then the largest."""
         assert self._prev is not None
-        x0, y0, x1, y1 = self._prev
-        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
-        close = [r for r in rects if np.hypot((r[0] + r[2]) / 2 - cx, (r[1] + r[3]) / 2 - cy) <= side]
+        side = self._prev[2] - self._prev[0]
+        close = [r for r in rects if centre_distance(self._prev, r) <= side]
         if close:
             return _nearest(close, self._prev)
         self._misses += 1
