@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -234,9 +234,11 @@ def extracted_features(
     features_dir: str | os.PathLike,
     planned: PlannedVideo,
     config,  # noqa: ANN001 - SWMROConfig (imported lazily)
-) -> tuple[Tensor, float, list[int]] | str:
+) -> tuple[Tensor, float, list[int], Any, Any] | str:
     """``sw-mro extract``'s features of ``planned``'s video in ``features_dir``, with its
-    fps and frames without a face, where they are what extracting here would give:
+    fps, frames without a face, and its nose motion and face contrast as recorded
+    (:class:`~sw_mro.pipeline.NoseMotion`, :class:`~sw_mro.pipeline.FaceContrast`, for
+    the same warnings as extracting gives), where they are what extracting here would give:
     complete and intact, from this very input (size and content samples), with these
     feature settings at this stride (and frame-folder rate), by the same Farneback
     backend, with the planned frame count and rate. Otherwise why not (a str)."""
@@ -262,7 +264,11 @@ def extracted_features(
         x = torch.from_numpy(np.load(folder / f"{name}.npy")).to(cfg.device)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable ({exc})"
-    return x, planned.fps, [int(i) for i in meta.get("landmark_fallback_frames", [])]
+    from sw_mro.pipeline import FaceContrast, NoseMotion
+
+    missing = [int(i) for i in meta.get("landmark_fallback_frames", [])]
+    motion = NoseMotion.from_summary(meta.get("nose_motion"))
+    return x, planned.fps, missing, motion, FaceContrast.from_summary(meta.get("face_contrast"))
 
 
 def dataset_features(
@@ -305,7 +311,7 @@ def dataset_features(
             motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
             got = extracted_features(features_dir, planned, cfg) if features_dir else None
             if isinstance(got, tuple):
-                x, r, missing = got
+                x, r, missing, motion, contrast = got
                 reused.append(name)
                 bar.update(int(x.shape[0]))
             else:

@@ -186,6 +186,25 @@ class NoseMotion:
                 frame = start + int(row) - motion.shape[1] // 2 + int(col) + 1
                 self.first_jump = max(frame, 0)
 
+    @classmethod
+    def from_summary(cls, summary: dict | None) -> NoseMotion:
+        """A video's motion as :meth:`summary` recorded it (``nose_motion`` in ``sw-mro
+        extract``'s JSON), for :meth:`large` and :meth:`jumped` on reused features; an
+        empty one where ``summary`` is missing or incomplete (an older JSON)."""
+        out = cls()
+        try:
+            out.limit = float(summary["over_px"])
+            out.pairs, out.over = int(summary["pairs"]), int(summary["pairs_over"])
+            out.max = float(summary["max_px"])
+            if summary.get("jump_px") is not None:
+                out.jump_px = float(summary["jump_px"])
+                out.jumps = int(summary["pairs_over_jump"])
+                first = summary["first_jump_frame"]
+                out.first_jump = None if first is None else int(first)
+        except (KeyError, TypeError, ValueError):
+            return cls()
+        return out
+
     def jumped(self) -> bool:
         return self.jumps > 0
 
@@ -242,6 +261,20 @@ class FaceContrast:
 
         self.limit = FACE_CONTRAST_WARN_LEVELS
         self._values: list[np.ndarray] = []
+        self._recorded: float | None = None  # the median of a summary (from_summary)
+
+    @classmethod
+    def from_summary(cls, summary: dict | None) -> FaceContrast:
+        """A video's contrast as :meth:`summary` recorded it (``face_contrast`` in
+        ``sw-mro extract``'s JSON), for :meth:`low` on reused features; no median where
+        ``summary`` is missing or has none (an older JSON, no face sampled)."""
+        out = cls()
+        try:
+            median = summary["median_levels"]
+            out._recorded = None if median is None else float(median)
+        except (KeyError, TypeError, ValueError):
+            pass
+        return out
 
     def add(self, spans: np.ndarray | None) -> None:
         """Add a chunk's :attr:`FeatureChunk.face_contrast` (NaN where not sampled)."""
@@ -256,6 +289,8 @@ class FaceContrast:
 
     @property
     def median(self) -> float | None:
+        if self._recorded is not None:
+            return self._recorded
         v = self.values
         return float(np.median(v)) if v.size else None
 

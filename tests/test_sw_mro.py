@@ -10,6 +10,7 @@ keep the suite fast; ``test_reference_default_settings`` runs the SPEC defaults.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from pathlib import Path
@@ -1166,6 +1167,29 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
     assert "spans only 50 grey levels" in acc.describe() and "3 sampled frames" in acc.describe()
     acc.add(np.array([70.0, 80.0], np.float32))
     assert acc.median == 70.0 and not acc.low()
+    # Read back from a JSON's record (train --features), or from none.
+    assert FaceContrast.from_summary({**acc.summary(), "median_levels": 50.0}).low()
+    assert FaceContrast.from_summary(acc.summary()).median == 70.0
+    assert FaceContrast.from_summary(None).median is None
+
+
+def test_nose_motion_reads_back_from_its_summary() -> None:
+    """What ``train --features`` checks reused videos with: the same share, jumps and
+    first jump as the motion that wrote the summary; an older JSON's (none) is empty."""
+    from sw_mro.pipeline import NoseMotion
+
+    m = NoseMotion(face_size=64)  # jumps beyond 32 px
+    motion = np.zeros((10, 5), np.float32)
+    motion[2, 1:3] = 20.0  # 2 of 40 pairs over 17 px: 5 %
+    motion[6, 4] = 40.0  # a jump at frame 6 - 2 + 4 = 8
+    m.add(motion)
+    back = NoseMotion.from_summary(json.loads(json.dumps(m.summary())))
+    assert (back.share, back.large(), back.max) == (m.share, True, 40.0) and m.share == 0.05
+    assert back.jumped() and back.first_jump == m.first_jump == 8 and back.jumps == 1
+    assert back.summary() == m.summary()
+    for old in (None, {}, {"over_px": 17.0}):
+        empty = NoseMotion.from_summary(old)
+        assert not empty.large() and not empty.jumped() and empty.pairs == 0
 
 
 def test_stream_reports_the_face_contrast_of_a_dim_video(carphone: str) -> None:

@@ -1067,6 +1067,57 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     assert "align-from-landmarks" not in capsys.readouterr().err
 
 
+def test_reused_features_give_the_warnings_extracting_gives(
+    tmp_path: Path, carphone: str, monkeypatch, capsys
+) -> None:
+    """``--features DIR``: the dim-video, face-jump and head-motion warnings of a reused
+    video come from its recorded ``face_contrast`` and ``nose_motion`` (found in review:
+    reused features were never warned about, while the docs said train warns)."""
+    import spotformer.features as F
+    import sw_mro
+    from spotformer.data.table import AnnotationTable, VideoRef
+    from sw_mro.cli import main as sw_mro_main
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    frames = open_video(carphone).read(range(20)).numpy()  # 176x144
+    dim = write_video(tmp_path / "dim.mp4", np.round(frames * 0.3).astype(np.uint8))
+    canvas = np.zeros((20, 144, 528, 3), np.uint8)  # the face moves a face's width away
+    canvas[:10, :, :176] = frames[:10]
+    canvas[10:, :, 352:] = frames[10:]
+    jump = write_video(tmp_path / "jump.mp4", canvas)
+    feats = tmp_path / "feats"
+    argv = ["extract", str(dim), str(jump), "--out-dir", str(feats), "--quiet"]
+    assert sw_mro_main([*argv, "--window", "9", "--face-size", "64"]) == 0
+    said = capsys.readouterr().err
+    assert "grey levels" in said and "tracked face changed" in said  # as extracted
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("extracted, though its features are in --features")
+
+    monkeypatch.setattr(F, "video_features", no_extraction)
+    refs = {"s1/dim": VideoRef(dim, subject="s1"), "s2/jump": VideoRef(jump, subject="s2")}
+    table = AnnotationTable([Expression("s1", "s1/dim", 2, 4, 6, "micro")], sources=refs)
+    cfg = sw_mro.SWMROConfig(window=9, face_size=64)
+    F.dataset_features(table, cfg, progress=False, features_dir=feats)
+    err = capsys.readouterr().err
+    assert "reused the features of 2 of 2 videos" in err
+    low = next(ln for ln in err.splitlines() if "grey levels" in ln)
+    assert low.startswith("spotformer: warning: in 1 of 2 videos the face spans fewer than 64")
+    assert "s1/dim (" in low and "s2/jump" not in low
+    jumped = next(ln for ln in err.splitlines() if "tracked face" in ln)
+    assert "in 1 of 2 videos" in jumped and "s2/jump (frame 11)" in jumped
+    # A JSON from before these records (or with them cut) warns of nothing, and reads.
+    for name in ("dim", "jump"):
+        meta = json.loads((feats / f"{name}.json").read_text())
+        del meta["face_contrast"], meta["nose_motion"]
+        (feats / f"{name}.json").write_text(json.dumps(meta))
+    F.dataset_features(table, cfg, progress=False, features_dir=feats)
+    err = capsys.readouterr().err
+    assert "reused the features of 2 of 2 videos" in err
+    assert "grey levels" not in err and "tracked face" not in err
+
+
 def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     tmp_path: Path, csv_dataset: Path, capsys, monkeypatch
 ) -> None:
