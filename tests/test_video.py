@@ -480,6 +480,18 @@ def test_folder_gap_warns(
     assert len(video) == 3
     assert any("from 2 to 4" in r.getMessage() for r in caplog.records)
     assert not any("start at" in r.getMessage() for r in caplog.records)
+    # Once per folder as it is: train and spot open each video twice (found in review:
+    # every warning printed twice); a changed folder is told about again.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        open_video(tmp_path / "g")
+    assert not caplog.records
+    cv2.imwrite(str(tmp_path / "g" / "img7.png"), source_frames[3])
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        open_video(tmp_path / "g")
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "frame numbers jump from 2 to 4 at img4.png; frame i is the i-th file"
+    ]
 
 
 def test_narrow_16_bit_frames_warn(
@@ -509,6 +521,10 @@ def test_narrow_16_bit_frames_warn(
             (msg,) = said
             assert msg.startswith(f"{folder / 'img1.png'}: a 16-bit frame whose values reach")
             assert "scale the frames to the full 16-bit range" in msg
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+                open_video(folder)  # once per file (train and spot open it twice)
+            assert not caplog.records
 
 
 def test_variable_frame_rate_warns(

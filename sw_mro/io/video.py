@@ -716,14 +716,8 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
     off = np.abs(d - med) > max(VFR_DEVIATION * med, 1.001e-3)
     if off.mean() <= VFR_SHARE:
         return
-    try:
-        st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    except OSError:
-        key = (str(path), 0, 0)
-    if key in _VFR_WARNED:
+    if not _first_time("vfr", path):
         return
-    _VFR_WARNED.add(key)
     log.warning(
         "%s: variable frame rate: frame intervals range from %.1f to %.1f ms (%d of %d "
         "differ from the median %.1f ms by over %d %%). Frames are read in order and "
@@ -741,7 +735,22 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
     )
 
 
-_VFR_WARNED: set[tuple[str, int, int]] = set()
+_WARNED: set[tuple[str, str, int, int]] = set()
+
+
+def _first_time(kind: str, path: Path) -> bool:
+    """Whether this process has not yet warned of ``kind`` about ``path`` as it is now
+    (size and modification time): ``train`` and ``spot`` open a video twice (to plan,
+    then to extract), and a warning per opening printed each twice (found in review)."""
+    try:
+        st = path.stat()
+        key = (kind, str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (kind, str(path), 0, 0)
+    if key in _WARNED:
+        return False
+    _WARNED.add(key)
+    return True
 
 
 def _warn_on_narrow_16_bit(file: Path) -> None:
@@ -760,7 +769,7 @@ def _warn_on_narrow_16_bit(file: Path) -> None:
     if img.ndim == 3 and img.shape[2] in (2, 4):  # not the alpha (found in review)
         img = img[..., : img.shape[2] - 1]
     top = int(img.max())
-    if top < 16384:
+    if top < 16384 and _first_time("16-bit", file):
         log.warning(
             "%s: a 16-bit frame whose values reach only %d of 65535; frames are read as "
             "8-bit by their high byte (0-%d here), and flow features shrink with the "
@@ -779,7 +788,9 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
         if m is None:
             return  # not a numbered layout: nothing to check
         nums.append(int(m.group(1)))
-    if nums and nums[0] > 1:  # CAS(ME)^2 img1.jpg and SAMM-LV _0001.jpg start at 1
+    if not nums or not _first_time("numbering", folder):  # the folder's mtime: its files
+        return
+    if nums[0] > 1:  # CAS(ME)^2 img1.jpg and SAMM-LV _0001.jpg start at 1
         log.warning(
             "%s: frame numbers start at %d (%s), not at 0 or 1; frame i is the i-th file, "
             "so annotations numbered from the first frame would be %d frames off",
