@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -54,7 +54,7 @@ _OUR_DIRS = tuple(
 )
 
 
-def _write(text: str, file: object = None) -> None:
+def write_line(text: str, file: object = None) -> None:
     """A line on stderr through ``tqdm.write``, so a progress bar is redrawn below it."""
     from tqdm import tqdm
 
@@ -62,25 +62,44 @@ def _write(text: str, file: object = None) -> None:
 
 
 class _Prefixed(logging.Handler):
-    """``warning: message`` (``error: ...`` at ERROR and above) on stderr."""
+    """``warning: message`` (``error: ...`` at ERROR and above), through ``write``."""
+
+    def __init__(self, level: int, write: Callable[[str], None]) -> None:
+        super().__init__(level)
+        self.write = write
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level = "error" if record.levelno >= logging.ERROR else "warning"
-            _write(f"{level}: {record.getMessage()}")
+            self.write(f"{level}: {record.getMessage()}")
         except Exception:  # a broken stderr must not end the command
             self.handleError(record)
 
 
+def _root_prints() -> bool:
+    """Whether the root logger already prints to the terminal (``logging.basicConfig()``
+    before ``main()``): then a second, prefixed copy of each warning is left out (found
+    in review: each printed twice)."""
+    terminal = {id(s) for s in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)}
+    return any(
+        isinstance(h, logging.StreamHandler) and id(getattr(h, "stream", None)) in terminal
+        for h in logging.getLogger().handlers
+    )
+
+
 @contextmanager
-def cli_warnings() -> Iterator[None]:
+def cli_warnings(write: Callable[[str], None] | None = None) -> Iterator[None]:
     """While a command runs: warnings that sw_mro and spotformer log, and those they
     raise with ``warnings.warn``, are printed as ``warning: message``, the way the
     commands print their own (found in review: a variable frame rate or a gap in a frame
     folder was printed bare, and a failed worker start as ``path:line: RuntimeWarning:
-    ...`` with its source line). Others' warnings keep Python's format."""
-    handler = _Prefixed(logging.WARNING)
-    loggers = [logging.getLogger(name) for name in _OURS]
+    ...`` with its source line). Others' warnings keep Python's format. ``write``: where
+    the lines go (a ``--devices`` worker sends them to its parent); by default stderr,
+    above any progress bar. Logged ones are left to the root logger where that already
+    prints to the terminal."""
+    out = write or write_line
+    handler = _Prefixed(logging.WARNING, out)
+    loggers = [] if write is None and _root_prints() else [logging.getLogger(n) for n in _OURS]
     for lg in loggers:
         lg.addHandler(handler)
     shown = warnings.showwarning
@@ -89,7 +108,10 @@ def cli_warnings() -> Iterator[None]:
         text = str(message)
         if not (text.startswith("sw_mro:") or os.path.abspath(filename).startswith(_OUR_DIRS)):
             return shown(message, category, filename, lineno, file, line)
-        _write(f"warning: {text}", file)
+        if write is None:
+            write_line(f"warning: {text}", file)
+        else:
+            write(f"warning: {text}")
 
     warnings.showwarning = show
     try:

@@ -1112,6 +1112,54 @@ def test_logged_and_raised_warnings_print_as_the_commands_do(
     assert not any(type(h).__name__ == "_Prefixed" for h in logging.getLogger("sw_mro").handlers)
 
 
+def test_warnings_of_device_workers_and_under_a_root_logger_print_once(
+    short_clip: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: a ``--devices`` worker printed its logged warnings bare, into the
+    parent's progress bar (it sends them to the parent now); and with the root logger
+    already printing (``logging.basicConfig()`` before ``main``) each warning printed
+    twice (the root's copy is the one left)."""
+    import logging
+    import sys
+
+    import cv2
+
+    from sw_mro.io.video import open_video
+
+    frames = open_video(short_clip).read(range(12)).numpy()
+
+    def gap_folder(name: str) -> Path:  # a new folder each time: warned once per folder
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, f in enumerate(frames):
+            n = i + 1 if i < 6 else i + 2  # img1..img6, img8..img13
+            cv2.imwrite(str(folder / f"img{n}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        return folder
+
+    said = "frame numbers jump from 6 to 8 at img8.png"
+    folder = gap_folder("workers")
+    capfd.readouterr()
+    argv = ["extract", str(folder), "--out-dir", str(tmp_path / "o"), *ARGS]
+    assert main([*argv, "--devices", "cpu,cpu"]) == 0
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if said in ln]
+    assert lines == [f"warning: {folder}: {said}; frame i is the i-th file"], err
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    root.addHandler(handler)
+    try:
+        folder = gap_folder("rooted")
+        capfd.readouterr()
+        assert main(["extract", str(folder), "--out-dir", str(tmp_path / "r"), *ARGS]) == 0
+    finally:
+        root.removeHandler(handler)
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if said in ln]
+    assert lines == [f"WARNING:sw_mro.io.video:{folder}: {said}; frame i is the i-th file"]
+
+
 def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:
     """Found in review: OpenCV printed "[ WARN:0@0.2] global grfmt_tiff.cpp:811 readData
     OpenCV TIFF: ... can not handle images with 32-bit samples" before the failure that

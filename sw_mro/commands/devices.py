@@ -27,6 +27,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
+from sw_mro._cli_util import cli_warnings, write_line
 from sw_mro._threads import signals_blocked, unblock_signals, watch_parent
 
 #: (device, input path, options, progress) -> one line of report; raises to fail the
@@ -92,31 +94,41 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     and CUDA context; it also ends when its parent is killed."""
     watch_parent(parent)
     _interrupt_once(signal.SIGINT, signal.SIGTERM)
+    lock = threading.Lock()  # warnings are logged from the pipeline's threads too
+
+    def send(kind: str, path: Any, line: Any) -> None:
+        with lock:
+            conn.send((kind, path, line))
 
     def progress(total: int, done: int) -> None:
-        conn.send(("progress", total, done))
+        send("progress", total, done)
+
+    def warn(text: str) -> None:  # printed by the parent, above its progress bar
+        with contextlib.suppress(OSError):
+            send("warning", None, text)
 
     try:
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
         unblock_signals(signal.SIGINT, signal.SIGTERM)
-        conn.send(("ready", None, None))
-        while True:
-            path = conn.recv()
-            if path is None:
-                return
-            try:
-                line = job(device, path, options, progress)
-            except KeyboardInterrupt:
-                return
-            except Exception as exc:  # reported per input; the worker goes on
-                text = f"{type(exc).__name__}: {exc}"
-                if _device_error(text):
-                    conn.send(("failed, ending", path, text))  # send no more inputs here
+        send("ready", None, None)
+        with cli_warnings(write=warn):  # as the command prints them (found in review)
+            while True:
+                path = conn.recv()
+                if path is None:
                     return
-                conn.send(("failed", path, text))
-            else:
-                conn.send(("done", path, line))
+                try:
+                    line = job(device, path, options, progress)
+                except KeyboardInterrupt:
+                    return
+                except Exception as exc:  # reported per input; the worker goes on
+                    text = f"{type(exc).__name__}: {exc}"
+                    if _device_error(text):
+                        send("failed, ending", path, text)  # send no more inputs here
+                        return
+                    send("failed", path, text)
+                else:
+                    send("done", path, line)
     except (KeyboardInterrupt, EOFError, OSError):  # Ctrl-C (the whole group), parent gone
         return
     finally:  # EOF for the parent now: it gives the exit a minute, then kills it
@@ -208,6 +220,9 @@ def run_on_devices(
         if kind == "progress":
             if on_progress is not None:
                 on_progress(path, line)
+            return True
+        if kind == "warning":  # logged or raised in the worker, already prefixed
+            write_line(line)
             return True
         if kind != "ready":
             slot.current = None
