@@ -321,15 +321,22 @@ class FaceContrast:
 
 
 def face_contrast(
-    rgb: np.ndarray, boxes: np.ndarray, found: np.ndarray, start: int, segment: int
+    rgb: np.ndarray,
+    boxes: np.ndarray,
+    found: np.ndarray,
+    start: int,
+    segment: int,
+    after: int = -1,
 ) -> np.ndarray:
     """``(T,)`` float32: the grey levels that the face box spans (1st to 99th percentile
     of its luma, as :func:`rgb_to_gray` computes it) on the first frame with a face of
-    each landmark segment of ``rgb`` ``(T, H, W, 3)`` (frames ``start ..``), NaN on the
-    other frames: the host work of a quarter of one crop per 32 frames (a 300 px box:
-    ~0.5 ms, or 15 us a frame, on the dev VM)."""
+    each landmark segment of ``rgb`` ``(T, H, W, 3)`` (frames ``start ..``) after
+    segment ``after`` (one a chunk before sampled already), NaN on the other frames: the
+    host work of a quarter of one crop per 32 frames (a 300 px box: ~0.5 ms, or 15 us a
+    frame, on the dev VM)."""
     out = np.full(len(found), np.nan, np.float32)
     hit = np.flatnonzero(found)
+    hit = hit[(start + hit) // segment > after]
     if not hit.size:
         return out
     _, first = np.unique((start + hit) // segment, return_index=True)
@@ -1299,6 +1306,7 @@ def _finish_chunks(
         # queued on the compute stream instead of waiting behind them.
         upload = torch.cuda.Stream(device) if device.type == "cuda" else None
         first_good: LandmarkResult | None = None
+        sampled = -1  # the last landmark segment whose face contrast was sampled
         t = time.perf_counter()
         while True:
             item = _get(handoff, stop)
@@ -1327,8 +1335,11 @@ def _finish_chunks(
             fixed = LandmarkResult(boxes, pts, res.found)
             crop_boxes = face_boxes(fixed, config)
             spans = face_contrast(
-                rgb.numpy(), crop_boxes, res.found, start, config.landmark_segment
+                rgb.numpy(), crop_boxes, res.found, start, config.landmark_segment, sampled
             )
+            got = np.flatnonzero(np.isfinite(spans))
+            if got.size:  # a segment split between two chunks is sampled once
+                sampled = (start + int(got[-1])) // config.landmark_segment
             ready = None
             if upload is not None:  # CUDA: upload on a side stream, off the compute stream
                 with torch.cuda.stream(upload):

@@ -1210,3 +1210,9 @@ def test_stream_reports_the_face_contrast_of_a_dim_video(carphone: str) -> None:
         seen[k] = acc
     assert seen[1.0].median > 150 and not seen[1.0].low()
     assert 40 < seen[0.3].median < 64 and seen[0.3].low()
+    # Chunks of 20 frames split segment 0 (frames 0-31): sampled once, in the first
+    # chunk (found in review: frame 20 was sampled too).
+    acc = FaceContrast()
+    for chunk in sw_mro.stream(frames, dataclasses.replace(cfg, chunk_size=20)):
+        acc.add(chunk.face_contrast)
+    np.testing.assert_array_equal(acc.values, seen[1.0].values)
