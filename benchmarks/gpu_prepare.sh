@@ -20,7 +20,7 @@ dl() {
     --platform manylinux2010_x86_64 --platform manylinux1_x86_64 -d "$@"
 }
 dl .gpu/a kornia==0.9.0 kornia-rs==0.2.0 openpyxl==3.1.5 et_xmlfile==2.0.0 \
-  scikit-video==1.1.11 dlib-bin==20.0.1.post1 av==18.1.0
+  scikit-video==1.1.11 dlib-bin==20.0.1.post1 av==18.1.0 pytest-timeout==2.4.0
 dl .gpu/b decord==0.6.0
 model=$("$PY" -c "from sw_mro.io.samples import dlib_shape_predictor_path as p; print(p())")
 if [ -n "${SP68_XZ:-}" ]; then  # an xz of the model made earlier (xz -9e takes minutes)
