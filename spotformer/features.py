@@ -261,12 +261,12 @@ def extracted_features(
         frames, fps = int(meta["num_frames"]), float(meta["fps"])
         if (frames, fps) != (planned.frames, planned.fps):
             return f"it has {frames} frames at {fps:g} fps, not {planned.frames} at {planned.fps:g}"
+        missing = [int(i) for i in meta.get("landmark_fallback_frames", [])]
         x = torch.from_numpy(np.load(folder / f"{name}.npy")).to(cfg.device)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable ({exc})"
     from sw_mro.pipeline import FaceContrast, NoseMotion
 
-    missing = [int(i) for i in meta.get("landmark_fallback_frames", [])]
     motion = NoseMotion.from_summary(meta.get("nose_motion"))
     return x, planned.fps, missing, motion, FaceContrast.from_summary(meta.get("face_contrast"))
 
@@ -332,7 +332,8 @@ def dataset_features(
             if motion.large():
                 moved.append((name, motion))
             if motion.jumped():
-                jumped.append(f"{name} (frame {motion.first_jump})")
+                first = motion.first_jump
+                jumped.append(name if first is None else f"{name} (frame {first})")
             if contrast.low():
                 dim.append((name, contrast.median))
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:

@@ -76,15 +76,27 @@ class _Prefixed(logging.Handler):
             self.handleError(record)
 
 
-def _root_prints() -> bool:
-    """Whether the root logger already prints to the terminal (``logging.basicConfig()``
-    before ``main()``): then a second, prefixed copy of each warning is left out (found
-    in review: each printed twice)."""
+def _prints_already(logger: logging.Logger) -> bool:
+    """Whether a warning of ``logger`` already reaches the terminal through a handler the
+    user set up (``logging.basicConfig()`` before ``main()``): one on a stream of
+    stderr/stdout, at WARNING or below, without filters, on the logger or an ancestor it
+    propagates to. Then a second, prefixed copy is left out (found in review: each
+    printed twice); a handler at ERROR, a filter or ``propagate = False`` keep ours."""
     terminal = {id(s) for s in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)}
-    return any(
-        isinstance(h, logging.StreamHandler) and id(getattr(h, "stream", None)) in terminal
-        for h in logging.getLogger().handlers
-    )
+    node: logging.Logger | None = logger
+    while node is not None:
+        for h in node.handlers:
+            if (
+                isinstance(h, logging.StreamHandler)
+                and id(getattr(h, "stream", None)) in terminal
+                and h.level <= logging.WARNING
+                and not h.filters
+            ):
+                return True
+        if not node.propagate:
+            return False
+        node = node.parent
+    return False
 
 
 @contextmanager
@@ -95,11 +107,13 @@ def cli_warnings(write: Callable[[str], None] | None = None) -> Iterator[None]:
     folder was printed bare, and a failed worker start as ``path:line: RuntimeWarning:
     ...`` with its source line). Others' warnings keep Python's format. ``write``: where
     the lines go (a ``--devices`` worker sends them to its parent); by default stderr,
-    above any progress bar. Logged ones are left to the root logger where that already
-    prints to the terminal."""
+    above any progress bar. Logged ones are left to the user's logging where that
+    already prints them to the terminal."""
     out = write or write_line
     handler = _Prefixed(logging.WARNING, out)
-    loggers = [] if write is None and _root_prints() else [logging.getLogger(n) for n in _OURS]
+    loggers = [logging.getLogger(n) for n in _OURS]
+    if write is None:
+        loggers = [lg for lg in loggers if not _prints_already(lg)]
     for lg in loggers:
         lg.addHandler(handler)
     shown = warnings.showwarning

@@ -196,13 +196,17 @@ class NoseMotion:
             out.limit = float(summary["over_px"])
             out.pairs, out.over = int(summary["pairs"]), int(summary["pairs_over"])
             out.max = float(summary["max_px"])
-            if summary.get("jump_px") is not None:
-                out.jump_px = float(summary["jump_px"])
-                out.jumps = int(summary["pairs_over_jump"])
-                first = summary["first_jump_frame"]
-                out.first_jump = None if first is None else int(first)
         except (KeyError, TypeError, ValueError):
-            return cls()
+            out = cls()
+        try:  # apart: a bad jump record keeps the head motion (found in review)
+            jumps = int(summary["pairs_over_jump"])
+            out.jump_px, out.jumps = float(summary["jump_px"]), jumps
+        except (KeyError, TypeError, ValueError):
+            return out
+        try:
+            out.first_jump = int(summary["first_jump_frame"])
+        except (KeyError, TypeError, ValueError):
+            out.first_jump = None  # jumps whose first frame was not recorded
         return out
 
     def jumped(self) -> bool:
@@ -295,8 +299,11 @@ class FaceContrast:
         return float(np.median(v)) if v.size else None
 
     def low(self) -> bool:
+        """Under the limit at the 0.1 level the JSON records, so that features reused
+        from it (:meth:`from_summary`) are judged as they were (found in review: 63.96
+        was low, its record 64.0 was not)."""
         m = self.median
-        return m is not None and m < self.limit
+        return m is not None and round(m, 1) < self.limit
 
     def summary(self) -> dict:
         """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled) and
@@ -1337,9 +1344,9 @@ def _finish_chunks(
             spans = face_contrast(
                 rgb.numpy(), crop_boxes, res.found, start, config.landmark_segment, sampled
             )
-            got = np.flatnonzero(np.isfinite(spans))
-            if got.size:  # a segment split between two chunks is sampled once
-                sampled = (start + int(got[-1])) // config.landmark_segment
+            seen = np.flatnonzero(res.found)  # a segment split by chunks: looked at once,
+            if seen.size:  # sampled or not (a box clipped to a sliver is not; review)
+                sampled = max(sampled, (start + int(seen[-1])) // config.landmark_segment)
             ready = None
             if upload is not None:  # CUDA: upload on a side stream, off the compute stream
                 with torch.cuda.stream(upload):

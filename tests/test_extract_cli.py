@@ -1158,6 +1158,27 @@ def test_warnings_of_device_workers_and_under_a_root_logger_print_once(
     err = capfd.readouterr().err
     lines = [ln for ln in err.splitlines() if said in ln]
     assert lines == [f"WARNING:sw_mro.io.video:{folder}: {said}; frame i is the i-th file"]
+    # A root handler that does not print warnings (errors only, or filtered), or a
+    # logger that does not propagate to it, leaves them to ours (found in review: such
+    # setups lost the warnings).
+    from sw_mro._cli_util import cli_warnings
+
+    log = logging.getLogger("sw_mro.io.video")
+    for setup in ("errors only", "filtered", "not propagated"):
+        handler = logging.StreamHandler(sys.stderr)
+        if setup == "errors only":
+            handler.setLevel(logging.ERROR)
+        elif setup == "filtered":
+            handler.addFilter(lambda record: "keep" in record.getMessage())
+        root.addHandler(handler)
+        logging.getLogger("sw_mro").propagate = setup != "not propagated"
+        try:
+            with cli_warnings():
+                log.warning("a.mp4: %s", setup)
+        finally:
+            root.removeHandler(handler)
+            logging.getLogger("sw_mro").propagate = True
+        assert capfd.readouterr().err.splitlines() == [f"warning: a.mp4: {setup}"], setup
 
 
 def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:

@@ -1171,6 +1171,15 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
     assert FaceContrast.from_summary({**acc.summary(), "median_levels": 50.0}).low()
     assert FaceContrast.from_summary(acc.summary()).median == 70.0
     assert FaceContrast.from_summary(None).median is None
+    # Judged at the 0.1 level the JSON keeps: 63.96 is recorded as 64.0, and is not low
+    # either way (found in review: low when extracted, not when reused).
+    acc = FaceContrast()
+    acc.add(np.array([63.96], np.float32))
+    assert not acc.low() and acc.summary()["median_levels"] == 64.0
+    assert not FaceContrast.from_summary(acc.summary()).low()
+    acc = FaceContrast()
+    acc.add(np.array([63.94], np.float32))
+    assert acc.low() and FaceContrast.from_summary(acc.summary()).low()
 
 
 def test_nose_motion_reads_back_from_its_summary() -> None:
@@ -1190,6 +1199,13 @@ def test_nose_motion_reads_back_from_its_summary() -> None:
     for old in (None, {}, {"over_px": 17.0}):
         empty = NoseMotion.from_summary(old)
         assert not empty.large() and not empty.jumped() and empty.pairs == 0
+    # A bad jump record keeps the head motion; jumps without a first frame still count.
+    head = {k: v for k, v in m.summary().items() if "jump" not in k}
+    for bad in ({"jump_px": 32.0, "pairs_over_jump": None}, {"first_jump_window": 3}):
+        back = NoseMotion.from_summary({**head, **bad})
+        assert back.large() and back.share == 0.05 and not back.jumped()
+    back = NoseMotion.from_summary({**m.summary(), "first_jump_frame": None})
+    assert back.jumped() and back.first_jump is None and back.large()
 
 
 def test_stream_reports_the_face_contrast_of_a_dim_video(carphone: str) -> None:
@@ -1216,3 +1232,31 @@ def test_stream_reports_the_face_contrast_of_a_dim_video(carphone: str) -> None:
     for chunk in sw_mro.stream(frames, dataclasses.replace(cfg, chunk_size=20)):
         acc.add(chunk.face_contrast)
     np.testing.assert_array_equal(acc.values, seen[1.0].values)
+
+
+def test_face_contrast_sampling_does_not_depend_on_the_chunks(
+    carphone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment whose first face box is clipped to a sliver gets no sample, whatever
+    the chunks (found in review: a later chunk sampled another frame of it)."""
+    from sw_mro import pipeline
+
+    real = pipeline.face_contrast
+
+    def sliver_at_0(rgb, boxes, found, start, segment, after=-1):  # noqa: ANN001
+        if start == 0:
+            boxes = boxes.copy()
+            boxes[0] = [0.0, 0.0, 2.0, 2.0]  # frame 0's box: 2 px, not sampled
+        return real(rgb, boxes, found, start, segment, after)
+
+    monkeypatch.setattr(pipeline, "face_contrast", sliver_at_0)
+    frames = open_video(carphone).read(range(64)).numpy()
+    cfg = SWMROConfig(window=3, face_size=64, batch_size=16)
+    got = {}
+    for chunk_size in (64, 20, 10):
+        got[chunk_size] = [
+            c.start + int(i)
+            for c in sw_mro.stream(frames, dataclasses.replace(cfg, chunk_size=chunk_size))
+            for i in np.flatnonzero(np.isfinite(c.face_contrast))
+        ]
+    assert got == {64: [32], 20: [32], 10: [32]}

@@ -1116,6 +1116,11 @@ def test_reused_features_give_the_warnings_extracting_gives(
     err = capsys.readouterr().err
     assert "reused the features of 2 of 2 videos" in err
     assert "grey levels" not in err and "tracked face" not in err
+    # A malformed record is unreadable (extracted again), not a crash (found in review).
+    meta = json.loads((feats / "dim.json").read_text())
+    (feats / "dim.json").write_text(json.dumps({**meta, "landmark_fallback_frames": None}))
+    why = F.extracted_features(feats, F.plan_videos(table, 9)["s1/dim"], cfg)
+    assert isinstance(why, str) and why.startswith("unreadable"), why
 
 
 def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(

@@ -132,7 +132,8 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     except (KeyboardInterrupt, EOFError, OSError):  # Ctrl-C (the whole group), parent gone
         return
     finally:  # EOF for the parent now: it gives the exit a minute, then kills it
-        conn.close()
+        with lock:  # not while a pipeline thread sends a warning (found in review)
+            conn.close()
 
 
 #: Deaths of a device's workers in a row (no input done in between) after which the

@@ -738,13 +738,18 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
 _WARNED: set[tuple[str, str, int, int]] = set()
 
 
-def _first_time(kind: str, path: Path) -> bool:
-    """Whether this process has not yet warned of ``kind`` about ``path`` as it is now
-    (size and modification time): ``train`` and ``spot`` open a video twice (to plan,
-    then to extract), and a warning per opening printed each twice (found in review)."""
+def _first_time(kind: str, path: Path, names: list[str] | None = None) -> bool:
+    """Whether this process has not yet warned of ``kind`` about ``path`` as it is now:
+    a file's size and modification time, or a folder's file ``names`` (what its
+    numbering warnings depend on; a folder's mtime can stay within one clock tick of a
+    change). ``train`` and ``spot`` open a video twice (to plan, then to extract), and
+    a warning per opening printed each twice (found in review)."""
     try:
-        st = path.stat()
-        key = (kind, str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if names is not None:
+            key = (kind, str(path.resolve()), len(names), hash("\0".join(names)))
+        else:
+            st = path.stat()
+            key = (kind, str(path.resolve()), st.st_size, st.st_mtime_ns)
     except OSError:
         key = (kind, str(path), 0, 0)
     if key in _WARNED:
@@ -788,7 +793,7 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
         if m is None:
             return  # not a numbered layout: nothing to check
         nums.append(int(m.group(1)))
-    if not nums or not _first_time("numbering", folder):  # the folder's mtime: its files
+    if not nums or not _first_time("numbering", folder, [f.name for f in files]):
         return
     if nums[0] > 1:  # CAS(ME)^2 img1.jpg and SAMM-LV _0001.jpg start at 1
         log.warning(
