@@ -265,18 +265,23 @@ class FaceContrast:
 
         self.limit = FACE_CONTRAST_WARN_LEVELS
         self._values: list[np.ndarray] = []
-        self._recorded: float | None = None  # the median of a summary (from_summary)
+        self._recorded: dict | None = None  # a summary read back (from_summary)
 
     @classmethod
     def from_summary(cls, summary: dict | None) -> FaceContrast:
         """A video's contrast as :meth:`summary` recorded it (``face_contrast`` in
-        ``sw-mro extract``'s JSON), for :meth:`low` on reused features; no median where
+        ``sw-mro extract``'s JSON), for :meth:`low`, :meth:`summary` and
+        :meth:`describe` on reused features (it has no :attr:`values`); no median where
         ``summary`` is missing or has none (an older JSON, no face sampled)."""
         out = cls()
         try:
-            median = summary["median_levels"]
-            out._recorded = None if median is None else float(median)
-        except (KeyError, TypeError, ValueError):
+            median, low = summary["median_levels"], summary.get("min_levels")
+            out._recorded = {
+                "median_levels": None if median is None else float(median),
+                "min_levels": None if low is None else float(low),
+                "frames": int(summary.get("frames") or 0),
+            }
+        except (KeyError, TypeError, ValueError, AttributeError):
             pass
         return out
 
@@ -294,7 +299,7 @@ class FaceContrast:
     @property
     def median(self) -> float | None:
         if self._recorded is not None:
-            return self._recorded
+            return self._recorded["median_levels"]
         v = self.values
         return float(np.median(v)) if v.size else None
 
@@ -308,6 +313,8 @@ class FaceContrast:
     def summary(self) -> dict:
         """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled) and
         ``warn_below``."""
+        if self._recorded is not None:
+            return {**self._recorded, "warn_below": self.limit}
         v = self.values
         return {
             "median_levels": None if not v.size else round(float(np.median(v)), 1),
@@ -317,9 +324,10 @@ class FaceContrast:
         }
 
     def describe(self) -> str:
+        frames = self.summary()["frames"]
         return (
             f"the face spans only {self.median:.0f} grey levels (1st-99th percentile of the "
-            f"face crop's luma, median of {self.values.size} sampled frames; well-lit faces "
+            f"face crop's luma, median of {frames} sampled frames; well-lit faces "
             "span 150-240): the video is dim or washed out, and Farneback's flow shrinks "
             "with the contrast, so its features are smaller than the same motion gives in "
             f"a well-lit video (about half at {self.limit:g} levels); brighten or stretch "

@@ -1169,8 +1169,12 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
     assert acc.median == 70.0 and not acc.low()
     # Read back from a JSON's record (train --features), or from none.
     assert FaceContrast.from_summary({**acc.summary(), "median_levels": 50.0}).low()
-    assert FaceContrast.from_summary(acc.summary()).median == 70.0
-    assert FaceContrast.from_summary(None).median is None
+    back = FaceContrast.from_summary(json.loads(json.dumps(acc.summary())))
+    assert back.median == 70.0 and back.summary() == acc.summary()
+    low = FaceContrast.from_summary({**acc.summary(), "median_levels": 50.0})
+    assert "50 grey levels" in low.describe() and "5 sampled frames" in low.describe()
+    for old in (None, {}, {"median_levels": "x"}, [], {"median_levels": None}):
+        assert FaceContrast.from_summary(old).median is None, old
     # Judged at the 0.1 level the JSON keeps: 63.96 is recorded as 64.0, and is not low
     # either way (found in review: low when extracted, not when reused).
     acc = FaceContrast()
