@@ -72,6 +72,8 @@ def test_pool_frees_its_shared_memory(astronaut_rgb: np.ndarray) -> None:
     ((res, box),) = pool.run(astronaut_rgb[None], [(0, 1, None)])
     assert res.found[0] and box is not None
     (name,) = pool._all
+    # Named after this process: a block a killed run left is told from others'.
+    assert name.startswith(f"sw_mro_{os.getpid()}_") and len(name) <= 31, name
     pool.run(astronaut_rgb[None], [(0, 1, None)])  # an idle block that fits is reused
     assert list(pool._all) == [name]
     big = np.repeat(astronaut_rgb[None], 3, axis=0)  # a larger chunk replaces the block

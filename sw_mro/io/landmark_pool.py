@@ -29,6 +29,7 @@ import errno
 import itertools
 import mmap
 import os
+import secrets
 import signal
 import threading
 import time
@@ -231,6 +232,24 @@ class Submission:
         return out
 
 
+#: ``/dev/shm`` names of the frame blocks: ``sw_mro_<pid>_<8 hex>``, so that a block left
+#: by a process that was killed (SIGKILL, OOM) can be told from others' and removed:
+#: one whose pid is not running is no one's.
+SHM_PREFIX = "sw_mro_"
+
+
+def _named_block(size: int) -> shared_memory.SharedMemory:
+    """A new shared memory block named ``sw_mro_<pid>_<random>`` (31 characters at most,
+    macOS's limit; Python's own names are ``psm_<random>``)."""
+    for _ in range(100):
+        name = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        try:
+            return shared_memory.SharedMemory(name=name, create=True, size=size)
+        except FileExistsError:  # a name in use: draw again
+            continue
+    raise FileExistsError(errno.EEXIST, "no free shared memory name", name)
+
+
 class DlibProcessPool:
     """``workers`` processes that run dlib tracking segments on shared frames.
 
@@ -266,7 +285,7 @@ class DlibProcessPool:
         """A block of ``nbytes`` whose pages are reserved: in ``/dev/shm``, or as a
         ``memfd`` file once ``/dev/shm`` has been too small."""
         if not self.dev_shm_full:
-            shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+            shm = _named_block(max(nbytes, 1))
             try:
                 _reserve(shm._fd, shm.size)
                 return shm
