@@ -534,6 +534,30 @@ def test_workers_killed_from_outside_are_not_a_failed_start(carphone: str) -> No
         again.close()
 
 
+def test_close_kills_a_worker_that_does_not_end(astronaut_rgb: np.ndarray) -> None:
+    """Found as a 5-minute stall of the suite: a worker that cannot take the executor's
+    end marker (there, one started as the pool broke, waiting on a queue lock a killed
+    worker held; here, one stopped with SIGSTOP) made ``close`` wait for ever, inside
+    CPython's ``shutdown(wait=True)``. It is killed after the grace time now."""
+    import signal
+    import time
+
+    pool = DlibProcessPool(1)
+    pool.run(astronaut_rgb[None], [(0, 1, None)])
+    (proc,) = pool._started.values()
+    os.kill(proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        pool.close(grace=1.0)
+    finally:
+        if proc.is_alive():  # the old close never got here; do not leave it stopped
+            os.kill(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - t0
+    assert not proc.is_alive() and proc.exitcode == -signal.SIGKILL
+    assert took < 30, took  # the grace, then the kill (not a timed target: no hang)
+    assert not pool._all  # its blocks freed
+
+
 @pytest.mark.parametrize(
     ("codes", "want"),
     [

@@ -232,6 +232,11 @@ class Submission:
         return out
 
 
+#: Seconds :meth:`DlibProcessPool.close` gives the workers to end after the executor
+#: told them to (a segment in progress finishes; an idle worker ends at once), before it
+#: kills those left.
+CLOSE_GRACE = 30.0
+
 #: ``/dev/shm`` names of the frame blocks: ``sw_mro_<pid>_<8 hex>``, so that a block left
 #: by a process that was killed (SIGKILL, OOM) can be told from others' and removed:
 #: one whose pid is not running is no one's.
@@ -389,8 +394,26 @@ class DlibProcessPool:
         # is the answer that warns.
         return None if alive else int(signal.SIGTERM)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, grace: float | None = None) -> None:
+        """Shut the workers down and free the blocks. A worker that has not ended
+        ``grace`` seconds (default :data:`CLOSE_GRACE`) after the executor told it to
+        is killed: CPython's own shutdown would wait for it for ever. Found in the test
+        suite (1 run in ~20 of the whole suite, a 5-minute stall): after workers were
+        killed from outside, a worker the executor started as the pool broke escaped its
+        SIGTERM and waited for ever on the call queue's lock, which a killed worker had
+        held; ``shutdown(wait=True)`` never returned, and neither did the extraction."""
+        pool = self._pool
+        manager = pool._executor_manager_thread  # None once shut down, or never used
+        procs = dict(pool._processes or {})
+        pool.shutdown(wait=False, cancel_futures=True)
+        if manager is not None:
+            manager.join(CLOSE_GRACE if grace is None else grace)
+            if manager.is_alive():  # the executor's own list, as it is now
+                procs.update(getattr(manager, "processes", None) or {})
+                for proc in [*procs.values(), *self._started.values()]:
+                    if proc.is_alive():
+                        proc.kill()
+                manager.join(CLOSE_GRACE)  # it was joining them: ends once they are reaped
         with self._lock:
             for shm in list(self._all.values()):
                 self._free(shm)
