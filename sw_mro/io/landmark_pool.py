@@ -398,10 +398,11 @@ class DlibProcessPool:
         """Shut the workers down and free the blocks. A worker that has not ended
         ``grace`` seconds (default :data:`CLOSE_GRACE`) after the executor told it to
         is killed: CPython's own shutdown would wait for it for ever. Found in the test
-        suite (1 run in ~20 of the whole suite, a 5-minute stall): after workers were
-        killed from outside, a worker the executor started as the pool broke escaped its
-        SIGTERM and waited for ever on the call queue's lock, which a killed worker had
-        held; ``shutdown(wait=True)`` never returned, and neither did the extraction."""
+        suite (a 5-minute stall, pytest-timeout's dump): after workers were killed from
+        outside, the executor's thread waited for ever on a worker process that did not
+        end (most likely one started as the pool broke, which escaped its SIGTERM and
+        waited on the call queue's lock a killed worker had held), and so did
+        ``shutdown(wait=True)`` and the extraction."""
         pool = self._pool
         manager = pool._executor_manager_thread  # None once shut down, or never used
         procs = dict(pool._processes or {})
