@@ -1081,6 +1081,19 @@ def test_ctrl_c_while_landmark_workers_start(carphone_copy: Path, tmp_path: Path
     assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
 
 
+def _gap_folder(clip: Path, folder: Path) -> Path:
+    """``clip``'s first 12 frames as img1..img6, img8..img13: a gap in the numbering."""
+    import cv2
+
+    from sw_mro.io.video import open_video
+
+    folder.mkdir()
+    for i, f in enumerate(open_video(clip).read(range(12)).numpy()):
+        n = i + 1 if i < 6 else i + 2
+        cv2.imwrite(str(folder / f"img{n}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return folder
+
+
 def test_logged_and_raised_warnings_print_as_the_commands_do(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], recwarn
 ) -> None:
@@ -1092,16 +1105,9 @@ def test_logged_and_raised_warnings_print_as_the_commands_do(
     import logging
     import warnings
 
-    import cv2
-
     from sw_mro._cli_util import cli_warnings
-    from sw_mro.io.video import open_video
 
-    folder = tmp_path / "gap"
-    folder.mkdir()
-    for i, f in enumerate(open_video(short_clip).read(range(12)).numpy()):
-        n = i + 1 if i < 6 else i + 2  # img1..img6, img8..img13
-        cv2.imwrite(str(folder / f"img{n}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    folder = _gap_folder(short_clip, tmp_path / "gap")
     capsys.readouterr()
     assert main(["extract", str(folder), "--out-dir", str(tmp_path / "o"), *ARGS]) == 0
     err = capsys.readouterr().err
@@ -1137,22 +1143,8 @@ def test_warnings_of_device_workers_and_under_a_root_logger_print_once(
     import logging
     import sys
 
-    import cv2
-
-    from sw_mro.io.video import open_video
-
-    frames = open_video(short_clip).read(range(12)).numpy()
-
-    def gap_folder(name: str) -> Path:  # a new folder each time: warned once per folder
-        folder = tmp_path / name
-        folder.mkdir()
-        for i, f in enumerate(frames):
-            n = i + 1 if i < 6 else i + 2  # img1..img6, img8..img13
-            cv2.imwrite(str(folder / f"img{n}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        return folder
-
     said = "frame numbers jump from 6 to 8 at img8.png"
-    folder = gap_folder("workers")
+    folder = _gap_folder(short_clip, tmp_path / "workers")  # new each time: warned once
     capfd.readouterr()
     argv = ["extract", str(folder), "--out-dir", str(tmp_path / "o"), *ARGS]
     assert main([*argv, "--devices", "cpu,cpu"]) == 0
@@ -1165,7 +1157,7 @@ def test_warnings_of_device_workers_and_under_a_root_logger_print_once(
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     root.addHandler(handler)
     try:
-        folder = gap_folder("rooted")
+        folder = _gap_folder(short_clip, tmp_path / "rooted")
         capfd.readouterr()
         assert main(["extract", str(folder), "--out-dir", str(tmp_path / "r"), *ARGS]) == 0
     finally:

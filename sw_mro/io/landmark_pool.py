@@ -403,14 +403,12 @@ class DlibProcessPool:
         end (most likely one started as the pool broke, which escaped its SIGTERM and
         waited on the call queue's lock a killed worker had held), and so did
         ``shutdown(wait=True)`` and the extraction."""
-        pool = self._pool
-        manager = pool._executor_manager_thread  # None once shut down, or never used
-        procs = dict(pool._processes or {})
-        pool.shutdown(wait=False, cancel_futures=True)
+        manager = self._pool._executor_manager_thread  # None if never used or shut down
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if manager is not None:
             manager.join(CLOSE_GRACE if grace is None else grace)
-            if manager.is_alive():  # the executor's own list, as it is now
-                procs.update(getattr(manager, "processes", None) or {})
+            if manager.is_alive():  # kill what it waits for: its own list, as it is now
+                procs = getattr(manager, "processes", None) or {}
                 for proc in [*procs.values(), *self._started.values()]:
                     if proc.is_alive():
                         proc.kill()
