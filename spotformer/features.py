@@ -149,7 +149,7 @@ def video_features(
         if fallback is not None:
             fallback.extend(c.fallback_frames)
         if contrast is not None:
-            contrast.add(c.face_contrast)
+            contrast.add(c.face_contrast, c.start)
         if bar is not None:
             bar.update(int(c.features.shape[0]))
     return torch.cat(chunks), float(src.info.fps)
@@ -301,7 +301,7 @@ def dataset_features(
     moved: list[tuple[str, NoseMotion]] = []
     faceless: list[tuple[str, float]] = []  # videos over the share of frames without a face
     jumped: list[str] = []  # videos whose tracked face changed within a clip
-    dim: list[tuple[str, float]] = []  # videos whose face spans few grey levels
+    dim: list[tuple[str, FaceContrast]] = []  # videos whose face spans few grey levels
     with tqdm(
         total=total, unit="frame", desc="SW-MRO", disable=not progress, file=sys.stderr
     ) as bar:
@@ -334,8 +334,8 @@ def dataset_features(
             if motion.jumped():
                 first = motion.first_jump
                 jumped.append(name if first is None else f"{name} (frame {first})")
-            if contrast.low():
-                dim.append((name, contrast.median))
+            if contrast.warns():
+                dim.append((name, contrast))
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
     out.seconds = time.perf_counter() - t0
@@ -368,10 +368,10 @@ def dataset_features(
     if dim:
         print(
             f"spotformer: warning: in {len(dim)} of {len(plan)} videos the face spans fewer "
-            f"than {FaceContrast().limit:g} grey levels (1st-99th percentile): "
-            f"{_first_8([f'{n} ({m:.0f})' for n, m in dim])}; dim or washed-out "
-            "video: Farneback's flow, and so the features, shrink with the contrast; "
-            "brighten or stretch those videos first (docs/io.md, 'Contrast')",
+            f"than {FaceContrast().limit:g} grey levels (1st-99th percentile), at the "
+            f"median or in a stretch: {_first_8([f'{n} ({c.short()})' for n, c in dim])}; "
+            "dim or washed-out video: Farneback's flow, and so the features, shrink with "
+            "the contrast; brighten or stretch those videos first (docs/io.md, 'Contrast')",
             file=sys.stderr,
         )
     if moved and not cfg.align_from_landmarks:

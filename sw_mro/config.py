@@ -131,6 +131,13 @@ LANDMARK_FALLBACK_WARN_SHARE = 0.10
 #: x0.33, where the features are about half.
 FACE_CONTRAST_WARN_LEVELS = 64.0
 
+#: Sampled frames (one per 32-frame landmark segment) under
+#: :data:`FACE_CONTRAST_WARN_LEVELS` from which a video whose median is above it is
+#: warned about too: a stretch over two or more segments (about 1 s at 30 fps) where the
+#: light was turned down or the camera's exposure went wrong, whose features are smaller
+#: than the rest's. One such frame alone is not warned about.
+FACE_CONTRAST_DIM_FRAMES = 2
+
 #: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The
 #: default: 4 equal sectors from 0 degrees (edges on the image axes).
 EQUAL_EDGES: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)

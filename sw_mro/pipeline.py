@@ -255,24 +255,32 @@ class NoseMotion:
 
 class FaceContrast:
     """The contrast of one video's face: add each chunk's
-    :attr:`FeatureChunk.face_contrast`; :meth:`low` says whether the median span is
+    :attr:`FeatureChunk.face_contrast`. :meth:`low` says whether the median span is
     under :data:`~sw_mro.config.FACE_CONTRAST_WARN_LEVELS` grey levels, where the flow
-    features shrink by about half or more (``sw-mro extract``, ``spotformer train`` and
-    ``spotformer spot`` warn). Keeps one value per landmark segment (32 frames)."""
+    features shrink by about half or more; :meth:`dim_stretch` whether, the median
+    being fine, at least :data:`~sw_mro.config.FACE_CONTRAST_DIM_FRAMES` sampled frames
+    are under it (a light turned down for a while in a long video: those windows'
+    features are smaller than the rest's). ``sw-mro extract``, ``spotformer train`` and
+    ``spotformer spot`` warn of either (:meth:`warns`). Keeps one value per landmark
+    segment (32 frames)."""
 
     def __init__(self) -> None:
-        from sw_mro.config import FACE_CONTRAST_WARN_LEVELS  # read now (tests)
+        from sw_mro.config import FACE_CONTRAST_DIM_FRAMES, FACE_CONTRAST_WARN_LEVELS
 
-        self.limit = FACE_CONTRAST_WARN_LEVELS
+        self.limit = FACE_CONTRAST_WARN_LEVELS  # read now (tests)
+        self.dim_frames = FACE_CONTRAST_DIM_FRAMES
         self._values: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = []  # the sampled frames (output frame numbers)
         self._recorded: dict | None = None  # a summary read back (from_summary)
 
     @classmethod
     def from_summary(cls, summary: dict | None) -> FaceContrast:
         """A video's contrast as :meth:`summary` recorded it (``face_contrast`` in
-        ``sw-mro extract``'s JSON), for :meth:`low`, :meth:`summary` and
-        :meth:`describe` on reused features (it has no :attr:`values`); no median where
-        ``summary`` is missing or has none (an older JSON, no face sampled)."""
+        ``sw-mro extract``'s JSON), for :meth:`low`, :meth:`dim_stretch`,
+        :meth:`summary` and :meth:`describe` on reused features (it has no
+        :attr:`values`); no median where ``summary`` is missing or has none (an older
+        JSON, no face sampled), and no dim stretch where it has no count of frames
+        below the limit (a JSON before that count)."""
         out = cls()
         try:
             median, low = summary["median_levels"], summary.get("min_levels")
@@ -282,19 +290,36 @@ class FaceContrast:
                 "frames": int(summary.get("frames") or 0),
             }
         except (KeyError, TypeError, ValueError, AttributeError):
+            return out
+        try:
+            below = summary["frames_below"]
+            first, last = summary["first_frame_below"], summary["last_frame_below"]
+            out._recorded.update(
+                frames_below=int(below),
+                first_frame_below=None if first is None else int(first),
+                last_frame_below=None if last is None else int(last),
+            )
+        except (KeyError, TypeError, ValueError):
             pass
         return out
 
-    def add(self, spans: np.ndarray | None) -> None:
-        """Add a chunk's :attr:`FeatureChunk.face_contrast` (NaN where not sampled)."""
+    def add(self, spans: np.ndarray | None, start: int = 0) -> None:
+        """Add a chunk's :attr:`FeatureChunk.face_contrast` (NaN where not sampled;
+        the chunk's first frame is ``start``, :attr:`FeatureChunk.start`)."""
         if spans is not None:
-            got = spans[np.isfinite(spans)]
-            if got.size:
-                self._values.append(got.astype(np.float32))
+            at = np.flatnonzero(np.isfinite(spans))
+            if at.size:
+                self._values.append(spans[at].astype(np.float32))
+                self._frames.append(at + int(start))
 
     @property
     def values(self) -> np.ndarray:
         return np.concatenate(self._values) if self._values else np.zeros(0, np.float32)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The frames :attr:`values` were sampled at (output frame numbers)."""
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.int64)
 
     @property
     def median(self) -> float | None:
@@ -304,34 +329,82 @@ class FaceContrast:
         return float(np.median(v)) if v.size else None
 
     def low(self) -> bool:
-        """Under the limit at the 0.1 level the JSON records, so that features reused
-        from it (:meth:`from_summary`) are judged as they were (found in review: 63.96
-        was low, its record 64.0 was not)."""
+        """The median under the limit, at the 0.1 level the JSON records, so that
+        features reused from it (:meth:`from_summary`) are judged as they were (found
+        in review: 63.96 was low, its record 64.0 was not)."""
         m = self.median
         return m is not None and round(m, 1) < self.limit
 
-    def summary(self) -> dict:
-        """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled) and
-        ``warn_below``."""
+    def below(self) -> tuple[int, int | None, int | None]:
+        """The sampled frames under the limit (at the 0.1 level): how many, the first
+        and the last (None: none, or not recorded)."""
         if self._recorded is not None:
-            return {**self._recorded, "warn_below": self.limit}
+            r = self._recorded
+            return r.get("frames_below", 0), r.get("first_frame_below"), r.get("last_frame_below")
+        under = np.round(self.values, 1) < self.limit
+        at = self.frames[under]
+        if not at.size:
+            return 0, None, None
+        return int(at.size), int(at[0]), int(at[-1])
+
+    def dim_stretch(self) -> bool:
+        """The median fine, but at least ``dim_frames`` sampled frames under the limit."""
+        return not self.low() and self.below()[0] >= self.dim_frames
+
+    def warns(self) -> bool:
+        return self.low() or self.dim_stretch()
+
+    def summary(self) -> dict:
+        """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled),
+        ``frames_below`` (sampled frames under the limit), ``first_frame_below``,
+        ``last_frame_below`` and ``warn_below``."""
+        below, first, last = self.below()
+        tail = {
+            "frames_below": below,
+            "first_frame_below": first,
+            "last_frame_below": last,
+            "warn_below": self.limit,
+        }
+        if self._recorded is not None:
+            r = self._recorded
+            head = {k: r[k] for k in ("median_levels", "min_levels", "frames")}
+            if "frames_below" not in r:  # an older record: no count to give
+                tail = {"warn_below": self.limit}
+            return {**head, **tail}
         v = self.values
         return {
             "median_levels": None if not v.size else round(float(np.median(v)), 1),
             "min_levels": None if not v.size else round(float(v.min()), 1),
             "frames": int(v.size),
-            "warn_below": self.limit,
+            **tail,
         }
+
+    def short(self) -> str:
+        """A few words for a list of videos (``spotformer train``)."""
+        if self.low():
+            return f"median {self.median:.0f}"
+        below, first, last = self.below()
+        return f"{below} of {self.summary()['frames']} sampled frames, frames {first}-{last}"
 
     def describe(self) -> str:
         frames = self.summary()["frames"]
+        if self.low():
+            return (
+                f"the face spans only {self.median:.0f} grey levels (1st-99th percentile of "
+                f"the face crop's luma, median of {frames} sampled frames; well-lit faces "
+                "span 150-240): the video is dim or washed out, and Farneback's flow "
+                "shrinks with the contrast, so its features are smaller than the same "
+                f"motion gives in a well-lit video (about half at {self.limit:g} levels); "
+                "brighten or stretch the video first (docs/io.md, 'Contrast')"
+            )
+        below, first, last = self.below()
         return (
-            f"the face spans only {self.median:.0f} grey levels (1st-99th percentile of the "
-            f"face crop's luma, median of {frames} sampled frames; well-lit faces "
-            "span 150-240): the video is dim or washed out, and Farneback's flow shrinks "
-            "with the contrast, so its features are smaller than the same motion gives in "
-            f"a well-lit video (about half at {self.limit:g} levels); brighten or stretch "
-            "the video first (docs/io.md, 'Contrast')"
+            f"the face spans fewer than {self.limit:g} grey levels (1st-99th percentile of "
+            f"the face crop's luma) in {below} of {frames} sampled frames (one per 32), "
+            f"from frame {first} to frame {last}, against a median of {self.median:.0f}: "
+            "a dim or washed-out stretch, where Farneback's flow shrinks with the "
+            "contrast, so the features there are smaller than the same motion gives in "
+            "the rest of the video; brighten or stretch it first (docs/io.md, 'Contrast')"
         )
 
 

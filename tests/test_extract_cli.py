@@ -637,6 +637,32 @@ def test_a_dim_video_is_warned_about(
     assert plain["frames"] == 1 and plain["median_levels"] > 150
 
 
+def test_a_dim_stretch_of_a_bright_video_is_warned_about(
+    carphone: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Carphone (120 frames) with frames 50-119 at 0.3 of their intensity (a light
+    turned down): the median of the four sampled frames (0, 32, 64, 96) is fine, but
+    two are under 64 grey levels, and the warning names them (before, only the median
+    was looked at, and this said nothing). The JSON records the count and the frames."""
+    from sw_mro.io.video import open_video
+    from sw_mro.io.writer import write_video
+
+    frames = open_video(carphone).read(range(120)).numpy()
+    frames[50:] = np.round(frames[50:] * 0.3).astype(np.uint8)
+    video = write_video(tmp_path / "dusk.mp4", frames)
+    out = tmp_path / "out"
+    assert main(["extract", str(video), "--out-dir", str(out), *ARGS]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "grey levels" in ln]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"warning: {video}: the face spans fewer than 64 grey levels")
+    contrast = json.loads((out / "dusk.json").read_text())["face_contrast"]
+    assert contrast["frames"] == 4 and contrast["median_levels"] > 64, contrast
+    assert (contrast["frames_below"], contrast["first_frame_below"]) == (2, 64)
+    last = contrast["last_frame_below"]  # segment 96-119's first frame with a face
+    assert 96 <= last < 120 and contrast["min_levels"] < 64
+    assert f"in 2 of 4 sampled frames (one per 32), from frame 64 to frame {last}," in said[0]
+
+
 def test_large_head_motion_suggests_align_from_landmarks(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:

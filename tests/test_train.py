@@ -1012,7 +1012,8 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     """Videos where over 1 % of the frame pairs moved the nose beyond 17 px are named
     once, after extraction, with the advice to use --align-from-landmarks (not when it
     is on); the others are not. So are videos with no face in over 10 % of their
-    frames, and videos whose face spans under 64 grey levels."""
+    frames, and videos whose face spans under 64 grey levels, at the median or in two or
+    more sampled frames."""
     import spotformer.features as F
     import sw_mro
     from spotformer.data.table import AnnotationTable, VideoRef
@@ -1029,7 +1030,10 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
         contrast=None,
     ):
         m = np.zeros((20, 17), np.float32)
-        contrast.add(np.array([np.nan, 41.0 if Path(path).stem == "still" else 64.0]))
+        if Path(path).stem == "still":
+            contrast.add(np.array([np.nan, 41.0]))
+        else:  # median 64 (not under 64), with a dim stretch at frames 1-2
+            contrast.add(np.array([64.0, 50.0, 55.0, 200.0, 190.0]))
         if Path(path).stem == "shaky":
             m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
             m[4, 16] = 200.0  # and one over half the 256 px crop: the face jumped
@@ -1059,8 +1063,9 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     assert "no face in over 10 % of the frames of 1 of 2 videos: s2/still (15 %)" in faceless
     assert "s1/shaky" not in faceless
     dim = next(ln for ln in err.splitlines() if "grey levels" in ln)
-    assert dim.startswith("spotformer: warning: in 1 of 2 videos the face spans fewer than 64")
-    assert "s2/still (41)" in dim and "s1/shaky" not in dim  # 64 is not under 64
+    assert dim.startswith("spotformer: warning: in 2 of 2 videos the face spans fewer than 64")
+    assert "s2/still (median 41)" in dim  # and 64 is not under 64, but a stretch is:
+    assert "s1/shaky (2 of 5 sampled frames, frames 1-2)" in dim, dim
     F.dataset_features(
         table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
     )

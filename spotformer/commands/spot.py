@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
                 f"spotformer spot: warning: {args.video}: {motion.describe_jumps()}",
                 file=sys.stderr,
             )
-        if contrast.low():
+        if contrast.warns():
             print(
                 f"spotformer spot: warning: {args.video}: {contrast.describe()}",
                 file=sys.stderr,

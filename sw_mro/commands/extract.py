@@ -562,7 +562,7 @@ def _extract_locked(
                 host, copied = _to_host(chunk.features)
                 pending.append((chunk, host, copied))
                 motion.add(chunk.nose_motion, chunk.start)
-                contrast.add(chunk.face_contrast)
+                contrast.add(chunk.face_contrast, chunk.start)
                 while len(pending) > (0 if copied is None else 1):
                     done(_write_chunk(out, *pending.pop(0), fallback, stages))
             for item in pending:
@@ -620,7 +620,7 @@ def _extract_locked(
         )
     if motion.jumped():
         msg += f"\nwarning: {src_path}: {motion.describe_jumps()}"
-    if contrast.low():
+    if contrast.warns():
         msg += f"\nwarning: {src_path}: {contrast.describe()}"
     if not cfg.align_from_landmarks and motion.large():
         msg += f"\nhint: {src_path}: {motion.describe(cfg.face_size)}; {NoseMotion.ADVICE}"
