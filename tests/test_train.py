@@ -325,6 +325,42 @@ def test_val_selection_never_looks_at_the_test_subject(tmp_path: Path, data, mon
         train_fold(two, "s0", cfg, tmp_path / "g", progress=False)
 
 
+def test_training_batches_hold_only_the_training_subjects(tmp_path: Path, monkeypatch) -> None:
+    """LOSO: every frame a fold's batches are cut from belongs to a training subject,
+    never to the held-out subject nor, with ``selection="val"``, to the validation
+    subject (only ever predicted), and every training subject is trained on; neutral segments on, so frames outside the expressions are drawn too. Checked on
+    the indices the batches are cut from, mapped to subjects through the videos'
+    frame ranges."""
+    four = SpottingData.build(*fake_dataset(subjects=4))
+    owner = [""] * int(four.features.shape[0])
+    for v in four.videos:
+        owner[v.start : v.start + v.frames] = [v.subject] * v.frames
+    drawn: list[set[str]] = []
+    predicted: list[set[str]] = []
+    real_frames, real_spot = T.training_frames, T.spot_videos
+
+    def frames_spy(*args, **kwargs):
+        out = real_frames(*args, **kwargs)
+        drawn.append({owner[int(i)] for i in out})
+        return out
+
+    def spot_spy(model, d, videos, cfg):
+        predicted.append({v.subject for v in videos})
+        return real_spot(model, d, videos, cfg)
+
+    monkeypatch.setattr(T, "training_frames", frames_spy)
+    monkeypatch.setattr(T, "spot_videos", spot_spy)
+    for selection, test in (("fixed", "s1"), ("val", "s2")):
+        drawn.clear(), predicted.clear()
+        cfg = tiny_cfg(selection=selection, epochs=2, neutral_segments=0.5)
+        train_fold(four, test, cfg, tmp_path / selection, progress=False)
+        assert len(drawn) == 2 and predicted[-1] == {test}  # 2 epochs; then the test
+        val = set().union(*predicted[:-1])  # the validation passes' subjects, if any
+        assert len(val) == (selection == "val") and test not in val
+        expected = set(four.subjects) - {test} - val
+        assert drawn == [expected, expected], (selection, drawn, val)
+
+
 def test_training_lowers_the_loss(tmp_path: Path, data, monkeypatch) -> None:
     losses: list[float] = []
     real = T.spotting_loss
