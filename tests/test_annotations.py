@@ -57,6 +57,8 @@ CAS_EXPECTED = [
     Expression("s16", "s16/16_0102", 200, 214, 229, "macro"),
     # apex -1 -> (300 + 311) // 2 = 305.
     Expression("s16", "s16/16_0401", 299, 304, 310, "micro"),
+    # apex 70 past offset 60: kept (MEGC counts every row), apex moved to the offset.
+    Expression("s15", "s15/15_0502", 49, 59, 59, "macro"),
     Expression("s16", "s16/16_0502", 89, 94, 98, "macro"),
 ]
 
@@ -91,12 +93,16 @@ def test_casme2_rows(cas_xlsx: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
         (5, "two or more of onset/apex/offset missing"),
         (6, "two or more of onset/apex/offset missing"),
-        (8, "need onset <= apex <= offset after filling"),
     ]
     assert all("CASFEcode_final" in d.source and cas_xlsx.name in d.source for d in table.dropped)
     assert "onset=400, apex=0, offset=0" in table.dropped[0].reason
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 3 and "row 5 dropped" in warned[0]
+    assert warned[2] == (
+        f"{cas_xlsx} [CASFEcode_final] row 8: apex 70 is outside onset 50 - offset 60: "
+        "kept, with the apex at 60 (the MEGC protocol counts every row by its onset and "
+        "offset)"
+    )
     assert table.subjects == ["s15", "s16"]
     assert table.sources == {}
 
@@ -349,7 +355,7 @@ def test_samm_rows_subsample_7(samm_xlsx: Path, caplog: pytest.LogCaptureFixture
     assert table.expressions == SAMM_EXPECTED_7
     assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
         (14, "two or more of onset/apex/offset missing"),
-        (18, "need onset <= apex <= offset after filling"),
+        (18, "need onset <= offset after filling"),
     ]
     assert sum("dropped" in r.getMessage() for r in caplog.records) == 2
     assert table.videos == ["006_1", "007_3", "007_5"]
@@ -587,7 +593,7 @@ def test_casme2_repeated_row_is_kept_and_reported(
         *CAS_EXPECTED,
         Expression("s15", "s15/15_0101", 556, 569, 607, "macro"),
     ]
-    assert [d.row for d in table.dropped] == [5, 6, 8]  # SPEC's rule only
+    assert [d.row for d in table.dropped] == [5, 6]  # SPEC's rule only
     assert caplog.records[-1].getMessage() == (
         f"{xlsx} [CASFEcode_final] row 10 repeats row 1 (same video 's15/15_0101', "
         "onset 557, offset 608 and type macro; apex 570 here, 572 there): kept, so this "

@@ -23,7 +23,11 @@ negative frame, such as SAMM's apex -1, is *missing*):
 - offset missing -> offset = apex;
 - apex missing -> apex = (onset + offset) // 2 (floor, in the file's own frames);
 - onset missing, or two or more of onset/apex/offset missing -> the row is dropped;
-- onset <= apex <= offset violated after filling -> the row is dropped.
+- offset < onset after filling -> the row is dropped;
+- an apex outside [onset, offset] after filling -> the row is **kept** and the apex moved
+  to the nearer end, with a warning: the MEGC protocol scores every row by its onset and
+  offset, so dropping it would change the data set's counts of ground truths (the apex
+  only places the labels' apex target).
 
 **CAS(ME)^2** (:func:`load_casme2`), file ``CAS(ME)^2code_final.xlsx``, no header rows:
 
@@ -250,9 +254,11 @@ def _number(v: Any, path: Path, sheet: str | None, row: int, column: str) -> flo
 
 
 def _fill_missing(
-    onset: float | None, apex: float | None, offset: float | None
+    onset: float | None, apex: float | None, offset: float | None, where: str
 ) -> tuple[float, float, float] | str:
-    """SPEC.md section 1 missing-value rules on 1-based frames; a str is a drop reason."""
+    """SPEC.md section 1 missing-value rules on 1-based frames; a str is a drop reason.
+    An apex outside ``[onset, offset]`` is moved to the nearer end, with a warning that
+    names ``where`` (the file, sheet and row): the row is kept."""
 
     def missing(x: float | None) -> bool:
         return x is None or x < 1  # 1-based: blank, 0 and -1 (SAMM's apex) mean missing
@@ -269,8 +275,20 @@ def _fill_missing(
     elif missing(apex):
         apex = (onset + offset) // 2
     assert apex is not None and offset is not None
+    if offset < onset:
+        return f"need onset <= offset after filling ({shown})"
     if not onset <= apex <= offset:
-        return f"need onset <= apex <= offset after filling ({shown})"
+        # Kept (found in review): the MEGC protocol scores every annotation row by its
+        # onset-offset interval, which this row has; dropping it for its apex would
+        # change the data set's counts of ground truths. The apex only places the
+        # labels' apex target.
+        moved = min(max(apex, onset), offset)
+        log.warning(
+            "%s: apex %s is outside onset %s - offset %s: kept, with the apex at %s "
+            "(the MEGC protocol counts every row by its onset and offset)",
+            where, _fmt(apex), _fmt(onset), _fmt(offset), _fmt(moved),
+        )  # fmt: skip
+        apex = moved
     return onset, apex, offset
 
 
@@ -446,7 +464,7 @@ def load_casme2(xlsx: str | os.PathLike, root: str | os.PathLike | None = None) 
         if _blank(_cell(row, 7)):
             formulas.check_blank(r, 7, "the type")
         kind = _kind(_cell(row, 7), xlsx, CAS_SHEET, r, "column H")
-        filled = _fill_missing(*frames)
+        filled = _fill_missing(*frames, where=f"{source} row {r}")
         if isinstance(filled, str):
             _drop(table, source, r, filled)
             continue
@@ -534,7 +552,7 @@ def load_samm(
         if _blank(_cell(row, col["type"])):
             formulas.check_blank(r, col["type"], "Type")
         kind = _kind(_cell(row, col["type"]), xlsx, SAMM_SHEET, r, "column Type")
-        filled = _fill_missing(*frames)
+        filled = _fill_missing(*frames, where=f"{source} row {r}")
         if isinstance(filled, str):
             _drop(table, source, r, filled)
             continue
