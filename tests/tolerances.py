@@ -32,8 +32,12 @@ TOL: dict[str, float] = {
     # of pixels move, so only the max and the mean see them. Checked on a mutated copy:
     # with the old bounds (0.01 / 0.05) all 16 torch parity tests pass; with these, R1 in
     # float32 fails 3 (max 0.39-0.74 px) and float32 x sums fail 1: carphone/bump-2px at
-    # 256 px, OpenCV-doc, box (max 1.55 px), the chaotic pair below, which is why its
-    # exception names numba and native only and torch keeps the plain bounds there.
+    # 256 px, OpenCV-doc, box (max 1.55 px), the chaotic pair below. That pair's
+    # exception named numba and native only, to keep that check, until a VM with another
+    # CPU (AMD EPYC, 2026-11-28) gave cv2 another outcome there, 1.50 px from the correct
+    # torch engine's (torch, numba and native within 0.21 px of each other): the
+    # exception now names torch too, and the float32 x sums are no longer caught by the
+    # parity tests (the torch source keeps them in float64, commented).
     "flow_parity_mean": 2e-4,
     "flow_parity_p99": 5e-3,
     "flow_parity_max": 0.05,
@@ -41,10 +45,13 @@ TOL: dict[str, float] = {
     # itself under +-1e-4 grey-level noise of the float input (OpenCV's discontinuous
     # out-of-bounds rule, docs/farneback.md) and an engine lands on another of cv2's
     # outcomes. Only the bounds named here change; p99 stays flow_parity_p99.
-    # carphone/bump-2px, 256 px, OpenCV-doc params, box window, numba and native: the
+    # carphone/bump-2px, 256 px, OpenCV-doc params, box window, every CPU engine: the
     # bottom rows; cv2 vs itself up to 1.41 px; measured max 1.41 px (numba) and 1.55 px
-    # (native), mean 5.7e-4 / 5.4e-4 (p99 1.0e-5 / 7.6e-6). torch: 3.8e-5 px max, no
-    # exception.
+    # (native), mean 5.7e-4 / 5.4e-4 (p99 1.0e-5 / 7.6e-6); torch 3.8e-5 px max on that
+    # VM. On an AMD EPYC VM (2026-11-28; cv2 dispatching AVX512-SKX) cv2 lands elsewhere:
+    # torch 1.504 px (mean 5.26e-4), numba 1.411, native 1.552; the clean cv2 moves by
+    # 0.30-1.56 px under +-1e-4 noise, and in 2 of 6 noise draws lands within 0.12-0.31 px
+    # of each engine.
     "flow_parity_chaotic_max": 2.0,
     "flow_parity_chaotic_mean": 1e-3,
     # astronaut/bump-2px, 128 px, SPEC, Gaussian window, native only: x = 0..2, rows
