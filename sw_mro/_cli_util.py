@@ -8,6 +8,7 @@ Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -20,30 +21,57 @@ from contextlib import contextmanager
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, ``docker stop``, a scheduler), raised like Ctrl-C so that the
-    same cleanup runs: temp and lock files removed, worker processes and their shared
-    memory ended (found in review: SIGTERM left all of them)."""
+    """SIGTERM (``timeout``, ``docker stop``, a scheduler) or SIGHUP (the terminal or the
+    ssh connection closed), raised like Ctrl-C so that the same cleanup runs: temp and
+    lock files removed, worker processes and their shared memory ended (found in review:
+    SIGTERM left all of them; later SIGHUP did, and multiprocessing's resource tracker,
+    which ignores only SIGINT and SIGTERM, died with the group and freed nothing)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _terminating_signals() -> list[int]:
+    """SIGTERM, and SIGHUP where the process does not ignore it (``nohup`` sets it to
+    ignored: such a run goes on after its terminal closes, as asked)."""
+    out = [signal.SIGTERM]
+    hup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+        out.append(hup)
+    return out
 
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """In the main thread: the first SIGTERM raises :class:`Terminated`; a second one
-    acts as before (by default, ends the process at once)."""
+    """In the main thread: the first SIGTERM or SIGHUP (unless ignored) raises
+    :class:`Terminated`; a second one acts as before (by default, ends the process at
+    once)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    restore = signal.SIG_DFL if previous is None else previous
+    signums = _terminating_signals()
+    restore = {}
+    for s in signums:
+        previous = signal.getsignal(s)
+        restore[s] = signal.SIG_DFL if previous is None else previous
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, restore)
-        raise Terminated()
+    def on_signal(signum: int, frame: object) -> None:
+        for s in signums:
+            signal.signal(s, restore[s])
+        raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    for s in signums:
+        signal.signal(s, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, restore)
+        for s in signums:
+            signal.signal(s, restore[s])
 
 
 #: The packages whose logged and ``warnings.warn`` warnings a command prints in its own
@@ -174,11 +202,13 @@ def dispatch(
     try:
         with terminate_as_interrupt(), cli_warnings():
             return int(module.run(args) or 0)
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback; outputs are atomic
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: no traceback; outputs are atomic
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"\n{prog} {ns.command}: {what}{'; ' + hint if hint else ''}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        ended = isinstance(exc, Terminated)
+        what = f"terminated ({exc.name})" if ended else "interrupted"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+            print(f"\n{prog} {ns.command}: {what}{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 128 + exc.signum if ended else 130
 
 
 def no_cuda_reason() -> str:

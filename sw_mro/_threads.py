@@ -99,19 +99,39 @@ def signals_blocked(*signums: int) -> Iterator[None]:
     a KeyboardInterrupt traceback per worker). In this process the signal goes to
     another thread, or arrives when unblocked.
 
-    multiprocessing's resource tracker is started first: starting it (with the first
-    spawned process) unblocks SIGINT and SIGTERM in the calling thread."""
+    multiprocessing's resource tracker is started first (:func:`ensure_resource_tracker`):
+    starting it (with the first spawned process) unblocks SIGINT and SIGTERM in the
+    calling thread."""
     import signal
 
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
         yield
         return
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
+    ensure_resource_tracker()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
     try:
         yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def ensure_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, if it is not running, with SIGHUP
+    blocked: it ignores SIGINT and SIGTERM by itself, but a SIGHUP to the process group
+    (the terminal or the ssh connection closed) ended it, so the shared memory and
+    semaphores it would free after a kill stayed, and unregistering them printed its
+    tracebacks (found in review). Blocked, SIGHUP never reaches it; it ends when the
+    processes using it have."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or not hasattr(signal, "pthread_sigmask"):
+        resource_tracker.ensure_running()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {hup})
+    try:
+        resource_tracker.ensure_running()  # the tracker inherits this thread's mask
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

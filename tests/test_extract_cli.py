@@ -1024,10 +1024,15 @@ def test_output_names_of_dot_and_of_a_frame_image(
 @pytest.mark.parametrize(
     "extra", [[], ["--landmark-workers", "2"], ["--devices", "cpu,cpu"]], ids=str
 )
-def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extra) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP-group"])
+def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extra, how) -> None:
     """SIGTERM (``timeout``, ``docker stop``, a scheduler) mid-input: exit 143 with one
     line saying how to resume, no temp or lock file, no shared memory left (found in
-    review: SIGTERM ended the process like SIGKILL and left all of them)."""
+    review: SIGTERM ended the process like SIGKILL and left all of them). So does SIGHUP
+    to the whole process group, as when the terminal or the ssh connection closes: exit
+    129 (found in review: it left the temp and lock files and the shared blocks, and
+    multiprocessing's resource tracker, which ignores only SIGINT and SIGTERM, died with
+    the group)."""
     import signal
     import subprocess
     import time
@@ -1037,20 +1042,64 @@ def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extr
     cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), "--out-dir", str(out)]
     cmd += ["--window", "9", "--face-size", "64", *extra]
     shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    group = how.endswith("-group")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group
+    )
     tmp = out / ".carphone.npy.tmp"
     deadline = time.monotonic() + 120
     while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tmp.exists(), proc.communicate()
     time.sleep(0.5)  # inside the extraction
-    proc.send_signal(signal.SIGTERM)
+    signum = getattr(signal, how.split("-")[0])
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "sw-mro extract: terminated (SIGTERM); run the same command again to resume" in err
+    assert proc.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert f"sw-mro extract: terminated ({name}); run the same command again to resume" in err
     assert "Traceback" not in err and "leaked" not in err, err
     assert sorted(p.name for p in out.iterdir()) == []
     assert not _left_blocks(shm_before)
+    if group:  # nothing of the group lives on
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"processes of the group outlived it: {how} {extra}")
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX SIGHUP")
+def test_sighup_stays_ignored_under_nohup() -> None:
+    """``nohup sw-mro extract ...`` (SIGHUP ignored) goes on after the terminal closes:
+    the command handles SIGHUP only where it is not ignored, and restores it after."""
+    import signal
+
+    from sw_mro._cli_util import Terminated, terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with pytest.raises(Terminated) as got, terminate_as_interrupt():
+            assert callable(signal.getsignal(signal.SIGHUP))
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):  # delivered at the next bytecode boundaries
+                pass
+        assert got.value.signum == signal.SIGHUP and got.value.name == "SIGHUP"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def _left_blocks(before: set[str]) -> set[str]:

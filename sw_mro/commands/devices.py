@@ -73,6 +73,18 @@ def _device_error(text: str) -> bool:
     return any(p in text for p in _DEVICE_ERRORS)
 
 
+#: The signals a worker process stops its input at (cleanly, once): Ctrl-C, SIGTERM, and
+#: SIGHUP (a closed terminal or ssh connection; where the process ignores it, as under
+#: ``nohup``, it stays ignored).
+_STOPS = tuple(
+    s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None
+)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A signal taken and dropped (see :func:`_interrupt_once`)."""
+
+
 def _interrupt_once(*signums: int) -> None:
     """The first of these signals raises KeyboardInterrupt (the input's cleanup runs:
     temp and lock files go); later ones are ignored, so that a Ctrl-C to the whole
@@ -80,11 +92,18 @@ def _interrupt_once(*signums: int) -> None:
 
     def handler(signum: int, frame: object) -> None:
         for s in signums:
-            signal.signal(s, signal.SIG_IGN)
+            # A no-op, not SIG_IGN: another of them already caught (SIGHUP to the group,
+            # then the parent's SIGINT) would find no Python handler to run and raise
+            # "OSError: Signal 2 ignored due to race condition" (found in a test).
+            signal.signal(s, _ignore)
         raise KeyboardInterrupt
 
+    hup = getattr(signal, "SIGHUP", None)
     for s in signums:
-        signal.signal(s, handler)
+        # nohup's SIGHUP stays ignored; SIGINT is set even where it was ignored (a
+        # background job of a script): the parent stops a worker with it.
+        if s != hup or signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, handler)
 
 
 def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None:
@@ -93,7 +112,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     After a device error the worker ends, so that the next input gets a fresh process
     and CUDA context; it also ends when its parent is killed."""
     watch_parent(parent)
-    _interrupt_once(signal.SIGINT, signal.SIGTERM)
+    _interrupt_once(*_STOPS)
     lock = threading.Lock()  # warnings are logged from the pipeline's threads too
 
     def send(kind: str, path: Any, line: Any) -> None:
@@ -110,7 +129,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
     try:
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
-        unblock_signals(signal.SIGINT, signal.SIGTERM)
+        unblock_signals(*_STOPS)
         send("ready", None, None)
         with cli_warnings(write=warn):  # as the command prints them (found in review)
             while True:
@@ -188,7 +207,7 @@ def run_on_devices(
             args=(device, job, options, theirs, os.getpid()),
             name=f"sw-mro-{device}",
         )
-        with signals_blocked(signal.SIGINT, signal.SIGTERM):  # until _worker handles them
+        with signals_blocked(*_STOPS):  # until _worker handles them
             proc.start()
         theirs.close()  # the worker's end lives in the worker only: EOF when it dies
         slots.append(_Slot(device, proc, ours))

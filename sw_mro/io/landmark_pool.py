@@ -39,7 +39,12 @@ from multiprocessing import util as mp_util
 
 import numpy as np
 
-from sw_mro._threads import signals_blocked, unblock_signals, watch_parent
+from sw_mro._threads import (
+    ensure_resource_tracker,
+    signals_blocked,
+    unblock_signals,
+    watch_parent,
+)
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult
 
 __all__ = [
@@ -271,6 +276,7 @@ class DlibProcessPool:
         if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
             raise ValueError(f"nice must be an int in 0..19, got {nice!r}")
         self.workers = workers
+        ensure_resource_tracker()  # before the executor's queues register with it
         self._pool = ProcessPoolExecutor(
             workers,
             mp_context=get_context("spawn"),
