@@ -65,3 +65,45 @@ def test_csv_writers_leave_no_temp_on_failure(tmp_path):
         table.to_csv(tmp_path / "ann.csv")
     assert (tmp_path / "ann.csv").read_text().count("\n") == 2  # header + the old row
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.csv", "pred.csv"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "symlink"), reason="needs symbolic links")
+def test_a_link_at_the_temp_path_is_removed_not_followed(tmp_path):
+    """Found in review: a link left at ``.<name>.tmp`` (a shared folder) had the output
+    written into the file it pointed to, and was then itself renamed into place."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "out.json"
+    (tmp_path / ".out.json.tmp").symlink_to(victim)
+    atomic_write_text(target, "new")
+    assert victim.read_text() == "precious"
+    assert not target.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "victim.txt"]
+    # A leftover regular temp file of a killed run is replaced the same way.
+    (tmp_path / ".out.json.tmp").write_text("stale, and longer than the new text")
+    atomic_write_text(target, "newer")
+    assert target.read_text() == "newer"
+
+
+def test_a_full_disk_while_writing_names_the_file(tmp_path, monkeypatch):
+    """``write``/``close`` on a full disk raise an OSError that names no file (found in
+    review: "OSError: [Errno 28] No space left on device" for a JSON): the error names
+    the output and its temp file, and the old file stays."""
+    import errno
+    import pathlib
+
+    target = tmp_path / "meta.json"
+    atomic_write_text(target, "old")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    with pytest.raises(OSError) as err:
+        atomic_write_text(target, "new")
+    assert err.value.errno == errno.ENOSPC
+    assert err.value.filename == str(tmp_path / ".meta.json.tmp")
+    assert f"No space left on device (writing {target})" in str(err.value)
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]

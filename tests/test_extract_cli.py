@@ -482,6 +482,63 @@ def test_incomplete_output_is_redone(short_clip: Path, tmp_path: Path) -> None:
     assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_links_at_the_temp_and_lock_paths_are_not_followed(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: links left at ``.short.npy.tmp``, ``.short.json.tmp`` and
+    ``.short.lock`` (a shared --out-dir) had the features, the JSON and the lock
+    holder's pid written into the files they pointed to, and the output itself became
+    a link. Now each is removed, not followed: the files pointed to keep their bytes and
+    the outputs are regular files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victims = {}
+    for name in (".short.npy.tmp", ".short.json.tmp", ".short.lock"):
+        victims[name] = tmp_path / f"victim{name}"
+        victims[name].write_text("precious")
+        (out / name).symlink_to(victims[name])
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert all(v.read_text() == "precious" for v in victims.values())
+    for name in ("short.npy", "short.json"):
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    assert np.load(out / "short.npy").shape == (20, 3, 10, 2)
+    assert json.loads((out / "short.json").read_text())["complete"] is True
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
+
+
+def test_a_full_disk_at_the_json_leaves_no_features_without_it(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Found in review: a disk that filled up while the JSON was written gave "OSError:
+    [Errno 28] No space left on device", naming no file, and left the new .npy without
+    a JSON. Now the JSON's temp file is written before anything is replaced: the error
+    names it, and the outputs of before stay as they were (or none appear)."""
+    import errno
+
+    import sw_mro.commands.extract as E
+
+    out = tmp_path / "out"
+    argv = ["extract", str(short_clip), "--out-dir", str(out), *ARGS]
+
+    def full(self, data):  # Path.write_bytes on a full disk: no file named
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(E.Path, "write_bytes", full)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"No space left on device (writing {out / 'short.json'}): " in err, err
+    assert str(out / ".short.json.tmp") in err
+    assert sorted(p.name for p in out.iterdir()) == []
+    monkeypatch.undo()
+    assert main(argv) == 0
+    before = {n: (out / n).read_bytes() for n in ("short.npy", "short.json")}
+    monkeypatch.setattr(E.Path, "write_bytes", full)
+    assert main([*argv, "--overwrite"]) == 1
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
+
+
 def test_frame_folder_fps_for_the_metadata(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from sw_mro._cli_util import no_cuda_reason
 from sw_mro.errors import VideoError
-from sw_mro.io.atomic import atomic_write_text, temp_name
+from sw_mro.io.atomic import atomic_path, fresh_temp, temp_name, write_temp
 
 
 def _folder(text: str) -> Path:
@@ -427,14 +427,19 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
     path = out_dir / f".{name}.lock"
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and path.is_symlink():
+                # Not a lock of ours: a link in its place, which would have had the
+                # holder's pid written into the file it points to (found in review).
+                path.unlink(missing_ok=True)
+                continue
             yield
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             # The holder before us may have removed the file: lock the one at the path.
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
         except BlockingIOError:
             try:
                 holder = os.read(fd, 200).decode(errors="replace").strip()
@@ -539,6 +544,7 @@ def _extract_locked(
     t0 = time.perf_counter()
     try:
         try:
+            fresh_temp(tmp_npy)  # a leftover (or a link) goes first: never written through
             out = np.lib.format.open_memmap(
                 tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2)
             )
@@ -569,11 +575,6 @@ def _extract_locked(
                 done(_write_chunk(out, *item, fallback, stages))
         out.flush()
         del out
-        # The old metadata goes first: a kill between the two replaces must not leave a
-        # "complete" JSON next to features it does not describe.
-        if meta_path.exists():
-            meta_path.unlink()
-        os.replace(tmp_npy, npy)
         seconds = time.perf_counter() - t0
         meta = {
             "complete": True,
@@ -607,7 +608,15 @@ def _extract_locked(
             "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,
             "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
         }
-        atomic_write_text(meta_path, json.dumps(meta, indent=1))
+        # The metadata is written to its temp file first: a full disk there leaves the
+        # old outputs (or none), not features without their JSON (found in review). The
+        # old metadata goes before the features are replaced: a kill between the two
+        # replaces must not leave a "complete" JSON next to features it does not describe.
+        with atomic_path(meta_path) as tmp_meta:
+            write_temp(tmp_meta, json.dumps(meta, indent=1).encode(), meta_path)
+            if meta_path.exists():
+                meta_path.unlink()
+            os.replace(tmp_npy, npy)
     finally:
         tmp_npy.unlink(missing_ok=True)
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temp_name"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fresh_temp",
+    "temp_name",
+    "write_temp",
+]
 
 
 def temp_name(path: str | os.PathLike, *, keep_suffix: bool = False) -> Path:
@@ -22,6 +29,18 @@ def temp_name(path: str | os.PathLike, *, keep_suffix: bool = False) -> Path:
     the file name, such as PyAV or matplotlib)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp" + (path.suffix if keep_suffix else ""))
+
+
+def fresh_temp(tmp: str | os.PathLike) -> Path:
+    """Create ``tmp`` as a new, empty regular file of this process: whatever a killed
+    run left there is removed first, and a symbolic link is removed, not followed
+    (found in review: a link at ``.<name>.npy.tmp`` had the features written into the
+    file it pointed to, and then was itself renamed into place as the output)."""
+    tmp = Path(tmp)
+    tmp.unlink(missing_ok=True)  # a link goes, not its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    os.close(os.open(tmp, flags, 0o666))  # the umask applies, as for open()
+    return tmp
 
 
 def _fsync(path: Path) -> None:
@@ -43,6 +62,7 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
     path = Path(path)
     tmp = temp_name(path, keep_suffix=keep_suffix)
     try:
+        fresh_temp(tmp)
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
@@ -50,10 +70,23 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
         tmp.unlink(missing_ok=True)
 
 
+def write_temp(tmp: Path, data: bytes, target: str | os.PathLike) -> None:
+    """Write ``data`` to the temp file ``tmp`` of ``target``; an error that names no file
+    (a full disk: ``write`` and ``close`` give none) names both (found in review:
+    "OSError: [Errno 28] No space left on device" and nothing else)."""
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        why = f"{exc.strerror or exc} (writing {target})"
+        raise OSError(exc.errno, why, str(tmp)) from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        write_temp(tmp, data, path)
     return Path(path)
 
 
