@@ -539,6 +539,32 @@ def test_a_full_disk_at_the_json_leaves_no_features_without_it(
     assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
 
 
+@pytest.mark.parametrize("extra", [[], ["--devices", "cpu"]], ids=["one-process", "devices"])
+def test_a_closed_stdout_does_not_fail_the_inputs(
+    short_clip: Path, tmp_path: Path, extra: list[str]
+) -> None:
+    """``sw-mro extract ... | head`` or a ``tee`` that ended: found in review, every input
+    was reported FAILED with a BrokenPipeError (its outputs written all the same) and
+    the run ended in a traceback with exit 1. Now the run goes on without stdout: both
+    inputs done, exit 0, nothing failed."""
+    import subprocess
+
+    second = tmp_path / "second.mp4"
+    shutil.copy(short_clip, second)
+    out = tmp_path / "out"
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", str(short_clip), str(second)]
+    cmd += ["--out-dir", str(out), *ARGS, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "FAILED" not in err and "Traceback" not in err and "BrokenPipe" not in err, err
+    for name in ("short", "second"):
+        assert np.load(out / f"{name}.npy").shape == (20, 3, 10, 2)
+        assert json.loads((out / f"{name}.json").read_text())["complete"] is True
+
+
 def test_frame_folder_fps_for_the_metadata(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -742,7 +742,7 @@ def _run_on_devices(
             ended += 1
             if ok:
                 out, hints = _split_hints(line)
-                bar.write(out, file=sys.stdout)
+                _say(out, bar)
                 for hint in hints:
                     bar.write(hint, file=sys.stderr)
             elif line.startswith(f"{OutputBusyError.__name__}:") and not wait:
@@ -750,7 +750,6 @@ def _run_on_devices(
                 bar.write(f"busy {path}: {line.split(': ', 1)[1]}; {BUSY_LATER}", file=sys.stderr)
             else:
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
-            sys.stdout.flush()
             bar.set_postfix_str(f"inputs {ended}/{len(inputs)}")
 
         def frames(total: int, done: int) -> None:
@@ -897,18 +896,21 @@ def run(args: argparse.Namespace) -> int:
 
     def one(path: Path, wait: bool) -> None:
         try:
-            out, hints = _split_hints(_extract_one(path, args.out_dir, cfg, args, wait=wait))
-            print(out, flush=True)
-            for hint in hints:
-                print(hint, file=sys.stderr, flush=True)
+            message = _extract_one(path, args.out_dir, cfg, args, wait=wait)
         except KeyboardInterrupt:
             raise
         except OutputBusyError as exc:  # found in review: both of two runs exited 1
             busy.append(path)  # (never raised when waiting)
             print(f"busy {path}: {exc}; {BUSY_LATER}", file=sys.stderr, flush=True)
+            return
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
             print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        out, hints = _split_hints(message)  # said outside the try: the input is done
+        _say(out)
+        for hint in hints:
+            print(hint, file=sys.stderr, flush=True)
 
     for path in todo:
         one(path, wait=False)
@@ -917,5 +919,25 @@ def run(args: argparse.Namespace) -> int:
         for path in list(busy):
             one(path, wait=True)
     done = total - len(failed)
-    print(f"{done} of {total} inputs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    _say(f"{done} of {total} inputs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _say(text: str, bar: Any = None) -> None:
+    """A line on stdout (through the progress ``bar``, if any, which is redrawn below
+    it). Once stdout's reader is gone (``| head``, a ``tee`` that ended), the run goes
+    on with stdout sent to the null device: found in review, every input was reported
+    FAILED with a BrokenPipeError, though its outputs were written, and the run ended
+    in a traceback."""
+    try:
+        if bar is not None:
+            bar.write(text, file=sys.stdout)
+        else:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there too
+        finally:
+            os.close(devnull)
