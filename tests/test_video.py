@@ -84,6 +84,26 @@ def cv2_clip(clip: Path) -> np.ndarray:
 # --- video files ----------------------------------------------------------------------
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_a_file_name_that_is_not_utf8(clip: Path, tmp_path: Path, cv2_clip: np.ndarray) -> None:
+    """Found in review: a video named in Latin-1 (``caf\\xe9.mp4``) was called damaged
+    (decord cannot take such a path). It is refused as such, saying to rename it; a
+    frame folder so named is read, as its error says."""
+    latin = tmp_path / os.fsdecode(b"caf\xe9.mp4")
+    latin.write_bytes(clip.read_bytes())
+    with pytest.raises(UnsupportedVideoError) as err:
+        open_video(latin)
+    msg = str(err.value)
+    assert msg.startswith(f"{latin}: the file's name (or a folder's above it) is not valid UTF-8")
+    assert "rename it" in msg and "damaged" not in msg
+    folder = tmp_path / os.fsdecode(b"s\xe9ance")
+    folder.mkdir()
+    for i, frame in enumerate(cv2_clip[:3]):
+        cv2.imwrite(str(tmp_path / "f.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        (tmp_path / "f.png").rename(folder / f"img{i + 1}.png")
+    np.testing.assert_array_equal(_whole(open_video(folder)), cv2_clip[:3])
+
+
 def test_metadata_of_written_clip(clip: Path) -> None:
     video = open_video(clip)
     assert isinstance(video.info, VideoInfo)

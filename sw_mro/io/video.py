@@ -440,6 +440,15 @@ class FileVideoSource(VideoSource):
         self.color = color
         if path.stat().st_size == 0:
             raise CorruptVideoError(f"{path}: the file is empty (0 bytes), not a video")
+        try:
+            os.fsdecode(os.fsencode(path)).encode("utf-8")
+        except UnicodeEncodeError:  # found in review: called a damaged video
+            raise UnsupportedVideoError(
+                f"{path}: the file's name (or a folder's above it) is not valid UTF-8 (an "
+                "older Latin-1 name?), and the video decoder (decord) cannot open such a "
+                "path; rename it, e.g. convmv -f latin1 -t utf8 --notest FILE. (Frame "
+                "folders are read whatever their names.)"
+            ) from None
         _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS is a ValueError, not a bad file
         fmt, codec = _probe(path)
         if fmt in _REFUSED_FORMATS:
