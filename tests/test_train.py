@@ -597,6 +597,27 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     # A folder at the model's rate and stride 1: the note says which rate it assumed.
     stride, fps, note = open_like_training(folder, {"stride": 1, "source_fps": 30.0}, None, None)
     assert (stride, fps) == (1, 30.0) and "read as 30 fps" in note and "stride" not in note
+    # Where no whole stride gives the model's rate (found in review: 25 fps said nothing,
+    # 50 fps was "25.00 fps, the rate of the model's training data (30.00 fps)").
+    v25, v50 = _tiny_video(tmp_path / "c.mp4", fps=25.0), _tiny_video(tmp_path / "d.mp4", fps=50.0)
+    stride, fps, note = open_like_training(v25, cas, None, None)
+    assert (stride, fps) == (1, None) and note.startswith(
+        f"{v25}: 25 fps at stride 1 is 25.00 fps, not the 30.00 fps"
+    ), note
+    assert "the model sees each motion over 0.83x the frames" in note
+    assert "Its intervals count" not in note  # stride 1: every frame, nothing to convert
+    stride, fps, note = open_like_training(v50, cas, None, None)
+    assert stride == 2 and "50 fps at stride 2 is 25.00 fps, not the 30.00 fps" in note, note
+    assert "the rate of the model's" not in note and "count frames at stride 2" in note
+    # --stride 1 on the 25 fps file: no advice to leave it out (that gives stride 1 too).
+    note = open_like_training(v25, cas, 1, None)[2]
+    assert "no whole stride of 25 fps gives it" in note and "leave out" not in note, note
+    assert "leave out --stride to match it (stride 2)" in open_like_training(v60, cas, 1, None)[2]
+    # A 60 fps file at the chosen stride 2: the note says the intervals count stride-2
+    # frames (found in review: the CSV's frames were stride-2 frames, unsaid).
+    note = open_like_training(v60, cas, None, None)[2]
+    assert "is 30.00 fps, the rate of the model's training data" in note
+    assert "Its intervals count frames at stride 2" in note
 
 
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:

@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--stride", type=int,
-        help="keep every n-th frame (default: as the model's training data, e.g. 7 for "
-        "SAMM-LV, else 1)",
+        help="keep every n-th frame (default: the whole stride that brings the video "
+        "nearest the frame rate of the model's training data, e.g. 7 for a 200 fps "
+        "SAMM-LV video, 2 for a 60 fps video on a 30 fps model; said when it differs)",
     )  # fmt: skip
     add_spotting_arguments(parser, override=True)
 
@@ -137,24 +138,44 @@ def open_like_training(
         return stride or 1, fps_in, ""
     target = float(info.get("source_fps") or 30.0) / int(trained_stride)
     source = float(open_video(video, fps=fps_in).info.source_fps)
+    auto = max(1, round(source / target))  # the whole stride nearest the model's rate
+    auto_matches = rate_scale(source / auto, target) == 1.0  # as training would treat it
+    scoring = (
+        "Its intervals count frames at stride {s}: a SAMM-LV workbook scores them with "
+        "`spotformer evaluate --stride {s}`; a CAS(ME)^2 workbook only at stride 1 (it "
+        "counts every frame), and a ground-truth CSV as it is (its frames must be at "
+        "stride {s} too)"
+    )
     if stride is not None:
         rate = source / stride
         if rate_scale(rate, target) == 1.0:  # the rates training treats as the same
             return stride, fps_in, ""
+        how = (
+            f"leave out --stride to match it (stride {auto})"
+            if auto_matches
+            else f"no whole stride of {source:g} fps gives it"
+        )
         return (
             stride,
             fps_in,
             (
                 f"{video}: {source:g} fps at --stride {stride} is {rate:.2f} fps, not the "
-                f"{target:.2f} fps of the model's training data, whose label ranges and "
-                "post-processing windows are in frames at that rate; leave out --stride to "
-                f"match it. Its intervals count frames at stride {stride}: a SAMM-LV "
-                f"workbook scores them with `spotformer evaluate --stride {stride}`; a "
-                "CAS(ME)^2 workbook only at stride 1 (it counts every frame), and a "
-                f"ground-truth CSV as it is (its frames must be at stride {stride} too)"
+                f"{target:.2f} fps of the model's training data, whose motion the model "
+                f"learnt at that rate; {how}. " + scoring.format(s=stride)
             ),
         )
-    chosen = max(1, round(source / target))
+    chosen, rate = auto, source / auto
+    if not auto_matches:  # found in review: a 25 fps webcam on a 30 fps model, unsaid
+        note = (
+            f"{video}: {source:g} fps at stride {chosen} is {rate:.2f} fps, not the "
+            f"{target:.2f} fps of the model's training data (no whole stride gives it): "
+            f"the model sees each motion over {rate / target:.2f}x the frames it learnt "
+            "it in, which can cost accuracy (the post-processing's windows are scaled to "
+            f"{rate:.2f} fps); --stride and --fps override this"
+        )
+        if chosen > 1:
+            note += ". " + scoring.format(s=chosen)
+        return chosen, fps_in, note
     if chosen == 1:
         if fps_in == fps:
             return 1, fps_in, ""
@@ -164,8 +185,9 @@ def open_like_training(
         )
         return 1, fps_in, note
     note = (
-        f"{video}: {source:g} fps at stride {chosen} is {source / chosen:.2f} fps, the rate "
-        f"of the model's training data ({target:.2f} fps); --stride and --fps override this"
+        f"{video}: {source:g} fps at stride {chosen} is {rate:.2f} fps, the rate "
+        f"of the model's training data ({target:.2f} fps); --stride and --fps override "
+        f"this. " + scoring.format(s=chosen)
     )
     if video.is_dir() and fps is None:  # e.g. a SAMM-LV model on a CAS(ME)^2 folder
         note += (
