@@ -354,7 +354,8 @@ def dataset_features(
         print(
             f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
             f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}; their "
-            "windows use the last face found before them",
+            "windows use the last face found before them, or the first face found for "
+            "frames before it",
             file=sys.stderr,
         )
     if jumped:

@@ -131,6 +131,10 @@ LANDMARK_FALLBACK_WARN_SHARE = 0.10
 #: x0.33, where the features are about half.
 FACE_CONTRAST_WARN_LEVELS = 64.0
 
+#: The largest ``face_size`` (px): 4x SPEC's 256, where one 16-window batch of crops
+#: already holds ~1 GB per float plane.
+MAX_FACE_SIZE = 1024
+
 #: Sampled frames (one per 32-frame landmark segment) under
 #: :data:`FACE_CONTRAST_WARN_LEVELS` from which a video whose median is above it is
 #: warned about too: a stretch over two or more segments (about 1 s at 30 fps) where the
@@ -328,8 +332,12 @@ class SWMROConfig:
                 object.__setattr__(self, f.name, float(v))  # numpy floats as Python floats
         if not isinstance(self.window, int) or self.window < 3 or self.window % 2 == 0:
             raise bad("window", "must be an odd integer >= 3 (the clip is centred on its frame)")
-        if not isinstance(self.face_size, int) or self.face_size < 32:
-            raise bad("face_size", "must be an integer >= 32 px")
+        if not isinstance(self.face_size, int) or not 32 <= self.face_size <= MAX_FACE_SIZE:
+            # Found in review: --face-size 100000 was a raw allocator error for 10 TB.
+            raise bad(
+                "face_size",
+                f"must be an integer in 32..{MAX_FACE_SIZE} px (SPEC: 256; 320 for SAMM-LV)",
+            )
         if self.batch_size is not None and (
             not isinstance(self.batch_size, int) or self.batch_size < 1
         ):

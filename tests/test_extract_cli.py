@@ -84,6 +84,9 @@ def test_many_frames_without_a_face_are_a_warning(
     meta = json.loads((tmp_path / "o" / "partial.json").read_text())
     assert meta["landmark_fallback_frames"] == [10, 11, 12, 13, 14]
     assert f"warning: {clip}: no face in 5 of its 15 frames (33 %)" in io.err
+    # Frames before the first face take the first face (found in review: the warning
+    # said "the last face found before them" of those too).
+    assert "their windows use the last face found before them, or the first face found" in io.err
     assert "warning" not in io.out and "wrote" in io.out
 
 
@@ -843,6 +846,17 @@ def test_bad_arguments(
     assert main(["extract", str(short_clip), "--out-dir", str(tmp_path), "--window", "4"]) == 2
     err = capsys.readouterr().err
     assert "--window 4:" in err and "SWMROConfig" not in err  # the option, as typed
+    # Found in review: a raw allocator error for 10 TB; "or None", which cannot be typed.
+    base = ["extract", str(short_clip), "--out-dir", str(tmp_path)]
+    assert main([*base, "--face-size", "100000"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --face-size 100000: must be an integer in 32..1024 px (SPEC: 256; 320 for "
+        "SAMM-LV)\n"
+    )
+    assert main([*base, "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --batch-size 0: must be a positive integer (left out: 16 on CPU, 128 on CUDA)\n"
+    )
     if not torch.cuda.is_available():
         assert main(["extract", str(short_clip), "--out-dir", str(tmp_path), "--gpu"]) == 2
         err = capsys.readouterr().err

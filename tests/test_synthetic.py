@@ -500,6 +500,14 @@ def test_cli_reports_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[st
     for argv, said in [
         (["--width", "641", "--height", "479"], "--width/--height (641, 479): need even sizes"),
         (["--videos-per-subject", "0"], "--videos-per-subject 0: must be an int >= 1"),
+        # Found in review: "--macro-peak-px (2.0, 6.0): peaks above 5% of the width fold",
+        # an option the command does not have.
+        (
+            ["--width", "100", "--height", "80"],
+            "--width 100: too narrow for expression peaks of 6 px (macro_peak_px / "
+            "micro_peak_px): a peak may move at most 5 % of the width, or the expression's "
+            "displacement folds the face over itself; need a width of at least 120",
+        ),
     ]:
         assert spotformer_main(["make-synthetic", "--out", str(tmp_path / "o"), *argv]) == 2
         err = capsys.readouterr().err

@@ -620,6 +620,26 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert "Its intervals count frames at stride 2" in note
 
 
+def test_spot_plot_names_the_ground_truth_only_where_given(tmp_path: Path, monkeypatch) -> None:
+    """Found in review: the plot's title said "ground truth (red bars)" without --gt."""
+    import matplotlib.axes
+
+    from spotformer.commands.spot import plot_curves
+    from spotformer.metrics import Interval
+
+    titles: list[str] = []
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "set_title", lambda ax, t, *a, **k: titles.append(t) or real(ax, t)
+    )
+    logits = torch.zeros(40, 10)
+    found = [Interval("v", 5, 20, "macro", 0.9, apex=10)]
+    plot_curves(tmp_path / "a.png", logits, 30.0, found, None, "v")
+    plot_curves(tmp_path / "b.png", logits, 30.0, found, [Interval("v", 4, 21, "macro")], "v")
+    assert titles == ["v: predicted (green)", "v: predicted (green), ground truth (red bars)"]
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+
+
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:
     from spotformer.cli import main
     from sw_mro.io import landmark_pool
@@ -722,7 +742,14 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
         (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
         (["--batch-size", "1"], "--batch-size must be >= 2, got 1"),
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
-        (["--face-size", "16"], "--face-size 16: must be an integer >= 32 px"),
+        (
+            ["--face-size", "16"],
+            "--face-size 16: must be an integer in 32..1024 px (SPEC: 256; 320 for SAMM-LV)",
+        ),
+        (
+            ["--face-size", "4096"],
+            "--face-size 4096: must be an integer in 32..1024 px (SPEC: 256; 320 for SAMM-LV)",
+        ),
         (["--macro-ratio", "2"], "--macro-ratio (m) must be in [0, 1], got 2.0"),
         (["--expr-threshold", "1"], "--expr-threshold must be in (0, 1); got 1.0"),
         (["--dim", "30"], "--dim must be a multiple of 4 (4 attention heads of D/4), got 30"),

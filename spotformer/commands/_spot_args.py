@@ -79,7 +79,8 @@ def option_words(msg: str, options: dict[str, str]) -> str:
     m = _FIELD_FIRST.match(msg)
     if m is None or m[1] not in options:
         return msg
-    return options[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + msg[m.end() :]
+    rest = msg[m.end() :].replace(" or None (", " (left out: ")  # "None" cannot be typed
+    return options[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + rest
 
 
 def _given(args: argparse.Namespace) -> dict[str, object]:

@@ -215,7 +215,7 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
         for i in intervals:
             if i.kind == kind:
                 ax.axvspan(i.onset, i.offset, color="tab:green", alpha=0.25, lw=0)
-        for g in gts:
+        for g in gts or []:
             if g.kind == kind:
                 ax.plot(
                     [g.onset, g.offset], [1.06, 1.06], color="tab:red", lw=4, solid_capstyle="butt"
@@ -223,7 +223,9 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
         ax.set_ylim(0, 1.12)
         ax.set_ylabel("probability")
         ax.legend(loc="upper right", fontsize=8)
-    axes[0].set_title(f"{title}: predicted (green), ground truth (red bars)")
+    # The ground truth is named only where --gt gave one (found in review: always).
+    truth = ", ground truth (red bars)" if gts is not None else ""
+    axes[0].set_title(f"{title}: predicted (green){truth}")
     axes[1].set_xlabel(f"frame ({fps:.2f} fps)")
     fig.tight_layout()
     # Atomically, like every other output: a killed or failed write leaves no half image.
@@ -328,7 +330,8 @@ def run(args: argparse.Namespace) -> int:
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
-                f"{feats.shape[0]} frames; their windows use the last face found before them",
+                f"{feats.shape[0]} frames; their windows use the last face found before them, "
+                "or the first face found for frames before it",
                 file=sys.stderr,
             )
         if motion.jumped():
@@ -371,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}")
     if args.plot:
         try:
-            plot_curves(args.plot, logits, fps, intervals, gts, video_id)
+            plot_curves(args.plot, logits, fps, intervals, gts if args.gt else None, video_id)
         except OSError as exc:
             return fail(f"--plot {args.plot}: cannot write it ({exc.strerror or exc})")
         print(f"wrote {args.plot}")

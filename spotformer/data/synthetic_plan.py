@@ -197,8 +197,17 @@ class SyntheticConfig:
         ):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise bad(name, getattr(self, name), "must be >= 0")
-        if max(self.macro_peak_px[1], self.micro_peak_px[1]) > 0.05 * self.width:
-            raise bad("macro_peak_px", self.macro_peak_px, "peaks above 5% of the width fold")
+        peak = max(self.macro_peak_px[1], self.micro_peak_px[1])
+        if peak > 0.05 * self.width:  # the displacement field would fold over itself
+            # Named by the width (found in review: named as "--macro-peak-px", which the
+            # command does not have, with "fold" unexplained).
+            raise bad(
+                "width", self.width,
+                f"too narrow for expression peaks of {peak:g} px (macro_peak_px / "
+                f"micro_peak_px): a peak may move at most 5 % of the width, or the "
+                f"expression's displacement folds the face over itself; need a width of "
+                f"at least {math.ceil(peak / 0.05)}",
+            )  # fmt: skip
 
     @property
     def num_frames(self) -> int:

@@ -625,7 +625,8 @@ def _extract_locked(
         msg += (
             f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
             f"({100 * len(fallback) / n:.0f} %); their windows use the last face found "
-            f"before them (the JSON's landmark_fallback_frames)"
+            "before them, or the first face found for frames before it (the JSON's "
+            "landmark_fallback_frames)"
         )
     if motion.jumped():
         msg += f"\nwarning: {src_path}: {motion.describe_jumps()}"
@@ -824,7 +825,7 @@ def run(args: argparse.Namespace) -> int:
             r"SWMROConfig\.(\w+)=",
             lambda m: f"--{m[1].replace('_', '-')} " if m[1] in flags else m[0],
             str(exc),
-        )
+        ).replace(" or None (", " (left out: ")  # found in review: "None" cannot be typed
         print(f"error: {msg}", file=sys.stderr)
         return 2
     if cfg.landmarks == "insightface":  # a setup error: once, before any input
