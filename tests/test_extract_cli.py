@@ -568,6 +568,29 @@ def test_a_closed_stdout_does_not_fail_the_inputs(
         assert json.loads((out / f"{name}.json").read_text())["complete"] is True
 
 
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_skipped_output_loses_the_leftovers_of_a_killed_run(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: the temp and lock files a killed run left stayed for good once
+    a later run had completed the output, as every run after it skipped it. A skip now
+    removes them, unless another run holds the lock (then they may be its own)."""
+    import fcntl
+
+    out = tmp_path / "out"
+    argv = ["extract", str(short_clip), "--out-dir", str(out), *ARGS]
+    assert main(argv) == 0
+    leftovers = [out / ".short.npy.tmp", out / ".short.json.tmp", out / ".short.lock"]
+    for p in leftovers:
+        p.write_bytes(b"left by a killed run")
+    with open(out / ".short.lock", "r+b") as held:  # another run writing it now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(argv) == 0 and "skipped" in capsys.readouterr().out
+        assert all(p.exists() for p in leftovers)
+    assert main(argv) == 0 and "skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
+
+
 def test_frame_folder_fps_for_the_metadata(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1083,6 +1106,17 @@ def test_devices_arguments(
     if not torch.cuda.is_available():
         assert main(["extract", str(short_clip), "--out-dir", out, "--devices", "cuda:0"]) == 2
         assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_worker_killed_by_a_signal_is_said_so() -> None:
+    """Found in review: "ended (exit code -9)" for a worker the OOM killer took."""
+    from sw_mro.commands.devices import _ending
+
+    assert _ending(-9) == (
+        "was killed by SIGKILL (out of memory? the kernel's OOM killer sends it)"
+    )
+    assert _ending(-15) == "was killed by SIGTERM"
+    assert _ending(9) == "ended (exit code 9)" and _ending(None) == "ended (exit code None)"
 
 
 def test_device_errors_are_told_from_input_errors() -> None:

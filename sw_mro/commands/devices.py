@@ -81,6 +81,19 @@ _STOPS = tuple(
 )
 
 
+def _ending(code: int | None) -> str:
+    """How a worker process ended, in words: a signal by its name (found in review:
+    "exit code -9" for a worker the OOM killer took)."""
+    if code is None or code >= 0:
+        return f"ended (exit code {code})"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time signal
+        name = f"signal {-code}"
+    why = " (out of memory? the kernel's OOM killer sends it)" if -code == signal.SIGKILL else ""
+    return f"was killed by {name}{why}"
+
+
 def _ignore(signum: int, frame: object) -> None:
     """A signal taken and dropped (see :func:`_interrupt_once`)."""
 
@@ -263,8 +276,7 @@ def run_on_devices(
         slot.conn.close()
         if slot.stopped and slot.current is None:
             return  # ended normally
-        code = slot.process.exitcode
-        why = f"the worker process on {slot.device} ended (exit code {code})"
+        why = f"the worker process on {slot.device} {_ending(slot.process.exitcode)}"
         if slot.current is not None:
             report(slot.current, False, f"{why} while working on it")
         deaths[slot.device] += 1

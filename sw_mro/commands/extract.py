@@ -336,9 +336,25 @@ def _extract_one(
     # folder of finished outputs is still a resumable one. Checked again under the lock.
     told = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
+        _tidy(out_dir, name)
         return told
     with output_lock(out_dir, name, wait=wait):
         return _extract_locked(src_path, signature, out_dir, name, cfg, args, progress)
+
+
+def _tidy(out_dir: Path, name: str) -> None:
+    """A complete output's leftovers of a killed run, its temp files and lock file, are
+    removed where no other run holds its lock (found in review: they stayed for good
+    once the output was completed by a later run); in a read-only folder, kept."""
+    temps = [temp_name(out_dir / f"{name}{ext}") for ext in (".npy", ".json")]
+    if not any(os.path.lexists(p) for p in [*temps, out_dir / f".{name}.lock"]):
+        return
+    try:
+        with output_lock(out_dir, name):  # removes the lock file when released
+            for p in temps:
+                p.unlink(missing_ok=True)
+    except (OutputBusyError, OSError):  # another run writes it now; or read-only
+        pass
 
 
 def output_state(
