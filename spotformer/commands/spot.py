@@ -197,6 +197,46 @@ def open_like_training(
     return chosen, fps_in, note
 
 
+def _within_the_video(gts: list, video: Path, video_id: str, stride: int, fps: float | None):
+    """The ground truth of ``video`` as it can be scored: an expression that runs past
+    its last frame is cut there, as training cuts it, and one that starts after it is
+    left out; either is said, before the extraction (found in review: an 80-frame clip
+    scored against its video's whole annotation counted the expressions past its end
+    as misses without a word)."""
+    from sw_mro.io.video import open_video
+
+    last = open_video(video, stride=stride, fps=fps).info.num_frames - 1
+    past = [g for g in gts if g.onset > last]
+    cut = [g for g in gts if g.onset <= last < g.offset]
+    if past or cut:
+        end = f"the video's last frame ({last}, at stride {stride})"
+        said = []
+        if past:
+            one = len(past) == 1
+            said.append(
+                f"{len(past)} start{'s' if one else ''} after {end} and "
+                f"{'is' if one else 'are'} not scored"
+            )
+            end = "it"
+        if cut:
+            one = len(cut) == 1
+            said.append(
+                f"{len(cut)} run{'s' if one else ''} past {end} and {'is' if one else 'are'} "
+                "cut there, as training cuts them"
+            )
+        print(
+            f"spotformer spot: warning: {video_id}: of its {len(gts)} ground-truth "
+            f"expressions, {', and '.join(said)}; is --gt this very video's, at this "
+            "stride?",
+            file=sys.stderr,
+        )
+    return [
+        dataclasses.replace(g, offset=min(g.offset, last), apex=min(g.apex, last))
+        for g in gts
+        if g.onset <= last
+    ]
+
+
 def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> None:  # noqa: ANN001
     import matplotlib
 
@@ -317,6 +357,8 @@ def run(args: argparse.Namespace) -> int:
                 "If the video has expressions there under another id, pass it with --video-id",
                 file=sys.stderr,
             )
+        if gts:
+            gts = _within_the_video(gts, args.video, video_id, stride, fps_in)
         motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
         feats, fps = video_features(
             args.video,
