@@ -399,8 +399,13 @@ def test_samm_header_elsewhere_and_missing(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match=r"nohead.xlsx: sheet 'FACS_Movement_Only'.*row 10"):
         load_samm(tmp_path / "nohead.xlsx")
     wrong = write_casme2(tmp_path / "cas.xlsx")
-    with pytest.raises(AnnotationError, match=r"cas.xlsx: no sheet 'FACS_Movement_Only'"):
+    with pytest.raises(AnnotationError, match=r"cas.xlsx: no sheet 'FACS_Movement_Only'") as err:
         load_samm(wrong)
+    # Which data set it is, and the option for it (found in review: only the sheets).
+    assert str(err.value).endswith("; it is CAS(ME)^2 (--dataset casme2)'s workbook")
+    with pytest.raises(AnnotationError) as err:
+        load_casme2(write_samm(tmp_path / "samm.xlsx"))
+    assert str(err.value).endswith("; it is SAMM-LV (--dataset samm)'s workbook")
 
 
 @pytest.mark.parametrize(

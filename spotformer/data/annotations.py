@@ -162,8 +162,18 @@ def _read_sheets(
         out = {}
         for name in names:
             if name not in wb.sheetnames:
+                # The other data set's workbook (found in review: --dataset samm on a
+                # CAS(ME)^2 folder said only which sheets there were).
+                other = {CAS_SHEET: "CAS(ME)^2 (--dataset casme2)",
+                         SAMM_SHEET: "SAMM-LV (--dataset samm)"}  # fmt: skip
+                hint = next(
+                    (f"; it is {v}'s workbook" for k, v in other.items() if k in wb.sheetnames
+                     and k != name),
+                    "",
+                )  # fmt: skip
                 raise AnnotationError(
                     f"{xlsx}: no sheet {name!r} (sheets: {', '.join(map(repr, wb.sheetnames))})"
+                    + hint
                 )
             ws = wb[name]
             # Read-only mode trusts the sheet's <dimension> record, which some writers
