@@ -49,8 +49,11 @@ def _terminating_signals() -> list[int]:
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """In the main thread: the first SIGTERM or SIGHUP (unless ignored) raises
-    :class:`Terminated`; a second one acts as before (by default, ends the process at
-    once)."""
+    :class:`Terminated`. After it, a second SIGTERM acts as before (by default, ends the
+    process at once), and any other such signal is dropped: a closed terminal sends two (the
+    shell's, then the kernel's when the shell exits), and the second must not cut the
+    cleanup short (found in review). Both stay Python handlers, so a signal that
+    arrived with the first does not fail as "ignored due to race condition"."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -60,9 +63,22 @@ def terminate_as_interrupt() -> Iterator[None]:
         previous = signal.getsignal(s)
         restore[s] = signal.SIG_DFL if previous is None else previous
 
+    first: list[int] = []
+
+    def again(signum: int, frame: object) -> None:
+        if signum != signal.SIGTERM or first != [signal.SIGTERM]:
+            return  # dropped: a SIGHUP, or a SIGTERM that came with or after a SIGHUP
+        before = restore[signum]
+        if callable(before):
+            before(signum, frame)
+        elif before == signal.SIG_DFL:  # end at once, as SIGTERM does by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
     def on_signal(signum: int, frame: object) -> None:
+        first.append(signum)
         for s in signums:
-            signal.signal(s, restore[s])
+            signal.signal(s, again)
         raise Terminated(signum)
 
     for s in signums:
@@ -206,9 +222,24 @@ def dispatch(
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says
         ended = isinstance(exc, Terminated)
         what = f"terminated ({exc.name})" if ended else "interrupted"
-        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+        try:
             print(f"\n{prog} {ns.command}: {what}{'; ' + hint if hint else ''}", file=sys.stderr)
+            sys.stderr.flush()
+        except OSError:  # after SIGHUP the terminal may be gone (EIO)
+            _to_null()  # else the exit's own flush fails too, and Python exits with 120
         return 128 + exc.signum if ended else 130
+
+
+def _to_null() -> None:
+    """stdout and stderr to the null device (their terminal is gone), what is still
+    buffered included."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(null, stream.fileno())
+    finally:
+        os.close(null)
 
 
 def no_cuda_reason() -> str:
