@@ -119,3 +119,14 @@ def test_index_cat_and_to() -> None:
     assert u.micro_expr[8:].tolist() == [1.0, 1.0, 1.0]
     assert u.to("cpu").contrast.dtype == torch.int64
     assert u.onoff("micro") is u.micro_onoff and u.apex("macro") is u.macro_apex
+
+
+def test_rate_scale_treats_the_tolerance_the_same_either_way() -> None:
+    """30 fps and SAMM-LV's 200/7 are the same rate whichever is the reference (found in
+    review: 30 / (200/7) is 1.05 plus a rounding error, so only one way round was)."""
+    from spotformer.data.table import rate_scale
+
+    assert rate_scale(30.0, 200 / 7) == rate_scale(200 / 7, 30.0) == 1.0
+    assert rate_scale(29.97, 30.0) == rate_scale(30.0, 29.97) == 1.0
+    assert rate_scale(60.0, 30.0) == 2.0 and rate_scale(25.0, 30.0) == 25.0 / 30.0
+    assert rate_scale(31.6, 30.0) == 31.6 / 30.0  # 5.3 % over either way

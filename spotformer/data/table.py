@@ -66,10 +66,13 @@ SAME_RATE_TOLERANCE = 0.05
 
 def rate_scale(fps: float, ref_fps: float) -> float:
     """Factor from frames at ``ref_fps`` to frames at ``fps``: 1 within
-    :data:`SAME_RATE_TOLERANCE` of ``ref_fps`` (29.97 fps, SAMM-LV's 200/7), else
-    ``fps / ref_fps``."""
+    :data:`SAME_RATE_TOLERANCE` of ``ref_fps`` either way (29.97 fps, SAMM-LV's 200/7
+    against 30, and 30 against 200/7), else ``fps / ref_fps``. Either way: 30 / (200/7)
+    is 1.05 plus a rounding error, which made 30 fps "another rate" for a SAMM-LV model
+    while 200/7 was "the same" for a 30 fps one (found in review)."""
     s = fps / ref_fps
-    return 1.0 if abs(s - 1.0) <= SAME_RATE_TOLERANCE else s
+    same = min(abs(s - 1.0), abs(1.0 / s - 1.0)) <= SAME_RATE_TOLERANCE if s > 0 else False
+    return 1.0 if same else s
 
 
 @dataclass(frozen=True, order=True)
