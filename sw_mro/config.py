@@ -135,11 +135,11 @@ FACE_CONTRAST_WARN_LEVELS = 64.0
 #: already holds ~1 GB per float plane.
 MAX_FACE_SIZE = 1024
 
-#: Sampled frames (one per 32-frame landmark segment) under
+#: Consecutive sampled frames (one per 32-frame landmark segment) under
 #: :data:`FACE_CONTRAST_WARN_LEVELS` from which a video whose median is above it is
 #: warned about too: a stretch over two or more segments (about 1 s at 30 fps) where the
 #: light was turned down or the camera's exposure went wrong, whose features are smaller
-#: than the rest's. One such frame alone is not warned about.
+#: than the rest's. One such frame alone, or several with brighter ones between, is not.
 FACE_CONTRAST_DIM_FRAMES = 2
 
 #: MDMO sectors, as first edges in degrees (the last sector wraps past 360). The

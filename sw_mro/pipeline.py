@@ -258,8 +258,8 @@ class FaceContrast:
     :attr:`FeatureChunk.face_contrast`. :meth:`low` says whether the median span is
     under :data:`~sw_mro.config.FACE_CONTRAST_WARN_LEVELS` grey levels, where the flow
     features shrink by about half or more; :meth:`dim_stretch` whether, the median
-    being fine, at least :data:`~sw_mro.config.FACE_CONTRAST_DIM_FRAMES` sampled frames
-    are under it (a light turned down for a while in a long video: those windows'
+    being fine, at least :data:`~sw_mro.config.FACE_CONTRAST_DIM_FRAMES` consecutive
+    sampled frames are under it (a light turned down for a while in a long video: those windows'
     features are smaller than the rest's). ``sw-mro extract``, ``spotformer train`` and
     ``spotformer spot`` warn of either (:meth:`warns`). Keeps one value per landmark
     segment (32 frames)."""
@@ -292,12 +292,13 @@ class FaceContrast:
         except (KeyError, TypeError, ValueError, AttributeError):
             return out
         try:
-            below = summary["frames_below"]
-            first, last = summary["first_frame_below"], summary["last_frame_below"]
+            below, run = int(summary["frames_below"]), int(summary["dim_run_frames"])
+            first, last = summary["dim_run_first_frame"], summary["dim_run_last_frame"]
             out._recorded.update(
-                frames_below=int(below),
-                first_frame_below=None if first is None else int(first),
-                last_frame_below=None if last is None else int(last),
+                frames_below=below,
+                dim_run_frames=run,
+                dim_run_first_frame=None if first is None else int(first),
+                dim_run_last_frame=None if last is None else int(last),
             )
         except (KeyError, TypeError, ValueError):
             pass
@@ -335,34 +336,53 @@ class FaceContrast:
         m = self.median
         return m is not None and round(m, 1) < self.limit
 
-    def below(self) -> tuple[int, int | None, int | None]:
-        """The sampled frames under the limit (at the 0.1 level): how many, the first
-        and the last (None: none, or not recorded)."""
+    def below(self) -> tuple[int, int, int | None, int | None]:
+        """The sampled frames under the limit (at the 0.1 level): how many in all, and
+        the longest run of consecutive samples under it: its length, first and last
+        frame (None: none, or not recorded)."""
         if self._recorded is not None:
             r = self._recorded
-            return r.get("frames_below", 0), r.get("first_frame_below"), r.get("last_frame_below")
+            return (
+                r.get("frames_below", 0),
+                r.get("dim_run_frames", 0),
+                r.get("dim_run_first_frame"),
+                r.get("dim_run_last_frame"),
+            )
         under = np.round(self.values, 1) < self.limit
-        at = self.frames[under]
-        if not at.size:
-            return 0, None, None
-        return int(at.size), int(at[0]), int(at[-1])
+        if not under.any():
+            return 0, 0, None, None
+        # Runs of consecutive samples under the limit: their starts and ends in samples.
+        edges = np.diff(np.concatenate([[0], under.astype(np.int8), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        k = int(np.argmax(ends - starts))  # the longest, the first of equals
+        frames = self.frames
+        return (
+            int(under.sum()),
+            int(ends[k] - starts[k]),
+            int(frames[starts[k]]),
+            int(frames[ends[k] - 1]),
+        )
 
     def dim_stretch(self) -> bool:
-        """The median fine, but at least ``dim_frames`` sampled frames under the limit."""
-        return not self.low() and self.below()[0] >= self.dim_frames
+        """The median fine, but at least ``dim_frames`` consecutive sampled frames
+        under the limit (found in review: two scattered ones, with bright samples
+        between them, were called a stretch)."""
+        return not self.low() and self.below()[1] >= self.dim_frames
 
     def warns(self) -> bool:
         return self.low() or self.dim_stretch()
 
     def summary(self) -> dict:
         """For the metadata: ``median_levels``, ``min_levels``, ``frames`` (sampled),
-        ``frames_below`` (sampled frames under the limit), ``first_frame_below``,
-        ``last_frame_below`` and ``warn_below``."""
-        below, first, last = self.below()
+        ``frames_below`` (sampled frames under the limit), the longest run of
+        consecutive ones (``dim_run_frames``, ``dim_run_first_frame``,
+        ``dim_run_last_frame``) and ``warn_below``."""
+        below, run, first, last = self.below()
         tail = {
             "frames_below": below,
-            "first_frame_below": first,
-            "last_frame_below": last,
+            "dim_run_frames": run,
+            "dim_run_first_frame": first,
+            "dim_run_last_frame": last,
             "warn_below": self.limit,
         }
         if self._recorded is not None:
@@ -383,8 +403,8 @@ class FaceContrast:
         """A few words for a list of videos (``spotformer train``)."""
         if self.low():
             return f"median {self.median:.0f}"
-        below, first, last = self.below()
-        return f"{below} of {self.summary()['frames']} sampled frames, frames {first}-{last}"
+        _, run, first, last = self.below()
+        return f"{run} consecutive sampled frames, frames {first}-{last}"
 
     def describe(self) -> str:
         frames = self.summary()["frames"]
@@ -397,14 +417,15 @@ class FaceContrast:
                 f"motion gives in a well-lit video (about half at {self.limit:g} levels); "
                 "brighten or stretch the video first (docs/io.md, 'Contrast')"
             )
-        below, first, last = self.below()
+        below, run, first, last = self.below()
         return (
             f"the face spans fewer than {self.limit:g} grey levels (1st-99th percentile of "
-            f"the face crop's luma) in {below} of {frames} sampled frames (one per 32), "
-            f"from frame {first} to frame {last}, against a median of {self.median:.0f}: "
-            "a dim or washed-out stretch, where Farneback's flow shrinks with the "
-            "contrast, so the features there are smaller than the same motion gives in "
-            "the rest of the video; brighten or stretch it first (docs/io.md, 'Contrast')"
+            f"the face crop's luma) in {run} consecutive sampled frames (one per landmark "
+            f"segment), from frame {first} to frame {last} ({below} of {frames} sampled "
+            f"frames in all), against a median of {self.median:.0f}: a dim or washed-out "
+            "stretch, where Farneback's flow shrinks with the contrast, so the features "
+            "there are smaller than the same motion gives in the rest of the video; "
+            "brighten or stretch it first (docs/io.md, 'Contrast')"
         )
 
 

@@ -766,10 +766,14 @@ def test_a_dim_stretch_of_a_bright_video_is_warned_about(
     assert said[0].startswith(f"warning: {video}: the face spans fewer than 64 grey levels")
     contrast = json.loads((out / "dusk.json").read_text())["face_contrast"]
     assert contrast["frames"] == 4 and contrast["median_levels"] > 64, contrast
-    assert (contrast["frames_below"], contrast["first_frame_below"]) == (2, 64)
-    last = contrast["last_frame_below"]  # segment 96-119's first frame with a face
+    assert (contrast["frames_below"], contrast["dim_run_frames"]) == (2, 2)
+    assert contrast["dim_run_first_frame"] == 64
+    last = contrast["dim_run_last_frame"]  # segment 96-119's first frame with a face
     assert 96 <= last < 120 and contrast["min_levels"] < 64
-    assert f"in 2 of 4 sampled frames (one per 32), from frame 64 to frame {last}," in said[0]
+    assert (
+        f"in 2 consecutive sampled frames (one per landmark segment), from frame 64 to "
+        f"frame {last} (2 of 4 sampled frames in all)"
+    ) in said[0], said[0]
 
 
 def test_large_head_motion_suggests_align_from_landmarks(

@@ -1164,8 +1164,9 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
         "min_levels": 40.0,
         "frames": 3,
         "frames_below": 2,
-        "first_frame_below": 1,
-        "last_frame_below": 3,
+        "dim_run_frames": 2,
+        "dim_run_first_frame": 1,
+        "dim_run_last_frame": 3,
         "warn_below": 64.0,
     }
     assert "spans only 50 grey levels" in acc.describe() and "3 sampled frames" in acc.describe()
@@ -1192,38 +1193,45 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
 
 def test_a_dim_stretch_of_a_bright_video_is_warned_about() -> None:
     """A video whose median contrast is fine but whose face spans under 64 grey levels
-    in two or more sampled frames (a light turned down for a while) is warned about,
-    with the frames; one such frame is not. Before, only the median was looked at: a
-    dim stretch of a long video, whose features are smaller than the rest's, went
-    unsaid. The JSON's record gives the same answer; an older record (without the
-    count) warns of no stretch."""
+    in two or more consecutive sampled frames (a light turned down for a while) is
+    warned about, with the frames; one such frame is not, nor scattered ones with
+    brighter samples between (found in review of the first version, which counted
+    them as a stretch). Before, only the median was looked at: a dim stretch of a long
+    video, whose features are smaller than the rest's, went unsaid. The JSON's record
+    gives the same answer; an older record (without the counts) warns of no stretch."""
     from sw_mro.pipeline import FaceContrast
 
     acc = FaceContrast()
     acc.add(np.array([190.0, np.nan, 40.0, np.nan], np.float32), start=0)  # frames 0, 2
-    acc.add(np.array([np.nan, 190.0, 200.0], np.float32), start=64)  # frames 65, 66
+    acc.add(np.array([np.nan, 190.0, 50.0], np.float32), start=64)  # frames 65, 66
+    acc.add(np.array([190.0, np.nan, 195.0], np.float32), start=96)  # frames 96, 98
     assert acc.median == 190.0 and not acc.low()
-    assert acc.below() == (1, 2, 2) and not acc.dim_stretch() and not acc.warns()
-    acc.add(np.array([55.0, np.nan, 195.0], np.float32), start=96)  # frames 96, 98
-    assert acc.below() == (2, 2, 96) and acc.dim_stretch() and acc.warns()
+    # Two under 64 (frames 2 and 66), with a bright sample (65) between: no stretch.
+    assert acc.below() == (2, 1, 2, 2) and not acc.dim_stretch() and not acc.warns()
+    acc.add(np.array([55.0, 60.0, np.nan, 200.0, 190.0, 200.0], np.float32), start=128)
+    # Frames 128 and 129 follow each other, so do 2 of their samples: a run of 2.
+    assert acc.median == 190.0 and acc.below() == (4, 2, 128, 129)
+    assert acc.dim_stretch() and acc.warns()
     text = acc.describe()
-    assert "fewer than 64 grey levels" in text and "in 2 of 6 sampled frames" in text, text
-    assert "from frame 2 to frame 96" in text and "median of 190" in text, text
-    assert "spans only" not in text and acc.short() == "2 of 6 sampled frames, frames 2-96"
+    assert "fewer than 64 grey levels" in text and "in 2 consecutive sampled frames" in text
+    assert "from frame 128 to frame 129 (4 of 11 sampled frames in all)" in text, text
+    assert "median of 190" in text and "spans only" not in text
+    assert acc.short() == "2 consecutive sampled frames, frames 128-129"
     summary = acc.summary()
-    assert summary["frames_below"] == 2 and summary["first_frame_below"] == 2
-    assert summary["last_frame_below"] == 96 and summary["min_levels"] == 40.0
+    assert (summary["frames_below"], summary["dim_run_frames"]) == (4, 2)
+    assert (summary["dim_run_first_frame"], summary["dim_run_last_frame"]) == (128, 129)
+    assert summary["min_levels"] == 40.0
     back = FaceContrast.from_summary(json.loads(json.dumps(summary)))
     assert back.dim_stretch() and back.describe() == text and back.summary() == summary
     # Judged at the 0.1 level: 63.96 is 64.0, not under.
     acc = FaceContrast()
     acc.add(np.array([190.0, 63.96, 63.96, 200.0], np.float32))
-    assert acc.below() == (0, None, None) and not acc.warns()
-    # A record without the count (a JSON from before): no stretch, and none made up.
-    old = {k: v for k, v in summary.items() if "below" not in k or k == "warn_below"}
-    back = FaceContrast.from_summary(old)
-    assert not back.warns() and back.summary() == old
-    for bad in ({"frames_below": "x"}, {"frames_below": 2}):  # malformed, incomplete
+    assert acc.below() == (0, 0, None, None) and not acc.warns()
+    # A record without the counts (a JSON from before): no stretch, and none made up.
+    old = {k: v for k, v in summary.items() if k in ("median_levels", "min_levels", "frames")}
+    back = FaceContrast.from_summary({**old, "warn_below": 64.0})
+    assert not back.warns() and back.summary() == {**old, "warn_below": 64.0}
+    for bad in ({"dim_run_frames": "x"}, {"dim_run_frames": 2}):  # malformed, incomplete
         assert not FaceContrast.from_summary({**old, **bad}).warns(), bad
 
 

@@ -1180,7 +1180,7 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     dim = next(ln for ln in err.splitlines() if "grey levels" in ln)
     assert dim.startswith("spotformer: warning: in 2 of 2 videos the face spans fewer than 64")
     assert "s2/still (median 41)" in dim  # and 64 is not under 64, but a stretch is:
-    assert "s1/shaky (2 of 5 sampled frames, frames 1-2)" in dim, dim
+    assert "s1/shaky (2 consecutive sampled frames, frames 1-2)" in dim, dim
     F.dataset_features(
         table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
     )
