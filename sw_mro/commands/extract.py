@@ -350,8 +350,8 @@ def _tidy(out_dir: Path, name: str) -> None:
     if not any(os.path.lexists(p) for p in [*temps, out_dir / f".{name}.lock"]):
         return
     try:
-        with output_lock(out_dir, name):  # removes the lock file when released
-            for p in temps:
+        with output_lock(out_dir, name) as held:  # removes the lock file when released
+            for p in temps if held else []:  # unguarded (no flock): they may be in use
                 p.unlink(missing_ok=True)
     except (OutputBusyError, OSError):  # another run writes it now; or read-only
         pass
@@ -423,7 +423,7 @@ def _waiting(n: int) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[None]:
+def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[bool]:
     """Hold ``out_dir/.<name>.lock`` (an exclusive ``flock``) while ``name``'s outputs are
     written, so that two runs into one ``--out-dir`` cannot mix their ``.npy`` and JSON
     or their temp files (found in review: one run's rename took the other's temp file).
@@ -433,12 +433,13 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
 
     Without a guard, as before: where the lock file cannot be made (a read-only or full
     folder: writing the output then fails with its own error) and where ``flock`` is not
-    supported (some network file systems; warned once per folder).
+    supported (some network file systems; warned once per folder). Yields whether the
+    lock is held (False: no guard).
     """
     try:
         import fcntl
     except ImportError:  # no flock (Windows): no guard
-        yield
+        yield False
         return
     path = out_dir / f".{name}.lock"
     while True:
@@ -450,7 +451,7 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
                 # holder's pid written into the file it points to (found in review).
                 path.unlink(missing_ok=True)
                 continue
-            yield
+            yield False
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -478,7 +479,7 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
                     "two extractions into it at once",
                     file=sys.stderr,
                 )
-            yield
+            yield False
             return
         except BaseException:
             os.close(fd)
@@ -492,7 +493,7 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[Non
     except OSError:
         pass
     try:
-        yield
+        yield True
     finally:
         try:
             path.unlink()
@@ -952,9 +953,16 @@ def _say(text: str, bar: Any = None) -> None:
         else:
             print(text)
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as exc:  # a full disk under `> log` too (found in review of the fix)
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there too
         finally:
             os.close(devnull)
+        if not isinstance(exc, BrokenPipeError):  # a reader that left needs no word
+            print(
+                f"warning: cannot write to stdout ({exc.strerror or exc}); the run goes on "
+                "without it",
+                file=sys.stderr,
+                flush=True,
+            )
