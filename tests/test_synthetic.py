@@ -506,7 +506,7 @@ def test_cli_reports_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[st
             ["--width", "100", "--height", "80"],
             "--width 100: too narrow for expression peaks of 6 px (macro_peak_px / "
             "micro_peak_px): a peak may move at most 5 % of the width, or the expression's "
-            "displacement folds the face over itself; need a width of at least 120",
+            "displacement folds the face over itself; need a width of at least 120 (even)",
         ),
     ]:
         assert spotformer_main(["make-synthetic", "--out", str(tmp_path / "o"), *argv]) == 2

@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stride", type=int,
         help="keep every n-th frame (default: the whole stride that brings the video "
         "nearest the frame rate of the model's training data, e.g. 7 for a 200 fps "
-        "SAMM-LV video, 2 for a 60 fps video on a 30 fps model; said when it differs)",
+        "SAMM-LV video, 2 for a 60 fps video on a 30 fps model, with a note on stderr "
+        "when it is not 1 or the rates still differ; 1 for a model that did not record "
+        "its data's rate)",
     )  # fmt: skip
     add_spotting_arguments(parser, override=True)
 

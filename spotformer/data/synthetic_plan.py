@@ -206,7 +206,7 @@ class SyntheticConfig:
                 f"too narrow for expression peaks of {peak:g} px (macro_peak_px / "
                 f"micro_peak_px): a peak may move at most 5 % of the width, or the "
                 f"expression's displacement folds the face over itself; need a width of "
-                f"at least {math.ceil(peak / 0.05)}",
+                f"at least {2 * math.ceil(peak / 0.1)} (even)",
             )  # fmt: skip
 
     @property
