@@ -107,3 +107,27 @@ def test_a_full_disk_while_writing_names_the_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="POSIX folders are synced")
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    """Found in review: nothing synced the folder after the rename, so after a power loss
+    an output could be missing. The temp file is synced, renamed, then its folder."""
+    import os
+    import stat
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("rename")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_text(tmp_path / "out.json", "{}")
+    assert events == ["file", "rename", "dir"]

@@ -2,7 +2,8 @@
 
 A writer fills a hidden temp file next to the target (``.<name>.tmp``, same folder,
 so the rename never crosses file systems). Only when it returns is the temp file
-flushed to disk and renamed over the target. When it fails, or the run is killed, the
+flushed to disk and renamed over the target, and the folder synced (POSIX), so that
+the rename survives a power loss. When it fails, or the run is killed, the
 target keeps its old content (or stays absent) and a failure leaves no temp file.
 """
 
@@ -52,6 +53,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is only on disk
+    once the folder is synced; found in review: after a power loss the outputs could
+    be missing). Where a file system or OS cannot sync a folder, nothing more is done."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # EINVAL / EBADF on some file systems
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield the temp path to write; on a normal exit it is synced and renamed to ``path``.
@@ -66,6 +85,7 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
