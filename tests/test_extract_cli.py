@@ -615,6 +615,29 @@ def test_a_skipped_output_loses_the_leftovers_of_a_killed_run(
     assert all(p.exists() for p in leftovers[:2])
 
 
+def test_a_stdout_without_a_file_descriptor_that_fails(monkeypatch, capsys) -> None:
+    """A stdout object that fails and has no file descriptor (a notebook's stream): the
+    run goes on with a null stdout, said once (the redirection cannot dup2 onto it)."""
+    import errno
+    import io
+
+    import sw_mro.commands.extract as E
+
+    class Broken(io.TextIOBase):
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(sys, "stdout", Broken())
+    E._say("wrote x.npy")
+    assert sys.stdout.name == os.devnull
+    E._say("wrote y.npy")  # no error, no second warning
+    sys.stdout.close()
+    err = capsys.readouterr().err
+    assert (
+        err == "warning: cannot write to stdout (Input/output error); the run goes on without it\n"
+    )
+
+
 def test_frame_folder_fps_for_the_metadata(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

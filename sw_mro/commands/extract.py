@@ -957,6 +957,8 @@ def _say(text: str, bar: Any = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there too
+        except (OSError, ValueError, AttributeError):  # a stdout with no file descriptor
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
         finally:
             os.close(devnull)
         if not isinstance(exc, BrokenPipeError):  # a reader that left needs no word
