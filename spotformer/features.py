@@ -308,7 +308,8 @@ def dataset_features(
         for name, planned in plan.items():
             ref = planned.ref
             bar.set_postfix_str(name, refresh=False)
-            motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
+            motion, missing = NoseMotion(cfg.face_size), []
+            contrast = FaceContrast(cfg.landmark_segment)
             got = extracted_features(features_dir, planned, cfg) if features_dir else None
             if isinstance(got, tuple):
                 x, r, missing, motion, contrast = got

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,10 +51,12 @@ def _terminating_signals() -> list[int]:
 def terminate_as_interrupt() -> Iterator[None]:
     """In the main thread: the first SIGTERM or SIGHUP (unless ignored) raises
     :class:`Terminated`. After it, a second SIGTERM acts as before (by default, ends the
-    process at once), and any other such signal is dropped: a closed terminal sends two (the
-    shell's, then the kernel's when the shell exits), and the second must not cut the
-    cleanup short (found in review). Both stay Python handlers, so a signal that
-    arrived with the first does not fail as "ignored due to race condition"."""
+    process at once), except within :data:`HUP_GRACE` seconds of a first SIGHUP, and a
+    second SIGHUP is dropped: a closed terminal sends two (the shell's, then the
+    kernel's when the shell exits), and a scheduler may send SIGTERM with it; neither
+    must cut the cleanup short (found in review). A SIGTERM later still ends a cleanup
+    that hangs. Both stay Python handlers, so a signal that arrived with the first does
+    not fail as "ignored due to race condition"."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -63,11 +66,14 @@ def terminate_as_interrupt() -> Iterator[None]:
         previous = signal.getsignal(s)
         restore[s] = signal.SIG_DFL if previous is None else previous
 
-    first: list[int] = []
+    first: list[tuple[int, float]] = []  # the first signal and when it came
 
     def again(signum: int, frame: object) -> None:
-        if signum != signal.SIGTERM or first != [signal.SIGTERM]:
-            return  # dropped: a SIGHUP, or a SIGTERM that came with or after a SIGHUP
+        if signum != signal.SIGTERM:
+            return  # a second SIGHUP: dropped
+        was, at = first[0]
+        if was != signal.SIGTERM and time.monotonic() - at < HUP_GRACE:
+            return  # a SIGTERM with the SIGHUP (the same hang-up, or a scheduler's)
         before = restore[signum]
         if callable(before):
             before(signum, frame)
@@ -76,7 +82,7 @@ def terminate_as_interrupt() -> Iterator[None]:
             os.kill(os.getpid(), signum)
 
     def on_signal(signum: int, frame: object) -> None:
-        first.append(signum)
+        first.append((signum, time.monotonic()))
         for s in signums:
             signal.signal(s, again)
         raise Terminated(signum)
@@ -86,8 +92,22 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        for s in signums:
-            signal.signal(s, restore[s])
+        # Blocked while they are set back: a pending one would run (and may raise, e.g.
+        # a caller's handler calling sys.exit) between two of these calls and leave the
+        # other signal on our handler (found in review). It arrives once both are set.
+        masked = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signums) if masked else None
+        try:
+            for s in signums:
+                signal.signal(s, restore[s])
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+#: Seconds after a first SIGHUP in which a SIGTERM is taken as part of the same hang-up
+#: (dropped); a SIGTERM later ends a cleanup that hangs, as a second SIGTERM does.
+HUP_GRACE = 2.0
 
 
 #: The packages whose logged and ``warnings.warn`` warnings a command prints in its own

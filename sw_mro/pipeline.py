@@ -264,9 +264,10 @@ class FaceContrast:
     ``spotformer spot`` warn of either (:meth:`warns`). Keeps one value per landmark
     segment (32 frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, segment: int = 32) -> None:
         from sw_mro.config import FACE_CONTRAST_DIM_FRAMES, FACE_CONTRAST_WARN_LEVELS
 
+        self.segment = segment  # frames per landmark segment (SWMROConfig.landmark_segment)
         self.limit = FACE_CONTRAST_WARN_LEVELS  # read now (tests)
         self.dim_frames = FACE_CONTRAST_DIM_FRAMES
         self._values: list[np.ndarray] = []
@@ -351,22 +352,27 @@ class FaceContrast:
         under = np.round(self.values, 1) < self.limit
         if not under.any():
             return 0, 0, None, None
-        # Runs of consecutive samples under the limit: their starts and ends in samples.
-        edges = np.diff(np.concatenate([[0], under.astype(np.int8), [0]]))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        k = int(np.argmax(ends - starts))  # the longest, the first of equals
+        # Runs: samples under the limit in neighbouring segments (found in review: two
+        # with 23 segments without a face between them made a "stretch" of 25 s).
         frames = self.frames
+        seg = frames // self.segment
+        joins = under[1:] & under[:-1] & (np.diff(seg) == 1)  # sample i-1 -> i
+        starts = under & ~np.concatenate([[False], joins])
+        run = np.cumsum(starts) - 1  # each sample's run (valid where under)
+        lengths = np.bincount(run[under])
+        k = int(np.argmax(lengths))  # the longest, the first of equals
+        members = np.flatnonzero(under & (run == k))
         return (
             int(under.sum()),
-            int(ends[k] - starts[k]),
-            int(frames[starts[k]]),
-            int(frames[ends[k] - 1]),
+            int(lengths[k]),
+            int(frames[members[0]]),
+            int(frames[members[-1]]),
         )
 
     def dim_stretch(self) -> bool:
-        """The median fine, but at least ``dim_frames`` consecutive sampled frames
-        under the limit (found in review: two scattered ones, with bright samples
-        between them, were called a stretch)."""
+        """The median fine, but at least ``dim_frames`` sampled frames of neighbouring
+        segments under the limit (found in review: two scattered ones, with bright
+        samples or faceless segments between them, were called a stretch)."""
         return not self.low() and self.below()[1] >= self.dim_frames
 
     def warns(self) -> bool:

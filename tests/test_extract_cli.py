@@ -1291,8 +1291,7 @@ def test_sighup_stays_ignored_under_nohup() -> None:
 def test_sighup_and_sigterm_together_raise_once_without_a_race_error() -> None:
     """Found in review: SIGHUP and SIGTERM arriving together (a group SIGHUP with a
     scheduler's SIGTERM) printed "OSError: Signal 15 ignored due to race condition"
-    after the first had set the handlers back to SIG_DFL. One Terminated, no error; a
-    later SIGHUP is dropped."""
+    after the first had set the handlers back to SIG_DFL. One Terminated, no error."""
     import signal
     import sys as _sys
 
@@ -1318,6 +1317,39 @@ def test_sighup_and_sigterm_together_raise_once_without_a_race_error() -> None:
         for s, h in before.items():
             signal.signal(s, h)
     assert errors == [], [e.exc_value for e in errors]
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX SIGHUP")
+def test_a_sigterm_long_after_a_sighup_still_ends_the_cleanup(monkeypatch) -> None:
+    """After a SIGHUP, a SIGTERM that comes with it is dropped, but one later than
+    HUP_GRACE acts as a second SIGTERM (here: the caller's own handler), so that a
+    cleanup that hangs can still be ended without SIGKILL (found in review)."""
+    import signal
+
+    import sw_mro._cli_util as U
+
+    seen: list[int] = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, lambda n, f: seen.append(n))
+        for grace, want in ((100.0, []), (0.0, [signal.SIGTERM])):
+            seen.clear()
+            monkeypatch.setattr(U, "HUP_GRACE", grace)
+            with pytest.raises(U.Terminated), U.terminate_as_interrupt():
+                try:
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    for _ in range(1000):
+                        pass
+                finally:  # the cleanup, where the SIGTERM comes
+                    os.kill(os.getpid(), signal.SIGHUP)  # a second SIGHUP: dropped
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(1000):
+                        pass
+            assert seen == want, grace
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
 
 
 def _left_blocks(before: set[str]) -> set[str]:

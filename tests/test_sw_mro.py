@@ -1164,9 +1164,9 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
         "min_levels": 40.0,
         "frames": 3,
         "frames_below": 2,
-        "dim_run_frames": 2,
+        "dim_run_frames": 1,  # frames 1 and 3 are of one segment: not a run
         "dim_run_first_frame": 1,
-        "dim_run_last_frame": 3,
+        "dim_run_last_frame": 1,
         "warn_below": 64.0,
     }
     assert "spans only 50 grey levels" in acc.describe() and "3 sampled frames" in acc.describe()
@@ -1193,39 +1193,51 @@ def test_face_contrast_samples_one_face_box_per_landmark_segment() -> None:
 
 def test_a_dim_stretch_of_a_bright_video_is_warned_about() -> None:
     """A video whose median contrast is fine but whose face spans under 64 grey levels
-    in two or more consecutive sampled frames (a light turned down for a while) is
-    warned about, with the frames; one such frame is not, nor scattered ones with
-    brighter samples between (found in review of the first version, which counted
-    them as a stretch). Before, only the median was looked at: a dim stretch of a long
-    video, whose features are smaller than the rest's, went unsaid. The JSON's record
-    gives the same answer; an older record (without the counts) warns of no stretch."""
+    in the sampled frames of two or more neighbouring segments (a light turned down for
+    a while) is warned about, with the frames; one such frame is not, nor scattered
+    ones with brighter samples or segments without a face between them (found in
+    reviews of the first versions, which counted those as a stretch). Before, only the
+    median was looked at: a dim stretch of a long video, whose features are smaller than
+    the rest's, went unsaid. The JSON's record gives the same answer; an older record
+    (without the counts) warns of no stretch."""
     from sw_mro.pipeline import FaceContrast
 
-    acc = FaceContrast()
-    acc.add(np.array([190.0, np.nan, 40.0, np.nan], np.float32), start=0)  # frames 0, 2
-    acc.add(np.array([np.nan, 190.0, 50.0], np.float32), start=64)  # frames 65, 66
-    acc.add(np.array([190.0, np.nan, 195.0], np.float32), start=96)  # frames 96, 98
+    def add(acc: FaceContrast, samples: dict[int, float]) -> None:
+        """One chunk of 32-frame segments, sampled at the given frames."""
+        lo = min(samples) // 32 * 32
+        spans = np.full(max(samples) - lo + 1, np.nan, np.float32)
+        for frame, value in samples.items():
+            spans[frame - lo] = value
+        acc.add(spans, start=lo)
+
+    acc = FaceContrast(segment=32)
+    add(acc, {0: 190.0, 32: 40.0, 64: 190.0, 96: 50.0, 128: 190.0, 160: 195.0})
     assert acc.median == 190.0 and not acc.low()
-    # Two under 64 (frames 2 and 66), with a bright sample (65) between: no stretch.
-    assert acc.below() == (2, 1, 2, 2) and not acc.dim_stretch() and not acc.warns()
-    acc.add(np.array([55.0, 60.0, np.nan, 200.0, 190.0, 200.0], np.float32), start=128)
-    # Frames 128 and 129 follow each other, so do 2 of their samples: a run of 2.
-    assert acc.median == 190.0 and acc.below() == (4, 2, 128, 129)
+    # Two under 64 (frames 32 and 96), with a bright sample (64) between: no stretch.
+    assert acc.below() == (2, 1, 32, 32) and not acc.dim_stretch() and not acc.warns()
+    # Two more, one after the other, but with 23 segments without a face between them.
+    add(acc, {256: 30.0})
+    add(acc, {1024: 35.0})
+    assert acc.below() == (4, 1, 32, 32) and not acc.dim_stretch()
+    # Then the next two segments dim too: a run of 3, frames 1024-1088.
+    add(acc, {1056: 55.0, 1088: 60.0, 1120: 190.0, 1152: 190.0, 1184: 190.0})
+    add(acc, {1216: 190.0, 1248: 190.0})
+    assert acc.median == 190.0 and acc.below() == (6, 3, 1024, 1088)
     assert acc.dim_stretch() and acc.warns()
     text = acc.describe()
-    assert "fewer than 64 grey levels" in text and "in 2 consecutive sampled frames" in text
-    assert "from frame 128 to frame 129 (4 of 11 sampled frames in all)" in text, text
+    assert "fewer than 64 grey levels" in text and "in 3 consecutive sampled frames" in text
+    assert "from frame 1024 to frame 1088 (6 of 15 sampled frames in all)" in text, text
     assert "median of 190" in text and "spans only" not in text
-    assert acc.short() == "2 consecutive sampled frames, frames 128-129"
+    assert acc.short() == "3 consecutive sampled frames, frames 1024-1088"
     summary = acc.summary()
-    assert (summary["frames_below"], summary["dim_run_frames"]) == (4, 2)
-    assert (summary["dim_run_first_frame"], summary["dim_run_last_frame"]) == (128, 129)
-    assert summary["min_levels"] == 40.0
+    assert (summary["frames_below"], summary["dim_run_frames"]) == (6, 3)
+    assert (summary["dim_run_first_frame"], summary["dim_run_last_frame"]) == (1024, 1088)
+    assert summary["min_levels"] == 30.0
     back = FaceContrast.from_summary(json.loads(json.dumps(summary)))
     assert back.dim_stretch() and back.describe() == text and back.summary() == summary
     # Judged at the 0.1 level: 63.96 is 64.0, not under.
     acc = FaceContrast()
-    acc.add(np.array([190.0, 63.96, 63.96, 200.0], np.float32))
+    add(acc, {0: 190.0, 32: 63.96, 64: 63.96, 96: 200.0})
     assert acc.below() == (0, 0, None, None) and not acc.warns()
     # A record without the counts (a JSON from before): no stretch, and none made up.
     old = {k: v for k, v in summary.items() if k in ("median_levels", "min_levels", "frames")}

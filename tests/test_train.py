@@ -1147,8 +1147,10 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
         m = np.zeros((20, 17), np.float32)
         if Path(path).stem == "still":
             contrast.add(np.array([np.nan, 41.0]))
-        else:  # median 64 (not under 64), with a dim stretch at frames 1-2
-            contrast.add(np.array([64.0, 50.0, 55.0, 200.0, 190.0]))
+        else:  # median 64 (not under 64), with a dim stretch at frames 32-64
+            spans = np.full(160, np.nan)  # one sample per 32-frame segment
+            spans[::32] = [64.0, 50.0, 55.0, 200.0, 190.0]
+            contrast.add(spans)
         if Path(path).stem == "shaky":
             m[:4, 16] = 30.0  # 4 of 320 pairs: 1.25 %
             m[4, 16] = 200.0  # and one over half the 256 px crop: the face jumped
@@ -1180,7 +1182,7 @@ def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     dim = next(ln for ln in err.splitlines() if "grey levels" in ln)
     assert dim.startswith("spotformer: warning: in 2 of 2 videos the face spans fewer than 64")
     assert "s2/still (median 41)" in dim  # and 64 is not under 64, but a stretch is:
-    assert "s1/shaky (2 consecutive sampled frames, frames 1-2)" in dim, dim
+    assert "s1/shaky (2 consecutive sampled frames, frames 32-64)" in dim, dim
     F.dataset_features(
         table, sw_mro.SWMROConfig(window=17, align_from_landmarks=True), progress=False
     )

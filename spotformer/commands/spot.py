@@ -361,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if gts:
             gts = _within_the_video(gts, args.video, video_id, stride, fps_in)
-        motion, missing, contrast = NoseMotion(cfg.face_size), [], FaceContrast()
+        motion, missing = NoseMotion(cfg.face_size), []
+        contrast = FaceContrast(cfg.landmark_segment)
         feats, fps = video_features(
             args.video,
             cfg,

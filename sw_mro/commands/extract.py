@@ -557,7 +557,7 @@ def _extract_locked(
     tmp_npy = temp_name(npy)
     fallback: list[int] = []
     stages: dict[str, float] = {}
-    motion, contrast = NoseMotion(cfg.face_size), FaceContrast()
+    motion, contrast = NoseMotion(cfg.face_size), FaceContrast(cfg.landmark_segment)
     t0 = time.perf_counter()
     try:
         try:
@@ -962,9 +962,10 @@ def _say(text: str, bar: Any = None) -> None:
         finally:
             os.close(devnull)
         if not isinstance(exc, BrokenPipeError):  # a reader that left needs no word
-            print(
-                f"warning: cannot write to stdout ({exc.strerror or exc}); the run goes on "
-                "without it",
-                file=sys.stderr,
-                flush=True,
-            )
+            with contextlib.suppress(OSError):  # `> log 2>&1` on a full disk: both fail
+                print(
+                    f"warning: cannot write to stdout ({exc.strerror or exc}); the run goes "
+                    "on without it",
+                    file=sys.stderr,
+                    flush=True,
+                )

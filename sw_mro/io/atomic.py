@@ -9,6 +9,7 @@ target keeps its old content (or stays absent) and a failure leaves no temp file
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,10 +66,18 @@ def _fsync_dir(folder: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:  # EINVAL / EBADF on some file systems
-        pass
+    except OSError as exc:  # some file systems cannot sync a folder; a disk error raises
+        if exc.errno not in _NO_DIR_SYNC:
+            raise
     finally:
         os.close(fd)
+
+
+_NO_DIR_SYNC = {
+    getattr(errno, n)
+    for n in ("EINVAL", "EBADF", "EOPNOTSUPP", "ENOTSUP", "EROFS")
+    if hasattr(errno, n)
+}
 
 
 @contextmanager
