@@ -287,7 +287,11 @@ def dataset_features(
     from tqdm import tqdm
 
     import sw_mro
-    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LARGE_NOSE_MOTION_SHARE
+    from sw_mro.config import (
+        LANDMARK_FALLBACK_WARN_SHARE,
+        LANDMARK_FALLBACK_WORDS,
+        LARGE_NOSE_MOTION_SHARE,
+    )
     from sw_mro.pipeline import FaceContrast, NoseMotion
 
     t0 = time.perf_counter()
@@ -354,9 +358,8 @@ def dataset_features(
         shown = _first_8([f"{n} ({100 * share:.0f} %)" for n, share in faceless])
         print(
             f"spotformer: warning: no face in over {100 * LANDMARK_FALLBACK_WARN_SHARE:g} % "
-            f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}; their "
-            "windows use the last face found before them, or the first face found for "
-            "frames before it",
+            f"of the frames of {len(faceless)} of {len(plan)} videos: {shown}; "
+            f"{LANDMARK_FALLBACK_WORDS}",
             file=sys.stderr,
         )
     if jumped:

@@ -262,6 +262,12 @@ def _to_null() -> None:
         os.close(null)
 
 
+def typed_words(msg: str) -> str:
+    """A config error as a command-line user reads it: a value left out is None in the
+    API, which cannot be typed (found in review: "must be a positive integer or None")."""
+    return msg.replace(" or None (", " (left out: ")
+
+
 def no_cuda_reason() -> str:
     """Why torch sees no CUDA device, and what to do about it (for ``--gpu`` errors)."""
     import os

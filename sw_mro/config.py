@@ -119,6 +119,11 @@ FACE_JUMP_SHARE = 0.5
 #: before them) over which ``sw-mro extract``, ``spotformer train`` and ``spotformer
 #: spot`` warn.
 LANDMARK_FALLBACK_WARN_SHARE = 0.10
+#: What those warnings say the frames without a face get.
+LANDMARK_FALLBACK_WORDS = (
+    "their windows use the last face found before them, or the first face found for "
+    "frames before it"
+)
 
 #: Grey levels that the face crop spans (1st to 99th percentile of its luma, the median
 #: over one sampled frame per landmark segment) under which ``sw-mro extract``,

@@ -622,18 +622,17 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert "Its intervals count frames at stride 2" in note
 
 
-def test_spot_cuts_the_ground_truth_to_the_video(tmp_path: Path, capsys) -> None:
+def test_spot_cuts_the_ground_truth_to_the_video(capsys) -> None:
     """Found in review: a clip scored against its video's whole annotation counted the
-    expressions past its end as misses, unsaid (training refuses or cuts them). Before
-    extracting, spot cuts one that runs past the last frame there, as training does,
-    leaves out one that starts after it, and says so."""
+    expressions past its end as misses, unsaid (training refuses or cuts them). Spot
+    cuts one that runs past the last frame extracted there, as training does, leaves out
+    one that starts after it, and says so. A 20-frame clip: frames 0-19."""
     from spotformer.commands.spot import _within_the_video
     from spotformer.metrics import Interval
 
-    video = _tiny_video(tmp_path / "clip.mp4", n=20)  # frames 0-19
     inside = Interval("v", 2, 8, "micro", apex=5)
     gts = [inside, Interval("v", 15, 30, "macro", apex=25), Interval("v", 25, 40, "macro")]
-    got = _within_the_video(gts, video, "v", 1, None)
+    got = _within_the_video(gts, 19, "v", 1)
     assert got == [inside, Interval("v", 15, 19, "macro", apex=19)]
     err = capsys.readouterr().err
     assert err == (
@@ -641,10 +640,10 @@ def test_spot_cuts_the_ground_truth_to_the_video(tmp_path: Path, capsys) -> None
         "video's last frame (19, at stride 1) and is not scored, and 1 runs past it and is "
         "cut there, as training cuts them; is --gt this very video's, at this stride?\n"
     )
-    assert _within_the_video([inside], video, "v", 1, None) == [inside]
+    assert _within_the_video([inside], 19, "v", 1) == [inside]
     assert capsys.readouterr().err == ""
     # At stride 2 the clip has 10 frames: 15-30 starts after its last frame, 9.
-    assert _within_the_video(gts, video, "v", 2, None) == [inside]
+    assert _within_the_video(gts, 9, "v", 2) == [inside]
     assert (
         "2 start after the video's last frame (9, at stride 2) and are not"
         in capsys.readouterr().err

@@ -7,6 +7,8 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING
 
+from sw_mro._cli_util import typed_words
+
 if TYPE_CHECKING:
     from spotformer.postprocess import SpotParams
 
@@ -79,7 +81,7 @@ def option_words(msg: str, options: dict[str, str]) -> str:
     m = _FIELD_FIRST.match(msg)
     if m is None or m[1] not in options:
         return msg
-    rest = msg[m.end() :].replace(" or None (", " (left out: ")  # "None" cannot be typed
+    rest = typed_words(msg[m.end() :])
     return options[m[1]] + (f" {m[2]}:" if m[2] is not None else "") + rest
 
 

@@ -199,15 +199,12 @@ def open_like_training(
     return chosen, fps_in, note
 
 
-def _within_the_video(gts: list, video: Path, video_id: str, stride: int, fps: float | None):
-    """The ground truth of ``video`` as it can be scored: an expression that runs past
-    its last frame is cut there, as training cuts it, and one that starts after it is
-    left out; either is said, before the extraction (found in review: an 80-frame clip
+def _within_the_video(gts: list, last: int, video_id: str, stride: int) -> list:
+    """The ground truth of a video whose last frame is ``last`` as it can be scored: an
+    expression that runs past that frame is cut there, as training cuts it, and one
+    that starts after it is left out; either is said (found in review: an 80-frame clip
     scored against its video's whole annotation counted the expressions past its end
     as misses without a word)."""
-    from sw_mro.io.video import open_video
-
-    last = open_video(video, stride=stride, fps=fps).info.num_frames - 1
     past = [g for g in gts if g.onset > last]
     cut = [g for g in gts if g.onset <= last < g.offset]
     if past or cut:
@@ -286,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.metrics import evaluate, read_ground_truth, write_intervals
     from spotformer.postprocess import spot_video
     from spotformer.train import load_model, predict_logits
-    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
     from sw_mro.errors import ClipTooShortError, SWMROError
     from sw_mro.pipeline import FaceContrast, NoseMotion
 
@@ -359,8 +356,6 @@ def run(args: argparse.Namespace) -> int:
                 "If the video has expressions there under another id, pass it with --video-id",
                 file=sys.stderr,
             )
-        if gts:
-            gts = _within_the_video(gts, args.video, video_id, stride, fps_in)
         motion, missing = NoseMotion(cfg.face_size), []
         contrast = FaceContrast(cfg.landmark_segment)
         feats, fps = video_features(
@@ -372,11 +367,12 @@ def run(args: argparse.Namespace) -> int:
             fallback=missing,
             contrast=contrast,
         )
+        if gts:  # the frames extracted: no second opening of the video
+            gts = _within_the_video(gts, feats.shape[0] - 1, video_id, stride)
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
-                f"{feats.shape[0]} frames; their windows use the last face found before them, "
-                "or the first face found for frames before it",
+                f"{feats.shape[0]} frames; {LANDMARK_FALLBACK_WORDS}",
                 file=sys.stderr,
             )
         if motion.jumped():

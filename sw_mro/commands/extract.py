@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sw_mro._cli_util import no_cuda_reason
+from sw_mro._cli_util import no_cuda_reason, typed_words
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import atomic_path, fresh_temp, temp_name, write_temp
 
@@ -347,7 +347,7 @@ def _tidy(out_dir: Path, name: str) -> None:
     removed where no other run holds its lock (found in review: they stayed for good
     once the output was completed by a later run); in a read-only folder, kept."""
     temps = [temp_name(out_dir / f"{name}{ext}") for ext in (".npy", ".json")]
-    if not any(os.path.lexists(p) for p in [*temps, out_dir / f".{name}.lock"]):
+    if not any(os.path.lexists(p) for p in [*temps, _lock_path(out_dir, name)]):
         return
     try:
         with output_lock(out_dir, name) as held:  # removes the lock file when released
@@ -422,6 +422,10 @@ def _waiting(n: int) -> str:
     return f"now waiting for {n} input{'s' if n != 1 else ''} that another run is writing"
 
 
+def _lock_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f".{name}.lock"
+
+
 @contextlib.contextmanager
 def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[bool]:
     """Hold ``out_dir/.<name>.lock`` (an exclusive ``flock``) while ``name``'s outputs are
@@ -441,7 +445,7 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[boo
     except ImportError:  # no flock (Windows): no guard
         yield False
         return
-    path = out_dir / f".{name}.lock"
+    path = _lock_path(out_dir, name)
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -536,7 +540,7 @@ def _extract_locked(
     import torch
     from tqdm import tqdm
 
-    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE
+    from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
     from sw_mro.io.video import open_video
     from sw_mro.pipeline import FaceContrast, NoseMotion, flow_backend, stream
 
@@ -641,8 +645,7 @@ def _extract_locked(
     if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it
         msg += (
             f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
-            f"({100 * len(fallback) / n:.0f} %); their windows use the last face found "
-            "before them, or the first face found for frames before it (the JSON's "
+            f"({100 * len(fallback) / n:.0f} %); {LANDMARK_FALLBACK_WORDS} (the JSON's "
             "landmark_fallback_frames)"
         )
     if motion.jumped():
@@ -842,7 +845,8 @@ def run(args: argparse.Namespace) -> int:
             r"SWMROConfig\.(\w+)=",
             lambda m: f"--{m[1].replace('_', '-')} " if m[1] in flags else m[0],
             str(exc),
-        ).replace(" or None (", " (left out: ")  # found in review: "None" cannot be typed
+        )
+        msg = typed_words(msg)
         print(f"error: {msg}", file=sys.stderr)
         return 2
     if cfg.landmarks == "insightface":  # a setup error: once, before any input
