@@ -130,3 +130,19 @@ def test_rate_scale_treats_the_tolerance_the_same_either_way() -> None:
     assert rate_scale(29.97, 30.0) == rate_scale(30.0, 29.97) == 1.0
     assert rate_scale(60.0, 30.0) == 2.0 and rate_scale(25.0, 30.0) == 25.0 / 30.0
     assert rate_scale(31.6, 30.0) == 31.6 / 30.0  # 5.3 % over either way
+
+
+@pytest.mark.parametrize("bad", [0.0, -30.0, float("nan"), float("inf")])
+def test_rate_scale_and_frame_targets_refuse_a_frame_rate_that_is_not_a_positive_number(
+    bad: float,
+) -> None:
+    """A rate of 0, below 0, NaN or infinity is an error, not a scale: NaN used to pass
+    ``frame_targets``'s ``fps <= 0`` check, and ``rate_scale`` returned ``bad / 30``."""
+    from spotformer.data.table import rate_scale
+
+    with pytest.raises(ValueError, match="fps must be a finite frame rate > 0"):
+        rate_scale(bad, 30.0)
+    with pytest.raises(ValueError, match="ref_fps must be a finite frame rate > 0"):
+        rate_scale(30.0, bad)
+    with pytest.raises(LabelError, match="fps must be a finite number > 0"):
+        frame_targets([], 10, fps=bad, video="v")

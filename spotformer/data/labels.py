@@ -141,8 +141,8 @@ def frame_targets(
     cfg = config or LabelConfig()
     if n_frames <= 0:
         raise LabelError(f"video {video!r}: need at least one frame, got {n_frames}")
-    if fps <= 0:
-        raise LabelError(f"video {video!r}: fps must be positive, got {fps}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise LabelError(f"video {video!r}: fps must be a finite number > 0, got {fps}")
     n = n_frames
     onoff = {k: torch.full((n,), NONE, dtype=torch.int64) for k in KINDS}
     apex = {k: torch.zeros(n) for k in KINDS}

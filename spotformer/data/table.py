@@ -70,8 +70,11 @@ def rate_scale(fps: float, ref_fps: float) -> float:
     against 30, and 30 against 200/7), else ``fps / ref_fps``. Either way: 30 / (200/7)
     is 1.05 plus a rounding error, which made 30 fps "another rate" for a SAMM-LV model
     while 200/7 was "the same" for a 30 fps one (found in review)."""
+    for name, rate in (("fps", fps), ("ref_fps", ref_fps)):
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"{name} must be a finite frame rate > 0, got {rate!r}")
     s = fps / ref_fps
-    same = min(abs(s - 1.0), abs(1.0 / s - 1.0)) <= SAME_RATE_TOLERANCE if s > 0 else False
+    same = min(abs(s - 1.0), abs(1.0 / s - 1.0)) <= SAME_RATE_TOLERANCE
     return 1.0 if same else s
 
 
