@@ -156,6 +156,45 @@ def test_changed_or_damaged_inputs_and_outputs_are_not_skipped(
     assert f"FAILED {empty}: EmptyVideoError" in err and "IndexError" not in err
 
 
+def test_a_changed_npy_of_the_recorded_shape_fails_its_checksum_and_is_recomputed(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSON records the ``.npy``'s SHA-256 (what ``sha256sum`` prints). A ``.npy``
+    changed from outside with its size and header intact (one value rewritten) used to
+    be taken as complete; it is now recomputed with a warning. An output written before
+    the checksum was recorded is still skipped on its shape."""
+    import hashlib
+
+    from sw_mro.commands.extract import output_state
+
+    out = tmp_path / "o"
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    npy, meta_path = out / f"{short_clip.stem}.npy", out / f"{short_clip.stem}.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["features_sha256"] == hashlib.sha256(npy.read_bytes()).hexdigest()
+    good = np.load(npy)
+
+    arr = np.load(npy, mmap_mode="r+")  # the same shape and type, one value changed
+    arr[len(arr) // 2, 1, 0, 0] += 0.5
+    arr.flush()
+    del arr
+    cfg = sw_mro.SWMROConfig(window=3, face_size=64)
+    state, why = output_state(short_clip, out, cfg)
+    assert state == "todo" and f"{npy} is damaged: its SHA-256 is not the one" in why
+    capsys.readouterr()
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    said = capsys.readouterr()
+    assert "wrote" in said.out and f"warning: {npy} is damaged: its SHA-256" in said.err
+    assert np.array_equal(np.load(npy), good)
+    assert output_state(short_clip, out, cfg) == ("done", "")
+
+    meta = json.loads(meta_path.read_text())  # an older output: no checksum, skipped
+    del meta["features_sha256"]
+    meta_path.write_text(json.dumps(meta))
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
 def test_skip_overwrite_and_one_bad_input(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,12 +4,14 @@ For each input ``X`` (a video file, or a folder of numbered frames) it writes
 
 - ``OUT/<name>.npy``: float32 ``(N, window, R, 2)`` (``np.load`` reads it), and
 - ``OUT/<name>.json``: the resolved config, versions, fps, frame counts, the frames
-  whose landmarks fell back to the last good ones, timings, and ``"complete": true``,
+  whose landmarks fell back to the last good ones, timings, the ``.npy``'s SHA-256
+  (``features_sha256``) and ``"complete": true``,
 
 where ``<name>`` is the file's stem or the folder's name. Both files are written to a
 temporary name and renamed, the JSON last, so an output is complete exactly when its
 JSON exists and says so. Complete outputs made with the same config are skipped unless
-``--overwrite``; one made with another config is an error for that input (use
+``--overwrite`` (a ``.npy`` whose SHA-256 is not the recorded one is damaged: it is
+recomputed, with a warning); one made with another config is an error for that input (use
 ``--overwrite``). A failing input is reported and the others go on; the exit code is
 1 when any input failed.
 """
@@ -224,8 +226,9 @@ def _output_state(
     src: tuple[Path, dict[str, int] | None] | None = None,
     folder_fps: float | None = None,
 ) -> tuple[str, str]:
-    """``("done", "")``: complete, from this input with these settings; ``("todo", "")``:
-    not complete; ``("conflict", why)``: complete but from another input (``src`` is the
+    """``("done", "")``: complete, from this input with these settings; ``("todo", why)``:
+    not complete (``why`` is empty, or says how a written ``.npy`` is damaged: its shape,
+    or a SHA-256 other than the recorded ``features_sha256``); ``("conflict", why)``: complete but from another input (``src`` is the
     input and its :func:`input_signature`; the recorded one differs), a frame folder
     recorded at another rate than ``folder_fps`` (None: the default folder rate; the
     metadata would be stale), with other feature settings, or with
@@ -296,7 +299,27 @@ def _output_state(
         del arr
     except (OSError, ValueError, EOFError):
         intact = False
-    return ("done", "") if intact else ("todo", "")
+    if not intact:
+        return "todo", f"{npy_path} is damaged (its shape or type is not the recorded one)"
+    recorded_sum = meta.get("features_sha256")  # absent in outputs written before it was
+    if recorded_sum is not None:
+        try:
+            now_sum = file_sha256(npy_path)
+        except OSError as exc:
+            return "todo", f"{npy_path} cannot be read ({exc.strerror})"
+        if now_sum != recorded_sum:
+            return "todo", (
+                f"{npy_path} is damaged: its SHA-256 is not the one its JSON records "
+                "(changed since it was written)"
+            )
+    return "done", ""
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex (what ``sha256sum`` prints): the JSON's
+    ``features_sha256`` of its ``.npy``."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _describe(sig: dict[str, Any] | None) -> str:
@@ -334,7 +357,7 @@ def _extract_one(
     signature = input_signature(src_path)  # read once: the checks and the JSON use it
     # Complete (skip) or made otherwise (conflict): said without the lock, so a read-only
     # folder of finished outputs is still a resumable one. Checked again under the lock.
-    told = _existing_output(src_path, signature, out_dir, name, cfg, args)
+    told, _ = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
         _tidy(out_dir, name)
         return told
@@ -361,7 +384,8 @@ def output_state(
     src_path: Path, out_dir: Path, cfg: Any, folder_fps: float | None = None
 ) -> tuple[str, str]:
     """Whether ``out_dir`` holds ``src_path``'s complete features for ``cfg`` (an
-    ``SWMROConfig``): ``("done", "")``, ``("todo", "")`` (none, or not complete) or
+    ``SWMROConfig``): ``("done", "")``, ``("todo", why)`` (none, not complete, or a
+    damaged ``.npy``: ``why`` says how) or
     ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``
     (None: the default), feature settings or Farneback backend). ``spotformer train --features`` reuses only
     "done" outputs."""
@@ -393,22 +417,23 @@ def _existing_output(
     name: str,
     cfg: Any,
     args: argparse.Namespace,
-) -> str | None:
-    """ "skipped ..." for a complete output, None for one to write; raises for an output
-    path taken by a folder and for an output made from another input or settings."""
+) -> tuple[str | None, str]:
+    """``("skipped ...", "")`` for a complete output; ``(None, why)`` for one to write,
+    where ``why`` says how a written one is damaged (else ""); raises for an output path
+    taken by a folder and for an output made from another input or settings."""
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     for target in (npy, meta_path):  # said now, not after the extraction (found in review)
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a folder; move it away to write the output")
     if args.overwrite or not src_path.exists():  # a missing input: open_video says so
-        return None
+        return None, ""
     fps = args.fps if src_path.is_dir() else None
     state, why = _state_of(src_path, signature, out_dir, cfg, fps)
     if state == "done":
-        return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)"
+        return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)", ""
     if state == "conflict":
         raise FileExistsError(f"{npy} exists: {why}; pass --overwrite to replace it")
-    return None
+    return None, why
 
 
 class OutputBusyError(RuntimeError):
@@ -546,7 +571,7 @@ def _extract_locked(
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     # Again under the lock: another run may have finished it since.
-    told = _existing_output(src_path, signature, out_dir, name, cfg, args)
+    told, damaged = _existing_output(src_path, signature, out_dir, name, cfg, args)
     if told is not None:
         return told
     cfg_dict = cfg.to_dict()
@@ -596,6 +621,7 @@ def _extract_locked(
                 done(_write_chunk(out, *item, fallback, stages))
         out.flush()
         del out
+        checksum = file_sha256(tmp_npy)  # read back from the page cache: ~1 s per GB
         seconds = time.perf_counter() - t0
         meta = {
             "complete": True,
@@ -604,6 +630,7 @@ def _extract_locked(
             "features": npy.name,
             "shape": [n, w, r, 2],
             "dtype": "float32",
+            "features_sha256": checksum,
             "layout": "frame x window position x ROI x (dx, dy), pixels at face_size; [:, 0] = 0",
             "roi_landmarks": list(cfg.roi_landmarks),
             "roi_groups": [list(g) for g in cfg.roi_groups],
@@ -642,6 +669,8 @@ def _extract_locked(
         tmp_npy.unlink(missing_ok=True)
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     msg = f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
+    if damaged:
+        msg += f"\nwarning: {damaged}; recomputed it"
     if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it
         msg += (
             f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
