@@ -195,6 +195,34 @@ def test_a_changed_npy_of_the_recorded_shape_fails_its_checksum_and_is_recompute
     assert "skipped" in capsys.readouterr().out
 
 
+def test_a_phone_portrait_video_is_extracted_upright(tmp_path: Path, carphone: str) -> None:
+    """Carphone stored on its side with a display matrix, as a phone stores a portrait
+    video (H.264, yuv420p): its features are those of the frames cv2.VideoCapture shows
+    (it applies the rotation itself), saved as PNGs, bit for bit, and the JSON records
+    the rotation and the size as shown."""
+    import cv2
+    from videos import encode
+
+    from sw_mro.io.video import open_video
+
+    frames = open_video(carphone).read(range(16)).numpy()
+    turned = encode(tmp_path / "portrait.mp4", np.rot90(frames, -1, axes=(1, 2)), rotation=90)
+    shown = tmp_path / "shown"
+    shown.mkdir()
+    cap = cv2.VideoCapture(str(turned))
+    for i in range(len(frames)):
+        ok, bgr = cap.read()
+        assert ok and bgr.shape[:2] == frames.shape[1:3]
+        cv2.imwrite(str(shown / f"img{i + 1}.png"), bgr)
+    assert not cap.read()[0]
+    out = tmp_path / "o"
+    assert main(["extract", str(turned), "--out-dir", str(out), *ARGS]) == 0
+    want = sw_mro.extract(shown, sw_mro.SWMROConfig(window=3, face_size=64))
+    assert np.array_equal(np.load(out / "portrait.npy"), want.numpy())
+    meta = json.loads((out / "portrait.json").read_text())
+    assert (meta["rotation"], meta["height"], meta["width"]) == (90, *frames.shape[1:3])
+
+
 def test_skip_overwrite_and_one_bad_input(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

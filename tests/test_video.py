@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from videos import encode
 
 from sw_mro.errors import (
     ClipTooShortError,
@@ -73,7 +74,7 @@ def gop_clip(tmp_path_factory: pytest.TempPathFactory, source_frames: list[np.nd
     """H.264 with a keyframe every 8 frames and 2 B-frames: seeks land mid-GOP."""
     path = tmp_path_factory.mktemp("video") / "gop.mp4"
     x264 = {"x264-params": "keyint=8:min-keyint=8:bframes=2:scenecut=0"}
-    return _encode(path, source_frames, "mp4", "libx264", rate=25, **x264)
+    return encode(path, source_frames, "mp4", "libx264", rate=25, **x264)
 
 
 @pytest.fixture(scope="module")
@@ -410,6 +411,50 @@ def test_decoded_chunks_do_not_alias(clip: Path, cv2_clip: np.ndarray) -> None:
     np.testing.assert_array_equal(chunks[0].numpy(), cv2_clip[:5])
 
 
+@pytest.mark.parametrize(
+    ("rotation", "size", "by_decord"),
+    [(90, (96, 128), True), (-90, (96, 128), True), (180, (96, 128), True)]
+    + [(90, (48, 64), False), (270, (48, 96), False), (180, (64, 48), False)],
+)
+def test_a_rotated_video_is_read_turned_as_shown_like_cv2(
+    tmp_path: Path, rotation: int, size: tuple[int, int], by_decord: bool
+) -> None:
+    """A phone's portrait video stores its frames on their side with a display matrix.
+    decord turns them itself, but at some sizes returns 4-channel frames and fails in
+    get_batch ("Check failed: from_size == to_size"), which was reported as a damaged
+    file; those are now decoded with PyAV and turned here. Reference: cv2.VideoCapture,
+    which applies the rotation itself (CAP_PROP_ORIENTATION_AUTO): bit-exact, whole,
+    strided, in chunks, backwards (the decoder restarts) and gray."""
+    frames = _synthetic_frames(12, *size)
+    path = encode(tmp_path / f"r{rotation}.mp4", frames, rotation=rotation, crf="0")
+    ref = _cv2_frames(path)
+    h, w = size
+    assert ref.shape[1:3] == ((w, h) if rotation % 180 else (h, w))
+    video = open_video(path)
+    assert video.info.rotation == {270: -90}.get(rotation, rotation)
+    assert (video.info.height, video.info.width) == ref.shape[1:3]
+    assert np.array_equal(_whole(video), ref)
+    assert np.array_equal(video.read([9, 2, 5]).numpy(), ref[[9, 2, 5]])
+    strided = open_video(path, stride=3)
+    assert np.array_equal(np.concatenate([c.numpy() for _, c in strided.chunks(2)]), ref[::3])
+    gray = open_video(path, color="gray").read([4]).numpy()[0]
+    assert np.array_equal(gray, cv2.cvtColor(np.ascontiguousarray(ref[4]), cv2.COLOR_RGB2GRAY))
+    assert video.exact_seek == by_decord  # decoded by decord: seeks; by PyAV: forward
+    video.close()
+    with pytest.raises(ValueError, match="closed"):
+        video.read([0])
+
+
+def test_a_video_turned_by_an_odd_angle_is_refused(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    path = encode(tmp_path / "tilted.mp4", source_frames[:4], rotation=45)
+    with pytest.raises(
+        UnsupportedVideoError, match="tilted.mp4: its frames are shown turned by 45"
+    ):
+        open_video(path)
+
+
 def test_closed_video_says_so(clip: Path) -> None:
     video = open_video(clip)
     video.close()
@@ -583,8 +628,8 @@ def test_variable_frame_rate_warns(
     # Constant rates that decord times oddly (found in review): Xvid in AVI with
     # B-frames (missing timestamps) and 240 fps in MKV (whole-millisecond times: 4/5 ms).
     frames = source_frames[:12] * 3
-    xvid = _encode(tmp_path / "xvid.avi", frames, "avi", "mpeg4", rate=25, bf="2")
-    mkv240 = _encode(tmp_path / "fast.mkv", frames, "matroska", "libx264", rate=240)
+    xvid = encode(tmp_path / "xvid.avi", frames, "avi", "mpeg4", rate=25, bf="2")
+    mkv240 = encode(tmp_path / "fast.mkv", frames, "matroska", "libx264", rate=240)
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         for quiet in (clip, gop_clip, Path(carphone_path()), xvid, mkv240):
             open_video(quiet)
@@ -683,24 +728,6 @@ def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
     assert ".cc:" not in str(err.value)
 
 
-def _encode(
-    path: Path, frames: list[np.ndarray], fmt: str, codec: str, rate: int = 30, **opts: str
-) -> Path:
-    import av
-
-    with av.open(str(path), mode="w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = opts
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def _decoded_in_order(path: Path) -> np.ndarray:
     import av
 
@@ -716,7 +743,7 @@ def test_containers_whose_seeks_are_wrong_are_decoded_forward(tmp_path: Path) ->
     from sw_mro.io.samples import carphone_path
 
     base = list(_decoded_in_order(Path(carphone_path())))
-    path = _encode(tmp_path / "xvid.avi", base + base[::-1] + base, "avi", "mpeg4", g="60", bf="2")
+    path = encode(tmp_path / "xvid.avi", base + base[::-1] + base, "avi", "mpeg4", g="60", bf="2")
     ref = _decoded_in_order(path)
     assert len(ref) == 360
     assert not open_video(path).exact_seek
@@ -737,7 +764,7 @@ def test_mpeg_ts_and_ps_are_refused_with_a_conversion_hint(tmp_path: Path, name,
 
     frames = [np.full((48, 64, 3), i * 8, np.uint8) for i in range(20)]
     codec = "libx264" if fmt == "mpegts" else "mpeg2video"
-    path = _encode(tmp_path / name, frames, fmt, codec)
+    path = encode(tmp_path / name, frames, fmt, codec)
     with pytest.raises(UnsupportedVideoError, match="convert it first, e.g. ffmpeg -i") as err:
         open_video(path)
     _assert_one_line(err, name)
@@ -857,7 +884,7 @@ def test_raw_h264_stream_is_refused_with_a_remux_hint(
 ) -> None:
     """An elementary H.264 stream (no container) opens in FFmpeg but decord cannot count
     its frames ("broken metadata", once called damaged): said as what it is."""
-    path = _encode(tmp_path / "clip.h264", source_frames[:8], "h264", "libx264")
+    path = encode(tmp_path / "clip.h264", source_frames[:8], "h264", "libx264")
     with pytest.raises(UnsupportedVideoError, match="raw h264 stream with no container") as err:
         open_video(path)
     _assert_one_line(err, "clip.h264")

@@ -645,6 +645,7 @@ def _extract_locked(
             "stride": info.stride,
             "height": info.height,
             "width": info.width,
+            "rotation": info.rotation,
             "landmark_fallback_frames": fallback,
             "nose_motion": motion.summary(),
             "face_contrast": contrast.summary(),

@@ -38,6 +38,10 @@ Decisions (SPEC.md section 1 leaves them open):
   refused with :class:`UnsupportedVideoError`: with B-frames decord returns shifted
   frames even in order. Convert them first, e.g. ``ffmpeg -i in.mts -c:v libx264 -crf
   12 out.mp4``.
+- **Rotation.** A file whose display matrix turns its frames (a phone's portrait
+  video) gives them turned as shown, as ``cv2.VideoCapture`` does; ``info.rotation``
+  says by how much. decord turns them, except at sizes where it fails (48-row frames):
+  those are decoded with PyAV, forward. Other angles than multiples of 90 are refused.
 - **Frame folders with gaps** in the numbering (``img1, img2, img4``) are read in
   order and a warning is logged: frame ``i`` is then the ``i``-th file, not ``img{i+1}``.
 
@@ -117,6 +121,9 @@ class VideoInfo:
     stride: int
     source_num_frames: int
     source_fps: float
+    #: Degrees counter-clockwise the stored frames were turned to stand as shown (a
+    #: phone's portrait video: 90 or -90); ``height`` and ``width`` are after it.
+    rotation: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -298,7 +305,13 @@ class VideoSource:
 
 
 def _strided_info(
-    path: Path, source_num_frames: int, source_fps: float, height: int, width: int, stride: int
+    path: Path,
+    source_num_frames: int,
+    source_fps: float,
+    height: int,
+    width: int,
+    stride: int,
+    rotation: int = 0,
 ) -> VideoInfo:
     if source_num_frames == 0:
         raise EmptyVideoError(f"{path}: the video has no frames")
@@ -316,6 +329,7 @@ def _strided_info(
         stride=stride,
         source_num_frames=source_num_frames,
         source_fps=source_fps,
+        rotation=rotation,
     )
 
 
@@ -399,9 +413,12 @@ def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
         return vr, (h, w)
 
 
-def _probe(path: Path) -> tuple[str, str]:
-    """``(container format, codec)`` of the first video stream, as FFmpeg names them
-    (``("", "")`` when PyAV cannot tell).
+def _probe(path: Path) -> tuple[str, str, int, tuple[int, int]]:
+    """``(container format, codec, rotation, (height, width))`` of the first video
+    stream: the names FFmpeg gives them (``""`` when PyAV cannot tell), and the degrees
+    counter-clockwise its display matrix turns the frames (:attr:`VideoInfo.rotation`)
+    with the size of a stored frame (0 and ``(0, 0)`` when the first frame cannot be
+    decoded here; decord then decides).
 
     Raises:
         CorruptVideoError: FFmpeg (through PyAV) cannot open the file, or finds no video
@@ -418,24 +435,36 @@ def _probe(path: Path) -> tuple[str, str]:
             if not container.streams.video:
                 raise CorruptVideoError(f"{path}: {_NO_VIDEO_STREAM}")
             stream = container.streams.video[0]
-            return container.format.name, stream.codec_context.name
+            fmt, codec = container.format.name, stream.codec_context.name
+            try:  # the display matrix comes with the decoded frames
+                first = next(container.decode(stream), None)
+            except Exception:  # a damaged first frame: decord's error says it
+                first = None
+            if first is None:
+                return fmt, codec, 0, (0, 0)
+            return fmt, codec, round(first.rotation or 0), (first.height, first.width)
     except av.error.FFmpegError as exc:  # its reason, without opening the file again
         cls, reason = _av_reason(exc)
         raise cls(f"{path}: {reason}") from exc
     except VideoError:
         raise
     except Exception:  # anything else (say, a path PyAV cannot encode): decord decides
-        return "", ""
+        return "", "", 0, (0, 0)
 
 
 class FileVideoSource(VideoSource):
-    """A video file decoded with decord on the CPU (see the module's "Exactness")."""
+    """A video file decoded with decord on the CPU (see the module's "Exactness").
+    A rotated one (a phone's portrait video) is turned as it is shown: by decord, or,
+    at the sizes where decord fails at it, by PyAV, decoding forward."""
 
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
     ) -> None:
         self._vr = None
+        self._av: Any = None  # a rotated file's PyAV container and frame iterator
+        self._av_frames: Iterator[Any] | None = None
         self._path = path
+        self._turns = 0  # quarter turns that PyAV's frames get here (decord turns its own)
         self._pos = 0  # the next source frame a forward read gets (sequential mode)
         self.color = color
         if path.stat().st_size == 0:
@@ -450,7 +479,14 @@ class FileVideoSource(VideoSource):
                 "folders are read whatever their names.)"
             ) from None
         _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS is a ValueError, not a bad file
-        fmt, codec = _probe(path)
+        fmt, codec, rotation, stored = _probe(path)
+        if rotation % 90:
+            raise UnsupportedVideoError(
+                f"{path}: its frames are shown turned by {rotation} degrees, not a multiple "
+                f"of 90; turn them first, e.g. ffmpeg -i {path.name} -c:v libx264 -crf 12 "
+                f"{path.stem}_upright.mp4 (ffmpeg applies the rotation)"
+            )
+        turns = (rotation // 90) % 4  # quarter turns counter-clockwise (np.rot90)
         if fmt in _REFUSED_FORMATS:
             raise UnsupportedVideoError(
                 f"{path}: {codec or 'video'} in an MPEG-{'TS' if fmt == 'mpegts' else 'PS'} "
@@ -464,12 +500,17 @@ class FileVideoSource(VideoSource):
                 f"timing for the decoder, decord); put it in one first, e.g. ffmpeg "
                 f"-framerate 30 -i {path.name} -c copy {path.stem}.mp4 (with its real rate)"
             )
-        # Seek only where seeking is exact; elsewhere decode forward (module docstring).
-        self.exact_seek = codec in _INTRA_CODECS or (
-            fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS
-        )
         try:
             self._vr, (h, w) = _open_decord(path)
+            shown = stored[::-1] if turns % 2 else stored
+            # decord turns a rotated file's frames itself, but at some sizes (48 rows:
+            # 64 x 48 a half turn, 96 x 48 a quarter) it returns 4-channel frames and its
+            # get_batch fails, which read as a damaged file: those are decoded with PyAV.
+            if turns and len(self._vr):
+                decoded = tuple(self._vr[0].shape)
+                self._vr.seek(0)
+                if decoded != (*shown, 3):
+                    self._turns, (h, w) = turns, shown
             n = len(self._vr)
             src_fps = float(self._vr.get_avg_fps() if fps is None else fps)
         except Exception as exc:  # decord raises RuntimeError/DECORDError with stack traces
@@ -479,7 +520,11 @@ class FileVideoSource(VideoSource):
             raise CorruptVideoError(
                 f"{path}: the container has no usable frame rate ({src_fps}); pass fps= to open_video"
             )
-        self.info = _strided_info(path, n, src_fps, h, w, stride)
+        # Seek only where seeking is exact; elsewhere decode forward (module docstring).
+        self.exact_seek = not self._turns and (
+            codec in _INTRA_CODECS or (fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS)
+        )
+        self.info = _strided_info(path, n, src_fps, h, w, stride, (0, 90, 180, -90)[turns])
         if fps is None:
             _warn_on_variable_rate(path, self._vr, src_fps)
 
@@ -578,16 +623,18 @@ class FileVideoSource(VideoSource):
         wanted = sorted(need)
         got: dict[int, np.ndarray] = {}
         try:
-            if wanted[0] < self._pos:
-                self._vr, _ = _open_decord(self._path)
-                self._pos = 0
+            if wanted[0] < self._pos or (self._turns and self._av is None):
+                self._restart()
             while self._pos <= wanted[-1]:
                 a = self._pos
                 b = min(a + _SEQUENTIAL_BLOCK, wanted[-1] + 1)
-                block = _decord_to_tensor(self._vr.get_batch(list(range(a, b)))).numpy()
-                for j in range(a, b):
-                    if j in need:
-                        got[j] = block[j - a].copy()
+                if self._turns:
+                    self._decode_turned(a, b, need, got)
+                else:
+                    block = _decord_to_tensor(self._vr.get_batch(list(range(a, b)))).numpy()
+                    for j in range(a, b):
+                        if j in need:
+                            got[j] = block[j - a].copy()
                 self._pos = b
         except Exception as exc:  # a file can open fine and still fail mid-stream
             raise CorruptVideoError(
@@ -596,8 +643,41 @@ class FileVideoSource(VideoSource):
             ) from exc
         return np.stack([got[i] for i in source_indices])
 
+    def _restart(self) -> None:
+        """The decoder at source frame 0."""
+        self._pos = 0
+        if not self._turns:
+            self._vr, _ = _open_decord(self._path)
+            return
+        import av
+
+        self._close_av()
+        self._av = av.open(str(self._path))
+        stream = self._av.streams.video[0]
+        stream.thread_type = "AUTO"  # frame threads, as decord's FFmpeg decodes
+        self._av_frames = self._av.decode(stream)
+
+    def _decode_turned(self, a: int, b: int, need: set[int], got: dict[int, np.ndarray]) -> None:
+        """Source frames ``[a, b)`` of a rotated file, from the PyAV decoder's position
+        ``a``: those in ``need`` into ``got``, RGB and turned as shown (the others are
+        decoded, not converted)."""
+        for j in range(a, b):
+            frame = next(self._av_frames, None)
+            if frame is None:
+                raise CorruptVideoError(f"the stream ends at frame {j}")
+            if j in need:
+                rgb = frame.to_ndarray(format="rgb24")
+                got[j] = np.ascontiguousarray(np.rot90(rgb, self._turns))
+
+    def _close_av(self) -> None:
+        if self._av is not None:
+            self._av_frames = None
+            self._av.close()
+            self._av = None
+
     def close(self) -> None:
         self._vr = None
+        self._close_av()
 
 
 class FrameFolderSource(VideoSource):
