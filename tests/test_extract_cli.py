@@ -223,6 +223,30 @@ def test_a_phone_portrait_video_is_extracted_upright(tmp_path: Path, carphone: s
     assert (meta["rotation"], meta["height"], meta["width"]) == (90, *frames.shape[1:3])
 
 
+def test_an_av1_video_is_extracted_from_pyav_s_frames(tmp_path: Path, carphone: str) -> None:
+    """Carphone in AV1, which decord cannot decode (it was called damaged): extracted
+    through PyAV's forward decoding, its features are those of the same decoded frames
+    saved as PNGs, bit for bit."""
+    import av
+    import cv2
+    from videos import encode
+
+    from sw_mro.io.video import open_video
+
+    frames = open_video(carphone).read(range(16)).numpy()
+    path = encode(tmp_path / "av1.mp4", frames, codec="libsvtav1", crf="20")
+    decoded = tmp_path / "decoded"
+    decoded.mkdir()
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            cv2.imwrite(str(decoded / f"img{i + 1}.png"), frame.to_ndarray(format="bgr24"))
+    assert len(list(decoded.iterdir())) == len(frames)
+    out = tmp_path / "o"
+    assert main(["extract", str(path), "--out-dir", str(out), *ARGS]) == 0
+    want = sw_mro.extract(decoded, sw_mro.SWMROConfig(window=3, face_size=64))
+    assert np.array_equal(np.load(out / "av1.npy"), want.numpy())
+
+
 def test_skip_overwrite_and_one_bad_input(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -42,6 +42,8 @@ Decisions (SPEC.md section 1 leaves them open):
   video) gives them turned as shown, as ``cv2.VideoCapture`` does; ``info.rotation``
   says by how much. decord turns them, except at sizes where it fails (48-row frames):
   those are decoded with PyAV, forward. Other angles than multiples of 90 are refused.
+- **Codecs decord lacks** (AV1: its FFmpeg has no decoder for it) are decoded with
+  PyAV, forward, with the demuxer's frame count and rate.
 - **Frame folders with gaps** in the numbering (``img1, img2, img4``) are read in
   order and a warning is logged: frame ``i`` is then the ``i``-th file, not ``img{i+1}``.
 
@@ -452,18 +454,60 @@ def _probe(path: Path) -> tuple[str, str, int, tuple[int, int]]:
         return "", "", 0, (0, 0)
 
 
+# decord's error for a file whose codec its FFmpeg cannot decode (AV1).
+_DECORD_NO_DECODER = re.compile(r"cannot find video stream with wanted index")
+
+
+class _PyAVIndex:
+    """What decord's reader tells of a file it cannot decode, from PyAV's demuxer
+    (no decoding): the frame count (packets with data), the average frame rate and the
+    frames' times, as ``len()``, ``get_avg_fps()`` and ``get_frame_timestamp()``."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                base = stream.time_base
+                pts = [p.pts for p in container.demux(stream) if p.size]
+        except av.error.FFmpegError as exc:
+            cls, reason = _av_reason(exc)
+            raise cls(f"{path}: {reason}") from exc
+        self._fps = float(rate) if rate else 0.0
+        self._n = len(pts)
+        known = base is not None and all(t is not None for t in pts)
+        self._times = np.sort(np.asarray(pts, np.float64)) * float(base) if known else None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def get_avg_fps(self) -> float:
+        return self._fps
+
+    def get_frame_timestamp(self, indices: Any) -> np.ndarray:
+        """``(start, end)`` seconds of each frame, as decord gives them."""
+        if self._times is None:
+            raise ValueError("no frame times")
+        start = self._times[np.asarray(list(indices), dtype=np.int64)]
+        return np.stack([start, start + 1.0 / self._fps], axis=1)
+
+
 class FileVideoSource(VideoSource):
     """A video file decoded with decord on the CPU (see the module's "Exactness").
     A rotated one (a phone's portrait video) is turned as it is shown: by decord, or,
-    at the sizes where decord fails at it, by PyAV, decoding forward."""
+    at the sizes where decord fails at it, by PyAV, decoding forward. A codec that
+    decord's FFmpeg lacks (AV1) is decoded by PyAV, forward, too."""
 
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
     ) -> None:
         self._vr = None
-        self._av: Any = None  # a rotated file's PyAV container and frame iterator
+        self._av: Any = None  # the PyAV container and frame iterator (``_pyav``)
         self._av_frames: Iterator[Any] | None = None
         self._path = path
+        self._pyav = False  # decoded with PyAV, forward: where decord cannot (see below)
         self._turns = 0  # quarter turns that PyAV's frames get here (decord turns its own)
         self._pos = 0  # the next source frame a forward read gets (sequential mode)
         self.color = color
@@ -500,9 +544,9 @@ class FileVideoSource(VideoSource):
                 f"timing for the decoder, decord); put it in one first, e.g. ffmpeg "
                 f"-framerate 30 -i {path.name} -c copy {path.stem}.mp4 (with its real rate)"
             )
+        shown = stored[::-1] if turns % 2 else stored
         try:
             self._vr, (h, w) = _open_decord(path)
-            shown = stored[::-1] if turns % 2 else stored
             # decord turns a rotated file's frames itself, but at some sizes (48 rows:
             # 64 x 48 a half turn, 96 x 48 a quarter) it returns 4-channel frames and its
             # get_batch fails, which read as a damaged file: those are decoded with PyAV.
@@ -510,10 +554,19 @@ class FileVideoSource(VideoSource):
                 decoded = tuple(self._vr[0].shape)
                 self._vr.seek(0)
                 if decoded != (*shown, 3):
-                    self._turns, (h, w) = turns, shown
+                    self._pyav, (h, w) = True, shown
+        except Exception as exc:  # decord raises RuntimeError/DECORDError with stack traces
+            if stored == (0, 0) or not _DECORD_NO_DECODER.search(str(exc)):
+                cls, reason = _ffmpeg_reason(path, exc)
+                raise cls(f"{path}: {reason}") from exc
+            # decord's FFmpeg has no decoder for this codec (AV1), and PyAV's decoded
+            # its first frame: PyAV decodes it (found in review: called damaged).
+            self._vr, self._pyav, (h, w) = _PyAVIndex(path), True, shown
+        self._turns = turns if self._pyav else 0
+        try:
             n = len(self._vr)
             src_fps = float(self._vr.get_avg_fps() if fps is None else fps)
-        except Exception as exc:  # decord raises RuntimeError/DECORDError with stack traces
+        except Exception as exc:
             cls, reason = _ffmpeg_reason(path, exc)
             raise cls(f"{path}: {reason}") from exc
         if n > 0 and not (math.isfinite(src_fps) and src_fps > 0):
@@ -521,7 +574,7 @@ class FileVideoSource(VideoSource):
                 f"{path}: the container has no usable frame rate ({src_fps}); pass fps= to open_video"
             )
         # Seek only where seeking is exact; elsewhere decode forward (module docstring).
-        self.exact_seek = not self._turns and (
+        self.exact_seek = not self._pyav and (
             codec in _INTRA_CODECS or (fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS)
         )
         self.info = _strided_info(path, n, src_fps, h, w, stride, (0, 90, 180, -90)[turns])
@@ -623,13 +676,13 @@ class FileVideoSource(VideoSource):
         wanted = sorted(need)
         got: dict[int, np.ndarray] = {}
         try:
-            if wanted[0] < self._pos or (self._turns and self._av is None):
+            if wanted[0] < self._pos or (self._pyav and self._av is None):
                 self._restart()
             while self._pos <= wanted[-1]:
                 a = self._pos
                 b = min(a + _SEQUENTIAL_BLOCK, wanted[-1] + 1)
-                if self._turns:
-                    self._decode_turned(a, b, need, got)
+                if self._pyav:
+                    self._decode_pyav(a, b, need, got)
                 else:
                     block = _decord_to_tensor(self._vr.get_batch(list(range(a, b)))).numpy()
                     for j in range(a, b):
@@ -646,7 +699,7 @@ class FileVideoSource(VideoSource):
     def _restart(self) -> None:
         """The decoder at source frame 0."""
         self._pos = 0
-        if not self._turns:
+        if not self._pyav:
             self._vr, _ = _open_decord(self._path)
             return
         import av
@@ -657,17 +710,17 @@ class FileVideoSource(VideoSource):
         stream.thread_type = "AUTO"  # frame threads, as decord's FFmpeg decodes
         self._av_frames = self._av.decode(stream)
 
-    def _decode_turned(self, a: int, b: int, need: set[int], got: dict[int, np.ndarray]) -> None:
-        """Source frames ``[a, b)`` of a rotated file, from the PyAV decoder's position
-        ``a``: those in ``need`` into ``got``, RGB and turned as shown (the others are
-        decoded, not converted)."""
+    def _decode_pyav(self, a: int, b: int, need: set[int], got: dict[int, np.ndarray]) -> None:
+        """Source frames ``[a, b)`` from the PyAV decoder's position ``a``: those in
+        ``need`` into ``got``, RGB and turned as shown (the others are decoded, not
+        converted)."""
         for j in range(a, b):
             frame = next(self._av_frames, None)
             if frame is None:
                 raise CorruptVideoError(f"the stream ends at frame {j}")
             if j in need:
                 rgb = frame.to_ndarray(format="rgb24")
-                got[j] = np.ascontiguousarray(np.rot90(rgb, self._turns))
+                got[j] = np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
 
     def _close_av(self) -> None:
         if self._av is not None:
