@@ -316,6 +316,12 @@ def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path
         sw_mro.extract(frames[0], cfg)
     with pytest.raises(ValueError, match="SWMROConfig.device='cuda:99': no such device here"):
         sw_mro.extract(frames, cfg.replace(device="cuda:99"))
+    # Frames on a device (a CUDA tensor; "meta" here) got torch's "can't convert"
+    # error, and a tensor that requires grad a RuntimeError (found in review).
+    with pytest.raises(TypeError, match="got a tensor on meta \\(move it with .cpu\\(\\)\\)"):
+        sw_mro.extract(torch.from_numpy(frames).to("meta"), cfg)
+    with pytest.raises(ValueError, match="must be uint8"):
+        sw_mro.extract(torch.from_numpy(frames).float().requires_grad_(), cfg)
 
 
 def test_config_defaults_are_spec_section_2() -> None:

@@ -967,7 +967,13 @@ class FrameArraySource(VideoSource):
         self, frames: Any, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
     ) -> None:
         where = Path("<frames in memory>")
-        arr = frames.numpy() if isinstance(frames, torch.Tensor) else frames
+        if isinstance(frames, torch.Tensor) and frames.device.type != "cpu":
+            # .numpy() would raise torch's own TypeError first (found in review)
+            raise TypeError(
+                f"{where}: frames must be a numpy array or a CPU torch tensor; got a tensor "
+                f"on {frames.device} (move it with .cpu())"
+            )
+        arr = frames.detach().numpy() if isinstance(frames, torch.Tensor) else frames
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{where}: frames must be a numpy array or a CPU torch tensor")
         if arr.ndim == 3 and arr.shape[2] == 3:
