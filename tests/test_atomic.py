@@ -7,7 +7,7 @@ import pytest
 
 from spotformer.data.table import AnnotationTable, Expression
 from spotformer.metrics import Interval, read_intervals, write_intervals
-from sw_mro.io.atomic import atomic_path, atomic_write_text, temp_name
+from sw_mro.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, temp_name
 from sw_mro.io.writer import write_video
 
 
@@ -135,3 +135,16 @@ def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
     atomic_write_text(tmp_path / "out.json", "{}")
     assert events == ["file", "rename", "dir"]
+
+
+def test_a_missing_folder_is_named_not_the_temp_file(tmp_path):
+    """Writing into a folder that does not exist (or is a file) names that folder; it
+    used to be a raw FileNotFoundError on the temp name ``rt/.all.csv.tmp`` (found in
+    review, with ``AnnotationTable.to_csv``)."""
+    with pytest.raises(FileNotFoundError, match="no such folder \\(to write all.csv in\\)") as e:
+        AnnotationTable([]).to_csv(tmp_path / "rt" / "all.csv")
+    assert e.value.filename == str(tmp_path / "rt")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder \\(to write x.bin in\\)"):
+        atomic_write_bytes(tmp_path / "file" / "x.bin", b"data")
+    assert not list(tmp_path.glob("**/.*tmp*"))

@@ -88,6 +88,14 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
     and the exception propagates; ``path`` is untouched.
     """
     path = Path(path)
+    if not path.parent.is_dir():  # found in review: a raw error on the temp file's name
+        if path.parent.exists():
+            raise NotADirectoryError(
+                errno.ENOTDIR, f"not a folder (to write {path.name} in)", str(path.parent)
+            )
+        raise FileNotFoundError(
+            errno.ENOENT, f"no such folder (to write {path.name} in)", str(path.parent)
+        )
     tmp = temp_name(path, keep_suffix=keep_suffix)
     try:
         fresh_temp(tmp)
