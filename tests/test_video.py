@@ -412,21 +412,23 @@ def test_decoded_chunks_do_not_alias(clip: Path, cv2_clip: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rotation", "size", "by_decord"),
-    [(90, (96, 128), True), (-90, (96, 128), True), (180, (96, 128), True)]
-    + [(90, (48, 64), False), (270, (48, 96), False), (180, (64, 48), False)],
+    ("rotation", "size", "suffix"),
+    [(90, (96, 128), "mp4"), (-90, (96, 128), "mp4"), (180, (96, 128), "mp4")]
+    + [(90, (48, 64), "mp4"), (270, (48, 96), "mp4"), (180, (64, 48), "mp4")]
+    + [(180, (96, 128), "mkv"), (90, (64, 64), "mkv"), (90, (96, 128), "mkv")],
 )
 def test_a_rotated_video_is_read_turned_as_shown_like_cv2(
-    tmp_path: Path, rotation: int, size: tuple[int, int], by_decord: bool
+    tmp_path: Path, rotation: int, size: tuple[int, int], suffix: str
 ) -> None:
     """A phone's portrait video stores its frames on their side with a display matrix.
-    decord turns them itself, but at some sizes returns 4-channel frames and fails in
-    get_batch ("Check failed: from_size == to_size"), which was reported as a damaged
-    file; those are now decoded with PyAV and turned here. Reference: cv2.VideoCapture,
-    which applies the rotation itself (CAP_PROP_ORIENTATION_AUTO): bit-exact, whole,
-    strided, in chunks, backwards (the decoder restarts) and gray."""
+    decord turns them in MP4 but not in MKV (found in review: upside down, with
+    ``info.rotation`` 180), and at some sizes returns 4-channel frames and fails
+    ("Check failed: from_size == to_size", reported as a damaged file). They are decoded
+    with PyAV and turned here. Reference: cv2.VideoCapture, which applies the rotation
+    itself (CAP_PROP_ORIENTATION_AUTO): bit-exact, whole, strided, in chunks, backwards
+    (the decoder restarts) and gray."""
     frames = _synthetic_frames(12, *size)
-    path = encode(tmp_path / f"r{rotation}.mp4", frames, rotation=rotation, crf="0")
+    path = encode(tmp_path / f"r{rotation}.{suffix}", frames, rotation=rotation, crf="0")
     ref = _cv2_frames(path)
     h, w = size
     assert ref.shape[1:3] == ((w, h) if rotation % 180 else (h, w))
@@ -439,37 +441,157 @@ def test_a_rotated_video_is_read_turned_as_shown_like_cv2(
     assert np.array_equal(np.concatenate([c.numpy() for _, c in strided.chunks(2)]), ref[::3])
     gray = open_video(path, color="gray").read([4]).numpy()[0]
     assert np.array_equal(gray, cv2.cvtColor(np.ascontiguousarray(ref[4]), cv2.COLOR_RGB2GRAY))
-    assert video.exact_seek == by_decord  # decoded by decord: seeks; by PyAV: forward
+    assert not video.exact_seek  # decoded by PyAV, forward
     video.close()
     with pytest.raises(ValueError, match="closed"):
         video.read([0])
 
 
-@pytest.mark.parametrize("fmt", ["mp4", "matroska"])
-def test_av1_which_decord_cannot_decode_is_read_with_pyav(
-    tmp_path: Path, source_frames: list[np.ndarray], fmt: str
+def _two_streams(path: Path, frames: list[np.ndarray]) -> Path:
+    """An MKV whose first video stream is a 4x smaller MJPEG of the same frames and whose
+    second (the one FFmpeg calls best, as decord picks) is MPEG-4 Part 2 with B-frames,
+    whose seeks decord gets wrong."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        small = container.add_stream("mjpeg", rate=25)
+        small.height, small.width = h // 4, w // 4
+        small.pix_fmt = "yuvj420p"
+        big = container.add_stream("mpeg4", rate=25)
+        big.height, big.width = h, w
+        big.pix_fmt = "yuv420p"
+        big.options = {"qscale": "2", "bf": "2", "g": "10"}
+        for f in frames:
+            for stream, img in ((small, cv2.resize(f, (w // 4, h // 4))), (big, f)):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    container.mux(packet)
+        for stream in (small, big):
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+# Files decord gets wrong or cannot open (found in review), at 72 x 96. Each recipe:
+# (file name, encode() arguments, whether cv2 reads it as the reference, whether PyAV
+# decodes it; otherwise decord decodes it, forward).
+_PYAV_FILES = [
+    ("av1.mp4", {"codec": "libsvtav1", "crf": "20"}, False, True),  # no AV1 in decord
+    ("av1.mkv", {"codec": "libsvtav1", "crf": "20"}, False, True),
+    ("trimmed.mp4", {"trim": 5, "crf": "10", "bf": "2", "g": "10"}, True, True),  # edit list
+    (
+        "browser.webm",
+        {"codec": "libvpx", "b": "2M", "container_options": {"live": "1"}},
+        True,
+        True,
+    ),
+    ("anim.gif", {"codec": "gif", "pix_fmt": "rgb8"}, True, True),  # no duration for decord
+    ("packed.mov", {"codec": "png", "pix_fmt": "rgb24"}, True, True),  # 4-channel frames
+    ("screen.mov", {"codec": "qtrle", "pix_fmt": "rgb24"}, True, True),
+    ("two.mkv", None, False, False),  # decord's stream (the best) was probed as the other
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "recipe", "cv2_reads", "by_pyav"), _PYAV_FILES, ids=[f[0] for f in _PYAV_FILES]
+)
+def test_files_decord_gets_wrong_are_read_right(
+    tmp_path: Path, name: str, recipe: dict | None, cv2_reads: bool, by_pyav: bool
 ) -> None:
-    """AV1 (Android phones, web downloads): decord's FFmpeg has no AV1 decoder, and the
-    file was reported as damaged ("cannot find video stream with wanted index: -1").
-    PyAV decodes it now, forward: its frame count and rate come from the demuxer (MKV
-    records no frame count), and its frames are the in-order decode's, whole, strided,
-    in chunks and backwards; they are near the frames encoded (an independent check)."""
-    frames = source_frames[:20]
-    suffix = {"mp4": "mp4", "matroska": "mkv"}[fmt]
-    path = encode(tmp_path / f"av1.{suffix}", frames, fmt, "libsvtav1", rate=25, crf="20")
-    ref = _decoded_in_order(path)
-    assert len(ref) == 20
+    """AV1 (Android phones, web downloads), WebM without a duration (a browser's
+    MediaRecorder) and GIF were reported as damaged; packed-RGB files (PNG in MOV,
+    QuickTime Animation from screen recorders) opened and then failed every read; a
+    lossless trim's edit list gave 5 frames too many (copies of the last) and seeks 5
+    frames off; in a file with two video streams the codec was checked on one while
+    decord decoded the other. PyAV decodes them now, forward: the frame count comes from
+    the demuxer (without the frames an edit list drops), and the frames are the in-order
+    decode's (and cv2's, where cv2 reads the file), whole, strided, in chunks and
+    backwards; each is nearest the frame encoded at its place (an independent check).
+    The file with two streams is decoded by decord, forward, as its codec needs: it was
+    probed on the other stream (MJPEG, whose seeks are exact), and decord's seeks in the
+    stream it decodes returned wrong frames."""
+    frames = _synthetic_frames(30, 72, 96)
+    path = tmp_path / name
+    if recipe is None:
+        _two_streams(path, frames)
+    else:
+        encode(path, frames, rate=25, **recipe)
+    ref = _decoded_in_order(path, best=True)
     video = open_video(path)
-    assert not video.exact_seek
-    assert (video.info.num_frames, video.info.fps) == (20, 25.0)
-    assert (video.info.height, video.info.width) == (H, W)
+    assert not video.exact_seek  # decoded forward
+    assert video._pyav == by_pyav
+    assert video.info.num_frames == len(ref) == 30 - (recipe or {}).get("trim", 0)
+    assert (video.info.height, video.info.width) == (72, 96)
     assert np.array_equal(_whole(video), ref)
-    assert np.array_equal(video.read([17, 3, 9]).numpy(), ref[[17, 3, 9]])
+    if cv2_reads:
+        assert np.array_equal(_cv2_frames(path), ref)
+    last = len(ref) - 1
+    assert np.array_equal(video.read([last, 3, 9]).numpy(), ref[[last, 3, 9]])
     strided = open_video(path, stride=7)
     assert np.array_equal(np.concatenate([c.numpy() for _, c in strided.chunks(2)]), ref[::7])
-    src = np.stack(frames).astype(np.int16)  # each decoded frame is nearest its own
+    src = np.stack(frames[30 - len(ref) :]).astype(np.int16)
     err = np.abs(ref.astype(np.int16)[:, None] - src[None]).mean(axis=(2, 3, 4))
-    assert (err.argmin(axis=1) == np.arange(20)).all() and err.diagonal().max() < 10
+    assert (err.argmin(axis=1) == np.arange(len(ref))).all() and err.diagonal().max() < 20
+
+
+def test_a_pyav_read_cut_short_does_not_shift_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or an error) in the middle of a PyAV read left the decoder frames ahead
+    of the position it records, and the next read returned later frames under earlier
+    numbers (found in review). The decoder is now restarted."""
+    import sw_mro.io.video as video_module
+
+    path = encode(tmp_path / "r90.mp4", _synthetic_frames(12, 48, 64), rotation=90, crf="0")
+    ref = _cv2_frames(path)
+    video = open_video(path)
+    calls = []
+    real = np.rot90
+
+    def rot90(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video_module.np, "rot90", rot90)
+    with pytest.raises(KeyboardInterrupt):
+        video.read([0, 1, 2, 3])
+    monkeypatch.undo()
+    assert np.array_equal(video.read([0, 1, 2, 3]).numpy(), ref[:4])
+
+
+def test_a_singular_display_matrix_is_no_rotation(tmp_path: Path) -> None:
+    """A display matrix of zeros: FFmpeg's rotation is NaN (PyAV 18: -2**31) and
+    ffmpeg and cv2 show the frames unturned; it was refused as a turn by -2147483648
+    degrees (found in review)."""
+    import av
+
+    path = tmp_path / "singular.mp4"
+    frames = _synthetic_frames(6, 48, 64)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
+        stream.options = {"crf": "0"}
+        stream.set_display_matrix([0, 0, 0, 0, 0, 0, 0, 0, 1 << 30])
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = open_video(path)
+    assert (video.info.rotation, video.exact_seek) == (0, True)
+    assert np.array_equal(_whole(video), _cv2_frames(path))
+
+
+def test_a_mirroring_display_matrix_is_refused(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    """A display matrix that mirrors: PyAV's and cv2's rotation call a mirror alone a
+    half turn (found in review: frames read upside down); it is refused instead."""
+    path = encode(tmp_path / "mirror.mp4", source_frames[:4], hflip=True)
+    with pytest.raises(UnsupportedVideoError, match="mirror.mp4: its display matrix mirrors"):
+        open_video(path)
 
 
 def test_a_video_turned_by_an_odd_angle_is_refused(
@@ -755,11 +877,12 @@ def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
     assert ".cc:" not in str(err.value)
 
 
-def _decoded_in_order(path: Path) -> np.ndarray:
+def _decoded_in_order(path: Path, best: bool = False) -> np.ndarray:
     import av
 
     with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        stream = container.streams.best("video") if best else container.streams.video[0]
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
 
 
 def test_containers_whose_seeks_are_wrong_are_decoded_forward(tmp_path: Path) -> None:

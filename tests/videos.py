@@ -16,24 +16,42 @@ def encode(
     *,
     pix_fmt: str = "yuv420p",
     rotation: int = 0,
+    hflip: bool = False,
+    trim: int = 0,
+    container_options: dict[str, str] | None = None,
     **opts: str,
 ) -> Path:
-    """``frames`` (RGB uint8) in ``path``; ``fmt`` None: from the suffix. ``rotation``:
-    degrees counter-clockwise the display matrix turns the frames, as a phone stores a
-    portrait video (``libx264rgb`` with ``pix_fmt="rgb24"``, ``crf="0"``: lossless)."""
+    """``frames`` (RGB uint8) in ``path``; ``fmt`` None: from the suffix. ``rotation``
+    (``hflip``): degrees counter-clockwise the display matrix turns the frames (and
+    whether it mirrors them), as a phone stores a portrait video (``libx264rgb`` with
+    ``pix_fmt="rgb24"``, ``crf="0"``: lossless). ``trim``: the first ``trim`` frames are
+    given negative times, so that MP4's muxer writes an edit list that drops them, as a
+    lossless trim (``ffmpeg -ss T -c copy``) does."""
+    from fractions import Fraction
+
     import av
 
-    with av.open(str(path), mode="w", format=fmt) as container:
+    with av.open(str(path), mode="w", format=fmt, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix_fmt
         stream.options = opts
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for f in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            for packet in stream.encode(frame):
+        if trim:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, rate)
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
+
+        def mux(packets: list) -> None:
+            for packet in packets:
+                if trim and packet.pts is not None:
+                    packet.pts -= trim
+                    packet.dts -= trim
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if trim:
+                frame.pts, frame.time_base = i, Fraction(1, rate)
+            mux(stream.encode(frame))
+        mux(stream.encode())
     return path

@@ -318,8 +318,11 @@ def _output_state(
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes, hex (what ``sha256sum`` prints): the JSON's
     ``features_sha256`` of its ``.npy``."""
+    digest = hashlib.sha256()  # not hashlib.file_digest: Python 3.11+, and we support 3.10
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _describe(sig: dict[str, Any] | None) -> str:

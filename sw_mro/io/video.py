@@ -38,12 +38,12 @@ Decisions (SPEC.md section 1 leaves them open):
   refused with :class:`UnsupportedVideoError`: with B-frames decord returns shifted
   frames even in order. Convert them first, e.g. ``ffmpeg -i in.mts -c:v libx264 -crf
   12 out.mp4``.
-- **Rotation.** A file whose display matrix turns its frames (a phone's portrait
-  video) gives them turned as shown, as ``cv2.VideoCapture`` does; ``info.rotation``
-  says by how much. decord turns them, except at sizes where it fails (48-row frames):
-  those are decoded with PyAV, forward. Other angles than multiples of 90 are refused.
-- **Codecs decord lacks** (AV1: its FFmpeg has no decoder for it) are decoded with
-  PyAV, forward, with the demuxer's frame count and rate.
+- **Decoders.** PyAV decodes, forward, the files decord gets wrong: rotated ones
+  (turned as ``cv2.VideoCapture`` shows them; ``info.rotation`` says by how much), ones
+  with an edit list that drops frames (a lossless trim), ones decord cannot open (AV1,
+  WebM without a duration, GIF) or decodes to frames of another shape (packed RGB). A
+  rotation by other than a multiple of 90 degrees, or a mirroring display matrix, is
+  refused (docs/io.md, "Decoders").
 - **Frame folders with gaps** in the numbering (``img1, img2, img4``) are read in
   order and a warning is logged: frame ``i`` is then the ``i``-th file, not ``img{i+1}``.
 
@@ -68,6 +68,7 @@ import logging
 import math
 import os
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,9 +400,9 @@ def _file_decode_threads() -> int:
 FOLDER_DECODE_THREADS = 8
 
 
-def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
-    """A decord reader of ``path`` at frame 0, and the frames' ``(height, width)``
-    (``(0, 0)`` without frames). The threads that decord and FFmpeg start meanwhile carry
+def _open_decord(path: Path) -> tuple[Any, tuple[int, ...]]:
+    """A decord reader of ``path`` at frame 0, and its first frame's shape
+    (``(height, width, 3)``; ``()`` without frames). The threads that decord and FFmpeg start meanwhile carry
     the OS thread name ``sw_mro-ffmpeg`` (``top -H``, gpu_diag's CPU split); threads that
     decord starts later, on a seek, carry the name of the thread that reads."""
     import decord
@@ -409,18 +410,34 @@ def _open_decord(path: Path) -> tuple[Any, tuple[int, int]]:
     with os_thread_name("sw_mro-ffmpeg"):
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_file_decode_threads())
         if len(vr) == 0:
-            return vr, (0, 0)
-        h, w = vr[0].shape[:2]
+            return vr, ()
+        shape = tuple(vr[0].shape)
         vr.seek(0)  # decord starts a decoding thread here
-        return vr, (h, w)
+        return vr, shape
 
 
-def _probe(path: Path) -> tuple[str, str, int, tuple[int, int]]:
-    """``(container format, codec, rotation, (height, width))`` of the first video
-    stream: the names FFmpeg gives them (``""`` when PyAV cannot tell), and the degrees
-    counter-clockwise its display matrix turns the frames (:attr:`VideoInfo.rotation`)
-    with the size of a stored frame (0 and ``(0, 0)`` when the first frame cannot be
-    decoded here; decord then decides).
+@dataclass(frozen=True)
+class _Probe:
+    """What PyAV tells of a file's video stream (the one FFmpeg calls best, as decord
+    picks it) before decord opens it."""
+
+    fmt: str = ""  # container format and codec, as FFmpeg names them ("": unknown)
+    codec: str = ""
+    index: int = 0  # the stream's index in the file
+    rotation: int = 0  # degrees counter-clockwise the display matrix turns the frames
+    mirrored: bool = False  # the display matrix also mirrors them
+    stored: tuple[int, int] = (0, 0)  # a stored frame's (height, width); (0, 0): none decoded
+    discarded: int = 0  # packets an edit list drops, among the first _SCAN_PACKETS
+
+
+#: Packets of a file's video stream looked at when it opens (demuxed, not decoded), for
+#: those an edit list drops at its start.
+_SCAN_PACKETS = 256
+
+
+def _probe(path: Path) -> _Probe:
+    """The file's video stream as PyAV sees it (a default :class:`_Probe` when PyAV
+    cannot tell; decord then decides).
 
     Raises:
         CorruptVideoError: FFmpeg (through PyAV) cannot open the file, or finds no video
@@ -430,48 +447,69 @@ def _probe(path: Path) -> tuple[str, str, int, tuple[int, int]]:
     Said here, before decord tries: decord's own failure prints FFmpeg's log and its
     build's source paths to stderr.
     """
+    import itertools
+
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise CorruptVideoError(f"{path}: {_NO_VIDEO_STREAM}")
-            stream = container.streams.video[0]
-            fmt, codec = container.format.name, stream.codec_context.name
-            try:  # the display matrix comes with the decoded frames
+            stream = container.streams.best("video") or container.streams.video[0]
+            fmt, codec, index = container.format.name, stream.codec_context.name, stream.index
+            try:  # frames an edit list drops (a lossless trim): decord counts and seeks them
+                packets = itertools.islice(container.demux(stream), _SCAN_PACKETS)
+                discarded = sum(1 for p in packets if p.size and p.is_discard)
+                container.seek(0, stream=stream)
+                # the display matrix comes with the decoded frames
                 first = next(container.decode(stream), None)
             except Exception:  # a damaged first frame: decord's error says it
-                first = None
+                first, discarded = None, 0
             if first is None:
-                return fmt, codec, 0, (0, 0)
-            return fmt, codec, round(first.rotation or 0), (first.height, first.width)
+                return _Probe(fmt, codec, index, discarded=discarded)
+            matrix = first.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+            a, b, _, c, d = struct.unpack("<5i", bytes(matrix)[:20]) if matrix else (1, 0, 0, 0, 1)
+            turn = first.rotation or 0
+            if not -360 <= turn <= 360:  # a singular matrix (FFmpeg: NaN; PyAV: INT_MIN)
+                turn = 0  # is shown unturned, as ffmpeg and cv2.VideoCapture show it
+            return _Probe(
+                fmt,
+                codec,
+                index,
+                rotation=round(turn),
+                mirrored=a * d - b * c < 0,
+                stored=(first.height, first.width),
+                discarded=discarded,
+            )
     except av.error.FFmpegError as exc:  # its reason, without opening the file again
         cls, reason = _av_reason(exc)
         raise cls(f"{path}: {reason}") from exc
     except VideoError:
         raise
     except Exception:  # anything else (say, a path PyAV cannot encode): decord decides
-        return "", "", 0, (0, 0)
+        return _Probe()
 
 
-# decord's error for a file whose codec its FFmpeg cannot decode (AV1).
-_DECORD_NO_DECODER = re.compile(r"cannot find video stream with wanted index")
+# decord's errors for files it cannot open that PyAV may decode: a codec its FFmpeg
+# lacks (AV1), and no duration in the container (a browser's WebM recording, GIF).
+_DECORD_CANNOT = re.compile(r"cannot find video stream with wanted index|due to broken metadata")
 
 
 class _PyAVIndex:
-    """What decord's reader tells of a file it cannot decode, from PyAV's demuxer
-    (no decoding): the frame count (packets with data), the average frame rate and the
-    frames' times, as ``len()``, ``get_avg_fps()`` and ``get_frame_timestamp()``."""
+    """What decord's reader tells of a file, from PyAV's demuxer (no decoding), for a
+    file PyAV decodes: the frame count (packets with data that no edit list drops), the
+    average frame rate and the frames' times, as ``len()``, ``get_avg_fps()`` and
+    ``get_frame_timestamp()``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, index: int) -> None:
         import av
 
         try:
             with av.open(str(path)) as container:
-                stream = container.streams.video[0]
+                stream = container.streams[index]
                 rate = stream.average_rate or stream.guessed_rate
                 base = stream.time_base
-                pts = [p.pts for p in container.demux(stream) if p.size]
+                pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
         except av.error.FFmpegError as exc:
             cls, reason = _av_reason(exc)
             raise cls(f"{path}: {reason}") from exc
@@ -523,7 +561,14 @@ class FileVideoSource(VideoSource):
                 "folders are read whatever their names.)"
             ) from None
         _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS is a ValueError, not a bad file
-        fmt, codec, rotation, stored = _probe(path)
+        probe = _probe(path)
+        fmt, codec, rotation = probe.fmt, probe.codec, probe.rotation
+        if probe.mirrored:
+            raise UnsupportedVideoError(
+                f"{path}: its display matrix mirrors the frames (and turns them by "
+                f"{rotation} degrees), which is not read here; apply it first, e.g. ffmpeg "
+                f"-i {path.name} -c:v libx264 -crf 12 {path.stem}_shown.mp4"
+            )
         if rotation % 90:
             raise UnsupportedVideoError(
                 f"{path}: its frames are shown turned by {rotation} degrees, not a multiple "
@@ -544,25 +589,30 @@ class FileVideoSource(VideoSource):
                 f"timing for the decoder, decord); put it in one first, e.g. ffmpeg "
                 f"-framerate 30 -i {path.name} -c copy {path.stem}.mp4 (with its real rate)"
             )
-        shown = stored[::-1] if turns % 2 else stored
-        try:
-            self._vr, (h, w) = _open_decord(path)
-            # decord turns a rotated file's frames itself, but at some sizes (48 rows:
-            # 64 x 48 a half turn, 96 x 48 a quarter) it returns 4-channel frames and its
-            # get_batch fails, which read as a damaged file: those are decoded with PyAV.
-            if turns and len(self._vr):
-                decoded = tuple(self._vr[0].shape)
-                self._vr.seek(0)
-                if decoded != (*shown, 3):
-                    self._pyav, (h, w) = True, shown
-        except Exception as exc:  # decord raises RuntimeError/DECORDError with stack traces
-            if stored == (0, 0) or not _DECORD_NO_DECODER.search(str(exc)):
-                cls, reason = _ffmpeg_reason(path, exc)
-                raise cls(f"{path}: {reason}") from exc
-            # decord's FFmpeg has no decoder for this codec (AV1), and PyAV's decoded
-            # its first frame: PyAV decodes it (found in review: called damaged).
-            self._vr, self._pyav, (h, w) = _PyAVIndex(path), True, shown
-        self._turns = turns if self._pyav else 0
+        # PyAV decodes, forward, what decord gets wrong (docs/io.md, "Decoders"): a
+        # display rotation (decord turns the frames in MP4 but not in MKV, and at some
+        # sizes returns 4-channel frames), frames an edit list drops (decord counts them
+        # and seeks by them), and, where PyAV decodes the first frame, files decord
+        # cannot open (AV1, WebM without a duration, GIF) or decodes to frames of
+        # another shape (packed RGB, tiny frames).
+        self._pyav = bool(turns) or probe.discarded > 0
+        self._stream = probe.index
+        h = w = 0
+        if not self._pyav:
+            try:
+                self._vr, shape = _open_decord(path)
+            except Exception as exc:  # decord raises RuntimeError/DECORDError with traces
+                if probe.stored == (0, 0) or not _DECORD_CANNOT.search(str(exc)):
+                    cls, reason = _ffmpeg_reason(path, exc)
+                    raise cls(f"{path}: {reason}") from exc
+                self._pyav = True
+            else:
+                h, w = shape[:2]
+                self._pyav = probe.stored != (0, 0) and shape not in ((), (*probe.stored, 3))
+        if self._pyav:
+            self._vr = _PyAVIndex(path, probe.index)
+            h, w = probe.stored[::-1] if turns % 2 else probe.stored
+        self._turns = turns
         try:
             n = len(self._vr)
             src_fps = float(self._vr.get_avg_fps() if fps is None else fps)
@@ -625,13 +675,13 @@ class FileVideoSource(VideoSource):
             raise cls(f"{self._path}: {reason}") from exc
         readers = [vr for vr, _ in opened]
         for vr, shape in opened:  # the same file as the one opened (by path: it may be replaced)
-            if len(vr) != self.info.source_num_frames or shape != (
+            if len(vr) != self.info.source_num_frames or shape[:2] != (
                 self.info.height,
                 self.info.width,
             ):
                 raise CorruptVideoError(
                     f"{self._path}: the file changed since it was opened ({len(vr)} frames "
-                    f"of {shape}, not {self.info.source_num_frames} of "
+                    f"of {shape[:2]}, not {self.info.source_num_frames} of "
                     f"{(self.info.height, self.info.width)}); open it again"
                 )
         stride = self.info.stride
@@ -706,7 +756,7 @@ class FileVideoSource(VideoSource):
 
         self._close_av()
         self._av = av.open(str(self._path))
-        stream = self._av.streams.video[0]
+        stream = self._av.streams[self._stream]
         stream.thread_type = "AUTO"  # frame threads, as decord's FFmpeg decodes
         self._av_frames = self._av.decode(stream)
 
@@ -714,13 +764,19 @@ class FileVideoSource(VideoSource):
         """Source frames ``[a, b)`` from the PyAV decoder's position ``a``: those in
         ``need`` into ``got``, RGB and turned as shown (the others are decoded, not
         converted)."""
-        for j in range(a, b):
-            frame = next(self._av_frames, None)
-            if frame is None:
-                raise CorruptVideoError(f"the stream ends at frame {j}")
-            if j in need:
-                rgb = frame.to_ndarray(format="rgb24")
-                got[j] = np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+        try:
+            for j in range(a, b):
+                frame = next(self._av_frames, None)
+                if frame is None:
+                    raise CorruptVideoError(f"the stream ends at frame {j}")
+                if j in need:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if self._turns:
+                        rgb = np.ascontiguousarray(np.rot90(rgb, self._turns))
+                    got[j] = rgb
+        except BaseException:  # Ctrl-C, a decode error: the decoder is past self._pos now
+            self._close_av()  # so the next read restarts it at frame 0
+            raise
 
     def _close_av(self) -> None:
         if self._av is not None:
