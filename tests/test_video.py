@@ -572,7 +572,7 @@ def test_a_singular_display_matrix_is_no_rotation(tmp_path: Path) -> None:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
-        stream.options = {"crf": "0"}
+        stream.options = {"crf": "0", "g": "2"}  # keyframes to seek to
         stream.set_display_matrix([0, 0, 0, 0, 0, 0, 0, 0, 1 << 30])
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
@@ -904,7 +904,37 @@ def test_containers_whose_seeks_are_wrong_are_decoded_forward(tmp_path: Path) ->
         assert np.array_equal(chunks, ref[::stride][3:])
     v = open_video(path)
     assert np.array_equal(v.read([200, 10, 300]).numpy(), ref[[200, 10, 300]])
-    assert open_video(Path(carphone_path())).exact_seek  # H.264 in MP4: seeks are exact
+    assert not open_video(Path(carphone_path())).exact_seek  # one keyframe: decoded forward
+
+
+@pytest.mark.parametrize(
+    ("name", "x264"),
+    [
+        ("refresh.mp4", "intra-refresh=1"),  # no keyframe after the first but recovery points
+        ("refresh.mkv", "intra-refresh=1"),
+        ("open.mp4", "open-gop=1:bframes=3"),  # keyframes that are not IDR frames
+        ("one.mp4", "keyint=1000"),  # one keyframe
+    ],
+)
+def test_h264_without_idr_keyframes_is_decoded_forward(
+    tmp_path: Path, name: str, x264: str
+) -> None:
+    """H.264 whose keyframes are recovery points, not IDR frames (periodic intra
+    refresh: low-latency streams, IP cameras; open GOPs): decord's seeks returned frames
+    up to 11 off, and the last frame of an open-GOP file as the one before it (found in
+    review). Such files, and those with one keyframe in their first 256 packets, are
+    decoded forward, so strides, chunks from mid-video and random reads give the in-order
+    decode's frames; one with an IDR frame every 10 frames still seeks."""
+    frames = _synthetic_frames(40, 72, 96)
+    path = encode(tmp_path / name, frames, crf="18", g="10", **{"x264-params": x264})
+    ref = _decoded_in_order(path)
+    video = open_video(path)
+    assert not video.exact_seek
+    assert np.array_equal(video.read([12, 39, 20, 3]).numpy(), ref[[12, 39, 20, 3]])
+    strided = open_video(path, stride=3)
+    got = np.concatenate([c.numpy() for _, c in strided.chunks(4, start=2)])
+    assert np.array_equal(got, ref[::3][2:])
+    assert open_video(encode(tmp_path / "idr.mp4", frames, crf="18", g="10")).exact_seek
 
 
 @pytest.mark.parametrize(("name", "fmt"), [("cam.mts", "mpegts"), ("clip.mpg", "mpeg")])

@@ -428,11 +428,36 @@ class _Probe:
     mirrored: bool = False  # the display matrix also mirrors them
     stored: tuple[int, int] = (0, 0)  # a stored frame's (height, width); (0, 0): none decoded
     discarded: int = 0  # packets an edit list drops, among the first _SCAN_PACKETS
+    keyframes: int = 0  # keyframes among them (0: not looked at)
+    recovery_points: int = 0  # H.264 keyframes among them that are not IDR frames
 
 
 #: Packets of a file's video stream looked at when it opens (demuxed, not decoded), for
-#: those an edit list drops at its start.
+#: those an edit list drops at its start and for its keyframes.
 _SCAN_PACKETS = 256
+
+
+def _avcc_length_size(stream: Any) -> int:
+    """Bytes in an H.264 NAL unit's length prefix (AVCC: MP4, MKV), or -1 for start
+    codes (Annex B)."""
+    extra = bytes(stream.codec_context.extradata or b"")
+    return (extra[4] & 3) + 1 if len(extra) > 4 and extra[0] == 1 else -1
+
+
+def _idr(packet: Any, length_size: int) -> bool:
+    """Whether an H.264 packet holds an IDR slice (NAL type 5). A keyframe without one
+    is a recovery point (open GOP, periodic intra refresh), where decoding from it does
+    not give the in-order decode's frames."""
+    data = bytes(packet)
+    if length_size < 0:  # Annex B: 00 00 01 before each NAL unit
+        return any(data[m.end()] & 0x1F == 5 for m in re.finditer(b"\x00\x00\x01", data[:-1]))
+    i = 0
+    while i + length_size < len(data):
+        n = int.from_bytes(data[i : i + length_size], "big")
+        if data[i + length_size] & 0x1F == 5:
+            return True
+        i += length_size + n
+    return False
 
 
 def _probe(path: Path) -> _Probe:
@@ -459,14 +484,31 @@ def _probe(path: Path) -> _Probe:
             fmt, codec, index = container.format.name, stream.codec_context.name, stream.index
             try:  # frames an edit list drops (a lossless trim): decord counts and seeks them
                 packets = itertools.islice(container.demux(stream), _SCAN_PACKETS)
-                discarded = sum(1 for p in packets if p.size and p.is_discard)
+                nal_size = _avcc_length_size(stream) if codec == "h264" else 0
+                flags = [
+                    (
+                        p.is_discard,
+                        p.is_keyframe,
+                        nal_size and p.is_keyframe and not _idr(p, nal_size),
+                    )
+                    for p in packets
+                    if p.size
+                ]
+                discarded = sum(f[0] for f in flags)
+                keyframes = sum(f[1] for f in flags)
+                recovery_points = sum(bool(f[2]) for f in flags)
                 container.seek(0, stream=stream)
                 # the display matrix comes with the decoded frames
                 first = next(container.decode(stream), None)
             except Exception:  # a damaged first frame: decord's error says it
-                first, discarded = None, 0
+                first, discarded, keyframes, recovery_points = None, 0, 0, 0
+            scan = {
+                "discarded": discarded,
+                "keyframes": keyframes,
+                "recovery_points": recovery_points,
+            }
             if first is None:
-                return _Probe(fmt, codec, index, discarded=discarded)
+                return _Probe(fmt, codec, index, **scan)
             matrix = first.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
             a, b, _, c, d = struct.unpack("<5i", bytes(matrix)[:20]) if matrix else (1, 0, 0, 0, 1)
             turn = first.rotation or 0
@@ -479,7 +521,7 @@ def _probe(path: Path) -> _Probe:
                 rotation=round(turn),
                 mirrored=a * d - b * c < 0,
                 stored=(first.height, first.width),
-                discarded=discarded,
+                **scan,
             )
     except av.error.FFmpegError as exc:  # its reason, without opening the file again
         cls, reason = _av_reason(exc)
@@ -624,8 +666,18 @@ class FileVideoSource(VideoSource):
                 f"{path}: the container has no usable frame rate ({src_fps}); pass fps= to open_video"
             )
         # Seek only where seeking is exact; elsewhere decode forward (module docstring).
-        self.exact_seek = not self._pyav and (
-            codec in _INTRA_CODECS or (fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS)
+        # Not in a stream with one keyframe in its first packets (a seek there decodes
+        # from it anyway), nor in H.264 whose keyframes include recovery points, not IDR
+        # frames (open GOPs, periodic intra refresh: low-latency streams, IP cameras):
+        # decord's seeks there returned other frames, up to 11 off (found in review).
+        self.exact_seek = (
+            not self._pyav
+            and probe.keyframes != 1
+            and not probe.recovery_points
+            and (
+                codec in _INTRA_CODECS
+                or (fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS)
+            )
         )
         self.info = _strided_info(path, n, src_fps, h, w, stride, (0, 90, 180, -90)[turns])
         if fps is None:
