@@ -904,28 +904,29 @@ def test_containers_whose_seeks_are_wrong_are_decoded_forward(tmp_path: Path) ->
         assert np.array_equal(chunks, ref[::stride][3:])
     v = open_video(path)
     assert np.array_equal(v.read([200, 10, 300]).numpy(), ref[[200, 10, 300]])
-    assert not open_video(Path(carphone_path())).exact_seek  # one keyframe: decoded forward
+    assert open_video(Path(carphone_path())).exact_seek  # H.264 in MP4: seeks are exact
 
 
 @pytest.mark.parametrize(
-    ("name", "x264"),
+    ("name", "x264", "n"),
     [
-        ("refresh.mp4", "intra-refresh=1"),  # no keyframe after the first but recovery points
-        ("refresh.mkv", "intra-refresh=1"),
-        ("open.mp4", "open-gop=1:bframes=3"),  # keyframes that are not IDR frames
-        ("one.mp4", "keyint=1000"),  # one keyframe
+        ("refresh.mp4", "intra-refresh=1", 40),  # recovery points, no keyframe after the first
+        ("refresh.mkv", "intra-refresh=1", 40),
+        ("open.mp4", "open-gop=1:bframes=3", 40),  # keyframes that are not IDR frames
+        ("one.mp4", "keyint=1000", 300),  # one keyframe in 256 packets
     ],
 )
 def test_h264_without_idr_keyframes_is_decoded_forward(
-    tmp_path: Path, name: str, x264: str
+    tmp_path: Path, name: str, x264: str, n: int
 ) -> None:
     """H.264 whose keyframes are recovery points, not IDR frames (periodic intra
     refresh: low-latency streams, IP cameras; open GOPs): decord's seeks returned frames
     up to 11 off, and the last frame of an open-GOP file as the one before it (found in
-    review). Such files, and those with one keyframe in their first 256 packets, are
-    decoded forward, so strides, chunks from mid-video and random reads give the in-order
-    decode's frames; one with an IDR frame every 10 frames still seeks."""
-    frames = _synthetic_frames(40, 72, 96)
+    review). Such files, and those with one keyframe in their first 256 packets (each
+    seek would decode from the start), are decoded forward, so strides, chunks from
+    mid-video and random reads give the in-order decode's frames; one with an IDR frame
+    every 10 frames still seeks."""
+    frames = _synthetic_frames(n, 72, 96)
     path = encode(tmp_path / name, frames, crf="18", g="10", **{"x264-params": x264})
     ref = _decoded_in_order(path)
     video = open_video(path)

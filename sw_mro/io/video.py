@@ -428,6 +428,7 @@ class _Probe:
     mirrored: bool = False  # the display matrix also mirrors them
     stored: tuple[int, int] = (0, 0)  # a stored frame's (height, width); (0, 0): none decoded
     discarded: int = 0  # packets an edit list drops, among the first _SCAN_PACKETS
+    scanned: int = 0  # packets with data looked at (at most _SCAN_PACKETS)
     keyframes: int = 0  # keyframes among them (0: not looked at)
     recovery_points: int = 0  # H.264 keyframes among them that are not IDR frames
 
@@ -503,6 +504,7 @@ def _probe(path: Path) -> _Probe:
             except Exception:  # a damaged first frame: decord's error says it
                 first, discarded, keyframes, recovery_points = None, 0, 0, 0
             scan = {
+                "scanned": len(flags) if first is not None else 0,
                 "discarded": discarded,
                 "keyframes": keyframes,
                 "recovery_points": recovery_points,
@@ -666,13 +668,15 @@ class FileVideoSource(VideoSource):
                 f"{path}: the container has no usable frame rate ({src_fps}); pass fps= to open_video"
             )
         # Seek only where seeking is exact; elsewhere decode forward (module docstring).
-        # Not in a stream with one keyframe in its first packets (a seek there decodes
-        # from it anyway), nor in H.264 whose keyframes include recovery points, not IDR
-        # frames (open GOPs, periodic intra refresh: low-latency streams, IP cameras):
-        # decord's seeks there returned other frames, up to 11 off (found in review).
+        # Not in H.264 whose keyframes include recovery points, not IDR frames (open
+        # GOPs, periodic intra refresh: low-latency streams, IP cameras): decord's seeks
+        # there returned other frames, up to 11 off (found in review). Nor in a long
+        # stream with one keyframe in its first packets, where each seek would decode
+        # from the start.
+        one_keyframe = probe.keyframes == 1 and probe.scanned >= _SCAN_PACKETS
         self.exact_seek = (
             not self._pyav
-            and probe.keyframes != 1
+            and not one_keyframe
             and not probe.recovery_points
             and (
                 codec in _INTRA_CODECS
