@@ -483,32 +483,22 @@ def _probe(path: Path) -> _Probe:
                 raise CorruptVideoError(f"{path}: {_NO_VIDEO_STREAM}")
             stream = container.streams.best("video") or container.streams.video[0]
             fmt, codec, index = container.format.name, stream.codec_context.name, stream.index
+            nal_size = _avcc_length_size(stream) if codec == "h264" else 0
             try:  # frames an edit list drops (a lossless trim): decord counts and seeks them
-                packets = itertools.islice(container.demux(stream), _SCAN_PACKETS)
-                nal_size = _avcc_length_size(stream) if codec == "h264" else 0
-                flags = [
-                    (
-                        p.is_discard,
-                        p.is_keyframe,
-                        nal_size and p.is_keyframe and not _idr(p, nal_size),
-                    )
-                    for p in packets
-                    if p.size
-                ]
-                discarded = sum(f[0] for f in flags)
-                keyframes = sum(f[1] for f in flags)
-                recovery_points = sum(bool(f[2]) for f in flags)
+                scan = dict.fromkeys(("scanned", "discarded", "keyframes", "recovery_points"), 0)
+                for p in itertools.islice(container.demux(stream), _SCAN_PACKETS):
+                    if p.size:  # counted, not kept: 256 packets of a 4K video are large
+                        scan["scanned"] += 1
+                        scan["discarded"] += p.is_discard
+                        scan["keyframes"] += p.is_keyframe
+                        scan["recovery_points"] += bool(
+                            nal_size and p.is_keyframe and not _idr(p, nal_size)
+                        )
                 container.seek(0, stream=stream)
                 # the display matrix comes with the decoded frames
                 first = next(container.decode(stream), None)
             except Exception:  # a damaged first frame: decord's error says it
-                first, discarded, keyframes, recovery_points = None, 0, 0, 0
-            scan = {
-                "scanned": len(flags) if first is not None else 0,
-                "discarded": discarded,
-                "keyframes": keyframes,
-                "recovery_points": recovery_points,
-            }
+                first, scan = None, {}
             if first is None:
                 return _Probe(fmt, codec, index, **scan)
             matrix = first.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
@@ -578,9 +568,8 @@ class _PyAVIndex:
 
 class FileVideoSource(VideoSource):
     """A video file decoded with decord on the CPU (see the module's "Exactness").
-    A rotated one (a phone's portrait video) is turned as it is shown: by decord, or,
-    at the sizes where decord fails at it, by PyAV, decoding forward. A codec that
-    decord's FFmpeg lacks (AV1) is decoded by PyAV, forward, too."""
+    The files decord gets wrong (rotated ones, edit lists, AV1, ...: docs/io.md,
+    "Decoders") are decoded with PyAV, forward."""
 
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
@@ -590,7 +579,7 @@ class FileVideoSource(VideoSource):
         self._av_frames: Iterator[Any] | None = None
         self._path = path
         self._pyav = False  # decoded with PyAV, forward: where decord cannot (see below)
-        self._turns = 0  # quarter turns that PyAV's frames get here (decord turns its own)
+        self._turns = 0  # quarter turns counter-clockwise that PyAV's frames get here
         self._pos = 0  # the next source frame a forward read gets (sequential mode)
         self.color = color
         if path.stat().st_size == 0:
