@@ -794,6 +794,73 @@ def test_variable_frame_rate_warns(
     assert not caplog.records
 
 
+def test_interlaced_and_non_square_pixels_warn(
+    tmp_path: Path,
+    source_frames: list[np.ndarray],
+    clip: Path,
+    gop_clip: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Frames read as stored but shown otherwise are warned about, once per file:
+    interlaced H.264 and MPEG-4 (a camcorder's fields) with the deinterlacing command,
+    and non-square pixels (anamorphic DV, 16:11) with the ratio, the stored size and
+    the direction players stretch them in (turned with the frames in a portrait
+    video). Progressive square-pixel files, a 1:1 ratio and ratios within 10 % of it
+    (standard definition's 4:3 ones: carphone's 128:117, DV's 10:11) pass silently,
+    and the frames are those of the file (bit for bit cv2.VideoCapture's)."""
+    from sw_mro.io.samples import carphone_path
+
+    frames = source_frames[:10]
+    interlaced = encode(tmp_path / "fields.mp4", frames, "mp4", **{"x264-params": "interlaced=1"})
+    fields4 = encode(tmp_path / "fields.avi", frames, "avi", "mpeg4", flags="+ildct+ilme")
+    wide = encode(tmp_path / "dv.mkv", frames, "matroska", sar=(16, 11))
+    tall = encode(
+        tmp_path / "dv_portrait.mp4",
+        frames,
+        "mp4",
+        "libx264rgb",
+        pix_fmt="rgb24",
+        rotation=90,
+        sar=(16, 11),
+        crf="0",
+    )
+    square = encode(tmp_path / "square.mp4", frames, "mp4", sar=(1, 1))
+    ntsc = encode(tmp_path / "ntsc.mkv", frames, "matroska", sar=(10, 11))
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        for quiet in (clip, gop_clip, Path(carphone_path()), square, ntsc):
+            open_video(quiet)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        videos = {p: open_video(p) for p in (interlaced, fields4, wide, tall)}
+        for p in videos:  # opened again (train plans, then extracts): warned once
+            open_video(p)
+    said = {r.getMessage().split(": ", 1)[0]: r.getMessage() for r in caplog.records}
+    assert len(caplog.records) == len(said) == 4, [r.getMessage() for r in caplog.records]
+    for p in (interlaced, fields4):
+        assert said[str(p)] == (
+            f"{p}: interlaced frames (two fields each, taken 1/2 frame apart): the flow "
+            "sees their combing at moving edges as motion; deinterlace first, e.g. ffmpeg "
+            f"-i {p.name} -vf bwdif=mode=send_frame -c:v libx264 -crf 12 "
+            f"{p.stem}_progressive.mp4"
+        )
+    h, w = frames[0].shape[:2]
+    assert said[str(wide)].startswith(
+        f"{wide}: non-square pixels (sample aspect ratio 16:11): frames are read as stored, "
+        f"{w}x{h}, where players show each pixel 1.45 times as wide as high, so faces are "
+        f'squeezed; make the pixels square first, e.g. ffmpeg -i {wide.name} -vf "scale='
+    )
+    assert f"{h}x{w}, where players show each pixel 1.45 times as tall as wide" in said[str(tall)]
+    assert "interlaced" not in said[str(wide)].split(": ", 1)[1] + said[str(tall)].split(": ", 1)[1]
+    got = videos[tall].read(list(range(len(frames))))
+    cap = cv2.VideoCapture(str(tall))
+    for i, frame in enumerate(got):
+        ok, bgr = cap.read()
+        assert ok and np.array_equal(frame, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), i
+    assert videos[tall].info.rotation == 90 and (
+        videos[tall].info.height,
+        videos[tall].info.width,
+    ) == (w, h)
+
+
 def test_folder_that_starts_after_frame_1_warns(
     tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,6 +19,7 @@ def encode(
     hflip: bool = False,
     trim: int = 0,
     container_options: dict[str, str] | None = None,
+    sar: tuple[int, int] | None = None,
     **opts: str,
 ) -> Path:
     """``frames`` (RGB uint8) in ``path``; ``fmt`` None: from the suffix. ``rotation``
@@ -26,7 +27,8 @@ def encode(
     whether it mirrors them), as a phone stores a portrait video (``libx264rgb`` with
     ``pix_fmt="rgb24"``, ``crf="0"``: lossless). ``trim``: the first ``trim`` frames are
     given negative times, so that MP4's muxer writes an edit list that drops them, as a
-    lossless trim (``ffmpeg -ss T -c copy``) does."""
+    lossless trim (``ffmpeg -ss T -c copy``) does. ``sar``: the sample aspect ratio
+    (a stored pixel's width : height as shown; anamorphic DV)."""
     from fractions import Fraction
 
     import av
@@ -40,6 +42,8 @@ def encode(
             stream.codec_context.time_base = stream.time_base = Fraction(1, rate)
         if rotation or hflip:
             stream.set_display_rotation(rotation, hflip=hflip)
+        if sar:
+            stream.codec_context.sample_aspect_ratio = Fraction(*sar)
 
         def mux(packets: list) -> None:
             for packet in packets:

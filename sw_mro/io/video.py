@@ -431,6 +431,8 @@ class _Probe:
     scanned: int = 0  # packets with data looked at (at most _SCAN_PACKETS)
     keyframes: int = 0  # keyframes among them (0: not looked at)
     recovery_points: int = 0  # H.264 keyframes among them that are not IDR frames
+    interlaced: bool = False  # the first frame is coded as two fields
+    sar: tuple[int, int] = (1, 1)  # a stored pixel's width : height as shown (1:1 square)
 
 
 #: Packets of a file's video stream looked at when it opens (demuxed, not decoded), for
@@ -506,6 +508,7 @@ def _probe(path: Path) -> _Probe:
             turn = first.rotation or 0
             if not -360 <= turn <= 360:  # a singular matrix (FFmpeg: NaN; PyAV: INT_MIN)
                 turn = 0  # is shown unturned, as ffmpeg and cv2.VideoCapture show it
+            sar = stream.codec_context.sample_aspect_ratio  # None where unknown (0:1)
             return _Probe(
                 fmt,
                 codec,
@@ -514,6 +517,8 @@ def _probe(path: Path) -> _Probe:
                 mirrored=a * d - b * c < 0,
                 stored=(first.height, first.width),
                 **scan,
+                interlaced=bool(first.interlaced_frame),
+                sar=(sar.numerator, sar.denominator) if sar else (1, 1),
             )
     except av.error.FFmpegError as exc:  # its reason, without opening the file again
         cls, reason = _av_reason(exc)
@@ -675,6 +680,7 @@ class FileVideoSource(VideoSource):
         self.info = _strided_info(path, n, src_fps, h, w, stride, (0, 90, 180, -90)[turns])
         if fps is None:
             _warn_on_variable_rate(path, self._vr, src_fps)
+        _warn_on_picture(path, probe, h, w)
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
         if self._vr is None:
@@ -976,6 +982,49 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
         fps,
         path.name,
     )
+
+
+#: Sample aspect ratios within 10 % of square are not warned about (|ln r| <= ln 1.1).
+_SAR_QUIET = math.log(1.1)
+
+
+def _warn_on_picture(path: Path, probe: _Probe, height: int, width: int) -> None:
+    """Logged warnings, once per file and process, for frames that are read as stored
+    but shown otherwise (found in review: neither was said). Interlaced frames (DV and
+    broadcast camcorders, some IP cameras) hold two fields taken 1/50 or 1/60 s apart,
+    whose combing at every moving edge the flow sees as motion. Non-square pixels
+    (anamorphic DV and DVD, 720x576 shown at 16:9) squeeze the face one way; its
+    landmarks, crop and flow are in stored pixels. Ratios within 10 % of square pass
+    silently: standard definition's 4:3 ones (ITU-R BT.601: 12:11, 10:11, 16:15,
+    carphone's 128:117). Both are read as decord, cv2 and
+    ffmpeg read them, and both are for the user to convert first."""
+    if probe.interlaced and _first_time("interlaced", path):
+        log.warning(
+            "%s: interlaced frames (two fields each, taken 1/2 frame apart): the flow "
+            "sees their combing at moving edges as motion; deinterlace first, e.g. "
+            "ffmpeg -i %s -vf bwdif=mode=send_frame -c:v libx264 -crf 12 %s_progressive.mp4",
+            path,
+            path.name,
+            path.stem,
+        )
+    num, den = probe.sar
+    if num * den > 0 and abs(math.log(num / den)) > _SAR_QUIET and _first_time("sar", path):
+        turned = (height, width) != probe.stored  # a quarter turn: the stretch is vertical
+        log.warning(
+            "%s: non-square pixels (sample aspect ratio %d:%d): frames are read as stored, "
+            "%dx%d, where players show each pixel %.3g times as %s, so faces are "
+            'squeezed; make the pixels square first, e.g. ffmpeg -i %s -vf "scale='
+            'trunc(iw*sar/2)*2:ih,setsar=1" -c:v libx264 -crf 12 %s_square.mp4',
+            path,
+            num,
+            den,
+            width,
+            height,
+            num / den,
+            "tall as wide" if turned else "wide as high",
+            path.name,
+            path.stem,
+        )
 
 
 _WARNED: set[tuple[str, str, int, int]] = set()
