@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import NoReturn
 
 
 class Terminated(KeyboardInterrupt):
@@ -230,10 +231,16 @@ def dispatch(
     # the same less clearly (found in review): errors only, unless the user set a level.
     # Read when cv2 is first imported (below, or by the command), and by worker processes.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # Paths are printed as they are: a name that is not UTF-8 (its bytes kept as
+    # surrogates) stopped a run with a UnicodeEncodeError where stdout is strict, as in
+    # en_US.UTF-8 (found in review); stderr already escapes them.
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     module_path, help_line = commands[ns.command]
     module = importlib.import_module(module_path)
-    parser = argparse.ArgumentParser(prog=f"{prog} {ns.command}", description=help_line)
+    parser = _Parser(prog=f"{prog} {ns.command}", description=help_line)
     module.add_arguments(parser)
+    parser.dashed = [a for a in argv[1:] if _dashed_path(parser, a)]
     args = parser.parse_args(argv[1:])
     try:
         with terminate_as_interrupt(), cli_warnings():
@@ -248,6 +255,33 @@ def dispatch(
         except OSError:  # after SIGHUP the terminal may be gone (EIO)
             _to_null()  # else the exit's own flush fails too, and Python exits with 120
         return 128 + exc.signum if ended else 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors add a hint for files whose names start with a
+    dash (found in review: ``extract -clip.mp4`` said the input was missing)."""
+
+    dashed: list[str] = []
+
+    def error(self, message: str) -> NoReturn:
+        if self.dashed:
+            names = ", ".join(self.dashed)
+            message += (
+                f"\nhint: {names} is taken as an option; write it as ./{self.dashed[0]} or after --"
+            )
+        super().error(message)
+
+
+def _dashed_path(parser: argparse.ArgumentParser, arg: str) -> bool:
+    """Whether ``arg`` is an existing file or folder whose name starts with a dash and
+    that is not one of ``parser``'s options."""
+    if (
+        not arg.startswith("-")
+        or arg == "-"
+        or arg.split("=", 1)[0] in parser._option_string_actions
+    ):
+        return False
+    return os.path.lexists(arg)
 
 
 def _to_null() -> None:

@@ -293,7 +293,7 @@ def test_skip_overwrite_and_one_bad_input(
 
 @pytest.mark.parametrize(
     ("size", "when"),
-    [("12k", "reserving 14.2 KiB for the features"), ("4k", "creating the features file")],
+    [("12k", "reserving 14.2 KiB for the features"), ("4k", "creating the features file for {}")],
 )
 def test_a_full_disk_fails_each_input_with_the_reason(
     short_clip: Path, tmp_path: Path, size: str, when: str
@@ -325,7 +325,8 @@ def test_a_full_disk_fails_each_input_with_the_reason(
     for name in ("short", "other"):
         assert f"FAILED {short_clip if name == 'short' else other}: OSError" in proc.stderr
         tmp = small / "out" / f".{name}.npy.tmp"  # 128 B of header + 20 x 9 x 10 x 2 floats
-        assert f"No space left on device ({when}): '{tmp}'" in proc.stderr
+        why = when.format(small / "out" / f"{name}.npy")
+        assert f"No space left on device ({why}): '{tmp}'" in proc.stderr
     assert ".tmp" not in proc.stdout.split("rc=1")[1] and ".lock" not in proc.stdout
 
 
@@ -334,7 +335,10 @@ def test_complete_outputs_in_a_read_only_folder_are_still_skipped(
 ) -> None:
     """The lock file cannot be made in a read-only --out-dir, but nothing is written
     there either when every output is complete: they are skipped, exit 0 (found in
-    review: every input failed on the lock file)."""
+    review: every input failed on the lock file). The folder is said once to be
+    unwritable, and an input without a complete output fails with its output named
+    (found in review: only a hidden temp file, as the cleanup's own EROFS replaced the
+    error)."""
     import subprocess
     import sys
 
@@ -346,25 +350,28 @@ def test_complete_outputs_in_a_read_only_folder_are_still_skipped(
     if prefix is None:
         pytest.skip("needs `unshare -m` and mount (root) for a private file system")
     cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    run = " ".join(
-        shlex.quote(a)
-        for a in [
-            sys.executable,
-            "-c",
-            cli,
-            "extract",
-            str(short_clip),
-            "--out-dir",
-            str(out),
-            *ARGS,
-        ]
-    )
-    script = f"{run}; echo rc=$?; mount -o remount,ro {shlex.quote(str(out))}; {run}; echo rc=$?"
+    other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
+
+    def command(*inputs: Path) -> str:
+        argv = [sys.executable, "-c", cli, "extract", *map(str, inputs), "--out-dir", str(out)]
+        return shlex.join([*argv, *ARGS])
+
+    run, both = command(short_clip), command(short_clip, other)
+    ro = f"mount -o remount,ro {shlex.quote(str(out))}"
+    script = f"{run}; echo rc=$?; {ro}; {run}; echo rc=$?; {both}; echo rc=$?"
     proc = subprocess.run(
         [*prefix, "sh", "-c", script], capture_output=True, text=True, timeout=300
     )
     assert proc.stdout.count("rc=0") == 2, proc.stdout + proc.stderr[-2000:]
     assert f"wrote {out / 'short.npy'}" in proc.stdout and "skipped" in proc.stdout
+    assert "rc=1" in proc.stdout and "1 of 2 inputs done; failed: " in proc.stdout
+    warned = f"warning: --out-dir {out}: cannot write in it (Read-only file system); "
+    assert proc.stderr.count(warned) == 2  # once per run on the read-only folder
+    assert "complete outputs are skipped, the other inputs fail" in proc.stderr
+    assert (
+        f"FAILED {other}: OSError: [Errno 30] Read-only file system (creating the features "
+        f"file for {out / 'other.npy'}): '{out / '.other.npy.tmp'}'"
+    ) in proc.stderr
 
 
 def test_without_file_locks_the_output_is_written_with_a_warning(
@@ -1051,7 +1058,8 @@ def test_duplicate_names_fail_once(
     argv = [str(short_clip), str(again), str(again), "--out-dir", str(tmp_path / "p"), *ARGS]
     assert main(["extract", *argv]) == 0
     io = capsys.readouterr()
-    assert io.err.count("given 3 times, extracted once") == 1 and io.out.count("wrote") == 1
+    assert io.err.count(f"note: {short_clip} is given 3 times; it is taken once") == 1
+    assert io.out.count("wrote") == 1
     assert "1 of 1 inputs done" in io.out
 
 
@@ -1065,6 +1073,127 @@ def test_out_dir_that_is_a_file_is_a_clear_error(
         err = capsys.readouterr().err
         assert f"--out-dir {out}: cannot make the folder ({f} is a file)" in err
         assert "Traceback" not in err
+
+
+def test_out_dir_that_is_a_broken_link_or_a_device_is_named(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken link at --out-dir (or above it) is named as one, a device as not a
+    folder: both were "File exists"."""
+    link = tmp_path / "outlink"
+    link.symlink_to(tmp_path / "gone" / "dir")
+    for out in (link, link / "x"):
+        assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot make the folder ({link} is a broken link, to {tmp_path}/gone/dir)" in err
+    assert main(["extract", str(short_clip), "--out-dir", os.devnull, *ARGS]) == 2
+    assert f"cannot make the folder ({os.devnull} is not a folder)" in capsys.readouterr().err
+
+
+def test_failed_overwrite_keeps_the_old_outputs(
+    short_clip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--overwrite whose final rename of the features fails (EPERM: an immutable file;
+    EBUSY, EIO) leaves the old .npy and its JSON as they were, so the next run skips
+    them (found in review: the JSON was deleted first, and the old output lost)."""
+    import errno
+
+    out = tmp_path / "o"
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def refuse(src, dst):  # noqa: ANN001
+        if str(src).endswith(".npy.tmp"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src), None, str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    assert main(["extract", str(short_clip), "--out-dir", str(out), "--overwrite", *ARGS]) == 1
+    assert "FAILED" in capsys.readouterr().err
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert "skip" in capsys.readouterr().out
+
+
+def test_input_that_is_its_own_output_path_is_refused(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A video named v.npy (or w.json) extracted into its own folder would be replaced by
+    its features (found in review: both inputs were lost, and the run said done)."""
+    npy_named = Path(shutil.copy(short_clip, tmp_path / "v.npy"))
+    json_named = Path(shutil.copy(short_clip, tmp_path / "w.json"))
+    data = short_clip.read_bytes()
+    rc = main(["extract", str(npy_named), str(json_named), "--out-dir", str(tmp_path), *ARGS])
+    io = capsys.readouterr()
+    assert rc == 1 and "0 of 2 inputs done" in io.out
+    for path in (npy_named, json_named):
+        assert f"FAILED {path}: OutputNameError: it is {path}, an output path of its own" in io.err
+        assert path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy", "w.json"]
+
+
+def test_long_names_get_short_temp_and_lock_files(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An input whose outputs' names fit (251 and 252 bytes) but whose hidden temp files'
+    (.<name>.tmp: 257) would not: extracted, with temp names cut to 255 bytes and kept
+    apart by a hash (found in review: "File name too long" on the temp file)."""
+    from sw_mro.io.atomic import NAME_MAX, hidden_name, temp_name
+
+    stem = "L" * 247
+    video = Path(shutil.copy(short_clip, tmp_path / f"{stem}.mp4"))
+    out = tmp_path / "o"
+    assert main(["extract", str(video), "--out-dir", str(out), *ARGS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.npy"]
+    assert np.load(out / f"{stem}.npy").shape == (20, 3, 10, 2)
+    npy_tmp, json_tmp = temp_name(out / f"{stem}.npy"), temp_name(out / f"{stem}.json")
+    assert len(npy_tmp.name) == len(json_tmp.name) == NAME_MAX and npy_tmp != json_tmp
+    assert npy_tmp.name.startswith(".LLL") and npy_tmp.name.endswith(".tmp")
+    assert temp_name(out / "short.npy").name == ".short.npy.tmp"  # short ones unchanged
+    wide = hidden_name(out / ("\u89c6" * 83 + ".npy"), ".tmp")  # 3-byte characters, not cut
+    assert len(os.fsencode(wide.name)) <= NAME_MAX and wide.name.startswith(".\u89c6")
+
+
+def test_file_named_like_an_option_gets_a_hint(
+    short_clip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``extract -clip.mp4``: argparse takes the name as an option and says the input is
+    missing; the error now says how to give it."""
+    shutil.copy(short_clip, tmp_path / "-clip.mp4")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "-clip.mp4", "--out-dir", "o", *ARGS])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "hint: -clip.mp4 is taken as an option; write it as ./-clip.mp4 or after --" in err
+    assert main(["extract", "--out-dir", "o", *ARGS, "--", "-clip.mp4"]) == 0
+    with pytest.raises(SystemExit):
+        main(["extract", "--out-dir", "o", "--bogus"])
+    assert "hint:" not in capsys.readouterr().err
+
+
+def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 (its bytes kept as surrogates) printed on a strict
+    UTF-8 stdout (en_US.UTF-8's; PYTHONIOENCODING here) stopped the run with a
+    UnicodeEncodeError traceback in its summary; now it is escaped."""
+    import subprocess
+
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.mp4")
+    Path(bad).write_bytes(b"not a video")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    cmd = [sys.executable, "-m", "sw_mro.cli", "extract", bad, "--out-dir", str(tmp_path / "o")]
+    run = subprocess.run([*cmd, *ARGS], capture_output=True, env=env, timeout=300)
+    err = run.stderr.decode("utf-8", "replace")
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert b"0 of 1 inputs done; failed: " in run.stdout and b"bad\\udcffname.mp4" in run.stdout
 
 
 def test_no_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,14 @@ from typing import Any
 
 from sw_mro._cli_util import no_cuda_reason, typed_words
 from sw_mro.errors import VideoError
-from sw_mro.io.atomic import atomic_path, fresh_temp, temp_name, write_temp
+from sw_mro.io.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    fresh_temp,
+    hidden_name,
+    temp_name,
+    write_temp,
+)
 
 
 def _folder(text: str) -> Path:
@@ -451,7 +459,7 @@ def _waiting(n: int) -> str:
 
 
 def _lock_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f".{name}.lock"
+    return hidden_name(out_dir / name, ".lock")
 
 
 @contextlib.contextmanager
@@ -597,11 +605,11 @@ def _extract_locked(
             out = np.lib.format.open_memmap(
                 tmp_npy, mode="w+", dtype=np.float32, shape=(n, w, r, 2)
             )
-        except OSError as exc:  # a full disk at the header: name the file, as below
-            if exc.filename or exc.errno is None:
+        except OSError as exc:  # a full disk at the header, a read-only folder: say
+            if exc.errno is None:  # which output (found in review: only the temp file)
                 raise
-            why = f"{exc.strerror} (creating the features file)"
-            raise OSError(exc.errno, why, str(tmp_npy)) from exc
+            why = f"{exc.strerror} (creating the features file for {npy})"
+            raise OSError(exc.errno, why, str(exc.filename or tmp_npy)) from exc
         _reserve_file(tmp_npy)
         with tqdm(total=n, unit="frame", desc=name, disable=args.quiet, file=sys.stderr) as bar:
 
@@ -666,11 +674,19 @@ def _extract_locked(
         # replaces must not leave a "complete" JSON next to features it does not describe.
         with atomic_path(meta_path) as tmp_meta:
             write_temp(tmp_meta, json.dumps(meta, indent=1).encode(), meta_path)
-            if meta_path.exists():
+            old_meta = meta_path.read_bytes() if meta_path.exists() else None
+            if old_meta is not None:
                 meta_path.unlink()
-            os.replace(tmp_npy, npy)
-    finally:
-        tmp_npy.unlink(missing_ok=True)
+            try:
+                os.replace(tmp_npy, npy)
+            except BaseException:  # the old features stay: so does their metadata
+                if old_meta is not None:  # (found in review: a failed --overwrite lost it)
+                    with contextlib.suppress(OSError):
+                        atomic_write_bytes(meta_path, old_meta)
+                raise
+    finally:  # never in place of the error on its way: a read-only folder raises here
+        with contextlib.suppress(OSError):  # too, and hid which output failed (review)
+            tmp_npy.unlink(missing_ok=True)
     note = f", {len(fallback)} landmark fallback frames" if fallback else ""
     msg = f"wrote {npy} ({n} frames, {n / seconds:.1f} frames/s{note})"
     if damaged:
@@ -904,10 +920,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = next((p for p in (args.out_dir, *args.out_dir.parents) if p.is_file()), None)
-        why = f"{blocker} is a file" if blocker is not None else str(exc)
-        print(f"error: --out-dir {args.out_dir}: cannot make the folder ({why})", file=sys.stderr)
+        print(
+            f"error: --out-dir {args.out_dir}: cannot make the folder "
+            f"({_not_a_folder(args.out_dir) or exc})",
+            file=sys.stderr,
+        )
         return 2
+    unwritable = _unwritable(args.out_dir)
+    if unwritable:  # found in review: a cryptic failure per input, on a hidden temp file
+        print(
+            f"warning: --out-dir {args.out_dir}: cannot write in it ({unwritable}); "
+            "complete outputs are skipped, the other inputs fail",
+            file=sys.stderr,
+        )
     from sw_mro.errors import OutputNameError
 
     failed: list[str] = []
@@ -930,10 +955,20 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             continue
+        own = _is_an_output(path, args.out_dir, name)
+        if own is not None:  # found in review: the input was overwritten by its features
+            failed.append(str(path))
+            print(
+                f"FAILED {path}: {OutputNameError.__name__}: it is {own}, an output "
+                "path of its own features; extract it into another --out-dir",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
         seen[name] = path
         todo.append(path)
     for path, k in repeats.items():
-        print(f"{path}: given {k} times, extracted once", file=sys.stderr)
+        print(f"note: {path} is given {k} times; it is taken once", file=sys.stderr)
     files = [p for p in todo if p.is_file()]  # a missing one fails with its own error
     if args.fps is not None and files:  # found in review: ignored without a word
         which = f"{files[0]}" if len(files) == 1 else f"{len(files)} of the inputs"
@@ -976,6 +1011,41 @@ def run(args: argparse.Namespace) -> int:
     done = total - len(failed)
     _say(f"{done} of {total} inputs done" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why ``path`` cannot be made as a folder, where something in its way says it: a
+    file, a broken link or a device at it or above it (found in review: a broken link
+    was "File exists"); "" where nothing is in the way."""
+    for p in (path, *path.parents):
+        if p.is_symlink() and not p.exists():
+            return f"{p} is a broken link, to {os.readlink(p)}"
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file" if p.is_file() else f"{p} is not a folder"
+    return ""
+
+
+def _unwritable(folder: Path) -> str:
+    """Why no file can be made in ``folder`` ("Read-only file system", "Permission
+    denied"), or "" where one can: a hidden file is made and removed."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".sw_mro-", suffix=".probe", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return ""
+
+
+def _is_an_output(path: Path, out_dir: Path, name: str) -> Path | None:
+    """The output path (``name``'s ``.npy`` or JSON in ``out_dir``) that the input
+    ``path`` itself is, or None."""
+    for out in (out_dir / f"{name}.npy", out_dir / f"{name}.json"):
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, out):
+                return out
+    return None
 
 
 def _say(text: str, bar: Any = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 __all__ = [
@@ -20,17 +20,44 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fresh_temp",
+    "hidden_name",
     "temp_name",
     "write_temp",
 ]
+
+#: The longest file name, in bytes, of the common file systems (ext4, XFS, APFS, NTFS's
+#: 255 UTF-16 units are at least this).
+NAME_MAX = 255
+
+
+def hidden_name(path: str | os.PathLike, tail: str) -> Path:
+    """``.<name><tail>`` next to ``path``: the hidden file (a temp file, a lock) that goes
+    with it. Where that name would be longer than :data:`NAME_MAX` bytes while ``path``'s
+    own fits (found in review: a 253-byte output name failed with "File name too long"
+    on its temp file), the name is cut and a hash of the whole of it keeps it unique:
+    ``.<start of name>~<16 hex digits><tail>``."""
+    import hashlib
+
+    path = Path(path)
+    name = f".{path.name}{tail}"
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX:
+        return path.with_name(name)
+    digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+    keep = NAME_MAX - len(os.fsencode(f".~{digest}{tail}"))
+    start = os.fsencode(path.name)[:keep].decode("utf-8", "ignore")  # whole characters
+    if os.fsencode(start) != os.fsencode(path.name)[: len(os.fsencode(start))]:
+        start = ""  # a name that is not UTF-8 (surrogate escapes): the hash alone
+    return path.with_name(f".{start}~{digest}{tail}")
 
 
 def temp_name(path: str | os.PathLike, *, keep_suffix: bool = False) -> Path:
     """The temp file that :func:`atomic_path` writes for ``path``: ``.<name>.tmp``, or
     ``.<name>.tmp<suffix>`` with ``keep_suffix`` (for writers that choose the format from
-    the file name, such as PyAV or matplotlib)."""
+    the file name, such as PyAV or matplotlib); cut as :func:`hidden_name` says where
+    that is too long a name."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp" + (path.suffix if keep_suffix else ""))
+    return hidden_name(path, ".tmp" + (path.suffix if keep_suffix else ""))
 
 
 def fresh_temp(tmp: str | os.PathLike) -> Path:
@@ -103,8 +130,9 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    finally:  # a read-only folder raises here too: never in place of the error on its way
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_temp(tmp: Path, data: bytes, target: str | os.PathLike) -> None:
