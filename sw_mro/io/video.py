@@ -68,6 +68,7 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,9 @@ from sw_mro.errors import (
 log = logging.getLogger(__name__)
 
 Color = Literal["rgb", "gray"]
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
 # Containers a user may put in a folder by mistake (for a clearer error only).
 _VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".webm", ".m4v"})
 DEFAULT_FOLDER_FPS = 30.0
@@ -182,8 +185,10 @@ _DIGITS = re.compile(r"(\d+)")
 def natural_key(name: str) -> tuple:
     """Sort key that orders ``img2`` before ``img10`` and ``006_1_0009`` before ``006_1_10000``."""
     parts = _DIGITS.split(name.lower())
-    # Alternating (text, number) pairs keep the tuple comparable element by element.
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+    # Alternating (text, number) pairs keep the tuple comparable element by element. The
+    # numbers are the odd parts: a superscript digit is isdigit() but not \d, and int()
+    # refused it (found in review).
+    return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts))
 
 
 def _frames_in(folder: Path) -> Iterator[Path]:
@@ -196,16 +201,31 @@ def _frames_in(folder: Path) -> Iterator[Path]:
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """Frame images of ``folder`` in natural order (non-images and hidden files ignored)."""
+    """Frame images of ``folder`` in natural order (non-images and hidden files ignored;
+    names that sort alike, ``img1`` and ``img01``, in the order of their names).
+
+    Raises:
+        CorruptVideoError: a frame is a broken link or an empty (0-byte) file: said when
+            the folder is opened, not after the frames before it were processed (found
+            in review), and not skipped (every later frame would be a frame early).
+    """
     folder = Path(folder)
-    images = list(_frames_in(folder))
-    for p in images:  # skipped, later frames would each be a frame early (found in review)
-        if p.is_symlink() and not p.exists():
-            raise CorruptVideoError(
-                f"{p}: a frame that is a broken link (to {os.readlink(p)}, which is missing)"
-            )
-    files = [p for p in images if p.is_file()]
-    files.sort(key=lambda p: natural_key(p.name))
+    files = []
+    for p in _frames_in(folder):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            if p.is_symlink():
+                raise CorruptVideoError(
+                    f"{p}: a frame that is a broken link (to {os.readlink(p)}, which is missing)"
+                ) from None
+            continue  # removed since it was listed
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a folder named like an image (dir.jpg)
+        if st.st_size == 0:
+            raise CorruptVideoError(f"{p}: the frame is empty (0 bytes)")
+        files.append(p)
+    files.sort(key=lambda p: (natural_key(p.name), p.name))
     return files
 
 
@@ -877,6 +897,7 @@ class FrameFolderSource(VideoSource):
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}"
             )
         _warn_on_gaps(path, self.files)
+        _refuse_multi_page(self.files[0])
         _warn_on_narrow_16_bit(self.files[0])
         first = self._imread(self.files[0])
         h, w = first.shape[:2]
@@ -901,7 +922,7 @@ class FrameFolderSource(VideoSource):
                     f"{file}: a {raw.dtype} image; frames must be 8- or 16-bit integer "
                     "images: convert the frames (e.g. scaled to 0-255, as PNG) first"
                 )
-            raise CorruptVideoError(f"{file}: cannot decode the frame image")
+            raise CorruptVideoError(f"{file}: cannot decode the frame image{_jpeg_why(data)}")
         return bgr
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
@@ -912,9 +933,12 @@ class FrameFolderSource(VideoSource):
             i = source_indices[k]
             bgr = self._imread(self.files[i])
             if bgr.shape[:2] != (h, w):
+                # cv2 turns each file by its own EXIF orientation tag: a file stored at
+                # the same size can come out turned (found in review: a puzzling error)
+                turned = " (turned by its EXIF orientation tag?)" if bgr.shape[:2] == (w, h) else ""
                 raise CorruptVideoError(
-                    f"{self.files[i]}: frame is {bgr.shape[1]}x{bgr.shape[0]}, but the folder's "
-                    f"first frame is {w}x{h}"
+                    f"{self.files[i]}: frame is {bgr.shape[1]}x{bgr.shape[0]}{turned}, but "
+                    f"the folder's first frame ({self.files[0].name}) is {w}x{h}"
                 )
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[k])
 
@@ -1078,15 +1102,89 @@ def _warn_on_narrow_16_bit(file: Path) -> None:
         )
 
 
-def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
-    nums = []
-    for f in files:
-        m = re.search(r"(\d+)$", f.stem)
-        if m is None:
-            return  # not a numbered layout: nothing to check
-        nums.append(int(m.group(1)))
-    if not nums or not _first_time("numbering", folder, [f.name for f in files]):
+def _jpeg_why(data: np.ndarray) -> str:
+    """Why a JPEG that OpenCV cannot decode fails, where its bytes say: 12-bit samples
+    (valid, but libjpeg's 8-bit build refuses them) or an end before the end-of-image
+    marker (a cut download or copy); "" otherwise."""
+    raw = data.tobytes()
+    if raw[:2] != b"\xff\xd8":
+        return ""
+    i = 2
+    while i + 9 < len(raw) and raw[i] == 0xFF:  # the segments before the image data
+        marker = raw[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if raw[i + 4] == 12:
+                return " (a 12-bit JPEG, which OpenCV does not read; convert the frames to 8-bit JPEG or 16-bit PNG)"
+            break
+        if marker == 0xDA:  # start of scan: the image data follows
+            break
+        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+    if b"\xff\xd9" not in raw[-64:]:
+        return " (the JPEG ends early: a truncated file?)"
+    return ""
+
+
+def _refuse_multi_page(file: Path) -> None:
+    """A multi-page TIFF (an ImageJ or microscope stack) as a frame: refused, as only its
+    first page would be read (found in review: a folder of one stack was a 1-frame
+    video, without a word)."""
+    if file.suffix.lower() not in (".tif", ".tiff"):
         return
+    try:
+        pages = cv2.imcount(str(file))
+    except cv2.error:
+        return  # the frame's own read says what is wrong
+    if pages > 1:
+        raise UnsupportedVideoError(
+            f"{file}: a multi-page TIFF ({pages} pages), of which only the first would be "
+            "read as a frame; save its pages as numbered images in a folder (ImageJ: File "
+            "> Save As > Image Sequence) and give that folder"
+        )
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
+    """Warnings for a numbered folder whose files are not one run of numbers: files that
+    do not follow its naming (a ``cover.jpg``, ``img2 - Copy.jpg``: each is a frame, in
+    name order, and shifts the frames after it; found in review: without a word, and
+    one such name turned every check off), numbers given twice (``img1``, ``img01``),
+    a first number above 1, and the first jump."""
+    parsed = [_NUMBERED.match(f.stem) for f in files]
+    prefixes = [m[1].lower() for m in parsed if m is not None]
+    if not prefixes or not _first_time("numbering", folder, [f.name for f in files]):
+        return  # not a numbered layout: nothing to check
+    from collections import Counter
+
+    prefix = Counter(prefixes).most_common(1)[0][0]
+    ours = [
+        (f, int(m[2])) for f, m in zip(files, parsed, strict=True) if m and m[1].lower() == prefix
+    ]
+    odd = [f.name for f, m in zip(files, parsed, strict=True) if not m or m[1].lower() != prefix]
+    if odd:
+        example = ours[0][0].name
+        log.warning(
+            "%s: %d file(s) do not follow the folder's numbering (%s): %s; each is read as "
+            "a frame, in name order, and every frame after it is one later than its number",
+            folder,
+            len(odd),
+            example,
+            ", ".join(odd[:5]) + (", ..." if len(odd) > 5 else ""),
+        )
+    seen: dict[int, str] = {}
+    for f, n in ours:
+        if n in seen:
+            log.warning(
+                "%s: two files are numbered %d (%s, %s); both are read as frames",
+                folder,
+                n,
+                seen[n],
+                f.name,
+            )
+            break
+        seen[n] = f.name
+    nums, files = [n for _, n in ours], [f for f, _ in ours]
     if nums[0] > 1:  # CAS(ME)^2 img1.jpg and SAMM-LV _0001.jpg start at 1
         log.warning(
             "%s: frame numbers start at %d (%s), not at 0 or 1; frame i is the i-th file, "
@@ -1097,7 +1195,7 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
             nums[0] - 1,
         )
     for a, b, fb in zip(nums, nums[1:], files[1:], strict=False):
-        if b != a + 1:
+        if b not in (a, a + 1):  # a number given twice is said above
             log.warning(
                 "%s: frame numbers jump from %d to %d at %s; frame i is the i-th file",
                 folder,
@@ -1184,6 +1282,7 @@ def open_video(
     if path.is_dir():
         return FrameFolderSource(path, stride=stride, color=color, fps=fps)
     if path.suffix.lower() in IMAGE_SUFFIXES:
+        _refuse_multi_page(path)
         raise UnsupportedVideoError(
             f"{path}: a single frame image, not a video; give the folder of frames "
             f"({path.parent}) to read them all"
