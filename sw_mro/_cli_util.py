@@ -234,13 +234,17 @@ def dispatch(
     # Paths are printed as they are: a name that is not UTF-8 (its bytes kept as
     # surrogates) stopped a run with a UnicodeEncodeError where stdout is strict, as in
     # en_US.UTF-8 (found in review); stderr already escapes them.
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    # (Where it escapes them already, the C locale's surrogateescape, it is kept: that
+    # prints the name's own bytes.)
+    if getattr(sys.stdout, "errors", None) == "strict":
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     module_path, help_line = commands[ns.command]
     module = importlib.import_module(module_path)
     parser = _Parser(prog=f"{prog} {ns.command}", description=help_line)
     module.add_arguments(parser)
-    parser.dashed = [a for a in argv[1:] if _dashed_path(parser, a)]
+    options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]  # not after --
+    parser.dashed = [a for a in options if _dashed_path(parser, a)]
     args = parser.parse_args(argv[1:])
     try:
         with terminate_as_interrupt(), cli_warnings():
@@ -266,9 +270,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self.dashed:
             names = ", ".join(self.dashed)
-            message += (
-                f"\nhint: {names} is taken as an option; write it as ./{self.dashed[0]} or after --"
-            )
+            taken = "is taken as an option" if len(self.dashed) == 1 else "are taken as options"
+            message += f"\nhint: {names} {taken}; write it as ./{self.dashed[0]} or after --"
         super().error(message)
 
 

@@ -1119,6 +1119,22 @@ def test_failed_overwrite_keeps_the_old_outputs(
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
     assert "skip" in capsys.readouterr().out
 
+    # A Ctrl-C that arrives just after the rename: the new features stay without a JSON
+    # (recomputed by the next run), never with the old one put back (found in review).
+    def renamed_then_interrupted(src, dst):  # noqa: ANN001
+        real_replace(src, dst)
+        if str(src).endswith(".npy.tmp"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", renamed_then_interrupted)
+    other = ["--window", "5", "--face-size", "64", "--quiet", "--overwrite"]
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *other]) == 130
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not (out / "short.json").exists()
+    assert np.load(out / "short.npy").shape == (20, 5, 10, 2)
+    assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]  # tidied
+
 
 def test_input_that_is_its_own_output_path_is_refused(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -1175,9 +1191,10 @@ def test_file_named_like_an_option_gets_a_hint(
     err = capsys.readouterr().err
     assert "hint: -clip.mp4 is taken as an option; write it as ./-clip.mp4 or after --" in err
     assert main(["extract", "--out-dir", "o", *ARGS, "--", "-clip.mp4"]) == 0
-    with pytest.raises(SystemExit):
-        main(["extract", "--out-dir", "o", "--bogus"])
-    assert "hint:" not in capsys.readouterr().err
+    for argv in (["--bogus"], ["--window", "x", "--", "-clip.mp4"]):  # given after --
+        with pytest.raises(SystemExit):
+            main(["extract", "--out-dir", "o", *argv])
+        assert "hint:" not in capsys.readouterr().err
 
 
 def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> None:
@@ -1194,6 +1211,13 @@ def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> No
     err = run.stderr.decode("utf-8", "replace")
     assert run.returncode == 1 and "Traceback" not in err, err
     assert b"0 of 1 inputs done; failed: " in run.stdout and b"bad\\udcffname.mp4" in run.stdout
+    # Where stdout escapes them already (the C locale: surrogateescape), the name's own
+    # bytes are printed, as before (found in review: they had become \udcff there too)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG")}
+    run = subprocess.run(
+        [*cmd, *ARGS], capture_output=True, env={**env, "LC_ALL": "C"}, timeout=300
+    )
+    assert run.returncode == 1 and b"failed: " + os.fsencode(bad) in run.stdout, run.stdout
 
 
 def test_no_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

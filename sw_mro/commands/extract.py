@@ -39,7 +39,6 @@ from sw_mro._cli_util import no_cuda_reason, typed_words
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
     atomic_path,
-    atomic_write_bytes,
     fresh_temp,
     hidden_name,
     temp_name,
@@ -381,6 +380,7 @@ def _tidy(out_dir: Path, name: str) -> None:
     removed where no other run holds its lock (found in review: they stayed for good
     once the output was completed by a later run); in a read-only folder, kept."""
     temps = [temp_name(out_dir / f"{name}{ext}") for ext in (".npy", ".json")]
+    temps.append(_aside_path(out_dir / f"{name}.json"))  # a kill during --overwrite
     if not any(os.path.lexists(p) for p in [*temps, _lock_path(out_dir, name)]):
         return
     try:
@@ -460,6 +460,11 @@ def _waiting(n: int) -> str:
 
 def _lock_path(out_dir: Path, name: str) -> Path:
     return hidden_name(out_dir / name, ".lock")
+
+
+def _aside_path(meta_path: Path) -> Path:
+    """Where ``--overwrite`` keeps the old JSON while the features are replaced."""
+    return hidden_name(meta_path, ".old")
 
 
 @contextlib.contextmanager
@@ -674,16 +679,19 @@ def _extract_locked(
         # replaces must not leave a "complete" JSON next to features it does not describe.
         with atomic_path(meta_path) as tmp_meta:
             write_temp(tmp_meta, json.dumps(meta, indent=1).encode(), meta_path)
-            old_meta = meta_path.read_bytes() if meta_path.exists() else None
-            if old_meta is not None:
-                meta_path.unlink()
+            # The old JSON is moved aside (a rename needs no free space) and back if the
+            # features are not replaced (found in review: a failed --overwrite lost it).
+            aside = _aside_path(meta_path)
+            moved = meta_path.exists()
+            if moved:
+                os.replace(meta_path, aside)
             try:
                 os.replace(tmp_npy, npy)
-            except BaseException:  # the old features stay: so does their metadata
-                if old_meta is not None:  # (found in review: a failed --overwrite lost it)
-                    with contextlib.suppress(OSError):
-                        atomic_write_bytes(meta_path, old_meta)
+            except BaseException:  # a Ctrl-C can come after the rename: then not back
+                if moved and os.path.lexists(tmp_npy):
+                    os.replace(aside, meta_path)
                 raise
+            aside.unlink(missing_ok=True)  # and one a killed --overwrite left
     finally:  # never in place of the error on its way: a read-only folder raises here
         with contextlib.suppress(OSError):  # too, and hid which output failed (review)
             tmp_npy.unlink(missing_ok=True)

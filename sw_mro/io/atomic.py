@@ -44,7 +44,7 @@ def hidden_name(path: str | os.PathLike, tail: str) -> Path:
     if len(raw) <= NAME_MAX:
         return path.with_name(name)
     digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
-    keep = NAME_MAX - len(os.fsencode(f".~{digest}{tail}"))
+    keep = max(0, NAME_MAX - len(os.fsencode(f".~{digest}{tail}")))
     start = os.fsencode(path.name)[:keep].decode("utf-8", "ignore")  # whole characters
     if os.fsencode(start) != os.fsencode(path.name)[: len(os.fsencode(start))]:
         start = ""  # a name that is not UTF-8 (surrogate escapes): the hash alone

@@ -214,12 +214,15 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     for p in _frames_in(folder):
         try:
             st = p.stat()
-        except FileNotFoundError:
-            if p.is_symlink():
+        except OSError as exc:
+            if p.is_symlink():  # missing target, or a loop of links
+                why = "which is missing" if isinstance(exc, FileNotFoundError) else exc.strerror
                 raise CorruptVideoError(
-                    f"{p}: a frame that is a broken link (to {os.readlink(p)}, which is missing)"
+                    f"{p}: a frame that is a broken link (to {os.readlink(p)}, {why})"
                 ) from None
-            continue  # removed since it was listed
+            if isinstance(exc, FileNotFoundError):
+                continue  # removed since it was listed
+            raise CorruptVideoError(f"{p}: cannot read the frame ({one_line(exc)})") from exc
         if not stat.S_ISREG(st.st_mode):
             continue  # a folder named like an image (dir.jpg)
         if st.st_size == 0:
@@ -528,7 +531,9 @@ def _probe(path: Path) -> _Probe:
             turn = first.rotation or 0
             if not -360 <= turn <= 360:  # a singular matrix (FFmpeg: NaN; PyAV: INT_MIN)
                 turn = 0  # is shown unturned, as ffmpeg and cv2.VideoCapture show it
-            sar = stream.codec_context.sample_aspect_ratio  # None where unknown (0:1)
+            # the container's ratio where it has one (an MP4 pasp box), else the
+            # bitstream's, as players and ffmpeg take it; None where unknown (0:1)
+            sar = stream.sample_aspect_ratio
             return _Probe(
                 fmt,
                 codec,
@@ -897,9 +902,9 @@ class FrameFolderSource(VideoSource):
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}"
             )
         _warn_on_gaps(path, self.files)
-        _refuse_multi_page(self.files[0])
         _warn_on_narrow_16_bit(self.files[0])
         first = self._imread(self.files[0])
+        _refuse_multi_page(self.files[0])  # after the read: a bad file is said by it
         h, w = first.shape[:2]
         self.info = _strided_info(
             path, len(self.files), float(DEFAULT_FOLDER_FPS if fps is None else fps), h, w, stride
@@ -1008,8 +1013,9 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
     )
 
 
-#: Sample aspect ratios within 10 % of square are not warned about (|ln r| <= ln 1.1).
-_SAR_QUIET = math.log(1.1)
+#: Sample aspect ratios within 15 % of square are not warned about (|ln r| <= ln 1.15):
+#: standard definition's 4:3 ones reach 12.5 % (NTSC DV and DVD: 8:9).
+_SAR_QUIET = math.log(1.15)
 
 
 def _warn_on_picture(path: Path, probe: _Probe, height: int, width: int) -> None:
@@ -1018,9 +1024,9 @@ def _warn_on_picture(path: Path, probe: _Probe, height: int, width: int) -> None
     broadcast camcorders, some IP cameras) hold two fields taken 1/50 or 1/60 s apart,
     whose combing at every moving edge the flow sees as motion. Non-square pixels
     (anamorphic DV and DVD, 720x576 shown at 16:9) squeeze the face one way; its
-    landmarks, crop and flow are in stored pixels. Ratios within 10 % of square pass
-    silently: standard definition's 4:3 ones (ITU-R BT.601: 12:11, 10:11, 16:15,
-    carphone's 128:117). Both are read as decord, cv2 and
+    landmarks, crop and flow are in stored pixels. Ratios within 15 % of square pass
+    silently: standard definition's 4:3 ones (NTSC DV and DVD 8:9, PAL 16:15, ITU-R
+    BT.601's 12:11 and 10:11, carphone's 128:117); 16:9 ones (32:27 and up) warn. Both are read as decord, cv2 and
     ffmpeg read them, and both are for the user to convert first."""
     if probe.interlaced and _first_time("interlaced", path):
         log.warning(
@@ -1119,7 +1125,9 @@ def _jpeg_why(data: np.ndarray) -> str:
         if marker == 0xDA:  # start of scan: the image data follows
             break
         i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
-    if b"\xff\xd9" not in raw[-64:]:
+    # Image data holds no FF D9 (an FF in it is followed by 00): none after the scan
+    # started is an end before the end of the image (data after it: a phone's trailer).
+    if raw.find(b"\xff\xd9", i) < 0:
         return " (the JPEG ends early: a truncated file?)"
     return ""
 
@@ -1130,10 +1138,14 @@ def _refuse_multi_page(file: Path) -> None:
     video, without a word)."""
     if file.suffix.lower() not in (".tif", ".tiff"):
         return
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its [ERROR] lines
     try:
         pages = cv2.imcount(str(file))
     except cv2.error:
         return  # the frame's own read says what is wrong
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if pages > 1:
         raise UnsupportedVideoError(
             f"{file}: a multi-page TIFF ({pages} pages), of which only the first would be "
@@ -1157,7 +1169,9 @@ def _warn_on_gaps(folder: Path, files: list[Path]) -> None:
         return  # not a numbered layout: nothing to check
     from collections import Counter
 
-    prefix = Counter(prefixes).most_common(1)[0][0]
+    prefix, count = Counter(prefixes).most_common(1)[0]
+    if 2 * count < len(files):  # numbers in varying names (frame_0001_t0.033): no layout
+        return
     ours = [
         (f, int(m[2])) for f, m in zip(files, parsed, strict=True) if m and m[1].lower() == prefix
     ]
@@ -1282,7 +1296,8 @@ def open_video(
     if path.is_dir():
         return FrameFolderSource(path, stride=stride, color=color, fps=fps)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        _refuse_multi_page(path)
+        if path.is_file():  # not a FIFO: OpenCV's open of one waits for a writer
+            _refuse_multi_page(path)
         raise UnsupportedVideoError(
             f"{path}: a single frame image, not a video; give the folder of frames "
             f"({path.parent}) to read them all"
