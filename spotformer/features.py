@@ -98,6 +98,12 @@ def load_dataset(
     else:
         raise DatasetError(f"unknown data set {dataset!r}; use one of {', '.join(DATASETS)}")
     missing = sorted({e.video for e in table.expressions} - set(table.sources))
+    if missing and dataset == "csv":  # found in review: "check --root" did not apply
+        raise DatasetError(
+            f"{path}: {len(missing)} annotated video(s) have no video file or frame folder, "
+            f"e.g. {missing[0]!r}; give each one in the CSV's path column (relative to the "
+            "CSV's folder; docs/io.md, 'Generic CSV')"
+        )
     if missing:
         raise DatasetError(
             f"{r}: {len(missing)} annotated video(s) not found, e.g. {missing[0]!r}; "

@@ -1220,6 +1220,17 @@ def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> No
     assert run.returncode == 1 and b"failed: " + os.fsencode(bad) in run.stdout, run.stdout
 
 
+def test_insightface_root_without_insightface_is_a_note(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--insightface-root with the default dlib landmarks was ignored without a word."""
+    argv = [str(short_clip), "--out-dir", str(tmp_path / "o"), "--insightface-root", str(tmp_path)]
+    assert main(["extract", *argv, *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "note: --insightface-root has no effect without --landmarks insightface; the " in err
+    assert "landmarks are dlib's" in err
+
+
 def test_no_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "extract" in capsys.readouterr().err  # the help, listing the commands

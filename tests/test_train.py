@@ -708,7 +708,8 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert "s1/v0: 160 frames" in out and "Overall" in out
     # The printed count is the file's, and every interval is of the given video id.
     got = read_intervals(tmp_path / "iv.csv")
-    assert f"s1/v0: 160 frames at 30.00 fps, {len(got)} intervals" in out
+    n = len(got)
+    assert f"s1/v0: 160 frames at 30.00 fps, {n} interval{'s' * (n != 1)}" in out
     assert {i.video for i in got} <= {"s1/v0"}
     # An id that --gt does not have: said on stderr before the extraction; every
     # interval counts as an FP.
@@ -992,6 +993,22 @@ def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path
     assert str(err.value) == (
         f"{tmp_path / 'annotations.csv'}: no annotation CSV; it holds my annots.csv: pass the "
         "file itself as --root (or --annotations)"
+    )
+
+
+def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:
+    """A CSV without a path column: its videos cannot be found, and the error says to
+    give them there (found in review: it said to check --root, which is the CSV)."""
+    import spotformer.features as F
+
+    csv = tmp_path / "mine.csv"
+    csv.write_text("subject,video,onset,apex,offset,type\nalice,alice1,10,20,30,macro\n")
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("csv", csv)
+    assert str(err.value) == (
+        f"{csv}: 1 annotated video(s) have no video file or frame folder, e.g. 'alice1'; give "
+        "each one in the CSV's path column (relative to the CSV's folder; docs/io.md, "
+        "'Generic CSV')"
     )
 
 

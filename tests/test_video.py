@@ -1233,6 +1233,27 @@ def test_broken_link_in_folder_is_an_error(tmp_path: Path, source_frames: list[n
     assert open_video(folder).info.num_frames == 4
 
 
+def test_features_given_as_a_video_are_named(tmp_path: Path) -> None:
+    """An sw-mro features file (or its folder) given as a video: said as what it is, with
+    the video it was made from (found in review: "cannot decode the video (FFmpeg:
+    Invalid data)", as if the file were damaged)."""
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "clip.npy", np.zeros((3, 3, 10, 2), np.float32))
+    (feats / "clip.json").write_text('{"input": "/data/clip.mp4"}')
+    np.save(tmp_path / "other.npy", np.zeros(3))
+    with pytest.raises(UnsupportedVideoError) as err:
+        open_video(feats / "clip.npy")
+    _assert_one_line(err, "clip.npy: SW-MRO features (sw-mro extract's output), not a video; give")
+    assert str(err.value).endswith("the video they were made from (/data/clip.mp4)")
+    with pytest.raises(UnsupportedVideoError, match="other.npy: a NumPy array file, not a video"):
+        open_video(tmp_path / "other.npy")
+    with pytest.raises(EmptyVideoError) as err:
+        open_video(feats)
+    _assert_one_line(err, "the folder has no frame images")
+    assert "; it holds clip.npy: SW-MRO features (sw-mro extract's output)" in str(err.value)
+
+
 def test_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
     """A FIFO named like a video: refused at once (found in review: opening it waited for
     a writer for good)."""

@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "MaEs last up to 4 s, longer than SPEC's k = 59 frames)",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (1: fastest for D = 32)"
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for D = 32)"
     )
     parser.add_argument(
         "--mirror", type=float, default=MIRROR,

@@ -407,7 +407,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except OSError as exc:
         return fail(str(exc))
-    print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {len(intervals)} intervals")
+    n = len(intervals)
+    print(f"{video_id}: {feats.shape[0]} frames at {fps:.2f} fps, {n} interval{'s' * (n != 1)}")
     for i in intervals:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
     if args.gt:  # no ground truth for the video (noted above): every interval is an FP

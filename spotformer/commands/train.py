@@ -34,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data set folder (csv: the CSV file or its folder)",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder RUN_DIR")
-    parser.add_argument("--annotations", type=Path, help="annotation file, if not the default")
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        help="annotation file, if not the default (synthetic and csv: ROOT/annotations.csv "
+        "or ROOT itself; casme2: CAS(ME)^2code_final.xlsx in ROOT; samm: "
+        "SAMM_LongVideos_V*_Release.xlsx in ROOT)",
+    )
     parser.add_argument("--gpu", action="store_true", help="extract and train on CUDA")
     parser.add_argument(
         "--variant",
@@ -54,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--selection",
         choices=("fixed", "val"),
         default="fixed",
-        help="fixed: last epoch; val: best epoch on held-out *training* subjects",
+        help="fixed: last epoch (default); val: best epoch on held-out *training* "
+        "subjects, scored every epoch",
     )
     parser.add_argument(
         "--val-subjects",
@@ -74,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--durations",
         choices=("spec", "train"),
         default="spec",
-        help="post-processing (k, j): SPEC's (16, 5) ME / (59, 16) MaE, or the mean and "
-        "min durations of the training subjects' expressions",
+        help="post-processing (k, j): spec (default): SPEC's (16, 5) ME / (59, 16) MaE; "
+        "train: the mean and min durations of the training subjects' expressions",
     )
     parser.add_argument(
         "--apex-threshold",
@@ -124,17 +131,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads for training (1 is fastest for small models on a busy box); "
-        "SW-MRO extraction keeps every core",
+        help="torch CPU threads for training (default: torch's, one per core; 1 is fastest "
+        "for small models on a busy box); SW-MRO extraction keeps every core",
     )
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     parser.add_argument(
         "--features",
         type=Path,
         metavar="DIR",
-        help="a `sw-mro extract --out-dir`: use a video's features there instead of "
-        "extracting it, where they were made from that very file with this run's SW-MRO "
-        "settings (the rest are extracted)",
+        help="a `sw-mro extract --out-dir`: use a video's features there (DIR/<video file "
+        "or folder name>.npy) instead of extracting it, where they were made from that "
+        "very file with this run's SW-MRO settings (the rest are extracted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

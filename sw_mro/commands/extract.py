@@ -906,6 +906,12 @@ def run(args: argparse.Namespace) -> int:
         msg = typed_words(msg)
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    if args.insightface_root is not None and cfg.landmarks != "insightface":  # review
+        print(
+            "note: --insightface-root has no effect without --landmarks insightface; the "
+            f"landmarks are {cfg.landmarks}'s",
+            file=sys.stderr,
+        )
     if cfg.landmarks == "insightface":  # a setup error: once, before any input
         from sw_mro.errors import ModelNotFoundError
         from sw_mro.io.landmarks import insightface_models

@@ -882,7 +882,10 @@ class FrameFolderSource(VideoSource):
                 if videos
                 else ""
             )
-            if not videos:  # a data set's root, or a subject's folder of frame folders
+            arrays = sorted(p for p in path.glob("*.npy") if not p.name.startswith("."))
+            if not videos and arrays:  # an `sw-mro extract --out-dir` (found in review)
+                hint = f"; it holds {arrays[0].name}: {_features_not_video(arrays[0])}"
+            elif not videos:  # a data set's root, or a subject's folder of frame folders
                 try:
                     subs = sorted(
                         (d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
@@ -1132,6 +1135,26 @@ def _jpeg_why(data: np.ndarray) -> str:
     return ""
 
 
+def _features_not_video(npy: Path) -> str:
+    """What to say of a ``.npy`` given as a video: `sw-mro extract`'s features (named by
+    the JSON next to it) or another NumPy array."""
+    import json
+
+    try:
+        made_from = json.loads(npy.with_suffix(".json").read_text())["input"]
+    except (OSError, ValueError, KeyError, TypeError):
+        made_from = None
+    if made_from:
+        return (
+            f"SW-MRO features (sw-mro extract's output), not a video; give the video they "
+            f"were made from ({made_from})"
+        )
+    return (
+        "a NumPy array file, not a video; give a video file or a frame folder (frames in "
+        "memory: open_video(array, fps=...))"
+    )
+
+
 def _refuse_multi_page(file: Path) -> None:
     """A multi-page TIFF (an ImageJ or microscope stack) as a frame: refused, as only its
     first page would be read (found in review: a folder of one stack was a 1-frame
@@ -1302,6 +1325,8 @@ def open_video(
             f"{path}: a single frame image, not a video; give the folder of frames "
             f"({path.parent}) to read them all"
         )
+    if path.suffix.lower() == ".npy":  # found in review: "cannot decode the video"
+        raise UnsupportedVideoError(f"{path}: {_features_not_video(path)}")
     if not path.is_file():  # a FIFO would block the open for good (found in review)
         raise UnsupportedVideoError(
             f"{path}: not a regular file (a pipe, socket or device); give a video file or "
