@@ -71,13 +71,14 @@ def load_dataset(
         path = Path(annotations) if annotations else (r / "annotations.csv" if r.is_dir() else r)
         if not path.is_file():
             others = sorted(p.name for p in r.glob("*.csv")) if r.is_dir() else []
+            if others and not annotations and dataset == "csv":  # found in review: it read
+                listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise DatasetError(  # "<root>/annotations.csv: no annotation CSV; it holds"
+                    f"{r}: no annotations.csv in this folder; it holds {len(others)} .csv "
+                    f"file(s) ({listed}): pass one as --root (or --annotations)"
+                )
             hint = (
-                "run `spotformer make-synthetic --out DIR` first"
-                if dataset == "synthetic"
-                else f"it holds {', '.join(others[:3])}: pass the file itself as --root (or "
-                "--annotations)"
-                if others and not annotations
-                else ""
+                "run `spotformer make-synthetic --out DIR` first" if dataset == "synthetic" else ""
             )
             raise DatasetError(f"{path}: no annotation CSV" + (f"; {hint}" if hint else ""))
         table = A.load_csv(path)

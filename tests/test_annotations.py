@@ -502,7 +502,12 @@ def test_csv_hand_written(tmp_path: Path) -> None:
         ("subject,video,onset,apex,offset,type\n,v,1,2,3,macro\n", r"line 2: subject is empty"),
         (
             "subject,video,onset,apex,offset,type,path\ns,v,1,2,3,macro,a.mp4\ns,v,4,5,6,macro,b.mp4\n",
-            r"line 3: video 'v' has two different",
+            r"line 3: video 'v' has path \S*b\.mp4 here but path \S*a\.mp4 on line 2; give one",
+        ),
+        (  # found in review: the other line was not named
+            "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,25\n"
+            "s,w,1,2,3,macro,w.mp4,30\ns,v,4,5,6,macro,a.mp4,30\n",
+            r"line 4: video 'v' has fps 30.0 here but fps 25.0 on line 2; give one path, fps",
         ),
         (
             "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,fast\n",

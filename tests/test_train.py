@@ -991,9 +991,15 @@ def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path
     with pytest.raises(F.DatasetError) as err:
         F.load_dataset("csv", tmp_path)
     assert str(err.value) == (
-        f"{tmp_path / 'annotations.csv'}: no annotation CSV; it holds my annots.csv: pass the "
-        "file itself as --root (or --annotations)"
+        f"{tmp_path}: no annotations.csv in this folder; it holds 1 .csv file(s) (my "
+        "annots.csv): pass one as --root (or --annotations)"
     )
+    for name in ("b.csv", "c.csv", "d.csv"):
+        (tmp_path / name).write_text("x\n")
+    with pytest.raises(
+        F.DatasetError, match=r"holds 4 \.csv file\(s\) \(b\.csv, c\.csv, d\.csv, \.\.\.\)"
+    ):
+        F.load_dataset("csv", tmp_path)
 
 
 def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:

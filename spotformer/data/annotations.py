@@ -618,6 +618,7 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
         raise AnnotationError(f"{path}: no such annotation file")
     table = AnnotationTable()
     repeats = RepeatCheck(str(path), "line")
+    source_lines: dict[str, int] = {}  # the line that gave each video its path
     records = read_csv_records(
         path,
         CSV_COLUMNS,
@@ -644,7 +645,7 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
                     f"(e.g. {get['subject'] + '_' + video!r})",
                 )
         if get.get("path"):
-            _add_csv_source(table, path, line, video, get)
+            _add_csv_source(table, path, line, video, get, source_lines)
         if not any(get[c] for c in ("onset", "apex", "offset", "type")):
             if not get.get("path"):
                 raise _fail(path, None, line, "no frames and no path")
@@ -670,7 +671,12 @@ def load_csv(path: str | os.PathLike) -> AnnotationTable:
 
 
 def _add_csv_source(
-    table: AnnotationTable, path: Path, line: int, video: str, get: dict[str, str]
+    table: AnnotationTable,
+    path: Path,
+    line: int,
+    video: str,
+    get: dict[str, str],
+    source_lines: dict[str, int],
 ) -> None:
     video_path = Path(get["path"])
     if not video_path.is_absolute():
@@ -690,7 +696,22 @@ def _add_csv_source(
     ref = VideoRef(video_path, fps=fps, stride=stride, subject=get.get("subject") or None)
     old = table.sources.get(video)
     if old is not None and (old.path, old.fps, old.stride) != (ref.path, ref.fps, ref.stride):
-        raise _fail(path, None, line, f"video {video!r} has two different path/fps/stride entries")
+        pairs = zip(
+            ("path", "fps", "stride"),
+            (ref.path, ref.fps, ref.stride),
+            (old.path, old.fps, old.stride),
+            strict=True,
+        )
+        differ = [(k, a, b) for k, a, b in pairs if a != b]
+        here, there = [f"{k} {a}" for k, a, _ in differ], [f"{k} {b}" for k, _, b in differ]
+        raise _fail(  # found in review: the other line was not named
+            path,
+            None,
+            line,
+            f"video {video!r} has {', '.join(here)} here but {', '.join(there)} on line "
+            f"{source_lines.get(video, '?')}; give one path, fps and stride per video",
+        )
+    source_lines.setdefault(video, line)
     if old is None or old.subject is None:
         table.sources[video] = ref
 
