@@ -880,8 +880,16 @@ def test_variable_frame_rate_warns(
     assert f"times assume {video.info.fps:.2f} fps throughout" in msg
     caplog.clear()
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
-        open_video(path, fps=15.0)  # a rate the caller chose: not warned about
+        open_video(path, fps=video.info.source_fps)  # a rate the caller chose: no VFR word
+        open_video(clip, fps=30.2)  # within 1 % of the container's 30
     assert not caplog.records
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        open_video(clip, fps=25.0)  # a CSV's 25 for a 30 fps file: said, once
+        open_video(clip, fps=25.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{clip}: read at the 25 fps given, but its container says 30 fps; times in seconds "
+        "follow the given rate"
+    ]
 
 
 def test_interlaced_and_non_square_pixels_warn(

@@ -705,6 +705,8 @@ class FileVideoSource(VideoSource):
         self.info = _strided_info(path, n, src_fps, h, w, stride, (0, 90, 180, -90)[turns])
         if fps is None:
             _warn_on_variable_rate(path, self._vr, src_fps)
+        else:
+            _warn_on_other_rate(path, self._vr, src_fps)
         _warn_on_picture(path, probe, h, w)
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
@@ -1019,6 +1021,28 @@ def _warn_on_variable_rate(path: Path, vr: Any, fps: float) -> None:
 #: Sample aspect ratios within 15 % of square are not warned about (|ln r| <= ln 1.15):
 #: standard definition's 4:3 ones reach 12.5 % (NTSC DV and DVD: 8:9).
 _SAR_QUIET = math.log(1.15)
+
+
+def _warn_on_other_rate(path: Path, vr: Any, fps: float) -> None:
+    """A logged warning, once per file and process, where a rate given for a video file
+    (a CSV's fps column, ``spot --fps``) differs from its container's by over 1 %: the
+    frames are read as they are, and every time in seconds (the post-processing's
+    windows, a model's expected rate) follows the given one (found in review: a CSV's
+    25 for 30 fps files went unsaid)."""
+    try:
+        own = float(vr.get_avg_fps())
+    except Exception:  # no usable rate in the container: nothing to compare
+        return
+    if not (math.isfinite(own) and own > 0) or abs(fps / own - 1.0) <= 0.01:
+        return
+    if _first_time(f"rate {fps}", path):
+        log.warning(
+            "%s: read at the %.4g fps given, but its container says %.4g fps; times in "
+            "seconds follow the given rate",
+            path,
+            fps,
+            own,
+        )
 
 
 def _warn_on_picture(path: Path, probe: _Probe, height: int, width: int) -> None:
