@@ -226,10 +226,17 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
                     f"expression {e.onset}-{e.offset} lies outside it"
                 )
             elif e.offset >= n:
+                # far past the end: more likely a wrong fps or stride than a late offset
+                far = (
+                    f"; {e.offset} is {e.offset / n:.1f}x its {n} frames: check the "
+                    "annotation's stride and fps (frames are 0-based after any subsampling)"
+                    if e.offset > OVERRUN_HINT * n
+                    else ""
+                )
                 print(
                     f"spotformer: video {name!r} ({ref.path}): {e.kind} expression "
                     f"{e.onset}-{e.offset} runs past its last frame {n - 1} (after stride "
-                    f"{ref.stride}); cut there for training and scoring",
+                    f"{ref.stride}); cut there for training and scoring{far}",
                     file=sys.stderr,
                 )
         plan[name] = PlannedVideo(ref, ref.subject or subj[name], n, float(info.fps))
@@ -243,6 +250,12 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
             "are divided by 7)"
         )
     return plan
+
+
+#: An expression whose offset is over this times a video's frame count gets a hint that
+#: its stride or fps may be wrong (found in review: a 391 on a 240-frame video was cut
+#: without one).
+OVERRUN_HINT = 1.2
 
 
 def extracted_features(

@@ -501,6 +501,13 @@ def test_dataset_annotations_are_checked_before_extraction(
     err = capsys.readouterr().err
     assert "macro expression 25-31 runs past its last frame 29" in err
     assert "2-4" not in err and "2-6" not in err
+    assert "check the annotation" not in err  # 31 of 30 frames: a late offset, no hint
+    # Far past the end (over 1.2x the frames): more likely a wrong stride or fps, said.
+    far = AnnotationTable([Expression("s1", "s1/a", 25, 27, 40, "macro")], sources=refs)
+    F.dataset_features(far, sw_mro.SWMROConfig(window=21), progress=False)
+    err = capsys.readouterr().err
+    assert "25-40 runs past its last frame 29 (after stride 1); cut there for training and " in err
+    assert "scoring; 40 is 1.3x its 30 frames: check the annotation's stride and fps" in err
 
 
 def test_ground_truth_is_cut_at_the_last_frame_like_the_labels() -> None:
