@@ -108,8 +108,14 @@ def test_empty_prediction_file(tmp_path: Path, files, capsys: pytest.CaptureFixt
     empty = tmp_path / "empty.csv"
     empty.write_text("video,onset,offset,type\n")
     assert main(["evaluate", "--pred", str(empty), "--gt", str(gt), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    io = capsys.readouterr()
+    out = json.loads(io.out)
     assert out["overall"] == {"tp": 0, "fp": 0, "fn": 5, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # said (found in review: a header-only file was scored without a word)
+    assert io.err == (
+        f"spotformer evaluate: note: {empty} has no predictions; every expression of the "
+        "ground truth (5) counts as an FN\n"
+    )
 
 
 def test_bad_file_exits_2_and_names_it(tmp_path: Path, files, capsys) -> None:

@@ -73,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     annotated = {g.video for g in gts}
+    if not preds and gts:  # found in review: a header-only file was scored in silence
+        print(
+            f"spotformer evaluate: note: {args.pred} has no predictions; every "
+            f"expression of the ground truth ({len(gts)}) counts as an FN",
+            file=sys.stderr,
+        )
     silent = sorted(annotated - pred_videos) if pred_videos else []
     if silent:  # found in review: a one-video `spot` CSV scored every other video's as FN
         shown = ", ".join(map(repr, silent[:3])) + (", ..." if len(silent) > 3 else "")
