@@ -105,14 +105,6 @@ def load_dataset(
             f"e.g. {missing[0]!r}; give each one in the CSV's path column (relative to the "
             "CSV's folder; docs/io.md, 'Generic CSV')"
         )
-    gone = [(v, ref.path) for v, ref in table.sources.items() if not ref.path.exists()]
-    if gone and dataset == "csv":  # found in review: the video's path alone was named
-        (video, where), more = gone[0], len(gone) - 1
-        raise DatasetError(
-            f"{path}: the path of video {video!r}, {where}, does not exist"
-            + (f" (nor {more} other(s))" if more else "")
-            + f"; paths are relative to the CSV's folder ({path.parent})"
-        )
     if missing:
         raise DatasetError(
             f"{r}: {len(missing)} annotated video(s) not found, e.g. {missing[0]!r}; "

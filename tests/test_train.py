@@ -1025,24 +1025,6 @@ def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:
     )
 
 
-def test_csv_path_that_does_not_exist_names_the_csv(tmp_path: Path) -> None:
-    """A CSV path that is not there: the CSV, the video id and what the path is relative
-    to are named (found in review: only the video's path, when training opened it)."""
-    import spotformer.features as F
-
-    csv = tmp_path / "mine.csv"
-    csv.write_text(
-        "subject,video,onset,apex,offset,type,path\nalice,a1,10,20,30,macro,clips/a1.mp4\n"
-        "bob,b1,10,20,30,macro,clips/b1.mp4\n"
-    )
-    with pytest.raises(F.DatasetError) as err:
-        F.load_dataset("csv", csv)
-    assert str(err.value) == (
-        f"{csv}: the path of video 'a1', {tmp_path / 'clips' / 'a1.mp4'}, does not exist (nor 1 "
-        f"other(s)); paths are relative to the CSV's folder ({tmp_path})"
-    )
-
-
 @pytest.mark.parametrize(
     "dataset, name, holds",
     [
