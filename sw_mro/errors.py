@@ -53,5 +53,10 @@ class ModelNotFoundError(LandmarkError, FileNotFoundError):
     """A landmark model the user must bring is missing; the message says where to put it."""
 
 
+class DeviceError(SWMROError, ValueError):
+    """The config names a device this process cannot use (no CUDA, or no such index).
+    A ValueError too, as before it had its own class."""
+
+
 class OutputNameError(SWMROError):
     """Two inputs of one run would write the same output name (``<name>.npy``)."""

@@ -44,7 +44,7 @@ import torch
 
 from sw_mro._threads import name_this_thread, put_unless, read_ahead, start_named
 from sw_mro.config import SWMROConfig
-from sw_mro.errors import ClipTooShortError, NoFaceError
+from sw_mro.errors import ClipTooShortError, DeviceError, NoFaceError
 from sw_mro.io.landmarks import LandmarkResult, centre_distance, make_landmarker
 from sw_mro.ops import (
     box_mask,
@@ -1472,7 +1472,7 @@ def _finish_chunks(
 
 
 def _usable_device(cfg: SWMROConfig) -> torch.device:
-    """``cfg.device`` as a torch device, or a ValueError naming it when it is a CUDA
+    """``cfg.device`` as a torch device, or a DeviceError naming it when it is a CUDA
     device that this process cannot use (no CUDA, or no such index)."""
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -1481,8 +1481,25 @@ def _usable_device(cfg: SWMROConfig) -> torch.device:
             from sw_mro._cli_util import no_cuda_reason
 
             why = no_cuda_reason() if count == 0 else f"torch sees {count} CUDA device(s)"
-            raise ValueError(f"SWMROConfig.device={cfg.device!r}: no such device here ({why})")
+            raise DeviceError(f"SWMROConfig.device={cfg.device!r}: no such device here ({why})")
     return device
+
+
+def _checked_config(config: Any) -> SWMROConfig:
+    """``config``, or the defaults for None; a TypeError for anything else (found in a
+    probe: a dict, e.g. a JSON's "config", failed with an AttributeError deep inside)."""
+    if config is None:
+        return SWMROConfig()
+    if isinstance(config, SWMROConfig):
+        return config
+    hint = (
+        '; for a dict (e.g. the "config" of an extract JSON) use SWMROConfig.from_dict(d)'
+        if isinstance(config, dict)
+        else ""
+    )
+    raise TypeError(
+        f"config must be an sw_mro.SWMROConfig or None, got {type(config).__name__}{hint}"
+    )
 
 
 def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChunk]:
@@ -1504,12 +1521,13 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     Raises:
         sw_mro.errors.VideoError subclasses for unusable inputs, ClipTooShortError when
         the video has fewer frames than the window, NoFaceError when no frame has a face;
-        TypeError for anything else than the above; ValueError for a CUDA device this
-        process cannot use.
+        TypeError for anything else than the above, or for a ``config`` that is not an
+        :class:`SWMROConfig`; DeviceError (a ValueError) for a CUDA device this process
+        cannot use.
     """
     import time
 
-    cfg = config or SWMROConfig()
+    cfg = _checked_config(config)
     device = _usable_device(cfg)
     src = _SerialSource(_open(video, cfg))
     n = int(src.info.num_frames)
@@ -1524,7 +1542,7 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
             fix += f" or a stride <= {(n_src - 1) // (w - 1)}"
         raise ClipTooShortError(
             f"{src.info.path}: {n} frames (after stride {s}) is shorter than the window of "
-            f"{w} frames; use {fix}, or a smaller --window"
+            f"{w} frames; use {fix}, or a smaller window (--window)"
         )
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)

@@ -23,7 +23,14 @@ import torch
 import sw_mro
 from sw_mro import SWMROConfig
 from sw_mro.config import NOSE_EDGES, ROI_EDGES
-from sw_mro.errors import ClipTooShortError, CorruptVideoError, NoFaceError, VideoNotFoundError
+from sw_mro.errors import (
+    ClipTooShortError,
+    CorruptVideoError,
+    DeviceError,
+    NoFaceError,
+    SWMROError,
+    VideoNotFoundError,
+)
 from sw_mro.io.landmarks import make_landmarker
 from sw_mro.io.video import open_video
 from sw_mro.io.writer import write_video
@@ -316,6 +323,15 @@ def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path
         sw_mro.extract(frames[0], cfg)
     with pytest.raises(ValueError, match="SWMROConfig.device='cuda:99': no such device here"):
         sw_mro.extract(frames, cfg.replace(device="cuda:99"))
+    # Found in a probe: a plain ValueError, not one of the package's errors, and a dict as
+    # the config (a JSON's "config") failed with an AttributeError deep inside.
+    with pytest.raises(DeviceError):
+        next(sw_mro.stream(frames, cfg.replace(device="cuda:99")))
+    assert issubclass(DeviceError, SWMROError)
+    with pytest.raises(TypeError, match=r"got dict; .*use SWMROConfig.from_dict\(d\)"):
+        sw_mro.extract(frames, cfg.to_dict())
+    with pytest.raises(TypeError, match=r"SWMROConfig or None, got str$"):
+        sw_mro.extract(frames, "cpu")
     # Frames on a device (a CUDA tensor; "meta" here) got torch's "can't convert"
     # error, and a tensor that requires grad a RuntimeError (found in review).
     with pytest.raises(TypeError, match="got a tensor on meta \\(move it with .cpu\\(\\)\\)"):
@@ -946,7 +962,7 @@ def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
     path = write_video(tmp_path / "short.mp4", [face] * 6)
     with pytest.raises(ClipTooShortError, match=r"short.mp4.*window of 9") as err:
         sw_mro.extract(path, SMALL)
-    assert str(err.value).endswith("use a video of >= 9 frames, or a smaller --window")
+    assert str(err.value).endswith("use a video of >= 9 frames, or a smaller window (--window)")
     # At a stride: the frames it needs, and the largest stride that keeps the window,
     # ceil(N / s) >= w (found in review: "a video of >= w frames" at any stride, and 60
     # frames at stride 100 were told "use a stride <= 60"). 24 frames, w 9: s <= 2
@@ -956,7 +972,8 @@ def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(ClipTooShortError, match=r"8 frames \(after stride 3\)") as err:
         sw_mro.extract(path, dataclasses.replace(SMALL, stride=3))
     assert str(err.value).endswith(
-        "use a video of >= 25 frames at this stride or a stride <= 2, or a smaller --window"
+        "use a video of >= 25 frames at this stride or a stride <= 2, or a smaller window "
+        "(--window)"
     )
 
 

@@ -400,7 +400,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail(f"--out {args.out}: cannot write it ({exc.strerror or exc})")
     except ClipTooShortError as exc:  # the window is the model's: no --window to change
-        return fail(str(exc).replace(", or a smaller --window", " (the window is the model's)"))
+        return fail(
+            str(exc).replace(", or a smaller window (--window)", " (the window is the model's)")
+        )
     except ValueError as exc:  # a post-processing option's value, in the option's words
         return fail(option_words(str(exc), SPOT_OPTIONS))
     except (SpotFormerError, SWMROError) as exc:
