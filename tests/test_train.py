@@ -1407,6 +1407,55 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
         load_model(tmp_path / "missing.pt")
 
 
+def test_spot_says_when_top_k_cut_intervals(
+    tmp_path: Path, csv_dataset: Path, capsys, monkeypatch
+) -> None:
+    """Found in a probe: a long video got at most 5 intervals per type (SPEC's top_k), with
+    no word and no option. Spot says when more passed and --top-k keeps more: 8 ME apex
+    peaks 20 frames apart, each with its onset and offset 4 frames away; no MaE."""
+    import spotformer.train as T
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    assert main([*argv, "--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]) == 0
+    model = run / "folds" / "s1" / "model.pt"
+    logits = torch.zeros(160, 10)
+    logits[:, 6:8] = -10.0  # P_apex ~ 0 but at the peaks
+    peaks = list(range(10, 160, 20))
+    logits[peaks, 6] = 5.0
+    logits[[p - 4 for p in peaks], 0] = 2.0  # P_onset > P_offset 4 frames before
+    logits[[p + 4 for p in peaks], 1] = 2.0  # and P_offset > P_onset 4 frames after
+    monkeypatch.setattr(T, "predict_logits", lambda *a, **k: logits)
+    video = _tiny_video(tmp_path / "video.mp4")
+    spot = ["spot", str(video), "--checkpoint", str(model)]
+    capsys.readouterr()
+    out = tmp_path / "iv.csv"
+    for extra, kept in (
+        ([], 5),
+        (["--top-k", "6"], 6),
+        (["--top-k", "8"], 8),
+        (["--top-k", "20"], 8),
+    ):
+        assert main([*spot, "--out", str(out), *extra]) == 0, extra
+        got = read_intervals(out)
+        assert len(got) == kept and {i.kind for i in got} == {"micro"}, extra
+        onsets = {i.onset for i in got}  # (the CSV has no apex column)
+        assert len(onsets) == kept and onsets <= {p - 4 for p in peaks}, got
+        err = capsys.readouterr().err
+        said = f"note: more than {kept} ME intervals passed the post-processing; the best {kept} are kept"
+        assert (said in err) == (kept < 8), (extra, err)
+        assert ("SPEC's 5" in err) == (kept == 5) and "MaE" not in err, err
+    # The kept ones are the best: the same first 5 as --top-k 8 gives.
+    main([*spot, "--out", str(out), "--top-k", "8"])
+    best = read_intervals(out)[:5]
+    main([*spot, "--out", str(out)])
+    assert read_intervals(out) == best
+    capsys.readouterr()
+    assert main([*spot, "--out", str(out), "--top-k", "0"]) == 2
+    assert "spotformer spot: --top-k must be an int >= 1; got 0" in capsys.readouterr().err
+
+
 def test_spotting_options_round_trip() -> None:
     import argparse
 

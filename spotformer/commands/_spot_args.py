@@ -70,6 +70,7 @@ _FIELDS = (
 SPOT_OPTIONS = {
     **{field: "--" + dest.replace("_", "-") for dest, field in _FIELDS},
     "apex_threshold": "--apex-threshold",
+    "top_k": "--top-k",
 }
 _FIELD_FIRST = re.compile(r"(?:SWMROConfig\.)?(\w+)(?=[ =])(?:=(\S+):)?")
 

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model file's, SPEC 0.5)",
     )  # fmt: skip
     parser.add_argument(
+        "--top-k", type=int,
+        help="post-processing: keep at most this many intervals per type (default: the "
+        "model file's, SPEC 5 per video and type, as the evaluation keeps; a long video "
+        "of one's own may hold more, and a note says when more passed)",
+    )  # fmt: skip
+    parser.add_argument(
         "--fps", type=float,
         help="source frame rate (default: the container's; for a frame folder, that of the "
         "model's training data, e.g. 200 for SAMM-LV, else 30)",
@@ -275,6 +281,20 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
         plt.close(fig)
 
 
+def keep_top(intervals: list, top_k: int) -> tuple[list, list[str]]:
+    """At most ``top_k`` intervals of each type (``intervals`` come best first per type,
+    as ``spot_video`` gives them), and the types that had more, in order."""
+    seen: dict[str, int] = {}
+    kept, capped = [], []
+    for i in intervals:
+        seen[i.kind] = seen.get(i.kind, 0) + 1
+        if seen[i.kind] <= top_k:
+            kept.append(i)
+        elif seen[i.kind] == top_k + 1:
+            capped.append(i.kind)
+    return kept, capped
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -332,6 +352,8 @@ def run(args: argparse.Namespace) -> int:
         params = spot_params_from(args, mf.config.spot)
         if args.apex_threshold is not None:
             params = dataclasses.replace(params, apex_threshold=args.apex_threshold)
+        if args.top_k is not None:
+            params = dataclasses.replace(params, top_k=args.top_k)
         stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
         if note:
             print(f"spotformer spot: {note}", file=sys.stderr)
@@ -394,7 +416,20 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         logits = predict_logits(mf.model, feats, mf.config.infer_batch)
-        intervals = spot_video(logits, video_id, fps, params)
+        # One more than kept: greedy NMS keeps the same best ones first, and the extra
+        # one says that the cap cut intervals (found in a probe: a long video got 5 per
+        # type, silently).
+        more = dataclasses.replace(params, top_k=params.top_k + 1)
+        intervals, capped = keep_top(spot_video(logits, video_id, fps, more), params.top_k)
+        for kind in capped:
+            print(
+                f"spotformer spot: note: more than {params.top_k} "
+                f"{'MaE' if kind == 'macro' else 'ME'} intervals passed the post-processing; "
+                f"the best {params.top_k} are kept (at most --top-k per video and type"
+                + (", SPEC's 5, as the evaluation keeps" if params.top_k == 5 else "")
+                + "); give --top-k N for more on a long video",
+                file=sys.stderr,
+            )
         try:
             write_intervals(intervals, args.out)
         except OSError as exc:
