@@ -1485,6 +1485,28 @@ def _usable_device(cfg: SWMROConfig) -> torch.device:
     return device
 
 
+def too_short_error(
+    path: Any, source_frames: int, stride: int, window: int, frames: int | None = None
+) -> ClipTooShortError:
+    """The error for a video of ``source_frames`` frames whose ``frames`` at ``stride``
+    (default ceil(source_frames / stride)) are fewer than ``window``, with what would do.
+
+    At stride s a video needs (w - 1) s + 1 frames, and the largest stride that keeps w
+    of the source's N is (N - 1) // (w - 1): ceil(N / s) >= w <=> s < N / (w - 1) (found
+    in review: the advice was "a video of >= w frames" at any stride; and a stride over
+    the video's frames said only that).
+    """
+    w, s, n_src = window, stride, source_frames
+    n = -(-n_src // s) if frames is None else frames
+    fix = f"a video of >= {(w - 1) * s + 1} frames" + (" at this stride" if s > 1 else "")
+    if s > 1 and n_src >= w:
+        fix += f" or a stride <= {(n_src - 1) // (w - 1)}"
+    return ClipTooShortError(
+        f"{path}: {n} frame{'s' * (n != 1)} (after stride {s}) is shorter than the window of "
+        f"{w} frames; use {fix}, or a smaller window (--window)"
+    )
+
+
 def _checked_config(config: Any) -> SWMROConfig:
     """``config``, or the defaults for None; a TypeError for anything else (found in a
     probe: a dict, e.g. a JSON's "config", failed with an AttributeError deep inside)."""
@@ -1529,21 +1551,17 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
 
     cfg = _checked_config(config)
     device = _usable_device(cfg)
-    src = _SerialSource(_open(video, cfg))
-    n = int(src.info.num_frames)
     w, h = cfg.window, cfg.window // 2
+    try:
+        src = _SerialSource(_open(video, cfg))
+    except ClipTooShortError as exc:  # a stride over the video's frames: what would do
+        n_src = getattr(exc, "source_num_frames", None)
+        if n_src is None or not isinstance(video, str | os.PathLike):
+            raise
+        raise too_short_error(Path(os.fspath(video)), n_src, cfg.stride, w) from None
+    n = int(src.info.num_frames)
     if n < w:
-        # At stride s a video needs (w - 1) s + 1 frames, and the largest stride that
-        # keeps w of the source's N is (N - 1) // (w - 1): ceil(N / s) >= w <=> s < N / (w - 1)
-        # (found in review: the advice was "a video of >= w frames" at any stride).
-        s, n_src = src.info.stride, src.info.source_num_frames
-        fix = f"a video of >= {(w - 1) * s + 1} frames" + (" at this stride" if s > 1 else "")
-        if s > 1 and n_src >= w:
-            fix += f" or a stride <= {(n_src - 1) // (w - 1)}"
-        raise ClipTooShortError(
-            f"{src.info.path}: {n} frames (after stride {s}) is shorter than the window of "
-            f"{w} frames; use {fix}, or a smaller window (--window)"
-        )
+        raise too_short_error(src.info.path, src.info.source_num_frames, src.info.stride, w, n)
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()

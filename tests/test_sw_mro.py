@@ -975,6 +975,14 @@ def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
         "use a video of >= 25 frames at this stride or a stride <= 2, or a smaller window "
         "(--window)"
     )
+    # A stride over the video's frames (found in a probe: "it would keep only the first",
+    # and no stride that would do).
+    with pytest.raises(ClipTooShortError) as err:
+        sw_mro.extract(path, dataclasses.replace(SMALL, stride=30))
+    assert str(err.value) == (
+        f"{path}: 1 frame (after stride 30) is shorter than the window of 9 frames; use a "
+        "video of >= 241 frames at this stride or a stride <= 2, or a smaller window (--window)"
+    )
 
 
 def test_grayscale_video(face: np.ndarray, tmp_path: Path) -> None:

@@ -1329,6 +1329,19 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     )
     err = capsys.readouterr().err
     assert err.rstrip().endswith("use a video of >= 17 frames (the window is the model's)"), err
+    # --stride over (or near) the video's frames: said before the note on the stride, with
+    # the strides that would do (found in a probe: the note, then "it would keep only the
+    # first"). 20 frames: stride 1 keeps the 17-frame window.
+    for stride in (2, 50):
+        argv = ["spot", str(video), "--checkpoint", str(model), "--out", str(tmp_path / "t.csv")]
+        assert main([*argv, "--stride", str(stride)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"spotformer spot: {video}: {-(-20 // stride)} frame{'s' * (stride == 2)} (after "
+            f"stride {stride}) is shorter than the window of 17 frames; use a video of >= "
+            f"{16 * stride + 1} frames at this stride or a stride <= 1 (the window is the "
+            "model's)\n"
+        ), err
     monkeypatch.setattr(F, "video_features", fake)
     # Folders of --out and --plot are made.
     out, plot = tmp_path / "new" / "iv.csv", tmp_path / "plots" / "c.png"

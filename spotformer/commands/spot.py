@@ -305,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.train import load_model, predict_logits
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
     from sw_mro.errors import ClipTooShortError, SWMROError
-    from sw_mro.pipeline import FaceContrast, NoseMotion
+    from sw_mro.io.video import open_video
+    from sw_mro.pipeline import FaceContrast, NoseMotion, too_short_error
 
     def fail(msg: str) -> int:
         print(f"spotformer spot: {msg}", file=sys.stderr)
@@ -355,6 +356,12 @@ def run(args: argparse.Namespace) -> int:
         if args.top_k is not None:
             params = dataclasses.replace(params, top_k=args.top_k)
         stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
+        # Too short for the model's window at this stride: said before the note on the
+        # stride (found in a probe: --stride over the video's frames printed that note,
+        # then failed without saying which stride would do).
+        n_src = open_video(args.video, fps=fps_in).info.source_num_frames
+        if -(-n_src // stride) < cfg.window:
+            raise too_short_error(args.video, n_src, stride, cfg.window)
         if note:
             print(f"spotformer spot: {note}", file=sys.stderr)
         # A workbook's frames are converted to this run's stride (SAMM-LV), or refused

@@ -342,10 +342,12 @@ def _strided_info(
     if source_num_frames == 0:
         raise EmptyVideoError(f"{path}: the video has no frames")
     if stride > source_num_frames:
-        raise ClipTooShortError(
+        err = ClipTooShortError(
             f"{path}: stride {stride} is larger than the video's {source_num_frames} frames "
             "(it would keep only the first)"
         )
+        err.source_num_frames = source_num_frames  # for advice that knows the window
+        raise err
     return VideoInfo(
         path=path,
         fps=source_fps / stride,
