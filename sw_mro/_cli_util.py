@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -303,6 +303,30 @@ def typed_words(msg: str) -> str:
     """A config error as a command-line user reads it: a value left out is None in the
     API, which cannot be typed (found in review: "must be a positive integer or None")."""
     return msg.replace(" or None (", " (left out: ")
+
+
+def frame_runs(frames: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive frame numbers, ``(first, last)`` inclusive, in order."""
+    runs: list[tuple[int, int]] = []
+    for f in sorted(set(frames)):
+        if runs and f == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], f)
+        else:
+            runs.append((f, f))
+    return runs
+
+
+def describe_runs(runs: list[tuple[int, int]], shown: int = 3) -> str:
+    """``frames 3, 10-20 and 2 more runs`` (the first ``shown`` runs)."""
+    words = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:shown]]
+    more = len(runs) - len(words)
+    if more:
+        text = ", ".join(words) + f" and {more} more run{'s' * (more != 1)}"
+    elif len(words) > 1:
+        text = ", ".join(words[:-1]) + " and " + words[-1]
+    else:
+        text = words[0]
+    return f"frame{'s' * (len(runs) > 1 or runs[0][0] != runs[0][1])} {text}"
 
 
 def no_cuda_reason() -> str:

@@ -83,7 +83,7 @@ def test_many_frames_without_a_face_are_a_warning(
     io = capsys.readouterr()
     meta = json.loads((tmp_path / "o" / "partial.json").read_text())
     assert meta["landmark_fallback_frames"] == [10, 11, 12, 13, 14]
-    assert f"warning: {clip}: no face in 5 of its 15 frames (33 %)" in io.err
+    assert f"warning: {clip}: no face in 5 of its 15 frames (33 %: frames 10-14); " in io.err
     # Frames before the first face take the first face (found in review: the warning
     # said "the last face found before them" of those too).
     assert "their windows use the last face found before them, or the first face found" in io.err
@@ -1790,3 +1790,16 @@ def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:
     env["OPENCV_LOG_LEVEL"] = "WARNING"  # the user's level is kept
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1 and "[ WARN" in proc.stderr, proc.stderr
+
+
+def test_frames_without_a_face_are_told_as_runs() -> None:
+    """The no-face warnings name where (found in a probe: only how many)."""
+    from sw_mro._cli_util import describe_runs, frame_runs
+
+    assert frame_runs([7, 3, 4, 5, 9, 4]) == [(3, 5), (7, 7), (9, 9)]
+    assert describe_runs(frame_runs([5])) == "frame 5"
+    assert describe_runs(frame_runs([5, 6])) == "frames 5-6"
+    assert describe_runs(frame_runs([1, 2, 5])) == "frames 1-2 and 5"
+    assert describe_runs(frame_runs([1, 3, 5])) == "frames 1, 3 and 5"
+    assert describe_runs(frame_runs([1, 3, 5, 7, 9, 10])) == "frames 1, 3, 5 and 2 more runs"
+    assert describe_runs(frame_runs(range(0, 8, 2)), shown=3) == "frames 0, 2, 4 and 1 more run"

@@ -1400,7 +1400,7 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     monkeypatch.setattr(F, "video_features", faceless)
     assert main([*spot, "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {video}: no face in 40 of its 160 frames" in err
+    assert f"warning: {video}: no face in 40 of its 160 frames (frames 0-39); their" in err
     assert "grey levels" not in err
 
     def dim(*a, contrast=None, **k):  # a face spanning 30 grey levels
@@ -1467,6 +1467,25 @@ def test_spot_says_when_top_k_cut_intervals(
     capsys.readouterr()
     assert main([*spot, "--out", str(out), "--top-k", "0"]) == 2
     assert "spotformer spot: --top-k must be an int >= 1; got 0" in capsys.readouterr().err
+    # Intervals whose windows (8 frames each side) reach frames without a face are named
+    # (found in a probe: a face that left the picture gave intervals there, unflagged);
+    # 6 of 160 frames: under the share that warns.
+    import spotformer.features as F
+
+    fake = F.video_features
+
+    def faceless(*a, fallback=None, **k):
+        fallback.extend(range(60, 66))
+        return fake(*a, **k)
+
+    monkeypatch.setattr(F, "video_features", faceless)
+    assert main([*spot, "--out", str(out), "--top-k", "8"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "spotformer spot: note: 2 of the 8 intervals reach frames without a face (frames "
+        "60-65): ME 46-54, ME 66-74; a face lost or found again moves the image as an "
+        "expression does, so check them in the video\n"
+    ), err
 
 
 def test_spotting_options_round_trip() -> None:

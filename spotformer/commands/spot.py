@@ -22,7 +22,7 @@ from spotformer.commands._spot_args import (
     option_words,
     spot_params_from,
 )
-from sw_mro._cli_util import no_cuda_reason
+from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason
 from sw_mro.io.atomic import atomic_path
 
 
@@ -281,6 +281,28 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
         plt.close(fig)
 
 
+def _near_no_face(intervals: list, missing: list[int], half: int) -> list:
+    """The intervals whose windows (frames ``onset - half`` to ``offset + half``) hold a
+    frame without a face (found in a probe: a face that left the picture gave intervals
+    there, unflagged)."""
+    import numpy as np
+
+    gone = np.asarray(sorted(set(missing)), dtype=np.int64)
+    near = []
+    for i in intervals:
+        k = int(np.searchsorted(gone, i.onset - half))
+        if k < gone.size and gone[k] <= i.offset + half:
+            near.append(i)
+    return near
+
+
+def _interval_words(intervals: list, shown: int = 6) -> str:
+    """``MaE 10-40, ME 52-60 and 2 more``."""
+    words = [f"{'MaE' if i.kind == 'macro' else 'ME'} {i.onset}-{i.offset}" for i in intervals]
+    more = len(words) - shown
+    return ", ".join(words[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def keep_top(intervals: list, top_k: int) -> tuple[list, list[str]]:
     """At most ``top_k`` intervals of each type (``intervals`` come best first per type,
     as ``spot_video`` gives them), and the types that had more, in order."""
@@ -401,7 +423,8 @@ def run(args: argparse.Namespace) -> int:
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
-                f"{feats.shape[0]} frames; {LANDMARK_FALLBACK_WORDS}",
+                f"{feats.shape[0]} frames ({describe_runs(frame_runs(missing))}); "
+                f"{LANDMARK_FALLBACK_WORDS}",
                 file=sys.stderr,
             )
         if motion.jumped():
@@ -428,6 +451,15 @@ def run(args: argparse.Namespace) -> int:
         # type, silently).
         more = dataclasses.replace(params, top_k=params.top_k + 1)
         intervals, capped = keep_top(spot_video(logits, video_id, fps, more), params.top_k)
+        near = _near_no_face(intervals, missing, cfg.window // 2)
+        if near:
+            print(
+                f"spotformer spot: note: {len(near)} of the {len(intervals)} intervals "
+                f"reach frames without a face ({describe_runs(frame_runs(missing))}): "
+                f"{_interval_words(near)}; a face lost or found again moves the image as an expression "
+                "does, so check them in the video",
+                file=sys.stderr,
+            )
         for kind in capped:
             print(
                 f"spotformer spot: note: more than {params.top_k} "

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sw_mro._cli_util import no_cuda_reason, typed_words
+from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason, typed_words
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
     atomic_path,
@@ -702,8 +702,8 @@ def _extract_locked(
     if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it
         msg += (
             f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
-            f"({100 * len(fallback) / n:.0f} %); {LANDMARK_FALLBACK_WORDS} (the JSON's "
-            "landmark_fallback_frames)"
+            f"({100 * len(fallback) / n:.0f} %: {describe_runs(frame_runs(fallback))}); "
+            f"{LANDMARK_FALLBACK_WORDS} (the JSON's landmark_fallback_frames)"
         )
     if motion.jumped():
         msg += f"\nwarning: {src_path}: {motion.describe_jumps()}"
