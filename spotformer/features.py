@@ -181,11 +181,25 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
     stderr; an expression that runs past its video's end gets a warning (it is cut there).
 
     Raises:
-        DatasetError: a video's subject is unknown, or annotations lie outside their
-            videos or on videos shorter than the window (every problem is listed).
+        DatasetError: videos that do not exist (all of them listed), a video's subject is
+            unknown, or annotations lie outside their videos or on videos shorter than
+            the window (every problem is listed).
     """
     from sw_mro.io.video import open_video
 
+    # Every missing path at once (found in a walk-through: a CSV with wrong paths failed
+    # on the first, then, fixed, on the next).
+    gone = [
+        f"{name!r} ({ref.path})"
+        for name, ref in sorted(table.sources.items())
+        if not ref.path.exists()
+    ]
+    if gone:
+        raise DatasetError(
+            f"{len(gone)} of the {len(table.sources)} videos do not exist: {_first_8(gone)} "
+            "(a CSV data set's paths are relative to the CSV's folder; docs/io.md, "
+            "'Generic CSV')"
+        )
     subj = {e.video: e.subject for e in table.expressions}
     by_video: dict[str, list] = {}
     for e in table.expressions:

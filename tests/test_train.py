@@ -508,6 +508,17 @@ def test_dataset_annotations_are_checked_before_extraction(
     err = capsys.readouterr().err
     assert "25-40 runs past its last frame 29 (after stride 1); cut there for training and " in err
     assert "scoring; 40 is 1.3x its 30 frames: check the annotation's stride and fps" in err
+    # Videos that do not exist: all named at once, before any is opened (found in a
+    # walk-through: a CSV with wrong paths failed on the first, then on the next).
+    lost = {**refs, "s3/c": VideoRef(tmp_path / "c.mp4", subject="s3"),
+            "s4/d": VideoRef(tmp_path / "sub" / "d", subject="s4")}  # fmt: skip
+    with pytest.raises(F.DatasetError) as err:
+        F.dataset_features(AnnotationTable([], sources=lost), sw_mro.SWMROConfig(), progress=False)
+    assert str(err.value) == (
+        f"2 of the 4 videos do not exist: 's3/c' ({tmp_path / 'c.mp4'}), 's4/d' "
+        f"({tmp_path / 'sub' / 'd'}) (a CSV data set's paths are relative to the CSV's "
+        "folder; docs/io.md, 'Generic CSV')"
+    )
 
 
 def test_ground_truth_is_cut_at_the_last_frame_like_the_labels() -> None:
@@ -706,7 +717,7 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err
 
-    video = _tiny_video(tmp_path / "video.mp4")
+    video = _tiny_video(tmp_path / "video.mp4", n=40)  # 20 frames at stride 2: the window
     spot = ["spot", str(video), "--checkpoint", str(run / "folds" / "s1" / "model.pt")]
     spot += ["--out", str(tmp_path / "iv.csv"), "--plot", str(tmp_path / "c.png")]
     spot += ["--gt", str(csv_dataset), "--video-id", "s1/v0"]
