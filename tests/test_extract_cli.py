@@ -1021,18 +1021,23 @@ def test_bad_arguments(
     # Found in review: a raw allocator error for 10 TB; "or None", which cannot be typed.
     base = ["extract", str(short_clip), "--out-dir", str(tmp_path)]
     assert main([*base, "--face-size", "100000"]) == 2
+    # The command names itself, as argparse's errors and spotformer's do (found in a
+    # probe: a bare "error:" in the log of a job that runs both tools).
     assert capsys.readouterr().err == (
-        "error: --face-size 100000: must be an integer in 32..1024 px (SPEC: 256; 320 for "
-        "SAMM-LV)\n"
+        "sw-mro extract: error: --face-size 100000: must be an integer in 32..1024 px (SPEC: "
+        "256; 320 for SAMM-LV)\n"
     )
     assert main([*base, "--batch-size", "0"]) == 2
     assert capsys.readouterr().err == (
-        "error: --batch-size 0: must be a positive integer (left out: 16 on CPU, 128 on CUDA)\n"
+        "sw-mro extract: error: --batch-size 0: must be a positive integer (left out: 16 on "
+        "CPU, 128 on CUDA)\n"
     )
     if not torch.cuda.is_available():
         assert main(["extract", str(short_clip), "--out-dir", str(tmp_path), "--gpu"]) == 2
         err = capsys.readouterr().err
-        assert "CUDA" in err
+        assert err.startswith("sw-mro extract: error: --gpu given but no CUDA device") and (
+            err.endswith("; drop --gpu to run on CPU\n")
+        ), err
         if torch.version.cuda is None:  # says why, and what to install
             assert "CPU-only build" in err and "CUDA build" in err
     with pytest.raises(SystemExit):

@@ -852,6 +852,10 @@ def _run_on_devices(
     return failed
 
 
+#: How this command names itself on stderr, as argparse does ("sw-mro extract: error:").
+PROG = "sw-mro extract"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -865,10 +869,10 @@ def run(args: argparse.Namespace) -> int:
                 args.devices, torch.cuda.device_count() if torch.cuda.is_available() else 0
             )
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
         if args.gpu and "cpu" in devices:
-            print("error: --gpu with a cpu entry in --devices", file=sys.stderr)
+            print(f"{PROG}: error: --gpu with a cpu entry in --devices", file=sys.stderr)
             return 2
     device = "cuda" if args.gpu else "cpu"
     if devices is not None:
@@ -876,8 +880,11 @@ def run(args: argparse.Namespace) -> int:
         if len(devices) == 1:
             devices = None  # one device: this process, as without --devices
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: --gpu given but no CUDA device is available: {no_cuda_reason()}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: error: --gpu given but no CUDA device is available: {no_cuda_reason()}; "
+            "drop --gpu to run on CPU",
+            file=sys.stderr,
+        )
         return 2
     if device.startswith("cuda:") and devices is None:
         torch.cuda.set_device(torch.device(device))  # CuPy kernels use the current device
@@ -904,7 +911,7 @@ def run(args: argparse.Namespace) -> int:
             str(exc),
         )
         msg = typed_words(msg)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     if args.insightface_root is not None and cfg.landmarks != "insightface":  # review
         print(
@@ -919,23 +926,25 @@ def run(args: argparse.Namespace) -> int:
         try:
             insightface_models(cfg.insightface_root)
         except ModelNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        print(f"error: --fps must be a positive frame rate, got {args.fps}", file=sys.stderr)
+        print(
+            f"{PROG}: error: --fps must be a positive frame rate, got {args.fps}", file=sys.stderr
+        )
         return 2
     from sw_mro.io.video import _file_decode_threads
 
     try:
         _file_decode_threads()  # a bad SW_MRO_DECODE_THREADS: once, before any input
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     try:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(
-            f"error: --out-dir {args.out_dir}: cannot make the folder "
+            f"{PROG}: error: --out-dir {args.out_dir}: cannot make the folder "
             f"({_not_a_folder(args.out_dir) or exc})",
             file=sys.stderr,
         )
