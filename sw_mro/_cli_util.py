@@ -316,8 +316,9 @@ def frame_runs(frames: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def describe_runs(runs: list[tuple[int, int]], shown: int = 3) -> str:
-    """``frames 3, 10-20 and 2 more runs`` (the first ``shown`` runs)."""
+def describe_runs(runs: list[tuple[int, int]], shown: int = 3, stride: int = 1) -> str:
+    """``frames 3, 10-20, 25 and 2 more runs`` (the first ``shown`` runs), with ``at stride
+    s`` when ``stride`` > 1: the frames are then those kept, not the file's."""
     words = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:shown]]
     more = len(runs) - len(words)
     if more:
@@ -326,7 +327,8 @@ def describe_runs(runs: list[tuple[int, int]], shown: int = 3) -> str:
         text = ", ".join(words[:-1]) + " and " + words[-1]
     else:
         text = words[0]
-    return f"frame{'s' * (len(runs) > 1 or runs[0][0] != runs[0][1])} {text}"
+    at = f" at stride {stride}" if stride > 1 else ""
+    return f"frame{'s' * (len(runs) > 1 or runs[0][0] != runs[0][1])} {text}{at}"
 
 
 def no_cuda_reason() -> str:

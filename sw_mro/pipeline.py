@@ -1507,6 +1507,15 @@ def too_short_error(
     )
 
 
+def window_advice(exc: ClipTooShortError, window: int) -> ClipTooShortError:
+    """``exc`` from opening a video at a stride over its frames, as
+    :func:`too_short_error` words it for ``window`` (``exc`` itself when it is another)."""
+    n_src = getattr(exc, "source_num_frames", None)
+    if n_src is None:
+        return exc
+    return too_short_error(exc.path, n_src, exc.stride, window)
+
+
 def _checked_config(config: Any) -> SWMROConfig:
     """``config``, or the defaults for None; a TypeError for anything else (found in a
     probe: a dict, e.g. a JSON's "config", failed with an AttributeError deep inside)."""
@@ -1555,10 +1564,7 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     try:
         src = _SerialSource(_open(video, cfg))
     except ClipTooShortError as exc:  # a stride over the video's frames: what would do
-        n_src = getattr(exc, "source_num_frames", None)
-        if n_src is None or not isinstance(video, str | os.PathLike):
-            raise
-        raise too_short_error(Path(os.fspath(video)), n_src, cfg.stride, w) from None
+        raise window_advice(exc, w) from None
     n = int(src.info.num_frames)
     if n < w:
         raise too_short_error(src.info.path, src.info.source_num_frames, src.info.stride, w, n)

@@ -1808,3 +1808,22 @@ def test_frames_without_a_face_are_told_as_runs() -> None:
     assert describe_runs(frame_runs([1, 3, 5])) == "frames 1, 3 and 5"
     assert describe_runs(frame_runs([1, 3, 5, 7, 9, 10])) == "frames 1, 3, 5 and 2 more runs"
     assert describe_runs(frame_runs(range(0, 8, 2)), shown=3) == "frames 0, 2, 4 and 1 more run"
+    assert describe_runs(frame_runs([4, 5]), stride=7) == "frames 4-5 at stride 7"
+
+
+def test_a_stride_over_the_video_says_which_strides_would_do(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: ``sw-mro extract`` opens the video itself, and a stride over its
+    frames still said only "it would keep only the first". 20 frames, window 9: a stride
+    <= 2 keeps 9 (ceil(20 / 2) = 10), 3 does not (7)."""
+    for stride, kept in ((30, 1), (3, 7)):
+        argv = ["extract", str(short_clip), "--out-dir", str(tmp_path), "--stride", str(stride)]
+        assert main([*argv, "--window", "9", "--face-size", "64"]) == 1
+        err = capsys.readouterr().err
+        assert (
+            f"FAILED {short_clip}: ClipTooShortError: {short_clip}: {kept} frame"
+            f"{'s' * (kept > 1)} (after stride {stride}) is shorter than the window of 9 "
+            f"frames; use a video of >= {8 * stride + 1} frames at this stride or a stride "
+            "<= 2, or a smaller window (--window)"
+        ) in err, err

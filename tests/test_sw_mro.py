@@ -983,6 +983,11 @@ def test_shorter_than_window(face: np.ndarray, tmp_path: Path) -> None:
         f"{path}: 1 frame (after stride 30) is shorter than the window of 9 frames; use a "
         "video of >= 241 frames at this stride or a stride <= 2, or a smaller window (--window)"
     )
+    frames = open_video(path).read(range(24)).numpy()  # in memory too (found in review)
+    with pytest.raises(ClipTooShortError) as err:
+        sw_mro.extract(frames, dataclasses.replace(SMALL, stride=30))
+    assert str(err.value).startswith("<frames in memory>: 1 frame (after stride 30) is shorter")
+    assert "or a stride <= 2, or a smaller window" in str(err.value)
 
 
 def test_grayscale_video(face: np.ndarray, tmp_path: Path) -> None:

@@ -296,6 +296,10 @@ def _near_no_face(intervals: list, missing: list[int], half: int) -> list:
     return near
 
 
+def _in_time(i) -> tuple[int, int]:  # noqa: ANN001 - an Interval
+    return i.onset, i.offset
+
+
 def _interval_words(intervals: list, shown: int = 6) -> str:
     """``MaE 10-40, ME 52-60 and 2 more``."""
     words = [f"{'MaE' if i.kind == 'macro' else 'ME'} {i.onset}-{i.offset}" for i in intervals]
@@ -323,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.errors import SpotFormerError
     from spotformer.features import video_features
     from spotformer.metrics import evaluate, read_ground_truth, write_intervals
-    from spotformer.postprocess import spot_video
+    from spotformer.postprocess import SpotParams, spot_video
     from spotformer.train import load_model, predict_logits
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
     from sw_mro.errors import ClipTooShortError, SWMROError
@@ -423,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
-                f"{feats.shape[0]} frames ({describe_runs(frame_runs(missing))}); "
+                f"{feats.shape[0]} frames ({describe_runs(frame_runs(missing), 3, stride)}); "
                 f"{LANDMARK_FALLBACK_WORDS}",
                 file=sys.stderr,
             )
@@ -451,13 +455,14 @@ def run(args: argparse.Namespace) -> int:
         # type, silently).
         more = dataclasses.replace(params, top_k=params.top_k + 1)
         intervals, capped = keep_top(spot_video(logits, video_id, fps, more), params.top_k)
-        near = _near_no_face(intervals, missing, cfg.window // 2)
+        near = sorted(_near_no_face(intervals, missing, cfg.window // 2), key=_in_time)
         if near:
             print(
                 f"spotformer spot: note: {len(near)} of the {len(intervals)} intervals "
-                f"reach frames without a face ({describe_runs(frame_runs(missing))}): "
-                f"{_interval_words(near)}; a face lost or found again moves the image as an expression "
-                "does, so check them in the video",
+                f"reach{'es' * (len(near) == 1)} frames without a face "
+                f"({describe_runs(frame_runs(missing), stride=stride)}): "
+                f"{_interval_words(near)}; a face lost or found again moves the image as "
+                "an expression does, so check them in the video",
                 file=sys.stderr,
             )
         for kind in capped:
@@ -488,6 +493,12 @@ def run(args: argparse.Namespace) -> int:
     for i in intervals:
         print(f"  {i.kind:<5} {i.onset:>6} - {i.offset:<6} apex {i.apex:<6} score {i.score:.3f}")
     if args.gt:  # no ground truth for the video (noted above): every interval is an FP
+        if params.top_k != SpotParams().top_k:  # found in review: unsaid
+            print(
+                f"spotformer spot: note: scored with --top-k {params.top_k} intervals per "
+                f"type; the evaluation protocol (SPEC 6, MEGC) keeps {SpotParams().top_k}",
+                file=sys.stderr,
+            )
         print(evaluate(intervals, gts).table())
     print(f"wrote {args.out}")
     if args.plot:

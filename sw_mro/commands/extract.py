@@ -582,8 +582,9 @@ def _extract_locked(
     from tqdm import tqdm
 
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
+    from sw_mro.errors import ClipTooShortError
     from sw_mro.io.video import open_video
-    from sw_mro.pipeline import FaceContrast, NoseMotion, flow_backend, stream
+    from sw_mro.pipeline import FaceContrast, NoseMotion, flow_backend, stream, window_advice
 
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
     # Again under the lock: another run may have finished it since.
@@ -594,7 +595,10 @@ def _extract_locked(
     backend = flow_backend(cfg, torch.device(cfg.device))
     # A missing input is reported as missing (by open_video), even if its output exists.
     fps = args.fps if src_path.is_dir() else None
-    video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
+    try:
+        video = open_video(src_path, stride=cfg.stride, color="rgb", fps=fps)
+    except ClipTooShortError as exc:  # a stride over its frames: which strides would do
+        raise window_advice(exc, cfg.window) from None
     info = video.info
     if progress is not None:
         progress(info.num_frames, 0)
@@ -700,9 +704,10 @@ def _extract_locked(
     if damaged:
         msg += f"\nwarning: {damaged}; recomputed it"
     if len(fallback) > LANDMARK_FALLBACK_WARN_SHARE * n:  # read now: tests may change it
+        where = describe_runs(frame_runs(fallback), stride=cfg.stride)
         msg += (
             f"\nwarning: {src_path}: no face in {len(fallback)} of its {n} frames "
-            f"({100 * len(fallback) / n:.0f} %: {describe_runs(frame_runs(fallback))}); "
+            f"({100 * len(fallback) / n:.0f} %: {where}); "
             f"{LANDMARK_FALLBACK_WORDS} (the JSON's landmark_fallback_frames)"
         )
     if motion.jumped():

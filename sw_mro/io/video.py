@@ -346,7 +346,8 @@ def _strided_info(
             f"{path}: stride {stride} is larger than the video's {source_num_frames} frames "
             "(it would keep only the first)"
         )
-        err.source_num_frames = source_num_frames  # for advice that knows the window
+        # for advice that knows the window (sw_mro.pipeline.window_advice)
+        err.path, err.source_num_frames, err.stride = path, source_num_frames, stride
         raise err
     return VideoInfo(
         path=path,
