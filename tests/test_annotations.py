@@ -189,6 +189,18 @@ def test_casme2_sources_from_root(
     (tmp_path / "empty_root").mkdir()
     with pytest.raises(AnnotationError, match="no videos found"):
         load_casme2(cas_xlsx, root=tmp_path / "empty_root")
+    # A second folder with the same id (found in a probe: "15_0101_old" sorts before
+    # "15_0101disgustingteeth" and took its place, silently): refused, naming both. One
+    # in rawpic and one in rawvideo is the data set's own layout (rawpic's is used).
+    (root / "rawvideo" / "s16" / "16_0401girlcrashing.avi").write_bytes(b"")
+    assert load_casme2(cas_xlsx, root=root).sources["s16/16_0401"].path.parent == raw / "s16"
+    (raw / "s15" / "15_0101_old").mkdir()
+    with pytest.raises(AnnotationError) as err:
+        load_casme2(cas_xlsx, root=root)
+    assert str(err.value).startswith(
+        f"{root}: 1 video id names two videos: 's15/15_0101': {raw / 's15' / '15_0101_old'} "
+        "and 15_0101disgustingteeth. An id is the subject folder"
+    ), err.value
 
 
 def test_casme2_source_opens_with_the_table_convention(

@@ -414,9 +414,14 @@ _CAS_VIDEO_NAME = re.compile(r"^(\d+)_(\d{4})")
 
 
 def _casme2_sources(root: Path) -> dict[str, VideoRef]:
-    """Every video under ``root/rawpic`` (frame folders) or ``root/rawvideo`` (files)."""
+    """Every video under ``root/rawpic`` (frame folders) or ``root/rawvideo`` (files);
+    rawpic's where both hold one. Two folders (or files) of one kind with the same id
+    are an AnnotationError naming both (found in a probe: ``15_0101_old`` next to
+    ``15_0101disgustingteeth`` took its place, silently, by sorting first)."""
     found: dict[str, VideoRef] = {}
+    twins: list[str] = []
     for kind in ("rawpic", "rawvideo"):
+        ours: dict[str, Path] = {}
         base = root / kind
         if not base.is_dir():
             continue
@@ -427,8 +432,20 @@ def _casme2_sources(root: Path) -> dict[str, VideoRef]:
                 is_file = kind == "rawvideo" and item.suffix.lower() in VIDEO_SUFFIXES
                 if video is None or not (is_frames or is_file):
                     continue
+                if video in ours:
+                    twins.append(f"{video!r}: {ours[video]} and {item.name}")
+                    continue
+                ours[video] = item
                 fps = CAS_FPS if is_frames else None
                 found.setdefault(video, VideoRef(item, fps=fps, stride=1, subject=sdir.name))
+    if twins:
+        raise AnnotationError(
+            f"{root}: {len(twins)} video id{'s' * (len(twins) > 1)} name{'s' * (len(twins) == 1)} "
+            f"two videos: {'; '.join(twins[:8])}{' ...' if len(twins) > 8 else ''}. An id is "
+            "the subject folder and the name's leading <subject>_<code> (CAS(ME)^2: "
+            "s15/15_0101 for 15_0101disgustingteeth); move the other copy out of the data "
+            "set's folders"
+        )
     return found
 
 
