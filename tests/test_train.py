@@ -1512,6 +1512,34 @@ def test_spot_says_when_top_k_cut_intervals(
     assert "note: 1 of the 8 intervals reaches frames without a face (frame 0): ME 6-14;" in err
 
 
+def test_spot_warns_when_the_fold_trained_on_the_video(tmp_path: Path) -> None:
+    """Found in a probe: a CAS(ME)^2 video of s16 scored with the fold that held out s15
+    (trained on s16) gave F1 0.80, unsaid. The warning names the fold to use."""
+    from types import SimpleNamespace
+
+    from spotformer.commands.spot import _trained_on
+
+    folds = tmp_path / "run" / "folds"
+    for s in ("s15", "s16", "006"):
+        (folds / s).mkdir(parents=True)
+        (folds / s / "model.pt").write_bytes(b"")
+    cas = SimpleNamespace(info={"dataset": "casme2"}, subject="s15")
+    ck = folds / "s15" / "model.pt"
+    assert _trained_on("s15/15_0101", cas, ck) == ""
+    got = _trained_on("s16/16_0101", cas, ck)
+    assert got == (
+        "video 's16/16_0101' is subject s16's, and this model's fold held out s15: s16 was "
+        "among the subjects it trained on, so its score on this video is not a held-out one "
+        f"(LOSO scores each video with its own subject's fold; use {folds / 's16' / 'model.pt'})"
+    )
+    assert _trained_on("s17/17_0101", cas, ck).endswith("use the fold that held out s17)")
+    samm = SimpleNamespace(info={"dataset": "samm"}, subject="006")
+    assert _trained_on("006_1", samm, folds / "006" / "model.pt") == ""
+    assert "video '007_2' is subject 007's" in _trained_on("007_2", samm, ck)
+    # Other data sets: subjects cannot be told from the id.
+    assert _trained_on("s16/v0", SimpleNamespace(info={"dataset": "csv"}, subject="s15"), ck) == ""
+
+
 def test_which_intervals_reach_frames_without_a_face() -> None:
     """Window i spans frames i - w//2 .. i + w//2 (and is cropped with the first one's
     landmarks): an interval 20-30 at w 17 reaches frames 12-38, not 11 or 39."""
