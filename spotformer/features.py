@@ -106,11 +106,36 @@ def load_dataset(
             "CSV's folder; docs/io.md, 'Generic CSV')"
         )
     if missing:
-        raise DatasetError(
-            f"{r}: {len(missing)} annotated video(s) not found, e.g. {missing[0]!r}; "
-            "check --root (the folder holding the frames or videos)"
-        )
+        raise DatasetError(_not_found(r, dataset, missing, table))
     return table
+
+
+def _not_found(root: Path, dataset: str, missing: list[str], table: AnnotationTable) -> str:
+    """Which annotated videos of a CAS(ME)^2 or SAMM-LV root were not found, where they
+    were looked for, and the unannotated videos found whose id differs only in the
+    subject folder's name or in case (found in a probe: ``rawpic/S16`` or ``sub16`` gave
+    "e.g. 's16/16_0101'; check --root", though --root was right)."""
+    where = {v: f"rawpic/{v}*" if dataset == "casme2" else f"SAMM_longvideos/{v}" for v in missing}
+    unused = set(table.sources) - {e.video for e in table.expressions}
+    near = []
+    for v in missing:
+        tail = v.rsplit("/", 1)[-1].lower()
+        near += [f"{u!r} for {v!r}" for u in sorted(unused) if u.rsplit("/", 1)[-1].lower() == tail]
+    listed = _first_8([f"{v!r} ({where[v]})" for v in missing])
+    msg = f"{root}: {len(missing)} annotated video{'s' * (len(missing) > 1)} not found: {listed}"
+    if near:
+        rule = (
+            "naming rule1's subject folders (s15, s16, ...)"
+            if dataset == "casme2"
+            else "the workbook's names"
+        )
+        msg += (
+            f". Found under another name: {_first_8(near)}; name the folders as {rule}, "
+            "or give the videos in a CSV (docs/io.md, 'Generic CSV')"
+        )
+    else:
+        msg += "; check --root (the folder holding the frames or videos)"
+    return msg
 
 
 @dataclass

@@ -1039,6 +1039,38 @@ def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:
     )
 
 
+def test_casme2_videos_not_found_are_listed_with_near_misses(tmp_path: Path) -> None:
+    """Found in a probe: subject folders named S16 or sub16 gave "1 annotated video(s)
+    not found, e.g. 's16/16_0101'; check --root", though --root was right and the
+    videos had been found under those names."""
+    from test_annotations import write_casme2
+
+    import spotformer.features as F
+
+    root = tmp_path / "cas"
+    root.mkdir()
+    write_casme2(root / "CAS(ME)^2code_final.xlsx")
+    for folder in ("s15/15_0101disgust", "s15/15_0502happy", "S16/16_0102worms", "sub16/16_0401a"):
+        (root / "rawpic" / folder).mkdir(parents=True)
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("casme2", root)
+    assert str(err.value) == (
+        f"{root}: 3 annotated videos not found: 's16/16_0102' (rawpic/s16/16_0102*), "
+        "'s16/16_0401' (rawpic/s16/16_0401*), 's16/16_0502' (rawpic/s16/16_0502*). Found "
+        "under another name: 'S16/16_0102' for 's16/16_0102', 'sub16/16_0401' for "
+        "'s16/16_0401'; name the folders as naming rule1's subject folders (s15, s16, ...), "
+        "or give the videos in a CSV (docs/io.md, 'Generic CSV')"
+    )
+    for folder in ("S16", "sub16"):
+        (root / "rawpic" / folder).rename(root / "rawpic" / f"x{folder}")
+        (root / "rawpic" / f"x{folder}").rename(tmp_path / folder)  # out of the data set
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("casme2", root)
+    assert str(err.value).endswith(
+        "(rawpic/s16/16_0502*); check --root (the folder holding the frames or videos)"
+    )
+
+
 @pytest.mark.parametrize(
     "dataset, name, holds",
     [
