@@ -265,7 +265,7 @@ class SWMROConfig:
       without a face takes the last good landmarks before it; frames before the first
       face take the first face's. ``landmark_redetect`` = 1: dlib's detector runs on
       every frame; N > 1 runs it every N-th frame of a segment and tracks with the shape
-      predictor alone between (2-2.5x faster landmarks, landmarks within about 0.5 px
+      predictor alone between (about 1.9x faster landmarks at N = 4, landmarks within about 0.5 px
       of per-frame detection on the clips measured; see docs/sw_mro.md).
     - ``device`` = "cpu"; ``batch_size`` = windows per device batch (each window has
       w - 1 pairs), None = 16 on CPU and 128 on CUDA; ``flow_backend`` = "auto" (see

@@ -1233,6 +1233,12 @@ def test_insightface_root_without_insightface_is_a_note(
     assert main(["extract", *argv, *ARGS]) == 0
     err = capsys.readouterr().err
     assert "note: --insightface-root has no effect without --landmarks insightface; the " in err
+    # Nor on what is complete (found in a probe: it refused the outputs without it, and
+    # those of a moved model folder, as made with other settings).
+    for root in ([], ["--insightface-root", str(tmp_path / "elsewhere")]):
+        argv = [str(short_clip), "--out-dir", str(tmp_path / "o"), *root]
+        assert main(["extract", *argv, *ARGS]) == 0, root
+        assert "skipped" in capsys.readouterr().out
     assert "landmarks are dlib's" in err
 
 

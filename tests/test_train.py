@@ -1507,6 +1507,10 @@ def test_spot_says_when_top_k_cut_intervals(
         said = f"note: more than {kept} ME intervals passed the post-processing; the best {kept} are kept"
         assert (said in err) == (kept < 8), (extra, err)
         assert ("SPEC's 5" in err) == (kept == 5) and "MaE" not in err, err
+    assert main([*spot, "--out", str(out), "--top-k", "1"]) == 0
+    assert "note: more than 1 ME interval passed the post-processing; the best 1 is kept" in (
+        capsys.readouterr().err
+    )
     assert main([*spot, "--out", str(out), "--top-k", "0"]) == 2
     assert "spotformer spot: --top-k must be an int >= 1; got 0" in capsys.readouterr().err
     # Scored against ground truth with another cap than the protocol's 5: said.

@@ -487,11 +487,12 @@ def run(args: argparse.Namespace) -> int:
                 "an expression does, so check them in the video",
                 file=sys.stderr,
             )
+        k, one = params.top_k, params.top_k == 1
         for kind in capped:
             print(
-                f"spotformer spot: note: more than {params.top_k} "
-                f"{'MaE' if kind == 'macro' else 'ME'} intervals passed the post-processing; "
-                f"the best {params.top_k} are kept (at most --top-k per video and type"
+                f"spotformer spot: note: more than {k} {'MaE' if kind == 'macro' else 'ME'} "
+                f"interval{'s' * (not one)} passed the post-processing; the best {k} "
+                f"{'is' if one else 'are'} kept (at most --top-k per video and type"
                 + (", SPEC's 5, as the evaluation keeps" if params.top_k == 5 else "")
                 + "); give --top-k N for more on a long video",
                 file=sys.stderr,

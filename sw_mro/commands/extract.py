@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="dlib: run the face detector every N-th frame and track with the shape "
-        "predictor alone between (default 1: every frame; 4 gives 2-2.5x faster "
+        "predictor alone between (default 1: every frame; 4 gives about 1.9x faster "
         "landmarks that move by about 0.5 px, and lowered the demo's spotting F1 from "
         "0.47 to 0.43 over three seeds: not shown safe for spotting; docs/sw_mro.md)",
     )
@@ -161,8 +161,11 @@ def output_name(path: Path) -> str:
 #: Config fields that say how the features are computed, not what they are: a run that
 #: was killed can be resumed with another batch size (after running out of GPU memory,
 #: say) or another number of landmark workers. Of the device only the type counts
-#: (CPU and CUDA features differ by ~1e-5 px), so another GPU is fine.
-_EXECUTION_ONLY = ("batch_size", "chunk_size", "landmark_workers")
+#: (CPU and CUDA features differ by ~1e-5 px), so another GPU is fine. Where the
+#: insightface models are is not which they are: a moved model folder, or
+#: --insightface-root given with dlib landmarks, refused complete outputs (found in a
+#: probe).
+_EXECUTION_ONLY = ("batch_size", "chunk_size", "landmark_workers", "insightface_root")
 
 
 def _feature_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ Backends:
   :data:`SMALL_FACE_MAX_SIDE` px: faces from ~40 px). ``track=False`` always scans the whole frame. With ``redetect=N``
   (N > 1) the detector runs only every N-th frame of a track; the frames between take
   the last detection's box moved by the landmarks' motion since, and run the shape
-  predictor alone (about 2-2.5x faster landmarks on the dev VM; the landmarks move by
+  predictor alone (about 1.9x faster landmarks at N = 4 on the dev VM; the landmarks move by
   about as much as full-frame detection differs from the tracked search: docs/sw_mro.md).
   The limit: the predictor alone does not follow a face that moves by a quarter of its
   box or more from one frame to the next; the next detection finds it again.
