@@ -407,7 +407,10 @@ def dataset_features(
         why = ""
         if not_reused:
             first = next(iter(not_reused))
-            why = f"; extracted {len(not_reused)}, e.g. {first}: {not_reused[first]}"
+            why = (
+                f"; extracted {len(not_reused)}, e.g. {first}: {not_reused[first]}. Files "
+                f"this run reuses come from `{_extract_command(cfg, plan[first], features_dir)}`"
+            )
         print(
             f"spotformer: reused the features of {len(reused)} of {len(plan)} videos from "
             f"{features_dir}{why}",
@@ -448,6 +451,31 @@ def dataset_features(
             file=sys.stderr,
         )
     return out
+
+
+def _extract_command(cfg, planned: PlannedVideo, features_dir) -> str:  # noqa: ANN001
+    """The ``sw-mro extract`` line that makes features this run reuses, for a video
+    opened as ``planned`` (found in a probe: the reasons a file was not reused named
+    extract's options as if the user ran it, e.g. "--fps 30 keeps it" to a SAMM-LV run)."""
+    import sw_mro
+
+    base = sw_mro.SWMROConfig()
+    words = ["sw-mro extract", "VIDEOS", "--out-dir", shlex.quote(str(features_dir))]
+    if cfg.window != base.window:
+        words += ["--window", str(cfg.window)]
+    if cfg.face_size != base.face_size:
+        words += ["--face-size", str(cfg.face_size)]
+    if planned.ref.stride != 1:
+        words += ["--stride", str(planned.ref.stride)]
+    if planned.ref.fps is not None and Path(planned.ref.path).is_dir():
+        words += ["--fps", f"{planned.ref.fps:g}"]
+    if cfg.landmarks != base.landmarks:
+        words += ["--landmarks", cfg.landmarks]
+    if cfg.landmark_redetect != base.landmark_redetect:
+        words += ["--landmark-redetect", str(cfg.landmark_redetect)]
+    if cfg.align_from_landmarks:
+        words.append("--align-from-landmarks")
+    return " ".join(words) + (" --gpu" if cfg.device.startswith("cuda") else "")
 
 
 def _first_8(items: list[str]) -> str:

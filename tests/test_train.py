@@ -1154,6 +1154,13 @@ def test_train_uses_matching_extract_outputs_instead_of_extracting(tmp_path: Pat
     assert main([*train, "--out", str(tmp_path / "d"), "--features", str(feats)]) == 0
     err = capsys.readouterr().err
     assert "reused the features of 0 of 2" in err and "face_size 128 (this run: 64)" in err
+    # ... and the extract line that makes files it reuses (found in a probe: the reasons
+    # named extract's options only; a SAMM-LV run's re-extracted a whole data set).
+    assert f"Files this run reuses come from `sw-mro extract VIDEOS --out-dir {feats} " in err
+    made = err.split("come from `")[1].split("`")[0].split()
+    assert made[made.index("--face-size") + 1] == "64", made
+    fps = manifest["videos"][0].get("fps")
+    assert ("--fps" in made) == (first.is_dir() and fps is not None), (made, first)
     assert main([*train, "--out", str(tmp_path / "e"), "--features", str(tmp_path / "no")]) == 2
     assert "--features" in capsys.readouterr().err
 
