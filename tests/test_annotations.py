@@ -72,10 +72,10 @@ def write_casme2(
 ) -> Path:
     wb = openpyxl.Workbook()
     wb.remove(wb.active)
-    content = {"CASFEcode_final": rows, "naming rule1": rule1, "naming rule2": rule2}
-    for name in sheets:
+    # The sheets in order, named as given (renamed ones too).
+    for name, content in zip(sheets, (rows, rule1, rule2), strict=False):
         ws = wb.create_sheet(name)
-        for row in content[name]:
+        for row in content:
             ws.append(row)
     wb.save(path)
     return path
@@ -149,6 +149,22 @@ def test_casme2_duplicate_subject_index_in_naming_rule1(tmp_path: Path) -> None:
     xlsx = write_casme2(tmp_path / "a.xlsx", rule1=[[15, "s15", 1], [16, "s16", 1]])
     with pytest.raises(AnnotationError, match=r"naming rule1.*row 2.*index\) 1 is also on row 1"):
         load_casme2(xlsx)
+
+
+def test_casme2_sheets_renamed_in_case_or_spacing(tmp_path: Path) -> None:
+    """Found in a probe: "CASFEcode_final " (a trailing space) and "Naming Rule1" were
+    refused, listing names that looked identical; a renamed "naming rule2" was said to
+    be "CAS(ME)^2 (--dataset casme2)'s workbook", the data set already given."""
+    sheets = ("CASFEcode_final ", "Naming Rule1", "NAMING RULE2")
+    assert load_casme2(write_casme2(tmp_path / "a.xlsx", sheets=sheets)).expressions == (
+        CAS_EXPECTED
+    )
+    xlsx = write_casme2(tmp_path / "b.xlsx", sheets=("CASFEcode_final", "naming rule1", "x"))
+    with pytest.raises(AnnotationError) as err:
+        load_casme2(xlsx)
+    assert str(err.value) == (
+        f"{xlsx}: no sheet 'naming rule2' (sheets: 'CASFEcode_final', 'naming rule1', 'x')"
+    )
 
 
 def test_casme2_code_and_name_in_one_cell(tmp_path: Path) -> None:
@@ -444,6 +460,10 @@ def test_samm_sources_from_root(samm_xlsx: Path, tmp_path: Path) -> None:
         table = load_samm(samm_xlsx, root=root)
         assert table.sources["007_3"] == VideoRef(base / "007_3", 200.0, 7, "007")
         assert sorted(table.sources) == ["006_1", "007_3", "007_5", "010_6"]
+    # The folder named in another case, as the workbook spells it (found in a probe).
+    other = base.rename(base.with_name("SAMM_LongVideos"))
+    table = load_samm(samm_xlsx, root=tmp_path / "SAMM")
+    assert table.sources["007_3"] == VideoRef(other / "007_3", 200.0, 7, "007")
     with pytest.raises(ValueError, match="subsample"):
         load_samm(samm_xlsx, subsample=0)
 

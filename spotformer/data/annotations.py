@@ -161,21 +161,27 @@ def _read_sheets(
     try:
         out = {}
         for name in names:
-            if name not in wb.sheetnames:
+            # A sheet renamed only in case or spacing ("CASFEcode_final ", "Naming Rule1")
+            # is the same sheet (found in a probe: refused, listing a name that looked
+            # identical).
+            alike = [s for s in wb.sheetnames if s.strip().casefold() == name.casefold()]
+            if name not in wb.sheetnames and len(alike) != 1:
                 # The other data set's workbook (found in review: --dataset samm on a
-                # CAS(ME)^2 folder said only which sheets there were).
+                # CAS(ME)^2 folder said only which sheets there were); not for a sheet of
+                # the same data set's workbook (found in a probe).
+                ours = {CAS_SHEET, CAS_RULE1, CAS_RULE2} if name != SAMM_SHEET else {SAMM_SHEET}
                 other = {CAS_SHEET: "CAS(ME)^2 (--dataset casme2)",
                          SAMM_SHEET: "SAMM-LV (--dataset samm)"}  # fmt: skip
                 hint = next(
                     (f"; it is {v}'s workbook" for k, v in other.items() if k in wb.sheetnames
-                     and k != name),
+                     and k not in ours),
                     "",
                 )  # fmt: skip
                 raise AnnotationError(
                     f"{xlsx}: no sheet {name!r} (sheets: {', '.join(map(repr, wb.sheetnames))})"
                     + hint
                 )
-            ws = wb[name]
+            ws = wb[name if name in wb.sheetnames else alike[0]]
             # Read-only mode trusts the sheet's <dimension> record, which some writers
             # leave wrong (e.g. A1:A1); without this the rows after it were dropped.
             ws.reset_dimensions()
@@ -530,7 +536,16 @@ def _round_half_up(x: float) -> int:
 
 
 def _samm_sources(root: Path, subsample: int) -> dict[str, VideoRef]:
+    # Its name in any case (found in a probe: the workbook's "SAMM_LongVideos" spelling
+    # as the folder's name gave "no videos found").
+    named = (
+        [p for p in root.iterdir() if p.name.casefold() == "samm_longvideos" and p.is_dir()]
+        if root.is_dir()
+        else []
+    )
     base = root / "SAMM_longvideos" if (root / "SAMM_longvideos").is_dir() else root
+    if base == root and len(named) == 1:
+        base = named[0]
     found: dict[str, VideoRef] = {}
     if base.is_dir():
         for item in sorted(base.iterdir()):
