@@ -571,8 +571,12 @@ def test_load_annotations_dispatch(cas_xlsx: Path, samm_xlsx: Path, tmp_path: Pa
     assert load_annotations(samm_xlsx, subsample=7).expressions == SAMM_EXPECTED_7
     other = tmp_path / "other.xlsx"
     openpyxl.Workbook().save(other)
-    with pytest.raises(AnnotationError, match="neither CAS"):
+    with pytest.raises(AnnotationError, match=r"neither CAS.*; its sheets: 'Sheet'$"):
         load_annotations(other)
+    # A sheet renamed in case or spacing: the workbook is still told (found in a probe).
+    renamed = ("casfecode_final ", "Naming Rule1", "naming rule2")
+    xlsx = write_casme2(tmp_path / "renamed.xlsx", sheets=renamed)
+    assert load_annotations(xlsx).expressions == CAS_EXPECTED
     with pytest.raises(AnnotationError, match="unknown annotation format"):
         load_annotations(tmp_path / "x.json")
     with pytest.raises(AnnotationError, match="no such annotation file"):

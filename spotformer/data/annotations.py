@@ -788,10 +788,12 @@ def workbook_kind(path: str | os.PathLike) -> str:
         wb.close()
     except Exception as exc:
         raise AnnotationError(f"{path}: not a readable .xlsx file ({one_line(exc)})") from exc
-    if CAS_SHEET in names:
+    folded = {n.strip().casefold() for n in names}  # as _read_sheets matches them
+    if CAS_SHEET.casefold() in folded:
         return "casme2"
-    if SAMM_SHEET in names:
+    if SAMM_SHEET.casefold() in folded:
         return "samm"
     raise AnnotationError(
-        f"{path}: neither CAS(ME)^2 (sheet {CAS_SHEET!r}) nor SAMM-LV (sheet {SAMM_SHEET!r})"
+        f"{path}: neither CAS(ME)^2 (sheet {CAS_SHEET!r}) nor SAMM-LV (sheet {SAMM_SHEET!r}); "
+        f"its sheets: {', '.join(map(repr, names))}"
     )
