@@ -708,6 +708,7 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert pool not in landmark_pool._POOLS.values() and not any(p.is_alive() for p in workers)
     out = capsys.readouterr().out
     assert "LOSO over 3 subjects" in out and "Overall" in out
+    assert "Data: 3 videos, 3 annotated (" in out and ", 0 without annotations" in out
     report = json.loads((run / "report.json").read_text())
     table_line = next(ln for ln in out.splitlines() if ln.startswith("Overall")).split()
     assert [int(x) for x in table_line[1:4]] == [report["overall"][k] for k in ("tp", "fp", "fn")]
@@ -1581,6 +1582,23 @@ def test_spot_warns_when_the_fold_trained_on_the_video(tmp_path: Path) -> None:
     assert "video '007_2' is subject 007's" in _trained_on("007_2", samm, ck)
     # Other data sets: subjects cannot be told from the id.
     assert _trained_on("s16/v0", SimpleNamespace(info={"dataset": "csv"}, subject="s15"), ck) == ""
+
+
+def test_train_says_what_it_trains_and_scores_on() -> None:
+    """Found in a probe: videos without annotations (each interval there a false
+    positive) and dropped rows were counted nowhere a researcher could compare."""
+    from spotformer.commands.train import data_summary
+    from spotformer.data.table import AnnotationTable, DroppedRow
+
+    exprs = [Expression("a", "a/1", 5, 6, 9, "micro"), Expression("a", "a/1", 20, 30, 50, "macro"),
+             Expression("b", "b/1", 5, 6, 9, "macro"), Expression("c", "c/9", 1, 2, 3, "micro")]  # fmt: skip
+    table = AnnotationTable(exprs, [DroppedRow("x.xlsx", 4, "two missing")])
+    assert data_summary(table, {"a/1", "b/1", "b/2", "d/1"}) == (
+        "Data: 4 videos, 2 annotated (3 expressions: 2 MaE, 1 ME), 2 without annotations "
+        "(their intervals count as false positives); 1 annotation row dropped (warned above)"
+    )
+    assert data_summary(AnnotationTable(exprs[:1]), {"a/1"}).endswith("0 without annotations "
+                                                                       "(their intervals count as false positives)")  # fmt: skip
 
 
 def test_which_intervals_reach_frames_without_a_face() -> None:

@@ -149,6 +149,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: Printed after "interrupted" on Ctrl-C (sw_mro._cli_util.dispatch).
 INTERRUPT_HINT = "run the same command with --resume to continue (finished folds are kept)"
 
+
+def data_summary(table, videos: set[str]) -> str:  # noqa: ANN001 - AnnotationTable
+    """What a run trains and scores on, in one line (found in a probe: the videos without
+    annotations, which count for false positives, and the dropped rows were not counted
+    anywhere a researcher comparing with the paper could see)."""
+    used = [e for e in table.expressions if e.video in videos]
+    annotated = {e.video for e in used}
+    mae = sum(e.kind == "macro" for e in used)
+    dropped = len(table.dropped)
+    return (
+        f"Data: {len(videos)} videos, {len(annotated)} annotated ({len(used)} expressions: "
+        f"{mae} MaE, {len(used) - mae} ME), {len(videos - annotated)} without annotations "
+        "(their intervals count as false positives)"
+        + (
+            f"; {dropped} annotation row{'s' * (dropped != 1)} dropped (warned above)"
+            if dropped
+            else ""
+        )
+    )
+
+
 # SPEC 2.2: SW-MRO's face crop is 256 px by default; SAMM-LV's precedent used 320.
 FACE_SIZE: dict[str, int] = {"samm": 320}
 
@@ -283,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
             f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
             f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
         )
+        print(data_summary(table, set(feats.features)))
         data = SpottingData.build(
             feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
         )
