@@ -32,12 +32,40 @@ class DatasetError(SpotFormerError):
     """A data set folder or annotation file cannot be used; the message says how to fix it."""
 
 
-def _one(root: Path, patterns: Sequence[str], what: str) -> Path:
+def _one(root: Path, patterns: Sequence[str], what: str, kind: str) -> Path:
+    """The data set's workbook in ``root``: the last match of the first of ``patterns``
+    that matches (the newest ``V*`` release), or, for ``*.xlsx``, the one workbook of
+    that ``kind`` (found in a probe: the first by name, ``aaa_notes.xlsx``, was taken
+    and said to be the other data set's workbook, and a right one was taken unsaid)."""
+    from spotformer.data.annotations import workbook_kind
+    from spotformer.errors import AnnotationError
+
     for pat in patterns:
         hits = sorted(root.glob(pat))
-        if hits:
+        if not hits:
+            continue
+        if not pat.startswith("*"):
             return hits[-1]
-    raise DatasetError(f"{root}: no {what} found (looked for {', '.join(patterns)})")
+        ours = []
+        for h in hits:
+            try:
+                if workbook_kind(h) == kind:
+                    ours.append(h)
+            except AnnotationError:
+                continue
+        names = ", ".join(repr(h.name) for h in (ours or hits)[:6])
+        if len(ours) == 1:
+            print(f"spotformer: annotations: {ours[0]}", file=sys.stderr)
+            return ours[0]
+        if ours:
+            raise DatasetError(
+                f"{root}: {len(ours)} {what} workbooks ({names}); pass one with --annotations"
+            )
+        raise DatasetError(
+            f"{root}: none of its .xlsx files is a {what} workbook ({names}); pass it with "
+            "--annotations"
+        )
+    raise DatasetError(f"{root}: no {what} workbook found (looked for {', '.join(patterns)})")
 
 
 def load_dataset(
@@ -86,14 +114,14 @@ def load_dataset(
         x = (
             Path(annotations)
             if annotations
-            else _one(r, ["CAS(ME)^2code_final.xlsx", "*.xlsx"], "CAS(ME)^2 xlsx")
+            else _one(r, ["CAS(ME)^2code_final.xlsx", "*.xlsx"], "CAS(ME)^2", "casme2")
         )
         table = A.load_casme2(x, root=r)
     elif dataset == "samm":
         x = (
             Path(annotations)
             if annotations
-            else _one(r, ["SAMM_LongVideos_V*_Release.xlsx", "*.xlsx"], "SAMM-LV xlsx")
+            else _one(r, ["SAMM_LongVideos_V*_Release.xlsx", "*.xlsx"], "SAMM-LV", "samm")
         )
         table = A.load_samm(x, root=r)
     else:

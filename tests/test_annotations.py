@@ -387,6 +387,24 @@ def test_samm_rows_subsample_7(samm_xlsx: Path, caplog: pytest.LogCaptureFixture
     ]
     assert sum("dropped" in r.getMessage() for r in caplog.records) == 2
     assert table.videos == ["006_1", "007_3", "007_5"]
+    assert not any("Subject column" in r.getMessage() for r in caplog.records)
+
+
+def test_samm_subject_column_that_disagrees_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in a probe: Subject 7 on a row of 006_1_1 was ignored without a word (the
+    Filename's subject, which names the frames folder, is used)."""
+    rows = [_samm_row(7, "006_1_1", 566, 648, 743, "Macro"), *SAMM_ROWS[1:], ["006", "006_1_9", 1, 10, 12, 14, None, "Macro", "", ""]]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_samm(write_samm(tmp_path / "s.xlsx", rows=rows))
+    assert table.expressions[0] == SAMM_EXPECTED_7[0]  # subject 006, from the Filename
+    said = [r.getMessage() for r in caplog.records if "Subject column" in r.getMessage()]
+    assert (
+        len(said) == 1
+        and "disagrees with the Filename on 1 row(s) (row 11: Subject 7, " in (said[0])
+    ), said  # "006" (text) on row 19 agrees with 006_1_9
+    assert "Filename '006_1_1'); the Filename's subject is used" in said[0]
 
 
 def test_samm_subsample_1_only_makes_frames_0_based(samm_xlsx: Path) -> None:

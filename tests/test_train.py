@@ -1040,6 +1040,42 @@ def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:
     )
 
 
+def test_a_workbook_under_another_name_is_found_by_its_sheets(tmp_path: Path, capsys) -> None:
+    """Found in a probe: with no CAS(ME)^2code_final.xlsx, the first .xlsx by name was
+    taken (aaa_notes.xlsx, then called the other data set's workbook), and a right one
+    was taken without a word."""
+    from test_annotations import write_casme2, write_samm
+
+    import spotformer.features as F
+
+    root = tmp_path / "cas"
+    (root / "rawpic" / "s15" / "15_0101disgust").mkdir(parents=True)
+    write_samm(root / "aaa_notes.xlsx")  # another workbook, first by name
+    write_casme2(root / "CAS(ME)^2code_final (1).xlsx")
+    with pytest.raises(F.DatasetError, match="annotated videos? not found"):
+        F.load_dataset("casme2", root)  # the workbook was read: its videos are looked for
+    assert f"spotformer: annotations: {root / 'CAS(ME)^2code_final (1).xlsx'}" in (
+        capsys.readouterr().err
+    )
+    write_casme2(root / "copy.xlsx")
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("casme2", root)
+    assert str(err.value) == (
+        f"{root}: 2 CAS(ME)^2 workbooks ('CAS(ME)^2code_final (1).xlsx', 'copy.xlsx'); "
+        "pass one with --annotations"
+    )
+    from spotformer.errors import AnnotationError
+
+    with pytest.raises(AnnotationError, match="no videos found"):
+        F.load_dataset("samm", root)  # the one SAMM-LV workbook, aaa_notes.xlsx, was read
+    (root / "aaa_notes.xlsx").unlink()
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("samm", root)
+    assert str(err.value).startswith(
+        f"{root}: none of its .xlsx files is a SAMM-LV workbook ('CAS(ME)^2code_final (1).xlsx'"
+    )
+
+
 def test_casme2_videos_not_found_are_listed_with_near_misses(tmp_path: Path) -> None:
     """Found in a probe: subject folders named S16 or sub16 gave "1 annotated video(s)
     not found, e.g. 's16/16_0101'; check --root", though --root was right and the

@@ -579,6 +579,7 @@ def load_samm(
     source = f"{xlsx} [{SAMM_SHEET}]"
     formulas = _Formulas(xlsx, SAMM_SHEET)
     repeats = RepeatCheck(source, "row")
+    disagree: list[str] = []  # rows whose Subject is not the Filename's (found in a probe)
     for i in range(header + 1, len(rows)):
         row, r = rows[i], i + 1
         if all(_blank(c) for c in row):
@@ -590,6 +591,11 @@ def load_samm(
         if m is None:
             raise _fail(xlsx, SAMM_SHEET, r, f"Filename {name!r} is not like '006_1_1'")
         subject, video = m.group(1), f"{m.group(1)}_{m.group(2)}"
+        given = _cell(row, col["subject"])
+        if not _blank(given) and str(given).strip().lstrip("0").removesuffix(".0") != (
+            subject.lstrip("0")
+        ):
+            disagree.append(f"row {r}: Subject {given!r}, Filename {str(name).strip()!r}")
         frames = _frame_cells(row, r, [(col[c], c.title()) for c in SAMM_COLUMNS[2:5]], formulas)
         if _blank(_cell(row, col["type"])):
             formulas.check_blank(r, col["type"], "Type")
@@ -604,6 +610,13 @@ def load_samm(
         apex = min(max(math.floor((f_apex - 1) / subsample), onset), offset)
         e = Expression(subject, video, onset, apex, offset, kind)
         _add(table, repeats, r, e, filled)  # compared in source frames
+    if disagree:
+        more = f" and {len(disagree) - 4} more" if len(disagree) > 4 else ""
+        log.warning(
+            "%s: the Subject column disagrees with the Filename on %d row(s) (%s%s); the "
+            "Filename's subject is used (its frames folder is named by it)",
+            source, len(disagree), "; ".join(disagree[:4]), more,
+        )  # fmt: skip
     if root is not None:
         sources = _samm_sources(Path(root), subsample)
         table.sources = _check_sources(Path(root), sources, table, "SAMM_longvideos/")
