@@ -38,7 +38,23 @@ class EmptyVideoError(VideoError):
 
 
 class ClipTooShortError(VideoError):
-    """The video has fewer frames than the operation needs (stride, window)."""
+    """The video has fewer frames than the operation needs (stride, window).
+
+    Raised when a video is opened at a stride over its frames, it carries the ``path``,
+    the ``source_frames`` and the ``stride``, so that a caller that knows the window can
+    say which strides would do (:func:`sw_mro.pipeline.window_advice`); None otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: object = None,
+        source_frames: int | None = None,
+        stride: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path, self.source_frames, self.stride = path, source_frames, stride
 
 
 class LandmarkError(SWMROError):

@@ -1510,10 +1510,9 @@ def too_short_error(
 def window_advice(exc: ClipTooShortError, window: int) -> ClipTooShortError:
     """``exc`` from opening a video at a stride over its frames, as
     :func:`too_short_error` words it for ``window`` (``exc`` itself when it is another)."""
-    n_src = getattr(exc, "source_num_frames", None)
-    if n_src is None:
+    if exc.source_frames is None or exc.stride is None:
         return exc
-    return too_short_error(exc.path, n_src, exc.stride, window)
+    return too_short_error(exc.path, exc.source_frames, exc.stride, window)
 
 
 def _checked_config(config: Any) -> SWMROConfig:

@@ -123,11 +123,22 @@ def ground_truth_id(video: Path, ids: set[str]) -> str | None:
     return best[0] if len(best) == 1 else None
 
 
+def folder_rate(video: Path, info: dict, fps: float | None) -> float | None:
+    """The rate to open ``video`` with: ``fps``, else for a frame folder the rate of the
+    model's training data (``info``'s ``source_fps``), else None (the container's)."""
+    return info.get("source_fps") if fps is None and video.is_dir() else fps
+
+
 def open_like_training(
-    video: Path, info: dict, stride: int | None, fps: float | None
+    video: Path,
+    info: dict,
+    stride: int | None,
+    fps: float | None,
+    source=None,  # noqa: ANN001
 ) -> tuple[int, float | None, str]:
     """The stride and frame-folder rate to open ``video`` with, and a note on what was
-    taken from the model.
+    taken from the model. ``source``: the video's ``VideoInfo`` opened at
+    :func:`folder_rate`, when the caller has it (else it is opened here).
 
     A frame folder's rate defaults to that of the model's training data (SAMM-LV: 200;
     else 30). Without ``stride``, the video is subsampled to the frame rate the model
@@ -138,14 +149,12 @@ def open_like_training(
     from spotformer.data.table import rate_scale
     from sw_mro.io.video import open_video
 
-    fps_in = fps
-    if fps_in is None and video.is_dir():
-        fps_in = info.get("source_fps")
+    fps_in = folder_rate(video, info, fps)
     trained_stride = info.get("stride")
     if not trained_stride:
         return stride or 1, fps_in, ""
     target = float(info.get("source_fps") or 30.0) / int(trained_stride)
-    source = float(open_video(video, fps=fps_in).info.source_fps)
+    source = float((source or open_video(video, fps=fps_in).info).source_fps)
     auto = max(1, round(source / target))  # the whole stride nearest the model's rate
     auto_matches = rate_scale(source / auto, target) == 1.0  # as training would treat it
     scoring = (
@@ -400,11 +409,14 @@ def run(args: argparse.Namespace) -> int:
             params = dataclasses.replace(params, apex_threshold=args.apex_threshold)
         if args.top_k is not None:
             params = dataclasses.replace(params, top_k=args.top_k)
-        stride, fps_in, note = open_like_training(args.video, mf.info, args.stride, args.fps)
+        opened = open_video(args.video, fps=folder_rate(args.video, mf.info, args.fps)).info
+        stride, fps_in, note = open_like_training(
+            args.video, mf.info, args.stride, args.fps, source=opened
+        )
         # Too short for the model's window at this stride: said before the note on the
         # stride (found in a probe: --stride over the video's frames printed that note,
         # then failed without saying which stride would do).
-        n_src = open_video(args.video, fps=fps_in).info.source_num_frames
+        n_src = opened.source_num_frames
         if -(-n_src // stride) < cfg.window:
             raise too_short_error(args.video, n_src, stride, cfg.window)
         if note:
@@ -446,10 +458,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if gts:  # the frames extracted: no second opening of the video
             gts = _within_the_video(gts, feats.shape[0] - 1, video_id, stride)
+        faceless = describe_runs(frame_runs(missing), stride=stride) if missing else ""
         if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * feats.shape[0]:
             print(
                 f"spotformer spot: warning: {args.video}: no face in {len(missing)} of its "
-                f"{feats.shape[0]} frames ({describe_runs(frame_runs(missing), 3, stride)}); "
+                f"{feats.shape[0]} frames ({faceless}); "
                 f"{LANDMARK_FALLBACK_WORDS}",
                 file=sys.stderr,
             )
@@ -481,8 +494,7 @@ def run(args: argparse.Namespace) -> int:
         if near:
             print(
                 f"spotformer spot: note: {len(near)} of the {len(intervals)} intervals "
-                f"reach{'es' * (len(near) == 1)} frames without a face "
-                f"({describe_runs(frame_runs(missing), stride=stride)}): "
+                f"reach{'es' * (len(near) == 1)} frames without a face ({faceless}): "
                 f"{_interval_words(near)}; a face lost or found again moves the image as "
                 "an expression does, so check them in the video",
                 file=sys.stderr,
@@ -493,7 +505,7 @@ def run(args: argparse.Namespace) -> int:
                 f"spotformer spot: note: more than {k} {'MaE' if kind == 'macro' else 'ME'} "
                 f"interval{'s' * (not one)} passed the post-processing; the best {k} "
                 f"{'is' if one else 'are'} kept (at most --top-k per video and type"
-                + (", SPEC's 5, as the evaluation keeps" if params.top_k == 5 else "")
+                + (f", SPEC's {k}, as the evaluation keeps" if k == SpotParams().top_k else "")
                 + "); give --top-k N for more on a long video",
                 file=sys.stderr,
             )

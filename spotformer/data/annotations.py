@@ -536,16 +536,13 @@ def _round_half_up(x: float) -> int:
 
 
 def _samm_sources(root: Path, subsample: int) -> dict[str, VideoRef]:
-    # Its name in any case (found in a probe: the workbook's "SAMM_LongVideos" spelling
-    # as the folder's name gave "no videos found").
-    named = (
-        [p for p in root.iterdir() if p.name.casefold() == "samm_longvideos" and p.is_dir()]
-        if root.is_dir()
-        else []
-    )
-    base = root / "SAMM_longvideos" if (root / "SAMM_longvideos").is_dir() else root
-    if base == root and len(named) == 1:
-        base = named[0]
+    base = root / "SAMM_longvideos"
+    if not base.is_dir():  # its name in any case (found in a probe: the workbook's
+        named = [  # "SAMM_LongVideos" spelling gave "no videos found"), else root itself
+            p for p in (root.iterdir() if root.is_dir() else ()) if p.is_dir()
+            and p.name.casefold() == base.name.casefold()
+        ]  # fmt: skip
+        base = named[0] if len(named) == 1 else root
     found: dict[str, VideoRef] = {}
     if base.is_dir():
         for item in sorted(base.iterdir()):

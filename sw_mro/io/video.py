@@ -342,13 +342,13 @@ def _strided_info(
     if source_num_frames == 0:
         raise EmptyVideoError(f"{path}: the video has no frames")
     if stride > source_num_frames:
-        err = ClipTooShortError(
+        raise ClipTooShortError(
             f"{path}: stride {stride} is larger than the video's {source_num_frames} frames "
-            "(it would keep only the first)"
+            "(it would keep only the first)",
+            path=path,
+            source_frames=source_num_frames,
+            stride=stride,
         )
-        # for advice that knows the window (sw_mro.pipeline.window_advice)
-        err.path, err.source_num_frames, err.stride = path, source_num_frames, stride
-        raise err
     return VideoInfo(
         path=path,
         fps=source_fps / stride,
