@@ -605,6 +605,13 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     # review: a SAMM-LV model on a 30 fps CAS(ME)^2 folder read it as 200 fps).
     assert "give its real rate with --fps (CAS(ME)^2's: --fps 30)" in note
     assert "--fps (CAS" not in open_like_training(folder, samm, None, 200.0)[2]
+    # With --fps given, only --stride is left to override the choice (found in review:
+    # "--stride and --fps override this" to a user who had given --fps).
+    for rate, stride_want in ((400.0, 14), (25.0, 1)):
+        stride, _, note = open_like_training(folder, samm, None, rate)
+        assert stride == stride_want and "--stride overrides this" in note, note
+        assert "--fps override" not in note
+    assert "--stride and --fps override this" in open_like_training(v60, samm, None, None)[2]
     assert open_like_training(v30, cas, None, None) == (1, None, "")
     assert open_like_training(v60, cas, None, None)[:2] == (2, None)
     # --stride wins; a rate other than the model's is said, with how to score it (found

@@ -182,13 +182,15 @@ def open_like_training(
             ),
         )
     chosen, rate = auto, source / auto
+    # found in review: "--fps overrides this" was said to a user who had given --fps
+    override = "--stride overrides this" if fps is not None else "--stride and --fps override this"
     if not auto_matches:  # found in review: a 25 fps webcam on a 30 fps model, unsaid
         note = (
             f"{video}: {source:g} fps at stride {chosen} is {rate:.2f} fps, not the "
             f"{target:.2f} fps of the model's training data (no whole stride gives it): "
             f"the model sees each motion over {rate / target:.2f}x the frames it learnt "
             "it in, which can cost accuracy (the post-processing's windows are scaled to "
-            f"{rate:.2f} fps); --stride and --fps override this"
+            f"{rate:.2f} fps); {override}"
         )
         if chosen > 1:
             note += ". " + scoring.format(s=chosen)
@@ -203,8 +205,7 @@ def open_like_training(
         return 1, fps_in, note
     note = (
         f"{video}: {source:g} fps at stride {chosen} is {rate:.2f} fps, the rate "
-        f"of the model's training data ({target:.2f} fps); --stride and --fps override "
-        f"this. " + scoring.format(s=chosen)
+        f"of the model's training data ({target:.2f} fps); {override}. " + scoring.format(s=chosen)
     )
     if video.is_dir() and fps is None:  # e.g. a SAMM-LV model on a CAS(ME)^2 folder
         note += (
