@@ -419,6 +419,31 @@ def test_usable_cpus_respect_affinity_and_cgroup_quota(
 # --------------------------------------------------------------------------- reference
 
 
+def test_crop_box_and_nose_patch_conventions() -> None:
+    """The half-pixel conventions docs/sw_mro.md writes down (found by a clean-room
+    implementation: placed half a pixel otherwise, features of pairs whose alignment
+    does not settle differed by up to 30 px). Figures by hand."""
+    from sw_mro.io.landmarks import LandmarkResult
+    from sw_mro.pipeline import _nose_geometry, face_boxes
+
+    pts = np.zeros((2, 68, 2), np.float32)
+    pts[0, :, 0], pts[0, :, 1] = np.linspace(10, 50, 68), np.linspace(20, 60, 68)
+    pts[1] = 7.0  # every landmark on one point: the side's 8 px floor
+    res = LandmarkResult(np.zeros((2, 4), np.float32), pts, np.ones(2, bool))
+    # Extent 40 -> side 1.2 x 40 = 48; centre (30, 40) as the numbers are, then up by
+    # 0.05 x 48 = 2.4: (6, 13.6, 54, 61.6). One point at 7: side 8, centre (7, 6.6).
+    want = [[6.0, 13.6, 54.0, 61.6], [3.0, 2.6, 11.0, 10.6]]
+    np.testing.assert_allclose(face_boxes(res, SWMROConfig()), want, atol=1e-9)
+    # Nose (SPEC defaults at 256: margin 13, patch 64). Landmarks 29, 30 at x 88.5 and
+    # 99.5, y 87.5 and 100: box lo = floor(v - 13 + 0.5), hi = floor(v + 13 + 0.5),
+    # halves up: x 76..113, y 75..113 (half to even would give y0 = 74). Patch top-left
+    # round((lo + hi) / 2) - 32, halves to even: x round(94.5) = 94 -> 62, y 94 -> 62.
+    nose = torch.tensor([[[88.5, 87.5], [99.5, 100.0]]], dtype=torch.float64)
+    box, origin, patch = _nose_geometry(nose, SWMROConfig())
+    assert box.tolist() == [[76, 75, 113, 113]] and origin.tolist() == [[62, 62]]
+    assert patch == 64
+
+
 def _png_folder(frames: np.ndarray, folder: Path) -> Path:
     """Lossless frame folder, so extract and the reference see the same pixels."""
     folder.mkdir(parents=True, exist_ok=True)
