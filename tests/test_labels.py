@@ -130,6 +130,9 @@ def test_rate_scale_treats_the_tolerance_the_same_either_way() -> None:
     assert rate_scale(29.97, 30.0) == rate_scale(30.0, 29.97) == 1.0
     assert rate_scale(60.0, 30.0) == 2.0 and rate_scale(25.0, 30.0) == 25.0 / 30.0
     assert rate_scale(31.6, 30.0) == 31.6 / 30.0  # 5.3 % over either way
+    # Exactly 5 % either way is in (1 - 28.5 / 30 is 0.05 plus a rounding error).
+    assert rate_scale(28.5, 30.0) == rate_scale(31.5, 30.0) == 1.0
+    assert rate_scale(28.4, 30.0) == 28.4 / 30.0
 
 
 @pytest.mark.parametrize("bad", [0.0, -30.0, float("nan"), float("inf")])

@@ -56,9 +56,11 @@ apex, and finally clamps apex into [onset, offset] (rounding can push onset past
 floored apex). The paper divides ``f / 7`` instead; ``(f - 1) / s`` is what
 ``open_video(..., stride=s)`` decodes (its index ``i`` is 1-based source frame
 ``s i + 1``), and the two differ by ``1 / s`` of a subsampled frame before rounding, so
-a converted index differs from the paper's by at most 1: onsets and offsets with
-``f mod 7 == 4`` and apexes with ``f mod 7 == 0`` (about 1 in 7 each) land one frame
-earlier; a deliberate departure from SPEC section 1, which follows the paper. (The apex
+a converted index differs from the paper's by at most 1: one lands a frame earlier
+wherever ``(f - 1) / 7`` and ``f / 7`` round (onset, offset) or floor (apex) apart,
+for whole frames onsets and offsets with ``f mod 7 == 4`` and apexes with ``f mod 7 ==
+0`` (about 1 in 7 each), for fractional ones likewise (onset 10.5: 1, the paper's 2);
+a deliberate departure from SPEC section 1, which follows the paper. (The apex
 only places the labels' apex target; it is not scored.)
 
 **Generic CSV** (:func:`load_csv`): a header row with ``subject,video,onset,apex,offset,

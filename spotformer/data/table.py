@@ -74,7 +74,9 @@ def rate_scale(fps: float, ref_fps: float) -> float:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"{name} must be a finite frame rate > 0, got {rate!r}")
     s = fps / ref_fps
-    same = min(abs(s - 1.0), abs(1.0 / s - 1.0)) <= SAME_RATE_TOLERANCE
+    # + 1e-9: the boundary is in (found in review: 1 - 28.5 / 30 is 0.05 plus a rounding
+    # error, so 28.5 fps was scaled while 31.5 fps was not)
+    same = min(abs(s - 1.0), abs(1.0 / s - 1.0)) <= SAME_RATE_TOLERANCE + 1e-9
     return 1.0 if same else s
 
 
