@@ -908,6 +908,12 @@ def _open(video: Any, config: SWMROConfig):
                 f"SWMROConfig.stride={config.stride}: {video.info.path} was opened at stride "
                 f"{opened}; open it with stride={config.stride}, or pass its path"
             )
+        if getattr(video, "color", "rgb") != "rgb":  # found in review: failed deep inside
+            raise ValueError(
+                f"{video.info.path} was opened with color={video.color!r}; the landmarks and "
+                "the gray conversion need RGB frames: open it with color='rgb' (the default), "
+                "or pass its path"
+            )
         return video
     from sw_mro.io.video import open_video
 

@@ -1833,3 +1833,30 @@ def test_a_stride_over_the_video_says_which_strides_would_do(
             f"frames; use a video of >= {8 * stride + 1} frames at this stride or a stride "
             "<= 2, or a smaller window (--window)"
         ) in err, err
+
+
+def test_frame_names_that_are_not_utf8(short_clip: Path, tmp_path: Path) -> None:
+    """Found in review: a frame folder whose frame files have Latin-1 names (their bytes
+    kept as surrogates) extracted through the API but failed `sw-mro extract` with a
+    UnicodeEncodeError from the input's signature; now it is written, then skipped as
+    complete."""
+    import cv2
+
+    from sw_mro.io.video import open_video
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(open_video(short_clip).read(range(8)).numpy()):
+        name = os.fsdecode(b"img%d_\xe9.png" % (i + 1))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        (folder / name).write_bytes(png.tobytes())  # cv2.imwrite crashes on such names
+    argv = ["extract", str(folder), "--out-dir", str(tmp_path / "o"), *ARGS]
+    assert main(argv) == 0
+    feats = np.load(tmp_path / "o" / "frames.npy")
+    cfg = sw_mro.SWMROConfig(window=3, face_size=64)
+    assert np.array_equal(feats, sw_mro.extract(folder, cfg).numpy())
+    meta = json.loads((tmp_path / "o" / "frames.json").read_text())
+    assert meta["input_signature"]["files"] == 8
+    mtime = (tmp_path / "o" / "frames.npy").stat().st_mtime_ns
+    assert main(argv) == 0  # complete: skipped, not rewritten
+    assert (tmp_path / "o" / "frames.npy").stat().st_mtime_ns == mtime

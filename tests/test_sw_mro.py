@@ -315,6 +315,9 @@ def test_frames_in_memory_and_what_a_source_may_be(carphone: str, tmp_path: Path
         assert torch.equal(sw_mro.extract(torch.from_numpy(frames), c), want)
     with pytest.raises(ValueError, match="was opened at stride 1; open it with stride=2"):
         sw_mro.extract(open_video(tmp_path), cfg.replace(stride=2))
+    # Found in review: a gray source failed deep inside ("rgb_to_gray needs (..., H, W, 3)").
+    with pytest.raises(ValueError, match="opened with color='gray'; the landmarks and the gray"):
+        sw_mro.extract(open_video(tmp_path, color="gray"), cfg)
     with pytest.raises(TypeError, match="got list"):
         sw_mro.extract([frames], cfg)
     with pytest.raises(ValueError, match="must be uint8"):

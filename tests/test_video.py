@@ -1394,3 +1394,31 @@ def test_decoder_threads_carry_an_os_name(gop_clip: Path, monkeypatch: pytest.Mo
     assert sum(len(c) for _, c in video.chunks(5)) == video.info.num_frames
     assert seen and all(os_name == name[:15] for name, os_name in seen.items()), seen
     assert all(name.startswith("sw_mro-decoder") for name in seen)
+
+
+def test_write_video_heights_that_are_not_multiples_of_4(tmp_path: Path) -> None:
+    """Found in review: a height that is even but not a multiple of 4 (142, 270, 486)
+    failed to reshape the chroma planes, and a frame of another size than the first was
+    rescaled by PyAV without a word."""
+    from sw_mro.io.writer import rgb_to_i420
+
+    frames = _synthetic_frames(6, 144, 176)
+    # The planes of the first 142 rows are those of 144 rows cut (2x2 chroma blocks).
+    big, cut = rgb_to_i420(frames[0]), rgb_to_i420(frames[0][:142]).reshape(-1)
+    y, q, q_big = 144 * 176, 71 * 88, 72 * 88
+    np.testing.assert_array_equal(cut[: 142 * 176], big.reshape(-1)[: 142 * 176])
+    u_big, v_big = big.reshape(-1)[y : y + q_big], big.reshape(-1)[y + q_big :]
+    np.testing.assert_array_equal(cut[142 * 176 : 142 * 176 + q], u_big[:q])
+    np.testing.assert_array_equal(cut[142 * 176 + q :], v_big[:q])
+    path = write_video(tmp_path / "h142.mp4", [f[:142] for f in frames], fps=30.0)
+    got = _cv2_frames(path).astype(int)
+    full = _cv2_frames(write_video(tmp_path / "h144.mp4", frames, fps=30.0)).astype(int)
+    assert got.shape == (6, 142, 176, 3)
+    # As close to the frames as 144 rows are (this saturated texture loses ~7 grey
+    # levels to 4:2:0 chroma and crf 18 either way), and to their decoded rows.
+    err = np.abs(got - np.stack(frames)[:, :142]).mean()
+    assert err < 1.05 * np.abs(full - np.stack(frames)).mean(), err
+    assert np.abs(got - full[:, :142]).mean() < 3.0
+    with pytest.raises(ValueError, match=r"frame 2 is 88x72, the first was 176x144"):
+        write_video(tmp_path / "sizes.mp4", [frames[0], frames[1], frames[2][::2, ::2]])
+    assert not (tmp_path / "sizes.mp4").exists()

@@ -200,7 +200,9 @@ def input_signature(path: Path) -> dict[str, Any] | None:
             files = list_frame_files(path)
             sizes = [f.stat().st_size for f in files]
             for f, size in zip(files, sizes, strict=True):
-                digest.update(f"{f.name}\0{size}\0".encode())
+                # fsencode: a name that is not UTF-8 (found in review: a Latin-1 frame
+                # name failed the run; UTF-8 names hash as before)
+                digest.update(os.fsencode(f.name) + f"\0{size}\0".encode())
             last = len(files) - 1  # -1 for a folder without frames (open_video says so)
             picks = {last * k // (SIGNATURE_FRAMES - 1) for k in range(SIGNATURE_FRAMES)}
             for i in sorted(picks) if files else []:

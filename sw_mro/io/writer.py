@@ -27,8 +27,12 @@ def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
     out[:h] = cv2.convertScaleAbs(cv2.transform(f, _YUV[:1]) + np.float32(16))
     uv = cv2.transform(cv2.resize(f, (w // 2, h // 2), interpolation=cv2.INTER_AREA), _YUV[1:])
     uv = cv2.convertScaleAbs(uv + np.float32(128))  # rounds and saturates
-    out[h : h + h // 4] = uv[..., 0].reshape(h // 4, w)
-    out[h + h // 4 :] = uv[..., 1].reshape(h // 4, w)
+    # The planes follow each other in the buffer, each (h/2)(w/2) bytes; as rows of w
+    # they need not be whole rows (found in review: h = 142 failed to reshape).
+    flat = out.reshape(-1)
+    q = (h // 2) * (w // 2)
+    flat[h * w : h * w + q] = uv[..., 0].reshape(-1)
+    flat[h * w + q :] = uv[..., 1].reshape(-1)
     return out
 
 
@@ -58,7 +62,7 @@ def write_video(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stream = None
+    stream, count = None, 0
     with atomic_path(path, keep_suffix=True) as tmp:
         with av.open(str(tmp), mode="w") as container:
             for frame in frames:
@@ -72,6 +76,11 @@ def write_video(
                         f"write_video({path}): frame shape {arr.shape} is not (H, W[, 3]) "
                         "with even H and W"
                     )
+                if stream is not None and arr.shape[:2] != (stream.height, stream.width):
+                    raise ValueError(  # found in review: PyAV rescaled it, unsaid
+                        f"write_video({path}): frame {count} is {arr.shape[1]}x"
+                        f"{arr.shape[0]}, the first was {stream.width}x{stream.height}"
+                    )
                 if stream is None:
                     stream = container.add_stream(
                         "libx264", rate=Fraction(fps).limit_denominator(1001)
@@ -83,6 +92,7 @@ def write_video(
                 vf = av.VideoFrame.from_ndarray(rgb_to_i420(arr), format="yuv420p")
                 for packet in stream.encode(vf):
                     container.mux(packet)
+                count += 1
             if stream is None:
                 raise ValueError(f"write_video({path}): no frames given")
             for packet in stream.encode():
