@@ -408,8 +408,8 @@ class SWMROConfig:
             raise bad("pyr_scale", "must be in (0, 1)")
         if not self.poly_sigma > 0:
             raise bad("poly_sigma", "must be > 0")
-        if not isinstance(self.winsize, int) or self.winsize < 1:
-            raise bad("winsize", "must be an integer >= 1")
+        if not isinstance(self.winsize, int) or self.winsize < 2:
+            raise bad("winsize", "must be an integer >= 2 (OpenCV's box window of 1 is not one)")
         if self.poly_n not in (5, 7):
             raise bad("poly_n", "Farneback supports poly_n 5 or 7")
         if self.landmarks not in ("dlib", "insightface"):

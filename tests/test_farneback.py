@@ -468,6 +468,7 @@ def _img(*shape: int, dtype=torch.uint8) -> torch.Tensor:
         ({"levels": -1}, "levels"),
         ({"levels": 2.5}, "levels"),
         ({"winsize": 0}, "winsize"),
+        ({"winsize": 1}, "winsize 1 with the box window is not supported"),  # cv2's quirk
         ({"iterations": 0}, "iterations"),
         ({"poly_n": 6}, "poly_n"),
         ({"poly_sigma": 0.0}, "poly_sigma"),
@@ -482,6 +483,32 @@ def _img(*shape: int, dtype=torch.uint8) -> torch.Tensor:
 def test_bad_parameters_raise(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         farneback(_img(16, 16), _img(16, 16), **kwargs)
+
+
+def test_what_the_review_of_unusual_parameters_found() -> None:
+    """A parity sweep over non-default parameters (2026-11-29) found: numpy scalars were
+    refused with a wrong message ("must be in (0, 1) ... got np.float32(0.5)"); a 1-tap
+    Gaussian window (winsize 1) failed in the torch engine with a reshape error; frames
+    6-9 px a side differ from cv2 (its border test wraps around), now refused."""
+    from sw_mro.ops._farneback_expand import _filter_rows
+
+    prev, nxt = _carphone_frames(0, 3)
+    prev, nxt = torch.from_numpy(prev[:64, :64]), torch.from_numpy(nxt[:64, :64])
+    np32 = {"pyr_scale": np.float32(0.5), "poly_sigma": np.float32(1.5)}
+    assert torch.equal(
+        farneback(prev, nxt, backend="torch", **np32),
+        farneback(prev, nxt, backend="torch", pyr_scale=0.5, poly_sigma=1.5),
+    )
+    x = torch.rand(3, 37, 20)  # a 1-tap filter along y is a scale, any height
+    (y,) = _filter_rows(x, np.array([[2.0]], np.float32), "replicate")
+    assert torch.equal(y, 2 * x)
+    flow = farneback(prev, nxt, backend="torch", winsize=1, gaussian=True)
+    assert flow.shape == (1, 2, 64, 64) and bool(torch.isfinite(flow).all())
+    for h, w in ((8, 40), (40, 6), (9, 9)):
+        with pytest.raises(ValueError, match=f"frames of {w}x{h} px are not supported"):
+            farneback(prev[:h, :w], nxt[:h, :w], backend="torch")
+    for h, w in ((5, 40), (10, 10)):  # all border pixels weighted there, as in cv2
+        assert farneback(prev[:h, :w], nxt[:h, :w], backend="torch").shape == (1, 2, h, w)
 
 
 @pytest.mark.parametrize(

@@ -251,7 +251,7 @@ def test_mdmo_of_an_axis_motion_has_no_perpendicular_part(rng: np.random.Generat
      ({"roi_groups": ((0, 11),)}, "roi_groups"), ({"align_tol": -1.0}, "align_tol"),
      ({"landmarks": "mtcnn"}, "landmarks"), ({"device": "tpu"}, "device"),
      ({"batch_size": 0}, "batch_size"), ({"align_max_iter": -1}, "align_max_iter"),
-     ({"winsize": 0}, "winsize"), ({"mdmo_edges": (90.0, 30.0)}, "mdmo_edges"),
+     ({"winsize": 0}, "winsize"), ({"winsize": 1}, "winsize"), ({"mdmo_edges": (90.0, 30.0)}, "mdmo_edges"),
      ({"nose_edges": (400.0,)}, "nose_edges"), ({"align_init_min": -1.0}, "align_init_min"),
      ({"poly_sigma": -1.0}, "poly_sigma"), ({"box_shift": float("nan")}, "box_shift"),
      ({"nose_patch": 40.5}, "nose_patch"), ({"roi_groups": ((0, 3), (2, 5))}, "roi_groups"),

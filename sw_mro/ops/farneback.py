@@ -187,6 +187,12 @@ def farneback_pairs(
             f"ref_idx and tgt_idx must have the same length; got {ref.numel()} and {tgt.numel()}"
         )
     height, width = f.shape[-2:]
+    if 5 < min(height, width) < 10:  # found in review: 0.19-1.3 px mean from cv2
+        raise ValueError(
+            f"frames of {width}x{height} px are not supported: below 10 px a side OpenCV's "
+            "border test wraps around (unsigned arithmetic) and leaves some border pixels "
+            "unweighted, which this port does not copy; use frames of at least 10 px a side"
+        )
     init = _check_init_flow(init_flow, ref.numel(), height, width, f.device)
     if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
         raise ValueError(f"max_batch must be a positive int or None; got {max_batch!r}")
@@ -233,7 +239,10 @@ def _check_params(
     def is_int(v: object) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-    if not isinstance(pyr_scale, (int, float)) or not 0 < pyr_scale < 1:
+    def is_real(v: object) -> bool:  # numpy scalars too (found in review: np.float32(0.5))
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+    if not is_real(pyr_scale) or not 0 < pyr_scale < 1:
         raise ValueError(f"pyr_scale must be in (0, 1) (0.5 halves each level); got {pyr_scale!r}")
     if not is_int(levels) or levels < 0:
         raise ValueError(f"levels must be an int >= 0 (0 = no pyramid); got {levels!r}")
@@ -243,12 +252,18 @@ def _check_params(
         raise ValueError(f"iterations must be an int >= 1 (e.g. 5); got {iterations!r}")
     if not is_int(poly_n) or poly_n not in (5, 7):
         raise ValueError(f"poly_n must be 5 or 7; got {poly_n!r}")
-    if not isinstance(poly_sigma, (int, float)) or not math.isfinite(poly_sigma) or poly_sigma <= 0:
+    if not is_real(poly_sigma) or not math.isfinite(poly_sigma) or poly_sigma <= 0:
         raise ValueError(
             f"poly_sigma must be a positive number (1.1 for poly_n=5, 1.5 for 7); got {poly_sigma!r}"
         )
     if not isinstance(gaussian, (bool, np.bool_)):
         raise ValueError(f"gaussian must be True or False; got {gaussian!r}")
+    if winsize == 1 and not gaussian:  # found in review: 0.08-4 px mean from cv2
+        raise ValueError(
+            "winsize 1 with the box window is not supported: OpenCV's running sums then add "
+            "the first row and column to every pixel's window, which this port does not copy; "
+            "use winsize >= 2, or gaussian=True"
+        )
     return FarnebackParams(
         float(pyr_scale), int(levels), int(winsize), int(iterations), int(poly_n),
         float(poly_sigma), bool(gaussian),
