@@ -507,6 +507,11 @@ def _rgb_to_gray_tensor(rgb: torch.Tensor) -> torch.Tensor:
 SIMILAR_FACE = 1.25
 
 
+def _extent(points: np.ndarray) -> float:
+    """A face's size: the larger side of its landmarks' bounding box (frame px)."""
+    return float(np.ptp(points, axis=0).max())
+
+
 def face_boxes(result: LandmarkResult, config: SWMROConfig) -> np.ndarray:
     """Square crop boxes ``(T, 4)`` ``x0, y0, x1, y1`` per frame (see SWMROConfig.crop_box)."""
     if config.crop_box == "landmarks":
@@ -964,9 +969,11 @@ class _Landmarks:
                 )
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
-        # The box of the last collected frame if it had a face (what a tracker that went
-        # on across the segment's end would search near), else None.
-        self.tail: np.ndarray | None = None
+        # The box and the landmarks' size of the last collected frame with a face (what a
+        # tracker that went on across the segment's end would search near), else None,
+        # and how many frames were collected after it without one.
+        self.tail: tuple[np.ndarray, float] | None = None
+        self.tail_misses = 0
         self.in_flight = 0  # chunks submitted and not yet collected
         # submit() and collect() run in two threads: the count and the switch from worker
         # processes to threads (which either may find necessary) are locked.
@@ -1190,7 +1197,13 @@ class _Landmarks:
         segment run again from that box does so. A face larger than
         :data:`SIMILAR_FACE` times the last one still wins at a restart, as before (the
         largest face is the subject; the tracked face may have been a bystander taken
-        over where the subject was lost). Whether a segment is run again depends only on
+        over where the subject was lost). Sizes are the landmarks' extents: the tracked
+        search's box and the whole-frame scan's differ for one face by up to 1.5x (found
+        in review: two equal faces swapped at 140 px). The last face is the last one
+        found, while the frames after it without a face are at most
+        :data:`~sw_mro.io.landmarks.TRACK_PATIENCE` (found in review: one missed frame at
+        a segment's end handed the video to a bystander), and the segment run again
+        counts them into its patience. Whether a segment is run again depends only on
         the landmarks before it, which are collected in order, so the result still
         depends neither on the chunking nor on the number of workers. Far: the first
         frame's box centre moved more than half the last box's side
@@ -1198,21 +1211,27 @@ class _Landmarks:
         detects every frame afresh). Cost: with two faces of similar size in view, up to
         every segment is run twice, the second time in this thread."""
         from sw_mro.config import FACE_JUMP_SHARE
+        from sw_mro.io.landmarks import TRACK_PATIENCE
 
-        tail = self.tail
+        tail, misses = self.tail, self.tail_misses
         for j, ((a, b), r) in enumerate(zip(p.spans, results, strict=True)):
             fresh = not (j == 0 and p.continues)
             if (
                 fresh
                 and tail is not None
+                and misses <= TRACK_PATIENCE
                 and self.config.landmarks == "dlib"
                 and r.found[0]
-                and centre_distance(tail, r.boxes[0]) > FACE_JUMP_SHARE * (tail[2] - tail[0])
-                and r.boxes[0, 2] - r.boxes[0, 0] <= SIMILAR_FACE * (tail[2] - tail[0])
+                and centre_distance(tail[0], r.boxes[0])
+                > FACE_JUMP_SHARE * (tail[0][2] - tail[0][0])
+                and _extent(r.points[0]) <= SIMILAR_FACE * tail[1]
             ):
                 lm = self._get()
                 lm.reset()
-                lm.tracking_box = tail
+                lm.tracking_box = tail[0]
+                if misses:  # the frames since it count into the tracker's patience
+                    state = lm.tracking_state
+                    lm.tracking_state = (*state[:-1], misses)
                 r = results[j] = lm.detect(p.frames[a:b])
                 if j == len(p.spans) - 1 and p.ends_inside:  # the next chunk goes on from it
                     if self.carry is not None:
@@ -1220,8 +1239,13 @@ class _Landmarks:
                     else:
                         self.carry_state = lm.tracking_state
                 self.free.append(lm)
-            tail = r.boxes[-1].copy() if r.found[-1] else None
-        self.tail = tail
+            hits = np.flatnonzero(r.found)
+            if hits.size:
+                k = int(hits[-1])
+                tail, misses = (r.boxes[k].copy(), _extent(r.points[k])), len(r.found) - 1 - k
+            else:
+                misses += len(r.found)
+        self.tail, self.tail_misses = tail, misses
 
     @staticmethod
     def cancel(p: _PendingLandmarks) -> None:
