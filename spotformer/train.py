@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -404,8 +405,16 @@ def atomic_json(obj: Any, path: Path) -> None:
     _atomic_write_bytes(path, lambda fh: fh.write(text))
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+def fold_name(subject: str) -> str:
+    """The folder name of ``subject``'s fold under ``RUN_DIR/folds/``: the name itself
+    where it is made of ``A-Za-z0-9_.-``, else those characters kept, the others ``_``,
+    and a hash of the name (found in review: subjects 张三, 李四 and 王五 all became
+    ``__``, so the folds overwrote each other's models and ``--resume`` took the first
+    fold's result for all three)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
+    if safe == subject and subject not in (".", ".."):
+        return subject
+    return f"{safe}-{hashlib.sha1(subject.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def save_model(path: Path, model: SpotFormer, cfg: TrainConfig, extra: dict[str, Any]) -> None:
@@ -822,7 +831,7 @@ def finished_run(run_dir: str | os.PathLike) -> RunReport | None:
         if not (run / "report.json").is_file():
             return None
         folds = [
-            FoldResult.from_dict(json.loads((run / "folds" / _safe(s) / "result.json").read_text()))
+            FoldResult.from_dict(json.loads((run / "folds" / fold_name(s) / "result.json").read_text()))
             for s in saved["subjects"]
         ]
         preds = read_intervals(run / "predictions.csv")
@@ -863,7 +872,7 @@ def run_loso(
 
     folds: list[FoldResult] = []
     for subject in data.subjects:
-        fold_dir = run / "folds" / _safe(subject)
+        fold_dir = run / "folds" / fold_name(subject)
         done = fold_dir / "result.json"
         if resume and done.exists():
             folds.append(FoldResult.from_dict(json.loads(done.read_text())))

@@ -164,6 +164,32 @@ def _report(run: Path) -> dict:
     return r
 
 
+def test_subjects_that_differ_only_in_other_characters_get_their_own_folds(
+    tmp_path: Path,
+) -> None:
+    """Found in review: subjects 张三, 李四 and 王五 all had the fold folder ``__``, so
+    the folds overwrote each other's models, and ``--resume`` after a kill took the
+    first fold's result for all three (its predictions.csv listed one video 3 times)."""
+    import dataclasses
+
+    from spotformer.train import fold_name
+
+    names = {"s0": "张三", "s1": "李四", "s2": "王五"}
+    feats, exprs = fake_dataset()
+    exprs = [dataclasses.replace(e, subject=names[e.subject]) for e in exprs]
+    run = tmp_path / "run"
+    rep = run_loso(SpottingData.build(feats, exprs), tiny_cfg(epochs=1), run, progress=False)
+    dirs = sorted((run / "folds").iterdir())
+    assert len(dirs) == 3 and all((d / "model.pt").is_file() for d in dirs)
+    held = {json.loads((d / "result.json").read_text())["subject"]: d.name for d in dirs}
+    assert held == {n: fold_name(n) for n in names.values()}
+    assert sorted(f.subject for f in rep.folds) == sorted(names.values())
+    # Names of the safe characters keep their folders (runs before stay resumable).
+    assert [fold_name(n) for n in ("s15", "006", "a_b.c-1")] == ["s15", "006", "a_b.c-1"]
+    assert len({fold_name(n) for n in ("a b", "a_b", "a/b", "..")}) == 4
+    assert fold_name("..") != ".." and "/" not in fold_name("a/b")
+
+
 def test_run_writes_files_and_its_report_agrees_with_evaluate(tmp_path: Path, data) -> None:
     run = tmp_path / "run"
     rep = run_loso(data, tiny_cfg(), run, progress=False, info={"dataset": "fake"})

@@ -301,7 +301,9 @@ def _trained_on(video_id: str, mf, checkpoint: Path) -> str:  # noqa: ANN001 - M
     subject = video_id.split("/")[0] if dataset == "casme2" else video_id.split("_")[0]
     if subject == held:
         return ""
-    own = checkpoint.parent.parent / subject / "model.pt"
+    from spotformer.train import fold_name
+
+    own = checkpoint.parent.parent / fold_name(subject) / "model.pt"
     use = f"use {own}" if own.is_file() else f"use the fold that held out {subject}"
     return (
         f"video {video_id!r} is subject {subject}'s, and this model's fold held out {held}: "
