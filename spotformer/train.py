@@ -831,7 +831,9 @@ def finished_run(run_dir: str | os.PathLike) -> RunReport | None:
         if not (run / "report.json").is_file():
             return None
         folds = [
-            FoldResult.from_dict(json.loads((run / "folds" / fold_name(s) / "result.json").read_text()))
+            FoldResult.from_dict(
+                json.loads((run / "folds" / fold_name(s) / "result.json").read_text())
+            )
             for s in saved["subjects"]
         ]
         preds = read_intervals(run / "predictions.csv")
