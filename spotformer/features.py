@@ -223,6 +223,7 @@ class PlannedVideo:
     subject: str
     frames: int
     fps: float
+    source_fps: float | None = None  # before the stride (a frame folder: as opened)
 
 
 def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
@@ -298,7 +299,9 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
                     f"{ref.stride}); cut there for training and scoring{far}",
                     file=sys.stderr,
                 )
-        plan[name] = PlannedVideo(ref, ref.subject or subj[name], n, float(info.fps))
+        plan[name] = PlannedVideo(
+            ref, ref.subject or subj[name], n, float(info.fps), float(info.source_fps)
+        )
     if problems:
         shown = "; ".join(problems[:8]) + (
             f"; and {len(problems) - 8} more" if len(problems) > 8 else ""

@@ -467,7 +467,13 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
     def fake_plan(table, window):  # what opening the videos would find: the fake features
         subjects = {e.video: e.subject for e in table.expressions}
         return {
-            name: F.PlannedVideo(table.sources[name], subjects[name], int(x.shape[0]), 30.0)
+            name: F.PlannedVideo(  # a CSV without fps: the containers' rate, 25 here
+                table.sources[name],
+                subjects[name],
+                int(x.shape[0]),
+                30.0,
+                table.sources[name].fps or 25.0,
+            )
             for name, x in sorted(feats.items())
         }
 
@@ -1409,6 +1415,14 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     model = run / "folds" / "s1" / "model.pt"
     info = load_model(model).info
     assert (info["stride"], info["source_fps"]) == (1, 30.0)  # what spot opens videos with
+    # Without the CSV's fps the rate recorded is the one the videos were opened at, their
+    # containers' (found in review: None, so spot took a 25 fps model for a 30 fps one).
+    text = csv_dataset.read_text().replace(",30\n", ",\n")
+    assert text.count(",x.mp4,\n") > 3
+    csv_dataset.write_text(text)
+    assert main([*argv[:-1], str(tmp_path / "r25"), "--epochs", "1", "--dim", "16"]) == 0
+    info = load_model(tmp_path / "r25" / "folds" / "s1" / "model.pt").info
+    assert (info["stride"], info["source_fps"]) == (1, 25.0)
     capsys.readouterr()
     video = _tiny_video(tmp_path / "video.mp4")
     spot = ["spot", str(video), "--checkpoint", str(model)]

@@ -265,8 +265,12 @@ def run(args: argparse.Namespace) -> int:
         subjects = [ref.subject or annotated.get(v) for v, ref in table.sources.items()]
         check_subjects([s for s in subjects if s is not None], cfg)
         # Dropped annotation rows are reported once, by the loader's logging warnings.
-        strides = {ref.stride for ref in table.sources.values()}
-        rates = {ref.fps for ref in table.sources.values()}
+        # Every video opened (frames counted, annotations checked) before extraction.
+        plan = plan_videos(table, sw_cfg.window)
+        strides = {p.ref.stride for p in plan.values()}
+        # The rates as opened (found in review: a CSV without fps recorded None, so
+        # `spot` took the model for a 30 fps one; a file's rate is its container's).
+        rates = {p.source_fps for p in plan.values()}
         info = {
             "dataset": args.dataset,
             "root": str(args.root.resolve()),
@@ -280,11 +284,9 @@ def run(args: argparse.Namespace) -> int:
             "labels_sha1": labels_digest(table.expressions),
         }
         check_run_dir(args.out, cfg, resume=args.resume, info=info)
-        plan = None
         if args.resume and (args.out / "config.json").is_file():
             # The data too, before extraction: a changed data set is refused, and a run
             # that finished is reported again, not extracted again.
-            plan = plan_videos(table, sw_cfg.window)
             videos = {n: (p.subject, p.fps, p.frames) for n, p in plan.items()}
             check_run_dir(args.out, cfg, resume=True, info=info, data=run_record(videos))
             done = finished_run(args.out)
