@@ -349,7 +349,10 @@ def extracted_features(
     try:
         meta = json.loads((folder / f"{name}.json").read_text())
         frames, fps = int(meta["num_frames"]), float(meta["fps"])
-        if (frames, fps) != (planned.frames, planned.fps):
+        # A file's rate given by the CSV (docs/io.md: 25 for 30 fps files) labels its
+        # frames and changes no feature: `sw-mro extract` records the container's, and
+        # has no --fps for files (found in review: such files were never reused).
+        if frames != planned.frames or (path.is_dir() and fps != planned.fps):
             return f"it has {frames} frames at {fps:g} fps, not {planned.frames} at {planned.fps:g}"
         missing = [int(i) for i in meta.get("landmark_fallback_frames", [])]
         x = torch.from_numpy(np.load(folder / f"{name}.npy")).to(cfg.device)

@@ -1396,6 +1396,12 @@ def test_reused_features_give_the_warnings_extracting_gives(
     err = capsys.readouterr().err
     assert "reused the features of 2 of 2 videos" in err
     assert "grey levels" not in err and "tracked face" not in err
+    # A CSV's rate for a file (25 for these 30 fps files) relabels its frames: the file's
+    # features are reused, at that rate (found in review: never reused, and the
+    # `sw-mro extract` line offered made the same files again). A folder's must match.
+    relabelled = AnnotationTable([], sources={"s1/dim": VideoRef(dim, fps=25.0, subject="s1")})
+    got = F.extracted_features(feats, F.plan_videos(relabelled, 9)["s1/dim"], cfg)
+    assert not isinstance(got, str) and got[1] == 25.0, got
     # A malformed record is unreadable (extracted again), not a crash (found in review).
     meta = json.loads((feats / "dim.json").read_text())
     (feats / "dim.json").write_text(json.dumps({**meta, "landmark_fallback_frames": None}))
