@@ -491,6 +491,33 @@ def _tiny_video(path: Path, fps: float = 30.0, n: int = 20) -> Path:
     return write_video(path, frames, fps=fps)
 
 
+def test_spot_names_a_frame_folder_by_its_name(tmp_path: Path, csv_dataset: Path, capsys) -> None:
+    """Found in review: a frame folder ``take.v2/`` was spotted as video ``take`` (its
+    stem), so `evaluate` against ground truth for ``take.v2`` scored nothing."""
+    import cv2
+
+    from spotformer.cli import main
+    from spotformer.metrics import read_intervals
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    assert main([*argv, "--epochs", "1", "--dim", "16", "--no-progress"]) == 0
+    folder = tmp_path / "take.v2"
+    folder.mkdir()
+    for i in range(20):
+        cv2.imwrite(str(folder / f"img{i + 1}.png"), np.full((48, 64, 3), i, np.uint8))
+    capsys.readouterr()
+    out = tmp_path / "iv.csv"
+    spot = ["spot", str(folder), "--checkpoint", str(run / "folds" / "s1" / "model.pt")]
+    assert main([*spot, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("take.v2: ")
+    assert {i.video for i in read_intervals(out)} <= {"take.v2"}
+    # A file is still named by its stem.
+    video = _tiny_video(tmp_path / "clip.v3.mp4")
+    assert main(["spot", str(video), *spot[2:], "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("clip.v3: ")
+
+
 def test_dataset_annotations_are_checked_before_extraction(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:

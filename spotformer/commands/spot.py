@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--video-id",
-        help="video id in --gt and --out (default: the file stem, or the one id of --gt "
-        "that the name starts with, e.g. s15/15_0101 for 15_0101disgustingteeth)",
+        help="video id in --gt and --out (default: the file stem or folder name, or the one "
+        "id of --gt that the name starts with, e.g. s15/15_0101 for 15_0101disgustingteeth)",
     )
     parser.add_argument(
         "--apex-threshold", type=float,
@@ -375,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
             "run on CPU"
         )
     device = "cuda" if args.gpu else "cpu"
-    video_id = args.video_id or args.video.stem
+    # A folder by its name (found in review: take.v2/ was video "take"), a file by its stem
+    video_id = args.video_id or (args.video.name if args.video.is_dir() else args.video.stem)
     # Everything that can fail without the video is checked before the extraction.
     if args.stride is not None and args.stride < 1:
         return fail(f"--stride must be an int >= 1, got {args.stride}")
