@@ -86,6 +86,20 @@ def test_demo_replaces_only_a_previous_run(tmp_path: Path, capsys, monkeypatch) 
     assert main([*argv, "--dim", "30"]) == 2
     assert "--dim must be a multiple of 4" in capsys.readouterr().err
     assert not (out / "data").exists()
+    # And every other option train checks, and LOSO's 2 subjects (found in review:
+    # `--epochs 0` rendered the data set, then failed).
+    for extra, says in [
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--lr", "-1"], "--lr"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--mirror", "2"], "--mirror"),
+        (["--subjects", "1"], "--subjects 1: leave-one-subject-out needs at least 2 subjects"),
+    ]:
+        assert main([*argv, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (extra, err)
+        assert not (out / "data").exists(), extra
     # A previous run's files (and a killed write's temp file) are replaced.
     # Hidden names like a temp file's are the user's too unless they are a run's own.
     (out / "run" / "mine.txt").unlink()

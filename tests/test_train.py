@@ -850,6 +850,7 @@ def test_train_face_size_default_per_dataset(tmp_path: Path, monkeypatch, argv, 
     two = {v: VideoRef(tmp_path / v, subject=s) for v, s in (("a", "s1"), ("b", "s2"))}
     table = types.SimpleNamespace(dropped=[], sources=two, expressions=[])
     monkeypatch.setattr(F, "load_dataset", lambda *a: table)
+    monkeypatch.setattr(F, "plan_videos", lambda *a: {})  # the videos are not there
     monkeypatch.setattr(F, "dataset_features", stop)
     assert main(["train", *argv, "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert seen["config"].face_size == face_size
@@ -915,6 +916,7 @@ def test_train_needs_two_subjects_before_extraction(
     exprs = [Expression(subjects[0], "v0", 1, 2, 3, "micro")]
     table = types.SimpleNamespace(dropped=[], sources=refs, expressions=exprs)
     monkeypatch.setattr(F, "load_dataset", lambda *a: table)
+    monkeypatch.setattr(F, "plan_videos", lambda *a: {})  # the videos are not there
     monkeypatch.setattr(F, "dataset_features", stop)
     out = ["--dataset", "casme2", "--root", str(tmp_path), "--out", str(tmp_path / "r")]
     assert main(["train", *out, *argv]) == 2

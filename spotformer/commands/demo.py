@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     from spotformer.commands import train as train_cmd
     from spotformer.data.synthetic import SyntheticConfig, make_synthetic
+    from spotformer.errors import SpotFormerError
+    from spotformer.train import check_subjects
 
     t0 = time.perf_counter()
     data_dir = args.out / "data"
@@ -119,8 +121,30 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         seed=args.seed,
     )
-    if problem := train_cmd.dim_problem(args.dim):  # before rendering, not after it
-        print(f"spotformer demo: {problem}", file=sys.stderr)
+    argv = [
+        "--dataset", "synthetic", "--root", str(data_dir), "--out", str(run_dir),
+        "--face-size", str(args.face_size), "--dim", str(args.dim),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr), "--seed", str(args.seed),
+        "--neutral-segments", str(args.neutral_segments), "--durations", args.durations,
+        "--threads", str(args.threads), "--mirror", str(args.mirror),
+        *spotting_argv(args),
+    ]  # fmt: skip
+    if args.gpu:
+        argv.append("--gpu")
+    parser = argparse.ArgumentParser(prog="spotformer train")
+    train_cmd.add_arguments(parser)
+    train_args = parser.parse_args(argv)
+    # Every option training checks, before rendering, not after it (found in review:
+    # --epochs 0 rendered the whole data set first), and LOSO's 2 subjects.
+    made = train_cmd.configs(train_args)
+    if isinstance(made, str):
+        print(f"spotformer demo: {made}", file=sys.stderr)
+        return 2
+    try:
+        check_subjects([f"s{i}" for i in range(args.subjects)], made[0])
+    except SpotFormerError as exc:
+        print(f"spotformer demo: --subjects {args.subjects}: {exc}", file=sys.stderr)
         return 2
     # Refused before rendering: the demo starts a fresh run folder each time, and only a
     # previous run's files may go (found in review: a user's OUT/run was deleted).
@@ -148,19 +172,6 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     print("[2/2] SW-MRO features in memory -> LOSO SpotFormer training -> MEGC evaluation")
-    argv = [
-        "--dataset", "synthetic", "--root", str(data_dir), "--out", str(run_dir),
-        "--face-size", str(args.face_size), "--dim", str(args.dim),
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--lr", str(args.lr), "--seed", str(args.seed),
-        "--neutral-segments", str(args.neutral_segments), "--durations", args.durations,
-        "--threads", str(args.threads), "--mirror", str(args.mirror),
-        *spotting_argv(args),
-    ]  # fmt: skip
-    if args.gpu:
-        argv.append("--gpu")
-    parser = argparse.ArgumentParser(prog="spotformer train")
-    train_cmd.add_arguments(parser)
-    rc = train_cmd.run(parser.parse_args(argv))
+    rc = train_cmd.run(train_args)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s (rc={rc})")
     return rc

@@ -175,19 +175,12 @@ FACE_SIZE: dict[str, int] = {"samm": 320}
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
-    import sw_mro
     from spotformer.errors import SpotFormerError
     from spotformer.features import dataset_features, load_dataset, plan_videos
-    from spotformer.losses import MACRO_RATIO, LossConfig
-    from spotformer.models import SpotFormerConfig
-    from spotformer.postprocess import SpotParams
     from spotformer.train import (
         SpottingData,
-        TrainConfig,
         check_run_dir,
         check_subjects,
         finished_run,
@@ -202,59 +195,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"spotformer train: {msg}", file=sys.stderr)
         return 2
 
-    if args.gpu and not torch.cuda.is_available():
-        return fail(
-            f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
-            "run on CPU"
-        )
-    if args.features is not None and not args.features.is_dir():
-        return fail(f"--features {args.features}: not a folder (a `sw-mro extract --out-dir`)")
-    if args.threads is not None and args.threads < 1:
-        return fail(f"--threads must be >= 1, got {args.threads}")
-    if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
-        return fail(f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}")
-    if problem := dim_problem(args.dim):
-        return fail(problem)
-    device = "cuda" if args.gpu else "cpu"
-    m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
-    try:
-        cfg = TrainConfig(
-            model=SpotFormerConfig(
-                variant=args.variant,
-                dim=args.dim,
-                heads=4,
-                head_dim=args.dim // 4,
-                mlp_dim=args.dim,
-            ),  # fmt: skip
-            loss=LossConfig(
-                macro_ratio=m,
-                contrastive=args.supcon_weight,
-                # --supcon authors: the authors' loss, on raw features, times tau / 0.07
-                normalize_features=args.supcon == "normalized",
-                base_temperature=0.07 if args.supcon == "authors" else None,
-                supcon_form="khosla" if args.supcon == "normalized" else "authors",
-            ),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            selection=args.selection,
-            val_subjects=args.val_subjects,
-            durations=args.durations,
-            spot=spot_params_from(args, SpotParams(apex_threshold=args.apex_threshold)),
-            neutral_segments=args.neutral_segments,
-            mirror=args.mirror,
-            seed=args.seed,
-            amp=args.amp != "off",
-            amp_dtype="float16" if args.amp == "float16" else "bfloat16",
-        )
-        sw_cfg = sw_mro.SWMROConfig(
-            device=device, window=cfg.model.window, align_from_landmarks=args.align_from_landmarks
-        )
-        face_size = args.face_size or FACE_SIZE.get(args.dataset)
-        if face_size:
-            sw_cfg = dataclasses.replace(sw_cfg, face_size=face_size)
-    except ValueError as exc:
-        return fail(option_words(str(exc), _OPTIONS))
+    made = configs(args)
+    if isinstance(made, str):
+        return fail(made)
+    cfg, sw_cfg = made
+    device = sw_cfg.device
     progress = not args.no_progress
     try:
         # The run folder first: a mistake there must not cost a data set's extraction.
@@ -319,6 +264,77 @@ def run(args: argparse.Namespace) -> int:
     _print_report(report, cfg)
     print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
     return 0
+
+
+def configs(args: argparse.Namespace):  # noqa: ANN201 - (TrainConfig, SWMROConfig) | str
+    """The training and extraction configurations that ``args`` (this command's options)
+    give, or why they cannot be made: everything that can be checked without the data
+    (`spotformer demo` checks its options with it before rendering; found in review:
+    `demo --epochs 0` rendered the data set, then failed)."""
+    import dataclasses
+
+    import torch
+
+    import sw_mro
+    from spotformer.losses import MACRO_RATIO, LossConfig
+    from spotformer.models import SpotFormerConfig
+    from spotformer.postprocess import SpotParams
+    from spotformer.train import TrainConfig
+
+    if args.gpu and not torch.cuda.is_available():
+        return (
+            f"--gpu given but no CUDA device is available: {no_cuda_reason()}; drop --gpu to "
+            "run on CPU"
+        )
+    if args.features is not None and not args.features.is_dir():
+        return f"--features {args.features}: not a folder (a `sw-mro extract --out-dir`)"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be >= 1, got {args.threads}"
+    if not (math.isfinite(args.supcon_weight) and args.supcon_weight >= 0):
+        return f"--supcon-weight must be a finite number >= 0, got {args.supcon_weight}"
+    if problem := dim_problem(args.dim):
+        return problem
+    device = "cuda" if args.gpu else "cpu"
+    m = args.macro_ratio if args.macro_ratio is not None else MACRO_RATIO.get(args.dataset, 0.5)
+    try:
+        cfg = TrainConfig(
+            model=SpotFormerConfig(
+                variant=args.variant,
+                dim=args.dim,
+                heads=4,
+                head_dim=args.dim // 4,
+                mlp_dim=args.dim,
+            ),  # fmt: skip
+            loss=LossConfig(
+                macro_ratio=m,
+                contrastive=args.supcon_weight,
+                # --supcon authors: the authors' loss, on raw features, times tau / 0.07
+                normalize_features=args.supcon == "normalized",
+                base_temperature=0.07 if args.supcon == "authors" else None,
+                supcon_form="khosla" if args.supcon == "normalized" else "authors",
+            ),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            selection=args.selection,
+            val_subjects=args.val_subjects,
+            durations=args.durations,
+            spot=spot_params_from(args, SpotParams(apex_threshold=args.apex_threshold)),
+            neutral_segments=args.neutral_segments,
+            mirror=args.mirror,
+            seed=args.seed,
+            amp=args.amp != "off",
+            amp_dtype="float16" if args.amp == "float16" else "bfloat16",
+        )
+        sw_cfg = sw_mro.SWMROConfig(
+            device=device, window=cfg.model.window, align_from_landmarks=args.align_from_landmarks
+        )
+        face_size = args.face_size or FACE_SIZE.get(args.dataset)
+        if face_size:
+            sw_cfg = dataclasses.replace(sw_cfg, face_size=face_size)
+    except ValueError as exc:
+        return option_words(str(exc), _OPTIONS)
+    return cfg, sw_cfg
 
 
 def dim_problem(dim: int) -> str:
