@@ -687,6 +687,8 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
                 pass
         if key == "info" and isinstance(theirs, dict) and isinstance(mine, dict):
             common = theirs.keys() & mine.keys()
+            if theirs.get("source_fps") is None:  # not recorded before 2026-11-29 where a
+                common.discard("source_fps")  # CSV gave no rate: the videos' own now
             theirs = {k: theirs[k] for k in common}
             mine = {k: mine[k] for k in common}
         theirs, mine = js(theirs), js(mine)

@@ -239,6 +239,15 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     assert len(rep.folds) == len(data.subjects)
     with pytest.raises(TrainError, match="in info"):
         check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info={"dataset": "other"})
+    # A rate not recorded (a CSV without fps, before 2026-11-29) resumes with the
+    # videos' own rate; a recorded one must match.
+    conf["info"]["source_fps"] = None
+    (run2 / "config.json").write_text(json.dumps(conf))
+    check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info={**info, "source_fps": 25.0})
+    conf["info"]["source_fps"] = 30.0
+    (run2 / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(TrainError, match="in info"):
+        check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info={**info, "source_fps": 25.0})
     # A run started with the earlier --supcon authors (no supcon_form saved: Khosla's
     # form on raw features) is refused with the field and why, not two whole dicts.
     old_authors = tiny_cfg(epochs=1)
