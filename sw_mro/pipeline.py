@@ -969,9 +969,9 @@ class _Landmarks:
                 )
         self.pool = _landmark_threads(workers) if workers > 1 and self.procs is None else None
         self.last: tuple[np.ndarray, np.ndarray] | None = None
-        # The box and the landmarks' size of the last collected frame with a face (what a
-        # tracker that went on across the segment's end would search near), else None,
-        # and how many frames were collected after it without one.
+        # The box and the landmarks' size of the last face found that the last collected
+        # segment's tracker still held (what a tracker that went on across the segment's
+        # end would search near), else None, and for how many frames it was missed.
         self.tail: tuple[np.ndarray, float] | None = None
         self.tail_misses = 0
         self.in_flight = 0  # chunks submitted and not yet collected
@@ -1149,20 +1149,22 @@ class _Landmarks:
         from concurrent.futures import Future
         from concurrent.futures.process import BrokenProcessPool
 
-        results = None
+        results = ends = None
         if p.submission is not None:
             try:
                 done = p.submission.result()
             except BrokenProcessPool as exc:
                 self._to_threads(exc)
             else:
-                results = [r for r, _ in done]
+                results, ends = [r for r, _ in done], [e for _, e in done]
                 self.carry_state = done[-1][1] if p.ends_inside else None
             if results is None:  # the workers died: this chunk again, in threads
                 results = self._rerun_in_threads(p)
         else:
             results = [r.result() if isinstance(r, Future) else r for r in p.results]
-        self._keep_the_tracked_face(p, results)
+        if ends is None:  # each segment's tracker, in its end state until it is freed below
+            ends = [getattr(job[0], "tracking_state", None) for job in p.jobs]
+        self._keep_the_tracked_face(p, results, ends)
         if p.jobs is not None:
             self.free.extend(job[0] for job in p.jobs if job[0] is not self.carry)
         with self._count:
@@ -1184,7 +1186,7 @@ class _Landmarks:
     def detect(self, start: int, frames: np.ndarray) -> LandmarkResult:
         return self.collect(self.submit(start, frames))
 
-    def _keep_the_tracked_face(self, p: _PendingLandmarks, results: list) -> None:
+    def _keep_the_tracked_face(self, p: _PendingLandmarks, results: list, ends: list) -> None:
         """Run again, in this thread, each segment of ``p`` that starts afresh on a face
         far from the one the segment before it ended on, and not clearly larger, from
         that face's box.
@@ -1200,10 +1202,12 @@ class _Landmarks:
         over where the subject was lost). Sizes are the landmarks' extents: the tracked
         search's box and the whole-frame scan's differ for one face by up to 1.5x (found
         in review: two equal faces swapped at 140 px). The last face is the last one
-        found, while the frames after it without a face are at most
-        :data:`~sw_mro.io.landmarks.TRACK_PATIENCE` (found in review: one missed frame at
-        a segment's end handed the video to a bystander), and the segment run again
-        counts them into its patience. Whether a segment is run again depends only on
+        found while the segment's tracker (``ends``: each segment's end state) still
+        holds it: missed with other faces in view for at most
+        :data:`~sw_mro.io.landmarks.TRACK_PATIENCE` frames, which the segment run again
+        counts into its patience (found in review: one missed frame at a segment's end
+        handed the video to a bystander); a frame with no face at all loses it, as
+        inside a segment. Whether a segment is run again depends only on
         the landmarks before it, which are collected in order, so the result still
         depends neither on the chunking nor on the number of workers. Far: the first
         frame's box centre moved more than half the last box's side
@@ -1233,18 +1237,21 @@ class _Landmarks:
                     state = lm.tracking_state
                     lm.tracking_state = (*state[:-1], misses)
                 r = results[j] = lm.detect(p.frames[a:b])
+                ends[j] = lm.tracking_state
                 if j == len(p.spans) - 1 and p.ends_inside:  # the next chunk goes on from it
                     if self.carry is not None:
                         self.carry.tracking_state = lm.tracking_state
                     else:
                         self.carry_state = lm.tracking_state
                 self.free.append(lm)
-            hits = np.flatnonzero(r.found)
-            if hits.size:
-                k = int(hits[-1])
-                tail, misses = (r.boxes[k].copy(), _extent(r.points[k])), len(r.found) - 1 - k
-            else:
-                misses += len(r.found)
+            if ends[j] is None:  # the tracker lost the face (or never had one)
+                tail, misses = None, 0
+            else:  # it holds the last face found, missed for its last ends[j][-1] frames
+                hits = np.flatnonzero(r.found)
+                if hits.size:
+                    k = int(hits[-1])
+                    tail = (r.boxes[k].copy(), _extent(r.points[k]))
+                misses = int(ends[j][-1])
         self.tail, self.tail_misses = tail, misses
 
     @staticmethod

@@ -264,6 +264,36 @@ def test_restarts_keep_an_equal_face_and_one_missed_at_the_end(
         assert np.flatnonzero(~found).tolist() == ([] if hidden is None else [hidden])
 
 
+
+def test_a_frame_without_any_face_is_the_same_at_a_restart(astronaut_rgb: np.ndarray) -> None:
+    """Found in review: a frame where neither of two equal faces is visible loses the
+    tracked face inside a segment (the next frame takes the largest), but at a segment's
+    last frame the restart kept it. Now the restart follows the segment's tracker: the
+    same choice wherever the frame falls, and it sticks."""
+    from sw_mro import SWMROConfig
+    from sw_mro.pipeline import _Landmarks
+
+    place = _face_placer(astronaut_rgb)
+    chose = []
+    for blank in (20, 31):
+        frames = np.full((64, 480, 640, 3), 120, np.uint8)
+        for t, c in enumerate(frames):
+            if t != blank:
+                place(c, 140, 160, 240)
+                if t >= 8:
+                    place(c, 140, 470, 240)
+        marks = _Landmarks(SWMROConfig(landmark_workers=1), torch.device("cpu"))
+        try:
+            res = marks.detect(0, frames)
+        finally:
+            marks.close()
+        on_b = np.flatnonzero((res.boxes[:, 0] + res.boxes[:, 2]) / 2 > 320).tolist()
+        assert on_b in ([], list(range(blank + 1, 64))), (blank, on_b)
+        assert np.flatnonzero(~res.found).tolist() == [blank]
+        chose.append(bool(on_b))
+    assert chose[0] == chose[1], chose
+
+
 ROI = [18, 19, 20, 23, 24, 25, 48, 51, 54, 57]
 
 
