@@ -373,8 +373,10 @@ class SWMROConfig:
             raise bad("roi_size", f"is larger than face_size {self.face_size}")
         if self.nose_margin is not None and self.nose_margin < 0:
             raise bad("nose_margin", "must be >= 0 px or None (scaled from 13 at 256 px)")
-        if self.nose_patch is not None and not 8 <= self.nose_patch <= self.face_size:
-            raise bad("nose_patch", f"must be within [8, face_size={self.face_size}] or None")
+        if self.nose_patch is not None and not 10 <= self.nose_patch <= self.face_size:
+            raise bad(  # under 10 px, Farneback differs from OpenCV's (its border test)
+                "nose_patch", f"must be within [10, face_size={self.face_size}] or None"
+            )
         for name in ("roi_landmarks", "nose_landmarks"):
             pts = getattr(self, name)
             if not pts or any(not isinstance(p, int) or not 0 <= p < 68 for p in pts):

@@ -254,7 +254,7 @@ def test_mdmo_of_an_axis_motion_has_no_perpendicular_part(rng: np.random.Generat
      ({"winsize": 0}, "winsize"), ({"winsize": 1}, "winsize"), ({"mdmo_edges": (90.0, 30.0)}, "mdmo_edges"),
      ({"nose_edges": (400.0,)}, "nose_edges"), ({"align_init_min": -1.0}, "align_init_min"),
      ({"poly_sigma": -1.0}, "poly_sigma"), ({"box_shift": float("nan")}, "box_shift"),
-     ({"nose_patch": 40.5}, "nose_patch"), ({"roi_groups": ((0, 3), (2, 5))}, "roi_groups"),
+     ({"nose_patch": 40.5}, "nose_patch"), ({"nose_patch": 9}, "nose_patch"), ({"roi_groups": ((0, 3), (2, 5))}, "roi_groups"),
      ({"batch_size": True}, "batch_size"), ({"nose_margin": "x"}, "nose_margin"),
      ({"mdmo_top": "0.5"}, "mdmo_top"), ({"box_scale": "1"}, "box_scale"),
      ({"device": "cudaX"}, "device"), ({"device": "cuda:x"}, "device")],
