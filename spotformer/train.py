@@ -417,6 +417,19 @@ def fold_name(subject: str) -> str:
     return f"{safe}-{hashlib.sha1(subject.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
+def fold_dir(run: Path, subject: str) -> Path:
+    """``RUN_DIR/folds/<fold_name(subject)>``, or, for a run saved before fold names
+    had a hash (2026-11-29), its folder then, where a finished fold of ``subject`` is
+    there (found in review: a resume trained such folds again)."""
+    new = run / "folds" / fold_name(subject)
+    old = run / "folds" / re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
+    if old != new and not new.exists() and (old / "result.json").is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads((old / "result.json").read_text()).get("subject") == subject:
+                return old
+    return new
+
+
 def save_model(path: Path, model: SpotFormer, cfg: TrainConfig, extra: dict[str, Any]) -> None:
     """A self-describing model file for ``spotformer spot``."""
     atomic_torch_save(
@@ -834,7 +847,7 @@ def finished_run(run_dir: str | os.PathLike) -> RunReport | None:
             return None
         folds = [
             FoldResult.from_dict(
-                json.loads((run / "folds" / fold_name(s) / "result.json").read_text())
+                json.loads((fold_dir(run, s) / "result.json").read_text())
             )
             for s in saved["subjects"]
         ]
@@ -876,8 +889,8 @@ def run_loso(
 
     folds: list[FoldResult] = []
     for subject in data.subjects:
-        fold_dir = run / "folds" / fold_name(subject)
-        done = fold_dir / "result.json"
+        folder = fold_dir(run, subject)
+        done = folder / "result.json"
         if resume and done.exists():
             folds.append(FoldResult.from_dict(json.loads(done.read_text())))
             continue
@@ -886,7 +899,7 @@ def run_loso(
                 data,
                 subject,
                 cfg,
-                fold_dir,
+                folder,
                 resume=resume,
                 progress=progress,
                 on_step=on_step,

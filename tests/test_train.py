@@ -188,6 +188,28 @@ def test_subjects_that_differ_only_in_other_characters_get_their_own_folds(
     assert [fold_name(n) for n in ("s15", "006", "a_b.c-1")] == ["s15", "006", "a_b.c-1"]
     assert len({fold_name(n) for n in ("a b", "a_b", "a/b", "..")}) == 4
     assert fold_name("..") != ".." and "/" not in fold_name("a/b")
+    # A run saved before the hash (folders `__`...) keeps its finished folds on resume
+    # where the folder's result names the subject (found in review: retrained). Here
+    # the last subject's fold is in `__`, as the old names left it; the others train.
+    from spotformer.train import finished_run
+
+    last = max(names.values())
+    for d in dirs:
+        if d.name != fold_name(last):
+            shutil.rmtree(d)
+    (run / "folds" / fold_name(last)).rename(run / "folds" / "__")
+    (run / "report.json").unlink()
+    assert finished_run(run) is None
+    before = (run / "folds" / "__" / "model.pt").stat().st_mtime_ns
+    rep2 = run_loso(
+        SpottingData.build(feats, exprs), tiny_cfg(epochs=1), run, progress=False, resume=True
+    )
+    assert (run / "folds" / "__" / "model.pt").stat().st_mtime_ns == before  # reused
+    assert not (run / "folds" / fold_name(last)).exists()
+    assert sorted(p.name for p in (run / "folds").iterdir()) == sorted(
+        ["__", *(fold_name(n) for n in names.values() if n != last)]
+    )
+    assert finished_run(run) is not None and len(rep2.folds) == 3
 
 
 def test_run_writes_files_and_its_report_agrees_with_evaluate(tmp_path: Path, data) -> None:

@@ -301,9 +301,9 @@ def _trained_on(video_id: str, mf, checkpoint: Path) -> str:  # noqa: ANN001 - M
     subject = video_id.split("/")[0] if dataset == "casme2" else video_id.split("_")[0]
     if subject == held:
         return ""
-    from spotformer.train import fold_name
+    from spotformer.train import fold_dir
 
-    own = checkpoint.parent.parent / fold_name(subject) / "model.pt"
+    own = fold_dir(checkpoint.parent.parent.parent, subject) / "model.pt"
     use = f"use {own}" if own.is_file() else f"use the fold that held out {subject}"
     return (
         f"video {video_id!r} is subject {subject}'s, and this model's fold held out {held}: "
