@@ -74,6 +74,21 @@ INSIGHTFACE_FILES = ("det_10g.onnx", "1k3d68.onnx")
 DEFAULT_INSIGHTFACE_ROOT = Path("~/.insightface/models/buffalo_l")
 
 
+def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """The ``(height, width)`` a frame is resized to in insightface's square ``size``
+    detector input, with its floating-point steps (scrfd.py 0.7: ``int(size / (h / w))``,
+    which is 423, not 424, for 424x640: found in review, 335 portrait sizes differed).
+
+    Examples:
+        >>> letterbox_size(640, 424, 640), letterbox_size(480, 640, 640)
+        ((640, 423), (480, 640))
+    """
+    ratio = float(height) / width
+    if ratio > 1.0:  # the model's input is square: its ratio is 1
+        return size, int(size / ratio)
+    return int(size * ratio), size
+
+
 def insightface_models(root: str | os.PathLike | None = None) -> Path:
     """The insightface model folder (``root``, else ``$INSIGHTFACE_ROOT``, else
     ``~/.insightface/models/buffalo_l``) once both model files are found there.
@@ -569,10 +584,7 @@ class InsightFaceLandmarker(_Base):
         """Face boxes ``(K, 4)`` in frame pixels after threshold and NMS (scrfd.detect)."""
         h, w = rgb.shape[:2]
         size = self.det_size
-        if h / w > 1.0:
-            new_h, new_w = size, int(size * w / h)
-        else:
-            new_w, new_h = size, int(size * h / w)
+        new_h, new_w = letterbox_size(h, w, size)
         det_scale = new_h / h
         canvas = np.zeros((size, size, 3), np.float32)
         canvas[:new_h, :new_w] = cv2.resize(rgb, (new_w, new_h))
