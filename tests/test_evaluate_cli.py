@@ -86,6 +86,17 @@ def test_iou_option_changes_the_count(files, capsys: pytest.CaptureFixture[str])
     assert (out["macro"]["tp"], out["macro"]["fp"], out["macro"]["fn"]) == (2, 1, 0)
 
 
+def test_stride_with_a_csv_is_said_to_do_nothing(files, capsys) -> None:
+    """Found in review: --stride with an interval CSV was ignored without a word."""
+    pred, gt = files
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json", "--stride", "7"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["overall"] == want["overall"]
+    assert f"note: --stride 7 converts a workbook's frames; {gt} is an interval CSV" in err
+
+
 def test_authors_protocol_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # [0, 9] on [0, 4]: inclusive IoU 5/10 = 0.5 (a TP), end - start 4/9 (not).
     gt = tmp_path / "gt.csv"

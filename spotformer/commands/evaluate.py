@@ -48,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.stride < 1:
         print(f"spotformer evaluate: --stride must be >= 1, got {args.stride}", file=sys.stderr)
         return 2
+    if args.stride is not None and Path(args.gt).suffix.lower() not in (".xlsx", ".xlsm"):
+        print(  # found in review: ignored without a word
+            f"spotformer evaluate: note: --stride {args.stride} converts a workbook's frames; "
+            f"{args.gt} is an interval CSV, whose frames are used as they are (they must "
+            "count the predictions' frames)",
+            file=sys.stderr,
+        )
     try:
         preds = read_intervals(args.pred)
         gt_videos: set[str] = set()  # with or without expressions
