@@ -85,7 +85,9 @@ class SyntheticConfig:
     Expressions per video: ``macro_per_video``, ``micro_per_video`` (None: the rates
     ``macro_per_minute``, ``micro_per_minute`` times the duration, rounded; 3 + 3 in
     a 30 s video); lengths ``offset - onset + 1`` drawn from ``macro_frames`` /
-    ``micro_frames``; peak displacements (video px) from ``macro_peak_px`` / ``micro_peak_px``; the apex at a
+    ``micro_frames`` (frames, not seconds: the defaults are 30 fps's, micro at most
+    0.5 s as MEGC counts it; scale both with another ``fps``, which does not scale
+    them); peak displacements (video px) from ``macro_peak_px`` / ``micro_peak_px``; the apex at a
     fraction ``apex_fraction`` of the way from onset to offset; ``both_sides_prob``
     both sides, else one; ``brow_prob`` brows, else mouth corners. ``min_gap_frames``
     separates expressions from each other, from the video's ends and from head moves.
