@@ -89,7 +89,7 @@ def load_dataset(
         raise DatasetError(f"{r}: no such file or folder (--root)")
     if dataset in ("casme2", "samm") and not r.is_dir():  # found in review: a workbook
         frames = "rawpic/ or rawvideo/" if dataset == "casme2" else "SAMM_longvideos/"
-        book = r.suffix.lower() in (".xlsx", ".xlsm")  # CAS(ME)^2's names need quotes:
+        book = A.is_workbook(r)  # CAS(ME)^2's names need quotes:
         raise DatasetError(
             f"{r}: --root is the data set's folder (the one holding {frames}), not a file; "
             f"e.g. --root {shlex.quote(str(r.parent))}"

@@ -394,8 +394,10 @@ def read_ground_truth(
         EvaluationError: the file is missing or malformed, or a CAS(ME)^2 workbook with a
             stride other than 1 (the message names the file).
     """
+    from spotformer.data.annotations import is_workbook
+
     p = Path(path)
-    if p.suffix.lower() not in (".xlsx", ".xlsm"):
+    if not is_workbook(p):
         gts: list[Interval] = []
         repeats = RepeatCheck(str(p), "line")
         for line, g in _read_lines(p, videos):

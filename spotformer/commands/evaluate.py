@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spotformer.data.annotations import is_workbook
     from spotformer.metrics import EvaluationError, evaluate, read_ground_truth, read_intervals
 
     if not 0.0 < args.iou <= 1.0:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.stride < 1:
         print(f"spotformer evaluate: --stride must be >= 1, got {args.stride}", file=sys.stderr)
         return 2
-    if args.stride is not None and Path(args.gt).suffix.lower() not in (".xlsx", ".xlsm"):
+    if args.stride is not None and not is_workbook(args.gt):
         print(  # found in review: ignored without a word
             f"spotformer evaluate: note: --stride {args.stride} converts a workbook's frames; "
             f"{args.gt} is an interval CSV, whose frames are used as they are (they must "

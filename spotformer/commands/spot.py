@@ -355,6 +355,7 @@ def keep_top(intervals: list, top_k: int) -> tuple[list, list[str]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from spotformer.data.annotations import is_workbook
     from spotformer.errors import SpotFormerError
     from spotformer.features import video_features
     from spotformer.metrics import evaluate, read_ground_truth, write_intervals
@@ -447,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         trained_on = _trained_on(video_id, mf, args.checkpoint) if gts else ""
-        if trained_on and args.gt.suffix.lower() == ".xlsx":
+        if trained_on and is_workbook(args.gt):
             print(f"spotformer spot: warning: {trained_on}", file=sys.stderr)
         motion, missing = NoseMotion(cfg.face_size), []
         contrast = FaceContrast(cfg.landmark_segment)

@@ -780,6 +780,14 @@ def load_annotations(
     return load_samm(path, root=root, subsample=subsample)
 
 
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
+
+
+def is_workbook(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an Excel workbook (by its suffix, any case)."""
+    return Path(path).suffix.lower() in WORKBOOK_SUFFIXES
+
+
 def workbook_kind(path: str | os.PathLike) -> str:
     """``"casme2"`` or ``"samm"``: which data set's annotation workbook ``path`` is (by
     its sheets).
@@ -788,7 +796,7 @@ def workbook_kind(path: str | os.PathLike) -> str:
         AnnotationError: not an ``.xlsx``, missing, unreadable, or neither workbook.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+    if not is_workbook(path):
         raise AnnotationError(f"{path}: unknown annotation format (expected .csv or .xlsx)")
     import openpyxl
 
