@@ -1215,7 +1215,6 @@ class _Landmarks:
         detects every frame afresh). Cost: with two faces of similar size in view, up to
         every segment is run twice, the second time in this thread."""
         from sw_mro.config import FACE_JUMP_SHARE
-        from sw_mro.io.landmarks import TRACK_PATIENCE
 
         tail, misses = self.tail, self.tail_misses
         for j, ((a, b), r) in enumerate(zip(p.spans, results, strict=True)):
@@ -1223,7 +1222,6 @@ class _Landmarks:
             if (
                 fresh
                 and tail is not None
-                and misses <= TRACK_PATIENCE
                 and self.config.landmarks == "dlib"
                 and r.found[0]
                 and centre_distance(tail[0], r.boxes[0])

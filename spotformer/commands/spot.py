@@ -315,7 +315,7 @@ def _trained_on(video_id: str, mf, checkpoint: Path) -> str:  # noqa: ANN001 - M
 def _near_no_face(intervals: list, missing: list[int], half: int) -> list:
     """The intervals whose windows (frames ``onset - half`` to ``offset + half``) hold a
     frame without a face (found in a probe: a face that left the picture gave intervals
-    there, unflagged)."""
+    there, unflagged), in time order."""
     import numpy as np
 
     gone = np.asarray(sorted(set(missing)), dtype=np.int64)
@@ -324,11 +324,7 @@ def _near_no_face(intervals: list, missing: list[int], half: int) -> list:
         k = int(np.searchsorted(gone, i.onset - half))
         if k < gone.size and gone[k] <= i.offset + half:
             near.append(i)
-    return near
-
-
-def _in_time(i) -> tuple[int, int]:  # noqa: ANN001 - an Interval
-    return i.onset, i.offset
+    return sorted(near, key=lambda i: (i.onset, i.offset))
 
 
 def _interval_words(intervals: list, shown: int = 6) -> str:
@@ -495,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
         # type, silently).
         more = dataclasses.replace(params, top_k=params.top_k + 1)
         intervals, capped = keep_top(spot_video(logits, video_id, fps, more), params.top_k)
-        near = sorted(_near_no_face(intervals, missing, cfg.window // 2), key=_in_time)
+        near = _near_no_face(intervals, missing, cfg.window // 2)
         if near:
             print(
                 f"spotformer spot: note: {len(near)} of the {len(intervals)} intervals "

@@ -62,10 +62,10 @@ def write_video(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stream, count = None, 0
+    stream = None
     with atomic_path(path, keep_suffix=True) as tmp:
         with av.open(str(tmp), mode="w") as container:
-            for frame in frames:
+            for count, frame in enumerate(frames):
                 arr = np.asarray(frame)
                 if arr.dtype != np.uint8:
                     raise ValueError(f"write_video({path}): frames must be uint8, got {arr.dtype}")
@@ -92,7 +92,6 @@ def write_video(
                 vf = av.VideoFrame.from_ndarray(rgb_to_i420(arr), format="yuv420p")
                 for packet in stream.encode(vf):
                     container.mux(packet)
-                count += 1
             if stream is None:
                 raise ValueError(f"write_video({path}): no frames given")
             for packet in stream.encode():
