@@ -223,7 +223,7 @@ class PlannedVideo:
     subject: str
     frames: int
     fps: float
-    source_fps: float | None = None  # before the stride (a frame folder: as opened)
+    source_fps: float  # before the stride (a frame folder: at the rate it was given)
 
 
 def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:

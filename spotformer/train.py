@@ -405,13 +405,18 @@ def atomic_json(obj: Any, path: Path) -> None:
     _atomic_write_bytes(path, lambda fh: fh.write(text))
 
 
+def _safe(name: str) -> str:
+    """``name`` with every character outside ``A-Za-z0-9_.-`` made ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def fold_name(subject: str) -> str:
     """The folder name of ``subject``'s fold under ``RUN_DIR/folds/``: the name itself
     where it is made of ``A-Za-z0-9_.-``, else those characters kept, the others ``_``,
     and a hash of the name (found in review: subjects 张三, 李四 and 王五 all became
     ``__``, so the folds overwrote each other's models and ``--resume`` took the first
     fold's result for all three)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
+    safe = _safe(subject)
     if safe == subject and subject not in (".", ".."):
         return subject
     return f"{safe}-{hashlib.sha1(subject.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
@@ -422,7 +427,7 @@ def fold_dir(run: Path, subject: str) -> Path:
     had a hash (2026-11-29), its folder then, where a finished fold of ``subject`` is
     there (found in review: a resume trained such folds again)."""
     new = run / "folds" / fold_name(subject)
-    old = run / "folds" / re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
+    old = run / "folds" / _safe(subject)
     if old != new and not new.exists() and (old / "result.json").is_file():
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if json.loads((old / "result.json").read_text()).get("subject") == subject:
