@@ -88,3 +88,46 @@ def test_dlib_landmarks(benchmark, clips: dict, clip: str, redetect: int) -> Non
         assert d.max() == 0  # the same tracker as the reference
     else:
         assert d.mean() < 2.0  # it follows the face (measured 0.5-0.7 px)
+
+
+@pytest.mark.benchmark(group="dlib-shape-predictor")
+@pytest.mark.parametrize("engine", ["numba", "dlib"])
+@pytest.mark.parametrize("clip", ["carphone", "face640"])
+def test_shape_predictor(benchmark, clips: dict, clip: str, engine: str) -> None:
+    """The shape predictor alone on each frame's tracked box: ``sw_mro.io.shape_model``
+    (what DlibLandmarker runs) against dlib's own ``shape_predictor`` (the baseline, with
+    its Python wrapper) in the same run. The landmarks must be identical."""
+    from sw_mro.io import landmarks as lm_mod
+    from sw_mro.io.samples import dlib_shape_predictor_path
+
+    frames = clips[clip]
+    found = DlibLandmarker(fill_missing=False).detect(frames)
+    faces = [
+        (f, tuple(round(float(v)) for v in b))
+        for f, b, hit in zip(frames, found.boxes, found.found, strict=True)
+        if hit
+    ]
+    path = str(dlib_shape_predictor_path())
+    ours = lm_mod._shape_predictor(path)
+    if engine == "numba":
+        predict = ours
+    else:
+        import dlib
+
+        predictor = lm_mod._dlib_predictor(path)
+
+        def predict(rgb: np.ndarray, box: tuple) -> np.ndarray:
+            shape = predictor(rgb, dlib.rectangle(*box))
+            return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+    def run() -> list:
+        return [predict(f, b) for f, b in faces]
+
+    run()  # warm-up
+    t = time.perf_counter()
+    points = benchmark.pedantic(run, rounds=3, iterations=1)
+    per_face = (time.perf_counter() - t) / 3 / len(faces) * 1e3
+    benchmark.extra_info.update({"faces": len(faces), "ms_per_face": round(per_face, 3)})
+    reference = [ours(f, b) for f, b in faces]
+    assert len(faces) >= len(frames) - 2
+    np.testing.assert_array_equal(np.stack(points), np.stack(reference))
