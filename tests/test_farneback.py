@@ -157,6 +157,10 @@ PARITY_EXCEPTIONS: dict[tuple[str, int, str, str, str], dict[str, float]] = {
     ("carphone/bump-2px", 256, "opencv-doc", "box", "numba"): _CHAOTIC,
     ("carphone/bump-2px", 256, "opencv-doc", "box", "native"): _CHAOTIC,
     ("carphone/bump-2px", 256, "opencv-doc", "box", "torch"): _CHAOTIC,
+    # cupy: not measured on a GPU, but its pyramid runs through cuBLAS and NVRTC contracts
+    # multiply-adds (FMA), and the C++ build of its kernels lands 1.0-1.5 px from cv2
+    # there in 3 of 3 draws of +-1e-4 grey-level noise (found in review, 2026-11-29).
+    ("carphone/bump-2px", 256, "opencv-doc", "box", "cupy"): _CHAOTIC,
     # native's left-border outlier: x = 0..2, 0.135 px (its float32 expansion sums in
     # another order than torch's, and cv2 itself moves there by up to 0.32 px).
     ("astronaut/bump-2px", 128, "spec", "gaussian", "native"): {

@@ -61,9 +61,12 @@ TOL: dict[str, float] = {
     # cupy kernels vs torch path on the same GPU (issue 4), mean EPE in px.
     "flow_cupy_vs_torch_mean": 1e-3,
     # The running-sum box kernel (fb_iter_box) vs the split kernels' direct sums, on the
-    # 16 parity scenes: measured max 1.1e-4 px, mean 1.7e-7 px on CPU (the .cu built as
-    # C++). A summation order only; a flipped out-of-bounds sample shows as the max.
-    "flow_box_vs_split_max": 1e-3,
+    # 16 parity scenes: measured on CPU (the .cu built as C++) max 1.1e-4 px at 128 px and
+    # 8.0e-4 px at 256 px (one pixel of carphone/rotate-3deg; found in review: the bound
+    # was 1e-3, set from 128 px, and the GPU test runs 256 px too, where the GPU's own
+    # rounding, FMA included, adds to it), mean 1.7e-7 / 4.1e-7 px. A summation order
+    # only; a flipped out-of-bounds sample shows as the max.
+    "flow_box_vs_split_max": 5e-3,
     "flow_box_vs_split_mean": 1e-5,
 }
 # Same pair solved alone, in a batch, or through farneback_pairs (issue 4), max |diff| px.
