@@ -25,8 +25,8 @@ no difference. The only arithmetic that differs from dlib's is the transform's 2
 (closed form here; rounding at 1e-16 relative, before the cast to float) and dlib's
 ``find_affine_transform`` for the box (exact here), so a point that lands exactly on a
 pixel's half could round the other way; none did in the tests. On the dev VM one face
-takes ~0.85 ms against ~1.6-2.1 ms for dlib's own (plus its Python wrapper), and the
-numba code releases the GIL.
+takes 0.65-0.74 ms against 1.23-1.47 ms for dlib's own with its Python wrapper
+(benchmarks/bench_landmarks.py), and the numba code releases the GIL.
 """
 
 from __future__ import annotations
