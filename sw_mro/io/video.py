@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import re
 import stat
@@ -318,7 +319,12 @@ class VideoSource:
         n = self.info.num_frames
         idx = []
         for i in indices:
-            j = int(i)
+            try:  # ints, numpy and torch integers; not 2.9 (was read as frame 2) or True
+                if isinstance(i, (bool, np.bool_)):
+                    raise TypeError
+                j = operator.index(i)
+            except TypeError:
+                raise TypeError(f"{self.info.path}: frame index {i!r} is not an integer") from None
             if not -n <= j < n:
                 raise IndexError(
                     f"{self.info.path}: frame index {i} is out of range for {n} frames"
