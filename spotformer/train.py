@@ -703,6 +703,10 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
                 theirs = TrainConfig.from_dict(theirs).to_dict()
             except (TypeError, ValueError):
                 pass
+            if isinstance(mine, dict) and "val" not in (theirs.get("selection"), mine.get("selection")):
+                # val_subjects does nothing without selection 'val'; runs saved before
+                # 2026-11-29 recorded --val-subjects with any selection.
+                theirs = {**theirs, "val_subjects": mine.get("val_subjects")}
         if key == "info" and isinstance(theirs, dict) and isinstance(mine, dict):
             common = theirs.keys() & mine.keys()
             if theirs.get("source_fps") is None:  # not recorded before 2026-11-29 where a

@@ -288,6 +288,15 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     msg = str(err.value)
     assert "train.loss.supcon_form 'khosla' (this run: 'authors'; --supcon authors" in msg
     assert "start a new --out" in msg and "normalize_features" not in msg
+    # val_subjects only counts with selection 'val' (found in review: a run given
+    # --val-subjects 2 with the default selection refused a --resume without it).
+    conf["train"] = dataclasses.replace(tiny_cfg(epochs=1), val_subjects=2).to_dict()
+    (run2 / "config.json").write_text(json.dumps(conf))
+    check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info=info)
+    conf["train"] = tiny_cfg(epochs=1, selection="val", val_subjects=2).to_dict()
+    (run2 / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(TrainError, match="val_subjects 2 .this run: 1"):
+        check_run_dir(run2, tiny_cfg(epochs=1, selection="val"), resume=True, info=info)
     (run2 / "config.json").write_text("[]")
     with pytest.raises(TrainError, match="not a run's config"):
         check_run_dir(run2, tiny_cfg(epochs=1), resume=True)
@@ -957,6 +966,34 @@ def test_train_needs_two_subjects_before_extraction(
         need = 2 + ("--selection" in argv)
         assert f"needs at least {need} subjects" in err
         assert f"the data has {len(subjects)}: {repr(subjects[0])}" in err
+
+
+def test_val_subjects_is_ignored_without_val_selection(tmp_path: Path, capsys) -> None:
+    """--val-subjects with another selection is a note and is not recorded (found in
+    review: it was recorded silently, then refused a --resume without it)."""
+    import argparse
+
+    from spotformer.cli import main
+    from spotformer.commands import train as train_cmd
+
+    taken = tmp_path / "a_file"
+    taken.write_text("")  # --out is refused right after the options are read
+    argv = ["train", "--dataset", "csv", "--root", str(tmp_path), "--out", str(taken)]
+    assert main([*argv, "--val-subjects", "2"]) == 2
+    note = "--val-subjects applies only with --selection val; ignored"
+    assert note in capsys.readouterr().err
+    assert main([*argv, "--val-subjects", "2", "--selection", "val"]) == 2
+    assert note not in capsys.readouterr().err
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    base = ["--dataset", "csv", "--root", "r", "--out", "o"]
+    cfg, _ = train_cmd.configs(parser.parse_args([*base, "--val-subjects", "2"]))
+    assert cfg.selection == "fixed" and cfg.val_subjects == 1
+    cfg, _ = train_cmd.configs(
+        parser.parse_args([*base, "--val-subjects", "2", "--selection", "val"])
+    )
+    assert cfg.val_subjects == 2
 
 
 def test_train_supcon_options_reach_the_run(tmp_path: Path, csv_dataset: Path) -> None:
@@ -1938,6 +1975,7 @@ def test_bad_training_and_spotting_values_are_refused_before_extraction(
         (["--apex-threshold", "1.5"], "--apex-threshold must be in [0, 1)"),
         (["--macro-ratio", "-1"], "--macro-ratio (m) must be in [0, 1]"),
         (["--selection", "val", "--val-subjects", "0"], "--val-subjects must be >= 1, got 0"),
+        (["--val-subjects", "0"], "--val-subjects must be >= 1, got 0"),
         (["--batch-size", "0"], "--batch-size must be >= 2, got 0"),
     ]:
         assert main([*base, *extra]) == 2, extra

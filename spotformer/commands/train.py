@@ -199,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(made, str):
         return fail(made)
     cfg, sw_cfg = made
+    if args.val_subjects != 1 and args.selection != "val":
+        print(
+            "spotformer train: note: --val-subjects applies only with --selection val; ignored",
+            file=sys.stderr,
+        )
     device = sw_cfg.device
     progress = not args.no_progress
     try:
@@ -317,7 +322,11 @@ def configs(args: argparse.Namespace):  # noqa: ANN201 - (TrainConfig, SWMROConf
             batch_size=args.batch_size,
             lr=args.lr,
             selection=args.selection,
-            val_subjects=args.val_subjects,
+            # Used only by selection 'val' (found in review: recorded with another
+            # selection, it then refused a --resume without it); 0 is still refused.
+            val_subjects=1
+            if args.selection != "val" and args.val_subjects >= 1
+            else args.val_subjects,
             durations=args.durations,
             spot=spot_params_from(args, SpotParams(apex_threshold=args.apex_threshold)),
             neutral_segments=args.neutral_segments,
