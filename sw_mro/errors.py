@@ -69,6 +69,11 @@ class ModelNotFoundError(LandmarkError, FileNotFoundError):
     """A landmark model the user must bring is missing; the message says where to put it."""
 
 
+class ModelLoadError(LandmarkError):
+    """A landmark model file is there but cannot be loaded (a truncated download, another
+    file under its name) or its runtime is not installed; the message names the file."""
+
+
 class DeviceError(SWMROError, ValueError):
     """The config names a device this process cannot use (no CUDA, or no such index).
     A ValueError too, as before it had its own class."""

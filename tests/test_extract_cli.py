@@ -788,6 +788,15 @@ def test_missing_insightface_models_stop_the_run_once(
     err = capsys.readouterr().err
     assert err.count("insightface models missing") == 1 and "buffalo_l.zip" in err
     assert "FAILED" not in err and not (tmp_path / "o").exists()
+    # Files that are there but broken (found in review: every input failed with
+    # onnxruntime's message, exit 1): the same setup error, naming the file.
+    for name in ("det_10g.onnx", "1k3d68.onnx"):
+        (empty / name).write_bytes(b"")
+    assert main([*argv, "--insightface-root", str(empty), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("onnxruntime cannot load this model") == 1
+    assert str(empty / "det_10g.onnx") in err
+    assert "FAILED" not in err and not (tmp_path / "o").exists()
 
 
 def test_landmark_workers_flag(short_clip: Path, tmp_path: Path) -> None:

@@ -511,6 +511,24 @@ def standin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_insightface_broken_model_is_a_load_error(standin_root: Path, tmp_path: Path) -> None:
+    """A model file that is there but cannot be loaded (a truncated download) is a
+    ModelLoadError naming the file (found in review: onnxruntime's own message)."""
+    from sw_mro.errors import ModelLoadError
+    from sw_mro.io.landmarks import check_insightface_models
+
+    assert check_insightface_models(standin_root) == standin_root
+    root = tmp_path / "buffalo_l"
+    root.mkdir()
+    (root / "det_10g.onnx").write_bytes((standin_root / "det_10g.onnx").read_bytes())
+    whole = (standin_root / "1k3d68.onnx").read_bytes()
+    (root / "1k3d68.onnx").write_bytes(whole[: len(whole) // 2])
+    for load in (check_insightface_models, lambda r: make_landmarker("insightface", root=r)):
+        with pytest.raises(ModelLoadError, match="1k3d68.onnx: onnxruntime cannot load") as exc:
+            load(root)
+        assert "download buffalo_l.zip again" in str(exc.value)
+
+
 def test_insightface_standin_decoding(standin_root: Path, astronaut_rgb: np.ndarray) -> None:
     frame = cv2.resize(astronaut_rgb, (800, 600))  # 4:3, so the 640 letterbox pads
     lm = make_landmarker("insightface", root=standin_root)

@@ -930,12 +930,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if cfg.landmarks == "insightface":  # a setup error: once, before any input
-        from sw_mro.errors import ModelNotFoundError
-        from sw_mro.io.landmarks import insightface_models
+        from sw_mro.errors import ModelLoadError, ModelNotFoundError
+        from sw_mro.io.landmarks import check_insightface_models
 
-        try:
-            insightface_models(cfg.insightface_root)
-        except ModelNotFoundError as exc:
+        try:  # found in review: a broken model file failed every input, exit 1
+            check_insightface_models(cfg.insightface_root)
+        except (ModelNotFoundError, ModelLoadError) as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):

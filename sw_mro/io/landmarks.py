@@ -68,7 +68,7 @@ from typing import Literal, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from sw_mro.errors import ModelNotFoundError
+from sw_mro.errors import ModelLoadError, ModelNotFoundError
 
 BackendName = Literal["dlib", "insightface"]
 NUM_POINTS = 68
@@ -523,7 +523,13 @@ def _shape_change(pts: np.ndarray, prev: np.ndarray | None) -> float:
 
 
 def _onnx_session(path: Path, device: str):
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"--landmarks insightface needs onnxruntime ({exc}): pip install onnxruntime, or "
+            "onnxruntime-gpu for --gpu"
+        ) from None
 
     providers: list = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -532,7 +538,28 @@ def _onnx_session(path: Path, device: str):
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"{path}: onnxruntime cannot load this model ({first}). A truncated download "
+            f"or another file under this name: download buffalo_l.zip again and unzip it "
+            f"into {path.parent}"
+        ) from None
+
+
+def check_insightface_models(root: str | os.PathLike | None = None) -> Path:
+    """:func:`insightface_models`, then each model loaded once with onnxruntime on CPU, so
+    that a file which is there but broken stops a run before its first input.
+
+    Raises:
+        ModelNotFoundError: a file is missing. ModelLoadError: one cannot be loaded.
+    """
+    folder = insightface_models(root)
+    for name in INSIGHTFACE_FILES:
+        _onnx_session(folder / name, "cpu")
+    return folder
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:
