@@ -926,7 +926,7 @@ def test_a_dim_stretch_of_a_bright_video_is_warned_about(
     assert 96 <= last < 120 and contrast["min_levels"] < 64
     assert (
         f"in 2 consecutive sampled frames (one per landmark segment), from frame 64 to "
-        f"frame {last} (2 of 4 sampled frames in all)"
+        f"frame {last} (2 of 4 sampled frames in all; the samples are 32 frames apart"
     ) in said[0], said[0]
 
 

@@ -1290,7 +1290,9 @@ def test_a_dim_stretch_of_a_bright_video_is_warned_about() -> None:
     assert acc.dim_stretch() and acc.warns()
     text = acc.describe()
     assert "fewer than 64 grey levels" in text and "in 3 consecutive sampled frames" in text
-    assert "from frame 1024 to frame 1088 (6 of 15 sampled frames in all)" in text, text
+    assert "from frame 1024 to frame 1088 (6 of 15 sampled frames in all; the samples are " in text
+    # Found in review: "from frame 64 to frame 96" read as the stretch, which ran 50-119.
+    assert "32 frames apart, so the stretch can reach up to 32 frames past either end)" in text
     assert "median of 190" in text and "spans only" not in text
     assert acc.short() == "3 consecutive sampled frames, frames 1024-1088"
     summary = acc.summary()
