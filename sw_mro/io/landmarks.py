@@ -29,9 +29,10 @@ Backends:
 - ``"dlib"`` (default, offline): dlib's HOG frontal face detector and the 68-point shape
   predictor of face-recognition-models, whose trees :mod:`sw_mro.io.shape_model` reads
   and runs in numba (dlib's landmarks exactly, about twice as fast as dlib's own
-  predictor, without holding the GIL; a file it cannot read runs in dlib). For speed the detector first searches a region
-  1.6x the previous face's size around the previous box, resized so that the face is
-  ~90 px (the HOG detector finds faces of >= ~80 px); only when that fails does it scan
+  predictor, without holding the GIL; a file it cannot read runs in dlib). For speed
+  the detector first searches a region 1.6x the previous face's size around the
+  previous box, resized so that the face is ~90 px (the HOG detector finds faces of >=
+  ~80 px); only when that fails does it scan
   the whole frame (downscaled to at most ``detect_max_side`` px, then at 2x upsampling
   for small faces, then at full size, then 2x upsampled at up to
   :data:`SMALL_FACE_MAX_SIDE` px: faces from ~40 px). ``track=False`` always scans the whole frame. With ``redetect=N``
@@ -543,9 +544,9 @@ def _onnx_session(path: Path, device: str):
     except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"{path}: onnxruntime cannot load this model ({first}). A truncated download "
-            f"or another file under this name: download buffalo_l.zip again and unzip it "
-            f"into {path.parent}"
+            f"{path}: onnxruntime cannot load this model ({first}). If it is a truncated "
+            f"download or another file under this name, download buffalo_l.zip again and "
+            f"unzip it into {path.parent}"
         ) from None
 
 
