@@ -1051,9 +1051,10 @@ class _Landmarks:
             else:
                 warnings.warn(
                     f"sw_mro: the landmark worker processes failed to start ({exc}); "
-                    "running landmarks in threads instead (slower: dlib holds the GIL). "
-                    "Worker processes re-import your main script: call sw_mro under "
-                    "`if __name__ == '__main__':`.",
+                    "running landmarks in threads instead (slower: dlib's detector holds "
+                    "the GIL). A worker's own error, if it had one, is printed above. "
+                    "Worker processes re-import the main script: a script of your own "
+                    "must call sw_mro under `if __name__ == '__main__':`.",
                     RuntimeWarning,
                     stacklevel=3,
                 )

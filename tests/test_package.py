@@ -46,3 +46,39 @@ def test_ctrl_c_ends_a_command_without_a_traceback(
     assert dispatch("tool", "test", commands, ["work"]) == 130
     err = capsys.readouterr().err
     assert "tool work: interrupted" in err and "Traceback" not in err
+
+
+_NO_CACHE_PLACE = """
+import numba, numpy as np
+from sw_mro.io.landmarks import make_landmarker
+from sw_mro.io.samples import astronaut
+import sw_mro.ops._farneback_numba  # its kernels are defined at import, as the shape model's
+res = make_landmarker("dlib").detect(astronaut())
+print("found", bool(res.found[0]), "cache_dir", repr(numba.config.CACHE_DIR))
+"""
+
+
+def test_numba_modules_load_where_numba_has_no_cache_place(tmp_path) -> None:
+    """numba's cache=True fails when a function is defined if no cache folder can be
+    written (a read-only install, a user without a writable home; found in review:
+    every extraction failed there). Simulated with numba's own switch: only the
+    NUMBA_CACHE_DIR locator, and no NUMBA_CACHE_DIR. The code caches in a folder of the
+    user's own in the temp folder instead, and without any, compiles uncached."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "SW_MRO_CACHE"))}
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
+    run = [sys.executable, "-c", _NO_CACHE_PLACE]
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run(run, capture_output=True, text=True, env={**env, "TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "found True cache_dir ''" in done.stdout  # numba's setting left as it was
+    cached = list(tmp.glob("sw_mro-numba-*/*/*.nbi"))
+    assert "shape_model" in {p.name.split(".")[0] for p in cached}  # what was compiled
+    # No writable temp folder either: compiled without a cache, still the same result.
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    done = subprocess.run(run, capture_output=True, text=True, env={**env, "TMPDIR": str(blocked)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "found True" in done.stdout

@@ -35,8 +35,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba as nb
 import numpy as np
+
+from sw_mro._numba import njit
 
 __all__ = ["ShapeModel", "ShapeModelFormatError", "load_shape_model"]
 
@@ -49,7 +50,7 @@ class ShapeModelFormatError(ValueError):
 _IS_INF, _IS_NINF, _IS_NAN = 32000, 32001, 32002
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _int(buf: np.ndarray, pos: int) -> tuple[int, int]:
     """One dlib integer at ``pos``: ``(value, next pos)``, next pos -1 if malformed."""
     if pos < 0 or pos >= buf.size:
@@ -66,7 +67,7 @@ def _int(buf: np.ndarray, pos: int) -> tuple[int, int]:
     return v, pos + 1 + size
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _float(buf: np.ndarray, pos: int) -> tuple[np.float32, int]:
     """One dlib float (mantissa, exponent; ``ldexp((float)mantissa, exponent)``)."""
     mantissa, pos = _int(buf, pos)
@@ -83,7 +84,7 @@ def _float(buf: np.ndarray, pos: int) -> tuple[np.float32, int]:
     return np.float32(np.float64(mantissa) * 2.0**exponent), pos
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _sizes(buf: np.ndarray) -> tuple[int, int, int, int, int, int]:
     """(version, shape values, cascades, trees, splits, leaf values), read from the
     headers of the first tree; -1 where malformed."""
@@ -110,7 +111,7 @@ def _sizes(buf: np.ndarray) -> tuple[int, int, int, int, int, int]:
     return version, dims, cascades, trees, splits, abs(lr) * abs(lc)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _fill_trees(buf, initial, splits, thresh, leaves) -> int:
     """Reads the mean shape and the trees into the arrays; returns the position after
     them, or -1 where the file does not have the arrays' shapes (trees of other sizes,
@@ -152,7 +153,7 @@ def _fill_trees(buf, initial, splits, thresh, leaves) -> int:
     return pos
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _fill_pixels(buf, pos, anchors, deltas) -> int:
     """Reads the feature pixels (each cascade's anchor landmarks, then their offsets)
     from ``pos``; returns the end position, or -1 as :func:`_fill_trees`."""
@@ -179,7 +180,7 @@ def _fill_pixels(buf, pos, anchors, deltas) -> int:
     return pos
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _transform(initial: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """The similarity transform (2x2, float32) that maps the mean shape onto ``shape``,
     least squares (dlib's ``find_similarity_transform``, in double)."""
@@ -216,7 +217,7 @@ def _transform(initial: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _predict(img, left, top, right, bottom, initial, splits, thresh, leaves, anchors, deltas):
     h, w = img.shape[0], img.shape[1]
     sx, sy = float(right - left), float(bottom - top)

@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import time
 
-import numba as nb
 import numpy as np
 import torch
 from numba import prange
 
+from sw_mro._numba import njit
 from sw_mro.ops._farneback_kernels import (
     BORDER_WEIGHTS,
     DET_EPS,
@@ -68,7 +68,7 @@ _compile_seconds: float | None = None
 # --------------------------------------------------------------------------- kernels
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _update_row(e0, e1, lo, h, w, y, flow, m, border):
     """FarnebackUpdateMatrices along row y from ``flow`` (2, h, w) flat into m (h, w, 5).
 
@@ -161,14 +161,14 @@ def _update_row(e0, e1, lo, h, w, y, flow, m, border):
         m[mi + u(4)] = h2
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _matrices(e0, e1, lo, h, w, flow, m, border):
     """update-matrices of a whole level from ``flow`` (2, h, w) flat."""
     for y in range(h):
         _update_row(e0, e1, lo, h, w, y, flow, m, border)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _solve_row(h, w, y, hs, flow, scale, eps):
     """2x2 solve along row y from its horizontal window sums ``hs`` (w * 5, float64)."""
     n = h * w
@@ -186,7 +186,7 @@ def _solve_row(h, w, y, hs, flow, scale, eps):
         flow[u(n) + i] = np.float32((g22 * h1 - g12 * h2) * idet)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _iterate_box(e0, e1, lo, h, w, k, flow, m_old, m_new, vs, hs, update, scale, eps, border):
     """One box-window iteration (running float64 sums, replicate borders)."""
     u = np.uint64
@@ -226,7 +226,7 @@ def _iterate_box(e0, e1, lo, h, w, k, flow, m_old, m_new, vs, hs, update, scale,
                 vs[pad + i] += np.float64(m_old[add + i]) - np.float64(m_old[sub + i])
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _iterate_gauss(e0, e1, lo, h, w, k, flow, m_old, m_new, vs, hs, update, kern, eps, border):
     """One Gaussian-window iteration; ``kern`` holds taps 0..k (float32)."""
     w5 = w * _P
@@ -262,7 +262,7 @@ def _iterate_gauss(e0, e1, lo, h, w, k, flow, m_old, m_new, vs, hs, update, kern
             _update_row(e0, e1, lo, h, w, y, flow, m_new, border)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _upsample(src, hp, wp, dst, h, w, factor):
     """Bilinear resize (2, hp, wp) -> (2, h, w) as ``F.interpolate(align_corners=False)``,
     times ``factor`` (float32)."""
@@ -294,7 +294,7 @@ def _upsample(src, hp, wp, dst, h, w, factor):
                 dst[c * h * w + y * w + x] = (top * ly0 + bot * ly1) * factor
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _solve_pair(e0, e1, offs, hts, wds, init, has_init, out, fa, fb, ma, mb, vs, hs,
                 iterations, k, gaussian, kern, scale, eps, factor, border):  # fmt: skip
     """All levels of one pair, coarse to fine; the flow ends in ``out`` (2 H W)."""
@@ -326,7 +326,7 @@ def _solve_pair(e0, e1, offs, hts, wds, init, has_init, out, fa, fb, ma, mb, vs,
         out[i] = fb[i]
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def _solve_all(exp, offs, hts, wds, ref, tgt, init, has_init, out, iterations, k, gaussian,
                kern, scale, eps, factor, border, chunk):  # fmt: skip
     pairs = ref.shape[0]
