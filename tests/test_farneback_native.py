@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -359,6 +360,18 @@ def test_broken_compiler_reports_its_message(
     reason = nat.unavailable_reason()
     assert "out of licences" in reason and "exit 3" in reason and "farneback_cpu.cpp" in reason
     assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-written is kept
+    # The extraction says so (found in review: it fell back to OpenCV without a word,
+    # and the features changed by up to 0.0055 px); no compiler, or SW_MRO_NATIVE=0, not.
+    from sw_mro import SWMROConfig
+    from sw_mro.pipeline import flow_backend
+
+    with pytest.warns(RuntimeWarning, match="C.. Farneback could not be built .*out of licences"):
+        assert flow_backend(SWMROConfig(), torch.device("cpu")) == "opencv"
+    for quiet in ("no C++ compiler found", "turned off by SW_MRO_NATIVE=0"):
+        monkeypatch.setattr(nat, "_reason", quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert flow_backend(SWMROConfig(), torch.device("cpu")) == "opencv"
 
 
 def test_turned_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
