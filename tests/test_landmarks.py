@@ -529,6 +529,23 @@ def test_insightface_broken_model_is_a_load_error(standin_root: Path, tmp_path: 
         assert "download buffalo_l.zip again" in str(exc.value)
 
 
+
+@pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
+def test_insightface_without_its_runtime_says_what_to_install(
+    standin_root: Path, monkeypatch, module: str
+) -> None:
+    """The [insightface] extra listed the unused insightface package instead of onnx,
+    and a missing onnxruntime failed every input with a bare ImportError (review)."""
+    import sys
+
+    from sw_mro.errors import ModelLoadError
+    from sw_mro.io.landmarks import check_insightface_models
+
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    with pytest.raises(ModelLoadError, match=r'pip install "spotformer-toolkit\[insightface\]"'):
+        check_insightface_models(standin_root)
+
+
 def test_insightface_standin_decoding(standin_root: Path, astronaut_rgb: np.ndarray) -> None:
     frame = cv2.resize(astronaut_rgb, (800, 600))  # 4:3, so the 640 letterbox pads
     lm = make_landmarker("insightface", root=standin_root)

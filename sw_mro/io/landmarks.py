@@ -523,14 +523,23 @@ def _shape_change(pts: np.ndarray, prev: np.ndarray | None) -> float:
 # --------------------------------------------------------------------------- insightface
 
 
-def _onnx_session(path: Path, device: str):
+def _insightface_runtime():
+    """onnxruntime (and onnx, which reads the landmark model's first layers), or a
+    ModelLoadError that says what to install."""
     try:
-        import onnxruntime as ort
+        import onnx  # noqa: F401
+        import onnxruntime
     except ImportError as exc:
         raise ModelLoadError(
-            f"--landmarks insightface needs onnxruntime ({exc}): pip install onnxruntime, or "
-            "onnxruntime-gpu for --gpu"
+            f"--landmarks insightface needs onnxruntime and onnx ({exc}): pip install "
+            '"spotformer-toolkit[insightface]" (onnxruntime-gpu instead of onnxruntime '
+            "for --gpu)"
         ) from None
+    return onnxruntime
+
+
+def _onnx_session(path: Path, device: str):
+    ort = _insightface_runtime()
 
     providers: list = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
