@@ -361,7 +361,9 @@ def extracted_features(
     from sw_mro.pipeline import FaceContrast, NoseMotion
 
     motion = NoseMotion.from_summary(meta.get("nose_motion"))
-    return x, planned.fps, missing, motion, FaceContrast.from_summary(meta.get("face_contrast"))
+    # The saved config matched this run's (output_state), so its landmark segment too.
+    contrast = FaceContrast.from_summary(meta.get("face_contrast"), cfg.landmark_segment)
+    return x, planned.fps, missing, motion, contrast
 
 
 def dataset_features(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,11 +24,15 @@ import numba
 __all__ = ["njit"]
 
 
+_LOCK = threading.Lock()  # numba.config.CACHE_DIR is swapped under it
+
+
 def _own_folder(path: str) -> bool:
-    """``path`` exists or was made, is this user's and only writable by them."""
+    """``path`` exists or was made, is a folder (not a link to one: found in review),
+    this user's and only writable by them."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return False
     uid = getattr(os, "getuid", lambda: st.st_uid)()
@@ -59,17 +64,18 @@ def njit(**options: Any) -> Callable[[Callable], Any]:
             return numba.njit(cache=True, **options)(fn)
         except RuntimeError:  # no cache location numba can write
             pass
-        before = numba.config.CACHE_DIR
         for folder in fallback_cache_dirs():
             if not _own_folder(folder):
                 continue
-            numba.config.CACHE_DIR = folder  # read once, when the function's cache is made
-            try:
-                return numba.njit(cache=True, **options)(fn)
-            except RuntimeError:
-                continue
-            finally:
-                numba.config.CACHE_DIR = before
+            with _LOCK:  # two threads importing at once must not keep each other's folder
+                before = numba.config.CACHE_DIR
+                numba.config.CACHE_DIR = folder  # read once, when the function's cache is made
+                try:
+                    return numba.njit(cache=True, **options)(fn)
+                except RuntimeError:
+                    continue
+                finally:
+                    numba.config.CACHE_DIR = before
         return numba.njit(cache=False, **options)(fn)
 
     return wrap

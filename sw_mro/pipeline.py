@@ -275,14 +275,15 @@ class FaceContrast:
         self._recorded: dict | None = None  # a summary read back (from_summary)
 
     @classmethod
-    def from_summary(cls, summary: dict | None) -> FaceContrast:
+    def from_summary(cls, summary: dict | None, segment: int = 32) -> FaceContrast:
         """A video's contrast as :meth:`summary` recorded it (``face_contrast`` in
         ``sw-mro extract``'s JSON), for :meth:`low`, :meth:`dim_stretch`,
         :meth:`summary` and :meth:`describe` on reused features (it has no
         :attr:`values`); no median where ``summary`` is missing or has none (an older
         JSON, no face sampled), and no dim stretch where it has no count of frames
-        below the limit (a JSON before that count)."""
-        out = cls()
+        below the limit (a JSON before that count). ``segment``: the extraction's
+        ``landmark_segment``, the samples' spacing that :meth:`describe` gives."""
+        out = cls(segment)
         try:
             median, low = summary["median_levels"], summary.get("min_levels")
             out._recorded = {
@@ -857,10 +858,11 @@ def flow_backend(config: SWMROConfig, device: torch.device) -> str:
             import warnings
 
             warnings.warn(  # found in review: silent, and the features change a little
-                f"sw_mro: the C++ Farneback could not be built ({why}); OpenCV's runs "
-                "instead (about half the extraction speed; features within ~0.01 px of "
-                "the C++ solver's). Fix the compiler (CXX), or set SW_MRO_NATIVE=0 to "
-                "choose OpenCV's without this warning",
+                f"sw_mro: the C++ Farneback could not be built or loaded ({why}); OpenCV's "
+                "runs instead (about half the extraction speed; features within ~0.01 px "
+                "of the C++ solver's). Fix what the message names (the compiler: CXX; the "
+                "cache folder: SW_MRO_CACHE), or set SW_MRO_NATIVE=0 to choose OpenCV's "
+                "without this warning",
                 RuntimeWarning,
                 stacklevel=2,
             )

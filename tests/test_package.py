@@ -76,9 +76,25 @@ def test_numba_modules_load_where_numba_has_no_cache_place(tmp_path) -> None:
     assert "found True cache_dir ''" in done.stdout  # numba's setting left as it was
     cached = list(tmp.glob("sw_mro-numba-*/*/*.nbi"))
     assert "shape_model" in {p.name.split(".")[0] for p in cached}  # what was compiled
-    # No writable temp folder either: compiled without a cache, still the same result.
-    blocked = tmp_path / "a_file"
-    blocked.write_text("")
-    done = subprocess.run(run, capture_output=True, text=True, env={**env, "TMPDIR": str(blocked)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "found True" in done.stdout
+    # The temp folder's one taken by a link or open to others: compiled without a cache
+    # (found in review: a TMPDIR that is a file only sent it to /tmp instead).
+    for kind in ("open", "link"):
+        tmp2 = tmp_path / kind
+        tmp2.mkdir()
+        taken = tmp2 / cached[0].parent.parent.name
+        if kind == "open":
+            taken.mkdir()
+            taken.chmod(0o777)
+        else:
+            taken.symlink_to(cached[0].parent.parent)
+        check = _NO_CACHE_PLACE + (
+            "from sw_mro.io import shape_model\n"
+            "print('cache', type(shape_model._predict._cache).__name__)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True,
+            env={**env, "TMPDIR": str(tmp2)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "found True" in done.stdout and "cache NullCache" in done.stdout, done.stdout
+        assert not list(taken.rglob("*.nbi")) or kind == "link"

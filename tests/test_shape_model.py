@@ -126,6 +126,20 @@ def test_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
             ShapeModel.read(path)
     with pytest.raises(FileNotFoundError):
         ShapeModel.read(tmp_path / "missing.dat")
+    # Random bytes (found in review: one 5 KB file was read for minutes, its header
+    # taken as a 9549 x 8.5e18 matrix, and huge counts gave numpy's "array is too big"),
+    # and a version-1 header whose counts do not fit in the file.
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.dat"
+    for _ in range(300):
+        noise.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+        with pytest.raises(ShapeModelFormatError, match="noise.dat"):
+            ShapeModel.read(noise)
+    big = bytes([1, 1, 0x81, 2, 0x81, 1]) + bytes([1, 1, 1, 0]) * 2  # version 1, 2x1 shape
+    big += bytes([8]) + b"\xff" * 8  # then 2^64 - 1 cascades
+    noise.write_bytes(big + bytes(64))
+    with pytest.raises(ShapeModelFormatError, match="noise.dat"):
+        ShapeModel.read(noise)
     model = ShapeModel.read(good)
     with pytest.raises(ValueError, match="uint8"):
         model.predict(np.zeros((8, 8), np.uint8), (0, 0, 4, 4))

@@ -1301,6 +1301,9 @@ def test_a_dim_stretch_of_a_bright_video_is_warned_about() -> None:
     assert summary["min_levels"] == 30.0
     back = FaceContrast.from_summary(json.loads(json.dumps(summary)))
     assert back.dim_stretch() and back.describe() == text and back.summary() == summary
+    # Another landmark segment: the text gives its spacing, read back too (review).
+    wide = FaceContrast.from_summary(summary, segment=64)
+    assert "64 frames apart, so the stretch can reach up to 64 frames" in wide.describe()
     # Judged at the 0.1 level: 63.96 is 64.0, not under.
     acc = FaceContrast()
     add(acc, {0: 190.0, 32: 63.96, 64: 63.96, 96: 200.0})

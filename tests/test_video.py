@@ -185,7 +185,7 @@ def test_read_out_of_range_and_empty(clip: Path) -> None:
     empty = video.read([])
     assert empty.shape == (0, H, W) and empty.dtype == torch.uint8
     # Found in review: 2.9 was read as frame 2 and True as frame 1, silently.
-    for bad in (2.9, 2.0, True, np.bool_(False), "3"):
+    for bad in (2.9, 2.0, True, np.bool_(False), "3", torch.tensor(True), torch.tensor([3])):
         with pytest.raises(TypeError, match=f"{clip.name}: frame index .* is not an integer"):
             video.read([1, bad])
     np.testing.assert_array_equal(

@@ -1,8 +1,10 @@
 """dlib landmarks of video segments in worker processes.
 
-dlib's shape predictor holds the GIL (about 1.3 ms per face), so threads cannot take
-landmarks past ~700 frames/s however many cores there are. :class:`DlibProcessPool`
-runs whole tracking segments in ``spawn``-ed worker processes instead:
+dlib's HOG detector holds the GIL (about 2 ms per frame on the dev VM; its shape
+predictor did too until it ran in numba, :mod:`sw_mro.io.shape_model`), so threads
+cannot take landmarks far past ~500 frames/s however many cores there are.
+:class:`DlibProcessPool` runs whole tracking segments in ``spawn``-ed worker processes
+instead:
 
 - the frames of a chunk are copied once into a shared-memory block that every worker
   maps (no pickling of frames); several chunks can be in flight, each in its own block,
@@ -17,9 +19,9 @@ runs whole tracking segments in ``spawn``-ed worker processes instead:
   so the result does not depend on which worker runs it or how many there are, and is
   the same as running :class:`~sw_mro.io.landmarks.DlibLandmarker` in this process;
 - the pool is started once per process and options (:func:`shared_pool`) and reused
-  across videos, because each worker parses the 100 MB model (~1 s) when it starts.
+  across videos, because each worker reads the 100 MB model (~0.6 s) when it starts.
 
-Workers import only numpy, OpenCV and dlib (``sw_mro.io`` imports nothing heavy
+Workers import only numpy, OpenCV, dlib and numba (``sw_mro.io`` imports nothing heavy
 eagerly), never torch or CUDA.
 """
 

@@ -19,12 +19,19 @@ an integer mantissa and exponent) and evaluates them as ``dlib::shape_predictor`
    the shape in tree order, in float32.
 3. The landmarks are the shape mapped into the box, rounded half up.
 
-The landmarks equal dlib's: measured on every frame of the tests' clips and on boxes
-moved and resized at random, partly outside the frame (tests/test_shape_model.py), with
-no difference. The only arithmetic that differs from dlib's is the transform's 2x2 SVD
-(closed form here; rounding at 1e-16 relative, before the cast to float) and dlib's
-``find_affine_transform`` for the box (exact here), so a point that lands exactly on a
-pixel's half could round the other way; none did in the tests. On the dev VM one face
+The landmarks equal dlib's on every frame of the tests' clips and on boxes moved and
+resized at random, partly outside the frame (tests/test_shape_model.py; 4,300 faces in
+the session that wrote this, and 20,000 boxes of 60-300 px in a review). The arithmetic
+that differs from dlib's is the transform's 2x2 SVD (closed form here; rounding at 1e-16
+relative, before the cast to float) and dlib's ``find_affine_transform`` for the box
+(exact here; dlib's has rounding noise of ~1e-16). So a value that lands exactly on a
+pixel's half can round the other way: found in review with boxes of a power-of-two size
+crossing the frame's top or left edge (negative coordinates), where dlib's noise pushes
+such halves down: 2 of 4,000 such boxes differed, one by a point moved 1 px, one by a
+feature pixel whose change moved all 68 points by up to 14 px. In extraction a box
+crosses the frame's edge only where the face does; a difference there comes from
+dlib's own rounding noise, not from a better or worse fit. Coordinates beyond 2^24 px
+differ by 1-2 px (dlib turns the box's corners to float). On the dev VM one face
 takes 0.65-0.74 ms against 1.23-1.47 ms for dlib's own with its Python wrapper
 (benchmarks/bench_landmarks.py), and the numba code releases the GIL.
 """
@@ -32,6 +39,7 @@ takes 0.65-0.74 ms against 1.23-1.47 ms for dlib's own with its Python wrapper
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,22 +95,29 @@ def _float(buf: np.ndarray, pos: int) -> tuple[np.float32, int]:
 @njit(nogil=True)
 def _sizes(buf: np.ndarray) -> tuple[int, int, int, int, int, int]:
     """(version, shape values, cascades, trees, splits, leaf values), read from the
-    headers of the first tree; -1 where malformed."""
+    headers of the first tree; -1 where malformed (found in review: a random file was
+    read for minutes before its version was checked)."""
     version, pos = _int(buf, 0)
     nr, pos = _int(buf, pos)
     nc, pos = _int(buf, pos)
     dims = abs(nr) * abs(nc)
+    if version != 1 or pos < 0 or dims > buf.size:  # a float takes at least 4 bytes
+        return version, dims, -1, -1, -1, -1
     for _ in range(dims):
         _, pos = _float(buf, pos)
+        if pos < 0:
+            return version, dims, -1, -1, -1, -1
     cascades, pos = _int(buf, pos)
     trees, pos = _int(buf, pos)
     splits, pos = _int(buf, pos)
-    if pos < 0 or cascades < 1 or trees < 1 or splits < 1:
+    if pos < 0 or cascades < 1 or trees < 1 or splits < 1 or splits > buf.size:
         return version, dims, -1, -1, -1, -1
     for _ in range(splits):
         _, pos = _int(buf, pos)
         _, pos = _int(buf, pos)
         _, pos = _float(buf, pos)
+        if pos < 0:
+            return version, dims, -1, -1, -1, -1
     _, pos = _int(buf, pos)  # leaves
     lr, pos = _int(buf, pos)
     lc, pos = _int(buf, pos)
@@ -293,6 +308,11 @@ class ShapeModel:
             )
         if n_splits & (n_splits + 1):
             raise ShapeModelFormatError(f"{path}: trees of {n_splits} splits are not full")
+        if n_casc * n_trees * (n_splits + 1) * dims * 4 > buf.size:  # 4+ bytes a value
+            raise ShapeModelFormatError(
+                f"{path}: not a dlib shape predictor ({n_casc} cascades of {n_trees} trees "
+                f"do not fit in {buf.size} bytes)"
+            )
         arrays = [
             np.empty(dims, np.float32),
             np.empty((n_casc, n_trees, n_splits, 2), np.int32),
@@ -303,7 +323,7 @@ class ShapeModel:
         _, after = _int(buf, pos)  # the number of pixel lists, then the first one's size
         n_pix, _ = _int(buf, after)
         end = -1
-        if pos >= 0 and after >= 0 and n_pix > 0:
+        if pos >= 0 and after >= 0 and 0 < n_casc * n_pix * 6 <= buf.size:  # 2+ bytes an int
             anchors = np.empty((n_casc, n_pix), np.int32)
             deltas = np.empty((n_casc, n_pix, 2), np.float32)
             end = _fill_pixels(buf, pos, anchors, deltas)
@@ -330,7 +350,7 @@ class ShapeModel:
             raise ValueError(
                 f"the shape predictor needs a uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}"
             )
-        left, top, right, bottom = (int(v) for v in box)
+        left, top, right, bottom = (operator.index(v) for v in box)  # as dlib.rectangle
         return _predict(
             np.ascontiguousarray(rgb),
             left,

@@ -320,7 +320,9 @@ class VideoSource:
         idx = []
         for i in indices:
             try:  # ints, numpy and torch integers; not 2.9 (was read as frame 2) or True
-                if isinstance(i, (bool, np.bool_)):
+                if isinstance(i, (bool, np.bool_)) or (
+                    isinstance(i, torch.Tensor) and (i.dtype == torch.bool or i.dim() != 0)
+                ):
                     raise TypeError
                 j = operator.index(i)
             except TypeError:
