@@ -13,6 +13,7 @@ one thread: the figure is CPU time per frame of one worker.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -112,13 +113,7 @@ def test_shape_predictor(benchmark, clips: dict, clip: str, engine: str) -> None
     if engine == "numba":
         predict = ours
     else:
-        import dlib
-
-        predictor = lm_mod._dlib_predictor(path)
-
-        def predict(rgb: np.ndarray, box: tuple) -> np.ndarray:
-            shape = predictor(rgb, dlib.rectangle(*box))
-            return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+        predict = functools.partial(lm_mod._dlib_points, lm_mod._dlib_predictor(path))
 
     def run() -> list:
         return [predict(f, b) for f, b in faces]

@@ -119,6 +119,9 @@ class TrainConfig:
             raise ValueError(f"durations must be 'spec' or 'train', got {self.durations!r}")
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+        if self.selection != "val":  # val_subjects does nothing there: one value, so that
+            # a run recorded with another one still resumes (found in review)
+            object.__setattr__(self, "val_subjects", 1)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -703,10 +706,6 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
                 theirs = TrainConfig.from_dict(theirs).to_dict()
             except (TypeError, ValueError):
                 pass
-            if isinstance(mine, dict) and "val" not in (theirs.get("selection"), mine.get("selection")):
-                # val_subjects does nothing without selection 'val'; runs saved before
-                # 2026-11-29 recorded --val-subjects with any selection.
-                theirs = {**theirs, "val_subjects": mine.get("val_subjects")}
         if key == "info" and isinstance(theirs, dict) and isinstance(mine, dict):
             common = theirs.keys() & mine.keys()
             if theirs.get("source_fps") is None:  # not recorded before 2026-11-29 where a

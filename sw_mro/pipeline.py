@@ -849,9 +849,8 @@ def flow_backend(config: SWMROConfig, device: torch.device) -> str:
         return config.flow_backend
     if device.type == "cpu":
         from sw_mro.ops import _farneback_native
-        from sw_mro.ops.farneback import native_available
 
-        if native_available():
+        if _farneback_native.available():
             return "native"
         why = " ".join((_farneback_native.unavailable_reason() or "").split())  # one line
         if not why.startswith(("no C++ compiler", "turned off")):  # a compiler that failed

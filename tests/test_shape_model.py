@@ -19,11 +19,6 @@ from sw_mro.io.video import open_video
 dlib = pytest.importorskip("dlib")
 
 
-def _dlib_points(predictor, rgb: np.ndarray, box) -> np.ndarray:
-    shape = predictor(rgb, dlib.rectangle(*box))
-    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-
-
 def _boxes(box, rng: np.random.Generator, n: int, h: int, w: int) -> list[list[int]]:
     """``box`` itself, then boxes moved, resized and stretched at random: some partly or
     wholly outside the image, some tiny, some larger than it."""
@@ -59,7 +54,9 @@ def test_the_68_point_model_matches_dlib_on_video(carphone: str) -> None:
         h, w = clip.shape[1:3]
         for rgb, box in zip(clip, res.boxes, strict=True):
             for b in _boxes(box, rng, 4, h, w):
-                np.testing.assert_array_equal(model.predict(rgb, b), _dlib_points(ref, rgb, b))
+                np.testing.assert_array_equal(
+                    model.predict(rgb, b), lm_mod._dlib_points(ref, rgb, b)
+                )
                 cases += 1
     assert cases == 2 * 40 * 5
 
@@ -92,7 +89,7 @@ def test_other_dlib_models_match_dlib(astronaut_rgb: np.ndarray, tmp_path: Path)
         assert trees is None or model.splits.shape == trees
         for b in _boxes(box, rng, 60, 512, 512):
             np.testing.assert_array_equal(
-                model.predict(astronaut_rgb, b), _dlib_points(ref, astronaut_rgb, b)
+                model.predict(astronaut_rgb, b), lm_mod._dlib_points(ref, astronaut_rgb, b)
             )
 
 

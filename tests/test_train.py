@@ -290,7 +290,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     assert "start a new --out" in msg and "normalize_features" not in msg
     # val_subjects only counts with selection 'val' (found in review: a run given
     # --val-subjects 2 with the default selection refused a --resume without it).
-    conf["train"] = dataclasses.replace(tiny_cfg(epochs=1), val_subjects=2).to_dict()
+    conf["train"] = {**tiny_cfg(epochs=1).to_dict(), "val_subjects": 2}  # as saved then
     (run2 / "config.json").write_text(json.dumps(conf))
     check_run_dir(run2, tiny_cfg(epochs=1), resume=True, info=info)
     conf["train"] = tiny_cfg(epochs=1, selection="val", val_subjects=2).to_dict()

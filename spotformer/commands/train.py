@@ -322,11 +322,7 @@ def configs(args: argparse.Namespace):  # noqa: ANN201 - (TrainConfig, SWMROConf
             batch_size=args.batch_size,
             lr=args.lr,
             selection=args.selection,
-            # Used only by selection 'val' (found in review: recorded with another
-            # selection, it then refused a --resume without it); 0 is still refused.
-            val_subjects=1
-            if args.selection != "val" and args.val_subjects >= 1
-            else args.val_subjects,
+            val_subjects=args.val_subjects,  # 1 unless selection 'val' (TrainConfig)
             durations=args.durations,
             spot=spot_params_from(args, SpotParams(apex_threshold=args.apex_threshold)),
             neutral_segments=args.neutral_segments,

@@ -240,6 +240,14 @@ def _dlib_predictor(path: str):
     return dlib.shape_predictor(path)
 
 
+def _dlib_points(predictor, rgb: np.ndarray, box: tuple[int, ...]) -> np.ndarray:  # noqa: ANN001
+    """dlib's own ``predictor`` (``dlib.shape_predictor``) on ``box``: (K, 2) float32."""
+    import dlib
+
+    shape = predictor(rgb, dlib.rectangle(*box))
+    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+
 def _shape_predictor(path: str):
     """``predict(rgb, (left, top, right, bottom)) -> (K, 2)`` float32 for a model file:
     :class:`sw_mro.io.shape_model.ShapeModel` (dlib's landmarks, ~2x faster, the GIL
@@ -249,15 +257,7 @@ def _shape_predictor(path: str):
     try:
         return load_shape_model(path).predict
     except ShapeModelFormatError:
-        import dlib
-
-        predictor = _dlib_predictor(path)
-
-        def predict(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-            shape = predictor(rgb, dlib.rectangle(*box))
-            return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-
-        return predict
+        return functools.partial(_dlib_points, _dlib_predictor(path))
 
 
 class DlibLandmarker(_Base):
