@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
+from sw_mro._docs import docs_line
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, ``docker stop``, a scheduler) or SIGHUP (the terminal or the
@@ -215,7 +217,8 @@ def dispatch(
     top = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog=f"commands:\n{listing}\n\nRun '{prog} COMMAND --help' for a command's options.",
+        epilog=f"commands:\n{listing}\n\nRun '{prog} COMMAND --help' for a command's options."
+        f"\n{docs_line()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"{prog} {version}")
