@@ -109,6 +109,18 @@ def test_the_landmarker_uses_it_and_falls_back_to_dlib(carphone: str, monkeypatc
     np.testing.assert_array_equal(ours.boxes, theirs.boxes)
 
 
+def test_an_unreadable_file_is_read_once(tmp_path: Path, monkeypatch) -> None:
+    reads = []
+    read = ShapeModel.read.__func__
+    monkeypatch.setattr(ShapeModel, "read", classmethod(lambda c, p: reads.append(p) or read(c, p)))
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"not a model at all\n" * 10)
+    for _ in range(3):
+        with pytest.raises(ShapeModelFormatError, match="bad.dat"):
+            load_shape_model(str(bad))
+    assert reads == [str(bad)]
+
+
 def test_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     good = dlib_shape_predictor_path().with_name("shape_predictor_5_face_landmarks.dat")
     data = good.read_bytes()

@@ -366,7 +366,19 @@ class ShapeModel:
         )
 
 
-@functools.cache
 def load_shape_model(path: str) -> ShapeModel:
-    """:meth:`ShapeModel.read`, once per process and path (~65 MB for the 68-point model)."""
-    return ShapeModel.read(path)
+    """:meth:`ShapeModel.read`, once per process and path (~65 MB for the 68-point model);
+    a file it cannot read raises the same error again without being read again (found
+    in review: each landmarker re-read a file that falls back to dlib's own predictor)."""
+    out = _read_once(path)
+    if isinstance(out, ShapeModelFormatError):
+        raise out.with_traceback(None)
+    return out
+
+
+@functools.cache
+def _read_once(path: str) -> ShapeModel | ShapeModelFormatError:
+    try:
+        return ShapeModel.read(path)
+    except ShapeModelFormatError as exc:
+        return exc.with_traceback(None)  # its frames hold the file's bytes
