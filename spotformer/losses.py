@@ -186,9 +186,6 @@ class LossTerms:
     total: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
 
-    def scalars(self) -> dict[str, float]:
-        return {"total": float(self.total.detach()), **{k: float(v) for k, v in self.terms.items()}}
-
 
 def spotting_loss(
     out: SpotFormerOutput, targets: FrameTargets, config: LossConfig | None = None

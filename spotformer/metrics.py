@@ -56,7 +56,6 @@ from sw_mro.io.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 Kind = Literal["macro", "micro"]
-KIND_NAMES: dict[str, str] = {"macro": "MaE", "micro": "ME"}
 
 
 class EvaluationError(SpotFormerError):

@@ -34,7 +34,7 @@ from sw_mro.errors import (
 from sw_mro.io.landmarks import make_landmarker
 from sw_mro.io.video import open_video
 from sw_mro.io.writer import write_video
-from sw_mro.ops import crop_resize, gather_patches, mdmo, shift
+from sw_mro.ops import crop_resize, crop_to_frame, frame_to_crop, gather_patches, mdmo, shift
 from sw_mro.ops.mdmo import sector_of
 from sw_mro.pipeline import rgb_to_gray
 
@@ -89,6 +89,31 @@ def test_crop_resize_matches_numpy(rng: np.random.Generator, device: torch.devic
     for k, box in enumerate(boxes):
         want = ref.crop(img, box, 32)
         assert np.abs(got[0, k].cpu().numpy() - want).max() < SWMRO_TOL["crop"]
+
+
+def test_frame_to_crop_is_where_crop_resize_samples() -> None:
+    """On linear ramps (which bilinear sampling reproduces exactly) each crop pixel holds
+    the frame coordinate crop_to_frame gives, and frame_to_crop inverts it."""
+    h, w, size = 60, 80, 24
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    boxes = torch.tensor(
+        [[[10.0, 7.5, 51.25, 40.0]], [[3.0, 2.0, 75.0, 57.0]]], dtype=torch.float64
+    )
+    crop_x = crop_resize(torch.stack([xs, xs]), boxes.float(), size)[:, 0]
+    crop_y = crop_resize(torch.stack([ys, ys]), boxes.float(), size)[:, 0]
+    v, u = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64),
+        torch.arange(size, dtype=torch.float64),
+        indexing="ij",
+    )
+    grid = torch.stack([u, v], -1).reshape(1, -1, 2).expand(2, -1, -1)  # (F, P, 2) crop px
+    at = crop_to_frame(grid, boxes[:, 0], size).reshape(2, size, size, 2)
+    assert float(at.min()) > 0 and float(at[..., 0].max()) < w - 1  # inside: no clamping
+    torch.testing.assert_close(crop_x.double(), at[..., 0], atol=2e-4, rtol=0)
+    torch.testing.assert_close(crop_y.double(), at[..., 1], atol=2e-4, rtol=0)
+    torch.testing.assert_close(frame_to_crop(at.reshape(2, -1, 2), boxes[:, 0], size), grid)
 
 
 def test_crop_resize_of_a_window_equals_the_whole_frame(rng: np.random.Generator) -> None:

@@ -107,7 +107,6 @@ def _frames(
 ) -> Iterator[np.ndarray]:
     """The video's uint8 RGB frames, rendered one at a time."""
     pts = np.asarray(subject["landmarks"])
-    size = (cfg.width, cfg.height)
     grid = (np.arange(cfg.width, dtype=np.float32), np.arange(cfg.height, dtype=np.float32))
     centre = tuple(video["pose"]["centre"])
     pose = np.asarray(video["pose"]["values"])
@@ -124,7 +123,7 @@ def _frames(
                 a = float(blink_profile(b, np.array([t]))[0])
                 fields += [(s, a) for s in blink_sites]
         fwd = R.pose_matrix(pose[t], centre)
-        frame = R.render_frame(plate, subject["margin"], size, fwd, fields, grid, cfg.interpolation)
+        frame = R.render_frame(plate, subject["margin"], fwd, fields, grid, cfg.interpolation)
         yield R.add_noise(frame, noise_rng, cfg.noise_sigma)
 
 

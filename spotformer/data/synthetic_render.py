@@ -382,7 +382,6 @@ INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 def render_frame(
     plate: np.ndarray,
     margin: int,
-    size: tuple[int, int],
     fwd: np.ndarray,
     fields: list[tuple[Site, float]],
     grid: tuple[np.ndarray, np.ndarray],

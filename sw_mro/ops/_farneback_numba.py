@@ -41,8 +41,6 @@ allocates its work buffers once.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from numba import prange
@@ -56,13 +54,12 @@ from sw_mro.ops._farneback_kernels import (
     window_kernel,
 )
 
-__all__ = ["compile_seconds", "solve_pairs", "warm_up"]
+__all__ = ["solve_pairs"]
 
 _P = 5  # planes: Y, X, YY, XY, XX (sw_mro.ops._farneback_kernels)
 _BORDER = np.array(BORDER_WEIGHTS, dtype=np.float32)
 #: Pairs per ``prange`` iteration; each iteration allocates its work buffers once.
 _CHUNK_PAIRS = 4
-_compile_seconds: float | None = None
 
 
 # --------------------------------------------------------------------------- kernels
@@ -401,23 +398,3 @@ def solve_pairs(
     )  # fmt: skip
     return out
 
-
-def warm_up() -> float:
-    """Compile (or load from numba's cache) the kernels once; returns the seconds spent."""
-    global _compile_seconds
-    if _compile_seconds is None:
-        from sw_mro.ops._farneback_expand import expand_frames
-
-        t0 = time.perf_counter()
-        frames = torch.zeros(2, 32, 32)
-        params = FarnebackParams(levels=0, iterations=1)
-        e = expand_frames(frames, params)
-        idx = torch.zeros(1, dtype=torch.long)
-        solve_pairs(e, idx, idx, params)
-        _compile_seconds = time.perf_counter() - t0
-    return _compile_seconds
-
-
-def compile_seconds() -> float | None:
-    """Seconds the first :func:`warm_up` took in this process (None before it ran)."""
-    return _compile_seconds

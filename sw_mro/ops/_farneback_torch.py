@@ -250,13 +250,12 @@ def solve_pairs(
     tgt_idx: torch.Tensor,
     params: FarnebackParams,
     init_flow: torch.Tensor | None = None,
-    chunk_pixels: int | None = None,
 ) -> torch.Tensor:
     """Flows (P, 2, H, W) of pairs (ref_idx[i] -> tgt_idx[i]) of expanded frames."""
     height, width = expansions[0].shape[-2:]
     dev = expansions[0].device
     pairs = ref_idx.numel()
-    budget = chunk_pixels or (CHUNK_PIXELS if dev.type == "cpu" else 1 << 62)
+    budget = CHUNK_PIXELS if dev.type == "cpu" else 1 << 62
     flow: torch.Tensor | None = None
     for level in reversed(plan_levels(height, width, params)):
         h, w = level.height, level.width

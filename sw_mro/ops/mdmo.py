@@ -41,7 +41,7 @@ import torch
 
 from sw_mro.config import EQUAL_EDGES, NOSE_EDGES, ROI_EDGES, check_edges, equal_edges
 
-__all__ = ["EQUAL_EDGES", "MDMO", "NOSE_EDGES", "ROI_EDGES", "mdmo", "sector_of"]
+__all__ = ["EQUAL_EDGES", "NOSE_EDGES", "ROI_EDGES", "mdmo", "sector_of"]
 
 
 def sector_of(angle: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
@@ -156,13 +156,3 @@ def mdmo(
     out = total * scale[:, None]
     return out.reshape(*lead, 2)
 
-
-class MDMO(torch.nn.Module):
-    """Module wrapper that stores ``edges`` and ``top``; see :func:`mdmo`."""
-
-    def __init__(self, edges: tuple[float, ...] = EQUAL_EDGES, top: float = 0.6) -> None:
-        super().__init__()
-        self.edges, self.top = check_edges(edges), top
-
-    def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return mdmo(vectors, mask, edges=self.edges, top=self.top)
