@@ -774,6 +774,16 @@ def test_frame_folder_fps_for_the_metadata(
     assert main([*argv, "--stride", "2"]) == 1
     err = capsys.readouterr().err
     assert "at 200 fps (this run: 30 fps, the default; --fps 200 keeps it)" in err
+    # Through the API (spotformer train --features), without extract's options (found
+    # in a probe: "this run: --fps 30; --fps 200 keeps it" to a train run).
+    from sw_mro.commands.extract import output_state
+
+    cfg = sw_mro.SWMROConfig(window=3, face_size=64, stride=2)
+    assert output_state(folder, out, cfg, 200.0) == ("done", "")
+    assert output_state(folder, out, cfg, 30.0) == (
+        "conflict",
+        "it records the frame folder at 200 fps, not 30",
+    )
 
 
 def test_missing_insightface_models_stop_the_run_once(

@@ -234,9 +234,10 @@ def _output_state(
     json_path: Path,
     npy_path: Path,
     config: dict[str, Any],
-    backend: str | None = None,
-    src: tuple[Path, dict[str, int] | None] | None = None,
-    folder_fps: float | None = None,
+    backend: str,
+    src: tuple[Path, dict[str, int] | None],
+    folder_fps: float | None,
+    cli: bool,
 ) -> tuple[str, str]:
     """``("done", "")``: complete, from this input with these settings; ``("todo", why)``:
     not complete (``why`` is empty, or says how a written ``.npy`` is damaged: its shape,
@@ -247,7 +248,9 @@ def _output_state(
     another Farneback backend than ``backend`` (their features differ by ~1e-5 px, and
     one output folder should not mix them). Settings that do not change the features are not compared
     (:func:`_feature_config`). Outputs written before the metadata recorded the backend
-    or the input's size are taken as they are."""
+    or the input's size are taken as they are. ``cli``: ``why`` names ``sw-mro extract``'s
+    options (found in a probe: ``spotformer train --features`` printed "this run: --fps
+    200; --fps 30 keeps it", options it does not have)."""
     if not (json_path.is_file() and npy_path.is_file()):
         return "todo", ""
     try:
@@ -257,7 +260,7 @@ def _output_state(
     if not isinstance(meta, dict) or not meta.get("complete"):
         return "todo", ""
     made_from = meta.get("input_signature")
-    if src is not None and isinstance(made_from, dict) and not _same_input(made_from, src[1]):
+    if isinstance(made_from, dict) and not _same_input(made_from, src[1]):
         recorded = meta.get("input")
         # Older outputs recorded the path as typed (relative to a folder not known now):
         # the same name is then taken for the same input.
@@ -275,11 +278,13 @@ def _output_state(
             f"{src[0]} ({_describe(src[1])}); use another --out-dir or rename one of them"
         )
     recorded = meta.get("source_fps")
-    if src is not None and src[0].is_dir() and recorded is not None:
+    if src[0].is_dir() and recorded is not None:
         from sw_mro.io.video import DEFAULT_FOLDER_FPS
 
         rate = DEFAULT_FOLDER_FPS if folder_fps is None else folder_fps
         if float(recorded) != rate:
+            if not cli:
+                return "conflict", f"it records the frame folder at {recorded:g} fps, not {rate:g}"
             given = f"--fps {rate:g}" if folder_fps is not None else f"{rate:g} fps, the default"
             return "conflict", (
                 f"it records the frame folder at {recorded:g} fps (this run: {given}; "
@@ -298,7 +303,7 @@ def _output_state(
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
         return "conflict", f"it was made with other settings: {shown}{more}"
     made_with = meta.get("flow_backend")
-    if backend and made_with and made_with != backend:
+    if made_with and made_with != backend:
         return "conflict", (
             f"it was made with the {made_with!r} Farneback backend (this run: {backend!r}); "
             "their features differ by ~1e-5 px"
@@ -405,7 +410,7 @@ def output_state(
     ``("conflict", why)`` (made from another input, frame-folder rate ``folder_fps``
     (None: the default), feature settings or Farneback backend). ``spotformer train --features`` reuses only
     "done" outputs."""
-    return _state_of(src_path, input_signature(src_path), out_dir, cfg, folder_fps)
+    return _state_of(src_path, input_signature(src_path), out_dir, cfg, folder_fps, cli=False)
 
 
 def _state_of(
@@ -414,6 +419,7 @@ def _state_of(
     out_dir: Path,
     cfg: Any,
     folder_fps: float | None,
+    cli: bool,
 ) -> tuple[str, str]:
     """:func:`output_state` with the input's signature already read."""
     import torch
@@ -423,7 +429,9 @@ def _state_of(
     name = output_name(src_path)
     backend = flow_backend(cfg, torch.device(cfg.device))
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
-    return _output_state(meta_path, npy, cfg.to_dict(), backend, (src_path, signature), folder_fps)
+    return _output_state(
+        meta_path, npy, cfg.to_dict(), backend, (src_path, signature), folder_fps, cli
+    )
 
 
 def _existing_output(
@@ -444,7 +452,7 @@ def _existing_output(
     if args.overwrite or not src_path.exists():  # a missing input: open_video says so
         return None, ""
     fps = args.fps if src_path.is_dir() else None
-    state, why = _state_of(src_path, signature, out_dir, cfg, fps)
+    state, why = _state_of(src_path, signature, out_dir, cfg, fps, cli=True)
     if state == "done":
         return f"skipped {src_path} ({npy} is complete; --overwrite recomputes it)", ""
     if state == "conflict":
