@@ -151,6 +151,42 @@ def test_casme2_duplicate_subject_index_in_naming_rule1(tmp_path: Path) -> None:
         load_casme2(xlsx)
 
 
+def test_casme2_naming_rule1_column_c_as_text_or_partly_given(tmp_path: Path) -> None:
+    """Found in a probe: an index stored as text made the sheet row-aligned without a
+    word, so RULE1_WITH_C's out-of-order rows swapped the two subjects."""
+    as_text = [[16, "s16", "2"], [15, "s15", " 1 "]]
+    assert load_casme2(write_casme2(tmp_path / "t.xlsx", rule1=as_text)).expressions == (
+        CAS_EXPECTED
+    )
+    one_text = [[16, "s16", 2], [15, "s15", "1"]]
+    assert load_casme2(write_casme2(tmp_path / "o.xlsx", rule1=one_text)).expressions == (
+        CAS_EXPECTED
+    )
+    partly = write_casme2(tmp_path / "p.xlsx", rule1=[[16, "s16", 2], [15, "s15"]])
+    with pytest.raises(
+        AnnotationError,
+        match=r"naming rule1'? row 2: column C \(subject index\) is blank here but given on row 1",
+    ):
+        load_casme2(partly)
+    for bad in ("two", 1.5, True):
+        xlsx = write_casme2(tmp_path / "b.xlsx", rule1=[[16, "s16", 2], [15, "s15", bad]])
+        with pytest.raises(AnnotationError, match=r"naming rule1'? row 2: column C"):
+            load_casme2(xlsx)
+
+
+def test_casme2_naming_rule2_name_given_two_codes(tmp_path: Path) -> None:
+    """Found in a probe: a name listed twice took its last code, silently moving every
+    row of it to another video. The same pair twice is harmless and kept."""
+    twice = write_casme2(tmp_path / "a.xlsx", rule2=[*RULE2, ["0101", "Disgust1 "]])
+    assert load_casme2(twice).expressions == CAS_EXPECTED
+    clash = write_casme2(tmp_path / "b.xlsx", rule2=[*RULE2[:3], ["0102", "disgust1"], RULE2[3]])
+    with pytest.raises(
+        AnnotationError,
+        match=r"naming rule2'? row 4: video name 'disgust1' is also on row 1, with code 0101",
+    ):
+        load_casme2(clash)
+
+
 def test_casme2_sheets_renamed_in_case_or_spacing(tmp_path: Path) -> None:
     """Found in a probe: "CASFEcode_final " (a trailing space) and "Naming Rule1" were
     refused, listing names that looked identical; a renamed "naming rule2" was said to

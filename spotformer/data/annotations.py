@@ -35,10 +35,10 @@ negative frame, such as SAMM's apex -1, is *missing*):
   video name is the part before ``_``), C onset, D apex, E offset, H
   ``macro-expression`` / ``micro-expression``;
 - sheet ``naming rule1``: A subject number (15), B folder (``s15``), and optionally C the
-  subject index of column A above. Without a C column the sheet is row-aligned: its
-  row ``k`` describes subject index ``k``;
+  subject index of column A above (on every row or on none). Without a C column the
+  sheet is row-aligned: its row ``k`` describes subject index ``k``;
 - sheet ``naming rule2``: A video code (``0101``, text or number), B video name
-  (``disgust1``).
+  (``disgust1``; one code per name).
 
 IDs: ``subject = "s15"`` (the frame folder under ``rawpic/``), ``video =
 "s15/15_0101"`` (subject folder / subject number _ video code), which is the prefix of
@@ -374,14 +374,29 @@ def _casme2_rules(
     """subject index -> (subject number, folder) and video name -> 4-digit code."""
     subjects: dict[int, tuple[int, str]] = {}
     rows = [(r, row) for r, row in enumerate(rule1, start=1) if any(not _blank(c) for c in row)]
-    by_column_c = bool(rows) and all(
-        isinstance(_cell(row, 2), int | float) and not isinstance(_cell(row, 2), bool)
-        for _, row in rows
-    )
+    # Column C on every row, or on none (found in a probe: an index stored as text made
+    # the sheet row-aligned without a word, swapping subjects whose rows are not in
+    # index order).
+    given = [r for r, row in rows if not _blank(_cell(row, 2))]
+    by_column_c = bool(given)
+    if given and len(given) < len(rows):
+        blank = next(r for r, row in rows if _blank(_cell(row, 2)))
+        raise _fail(
+            xlsx, CAS_RULE1, blank,
+            f"column C (subject index) is blank here but given on row {given[0]}; give it "
+            "on every row, or on none (then row k is subject index k)",
+        )  # fmt: skip
+    index: dict[int, int] = {}
     if by_column_c:
         seen: dict[int, int] = {}
         for r, row in rows:
-            c = int(_cell(row, 2))
+            x = _number(_cell(row, 2), xlsx, CAS_RULE1, r, "column C (subject index)")
+            if x is None or not x.is_integer():
+                raise _fail(
+                    xlsx, CAS_RULE1, r,
+                    f"column C must be a whole subject index, got {_cell(row, 2)!r}",
+                )  # fmt: skip
+            c = index[r] = int(x)
             if c in seen:
                 raise _fail(
                     xlsx, CAS_RULE1, r,
@@ -395,9 +410,10 @@ def _casme2_rules(
             raise _fail(xlsx, CAS_RULE1, r, f"column A must be a subject number, got {row[0]!r}")
         folder = _cell(row, 1)
         folder = f"s{int(number)}" if _blank(folder) else str(folder).strip()
-        key = int(_cell(row, 2)) if by_column_c else r  # row-aligned without column C
+        key = index[r] if by_column_c else r  # row-aligned without column C
         subjects[key] = (int(number), folder)
     videos: dict[str, str] = {}
+    named: dict[str, int] = {}  # name -> its row
     for r, row in enumerate(rule2, start=1):
         a, b = _cell(row, 0), _cell(row, 1)
         if _blank(a) and _blank(b):
@@ -407,7 +423,15 @@ def _casme2_rules(
         code = _code(a)
         if code is None or _blank(b):
             raise _fail(xlsx, CAS_RULE2, r, f"expected a video code and a name, got {a!r}, {b!r}")
-        videos[str(b).strip().lower()] = code
+        name = str(b).strip().lower()
+        if videos.get(name, code) != code:  # found in a probe: the last one won, silently
+            raise _fail(
+                xlsx, CAS_RULE2, r,
+                f"video name {b!r} is also on row {named[name]}, with code {videos[name]}; "
+                "each name must have one code",
+            )  # fmt: skip
+        videos[name] = code
+        named.setdefault(name, r)
     return subjects, videos
 
 
