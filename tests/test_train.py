@@ -1315,8 +1315,15 @@ def test_train_uses_matching_extract_outputs_instead_of_extracting(tmp_path: Pat
     assert sw_mro_main([*extract, "--face-size", "64"]) == 0
     capsys.readouterr()
     assert main([*train, "--out", str(tmp_path / "b"), "--features", str(feats)]) == 0
-    err = capsys.readouterr().err
+    said = capsys.readouterr()
+    err = said.err
     assert f"reused the features of 1 of 2 videos from {feats}; extracted 1, e.g. " in err
+    # The rate is the extracted video's alone (found in a probe: reused frames counted).
+    n = cfg.num_frames
+    assert (
+        f"SW-MRO: 2 videos, {2 * n} frames: 1 videos ({n} frames) reused, {n} frames "
+        "extracted in "
+    ) in said.out
     assert "no complete" in err
     assert (tmp_path / "b" / "predictions.csv").read_bytes() == (
         tmp_path / "a" / "predictions.csv"
@@ -1476,7 +1483,8 @@ def test_reused_features_give_the_warnings_extracting_gives(
     refs = {"s1/dim": VideoRef(dim, subject="s1"), "s2/jump": VideoRef(jump, subject="s2")}
     table = AnnotationTable([Expression("s1", "s1/dim", 2, 4, 6, "micro")], sources=refs)
     cfg = sw_mro.SWMROConfig(window=9, face_size=64)
-    F.dataset_features(table, cfg, progress=False, features_dir=feats)
+    got = F.dataset_features(table, cfg, progress=False, features_dir=feats)
+    assert got.summary("cpu") == f"SW-MRO: 2 videos, {got.frames} frames: all reused"
     err = capsys.readouterr().err
     assert "reused the features of 2 of 2 videos" in err
     low = next(ln for ln in err.splitlines() if "grey levels" in ln)

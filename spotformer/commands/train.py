@@ -252,10 +252,7 @@ def run(args: argparse.Namespace) -> int:
         )
         # Training needs no landmark workers: their processes and shared blocks go now.
         landmark_pool.close_pools()
-        print(
-            f"SW-MRO: {len(feats.features)} videos, {feats.frames} frames in "
-            f"{feats.seconds:.1f} s ({feats.frames / max(feats.seconds, 1e-9):.1f} frames/s) on {device}"
-        )
+        print(feats.summary(device))
         print(data_summary(table, set(feats.features)))
         data = SpottingData.build(
             feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
