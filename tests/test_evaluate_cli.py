@@ -56,7 +56,7 @@ def test_json_output_matches_hand_counts(files, capsys: pytest.CaptureFixture[st
         "ground_truths",
     }
     assert (out["proposals"], out["ground_truths"]) == (7, 5)  # TP + FP, TP + FN
-    assert out["stride"] is None  # not given: the data set's (a CSV is read as it is)
+    assert out["stride"] is None  # a CSV: its frames are taken as they are
     assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 2, "fn": 1}
     assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 2, "fn": 1}
     assert {k: out["overall"][k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 4, "fn": 2}
@@ -197,6 +197,7 @@ def test_ground_truth_from_the_data_sets_workbooks(
     )
     assert main(["evaluate", "--pred", str(pred), "--gt", str(cas), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["stride"] == 1
     assert {k: out["macro"][k] for k in ("tp", "fp", "fn")} == {"tp": 2, "fp": 0, "fn": 2}
     assert {k: out["micro"][k] for k in ("tp", "fp", "fn")} == {"tp": 1, "fp": 1, "fn": 1}
     # SAMM-LV: its expressions themselves, at 1/7 of the source frames, are all TPs.
@@ -206,6 +207,8 @@ def test_ground_truth_from_the_data_sets_workbooks(
     assert main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["overall"]
     assert out["tp"] == len(SAMM_EXPECTED_7) and out["fp"] == out["fn"] == 0
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stride"] == 7  # the one used, not null
     # --stride 1 (predictions of 'spotformer spot --stride 1' on a SAMM-LV folder): the
     # workbook at 1-based source frames minus 1 (hand values: 006_1 macro 566-743 ->
     # 565-742, micro 1200.5-1260 -> 1200-1259). The stride-7 predictions above then
@@ -217,6 +220,7 @@ def test_ground_truth_from_the_data_sets_workbooks(
         main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--stride", "1", "--json"]) == 0
     )
     out = json.loads(capsys.readouterr().out)
+    assert out["stride"] == 1
     assert (out["overall"]["tp"], out["overall"]["fp"]) == (2, 1)
     assert out["overall"]["fn"] == len(SAMM_EXPECTED_7) - 2
     assert main(["evaluate", "--pred", str(pred), "--gt", str(samm), "--json"]) == 0

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         preds = read_intervals(args.pred)
         gt_videos: set[str] = set()  # with or without expressions
         gts = read_ground_truth(args.gt, videos=gt_videos, stride=args.stride)
+        stride = _scored_stride(args.gt, args.stride)
     except EvaluationError as exc:
         print(f"spotformer evaluate: {exc}", file=sys.stderr)
         return 2
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(preds, gts, args.iou, args.protocol)
     if args.json:
         # What was scored and how, beside the counts, so a saved file says which protocol.
-        scored = {"iou": args.iou, "protocol": args.protocol, "stride": args.stride,
+        scored = {"iou": args.iou, "protocol": args.protocol, "stride": stride,
                   "proposals": len(preds), "ground_truths": len(gts)}  # fmt: skip
         print(json.dumps({**result.to_dict(), **scored}, indent=2))
     else:
@@ -108,3 +109,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(preds)} proposals, {len(gts)} ground truths, IoU >= {args.iou:g}{how}")
         print(result.table())
     return 0
+
+
+def _scored_stride(gt: Path, stride: int | None) -> int | None:
+    """The stride a workbook's frames were converted to: the one given, else its data
+    set's (SAMM-LV 7, CAS(ME)^2 1); None for a CSV, whose frames are taken as they are
+    (found in a probe: the JSON said null for a SAMM-LV workbook scored at 7)."""
+    from spotformer.data.annotations import SAMM_SUBSAMPLE, is_workbook, workbook_kind
+    from spotformer.errors import AnnotationError
+    from spotformer.metrics import EvaluationError
+
+    if not is_workbook(gt):
+        return None
+    try:
+        kind = workbook_kind(gt)
+    except AnnotationError as exc:  # read a moment ago; changed since
+        raise EvaluationError(str(exc)) from exc
+    return stride or (SAMM_SUBSAMPLE if kind == "samm" else 1)
