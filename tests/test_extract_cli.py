@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -1307,6 +1308,14 @@ def test_devices_spread_inputs_over_worker_processes(
     # Resuming on one device skips what the workers completed.
     assert main(["extract", *inputs[::2], "--out-dir", str(out), *ARGS]) == 0
     assert capsys.readouterr().out.count("skipped") == 2
+    # The bar shows a total (and a percentage) only once it is the whole run's (found in
+    # a probe: it grew as workers opened their inputs and showed 80 % at 27 %).
+    shown = ["extract", *inputs[::2], "--out-dir", str(tmp_path / "bar"), "--devices", "cpu,cpu"]
+    assert main([*shown, *[a for a in ARGS if a != "--quiet"]]) == 0
+    err = capsys.readouterr().err
+    totals = {int(t) for t in re.findall(r"\d+%\|[^|]*\| *\d+/(\d+) ", err)}
+    frames = sum(len(np.load(out / f"{name}.npy")) for name in ("short", "carphone"))
+    assert totals == {frames}, err[-2000:]
 
 
 def _job(device: str, path: str, options: dict, progress) -> str:
