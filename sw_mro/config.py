@@ -219,8 +219,8 @@ class SWMROConfig:
     - Crop resampling: bilinear with ``align_corners=False`` (a box [x0, x1) maps onto
       pixel centres), gray = cv2's RGB->gray weights. Flow runs on gray crops as float32
       in [0, 255].
-    - ``roi_pool`` = "patch": an ROI is the ``roi_size`` square of flow vectors centred on
-      the landmark rounded to the nearest pixel, clamped inside the crop.
+    - ROI pooling: an ROI is the ``roi_size`` square of flow vectors centred on the
+      landmark rounded to the nearest pixel, clamped inside the crop.
     - Nose region: the bounding box of ``nose_landmarks`` widened by ``nose_margin`` on
       every side, rounded to whole pixels. Its head shift is computed on a nose patch: the
       flow between the reference crop and the target crop (re-aligned by the running
@@ -269,7 +269,7 @@ class SWMROConfig:
       of per-frame detection on the clips measured; see docs/sw_mro.md).
     - ``device`` = "cpu"; ``batch_size`` = windows per device batch (each window has
       w - 1 pairs), None = 16 on CPU and 128 on CUDA; ``flow_backend`` = "auto" (see
-      ``sw_mro.ops.farneback``); ``chunk_size`` = frames decoded (and landmarked) at a time, None = 64 on CPU and 512
+      ``sw_mro.pipeline.flow_backend``: on CPU the C++ solver, else OpenCV); ``chunk_size`` = frames decoded (and landmarked) at a time, None = 64 on CPU and 512
       on CUDA; ``stride`` = 1
       (temporal subsampling, e.g. 7 for SAMM-LV).
     """

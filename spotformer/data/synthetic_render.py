@@ -1,7 +1,7 @@
 """Rendering for the synthetic benchmark (:mod:`spotformer.data.synthetic`).
 
 Everything here is pure numpy/OpenCV on one frame or one video at a time; the planning
-of events, the files and the manifest live in ``synthetic.py``.
+of events lives in ``synthetic_plan.py``, the files and the manifest in ``synthetic.py``.
 
 Coordinates: every event is defined in **rest coordinates**, the pixel coordinates of
 frame ``t`` when the head is at its rest pose (no drift, no move). The rest image is a

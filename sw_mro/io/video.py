@@ -5,8 +5,9 @@
 - a **video file** decoded with decord (FFmpeg underneath), or
 - a **folder of numbered frames**: the CAS(ME)^2 layout ``img1.jpg, img2.jpg, ...`` and
   the SAMM-LV layout ``006_1_0001.jpg`` (4 or 5 digits) are both handled by a natural
-  sort of the file names (``img2`` before ``img10``). ``.jpg``, ``.jpeg``, ``.png``,
-  ``.bmp``, ``.tif`` and ``.tiff`` files are frames; every other file (and hidden files
+  sort of the file names (``img2`` before ``img10``). ``.jpg``, ``.jpeg``, ``.jpe``,
+  ``.jfif``, ``.png``, ``.bmp``, ``.tif``, ``.tiff`` and ``.webp`` files
+  (``IMAGE_SUFFIXES``) are frames; every other file (and hidden files
   such as macOS ``._img1.jpg``) is ignored.
 
 Frames come out as torch ``uint8`` tensors, ``(T, H, W, 3)`` RGB or ``(T, H, W)`` gray,

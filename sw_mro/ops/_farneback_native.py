@@ -17,10 +17,11 @@ Both run on their own ``std::thread`` workers; ctypes releases the GIL for the c
 
 Building: the first call compiles the source with the system C++ compiler (``$CXX``, else
 ``g++``, ``c++`` or ``clang++``) with ``-O3 -march=native -ffp-contract=off`` into a cache
-folder (``$SW_MRO_CACHE`` or ``~/.cache/sw_mro``), under a name that hashes the source,
-the flags, the compiler's version and this machine's CPU, so a cluster node never loads
+folder (``$SW_MRO_CACHE``, else ``$XDG_CACHE_HOME/sw_mro``, else ``~/.cache/sw_mro``),
+under a name that hashes the source, the flags, the compiler's version and this
+machine's CPU, so a cluster node never loads
 a library built for another CPU. The build writes a temporary file and renames it
-(atomic; concurrent first calls are safe). About 3 s once per machine. When no compiler
+(atomic; concurrent first calls are safe). 1-3 s once per machine. When no compiler
 is found, or the build fails, :func:`available` is False and says why in
 :func:`unavailable_reason`; ``backend="auto"`` then falls back (sw_mro.ops.farneback).
 Set ``SW_MRO_NATIVE=0`` to turn the backend off.

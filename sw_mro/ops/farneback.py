@@ -166,8 +166,9 @@ def farneback_pairs(
         init_flow: optional ``(P, 2, H, W)`` initial flows (``OPTFLOW_USE_INITIAL_FLOW``).
         max_batch: pairs solved at once. Memory: the expansions of all F frames stay
             resident (about 7 float32 per pixel per frame), plus per pair of a batch
-            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba and
-            native: not used; the output plus ~14 float32 per pixel per thread). Default:
+            8 (torch on CPU), 16 (cupy) or 56 (torch on CUDA) float32 per pixel (numba,
+            native and opencv: not used; the output plus ~14 float32 per pixel per
+            thread). Default:
             as many as fit :data:`BATCH_BYTES` (CPU: split over the worker threads).
         check_indices: check that every index is in range (default). On a GPU the check
             is a device sync; ``False`` skips it for indices that are known to be valid

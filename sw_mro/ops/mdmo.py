@@ -1,7 +1,7 @@
 """Main directional mean optical flow (MDMO), batched over any number of regions.
 
 SPEC.md section 2.6 (precedent: the AUW-GCN feature code, ``feature_extraction/tools.py``):
-bin each flow vector's angle into 4 sectors, choose the most populated sector, keep its
+bin each flow vector's angle into sectors (4 by default), choose the most populated sector, keep its
 top ``top`` fraction by magnitude and return the mean vector: the direction of the
 kept vectors' sum with length their mean magnitude.
 
