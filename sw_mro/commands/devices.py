@@ -197,13 +197,14 @@ def run_on_devices(
     options: Any,
     *,
     on_result: Callable[[str, bool, str], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> DeviceRun:
     """Run ``job(device, path, options)`` for every input, one worker process per entry
     of ``devices`` (a device may be listed twice: two workers share it). ``job`` and
     ``options`` must be picklable (a module-level function; plain data). ``on_result``
     is called in this process as each input ends: ``(path, ok, line)``, and
-    ``on_progress(frames_added_to_total, frames_done)`` as the workers report frames.
+    ``on_progress(path, frames_added_to_total, frames_done)`` as the workers report
+    frames of the input ``path``.
 
     Each worker has its own pipe. (One shared result queue hung the whole run when a
     worker died while writing to it: its write lock stayed taken for the others.)"""
@@ -250,9 +251,9 @@ def run_on_devices(
             kind, path, line = slot.conn.recv()
         except Exception:  # EOF, or a message cut off by the worker's death
             return False
-        if kind == "progress":
-            if on_progress is not None:
-                on_progress(path, line)
+        if kind == "progress":  # (total, done) in the path's and line's places
+            if on_progress is not None and slot.current is not None:
+                on_progress(slot.current, path, line)
             return True
         if kind == "warning":  # logged or raised in the worker, already prefixed
             write_line(line)

@@ -664,7 +664,14 @@ def _extract_locked(
             "shape": [n, w, r, 2],
             "dtype": "float32",
             "features_sha256": checksum,
-            "layout": "frame x window position x ROI x (dx, dy), pixels at face_size; [:, 0] = 0",
+            # What a reader of the file needs (found in a probe: the signs, the window's
+            # anchor, the stride's frames and the landmarks' numbering were only in docs).
+            "layout": (
+                "frame x window position x ROI x (dx, dy), pixels at face_size, x right, y "
+                "down; [i, s] is the motion from frame i - w//2 to frame i - w//2 + s "
+                "(clamped to the video), so [:, 0] = 0; frame i is source frame i * stride "
+                "(0-based); roi_landmarks are dlib's 68 points numbered from 0"
+            ),
             "roi_landmarks": list(cfg.roi_landmarks),
             "roi_groups": [list(g) for g in cfg.roi_groups],
             "fps": info.fps,
@@ -827,17 +834,28 @@ def _run_on_devices(
         "fps": args.fps,
         "wait": wait,
     }
-    ended = opened = known = 0
+    ended, known = 0, 0
+    seen: set[str] = set()  # inputs opened or ended (skipped, busy, failed: no frames)
     busy: list[str] = []
-    # Frames/s over all devices. The total is shown once every input has been opened
-    # (found in a probe: a total that grew as the workers opened their videos showed
-    # 80 % at 27 %); until then the bar counts frames and inputs.
+    # Frames/s over all devices. The total is shown once every input has been opened or
+    # has ended without frames (found in a probe: a total that grew as the workers
+    # opened their videos showed 80 % at 27 %); until then the bar counts frames.
+
+    distinct = len({str(p) for p in inputs})
+
+    def settle(path: str) -> None:
+        seen.add(path)
+        if len(seen) == distinct and bar.total is None and known:
+            bar.total = known
+            bar.refresh()
+
     with tqdm(total=None, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
         bar.set_postfix_str(f"inputs 0/{len(inputs)}")
 
         def show(path: str, ok: bool, line: str) -> None:
             nonlocal ended
             ended += 1
+            settle(path)
             if ok:
                 out, hints = _split_hints(line)
                 _say(out, bar)
@@ -850,13 +868,11 @@ def _run_on_devices(
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
             bar.set_postfix_str(f"inputs {ended}/{len(inputs)}")
 
-        def frames(total: int, done: int) -> None:
-            nonlocal opened, known
+        def frames(path: str, total: int, done: int) -> None:
+            nonlocal known
             if total:
-                opened, known = opened + 1, known + total
-                if opened == len(inputs):
-                    bar.total = known
-                    bar.refresh()
+                known += total
+                settle(path)
             if done:
                 bar.update(done)
 
