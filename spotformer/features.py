@@ -198,7 +198,8 @@ class FeatureSet:
         if len(self.reused) == len(self.features):
             return f"{head}: all reused"
         return (
-            f"{head}: {len(self.reused)} videos ({self.frames - n} frames) reused, "
+            f"{head}: {len(self.reused)} video{'s' if len(self.reused) > 1 else ''} "
+            f"({self.frames - n} frames) reused, "
             f"{n} frames extracted {rate}"
         )
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import zipfile
+import sysconfig
 from pathlib import Path
 
 import pytest
 
 from spotformer.cli import main as spotformer_main
-from sw_mro import __version__, _docs
+from sw_mro import _docs
 from sw_mro.cli import main as sw_mro_main
 from sw_mro.io.samples import carphone_path, dlib_shape_predictor_path
 
@@ -32,57 +32,62 @@ def test_cli_help_lists_commands(main, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_help_names_the_docs_folder(capsys: pytest.CaptureFixture[str]) -> None:
-    """Messages name docs/*.md; --help says where they are (here: the source tree's)."""
+    """Messages name docs/*.md; --help says where they are on this machine."""
+    where = _docs.docs_dir()
+    assert where is not None and (where / "io.md").is_file()
     with pytest.raises(SystemExit):
         sw_mro_main(["--help"])
-    assert f"(docs/*.md): {ROOT / 'docs'}" in capsys.readouterr().out
+    assert f"(docs/*.md): {where}" in capsys.readouterr().out
 
 
-def test_docs_found_where_a_wheel_installs_them(tmp_path, monkeypatch) -> None:
-    """Outside a source tree, docs_dir() finds an install scheme's share/doc folder."""
+def test_docs_not_installed_is_said(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(_docs, "__file__", str(tmp_path / "site-packages/sw_mro/_docs.py"))
-    assert _docs.docs_dir() is None  # neither next to the package nor installed
+
+    def missing(name: str):
+        raise _docs.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(_docs.metadata, "distribution", missing)
+    assert _docs.docs_dir() is None
     assert "not installed" in _docs.docs_line()
-    data = tmp_path / "prefix"
-    (data / _docs.INSTALLED).mkdir(parents=True)
-    (data / _docs.INSTALLED / "sw_mro.md").write_text("x")
-    monkeypatch.setattr(_docs.sysconfig, "get_path", lambda name, scheme: str(data))
-    assert _docs.docs_dir() == data / _docs.INSTALLED
 
 
-def test_wheel_ships_the_docs(tmp_path) -> None:
-    """The wheel installs every docs/*.md where docs_dir() looks (found in review: it
-    shipped none, so the messages' "docs/io.md" named a file its users did not have)."""
+def test_wheel_installs_the_docs_where_help_finds_them(tmp_path) -> None:
+    """A wheel installed in a fresh virtual environment puts every docs/*.md where
+    docs_dir() and --help find them (found in review: the wheel shipped none, so the
+    messages' "docs/io.md" named a file its users did not have)."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     for name in ("docs", "sw_mro", "spotformer"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            str(src),
-            "-w",
-            str(tmp_path / "wheel"),
-        ],
-        capture_output=True,
-        text=True,
+    pip = [sys.executable, "-m", "pip"]
+    quiet = {"capture_output": True, "text": True}
+    wheels = tmp_path / "wheel"
+    made = subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(src),
+         "-w", str(wheels)], **quiet,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (wheel,) = wheels.glob("*.whl")
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    put = subprocess.run(
+        [*pip, "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        **quiet,
     )
-    assert out.returncode == 0, out.stderr
-    (wheel,) = (tmp_path / "wheel").glob("*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    data = f"spotformer_toolkit-{__version__}.data/data/{_docs.INSTALLED.as_posix()}"
+    assert put.returncode == 0, put.stderr
+    # The new environment's packages, then this one's for the dependencies.
+    deps = sysconfig.get_path("purelib")
+    code = f"import sys; sys.path.append({deps!r}); from sw_mro.cli import main; main(['--help'])"
+    shown = subprocess.run([str(python), "-c", code], cwd=tmp_path, **quiet)
+    assert shown.returncode == 0, shown.stderr
+    installed = env / _docs.INSTALLED
+    assert f"(docs/*.md): {installed.resolve()}" in shown.stdout, shown.stdout
     docs = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
     assert "sw_mro.md" in docs and "io.md" in docs
-    assert [d for d in docs if f"{data}/{d}" not in names] == []
+    assert sorted(p.name for p in installed.glob("*.md")) == docs
 
 
 def test_console_scripts_installed() -> None:

@@ -115,10 +115,13 @@ def test_an_unreadable_file_is_read_once(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(ShapeModel, "read", classmethod(lambda c, p: reads.append(p) or read(c, p)))
     bad = tmp_path / "bad.dat"
     bad.write_bytes(b"not a model at all\n" * 10)
+    raised = []
     for _ in range(3):
-        with pytest.raises(ShapeModelFormatError, match="bad.dat"):
+        with pytest.raises(ShapeModelFormatError, match="bad.dat") as exc:
             load_shape_model(str(bad))
+        raised.append(exc.value)
     assert reads == [str(bad)]
+    assert len({id(e) for e in raised}) == 3  # new ones: none keeps another's frames
 
 
 def test_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:

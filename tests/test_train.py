@@ -1321,8 +1321,7 @@ def test_train_uses_matching_extract_outputs_instead_of_extracting(tmp_path: Pat
     # The rate is the extracted video's alone (found in a probe: reused frames counted).
     n = cfg.num_frames
     assert (
-        f"SW-MRO: 2 videos, {2 * n} frames: 1 videos ({n} frames) reused, {n} frames "
-        "extracted in "
+        f"SW-MRO: 2 videos, {2 * n} frames: 1 video ({n} frames) reused, {n} frames extracted in "
     ) in said.out
     assert "no complete" in err
     assert (tmp_path / "b" / "predictions.csv").read_bytes() == (

@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         preds = read_intervals(args.pred)
         gt_videos: set[str] = set()  # with or without expressions
-        gts = read_ground_truth(args.gt, videos=gt_videos, stride=args.stride)
+        # Resolved once, and passed on: the JSON records the stride that was used.
         stride = _scored_stride(args.gt, args.stride)
+        gts = read_ground_truth(args.gt, videos=gt_videos, stride=stride)
     except EvaluationError as exc:
         print(f"spotformer evaluate: {exc}", file=sys.stderr)
         return 2
@@ -123,6 +124,6 @@ def _scored_stride(gt: Path, stride: int | None) -> int | None:
         return None
     try:
         kind = workbook_kind(gt)
-    except AnnotationError as exc:  # read a moment ago; changed since
+    except AnnotationError as exc:  # not a workbook of either data set, unreadable
         raise EvaluationError(str(exc)) from exc
     return stride or (SAMM_SUBSAMPLE if kind == "samm" else 1)

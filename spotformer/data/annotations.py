@@ -384,13 +384,18 @@ def _casme2_rules(
         raise _fail(
             xlsx, CAS_RULE1, blank,
             f"column C (subject index) is blank here but given on row {given[0]}; give it "
-            "on every row, or on none (then row k is subject index k)",
+            "on every row, or on none (then row k is subject index k); if column C holds "
+            "something else (notes), delete it",
         )  # fmt: skip
     index: dict[int, int] = {}
     if by_column_c:
         seen: dict[int, int] = {}
         for r, row in rows:
-            x = _number(_cell(row, 2), xlsx, CAS_RULE1, r, "column C (subject index)")
+            x = _number(
+                _cell(row, 2), xlsx, CAS_RULE1, r,
+                "column C (the subject index of CASFEcode_final's column A; delete the "
+                "column if it holds something else)",
+            )  # fmt: skip
             if x is None or not x.is_integer():
                 raise _fail(
                     xlsx, CAS_RULE1, r,

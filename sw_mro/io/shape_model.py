@@ -371,14 +371,17 @@ def load_shape_model(path: str) -> ShapeModel:
     a file it cannot read raises the same error again without being read again (found
     in review: each landmarker re-read a file that falls back to dlib's own predictor)."""
     out = _read_once(path)
-    if isinstance(out, ShapeModelFormatError):
-        raise out.with_traceback(None)
+    if isinstance(out, str):
+        raise ShapeModelFormatError(out)
     return out
 
 
 @functools.cache
-def _read_once(path: str) -> ShapeModel | ShapeModelFormatError:
+def _read_once(path: str) -> ShapeModel | str:
+    """The model, or the error's message: a new error is raised each time (a cached
+    exception object would keep the frames of every raise alive: the file's bytes, the
+    callers' locals; found in review)."""
     try:
         return ShapeModel.read(path)
     except ShapeModelFormatError as exc:
-        return exc.with_traceback(None)  # its frames hold the file's bytes
+        return str(exc)

@@ -397,4 +397,3 @@ def solve_pairs(
         np.float32(1.0 / params.pyr_scale), _BORDER, _CHUNK_PAIRS,
     )  # fmt: skip
     return out
-

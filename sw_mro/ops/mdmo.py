@@ -155,4 +155,3 @@ def mdmo(
     )
     out = total * scale[:, None]
     return out.reshape(*lead, 2)
-
