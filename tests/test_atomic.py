@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,45 @@ def test_a_missing_folder_is_named_not_the_temp_file(tmp_path):
     with pytest.raises(NotADirectoryError, match="not a folder \\(to write x.bin in\\)"):
         atomic_write_bytes(tmp_path / "file" / "x.bin", b"data")
     assert not list(tmp_path.glob("**/.*tmp*"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_device_target_is_written_in_place_not_replaced(tmp_path):
+    """Found in a probe: ``spotformer spot --out /dev/null`` run as root renamed its temp
+    file onto /dev/null, replacing the machine's null device with a file. A target that
+    is not a file (a pipe here, as /dev/null or /dev/stdout) is written in place."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_intervals([Interval("v", 1, 5, "macro", 0.5)], fifo)
+    reader.join(10)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the pipe
+    assert got and got[0].startswith("video,onset,offset,type") and "v,1,5,macro" in got[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temp file left
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_a_link_target_is_written_through_the_link(tmp_path):
+    """A link to a file keeps being a link; the file it points to gets the content (a
+    rename onto the link replaced the link with a file). A broken link creates its file."""
+    (tmp_path / "elsewhere").mkdir()
+    real = tmp_path / "elsewhere" / "out.csv"
+    real.write_text("old")
+    link = tmp_path / "out.csv"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    dangling = tmp_path / "later.csv"
+    dangling.symlink_to(tmp_path / "elsewhere" / "later-real.csv")
+    atomic_write_text(dangling, "made")
+    assert dangling.is_symlink() and dangling.read_text() == "made"
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
+        "later-real.csv",
+        "out.csv",
+    ]

@@ -5,12 +5,19 @@ so the rename never crosses file systems). Only when it returns is the temp file
 flushed to disk and renamed over the target, and the folder synced (POSIX), so that
 the rename survives a power loss. When it fails, or the run is killed, the
 target keeps its old content (or stays absent) and a failure leaves no temp file.
+
+A target that is a link to a file is written through the link (the file it points to
+is replaced, the link stays); a target that exists and is not a file (``/dev/null``,
+``/dev/stdout``, a named pipe) is written in place, with nothing renamed onto it
+(found in a probe: ``--out /dev/null`` run as root replaced the machine's
+``/dev/null`` with a file); a folder is an ``IsADirectoryError``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -115,6 +122,17 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
     and the exception propagates; ``path`` is untouched.
     """
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # through links
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if mode is not None and not stat.S_ISREG(mode):  # a device, a pipe: no rename onto it
+        yield path
+        return
+    if path.is_symlink():  # the file it points to is replaced; the link stays
+        path = Path(os.path.realpath(path))
     if not path.parent.is_dir():  # found in review: a raw error on the temp file's name
         if path.parent.exists():
             raise NotADirectoryError(
