@@ -24,6 +24,7 @@ from tolerances import TOL  # tests/ is on sys.path (pytest rootdir conftest, or
 
 from sw_mro.io.samples import astronaut, carphone_path
 from sw_mro.ops import farneback, farneback_pairs
+from sw_mro.ops._farneback_torch import resize_area
 
 OPENCV_DOC = (0.5, 3, 15, 3, 5, 1.2)  # OpenCV's documented example parameters
 SPEC = (0.5, 3, 15, 5, 7, 1.5)  # SPEC.md section 2 (the precedent's)
@@ -282,6 +283,42 @@ def test_parity_with_initial_flow(gaussian: bool, backend: str, device: torch.de
         assert_parity(names[i], flows[j], ref)
 
 
+@pytest.mark.parametrize("backend", ["numba", "native"])
+@pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
+def test_a_non_finite_initial_flow_stays_local_as_in_cv2(gaussian: bool, backend: str) -> None:
+    """Found in a probe: one NaN or inf in init_flow made every output pixel NaN (the
+    INTER_AREA resize was a dense product, 0 x NaN); cv2 keeps it near that pixel. The
+    torch engine's blurs spread it differently (docs/farneback.md)."""
+    on(torch.device("cpu"), backend)
+    names, prevs, nexts = scenes(128)
+    i = names.index("astronaut/shift-3.7px")
+    prev, nxt = prevs[i][:64, :64].copy(), nexts[i][:64, :64].copy()
+    for value, at in ((np.nan, (0, 32, 32)), (np.inf, (1, 10, 50)), (-np.inf, (0, 60, 3))):
+        init = np.zeros((2, 64, 64), np.float32)
+        init[at] = value
+        params = (0.5, 0, 15, 1, 7, 1.5)
+        ref = cv2_flow(prev, nxt, params, gaussian, init.transpose(1, 2, 0)).transpose(2, 0, 1)
+        got = farneback(
+            prev, nxt, init_flow=torch.from_numpy(init), backend=backend,
+            **kwargs_of(params, gaussian),
+        )[0].numpy()  # fmt: skip
+        bad = ~np.isfinite(ref)
+        assert 0 < bad.sum() < bad.size // 2  # local in cv2
+        np.testing.assert_array_equal(~np.isfinite(got), bad)
+        assert np.abs(got[~bad] - ref[~bad]).max() < TOL["flow_parity_max"]
+    # The resize itself: OpenCV's INTER_AREA, non-finite values included.
+    flow = np.zeros((1, 2, 64, 64), np.float32)
+    flow[0, 0, 10, 10], flow[0, 1, 40, 41], flow[0, 1, 41, 41] = np.nan, np.inf, -np.inf
+    flow[0, 0, 50, 7] = np.inf
+    got = resize_area(torch.from_numpy(flow), 26, 26).numpy()[0]
+    for c in range(2):
+        want = cv2.resize(flow[0, c], (26, 26), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(np.isnan(got[c]), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got[c]), np.isinf(want))
+        np.testing.assert_allclose(got[c][np.isfinite(want)], want[np.isfinite(want)], atol=1e-6)
+    np.testing.assert_array_equal(resize_area(torch.from_numpy(flow), 64, 64).numpy(), flow)
+
+
 @pytest.mark.parametrize(
     ("shape", "params"),
     [
@@ -521,6 +558,9 @@ def test_what_the_review_of_unusual_parameters_found() -> None:
         (_img(2, 3, 16, 16), _img(2, 3, 16, 16), "grayscale"),
         (_img(16), _img(16), "grayscale"),
         (_img(16, 16), _img(16, 17), "same shape"),
+        (_img(40, 48, 3), _img(40, 48, 3), r"looks like an \(H, W, C\) image"),  # cv2 refuses
+        (_img(40, 48, 4), _img(40, 48, 4), r"looks like an \(H, W, C\) image"),
+        (_img(40, 48, 1), _img(40, 48, 1), r"or a batch of frames 1 px wide as \(B, 1, H, W\)"),
         (_img(16, 16, dtype=torch.int32), _img(16, 16, dtype=torch.int32), "uint8 or floating"),
         (_img(16, 16, dtype=torch.bool), _img(16, 16, dtype=torch.bool), "uint8 or floating"),
         ([[1, 2]], [[1, 2]], "torch.Tensor or numpy"),

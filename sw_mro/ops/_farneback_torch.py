@@ -52,10 +52,28 @@ CHUNK_PIXELS = 65536
 
 
 def resize_area(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``cv::resize(..., INTER_AREA)`` of (P, 2, H, W) for a downscale: two coverage matrices."""
+    """``cv::resize(..., INTER_AREA)`` of (P, 2, H, W) for a downscale: two coverage matrices.
+
+    A non-finite value reaches only the outputs whose areas cover it, as in OpenCV (found
+    in a probe: the dense product's 0 x NaN made one NaN of an initial flow every
+    output's, so the whole flow came out NaN where cv2's stayed finite around it). The
+    same size is a copy."""
+    if tuple(flow.shape[-2:]) == (height, width):
+        return flow.clone()
     wy = torch.from_numpy(area_matrix(flow.shape[-2], height)).to(flow)
     wx = torch.from_numpy(area_matrix(flow.shape[-1], width)).to(flow)
-    return torch.einsum("yi,bcij,xj->bcyx", wy, flow, wx)
+    finite = torch.isfinite(flow)
+    out = torch.einsum("yi,bcij,xj->bcyx", wy, torch.where(finite, flow, 0.0), wx)
+    if bool(finite.all()):  # the usual case (a device sync on a GPU, once per call)
+        return out
+    cy, cx = (wy > 0).to(flow), (wx > 0).to(flow)
+
+    def reached(mask: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("yi,bcij,xj->bcyx", cy, mask.to(flow), cx) > 0
+
+    nan, pos, neg = reached(flow.isnan()), reached(flow == torch.inf), reached(flow == -torch.inf)
+    out = torch.where(pos, torch.inf, torch.where(neg, -torch.inf, out))
+    return torch.where(nan | (pos & neg), torch.nan, out)
 
 
 # (R0, sampled R1) -> (r2, r3, r4, r6, r5) of OpenCV's update-matrices, in our plane

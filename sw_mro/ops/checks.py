@@ -18,9 +18,18 @@ def as_tensor(x: object, name: str) -> torch.Tensor:
 def gray_batch(x: object, name: str) -> torch.Tensor:
     """Grayscale images as (B, H, W): accepts (H, W), (B, H, W) or (B, 1, H, W).
 
-    The dtype must be uint8 or floating point (values in 0..255); it is kept as is.
+    The dtype must be uint8 or floating point (values in 0..255); it is kept as is. A
+    3-D shape whose last side is 1, 3 or 4 is refused as an (H, W, C) image (found in a
+    probe: a colour frame was taken as H images W x 3 px, where cv2 refuses it); a batch
+    of frames that narrow is given as (B, 1, H, W).
     """
     t = as_tensor(x, name)
+    if t.dim() == 3 and t.shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} looks like an (H, W, C) image; give it as "
+            "gray (H, W) (cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)), or a batch of frames "
+            f"{t.shape[-1]} px wide as (B, 1, H, W)"
+        )
     if t.dim() == 2:
         t = t[None]
     elif t.dim() == 4 and t.shape[1] == 1:

@@ -119,6 +119,7 @@ def farneback(
         raise ValueError(f"prev is on {p.device} but next is on {n.device}; move both to one")
     b = p.shape[0]
     frames = torch.cat([p, n]) if p.dtype == n.dtype else torch.cat([p.float(), n.float()])
+    frames = frames[:, None]  # (2B, 1, H, W): narrow frames are not taken for (H, W, C)
     idx = torch.arange(b, device=p.device)
     return farneback_pairs(
         frames,
