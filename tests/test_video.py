@@ -1429,3 +1429,44 @@ def test_write_video_heights_that_are_not_multiples_of_4(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"frame 2 is 88x72, the first was 176x144"):
         write_video(tmp_path / "sizes.mp4", [frames[0], frames[1], frames[2][::2, ::2]])
     assert not (tmp_path / "sizes.mp4").exists()
+
+
+_DECODE_AHEAD_PROBE = """
+import sys, time
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+from sw_mro.io.video import open_video
+v = open_video(sys.argv[1])
+assert v.exact_seek
+before = None
+for i, (start, chunk) in enumerate(v.chunks(64)):
+    if i == 1:
+        before = rss()
+        time.sleep(1.5)  # the caller busy with this chunk
+        print(v.exact_seek, rss() - before)
+        break
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_decord_does_not_decode_on_while_a_chunk_is_worked_on(tmp_path: Path) -> None:
+    """Found in a probe: after ``get_batch`` decord's threads went on decoding the rest
+    of the file, holding its frames, while the caller worked on the chunk: 124 MB more
+    after two chunks of a 1-minute 176x144 file, 520 MB of an 8-minute one, so memory
+    grew with the video's length. A seek after each batch stops it."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (144, 176, 3), dtype=np.uint8)
+    frames = (np.roll(base, (t % 40) - 20, axis=1) for t in range(3000))
+    path = write_video(tmp_path / "long.mp4", frames, fps=30.0, crf=30, preset="ultrafast")
+    out = subprocess.run(
+        [sys.executable, "-c", _DECODE_AHEAD_PROBE, str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    grown = float(out.stdout.split()[-1])
+    assert grown < 40, f"RSS grew by {grown:.0f} MB while the caller held a chunk"

@@ -731,6 +731,12 @@ class FileVideoSource(VideoSource):
     def _read_seek(self, vr: Any, source_indices: list[int]) -> np.ndarray:
         try:
             batch = vr.get_batch(source_indices)
+            # decord's decoder goes on decoding past the batch in its own threads, holding
+            # the frames: found in a probe, a 176x144 run sat at 466 MB after two chunks
+            # of a 1-minute file and 871 MB of an 8-minute one while the caller worked.
+            # A seek to the start stops it (decord issues 157, 208); the next batch seeks
+            # where it needs to anyway.
+            vr.seek(0)
             # Zero-copy through DLPack: asnumpy() copies the batch, which measured 1.3-1.6x
             # slower end to end at 640x480 (docs/io.md). .numpy() is a view of the same memory.
             return _decord_to_tensor(batch).numpy()
