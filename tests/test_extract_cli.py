@@ -1848,7 +1848,19 @@ def test_frames_without_a_face_are_told_as_runs() -> None:
     assert describe_runs(frame_runs([5, 6])) == "frames 5-6"
     assert describe_runs(frame_runs([1, 2, 5])) == "frames 1-2 and 5"
     assert describe_runs(frame_runs([1, 3, 5])) == "frames 1, 3 and 5"
-    assert describe_runs(frame_runs([1, 3, 5, 7, 9, 10])) == "frames 1, 3, 5 and 2 more runs"
+    assert describe_runs(frame_runs([1, 3, 5, 7, 9])) == "frames 1, 3, 5 and 2 more runs"
+    # The longest run is named where the first ones hide it (found in a probe: a
+    # 300-frame stretch behind three 1-frame misses).
+    assert describe_runs(frame_runs([1, 3, 5, 7, 9, 10])) == (
+        "frames 1, 3, 5 and 2 more runs (the longest 9-10, 2 frames)"
+    )
+    misses = [119, 357, 358, 416, *range(750, 1050), 1200]
+    assert describe_runs(frame_runs(misses)) == (
+        "frames 119, 357-358, 416 and 2 more runs (the longest 750-1049, 300 frames)"
+    )
+    assert (
+        describe_runs(frame_runs([*range(10), 20, 30, 40])) == "frames 0-9, 20, 30 and 1 more run"
+    )
     assert describe_runs(frame_runs(range(0, 8, 2)), shown=3) == "frames 0, 2, 4 and 1 more run"
     assert describe_runs(frame_runs([4, 5]), stride=7) == "frames 4-5 at stride 7"
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -519,7 +520,12 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
 
     monkeypatch.setattr(F, "dataset_features", fake_features)
     monkeypatch.setattr(F, "plan_videos", fake_plan)
-    monkeypatch.setattr(F, "video_features", lambda *a, **k: (feats["s1/v0"], 30.0))
+    def fake_video_features(*args, bar=None, **kwargs):  # a whole video, for spot's bar
+        if bar is not None:
+            bar.update(bar.total)
+        return feats["s1/v0"], 30.0
+
+    monkeypatch.setattr(F, "video_features", fake_video_features)
     return path
 
 
@@ -550,7 +556,12 @@ def test_spot_names_a_frame_folder_by_its_name(tmp_path: Path, csv_dataset: Path
     out = tmp_path / "iv.csv"
     spot = ["spot", str(folder), "--checkpoint", str(run / "folds" / "s1" / "model.pt")]
     assert main([*spot, "--out", str(out)]) == 0
-    assert capsys.readouterr().out.startswith("take.v2: ")
+    io = capsys.readouterr()
+    assert io.out.startswith("take.v2: ")
+    # A progress bar over the video's frames (found in a probe: none, minutes of silence).
+    assert re.search(r"SW-MRO: 100%\|[^|]*\| 20/20 ", io.err), io.err[-800:]
+    assert main([*spot, "--out", str(out), "--no-progress"]) == 0
+    assert "SW-MRO:" not in capsys.readouterr().err
     assert {i.video for i in read_intervals(out)} <= {"take.v2"}
     # A file is still named by its stem.
     video = _tiny_video(tmp_path / "clip.v3.mp4")
@@ -1550,6 +1561,21 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
         err = capsys.readouterr().err
         # Permission denied, or a read-only file system where a container mounts /sys so
         assert f"{opt} /sys/{name}: cannot write in /sys (" in err and "Traceback" not in err
+    # Outputs that would replace an input, or each other: refused before the extraction
+    # (found in a probe: --out naming the video replaced it with the CSV).
+    before = video.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(video)
+    for extra, says in [
+        (["--out", str(video)], f"--out {video} is the video, which it would replace"),
+        (["--out", str(tmp_path / "link.mp4")], "is the video, which it would replace"),
+        (["--out", str(tmp_path / "o.csv"), "--plot", str(model)],
+         f"--plot {model} is --checkpoint, which it would replace"),
+        (["--out", str(tmp_path / "a.png"), "--plot", str(tmp_path / "a.png")],
+         "--out and --plot name one file"),
+    ]:  # fmt: skip
+        assert main([*spot, *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert video.read_bytes() == before
     # A stride or rate that cannot work: refused first (--stride 0 was a ZeroDivisionError).
     for extra, says in [
         (["--stride", "0"], "--stride must be an int >= 1, got 0"),

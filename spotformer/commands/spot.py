@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import sys
 import tempfile
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="intervals CSV to write")
     parser.add_argument("--gpu", action="store_true", help="extract and predict on CUDA")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar for the extraction"
+    )
     parser.add_argument("--plot", type=Path, help="PNG of the probability curves")
     parser.add_argument(
         "--gt", type=Path,
@@ -334,6 +338,15 @@ def _interval_words(intervals: list, shown: int = 6) -> str:
     return ", ".join(words[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, ``..`` and case-insensitive file
+    systems where both exist; by their resolved names otherwise)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def keep_top(intervals: list, top_k: int) -> tuple[list, list[str]]:
     """At most ``top_k`` intervals of each type (``intervals`` come best first per type,
     as ``spot_video`` gives them), and the types that had more, in order."""
@@ -379,9 +392,17 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--stride must be an int >= 1, got {args.stride}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         return fail(f"--fps must be a positive frame rate, got {args.fps}")
+    # Found in a probe: --out naming the video replaced it with the CSV, and --out and
+    # --plot naming one file kept only the plot.
+    inputs = {"the video": args.video, "--checkpoint": args.checkpoint, "--gt": args.gt}
+    if args.out is not None and args.plot is not None and _same_file(args.out, args.plot):
+        return fail(f"--out and --plot name one file ({args.out}); give each its own")
     for opt, path in (("--out", args.out), ("--plot", args.plot)):
         if path is None:
             continue
+        clash = next((k for k, v in inputs.items() if v is not None and _same_file(path, v)), None)
+        if clash is not None:
+            return fail(f"{opt} {path} is {clash}, which it would replace; give another name")
         if path.is_dir():
             return fail(f"{opt} {path} is a folder; give a file name")
         try:
@@ -448,15 +469,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"spotformer spot: warning: {trained_on}", file=sys.stderr)
         motion, missing = NoseMotion(cfg.face_size), []
         contrast = FaceContrast(cfg.landmark_segment)
-        feats, fps = video_features(
-            args.video,
-            cfg,
-            stride=stride,
-            fps=fps_in,
-            motion=motion,
-            fallback=missing,
-            contrast=contrast,
-        )
+        from tqdm import tqdm
+
+        # Found in a probe: a 4-minute video ran 3 minutes without a word.
+        with tqdm(
+            total=-(-n_src // stride), unit="frame", desc="SW-MRO", file=sys.stderr,
+            disable=args.no_progress,
+        ) as bar:  # fmt: skip
+            feats, fps = video_features(
+                args.video,
+                cfg,
+                stride=stride,
+                fps=fps_in,
+                bar=bar,
+                motion=motion,
+                fallback=missing,
+                contrast=contrast,
+            )
         if gts:  # the frames extracted: no second opening of the video
             gts = _within_the_video(gts, feats.shape[0] - 1, video_id, stride)
         faceless = describe_runs(frame_runs(missing), stride=stride) if missing else ""
