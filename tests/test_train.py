@@ -1716,7 +1716,7 @@ def test_spot_says_when_top_k_cut_intervals(
     logits[[p + 4 for p in peaks], 1] = 2.0  # and P_offset > P_onset 4 frames after
     monkeypatch.setattr(T, "predict_logits", lambda *a, **k: logits)
     video = _tiny_video(tmp_path / "video.mp4")
-    spot = ["spot", str(video), "--checkpoint", str(model)]
+    spot = ["spot", str(video), "--checkpoint", str(model), "--no-progress"]  # notes alone
     capsys.readouterr()
     out = tmp_path / "iv.csv"
     for extra, kept in (
