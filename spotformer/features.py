@@ -173,9 +173,8 @@ class FeatureSet:
     features: dict[str, Tensor] = field(default_factory=dict)
     fps: dict[str, float] = field(default_factory=dict)
     subjects: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0  # all of it: extracting, and reading the reused
     reused: list[str] = field(default_factory=list)  # read from ``features_dir``
-    extract_seconds: float = 0.0  # extracting only
+    extract_seconds: float = 0.0  # extracting only (not reading the reused)
 
     @property
     def frames(self) -> int:
@@ -413,7 +412,6 @@ def dataset_features(
     )
     from sw_mro.pipeline import FaceContrast, NoseMotion
 
-    t0 = time.perf_counter()
     cfg = config or sw_mro.SWMROConfig()
     if plan is None:
         plan = plan_videos(table, cfg.window)
@@ -464,7 +462,6 @@ def dataset_features(
                 dim.append((name, contrast))
             if len(missing) > LANDMARK_FALLBACK_WARN_SHARE * x.shape[0]:
                 faceless.append((name, len(missing) / x.shape[0]))
-    out.seconds = time.perf_counter() - t0
     if features_dir is not None:
         why = ""
         if not_reused:

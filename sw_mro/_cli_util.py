@@ -329,7 +329,7 @@ def describe_runs(runs: list[tuple[int, int]], shown: int = 3, stride: int = 1) 
     if more:
         text = ", ".join(words) + f" and {more} more run{'s' * (more != 1)}"
         a, b = max(runs, key=lambda r: r[1] - r[0])
-        if (a, b) not in runs[:shown] and b - a + 1 > max(y - x + 1 for x, y in runs[:shown]):
+        if b - a > max(y - x for x, y in runs[:shown]):  # longer than every run shown
             text += f" (the longest {a}-{b}, {b - a + 1} frames)"
     elif len(words) > 1:
         text = ", ".join(words[:-1]) + " and " + words[-1]

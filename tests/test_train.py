@@ -503,7 +503,7 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
     def fake_features(table, config=None, progress=True, **_):
         assert config.device == "cpu" and config.window == 17
         subjects = {e.video: e.subject for e in table.expressions}
-        return F.FeatureSet(dict(feats), {k: 30.0 for k in feats}, subjects, 0.1)
+        return F.FeatureSet(dict(feats), {k: 30.0 for k in feats}, subjects, extract_seconds=0.1)
 
     def fake_plan(table, window):  # what opening the videos would find: the fake features
         subjects = {e.video: e.subject for e in table.expressions}
@@ -520,6 +520,7 @@ def csv_dataset(tmp_path: Path, monkeypatch) -> Path:
 
     monkeypatch.setattr(F, "dataset_features", fake_features)
     monkeypatch.setattr(F, "plan_videos", fake_plan)
+
     def fake_video_features(*args, bar=None, **kwargs):  # a whole video, for spot's bar
         if bar is not None:
             bar.update(bar.total)

@@ -378,7 +378,6 @@ def _casme2_rules(
     # the sheet row-aligned without a word, swapping subjects whose rows are not in
     # index order).
     given = [r for r, row in rows if not _blank(_cell(row, 2))]
-    by_column_c = bool(given)
     if given and len(given) < len(rows):
         blank = next(r for r, row in rows if _blank(_cell(row, 2)))
         raise _fail(
@@ -387,8 +386,8 @@ def _casme2_rules(
             "on every row, or on none (then row k is subject index k); if column C holds "
             "something else (notes), delete it",
         )  # fmt: skip
-    index: dict[int, int] = {}
-    if by_column_c:
+    index: dict[int, int] = {}  # row -> its subject index (column C given)
+    if given:
         seen: dict[int, int] = {}
         for r, row in rows:
             x = _number(
@@ -415,8 +414,7 @@ def _casme2_rules(
             raise _fail(xlsx, CAS_RULE1, r, f"column A must be a subject number, got {row[0]!r}")
         folder = _cell(row, 1)
         folder = f"s{int(number)}" if _blank(folder) else str(folder).strip()
-        key = index[r] if by_column_c else r  # row-aligned without column C
-        subjects[key] = (int(number), folder)
+        subjects[index.get(r, r)] = (int(number), folder)  # row-aligned without column C
     videos: dict[str, str] = {}
     named: dict[str, int] = {}  # name -> its row
     for r, row in enumerate(rule2, start=1):

@@ -837,20 +837,18 @@ def _run_on_devices(
     ended, known = 0, 0
     seen: set[str] = set()  # inputs opened or ended (skipped, busy, failed: no frames)
     busy: list[str] = []
+    distinct = len({str(p) for p in inputs})
     # Frames/s over all devices. The total is shown once every input has been opened or
     # has ended without frames (found in a probe: a total that grew as the workers
     # opened their videos showed 80 % at 27 %); until then the bar counts frames.
-
-    distinct = len({str(p) for p in inputs})
-
-    def settle(path: str) -> None:
-        seen.add(path)
-        if len(seen) == distinct and bar.total is None and known:
-            bar.total = known
-            bar.refresh()
-
     with tqdm(total=None, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
         bar.set_postfix_str(f"inputs 0/{len(inputs)}")
+
+        def settle(path: str) -> None:
+            seen.add(path)
+            if len(seen) == distinct and bar.total is None and known:
+                bar.total = known
+                bar.refresh()
 
         def show(path: str, ok: bool, line: str) -> None:
             nonlocal ended
