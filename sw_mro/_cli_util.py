@@ -51,7 +51,7 @@ def _terminating_signals() -> list[int]:
 
 
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(exiting: bool = False) -> Iterator[None]:
     """In the main thread: the first SIGTERM or SIGHUP (unless ignored) raises
     :class:`Terminated`. After it, a second SIGTERM acts as before (by default, ends the
     process at once), except within :data:`HUP_GRACE` seconds of a first SIGHUP, and a
@@ -59,7 +59,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     kernel's when the shell exits), and a scheduler may send SIGTERM with it; neither
     must cut the cleanup short (found in review). A SIGTERM later still ends a cleanup
     that hangs. Both stay Python handlers, so a signal that arrived with the first does
-    not fail as "ignored due to race condition"."""
+    not fail as "ignored due to race condition". The handlers are set back when the
+    block ends, except with ``exiting`` (a command's whole run) after a SIGHUP: the
+    process is on its way out, and the hang-up's second SIGHUP can come after the
+    cleanup (found in CI: it killed the process as it printed its last line, exit -1
+    instead of 129)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -101,8 +105,9 @@ def terminate_as_interrupt() -> Iterator[None]:
         masked = hasattr(signal, "pthread_sigmask")
         old = signal.pthread_sigmask(signal.SIG_BLOCK, signums) if masked else None
         try:
-            for s in signums:
-                signal.signal(s, restore[s])
+            if not (exiting and first and first[0][0] != signal.SIGTERM):  # see above
+                for s in signums:
+                    signal.signal(s, restore[s])
         finally:
             if masked:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -250,7 +255,7 @@ def dispatch(
     parser.dashed = [a for a in options if _dashed_path(parser, a)]
     args = parser.parse_args(argv[1:])
     try:
-        with terminate_as_interrupt(), cli_warnings():
+        with terminate_as_interrupt(exiting=True), cli_warnings():
             return int(module.run(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: no traceback; outputs are atomic
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says

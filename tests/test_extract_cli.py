@@ -1563,6 +1563,30 @@ def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extr
             pytest.fail(f"processes of the group outlived it: {how} {extra}")
 
 
+_LATE_HUP = """
+import os, signal, sys
+from sw_mro._cli_util import Terminated, terminate_as_interrupt
+try:
+    with terminate_as_interrupt(exiting=True):  # as a command's run
+        os.kill(os.getpid(), signal.SIGHUP)  # the shell's
+        signal.pause()
+except Terminated as exc:
+    os.kill(os.getpid(), signal.SIGHUP)  # the kernel's, after the cleanup
+    print("survived", flush=True)
+    sys.exit(128 + exc.signum)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX SIGHUP")
+def test_a_second_hangup_after_the_cleanup_is_dropped() -> None:
+    """Found in CI: the hang-up's second SIGHUP came once the handlers were restored,
+    as the command printed its last line, and killed it (exit -1 instead of 129)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _LATE_HUP], capture_output=True, text=True)
+    assert (out.returncode, out.stdout.strip()) == (129, "survived"), out.stderr
+
+
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX SIGHUP")
 def test_sighup_stays_ignored_under_nohup() -> None:
     """``nohup sw-mro extract ...`` (SIGHUP ignored) goes on after the terminal closes:
