@@ -44,7 +44,8 @@ Decisions (SPEC.md section 1 leaves them open):
   with an edit list that drops frames (a lossless trim), ones decord cannot open (AV1,
   WebM without a duration, GIF) or decodes to frames of another shape (packed RGB). A
   rotation by other than a multiple of 90 degrees, or a mirroring display matrix, is
-  refused (docs/io.md, "Decoders").
+  refused (docs/io.md, "Decoders"). PyAV also decodes the files read forward (the
+  "Exactness" above): decord would decode the rest of the file into memory.
 - **Frame folders with gaps** in the numbering (``img1, img2, img4``) are read in
   order and a warning is logged: frame ``i`` is then the ``i``-th file, not ``img{i+1}``.
 
@@ -380,7 +381,7 @@ _INTRA_CODECS = frozenset({"mjpeg", "rawvideo", "png", "ffv1"})
 _REFUSED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})
 # Elementary streams without a container: decord cannot count their frames.
 _RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "m4v", "vvc", "obu"})
-_SEQUENTIAL_BLOCK = 32  # source frames per decord call when decoding forward
+_SEQUENTIAL_BLOCK = 32  # source frames per step when decoding forward
 
 #: Decoders that read a video file's chunks at once, each its own decord reader on every
 #: other chunk (files whose seeks are exact only). One reader's ``get_batch`` converts
@@ -815,25 +816,22 @@ class FileVideoSource(VideoSource):
             raise ValueError(f"{self.info.path}: the video was closed")
 
     def _read_forward(self, source_indices: list[int]) -> np.ndarray:
-        """The frames at ``source_indices`` without a single seek: decode forward in
-        contiguous blocks from the decoder's position, keeping the frames asked for; a
-        request before that position restarts the decoder at frame 0."""
+        """The frames at ``source_indices`` without a single seek: decode forward with
+        PyAV from the decoder's position, keeping the frames asked for; a request before
+        that position restarts the decoder at frame 0. PyAV, not decord, even where decord
+        opened the file: decord's threads go on decoding the rest of the file into memory
+        after each batch, and only a seek stops them (docs/io.md, "Decoders"); PyAV
+        decodes a frame when it is asked for one."""
         need = set(source_indices)
         wanted = sorted(need)
         got: dict[int, np.ndarray] = {}
         try:
-            if wanted[0] < self._pos or (self._pyav and self._av is None):
+            if wanted[0] < self._pos or self._av is None:
                 self._restart()
             while self._pos <= wanted[-1]:
                 a = self._pos
                 b = min(a + _SEQUENTIAL_BLOCK, wanted[-1] + 1)
-                if self._pyav:
-                    self._decode_pyav(a, b, need, got)
-                else:
-                    block = _decord_to_tensor(self._vr.get_batch(list(range(a, b)))).numpy()
-                    for j in range(a, b):
-                        if j in need:
-                            got[j] = block[j - a].copy()
+                self._decode_pyav(a, b, need, got)
                 self._pos = b
         except Exception as exc:  # a file can open fine and still fail mid-stream
             raise CorruptVideoError(
@@ -843,11 +841,8 @@ class FileVideoSource(VideoSource):
         return np.stack([got[i] for i in source_indices])
 
     def _restart(self) -> None:
-        """The decoder at source frame 0."""
+        """The PyAV decoder at source frame 0."""
         self._pos = 0
-        if not self._pyav:
-            self._vr, _ = _open_decord(self._path)
-            return
         import av
 
         self._close_av()
