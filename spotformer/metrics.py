@@ -449,7 +449,7 @@ def write_intervals(intervals: Iterable[Interval], path: str | os.PathLike) -> P
     """Write ``video,onset,offset,type,score,apex`` atomically (readable by :func:`read_intervals`)."""
     p = Path(path)
     with atomic_path(p) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")  # csv's own "\r\n" ends `cut -d, -f6` in "\r"
         w.writerow(["video", "onset", "offset", "type", "score", "apex"])
         for i in intervals:
             w.writerow([i.video, i.onset, i.offset, i.kind, f"{i.score:.6g}", i.apex])

@@ -529,6 +529,7 @@ def test_csv_round_trip_plain(cas_xlsx: Path, tmp_path: Path) -> None:
     table = load_casme2(cas_xlsx)
     out = table.to_csv(tmp_path / "plain.csv")
     assert out.read_text().splitlines()[0] == "subject,video,onset,apex,offset,type"
+    assert b"\r" not in out.read_bytes()  # Unix line ends (csv's default is "\r\n")
     back = load_csv(out)
     assert back.expressions == table.expressions and back.sources == {}
 

@@ -284,6 +284,19 @@ def test_read_intervals_ignores_extra_columns_and_accepts_aliases(tmp_path: Path
     assert got == [I("v1", 10, 15, "micro"), I("v1", 40, 80, "macro")]
 
 
+def test_write_intervals_round_trip_with_unix_line_ends(tmp_path: Path) -> None:
+    rows = [
+        Interval("v,1", 3, 9, "micro", 0.25, 6),  # a comma in a name is quoted
+        Interval("v2", 10, 40, "macro", 0.125, 20),
+    ]
+    out = write_intervals(rows, tmp_path / "pred.csv")
+    data = out.read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 3  # csv's default ends rows in "\r\n"
+    assert [(i.video, i.onset, i.offset, i.kind, i.score) for i in read_intervals(out)] == [
+        (i.video, i.onset, i.offset, i.kind, i.score) for i in rows
+    ]
+
+
 def test_read_intervals_header_only_is_empty(tmp_path: Path) -> None:
     p = _write(tmp_path / "pred.csv", "video,onset,offset,type,score\n")
     assert read_intervals(p) == []

@@ -198,7 +198,7 @@ class AnnotationTable:
             ]
 
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
+            w = csv.writer(fh, lineterminator="\n")  # as write_intervals: Unix line ends
             w.writerow(header)
             for e in self.expressions:
                 row: list[object] = [e.subject, e.video, e.onset, e.apex, e.offset, e.kind]
