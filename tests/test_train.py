@@ -564,6 +564,21 @@ def test_spot_names_a_frame_folder_by_its_name(tmp_path: Path, csv_dataset: Path
     assert main([*spot, "--out", str(out), "--no-progress"]) == 0
     assert "SW-MRO:" not in capsys.readouterr().err
     assert {i.video for i in read_intervals(out)} <= {"take.v2"}
+    # Ctrl-C while the plot is drawn: the CSV is whole, no plot, and the line says so.
+    import spotformer.commands.spot as spot_cmd
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003
+        raise KeyboardInterrupt
+
+    written = out.read_bytes()
+    out.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(spot_cmd, "plot_curves", interrupted)
+        plot = tmp_path / "curves.png"
+        assert main([*spot, "--out", str(out), "--plot", str(plot), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "spotformer spot: interrupted; --out and --plot are each written whole" in err, err
+    assert out.read_bytes() == written and not plot.exists()
     # A file is still named by its stem.
     video = _tiny_video(tmp_path / "clip.v3.mp4")
     assert main(["spot", str(video), *spot[2:], "--out", str(out)]) == 0

@@ -26,6 +26,9 @@ from spotformer.commands._spot_args import (
 from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason
 from sw_mro.io.atomic import atomic_path
 
+#: Printed after "interrupted" on Ctrl-C (sw_mro._cli_util.dispatch).
+INTERRUPT_HINT = "--out and --plot are each written whole or not at all (the CSV first)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path, help="video file or frame folder")
