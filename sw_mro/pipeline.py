@@ -1526,8 +1526,13 @@ def _finish_chunks(
 
 
 def _usable_device(cfg: SWMROConfig) -> torch.device:
-    """``cfg.device`` as a torch device, or a DeviceError naming it when it is a CUDA
-    device that this process cannot use (no CUDA, or no such index)."""
+    """``cfg.device`` as a torch device with its index, or a DeviceError naming it when it
+    is a CUDA device that this process cannot use (no CUDA, or no such index).
+
+    A bare ``"cuda"`` is the caller's current device, fixed here: to torch it means the
+    current device of whichever thread uses it, and a new thread (the upload thread)
+    starts on device 0, so after ``torch.cuda.set_device(1)`` the frames went to one GPU
+    and the crops to the other (found in review)."""
     device = torch.device(cfg.device)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -1536,6 +1541,8 @@ def _usable_device(cfg: SWMROConfig) -> torch.device:
 
             why = no_cuda_reason() if count == 0 else f"torch sees {count} CUDA device(s)"
             raise DeviceError(f"SWMROConfig.device={cfg.device!r}: no such device here ({why})")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -304,6 +304,22 @@ def test_config_round_trips_through_its_dict() -> None:
     assert old == SWMROConfig(window=9)
 
 
+def test_a_bare_cuda_device_is_the_callers_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a bare "cuda" means each thread's current device, and the upload
+    thread starts on device 0, so after ``torch.cuda.set_device(1)`` frames and crops
+    landed on two GPUs. It is fixed to the caller's current device when the run starts."""
+    from sw_mro.pipeline import _usable_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert _usable_device(SWMROConfig(device="cuda")) == torch.device("cuda", 1)
+    assert _usable_device(SWMROConfig(device="cuda:0")) == torch.device("cuda", 0)
+    assert _usable_device(SWMROConfig(device="cpu")) == torch.device("cpu")
+    with pytest.raises(DeviceError, match="torch sees 2 CUDA device"):
+        _usable_device(SWMROConfig(device="cuda:2"))
+
+
 def test_config_takes_numpy_numbers_and_a_torch_device() -> None:
     """numpy scalars, whole floats for integer fields and a torch.device are taken (as
     Python values, so the config stays hashable and JSON-ready); 40.5 px is not."""
