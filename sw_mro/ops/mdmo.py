@@ -35,6 +35,7 @@ Other decisions (also in docs/sw_mro.md):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,10 +45,17 @@ from sw_mro.config import EQUAL_EDGES, NOSE_EDGES, ROI_EDGES, check_edges, equal
 __all__ = ["EQUAL_EDGES", "NOSE_EDGES", "ROI_EDGES", "mdmo", "sector_of"]
 
 
+@functools.lru_cache(maxsize=32)
+def _radians(edges: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``edges`` in radians on ``device``, made once: a fresh upload of a host list waits
+    for the device's queued work (a sync per call, found in review)."""
+    return torch.tensor([math.radians(x) for x in edges], dtype=dtype, device=device)
+
+
 def sector_of(angle: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
     """Sector index of each angle in ``[0, 2 pi)`` (radians): ``k`` for
     ``[edges[k], edges[k + 1])``, the last index for the sector that wraps past 360."""
-    e = torch.tensor([math.radians(x) for x in edges], dtype=angle.dtype, device=angle.device)
+    e = _radians(tuple(edges), angle.dtype, angle.device)
     k = torch.bucketize(angle, e, right=True) - 1
     return torch.where(k < 0, len(edges) - 1, k)
 
