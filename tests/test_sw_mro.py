@@ -869,11 +869,13 @@ def test_masked_alignment_equals_compact_on_cuda(
     """The two alignments on the GPU: bit-identical there too (CuPy kernels, Kornia)."""
     import sw_mro.pipeline as pl
 
-    cfg = SWMROConfig(window=9, face_size=128, batch_size=16, stride=2, device="cuda")
-    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", True)
-    compact = sw_mro.extract(carphone, cfg)
-    monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", False)
-    assert torch.equal(sw_mro.extract(carphone, cfg), compact)
+    for from_landmarks in (False, True):  # the second: no CUDA test ran it before
+        cfg = SWMROConfig(window=9, face_size=128, batch_size=16, stride=2, device="cuda",
+                          align_from_landmarks=from_landmarks)  # fmt: skip
+        monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", True)
+        compact = sw_mro.extract(carphone, cfg)
+        monkeypatch.setattr(pl, "COMPACT_ALIGNMENT", False)
+        assert torch.equal(sw_mro.extract(carphone, cfg), compact), from_landmarks
 
 
 def test_serial_source_cuts_a_custom_source_at_stop() -> None:
@@ -998,18 +1000,25 @@ def _gpu_vs_cpu(frames: np.ndarray, cfg: SWMROConfig, device: str, tmp_path: Pat
     _check_reference(frames, cfg.replace(device=device), tmp_path / "ref")
 
 
-def test_gpu_comparison_runs_on_cpu(carphone: str, tmp_path: Path) -> None:
+# Also with align_from_landmarks, which no CUDA test ran (found in review): its choice
+# between two starts compares GPU means, whose summation order differs from the CPU's.
+_ALIGN_STARTS = pytest.mark.parametrize("from_landmarks", [False, True], ids=["start0", "marks"])
+
+
+@_ALIGN_STARTS
+def test_gpu_comparison_runs_on_cpu(carphone: str, tmp_path: Path, from_landmarks: bool) -> None:
     """The CPU half of test_gpu_equals_cpu, runnable everywhere (CPU against CPU)."""
     frames = open_video(carphone).read(range(24)).numpy()
-    _gpu_vs_cpu(frames, SMALL, "cpu", tmp_path)
+    _gpu_vs_cpu(frames, SMALL.replace(align_from_landmarks=from_landmarks), "cpu", tmp_path)
 
 
 @pytest.mark.cuda
-def test_gpu_equals_cpu(carphone: str, tmp_path: Path) -> None:
+@_ALIGN_STARTS
+def test_gpu_equals_cpu(carphone: str, tmp_path: Path, from_landmarks: bool) -> None:
     """CUDA extract (cupy Farneback) on real carphone motion: close to the CPU result
     (SWMRO_TOL gpu_*) and to the slow cv2 reference (ref_*)."""
     frames = open_video(carphone).read(range(24)).numpy()
-    _gpu_vs_cpu(frames, SMALL, "cuda", tmp_path)
+    _gpu_vs_cpu(frames, SMALL.replace(align_from_landmarks=from_landmarks), "cuda", tmp_path)
 
 
 # --------------------------------------------------------------------------- bad inputs
