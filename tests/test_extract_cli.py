@@ -1161,6 +1161,30 @@ def test_failed_overwrite_keeps_the_old_outputs(
     assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]  # tidied
 
 
+def test_outputs_that_are_links_are_written_through_them(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in a probe: with an out-dir of links to another folder's outputs, --overwrite
+    wrote the JSON through its link but replaced the features' link with a file and
+    deleted the JSON's link: the pair was split (the store's JSON described other
+    features, and the out-dir lost its JSON). Both are now written through."""
+    store, mine = tmp_path / "store", tmp_path / "mine"
+    assert main(["extract", str(short_clip), "--out-dir", str(store), *ARGS]) == 0
+    mine.mkdir()
+    for suffix in (".npy", ".json"):
+        (mine / f"short{suffix}").symlink_to(store / f"short{suffix}")
+    other = ["--window", "5", "--face-size", "64", "--quiet", "--overwrite"]
+    assert main(["extract", str(short_clip), "--out-dir", str(mine), *other]) == 0
+    assert f"wrote {mine / 'short.npy'}" in capsys.readouterr().out
+    assert all((mine / f"short{s}").is_symlink() for s in (".npy", ".json"))
+    assert sorted(p.name for p in store.iterdir()) == ["short.json", "short.npy"]  # no temps
+    assert np.load(store / "short.npy").shape == (20, 5, 10, 2)
+    assert json.loads((store / "short.json").read_text())["config"]["window"] == 5
+    for out in (mine, store):  # complete in both places: skipped
+        again = ["extract", str(short_clip), "--out-dir", str(out), *other[:-1]]
+        assert main(again) == 0 and "skipped" in capsys.readouterr().out
+
+
 def test_input_that_is_its_own_output_path_is_refused(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -616,7 +616,14 @@ def _extract_locked(
     if progress is not None:
         progress(info.num_frames, 0)
     n, w, r = info.num_frames, cfg.window, cfg.num_rois
-    tmp_npy = temp_name(npy)
+    # Outputs that are links are written through them, both alike, as atomic_path does
+    # (found in a probe: the JSON went through its link while the features replaced
+    # theirs and the old JSON's link was deleted, splitting the pair); the temp files go
+    # next to the files they replace. Messages name the paths given.
+    npy_file, meta_file = (
+        Path(os.path.realpath(p)) if p.is_symlink() else p for p in (npy, meta_path)
+    )
+    tmp_npy = temp_name(npy_file)
     fallback: list[int] = []
     stages: dict[str, float] = {}
     motion, contrast = NoseMotion(cfg.face_size), FaceContrast(cfg.landmark_segment)
@@ -701,19 +708,19 @@ def _extract_locked(
         # old outputs (or none), not features without their JSON (found in review). The
         # old metadata goes before the features are replaced: a kill between the two
         # replaces must not leave a "complete" JSON next to features it does not describe.
-        with atomic_path(meta_path) as tmp_meta:
+        with atomic_path(meta_file) as tmp_meta:
             write_temp(tmp_meta, json.dumps(meta, indent=1).encode(), meta_path)
             # The old JSON is moved aside (a rename needs no free space) and back if the
             # features are not replaced (found in review: a failed --overwrite lost it).
-            aside = _aside_path(meta_path)
-            moved = meta_path.exists()
+            aside = _aside_path(meta_file)
+            moved = meta_file.exists()
             if moved:
-                os.replace(meta_path, aside)
+                os.replace(meta_file, aside)
             try:
-                os.replace(tmp_npy, npy)
+                os.replace(tmp_npy, npy_file)
             except BaseException:  # a Ctrl-C can come after the rename: then not back
                 if moved and os.path.lexists(tmp_npy):
-                    os.replace(aside, meta_path)
+                    os.replace(aside, meta_file)
                 raise
             aside.unlink(missing_ok=True)  # and one a killed --overwrite left
     finally:  # never in place of the error on its way: a read-only folder raises here
