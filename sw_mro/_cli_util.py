@@ -217,6 +217,14 @@ def dispatch(
 ) -> int:
     """Run ``prog CMD [args]``; ``commands`` maps CMD -> (module path, one-line help)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A closed stdout or stderr (``>&-``, a service started without them) is None in
+    # Python: found in a probe, `extract` stopped with a traceback after its first input
+    # (no stdout), or failed every input at its progress bar (no stderr). What would be
+    # written there goes to the null device (opened on the closed descriptor, the lowest
+    # free one, so that C code and worker processes writing to it lose nothing else).
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the whole run)
     width = max((len(c) for c in commands), default=7)
     listing = "\n".join(f"  {c:<{width}}  {h}" for c, (_, h) in commands.items())
     top = argparse.ArgumentParser(

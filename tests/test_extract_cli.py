@@ -1161,6 +1161,38 @@ def test_failed_overwrite_keeps_the_old_outputs(
     assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]  # tidied
 
 
+@pytest.mark.parametrize("closed", [1, 2], ids=["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_loses_only_the_messages(
+    short_clip: Path, tmp_path: Path, closed: int
+) -> None:
+    """Found in a probe: with stdout closed (``>&-``) the run stopped with a traceback
+    after its first input; with stderr closed every input failed at its progress bar."""
+    import subprocess
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    out = tmp_path / "o"
+    args = [str(short_clip), str(bad), str(tmp_path / "short2.mp4"), "--out-dir", str(out)]
+    shutil.copy(short_clip, tmp_path / "short2.mp4")
+    other = 2 if closed == 1 else 1
+    done = subprocess.run(
+        [sys.executable, "-m", "sw_mro.cli", "extract", *args, *ARGS[:-1]],
+        preexec_fn=lambda: os.close(closed),  # noqa: PLW1509 (a single-threaded test)
+        **{("stderr" if other == 2 else "stdout"): subprocess.PIPE},
+        text=True, timeout=300,
+    )  # fmt: skip
+    said = done.stderr if other == 2 else done.stdout
+    assert done.returncode == 1, said  # the bad input, and nothing else
+    assert "Traceback" not in said
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["short.json", "short.npy", "short2.json", "short2.npy"]
+    )
+    if other == 1:  # the summary on stdout
+        assert "2 of 3 inputs done" in said, said
+    else:
+        assert "FAILED" in said and "bad.mp4" in said and "AttributeError" not in said, said
+
+
 def test_outputs_that_are_links_are_written_through_them(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
