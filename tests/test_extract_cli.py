@@ -1086,6 +1086,20 @@ def test_duplicate_names_fail_once(
     assert io.err.count(f"note: {short_clip} is given 3 times; it is taken once") == 1
     assert io.out.count("wrote") == 1
     assert "1 of 1 inputs done" in io.out
+    # A rejected input given twice fails once (found in a probe: twice, and counted
+    # twice); a link to an input is that input, and the note says so.
+    link = tmp_path / "alias.mp4"
+    link.symlink_to(short_clip)
+    argv = [str(short_clip), str(other), str(other), str(link), "--out-dir", str(tmp_path / "q")]
+    assert main(["extract", *argv, *ARGS]) == 1
+    io = capsys.readouterr()
+    assert io.err.count(f"FAILED {other}:") == 1 and "1 of 2 inputs done" in io.out, io
+    assert f"failed: {other}\n" in io.out or io.out.rstrip().endswith(f"failed: {other}"), io.out
+    assert f"note: {other} is given 2 times; it is taken once" in io.err
+    assert (
+        f"note: {short_clip}, {link} are one input, given 2 times; it is taken once, as {short_clip}"
+        in io.err
+    )
 
 
 def test_out_dir_that_is_a_file_is_a_clear_error(

@@ -1004,14 +1004,17 @@ def run(args: argparse.Namespace) -> int:
 
     failed: list[str] = []
     seen: dict[str, Path] = {}
-    repeats: dict[Path, int] = {}
+    # Each input once, by the file it is (found in a probe: a rejected input given twice
+    # was reported and counted twice); its spellings, for the note.
+    given: dict[Path, list[Path]] = {}
     todo: list[Path] = []
     for raw in args.inputs:
         path = Path(raw)
-        name = output_name(path)
-        if name in seen and path.resolve() == seen[name].resolve():
-            repeats[seen[name]] = repeats.get(seen[name], 1) + 1
+        spellings = given.setdefault(path.resolve(), [])
+        spellings.append(path)
+        if len(spellings) > 1:
             continue
+        name = output_name(path)
         if name in seen:
             failed.append(str(path))
             print(
@@ -1034,8 +1037,18 @@ def run(args: argparse.Namespace) -> int:
             continue
         seen[name] = path
         todo.append(path)
-    for path, k in repeats.items():
-        print(f"note: {path} is given {k} times; it is taken once", file=sys.stderr)
+    for first, *more in given.values():
+        if not more:
+            continue
+        k = len(more) + 1
+        if all(str(p) == str(first) for p in more):
+            print(f"note: {first} is given {k} times; it is taken once", file=sys.stderr)
+        else:  # a link, ./x, a trailing slash (found in a probe: "given 2 times")
+            names = ", ".join(dict.fromkeys(str(p) for p in (first, *more)))
+            print(
+                f"note: {names} are one input, given {k} times; it is taken once, as {first}",
+                file=sys.stderr,
+            )
     files = [p for p in todo if p.is_file()]  # a missing one fails with its own error
     if args.fps is not None and files:  # found in review: ignored without a word
         which = f"{files[0]}" if len(files) == 1 else f"{len(files)} of the inputs"
