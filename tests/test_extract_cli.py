@@ -1102,6 +1102,21 @@ def test_duplicate_names_fail_once(
     )
 
 
+def test_an_input_whose_output_name_is_too_long_fails_alone(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 255-byte file name is a valid input, but its ``<stem>.json`` is 256 bytes: found
+    in a probe, a bare "OSError: [Errno 36] File name too long"."""
+    long = Path(shutil.copy(short_clip, tmp_path / ("x" * 251 + ".mp4")))
+    argv = [str(long), str(short_clip), "--out-dir", str(tmp_path / "o"), *ARGS]
+    assert main(["extract", *argv]) == 1
+    io = capsys.readouterr()
+    assert (
+        f"FAILED {long}: OutputNameError: its output {'x' * 251}.json would be a 256-byte" in io.err
+    )
+    assert "Errno" not in io.err and "1 of 2 inputs done" in io.out
+
+
 def test_out_dir_that_is_a_file_is_a_clear_error(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason, typed_words
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
+    NAME_MAX,
     atomic_path,
     fresh_temp,
     hidden_name,
@@ -1021,6 +1022,17 @@ def run(args: argparse.Namespace) -> int:
                 f"FAILED {path}: {OutputNameError.__name__}: output name {name!r} is also "
                 f"that of {seen[name]}; rename one of them, or extract it into another "
                 "--out-dir",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        longest = len(os.fsencode(f"{name}.json"))
+        if longest > NAME_MAX:  # found in a probe: a bare "File name too long"
+            failed.append(str(path))
+            print(
+                f"FAILED {path}: {OutputNameError.__name__}: its output {name}.json would "
+                f"be a {longest}-byte file name, over the {NAME_MAX} that file systems "
+                "take; rename it shorter",
                 file=sys.stderr,
                 flush=True,
             )
