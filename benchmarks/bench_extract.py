@@ -10,6 +10,13 @@ decodes the file, finds landmarks and computes the features: frames/s are end to
 - ``test_naive_precedent_cpu``: the precedent's shape: a Python loop over windows and
   pairs, dlib on every frame, ``cv2.calcOpticalFlowFarneback`` on the whole crop,
   whole-pixel re-crops until the nose shift is under 1 px (at most 4), numpy MDMO.
+- ``test_naive_same_algorithm_cpu``: ``extract``'s own algorithm written as that loop
+  (found in an audit: the precedent's alignment runs whole-crop flows, 1.8 a pair here,
+  where ``extract`` aligns on 64 px nose patches, so part of the first ratio is the
+  algorithm): per pair, ``cv2.calcOpticalFlowFarneback`` on the nose patch until the
+  residual is under ``align_tol`` (at most ``align_max_iter``), sub-pixel shifts with
+  ``cv2.warpAffine``, then one whole-crop flow and numpy MDMO. It gives ``extract``'s
+  features (checked), so the ratio to it is the implementation's alone.
 - ``test_extract_cuda``: ``--gpu`` (skipped without CUDA).
 - ``test_peak_memory_flat``: peak RSS of ``stream`` over an in-memory synthetic source
   (never touches disk, 320x240, face 32 px so that the run is long in frames, not in
@@ -153,6 +160,69 @@ def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str,
     return out, {"decode": t1 - t0, "landmarks": t2 - t1, "flow_and_pooling": t3 - t2}
 
 
+def _shift_cv2(img: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``out(y, x) = img(y + dy, x + dx)``, bilinear, border replicated (as ``shift``)."""
+    m = np.float32([[1, 0, d[0]], [0, 1, d[1]]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(img, m, img.shape[::-1], flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def naive_same_algorithm(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str, float]]:
+    """``extract``'s algorithm (SPEC 2, SWMROConfig's decisions; as
+    tests/reference/sw_mro_reference.py) as a Python loop over windows and pairs with cv2
+    for every flow, crop and shift; returns features and stage seconds."""
+    from sw_mro.pipeline import face_boxes
+
+    t0 = time.perf_counter()
+    video = open_video(path)
+    frames = video.read(range(len(video))).numpy()
+    t1 = time.perf_counter()
+    res = make_landmarker("dlib").detect(frames)  # tracked, as extract's landmarks
+    boxes = face_boxes(res, cfg)
+    t2 = time.perf_counter()
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    n, w, h, s = len(frames), cfg.window, cfg.window // 2, cfg.face_size
+    fb = (cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+    out = np.zeros((n, w, cfg.num_rois, 2), np.float32)
+    r, m, p = cfg.roi_size_px, cfg.nose_margin_px, cfg.nose_patch_px
+    for i in range(n):
+        first = max(i - h, 0)
+        box = boxes[first]
+        scale = s / (box[2] - box[0])
+        pts = (res.points[first] + 0.5 - box[:2]) * scale - 0.5
+        nose = pts[list(cfg.nose_landmarks)]
+        nx0, ny0 = np.clip(np.floor(nose.min(0) - m + 0.5), 0, s - 1).astype(int)
+        nx1, ny1 = np.clip(np.floor(nose.max(0) + m + 0.5), 0, s - 1).astype(int)
+        px = int(np.clip(np.round((nx0 + nx1) / 2) - p // 2, 0, s - p))
+        py = int(np.clip(np.round((ny0 + ny1) / 2) - p // 2, 0, s - p))
+        in_nose = np.zeros((p, p), bool)
+        in_nose[max(ny0 - py, 0) : ny1 - py + 1, max(nx0 - px, 0) : nx1 - px + 1] = True
+        ref = _crop_cv2(gray[first], box, s)
+        ref_patch = np.ascontiguousarray(ref[py : py + p, px : px + p])
+        for k in range(1, w):
+            tgt = _crop_cv2(gray[min(max(i - h + k, 0), n - 1)], box, s)
+            d = np.zeros(2)
+            for _ in range(cfg.align_max_iter):  # SPEC 2.4 on the nose patch
+                moved = tgt if not d.any() else _shift_cv2(tgt, d)
+                patch = np.ascontiguousarray(moved[py : py + p, px : px + p])
+                resid = _mdmo_np(
+                    cv2.calcOpticalFlowFarneback(ref_patch, patch, None, *fb)[in_nose],
+                    cfg.nose_edges,
+                    cfg.nose_top,
+                )
+                if np.hypot(*resid) <= cfg.align_tol:
+                    break
+                d = d + resid
+            aligned = tgt if not d.any() else _shift_cv2(tgt, d)
+            flow = cv2.calcOpticalFlowFarneback(ref, aligned, None, *fb)
+            for q, lmk in enumerate(cfg.roi_landmarks):
+                cx, cy = np.clip(np.round(pts[lmk]) - r // 2, 0, s - r).astype(int)
+                patch = flow[cy : cy + r, cx : cx + r].reshape(-1, 2)
+                out[i, k, q] = _mdmo_np(patch, cfg.mdmo_edges, cfg.mdmo_top)
+    t3 = time.perf_counter()
+    return out, {"decode": t1 - t0, "landmarks": t2 - t1, "flow_and_pooling": t3 - t2}
+
+
 # --------------------------------------------------------------------------- extract
 
 
@@ -216,16 +286,39 @@ def test_extract_cpu(benchmark, bench_setup) -> None:
     assert feats[:, 1:, 6].abs().max() > 0.3  # the planted mouth-corner motion is there
 
 
+@pytest.fixture(scope="session")
+def ours(bench_setup) -> np.ndarray:
+    """``extract``'s features of the clip, for the naive entries to agree with (untimed)."""
+    path, _, cfg = bench_setup
+    return sw_mro.extract(path, cfg).numpy()
+
+
 @pytest.mark.benchmark(group=GROUP)
-def test_naive_precedent_cpu(benchmark, bench_setup, request: pytest.FixtureRequest) -> None:
+def test_naive_precedent_cpu(benchmark, bench_setup, ours: np.ndarray) -> None:
     path, n, cfg = bench_setup
     feats, stats = _time_once(benchmark, lambda: naive_precedent(path, cfg))
     _record(benchmark, n, cfg, stats, {"device": "cpu", "opencv_threads": cv2.getNumThreads()})
     assert feats.shape == (n, cfg.window, 10, 2) and np.isfinite(feats).all()
-    if _disabled(request.config):  # cheap there: check the two agree
-        ours = sw_mro.extract(path, cfg).numpy()
-        # Same features up to the precedent's coarser (1 px) alignment and landmarks.
-        assert np.median(np.abs(feats - ours)) < 0.5
+    # Other features (the precedent's whole-pixel alignment leaves up to 0.5 px of head
+    # motion in every ROI), but the planted mouth-corner motion (ROI 6, landmark 48)
+    # over time is the same: measured 0.88 at the CI settings. (The audit's point: a
+    # median |difference| under 0.5 px, checked before, held for zero features too.)
+    corner = np.corrcoef(feats[:, 1:, 6].ravel(), ours[:, 1:, 6].ravel())[0, 1]
+    assert corner > 0.7, corner
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_naive_same_algorithm_cpu(benchmark, bench_setup, ours: np.ndarray) -> None:
+    path, n, cfg = bench_setup
+    feats, stats = _time_once(benchmark, lambda: naive_same_algorithm(path, cfg))
+    _record(benchmark, n, cfg, stats, {"device": "cpu", "opencv_threads": cv2.getNumThreads()})
+    assert feats.shape == (n, cfg.window, 10, 2) and np.isfinite(feats).all()
+    # extract's features, up to cv2's 1/32 px warp grid and float rounding (CI settings:
+    # median |difference| 0.0026 px against a median |feature| of 0.040, correlation
+    # 0.995; half, zero or negated features all fail both).
+    d, size = np.abs(feats - ours)[:, 1:], np.abs(ours)[:, 1:]
+    assert np.median(d) < 0.2 * np.median(size), (np.median(d), np.median(size))
+    assert np.corrcoef(feats[:, 1:].ravel(), ours[:, 1:].ravel())[0, 1] > 0.95
 
 
 #: Frames of the GPU clips: 600 (20 s) and a long one (LONG_S s, default 120 s), at 640x480.
