@@ -146,11 +146,14 @@ def mdmo(
     w = kept.float()
     n_kept = w.sum(dim=1)
     if exact_sums:
-        vm = torch.cat([v, mag[..., None]], dim=-1).double()  # (n, K, 3)
+        # In float32: scaling by 2^24 only moves the exponent, so the product and its
+        # rounding are exact, as they were in float64 (the same bits, at half the memory
+        # traffic: this was ~8 % of a CPU extraction).
+        vm = torch.cat([v, mag[..., None]], dim=-1)  # (n, K, 3)
         finite = torch.isfinite(vm).all(dim=-1) | ~m  # (n, K): casting NaN is undefined
         q = torch.round(torch.where(kept[..., None], vm, 0.0) * _FIXED)
-        q = torch.where(torch.isfinite(q), q, 0.0).long()
-        sums = (q * kept[..., None]).sum(dim=1).double() / _FIXED  # (n, 3)
+        q = torch.where(torch.isfinite(q), q, 0.0).long()  # not kept: 0 already
+        sums = q.sum(dim=1).double() / _FIXED  # (n, 3)
         sums = torch.where(finite.all(dim=1)[:, None], sums, torch.nan)
         total, mag_sum = sums[:, :2].float(), sums[:, 2].float()
     else:
