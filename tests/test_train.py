@@ -750,6 +750,19 @@ def test_spot_opens_videos_at_the_models_training_rate(tmp_path: Path) -> None:
     assert "CAS(ME)^2 workbook only at stride 1" in note
     assert open_like_training(folder, samm, 7, 200.0) == (7, 200.0, "")  # the model's rate
     assert open_like_training(v60, {}, None, None) == (1, None, "")  # an older model
+    # Runs record the rate after the strides (found in a probe: 30 fps files with 60 fps
+    # ones at stride 2 recorded neither stride nor rate, and a 60 fps video was read at
+    # stride 1; mixed rates were taken for 30 fps and a 60 fps video read at stride 2).
+    strided = {"stride": None, "source_fps": None, "fps": 30.0}
+    assert open_like_training(v60, strided, None, None)[:2] == (2, None)
+    assert open_like_training(v30, strided, None, None) == (1, None, "")
+    mixed = {"stride": 1, "source_fps": None, "fps": None}
+    stride, fps, note = open_like_training(v60, mixed, None, None)
+    assert (stride, fps) == (1, None) and "trained on videos of mixed frame rates" in note
+    assert open_like_training(v60, mixed, 2, None) == (2, None, "")
+    samm_now = {**samm, "fps": 200.0 / 7}  # the same choices as from the older record
+    assert open_like_training(folder, samm_now, None, None)[:2] == (7, 200.0)
+    assert open_like_training(v30, samm_now, None, None) == (1, None, "")
     # A folder at the model's rate and stride 1: the note says which rate it assumed.
     stride, fps, note = open_like_training(folder, {"stride": 1, "source_fps": 30.0}, None, None)
     assert (stride, fps) == (1, 30.0) and "read as 30 fps" in note and "stride" not in note
@@ -822,6 +835,41 @@ def test_spot_plot_names_the_ground_truth_only_where_given(tmp_path: Path, monke
     plot_curves(tmp_path / "b.png", logits, 30.0, found, [Interval("v", 4, 21, "macro")], "v")
     assert titles == ["v: predicted (green)", "v: predicted (green), ground truth (red bars)"]
     assert (tmp_path / "a.png").stat().st_size > 10_000
+    # Intervals are inclusive: each frame spans half a frame either side of its point
+    # (found in a probe: drawn a frame short, and a one-frame interval not at all).
+    spans: list[tuple[float, float]] = []
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "axvspan", lambda ax, a, b, *x, **k: spans.append((a, b))
+    )
+    plot_curves(
+        tmp_path / "c.png", logits, 30.0, found + [Interval("v", 30, 30, "macro")], None, "v"
+    )
+    assert spans == [(4.5, 20.5), (29.5, 30.5)]
+
+
+def test_train_notes_and_records_mixed_frame_rates(
+    tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
+) -> None:
+    """Found in a probe: videos at 25, 30 and 60 fps trained without a word, and `spot`
+    then took the model for a 30 fps one. The run says so and records no rate."""
+    import spotformer.features as F
+    from spotformer.cli import main
+
+    planned = F.plan_videos
+
+    def mixed(table, window):  # noqa: ANN001, ANN202
+        plan = planned(table, window)
+        first = sorted(plan)[0]
+        plan[first] = dataclasses.replace(plan[first], fps=60.0, source_fps=60.0)
+        return plan
+
+    monkeypatch.setattr(F, "plan_videos", mixed)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    assert main([*argv, "--epochs", "1", "--dim", "16", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "the videos' frame rates after their strides differ (30, 60 fps)" in err, err
+    assert json.loads((run / "config.json").read_text())["info"]["fps"] is None
 
 
 def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> None:
@@ -847,6 +895,7 @@ def test_train_and_spot_commands(tmp_path: Path, csv_dataset: Path, capsys) -> N
     assert [int(x) for x in table_line[1:4]] == [report["overall"][k] for k in ("tp", "fp", "fn")]
     saved = json.loads((run / "config.json").read_text())
     assert saved["info"]["dataset"] == "csv"
+    assert saved["info"]["fps"] == 30.0  # the rate after the strides, for `spot`
     # Every frame is trained on by default (the authors' code: expression segments only).
     assert saved["train"]["neutral_segments"] == 1.0
     assert saved["train"]["spot"]["apex_threshold"] == 0.5

@@ -149,18 +149,27 @@ def open_like_training(
 
     A frame folder's rate defaults to that of the model's training data (SAMM-LV: 200;
     else 30). Without ``stride``, the video is subsampled to the frame rate the model
-    was trained at (source rate / stride of its data: SAMM-LV 200 / 7 ~ 28.6): every 7th
-    frame of a 200 fps folder, every frame of a 30 fps file. A model without that record
-    (older runs, data sets of mixed rates) takes every frame.
+    was trained at (its videos' rate after their strides, ``info["fps"]``; SAMM-LV
+    200 / 7 ~ 28.6): every 7th frame of a 200 fps folder, every frame of a 30 fps file.
+    A model trained on videos of mixed rates takes every frame, with a note; one without
+    that record (runs before 2026-11-29) takes the rate from its data's one stride and
+    source rate (unknown: 30), and without one stride every frame.
     """
     from spotformer.data.table import rate_scale
     from sw_mro.io.video import open_video
 
     fps_in = folder_rate(video, info, fps)
-    trained_stride = info.get("stride")
-    if not trained_stride:
-        return stride or 1, fps_in, ""
-    target = float(info.get("source_fps") or 30.0) / int(trained_stride)
+    if "fps" in info:
+        if info["fps"] is None:  # found in a probe: mixed rates were taken for 30 fps
+            mixed = f"{video}: the model was trained on videos of mixed frame rates, so "
+            mixed += "every frame is taken (--stride N subsamples)"
+            return (1, fps_in, mixed) if stride is None else (stride, fps_in, "")
+        target = float(info["fps"])
+    else:  # an older run's record: its data's one stride (and rate, unknown = 30)
+        trained_stride = info.get("stride")
+        if not trained_stride:
+            return stride or 1, fps_in, ""
+        target = float(info.get("source_fps") or 30.0) / int(trained_stride)
     source = float((source or open_video(video, fps=fps_in).info).source_fps)
     auto = max(1, round(source / target))  # the whole stride nearest the model's rate
     auto_matches = rate_scale(source / auto, target) == 1.0  # as training would treat it
@@ -276,12 +285,16 @@ def plot_curves(path: Path, logits, fps: float, intervals, gts, title: str) -> N
         ax.plot(t, p.expression.cpu().numpy(), lw=1, label=f"{name} expression")
         for i in intervals:
             if i.kind == kind:
-                ax.axvspan(i.onset, i.offset, color="tab:green", alpha=0.25, lw=0)
+                # Each frame spans half a frame either side of its point: an interval's
+                # last frame is in it (found in a probe: drawn a frame short, and a
+                # one-frame interval not at all).
+                ax.axvspan(i.onset - 0.5, i.offset + 0.5, color="tab:green", alpha=0.25, lw=0)
         for g in gts or []:
             if g.kind == kind:
                 ax.plot(
-                    [g.onset, g.offset], [1.06, 1.06], color="tab:red", lw=4, solid_capstyle="butt"
-                )
+                    [g.onset - 0.5, g.offset + 0.5], [1.06, 1.06], color="tab:red", lw=4,
+                    solid_capstyle="butt",
+                )  # fmt: skip
         ax.set_ylim(0, 1.12)
         ax.set_ylabel("probability")
         ax.legend(loc="upper right", fontsize=8)

@@ -177,6 +177,7 @@ FACE_SIZE: dict[str, int] = {"samm": 320}
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from spotformer.data.table import common_rate
     from spotformer.errors import SpotFormerError
     from spotformer.features import dataset_features, load_dataset, plan_videos
     from spotformer.train import (
@@ -221,6 +222,16 @@ def run(args: argparse.Namespace) -> int:
         # The rates as opened (found in review: a CSV without fps recorded None, so
         # `spot` took the model for a 30 fps one; a file's rate is its container's).
         rates = {p.source_fps for p in plan.values()}
+        trained_fps = common_rate([p.fps for p in plan.values()])
+        if trained_fps is None and plan:
+            shown = ", ".join(f"{r:g}" for r in sorted({round(p.fps, 2) for p in plan.values()}))
+            print(
+                f"spotformer train: note: the videos' frame rates after their strides differ "
+                f"({shown} fps): the model sees a motion over more frames in the faster "
+                "ones, and `spot` takes every frame of a new video. Give the faster videos "
+                "a stride (a CSV's stride column) to train at one rate",
+                file=sys.stderr,
+            )
         info = {
             "dataset": args.dataset,
             "root": str(args.root.resolve()),
@@ -230,6 +241,11 @@ def run(args: argparse.Namespace) -> int:
             # (SAMM-LV: frame folders at 200 fps, every 7th frame).
             "stride": strides.pop() if len(strides) == 1 else None,
             "source_fps": rates.pop() if len(rates) == 1 else None,
+            # The rate after the stride that the model learnt motion at, where the
+            # videos share one (found in a probe: 30 fps files with 60 fps ones at
+            # stride 2 recorded neither stride nor rate, and `spot` read a 60 fps video
+            # at stride 1); None for mixed rates.
+            "fps": trained_fps,
             # The labels themselves: a resumed run must train on the same ones.
             "labels_sha1": labels_digest(table.expressions),
         }

@@ -64,6 +64,23 @@ def parse_kind(value: Any) -> Kind | None:
 SAME_RATE_TOLERANCE = 0.05
 
 
+def common_rate(rates: Sequence[float]) -> float | None:
+    """The frame rate that ``rates`` share (their median) where the fastest and the
+    slowest are the same rate as :func:`rate_scale` counts it, else None (mixed rates,
+    or no rate at all).
+
+    Examples:
+        >>> common_rate([30.0, 29.97, 200 / 7]), common_rate([25.0, 30.0]), common_rate([])
+        (29.97, None, None)
+    """
+    if not rates:
+        return None
+    ordered = sorted(float(r) for r in rates)
+    if rate_scale(ordered[-1], ordered[0]) != 1.0:
+        return None
+    return ordered[len(ordered) // 2]
+
+
 def rate_scale(fps: float, ref_fps: float) -> float:
     """Factor from frames at ``ref_fps`` to frames at ``fps``: 1 within
     :data:`SAME_RATE_TOLERANCE` of ``ref_fps`` either way (29.97 fps, SAMM-LV's 200/7
