@@ -277,6 +277,22 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
             "(a CSV data set's paths are relative to the CSV's folder; docs/io.md, "
             "'Generic CSV')"
         )
+    # One file under two ids (found in a probe: accepted, and under two subjects LOSO
+    # then tested a video it had trained on).
+    by_file: dict[Path, list[str]] = {}
+    for name, ref in sorted(table.sources.items()):
+        by_file.setdefault(ref.path.resolve(), []).append(name)
+    twice = [
+        f"{path} as {' and '.join(map(repr, names))}"
+        for path, names in by_file.items()
+        if len(names) > 1
+    ]
+    if twice:
+        raise DatasetError(
+            f"{len(twice)} file(s) listed as more than one video: {_first_8(twice)}; a "
+            "leave-one-subject-out fold would test a video that it trained on (under "
+            "another id): list each file once"
+        )
     subj = {e.video: e.subject for e in table.expressions}
     by_video: dict[str, list] = {}
     for e in table.expressions:

@@ -585,6 +585,27 @@ def test_spot_names_a_frame_folder_by_its_name(tmp_path: Path, csv_dataset: Path
     assert capsys.readouterr().out.startswith("clip.v3: ")
 
 
+def test_one_file_listed_as_two_videos_is_refused(tmp_path: Path) -> None:
+    """Found in a probe: one file under two ids (and two subjects) was accepted, so a
+    leave-one-subject-out fold tested a video it had trained on."""
+    import spotformer.features as F
+    from spotformer.data.table import AnnotationTable, VideoRef
+
+    a = _tiny_video(tmp_path / "a.mp4", n=30)
+    b = _tiny_video(tmp_path / "b.mp4", n=30)
+    link = tmp_path / "same.mp4"
+    link.symlink_to(a)
+    refs = {"s1/a": VideoRef(a, subject="s1"), "s2/b": VideoRef(b, subject="s2")}
+    exprs = [Expression("s1", "s1/a", 3, 5, 8, "micro")]
+    assert set(F.plan_videos(AnnotationTable(exprs, sources=refs), 17)) == {"s1/a", "s2/b"}
+    refs["s3/a"] = VideoRef(link, subject="s3")
+    with pytest.raises(F.DatasetError) as err:
+        F.plan_videos(AnnotationTable(exprs, sources=refs), 17)
+    assert f"1 file(s) listed as more than one video: {a.resolve()} as 's1/a' and 's3/a'" in str(
+        err.value
+    )
+
+
 def test_dataset_annotations_are_checked_before_extraction(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
