@@ -890,6 +890,11 @@ def test_train_notes_and_records_mixed_frame_rates(
     assert main([*argv, "--epochs", "1", "--dim", "16", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "the videos' frame rates after their strides differ (30, 60 fps)" in err, err
+    assert "holds no run to resume" not in err
+    # --resume into a folder without a run (a typo?) says that a new run starts.
+    other = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(tmp_path / "r2")]
+    assert main([*other, "--epochs", "1", "--dim", "16", "--no-progress", "--resume"]) == 0
+    assert f"--resume: {tmp_path / 'r2'} holds no run to resume" in capsys.readouterr().err
     assert json.loads((run / "config.json").read_text())["info"]["fps"] is None
 
 

@@ -210,6 +210,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The run folder first: a mistake there must not cost a data set's extraction.
         check_run_dir(args.out, cfg, resume=args.resume)
+        if args.resume and not (args.out / "config.json").is_file():  # a typo in --out?
+            print(
+                f"spotformer train: note: --resume: {args.out} holds no run to resume; "
+                "a new run starts there",
+                file=sys.stderr,
+            )
         table = load_dataset(args.dataset, args.root, args.annotations)
         # Before extraction: leave-one-subject-out needs 2 subjects (3 with validation).
         annotated = {e.video: e.subject for e in table.expressions}
