@@ -414,6 +414,15 @@ class SWMROConfig:
             raise bad("winsize", "must be an integer >= 2 (OpenCV's box window of 1 is not one)")
         if self.poly_n not in (5, 7):
             raise bad("poly_n", "Farneback supports poly_n 5 or 7")
+        from sw_mro.ops._farneback_kernels import degenerate_expansion
+
+        if degenerate_expansion(self.poly_n, self.poly_sigma):  # found in a probe
+            raise bad(
+                "poly_sigma",
+                f"is too small for poly_n {self.poly_n}: the polynomial expansion is "
+                "degenerate and every flow would be 0 (as cv2 gives; from about 0.164 it "
+                "is not; 1.5 and 1.1 are the usual values)",
+            )
         if self.landmarks not in ("dlib", "insightface"):
             raise bad("landmarks", "must be 'dlib' or 'insightface'")
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):

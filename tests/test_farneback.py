@@ -22,6 +22,7 @@ import pytest
 import torch
 from tolerances import TOL  # tests/ is on sys.path (pytest rootdir conftest, or run as script)
 
+from sw_mro.config import SWMROConfig
 from sw_mro.io.samples import astronaut, carphone_path
 from sw_mro.ops import farneback, farneback_pairs
 from sw_mro.ops._farneback_torch import resize_area
@@ -281,6 +282,27 @@ def test_parity_with_initial_flow(gaussian: bool, backend: str, device: torch.de
     for j, i in enumerate(pick):
         ref = cv2_flow(prevs[i], nexts[i], SPEC, gaussian, init[j].transpose(1, 2, 0))
         assert_parity(names[i], flows[j], ref)
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_a_degenerate_expansion_gives_cv2_s_zero_flow(backend: str, device: torch.device) -> None:
+    """Found in a probe: poly_sigma from 1.2e-7 to ~0.16 raised numpy's LinAlgError on
+    every engine (its Cholesky fails only at a pivot <= 0); cv2's gives up under double
+    epsilon, inverts to zeros, and every flow is 0. Either side of the edge: cv2's."""
+    device = on(device, backend)
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 64)) * 255).astype(np.uint8)
+    b = np.roll(a, 1, axis=1)
+    for n, sigma in ((5, 1e-3), (7, 0.1), (7, 0.16), (5, 0.17), (7, 1e-8)):
+        ref = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 5, n, sigma, 0)
+        got = farneback(
+            torch.from_numpy(a).to(device), torch.from_numpy(b).to(device),
+            poly_n=n, poly_sigma=sigma, backend=backend,
+        )[0].permute(1, 2, 0).cpu().numpy()  # fmt: skip
+        assert (np.abs(ref).max() == 0) == (sigma < 0.164 and sigma > 1e-7), (n, sigma)
+        np.testing.assert_allclose(got, ref, atol=TOL["flow_parity_max"], err_msg=f"{n} {sigma}")
+    with pytest.raises(ValueError, match=r"poly_sigma=0.1: is too small for poly_n 7"):
+        SWMROConfig(poly_sigma=0.1)
 
 
 @pytest.mark.parametrize("backend", ["numba", "native"])

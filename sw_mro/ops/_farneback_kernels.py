@@ -7,6 +7,7 @@ notes", lists the details that matter; ``note N`` below refers to that list.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -133,10 +134,37 @@ def poly_kernels(n: int, sigma: float) -> PolyKernels:
     m[2, 2] = m[0, 3] = m[0, 4] = m[3, 0] = m[4, 0] = m[1, 1]
     m[4, 4] = m[3, 3]
     m[3, 4] = m[4, 3] = m[5, 5]
+    if degenerate(m):  # as cv2: its inverse is all zeros, and so is every flow
+        return PolyKernels(g, xg, xxg, 0.0, 0.0, 0.0, 0.0)
     chol = np.linalg.cholesky(m)
     inv_chol = np.linalg.inv(chol)
     inv = inv_chol.T @ inv_chol
     return PolyKernels(g, xg, xxg, inv[1, 1], inv[0, 3], inv[3, 3], inv[5, 5])
+
+
+@functools.lru_cache(maxsize=64)
+def degenerate_expansion(n: int, sigma: float) -> bool:
+    """Whether the expansion of half-size ``n`` at ``sigma`` is degenerate (every flow 0,
+    as in cv2): ``sigma`` from 1.2e-7 (under float32 epsilon cv2 takes ``0.3 n``) to
+    about 0.1635 at ``poly_n`` 5 and 7."""
+    return poly_kernels(n, sigma).ig11 == 0.0
+
+
+def degenerate(m: np.ndarray) -> bool:
+    """Whether OpenCV's Cholesky gives up on the moment matrix ``m``: a pivot under
+    double epsilon (``cv::invert(DECOMP_CHOLESKY)`` then returns zeros). Found in a
+    probe: ``poly_sigma`` 1.2e-7 to 0.069 at ``poly_n`` 5 or 7 raised numpy's
+    ``LinAlgError`` here, where cv2 returns a zero flow."""
+    n = m.shape[0]
+    low = np.zeros_like(m)
+    for i in range(n):
+        for j in range(i):
+            low[i, j] = (m[i, j] - low[i, :j] @ low[j, :j]) / low[j, j]
+        pivot = m[i, i] - low[i, :i] @ low[i, :i]
+        if not pivot >= np.finfo(np.float64).eps:
+            return True
+        low[i, i] = math.sqrt(pivot)
+    return False
 
 
 def window_kernel(winsize: int) -> np.ndarray:
