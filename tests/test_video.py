@@ -1431,6 +1431,46 @@ def test_write_video_heights_that_are_not_multiples_of_4(tmp_path: Path) -> None
     assert not (tmp_path / "sizes.mp4").exists()
 
 
+_SHARED_READS = """
+import sys, threading, numpy as np
+from sw_mro.io.video import open_video
+v = open_video(sys.argv[1])
+want = v.read(range(len(v))).numpy()
+bad, errors = [], []
+def work(seed):
+    rng = np.random.default_rng(seed)
+    try:
+        for _ in range(40):
+            idx = sorted(rng.choice(len(v), 4, replace=False).tolist())
+            got = v.read(idx).numpy()
+            bad.extend(i for k, i in enumerate(idx) if not np.array_equal(got[k], want[i]))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+[t.start() for t in threads]
+[t.join(90) for t in threads]
+print(any(t.is_alive() for t in threads), len(bad), errors)
+"""
+
+
+def test_one_opened_file_read_from_several_threads() -> None:
+    """Found in a probe: two extractions of one opened file (two threads, or two streams
+    interleaved in one) used decord from two decode threads at once; the process
+    aborted ("malloc_consolidate(): invalid chunk size"), hung, or called the good file
+    damaged. Reads of one source no longer overlap. In a subprocess: it can crash."""
+    import subprocess
+    import sys
+
+    from sw_mro.io.samples import carphone_path
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARED_READS, carphone_path()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False 0 []"  # none hung, every frame right, no error
+
+
 _DECODE_AHEAD_PROBE = """
 import sys, time
 def rss():

@@ -73,6 +73,7 @@ import os
 import re
 import stat
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -618,6 +619,11 @@ class FileVideoSource(VideoSource):
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
     ) -> None:
         self._vr = None
+        # Reads never overlap (found in a probe: two streams of one opened file, from two
+        # threads or interleaved in one, used decord from two decode threads at once and
+        # crashed the process, hung, or called a good file damaged): decord's reader and
+        # PyAV's decoder are not thread-safe.
+        self._lock = threading.RLock()
         self._av: Any = None  # the PyAV container and frame iterator (``_pyav``)
         self._av_frames: Iterator[Any] | None = None
         self._path = path
@@ -723,11 +729,12 @@ class FileVideoSource(VideoSource):
         _warn_on_picture(path, probe, h, w)
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
-        if self._vr is None:
-            raise ValueError(f"{self.info.path}: the video was closed")
-        if not self.exact_seek:
-            return self._read_forward(source_indices)
-        return self._read_seek(self._vr, source_indices)
+        with self._lock:
+            if self._vr is None:
+                raise ValueError(f"{self.info.path}: the video was closed")
+            if not self.exact_seek:
+                return self._read_forward(source_indices)
+            return self._read_seek(self._vr, source_indices)
 
     def _read_seek(self, vr: Any, source_indices: list[int]) -> np.ndarray:
         try:
@@ -876,8 +883,9 @@ class FileVideoSource(VideoSource):
             self._av = None
 
     def close(self) -> None:
-        self._vr = None
-        self._close_av()
+        with self._lock:
+            self._vr = None
+            self._close_av()
 
 
 class FrameFolderSource(VideoSource):
