@@ -408,8 +408,11 @@ class SyntheticSource:
             yield a, torch.from_numpy(np.stack(batch))
 
 
-def memory_child(n: int, window: int, device: str = "cpu", face_size: int = 32) -> dict[str, float]:
-    """Run ``stream`` over ``n`` synthetic frames; peak RSS (MiB) at half way and at the end.
+def memory_child(
+    n: int, window: int, device: str = "cpu", face_size: int = 32, path: str | None = None
+) -> dict[str, float]:
+    """Run ``stream`` over ``n`` synthetic frames, or the video file ``path`` (decoded:
+    its decoder's memory counts too); peak RSS (MiB) at half way and at the end.
 
     On CUDA it also reports the peak of torch's allocator (``gpu_peak_by_frame_mib``).
     """
@@ -421,7 +424,7 @@ def memory_child(n: int, window: int, device: str = "cpu", face_size: int = 32) 
     t0 = time.perf_counter()
     rows, half = 0, None
     tenths: dict[str, float] = {}  # peak RSS after each tenth of the video
-    for chunk in sw_mro.stream(SyntheticSource(n), cfg):
+    for chunk in sw_mro.stream(SyntheticSource(n) if path is None else path, cfg):
         rows += chunk.features.shape[0]  # features are dropped as they come, like the CLI
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         if half is None and rows >= n // 2:
@@ -447,11 +450,12 @@ def memory_child(n: int, window: int, device: str = "cpu", face_size: int = 32) 
     return out
 
 
-def _measure(n: int, window: int) -> dict[str, float]:
+def _measure(n: int, window: int, path: Path | None = None) -> dict[str, float]:
     # One glibc arena per core instead of 8: less RSS noise from the thread pools.
     env = dict(os.environ, PYTHONPATH=str(ROOT), MALLOC_ARENA_MAX="2")
+    tail = [] if path is None else ["cpu", "32", str(path)]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_extract", "memory", str(n), str(window)],
+        [sys.executable, "-m", "benchmarks.bench_extract", "memory", str(n), str(window), *tail],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -479,10 +483,36 @@ def test_peak_memory_flat(request: pytest.FixtureRequest) -> None:
         assert b["peak_end_mib"] - a["peak_end_mib"] < 40, figures
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_peak_memory_flat_decoded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, suffix: str
+) -> None:
+    """As :func:`test_peak_memory_flat`, through a real decoder: H.264 files of the
+    synthetic frames, in MP4 (seeks) and in AVI (decoded forward). Found in an audit:
+    the synthetic source never touched a decoder. (It would not have caught decord's
+    decoding ahead either at this size: with the AVI read by decord, as before
+    2026-11-29, the peak was 885 MiB at both lengths, against 646 with PyAV.)"""
+    lengths = (1000, 4000)  # in CI too: under ~2,000 frames decord's own pools still grow
+    figures = {}
+    for n in lengths:
+        frames = (f for _, c in SyntheticSource(n).chunks(64) for f in c.numpy())
+        path = tmp_path_factory.mktemp("memory") / f"clip{n}{suffix}"
+        write_video(path, frames, fps=FPS, crf=23, preset="ultrafast", threads=0)
+        figures[f"{n}_frames{suffix}"] = _measure(n, 5, path)
+    print(json.dumps(figures))
+    a, b = figures.values()
+    assert (a["frames"], b["frames"]) == lengths
+    # 4x longer: holding the frames would add ~0.11 MiB (YUV) a frame, ~345 MiB over the
+    # 3,000 extra frames. Measured (dev VM): MP4 612-703 -> 731 MiB (decord's pools grow
+    # until ~2,000 frames, then stay), AVI 646 -> 646.
+    assert b["peak_end_mib"] - a["peak_end_mib"] < 100, figures
+
+
 if __name__ == "__main__":
-    # python -m benchmarks.bench_extract memory FRAMES WINDOW [DEVICE [FACE_SIZE]]
-    if 4 <= len(sys.argv) <= 6 and sys.argv[1] == "memory":
+    # python -m benchmarks.bench_extract memory FRAMES WINDOW [DEVICE [FACE_SIZE [PATH]]]
+    if 4 <= len(sys.argv) <= 7 and sys.argv[1] == "memory":
         args = sys.argv[2:]
         device = args[2] if len(args) > 2 else "cpu"
         face = int(args[3]) if len(args) > 3 else 32
-        print(json.dumps(memory_child(int(args[0]), int(args[1]), device, face)))
+        path = args[4] if len(args) > 4 else None
+        print(json.dumps(memory_child(int(args[0]), int(args[1]), device, face, path)))
