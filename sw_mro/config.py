@@ -180,6 +180,20 @@ def check_edges(edges: tuple[float, ...] | list[float]) -> tuple[float, ...]:
     return e
 
 
+def _int_tuple(values: Any) -> tuple[int, ...]:
+    """``values`` as a tuple of ints (numpy ints too); () for anything else (a number, a
+    string, floats, bools), which the caller refuses by name."""
+    import operator
+
+    try:
+        items = tuple(values)
+        if any(isinstance(v, bool) for v in items):
+            return ()
+        return tuple(operator.index(v) for v in items)
+    except TypeError:
+        return ()
+
+
 @dataclass(frozen=True)
 class SWMROConfig:
     """Settings of :func:`sw_mro.extract` and ``sw-mro extract``.
@@ -377,10 +391,22 @@ class SWMROConfig:
             raise bad(  # under 10 px, Farneback differs from OpenCV's (its border test)
                 "nose_patch", f"must be within [10, face_size={self.face_size}] or None"
             )
+        # Lists (from JSON or typed) are stored as tuples, as the edges are: found in a
+        # probe, a list made the config unhashable and unequal to the same with tuples.
         for name in ("roi_landmarks", "nose_landmarks"):
-            pts = getattr(self, name)
-            if not pts or any(not isinstance(p, int) or not 0 <= p < 68 for p in pts):
+            pts = _int_tuple(getattr(self, name))
+            if not pts or any(not 0 <= p < 68 for p in pts):
                 raise bad(name, "must be a non-empty tuple of landmark indices in [0, 68)")
+            object.__setattr__(self, name, pts)
+        try:
+            groups = tuple(_int_tuple(g) for g in self.roi_groups)
+        except TypeError:
+            groups = ((),)  # not iterable
+        if any(len(g) != 2 for g in groups):
+            raise bad(
+                "roi_groups", "must be (start, stop) pairs of ROI indices, e.g. ((0, 3), (3, 6))"
+            )
+        object.__setattr__(self, "roi_groups", groups)
         r = len(self.roi_landmarks)
         if any(not 0 <= a < b <= r for a, b in self.roi_groups):
             raise bad("roi_groups", f"each (start, stop) must satisfy 0 <= start < stop <= {r}")

@@ -320,6 +320,27 @@ def test_a_bare_cuda_device_is_the_callers_current_one(monkeypatch: pytest.Monke
         _usable_device(SWMROConfig(device="cuda:2"))
 
 
+def test_config_stores_sequences_as_tuples_and_names_bad_ones() -> None:
+    """Found in a probe: landmark and group lists were stored as lists (the config was
+    unhashable, unequal to the same with tuples, and not its own round trip), and
+    malformed groups failed with "too many values to unpack" or a TypeError."""
+    c = SWMROConfig(
+        roi_landmarks=[18, 19, 20, 23, 24, 25, 48, 51, 54, 57],
+        nose_landmarks=np.array([29, 30]),
+        roi_groups=[[0, 3], [3, 6], [6, 10]],
+    )
+    assert c == SWMROConfig() and hash(c) == hash(SWMROConfig())
+    assert SWMROConfig.from_dict(c.to_dict()) == c and type(c.nose_landmarks[0]) is int
+    bad = [
+        ("roi_groups", ((0, 1, 2),)), ("roi_groups", 5), ("roi_groups", (("a", "b"),)),
+        ("roi_groups", ((0, 3.5),)), ("roi_landmarks", 5), ("nose_landmarks", (True, 30)),
+        ("nose_landmarks", (29.0, 30)),
+    ]  # fmt: skip
+    for field, value in bad:
+        with pytest.raises(ValueError, match=rf"^SWMROConfig\.{field}="):
+            SWMROConfig(**{field: value})
+
+
 def test_config_takes_numpy_numbers_and_a_torch_device() -> None:
     """numpy scalars, whole floats for integer fields and a torch.device are taken (as
     Python values, so the config stays hashable and JSON-ready); 40.5 px is not."""
