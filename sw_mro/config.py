@@ -453,6 +453,12 @@ class SWMROConfig:
             raise bad("landmarks", "must be 'dlib' or 'insightface'")
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise bad("device", "must be 'cpu' or a CUDA device such as 'cuda' / 'cuda:0'")
+        if self.flow_backend == "cupy" and not self.device.startswith("cuda"):  # found in a
+            raise bad(  # probe: accepted, then "call .cuda()" deep inside the extraction
+                "flow_backend",
+                f"'cupy' runs on a CUDA device, not device={self.device!r}; on CPU use "
+                "'auto', 'native', 'numba', 'opencv' or 'torch'",
+            )
 
     # Derived sizes (SPEC 2.3, 2.5: pixel sizes stated at 256 px scale with face_size).
     @property

@@ -339,6 +339,10 @@ def test_config_stores_sequences_as_tuples_and_names_bad_ones() -> None:
     for field, value in bad:
         with pytest.raises(ValueError, match=rf"^SWMROConfig\.{field}="):
             SWMROConfig(**{field: value})
+    # The CuPy engine on a CPU config: said by name, not "call .cuda()" at extraction.
+    with pytest.raises(ValueError, match=r"^SWMROConfig\.flow_backend='cupy': 'cupy' runs on"):
+        SWMROConfig(flow_backend="cupy")
+    assert SWMROConfig(flow_backend="cupy", device="cuda:1").flow_backend == "cupy"
 
 
 def test_config_takes_numpy_numbers_and_a_torch_device() -> None:

@@ -85,6 +85,8 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
     import sw_mro
 
     saved = {k: v for k, v in (info.get("sw_mro") or {}).items() if k != "batch_size"}
+    if saved.get("flow_backend") == "cupy" and not device.startswith("cuda"):
+        saved["flow_backend"] = "auto"  # a GPU-trained model on CPU: the same flow, in C++
     return sw_mro.SWMROConfig.from_dict({**saved, "device": device}, strict=False)
 
 
