@@ -1985,6 +1985,10 @@ def test_spot_uses_the_sw_mro_settings_the_model_was_trained_with() -> None:
     got = _sw_config({"sw_mro": {**old, "mdmo_bins": 4, "nose_bins": 4}}, "cpu")
     assert got.mdmo_edges == got.nose_edges == (0.0, 90.0, 180.0, 270.0)
     assert got.replace(mdmo_edges=trained.mdmo_edges, nose_edges=trained.nose_edges) == trained
+    # A model whose settings name the CuPy engine (trained on a GPU), spotted on CPU.
+    gpu = {"sw_mro": {**saved["sw_mro"], "flow_backend": "cupy", "device": "cuda"}}
+    assert _sw_config(gpu, "cpu") == trained.replace(flow_backend="auto")
+    assert _sw_config(gpu, "cuda:0").flow_backend == "cupy"
 
 
 def test_durations_from_the_training_subjects(tmp_path: Path) -> None:
