@@ -292,6 +292,15 @@ def test_decoder_thread_count_reaches_ffmpeg_and_keeps_the_frames(
         np.testing.assert_array_equal(video.read([40, 2, 17]).numpy(), sequential[[40, 2, 17]])
         video.close()
     assert started["4"] >= started[1] + 3 and started[None] >= started[1], started
+    # Files read forward are PyAV's: the count reaches its decoder too (found in review).
+    forward = write_video(gop_clip.with_name("forward.avi"), [f for f in sequential[:12]])
+    for env in ("1", "3"):
+        monkeypatch.setenv("SW_MRO_DECODE_THREADS", env)
+        video = open_video(forward)
+        assert not video.exact_seek
+        video.read([0])
+        assert video._av.streams[video._stream].codec_context.thread_count == int(env)
+        video.close()
     monkeypatch.setenv("SW_MRO_DECODE_THREADS", "0")
     with pytest.raises(ValueError, match="SW_MRO_DECODE_THREADS='0'"):
         open_video(gop_clip)

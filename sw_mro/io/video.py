@@ -1,8 +1,9 @@
-"""Video input: video files (decord) and folders of numbered frames, streamed in chunks.
+"""Video input: video files (decord, PyAV) and folders of numbered frames, in chunks.
 
 ``open_video(path)`` returns a :class:`VideoSource` for either
 
-- a **video file** decoded with decord (FFmpeg underneath), or
+- a **video file** decoded with decord (FFmpeg underneath; PyAV for some, see
+  "Decoders"), or
 - a **folder of numbered frames**: the CAS(ME)^2 layout ``img1.jpg, img2.jpg, ...`` and
   the SAMM-LV layout ``006_1_0001.jpg`` (4 or 5 digits) are both handled by a natural
   sort of the file names (``img2`` before ``img10``). ``.jpg``, ``.jpeg``, ``.jpe``,
@@ -402,7 +403,8 @@ def _file_decode_readers() -> int:
     return 2 if usable_cpus() >= 8 else 1
 
 
-#: FFmpeg decoder threads of each decord reader (decord's ``num_threads``; ``None``: the
+#: FFmpeg decoder threads of each decord reader (decord's ``num_threads``), and of PyAV's
+#: decoder of the files read forward (``None``: the
 #: environment variable ``SW_MRO_DECODE_THREADS`` if set, which also reaches the worker
 #: processes of ``sw-mro extract --devices``, else FFmpeg's own choice, one per core plus
 #: one, at most 16). The frames are the same for any count (``tests/test_video.py``).
@@ -613,7 +615,7 @@ class _PyAVIndex:
 class FileVideoSource(VideoSource):
     """A video file decoded with decord on the CPU (see the module's "Exactness").
     The files decord gets wrong (rotated ones, edit lists, AV1, ...: docs/io.md,
-    "Decoders") are decoded with PyAV, forward."""
+    "Decoders") and those read forward (``exact_seek`` False) are decoded with PyAV."""
 
     def __init__(
         self, path: Path, *, stride: int = 1, color: Color = "rgb", fps: float | None = None
@@ -856,6 +858,9 @@ class FileVideoSource(VideoSource):
         self._av = av.open(str(self._path))
         stream = self._av.streams[self._stream]
         stream.thread_type = "AUTO"  # frame threads, as decord's FFmpeg decodes
+        threads = _file_decode_threads()
+        if threads:  # SW_MRO_DECODE_THREADS reaches PyAV's decoder too (found in review)
+            stream.codec_context.thread_count = threads
         self._av_frames = self._av.decode(stream)
 
     def _decode_pyav(self, a: int, b: int, need: set[int], got: dict[int, np.ndarray]) -> None:
