@@ -28,7 +28,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGE="${1:-a}"
-RES="${OUT:-benchmarks/results}"
+RES="${OUT:-$PWD/benchmarks/results}"  # absolute: the A/B steps run from other folders
 mkdir -p "$RES" benchmarks/results /tmp/keep /tmp/site
 export PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) $*" | tee -a "$RES/gpu_steps_$STAGE.txt"; }
@@ -62,6 +62,10 @@ export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 log "stage $STAGE on $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$RES/gpu_device.txt"
+# Which code ran (found in a review: results that named only the session's first commit).
+{ echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "changed files: $(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+} | tee -a "$RES/gpu_device.txt"
 python3 - <<'EOF' 2>&1 | tee -a "$RES/gpu_device.txt"
 import importlib, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
@@ -100,6 +104,9 @@ else
     step "${BENCH_B_S:-240}" "$RES/gpu_bench_b.txt" $PYT benchmarks/bench_extract.py \
       -k "${BENCH_K:-not memory}" --benchmark-json="$RES/gpu_bench_b.json" $BENCH
   fi
+  if [ "${AB_S:-0}" -gt 0 ] && [ ! -f /tmp/keep/old_sw_mro.tar.gz ]; then
+    log "ERROR: AB_S is set but no old_sw_mro.tar.gz was carried (gpu_prepare.sh makes it)"
+  fi
   if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
     # AB_ORDER: "old" is the carried sw_mro; "new" this one, "newN" with N decord readers
     # per file, "tK" after it K FFmpeg threads per reader (SW_MRO_DECODE_THREADS), a
@@ -107,6 +114,10 @@ else
     # (new1m, new2c, newm, new2t2, newt1c, ...).
     log "A/B on this machine: ${AB_ORDER:=old new old}"
     rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
+    echo "old: $(gzip -dc /tmp/keep/old_sw_mro.tar.gz | git get-tar-commit-id 2>/dev/null)" >> "$RES/gpu_ab.txt"
+    # The clip first, in its own step: made inside the first A/B step it took that
+    # step's whole limit in run 9.
+    step 120 "$RES/gpu_ab.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 clip
     for who in $AB_ORDER; do
       if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
       readers="${who#new}"; compact=""; threads=""

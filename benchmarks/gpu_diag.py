@@ -106,6 +106,9 @@ def main(seconds: float, dev: str = "cuda", face_size: int = 256, mode: str = "a
     if not path.exists():
         frames = make_frames(min(n, 180))
         write_video(path, (frames[t % len(frames)] for t in range(n)), fps=FPS, threads=0)
+    if mode == "clip":  # only the clip, in a step of its own (gpu_check.sh's A/B)
+        emit("clip", path=str(path), frames=n)
+        return
     device = torch.device(dev)
     cfg = SWMROConfig(device=dev, face_size=face_size)
 
