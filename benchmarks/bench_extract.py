@@ -115,30 +115,61 @@ def _crop_cv2(gray: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str, float]]:
-    """The precedent's loop (see the module docstring); returns features and stage seconds."""
+def _naive_inputs(path: Path, cfg: SWMROConfig, track: bool) -> tuple:
+    """What both naive loops start from: gray frames (the whole video held, as the
+    precedent does), landmarks and crop boxes, and the seconds of decode and landmarks."""
     from sw_mro.pipeline import face_boxes
 
     t0 = time.perf_counter()
     video = open_video(path)
-    frames = video.read(range(len(video))).numpy()  # the precedent holds the whole video
+    frames = video.read(range(len(video))).numpy()
     t1 = time.perf_counter()
-    res = make_landmarker("dlib", track=False).detect(frames)  # full detection every frame
+    res = make_landmarker("dlib", track=track).detect(frames)
     boxes = face_boxes(res, cfg)
     t2 = time.perf_counter()
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    n, w, h, s = len(frames), cfg.window, cfg.window // 2, cfg.face_size
-    fb = (cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+    return gray, res.points, boxes, {"decode": t1 - t0, "landmarks": t2 - t1}
+
+
+def _naive_window(points: np.ndarray, boxes: np.ndarray, first: int, cfg: SWMROConfig):  # noqa: ANN202
+    """Window geometry from its first frame: crop box, scale, landmarks in crop pixels
+    and the nose box ``(x0, y0, x1, y1)`` (inclusive; SPEC 2.3)."""
+    s, m = cfg.face_size, cfg.nose_margin_px
+    box = boxes[first]
+    scale = s / (box[2] - box[0])
+    pts = (points[first] + 0.5 - box[:2]) * scale - 0.5
+    nose = pts[list(cfg.nose_landmarks)]
+    nx0, ny0 = np.clip(np.floor(nose.min(0) - m + 0.5), 0, s - 1).astype(int)
+    nx1, ny1 = np.clip(np.floor(nose.max(0) + m + 0.5), 0, s - 1).astype(int)
+    return box, scale, pts, (nx0, ny0, nx1, ny1)
+
+
+def _naive_pool(flow: np.ndarray, pts: np.ndarray, cfg: SWMROConfig) -> np.ndarray:
+    """``(R, 2)``: the precedent's MDMO of each ROI's square of ``flow`` (SPEC 2.5-2.6)."""
+    s, r = cfg.face_size, cfg.roi_size_px
+    out = np.zeros((cfg.num_rois, 2), np.float32)
+    for q, lmk in enumerate(cfg.roi_landmarks):
+        cx, cy = np.clip(np.round(pts[lmk]) - r // 2, 0, s - r).astype(int)
+        out[q] = _mdmo_np(
+            flow[cy : cy + r, cx : cx + r].reshape(-1, 2), cfg.mdmo_edges, cfg.mdmo_top
+        )
+    return out
+
+
+def _farneback_args(cfg: SWMROConfig) -> tuple:
+    return (cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+
+
+def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str, float]]:
+    """The precedent's loop (see the module docstring); returns features and stage seconds."""
+    gray, points, boxes, stages = _naive_inputs(path, cfg, track=False)  # dlib on every frame
+    t2 = time.perf_counter()
+    n, w, h, s = len(gray), cfg.window, cfg.window // 2, cfg.face_size
+    fb = _farneback_args(cfg)
     out = np.zeros((n, w, cfg.num_rois, 2), np.float32)
-    r, m = cfg.roi_size_px, cfg.nose_margin_px
     for i in range(n):
         first = max(i - h, 0)
-        box = boxes[first]
-        scale = s / (box[2] - box[0])
-        pts = (res.points[first] + 0.5 - box[:2]) * scale - 0.5
-        nose = pts[list(cfg.nose_landmarks)]
-        nx0, ny0 = np.clip(np.floor(nose.min(0) - m + 0.5), 0, s - 1).astype(int)
-        nx1, ny1 = np.clip(np.floor(nose.max(0) + m + 0.5), 0, s - 1).astype(int)
+        box, scale, pts, (nx0, ny0, nx1, ny1) = _naive_window(points, boxes, first, cfg)
         ref = _crop_cv2(gray[first], box, s)
         for k in range(1, w):
             j = min(max(i - h + k, 0), n - 1)
@@ -152,12 +183,8 @@ def naive_precedent(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict[str,
                     break
                 tbox = tbox + np.tile(step / scale, 2)
                 flow = cv2.calcOpticalFlowFarneback(ref, _crop_cv2(gray[j], tbox, s), None, *fb)
-            for q, lmk in enumerate(cfg.roi_landmarks):
-                cx, cy = np.clip(np.round(pts[lmk]) - r // 2, 0, s - r).astype(int)
-                patch = flow[cy : cy + r, cx : cx + r].reshape(-1, 2)
-                out[i, k, q] = _mdmo_np(patch, cfg.mdmo_edges, cfg.mdmo_top)
-    t3 = time.perf_counter()
-    return out, {"decode": t1 - t0, "landmarks": t2 - t1, "flow_and_pooling": t3 - t2}
+            out[i, k] = _naive_pool(flow, pts, cfg)
+    return out, {**stages, "flow_and_pooling": time.perf_counter() - t2}
 
 
 def _shift_cv2(img: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -171,28 +198,14 @@ def naive_same_algorithm(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict
     """``extract``'s algorithm (SPEC 2, SWMROConfig's decisions; as
     tests/reference/sw_mro_reference.py) as a Python loop over windows and pairs with cv2
     for every flow, crop and shift; returns features and stage seconds."""
-    from sw_mro.pipeline import face_boxes
-
-    t0 = time.perf_counter()
-    video = open_video(path)
-    frames = video.read(range(len(video))).numpy()
-    t1 = time.perf_counter()
-    res = make_landmarker("dlib").detect(frames)  # tracked, as extract's landmarks
-    boxes = face_boxes(res, cfg)
+    gray, points, boxes, stages = _naive_inputs(path, cfg, track=True)  # as extract's
     t2 = time.perf_counter()
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    n, w, h, s = len(frames), cfg.window, cfg.window // 2, cfg.face_size
-    fb = (cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+    n, w, h, s, p = len(gray), cfg.window, cfg.window // 2, cfg.face_size, cfg.nose_patch_px
+    fb = _farneback_args(cfg)
     out = np.zeros((n, w, cfg.num_rois, 2), np.float32)
-    r, m, p = cfg.roi_size_px, cfg.nose_margin_px, cfg.nose_patch_px
     for i in range(n):
         first = max(i - h, 0)
-        box = boxes[first]
-        scale = s / (box[2] - box[0])
-        pts = (res.points[first] + 0.5 - box[:2]) * scale - 0.5
-        nose = pts[list(cfg.nose_landmarks)]
-        nx0, ny0 = np.clip(np.floor(nose.min(0) - m + 0.5), 0, s - 1).astype(int)
-        nx1, ny1 = np.clip(np.floor(nose.max(0) + m + 0.5), 0, s - 1).astype(int)
+        box, _, pts, (nx0, ny0, nx1, ny1) = _naive_window(points, boxes, first, cfg)
         px = int(np.clip(np.round((nx0 + nx1) / 2) - p // 2, 0, s - p))
         py = int(np.clip(np.round((ny0 + ny1) / 2) - p // 2, 0, s - p))
         in_nose = np.zeros((p, p), bool)
@@ -214,13 +227,8 @@ def naive_same_algorithm(path: Path, cfg: SWMROConfig) -> tuple[np.ndarray, dict
                     break
                 d = d + resid
             aligned = tgt if not d.any() else _shift_cv2(tgt, d)
-            flow = cv2.calcOpticalFlowFarneback(ref, aligned, None, *fb)
-            for q, lmk in enumerate(cfg.roi_landmarks):
-                cx, cy = np.clip(np.round(pts[lmk]) - r // 2, 0, s - r).astype(int)
-                patch = flow[cy : cy + r, cx : cx + r].reshape(-1, 2)
-                out[i, k, q] = _mdmo_np(patch, cfg.mdmo_edges, cfg.mdmo_top)
-    t3 = time.perf_counter()
-    return out, {"decode": t1 - t0, "landmarks": t2 - t1, "flow_and_pooling": t3 - t2}
+            out[i, k] = _naive_pool(cv2.calcOpticalFlowFarneback(ref, aligned, None, *fb), pts, cfg)
+    return out, {**stages, "flow_and_pooling": time.perf_counter() - t2}
 
 
 # --------------------------------------------------------------------------- extract
