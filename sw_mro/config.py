@@ -139,6 +139,8 @@ FACE_CONTRAST_WARN_LEVELS = 64.0
 #: The largest ``face_size`` (px): 4x SPEC's 256, where one 16-window batch of crops
 #: already holds ~1 GB per float plane.
 MAX_FACE_SIZE = 1024
+#: More landmark worker processes than this is a mistake (the pool's queue is sized from it).
+MAX_LANDMARK_WORKERS = 1024
 
 #: Consecutive sampled frames (one per 32-frame landmark segment) under
 #: :data:`FACE_CONTRAST_WARN_LEVELS` from which a video whose median is above it is
@@ -364,6 +366,11 @@ class SWMROConfig:
         if self.flow_backend not in ("auto", "torch", "cupy", "opencv", "numba", "native"):
             raise bad(
                 "flow_backend", "must be 'auto', 'torch', 'cupy', 'opencv', 'numba' or 'native'"
+            )
+        if isinstance(self.landmark_workers, int) and self.landmark_workers > MAX_LANDMARK_WORKERS:
+            raise bad(  # found in a probe: 2**31 - 1 failed every input with an OverflowError
+                "landmark_workers",
+                f"must be at most {MAX_LANDMARK_WORKERS} (one per core is plenty)",
             )
         for name in ("chunk_size", "landmark_workers"):
             v = getattr(self, name)

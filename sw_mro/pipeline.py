@@ -1059,7 +1059,8 @@ class _Landmarks:
                         name = "a real-time signal"
                     warnings.warn(
                         f"sw_mro: a landmark worker process was killed by signal {signum} "
-                        f"({name}; SIGKILL: the out-of-memory killer?); this video goes "
+                        f"({name}{'; the out-of-memory killer?' if name == 'SIGKILL' else ''}); "
+                        "this video goes "
                         "on with landmarks in threads",
                         RuntimeWarning,
                         stacklevel=3,

@@ -1530,6 +1530,14 @@ def test_parse_devices() -> None:
                      ("", "empty"), ("cuda:x", "not cpu"), ("cpu,cuda:0", "mixes cpu and cuda")]:  # fmt: skip
         with pytest.raises(ValueError, match=why):
             parse_devices(bad, 0 if bad == "all" else 2)
+    # Found in a probe: "torch sees 0 CUDA device(s)" where --devices all says why, and
+    # a non-ASCII digit ("²") went through isdigit() to int().
+    from sw_mro._cli_util import no_cuda_reason
+
+    with pytest.raises(ValueError, match=re.escape(f"'cuda' does not exist ({no_cuda_reason()})")):
+        parse_devices("cuda", 0)
+    with pytest.raises(ValueError, match="is not cpu, cuda, cuda:N, N or all"):
+        parse_devices("\u00b2", 2)
     assert per_process_cpus(["cuda:0", "cuda:1"], 16) == 8
     assert per_process_cpus(["cpu"] * 4, 2) == 1
 

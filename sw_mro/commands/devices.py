@@ -326,6 +326,8 @@ def parse_devices(text: str, cuda_count: int) -> list[str]:
     """``"cuda:0,cuda:1"`` / ``"0,1"`` / ``"all"`` / ``"cpu,cpu"`` -> torch device names.
 
     Raises ``ValueError`` with the reason for an entry that is not a usable device."""
+    from sw_mro._cli_util import no_cuda_reason
+
     entries = [e.strip() for e in text.split(",") if e.strip()]
     if not entries:
         raise ValueError("--devices is empty")
@@ -333,8 +335,6 @@ def parse_devices(text: str, cuda_count: int) -> list[str]:
     for e in entries:
         if e == "all":
             if cuda_count == 0:
-                from sw_mro._cli_util import no_cuda_reason
-
                 raise ValueError(f"--devices all: no CUDA device is available: {no_cuda_reason()}")
             out.extend(f"cuda:{i}" for i in range(cuda_count))
             continue
@@ -342,12 +342,11 @@ def parse_devices(text: str, cuda_count: int) -> list[str]:
             out.append("cpu")
             continue
         index = e[5:] if e.startswith("cuda:") else ("0" if e == "cuda" else e)
-        if not index.isdigit():
+        if not (index.isascii() and index.isdigit()):  # not "²" (found in a probe)
             raise ValueError(f"--devices: {e!r} is not cpu, cuda, cuda:N, N or all")
         if int(index) >= cuda_count:
-            raise ValueError(
-                f"--devices: {e!r} does not exist (torch sees {cuda_count} CUDA device(s))"
-            )
+            why = no_cuda_reason() if cuda_count == 0 else f"torch sees {cuda_count} CUDA device(s)"
+            raise ValueError(f"--devices: {e!r} does not exist ({why})")
         out.append(f"cuda:{int(index)}")
     if len({d.split(":")[0] for d in out}) > 1:
         raise ValueError(
