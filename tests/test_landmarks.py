@@ -385,8 +385,10 @@ def test_dlib_fallback_and_largest_face(astronaut_rgb: np.ndarray) -> None:
 
 
 def test_dlib_detector_is_built_once_per_thread(astronaut_rgb: np.ndarray) -> None:
-    """Building dlib's detector takes ~0.3 s, so each thread keeps one; landmarkers used
-    from several threads at once (the thread pool) still get the same results."""
+    """Building dlib's detector takes ~0.3 s, so each thread keeps one, and a thread that
+    ends leaves it to the next (every extraction's landmarks run in a new thread, and
+    built one each); landmarkers used from several threads at once (the thread pool)
+    never share one and still get the same results."""
     import threading
 
     from sw_mro.io import landmarks
@@ -396,19 +398,37 @@ def test_dlib_detector_is_built_once_per_thread(astronaut_rgb: np.ndarray) -> No
     frames = np.stack([astronaut_rgb, np.ascontiguousarray(astronaut_rgb[:, ::-1])] * 3)
     want = make_landmarker("dlib").detect(frames)
     got: list = []
+    together = threading.Barrier(3)
 
     def work() -> None:
-        got.append((landmarks._dlib_detector(), make_landmarker("dlib").detect(frames)))
+        det = landmarks._dlib_detector()
+        together.wait(timeout=60)  # all three hold theirs at once
+        got.append((id(det), make_landmarker("dlib").detect(frames)))
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len({id(d) for d, _ in got} | {id(mine)}) == 4
+    def run_threads(target, n: int) -> None:  # noqa: ANN001
+        threads = [threading.Thread(target=target) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    run_threads(work, 3)
+    assert len({d for d, _ in got} | {id(mine)}) == 4
     for _, res in got:
         np.testing.assert_array_equal(res.points, want.points)
         np.testing.assert_array_equal(res.boxes, want.boxes)
+    # The three threads have ended: a new one takes one of their detectors, not a new one.
+    import dlib
+
+    built: list = []
+    real = dlib.get_frontal_face_detector
+    dlib.get_frontal_face_detector = lambda: built.append(1) or real()
+    try:
+        later: list = []
+        run_threads(lambda: later.append(id(landmarks._dlib_detector())), 1)
+    finally:
+        dlib.get_frontal_face_detector = real
+    assert built == [] and later[0] in {d for d, _ in got}
 
 
 def test_unknown_backend() -> None:
