@@ -218,6 +218,11 @@ def test_mdmo_rules() -> None:
         mdmo(v, edges=ROI_EDGES, top=0.6), torch.tensor([[2.5, 0.0]])
     )  # ceil(1.8)
     assert torch.equal(mdmo(torch.zeros(1, 5, 2), edges=ROI_EDGES), torch.zeros(1, 2))  # zero sum
+    # Regions of no pixels give 0 (found in a probe: a torch reshape error).
+    for exact in (False, True):
+        assert torch.equal(mdmo(torch.zeros(2, 3, 0, 2), exact_sums=exact), torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="mask shape"):
+        mdmo(torch.zeros(3, 0, 2), torch.zeros(3, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="top"):
         mdmo(v, top=0.0)
     with pytest.raises(ValueError, match="increasing angles"):
