@@ -422,8 +422,10 @@ class SWMROConfig:
             raise bad("roi_groups", "the groups (facial parts) must not overlap")
         if self.crop_box not in ("landmarks", "detector"):
             raise bad("crop_box", "must be 'landmarks' or 'detector'")
-        if not self.box_scale > 0:
-            raise bad("box_scale", "must be > 0")
+        if not 0 < self.box_scale <= 10:  # found in a probe: 1e6 gave ~1e-10 px features
+            raise bad("box_scale", "must be in (0, 10] (the crop's side over the face's; 1.2)")
+        if not -1 <= self.box_shift <= 1:  # NaN too
+            raise bad("box_shift", "must be in [-1, 1] (of the crop's side; 0.05)")
         if not self.align_tol >= 0:
             raise bad("align_tol", "must be >= 0 px")
         if not isinstance(self.align_from_landmarks, bool):

@@ -340,6 +340,7 @@ def test_config_stores_sequences_as_tuples_and_names_bad_ones() -> None:
         ("roi_groups", ((0, 1, 2),)), ("roi_groups", 5), ("roi_groups", (("a", "b"),)),
         ("roi_groups", ((0, 3.5),)), ("roi_landmarks", 5), ("nose_landmarks", (True, 30)),
         ("nose_landmarks", (29.0, 30)), ("landmark_workers", 2**31 - 1),
+        ("box_scale", 1e6), ("box_shift", 1e6), ("box_shift", float("nan")),
     ]  # fmt: skip
     for field, value in bad:
         with pytest.raises(ValueError, match=rf"^SWMROConfig\.{field}="):
