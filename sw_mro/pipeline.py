@@ -1057,11 +1057,10 @@ class _Landmarks:
                         name = signal.Signals(signum).name
                     except ValueError:  # a real-time signal
                         name = "a real-time signal"
+                    oom = "; the out-of-memory killer?" if name == "SIGKILL" else ""
                     warnings.warn(
                         f"sw_mro: a landmark worker process was killed by signal {signum} "
-                        f"({name}{'; the out-of-memory killer?' if name == 'SIGKILL' else ''}); "
-                        "this video goes "
-                        "on with landmarks in threads",
+                        f"({name}{oom}); this video goes on with landmarks in threads",
                         RuntimeWarning,
                         stacklevel=3,
                     )

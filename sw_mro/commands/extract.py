@@ -1016,39 +1016,28 @@ def run(args: argparse.Namespace) -> int:
         if len(spellings) > 1:
             continue
         name = output_name(path)
-        if name in seen:
-            failed.append(str(path))
-            print(
-                f"FAILED {path}: {OutputNameError.__name__}: output name {name!r} is also "
-                f"that of {seen[name]}; rename one of them, or extract it into another "
-                "--out-dir",
-                file=sys.stderr,
-                flush=True,
-            )
-            continue
         longest = len(os.fsencode(f"{name}.json"))
-        if longest > NAME_MAX:  # found in a probe: a bare "File name too long"
-            failed.append(str(path))
-            print(
-                f"FAILED {path}: {OutputNameError.__name__}: its output {name}.json would "
-                f"be a {longest}-byte file name, over the {NAME_MAX} that file systems "
-                "take; rename it shorter",
-                file=sys.stderr,
-                flush=True,
+        if name in seen:
+            why = (
+                f"output name {name!r} is also that of {seen[name]}; rename one of them, "
+                "or extract it into another --out-dir"
             )
-            continue
-        own = _is_an_output(path, args.out_dir, name)
-        if own is not None:  # found in review: the input was overwritten by its features
-            failed.append(str(path))
-            print(
-                f"FAILED {path}: {OutputNameError.__name__}: it is {own}, an output "
-                "path of its own features; extract it into another --out-dir",
-                file=sys.stderr,
-                flush=True,
+        elif longest > NAME_MAX:  # found in a probe: a bare "File name too long"
+            why = (
+                f"its output {name}.json would be a {longest}-byte file name, over the "
+                f"{NAME_MAX} that file systems take; rename it shorter"
             )
+        elif (own := _is_an_output(path, args.out_dir, name)) is not None:  # found in review:
+            why = (  # the input was overwritten by its features
+                f"it is {own}, an output path of its own features; extract it into "
+                "another --out-dir"
+            )
+        else:
+            seen[name] = path
+            todo.append(path)
             continue
-        seen[name] = path
-        todo.append(path)
+        failed.append(str(path))
+        print(f"FAILED {path}: {OutputNameError.__name__}: {why}", file=sys.stderr, flush=True)
     for first, *more in given.values():
         if not more:
             continue

@@ -114,20 +114,16 @@ def mdmo(
     bins = len(edges)
     v = vectors.float()
     lead, k = v.shape[:-2], v.shape[-2]
+    if mask is not None and mask.shape != vectors.shape[:-1]:
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} != vectors shape[:-1] {tuple(vectors.shape[:-1])}"
+        )
     if k == 0:  # regions of no pixels give 0, as documented (found in a probe: a reshape error)
-        if mask is not None and mask.shape != vectors.shape[:-1]:
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} != vectors shape[:-1] {tuple(vectors.shape[:-1])}"
-            )
         return torch.zeros(*lead, 2, device=v.device)
     v = v.reshape(-1, k, 2)
     if mask is None:
         m = torch.ones(v.shape[:2], dtype=torch.bool, device=v.device)
     else:
-        if mask.shape != vectors.shape[:-1]:
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} != vectors shape[:-1] {tuple(vectors.shape[:-1])}"
-            )
         m = mask.reshape(-1, k).to(device=v.device, dtype=torch.bool)
     dx, dy = v[..., 0], v[..., 1]
     ang = torch.atan2(dy, dx)
