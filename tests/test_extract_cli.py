@@ -1422,6 +1422,12 @@ def _job(device: str, path: str, options: dict, progress) -> str:
         raise RuntimeError(f"bad input {name}")
     if name.startswith("cudafault"):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    if name.startswith("sigterm"):  # as `kill PID` of this worker alone would
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
     progress(0, 10)
     return f"{name} on {device} {options['tag']} pid {os.getpid()}"
 
@@ -1452,6 +1458,18 @@ def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixtu
     assert "ended (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
     assert sorted(seen) == sorted((p, p in run.done) for p in inputs)
     assert frames == [10 * len(inputs), 10 * len(run.done)]  # progress reached the dispatcher
+
+
+def test_a_worker_stopped_by_a_signal_says_which(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: a worker that a SIGTERM to it alone stopped (it cleans up and
+    exits 0) was reported as "ended (exit code 0)"."""
+    from sw_mro.commands.devices import run_on_devices
+
+    run = run_on_devices(["a", "sigterm1", "b"], ["cpu"], _job, {"tag": "x"})
+    assert sorted(run.done) == ["a", "b"]  # a new worker took the input after it
+    assert run.failed == {
+        "sigterm1": "the worker process on cpu was stopped by SIGTERM while working on it"
+    }
 
 
 def test_when_every_worker_dies_the_rest_fail_with_the_reason(

@@ -98,12 +98,23 @@ def _ignore(signum: int, frame: object) -> None:
     """A signal taken and dropped (see :func:`_interrupt_once`)."""
 
 
+#: In a worker process: the stop signal that interrupted it, once one has (its name is
+#: sent to the parent, which would otherwise see a clean exit, code 0, and say "ended
+#: (exit code 0)" of a worker that a SIGTERM stopped; found in review).
+_stopped_by: list[int] = []
+
+
+def _stop_name() -> str:
+    return signal.Signals(_stopped_by[0]).name if _stopped_by else "an interrupt"
+
+
 def _interrupt_once(*signums: int) -> None:
     """The first of these signals raises KeyboardInterrupt (the input's cleanup runs:
     temp and lock files go); later ones are ignored, so that a Ctrl-C to the whole
     group and the parent's own SIGINT to this worker do not cut that cleanup short."""
 
     def handler(signum: int, frame: object) -> None:
+        _stopped_by.append(signum)
         for s in signums:
             # A no-op, not SIG_IGN: another of them already caught (SIGHUP to the group,
             # then the parent's SIGINT) would find no Python handler to run and raise
@@ -139,6 +150,10 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
         with contextlib.suppress(OSError):
             send("warning", None, text)
 
+    def stopped(path: Any) -> None:  # why this worker ends: the parent reports it
+        with contextlib.suppress(OSError):
+            send("stopped", path, _stop_name())
+
     try:
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
@@ -152,6 +167,7 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
                 try:
                     line = job(device, path, options, progress)
                 except KeyboardInterrupt:
+                    stopped(path)
                     return
                 except Exception as exc:  # reported per input; the worker goes on
                     text = f"{type(exc).__name__}: {exc}"
@@ -161,7 +177,10 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
                     send("failed", path, text)
                 else:
                     send("done", path, line)
-    except (KeyboardInterrupt, EOFError, OSError):  # Ctrl-C (the whole group), parent gone
+    except KeyboardInterrupt:  # a stop signal while idle
+        stopped(None)
+        return
+    except (EOFError, OSError):  # the parent is gone
         return
     finally:  # EOF for the parent now: it gives the exit a minute, then kills it
         with lock:  # not while a pipeline thread sends a warning (found in review)
@@ -180,6 +199,7 @@ class _Slot:
     conn: Any  # this worker's own pipe: a worker that dies mid-message breaks only it
     current: str | None = None
     stopped: bool = False  # sent the end marker
+    stop_signal: str | None = None  # the worker said a signal stopped it (its name)
 
 
 @dataclass
@@ -258,6 +278,9 @@ def run_on_devices(
         if kind == "warning":  # logged or raised in the worker, already prefixed
             write_line(line)
             return True
+        if kind == "stopped":  # a signal stopped it; it ends now (bury reports it)
+            slot.stop_signal = line
+            return True
         if kind != "ready":
             slot.current = None
             if kind == "done":
@@ -277,7 +300,12 @@ def run_on_devices(
         slot.conn.close()
         if slot.stopped and slot.current is None:
             return  # ended normally
-        why = f"the worker process on {slot.device} {_ending(slot.process.exitcode)}"
+        ending = (
+            _ending(slot.process.exitcode)
+            if slot.stop_signal is None
+            else f"was stopped by {slot.stop_signal}"
+        )
+        why = f"the worker process on {slot.device} {ending}"
         if slot.current is not None:
             report(slot.current, False, f"{why} while working on it")
         deaths[slot.device] += 1
