@@ -165,6 +165,7 @@ def test_a_video_listed_without_expressions_is_not_an_unknown_id(tmp_path: Path,
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
     out, err = capsys.readouterr()
     assert "1 of 2 prediction videos are not in the ground truth ('zz')" in err
+    assert "names a video without expressions in a row with its video and no onset" in err
     # 'a' is annotated and has no predictions: its expression is an FN, said in a note
     # (found in review: one video's `spot` CSV scored every other video's silently).
     assert "note: 1 of 1 annotated videos have no predictions ('a'); their expressions" in err

@@ -79,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(
                 f"spotformer evaluate: note: {len(unknown)} of {len(pred_videos)} prediction "
-                f"videos are not in the ground truth ({shown}); their proposals count as FPs",
+                f"videos are not in the ground truth ({shown}); their proposals count as FPs"
+                + (
+                    ""
+                    if is_workbook(args.gt)
+                    else " (a ground-truth CSV names a video without expressions in a row "
+                    "with its video and no onset, offset or type)"
+                ),
                 file=sys.stderr,
             )
     annotated = {g.video for g in gts}
