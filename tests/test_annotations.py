@@ -596,6 +596,12 @@ def test_csv_hand_written(tmp_path: Path) -> None:
             "s,w,1,2,3,macro,w.mp4,30\ns,v,4,5,6,macro,a.mp4,30\n",
             r"line 4: video 'v' has fps 30.0 here but fps 25.0 on line 2; give one path, fps",
         ),
+        (  # found in a probe: "fps None" for the row that left it empty
+            "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,25\n"
+            "s,v,4,5,6,macro,a.mp4,\n",
+            r"line 3: video 'v' has an empty fps \(the video's own rate\) here but fps 25.0 on "
+            r"line 2; give one path, fps and stride per video \(on every row that has its path\)",
+        ),
         (
             "subject,video,onset,apex,offset,type,path,fps\ns,v,1,2,3,macro,a.mp4,fast\n",
             r"line 2: fps must be a number",

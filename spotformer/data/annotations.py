@@ -774,13 +774,18 @@ def _add_csv_source(
             strict=True,
         )
         differ = [(k, a, b) for k, a, b in pairs if a != b]
-        here, there = [f"{k} {a}" for k, a, _ in differ], [f"{k} {b}" for k, _, b in differ]
+
+        def said(k: str, v: object) -> str:  # not "fps None" (found in a probe)
+            return "an empty fps (the video's own rate)" if v is None else f"{k} {v}"
+
+        here, there = [said(k, a) for k, a, _ in differ], [said(k, b) for k, _, b in differ]
         raise _fail(  # found in review: the other line was not named
             path,
             None,
             line,
             f"video {video!r} has {', '.join(here)} here but {', '.join(there)} on line "
-            f"{source_lines.get(video, '?')}; give one path, fps and stride per video",
+            f"{source_lines.get(video, '?')}; give one path, fps and stride per video (on "
+            "every row that has its path)",
         )
     source_lines.setdefault(video, line)
     if old is None or old.subject is None:
