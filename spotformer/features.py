@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from spotformer.data.labels import lies_outside
-from spotformer.data.table import AnnotationTable, VideoRef
+from spotformer.data.table import AnnotationTable, Expression, VideoRef
 from spotformer.errors import SpotFormerError
 
 Dataset = Literal["synthetic", "casme2", "samm", "csv"]
@@ -322,7 +322,7 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
             if lies_outside(e, n):
                 problems.append(
                     f"{name} ({ref.path}, {n} frames after stride {ref.stride}): {e.kind} "
-                    f"expression {e.onset}-{e.offset} lies outside it"
+                    f"expression {e.onset}-{e.offset}{_at(e)} lies outside it"
                 )
             elif e.offset >= n:
                 # far past the end: more likely a wrong fps or stride than a late offset
@@ -334,8 +334,8 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
                 )
                 print(
                     f"spotformer: video {name!r} ({ref.path}): {e.kind} expression "
-                    f"{e.onset}-{e.offset} runs past its last frame {n - 1} (after stride "
-                    f"{ref.stride}); cut there for training and scoring{far}",
+                    f"{e.onset}-{e.offset}{_at(e)} runs past its last frame {n - 1} (after "
+                    f"stride {ref.stride}); cut there for training and scoring{far}",
                     file=sys.stderr,
                 )
         plan[name] = PlannedVideo(
@@ -351,6 +351,11 @@ def plan_videos(table: AnnotationTable, window: int) -> dict[str, PlannedVideo]:
             "are divided by 7)"
         )
     return plan
+
+
+def _at(e: Expression) -> str:
+    """`` (FILE line N)``: where the annotation gives ``e``, for messages ("" if unknown)."""
+    return f" ({e.where})" if e.where else ""
 
 
 #: An expression whose offset is over this times a video's frame count gets a hint that

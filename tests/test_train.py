@@ -606,6 +606,35 @@ def test_one_file_listed_as_two_videos_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_an_expression_outside_its_video_names_the_annotation_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in a probe: the refusal named the video and frames but not the file and line
+    of the annotation that gave them (a data set's CSV has hundreds of rows)."""
+    import spotformer.features as F
+    from spotformer.data.annotations import load_csv
+    from spotformer.data.labels import LabelError, frame_targets
+
+    _tiny_video(tmp_path / "a.mp4", n=30)
+    csv = tmp_path / "ann.csv"
+    csv.write_text(
+        "subject,video,onset,apex,offset,type,path\n"
+        "s1,a,2,4,6,micro,a.mp4\ns1,a,25,27,31,macro,a.mp4\ns1,a,35,37,40,micro,a.mp4\n"
+    )
+    table = load_csv(csv)
+    with pytest.raises(F.DatasetError) as err:
+        F.plan_videos(table, 17)
+    assert f"micro expression 35-40 ({csv} line 4) lies outside it" in str(err.value)
+    F.plan_videos(dataclasses.replace(table, expressions=table.expressions[:2]), 17)
+    assert f"macro expression 25-31 ({csv} line 3) runs past its last frame 29" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(LabelError, match=rf"35-40 \(micro, {re.escape(str(csv))} line 4\) lies"):
+        frame_targets(table.expressions, 30, video="a")
+    # Where is not part of an expression's identity: equal rows stay equal.
+    assert table.expressions[2] == Expression("s1", "a", 35, 37, 40, "micro")
+
+
 def test_dataset_annotations_are_checked_before_extraction(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:

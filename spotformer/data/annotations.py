@@ -87,6 +87,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +349,7 @@ def _add(
     warning = repeats.check(row, e.video, onset, offset, e.kind, apex=apex)
     if warning is not None:
         log.warning("%s", warning)
-    table.expressions.append(e)
+    table.expressions.append(replace(e, where=f"{repeats.source} {repeats.unit} {row}"))
 
 
 def _cell(row: tuple[Any, ...], i: int) -> Any:

@@ -152,9 +152,9 @@ def frame_targets(
     for e in expressions:
         if lies_outside(e, n):
             raise LabelError(
-                f"video {video or e.video!r}: expression {e.onset}-{e.offset} ({e.kind}) lies "
-                f"outside its {n} frames; check the annotation's frame numbering "
-                "(0-based, after any subsampling)"
+                f"video {video or e.video!r}: expression {e.onset}-{e.offset} ({e.kind}"
+                f"{', ' + e.where if e.where else ''}) lies outside its {n} frames; check the "
+                "annotation's frame numbering (0-based, after any subsampling)"
             )
         by_kind[e.kind].append(e)
 

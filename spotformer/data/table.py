@@ -108,6 +108,9 @@ class Expression:
     apex: int
     offset: int
     kind: Kind
+    #: Where the annotation file gives it ("FILE line N", "FILE sheet S row N"), for
+    #: messages; "" when built otherwise. Not compared, hashed or shown in repr.
+    where: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
