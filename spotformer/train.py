@@ -588,6 +588,11 @@ def train_fold(
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         best, done_epochs = ck["best"], int(ck["epoch"])
+        # The work before the stop (saved since 2026-11-29; found in an audit: a fold
+        # resumed after its last epoch reported 0 windows and only the resumed seconds).
+        n_windows, before = int(ck.get("windows", 0)), float(ck.get("seconds", 0.0))
+    else:
+        n_windows, before = 0, 0.0
 
     from tqdm import tqdm
 
@@ -595,7 +600,6 @@ def train_fold(
         total=cfg.epochs, initial=done_epochs, desc=f"fold {test_subject}", unit="epoch",
         disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=True,
     )  # fmt: skip
-    n_windows = 0
     for epoch in range(done_epochs, cfg.epochs):
         gen = torch.Generator().manual_seed(_seed(cfg.seed, fold, epoch + 1))
         torch.manual_seed(_seed(cfg.seed, fold, epoch + 1, 1))  # dropout
@@ -653,6 +657,8 @@ def train_fold(
                     "scaler": scaler.state_dict(),
                     "best": best,
                     "epoch": epoch + 1,
+                    "windows": n_windows,
+                    "seconds": before + time.perf_counter() - t0,
                 },
                 ck_path,
             )
@@ -668,7 +674,8 @@ def train_fold(
     extra = {"subject": test_subject, "epoch": chosen, "info": dict(info or {})}
     save_model(fold_dir / "model.pt", model, cfg, extra)
     result = FoldResult(
-        test_subject, chosen, intervals, counts, val_f1, time.perf_counter() - t0, n_windows,
+        test_subject, chosen, intervals, counts, val_f1, before + time.perf_counter() - t0,
+        n_windows,
         dataclasses.asdict(cfg.spot),
     )  # fmt: skip
     atomic_json(result.to_dict(), fold_dir / "result.json")
@@ -901,6 +908,8 @@ def run_loso(
         done = folder / "result.json"
         if resume and done.exists():
             folds.append(FoldResult.from_dict(json.loads(done.read_text())))
+            # A stop between the result and the checkpoint's removal left it behind.
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
             continue
         folds.append(
             train_fold(

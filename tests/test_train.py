@@ -344,6 +344,36 @@ def test_resume_after_a_crash_mid_fold_gives_the_uninterrupted_result(
     assert _report(run) == _report(ref)
 
 
+def test_resume_after_a_stop_between_the_last_epoch_and_the_result(
+    tmp_path: Path, data, reference_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in an audit: a fold stopped after its last epoch's checkpoint and before its
+    result.json resumed with no epoch to run and reported 0 training windows and only
+    the resumed part's seconds. A checkpoint left by a stop after the result goes."""
+    import spotformer.train as T
+
+    run, real = tmp_path / "run", T.atomic_json
+
+    def stop_at_s1(obj, path) -> None:  # noqa: ANN001
+        if Path(path).name == "result.json" and Path(path).parent.name == "s1":
+            raise Crash
+        real(obj, path)
+
+    monkeypatch.setattr(T, "atomic_json", stop_at_s1)
+    with pytest.raises(Crash):
+        run_loso(data, tiny_cfg(), run, progress=False)
+    ck = torch.load(run / "folds" / "s1" / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == tiny_cfg().epochs and ck["windows"] > 0 and ck["seconds"] > 0
+    monkeypatch.setattr(T, "atomic_json", real)
+    stale = run / "folds" / "s0" / "checkpoint.pt"
+    stale.write_bytes(b"left by a stop after s0's result.json")
+    run_loso(data, tiny_cfg(), run, progress=False, resume=True)
+    assert _report(run) == _report(reference_run)  # train_windows included
+    s1 = json.loads((run / "folds" / "s1" / "result.json").read_text())
+    assert s1["seconds"] >= ck["seconds"]
+    assert not stale.exists() and not (run / "folds" / "s1" / "checkpoint.pt").exists()
+
+
 KILLER = """
 import os, signal, sys, torch
 sys.path.insert(0, {here!r})
@@ -1172,6 +1202,35 @@ def test_train_refuses_a_bad_out_before_extracting(
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert main([*base, "--out", str(run), "--resume"]) == 2
     assert "differs from this one in train" in capsys.readouterr().err
+
+
+def test_a_run_resumes_at_its_own_thread_count(
+    tmp_path: Path, csv_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in an audit: `--threads` was not recorded, and a run started with
+    `--threads 1` and resumed without it trained on torch's default (other float sums,
+    other weights and F1) without a word. The count is in config.json now; a resume
+    without `--threads` takes it (with a note), one with another count is refused."""
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "csv", "--root", str(csv_dataset), "--out", str(run)]
+    argv += ["--epochs", "1", "--dim", "16", "--batch-size", "64", "--no-progress"]
+    before = torch.get_num_threads()
+    try:
+        assert main([*argv, "--threads", "1"]) == 0
+        assert json.loads((run / "config.json").read_text())["info"]["threads"] == 1
+        torch.set_num_threads(2)  # torch's default on a 2-core machine
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 0  # finished: reported again
+        out, err = capsys.readouterr()
+        assert "--resume: training on the run's 1 CPU thread(s), as it started" in err
+        assert "holds a finished run with these options and data" in out
+        assert main([*argv, "--resume", "--threads", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "differs from this one in info" in err and "threads" in err
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resume_of_a_finished_run_reports_it_without_extracting(

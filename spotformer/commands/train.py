@@ -131,8 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads for training (default: torch's, one per core; 1 is fastest "
-        "for small models on a busy box); SW-MRO extraction keeps every core",
+        help="torch CPU threads for training (default: torch's, one per core; with --resume, "
+        "the run's; 1 is fastest for small models on a busy box; the count changes the "
+        "float sums, so a run resumes only at its own); SW-MRO extraction keeps every core",
     )
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     parser.add_argument(
@@ -254,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
             "fps": trained_fps,
             # The labels themselves: a resumed run must train on the same ones.
             "labels_sha1": labels_digest(table.expressions),
+            # Training's CPU threads: they change the float sums, so a resumed run
+            # takes the run's own (found in an audit: a resume at torch's default after
+            # a start with --threads 1 trained other weights without a word).
+            "threads": _training_threads(args),
         }
         check_run_dir(args.out, cfg, resume=args.resume, info=info)
         if args.resume and (args.out / "config.json").is_file():
@@ -280,14 +285,40 @@ def run(args: argparse.Namespace) -> int:
             feats.features, table.expressions, feats.subjects, feats.fps, cfg.labels
         )
         del feats  # the concatenated copy in `data` is all training needs
-        if args.threads:  # for training only: extraction keeps every core (2x on 2 cores)
-            torch.set_num_threads(args.threads)
+        # For training only: extraction keeps every core (2x on 2 cores).
+        torch.set_num_threads(info["threads"])
         report = run_loso(data, cfg, args.out, resume=args.resume, progress=progress, info=info)
     except (SpotFormerError, SWMROError) as exc:
         return fail(str(exc))
     _print_report(report, cfg)
     print(f"\nwrote {report.path / 'report.json'} and {report.path / 'predictions.csv'}")
     return 0
+
+
+def _training_threads(args: argparse.Namespace) -> int:
+    """The torch CPU threads training runs on: ``--threads``; resuming without it, the
+    saved run's (with a note); else torch's default (one per core)."""
+    import json
+
+    import torch
+
+    if args.threads:
+        return int(args.threads)
+    if args.resume:
+        try:
+            saved = json.loads((args.out / "config.json").read_text())["info"]["threads"]
+        except (OSError, ValueError, TypeError, KeyError):
+            saved = None  # no run, or one saved before 2026-11-29: check_run_dir says
+        if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1:
+            if saved != torch.get_num_threads():
+                print(
+                    f"spotformer train: note: --resume: training on the run's {saved} CPU "
+                    f"thread(s), as it started (--threads {saved}; other counts change the "
+                    "results)",
+                    file=sys.stderr,
+                )
+            return saved
+    return torch.get_num_threads()
 
 
 def configs(args: argparse.Namespace):  # noqa: ANN201 - (TrainConfig, SWMROConfig) | str
