@@ -208,6 +208,16 @@ def cli_warnings(write: Callable[[str], None] | None = None) -> Iterator[None]:
             lg.removeHandler(handler)
 
 
+def import_numpy() -> None:
+    """Import numpy before anything imports torch. Found in a probe: a KeyboardInterrupt
+    (Ctrl-C, or a SIGTERM or SIGHUP through :func:`terminate_as_interrupt`) that lands
+    while torch's C start-up imports numpy is swallowed there, and numpy is left half
+    imported: the run went on and failed every input with "module 'numpy' has no
+    attribute 'add'" (or blamed the video). Imported here, in Python, the interrupt
+    stops the import and the run as it should, and torch finds numpy whole."""
+    import numpy  # noqa: F401
+
+
 def dispatch(
     prog: str,
     description: str,
@@ -264,6 +274,7 @@ def dispatch(
     args = parser.parse_args(argv[1:])
     try:
         with terminate_as_interrupt(exiting=True), cli_warnings():
+            import_numpy()
             return int(module.run(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: no traceback; outputs are atomic
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says

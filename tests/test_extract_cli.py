@@ -1674,6 +1674,60 @@ def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extr
             pytest.fail(f"processes of the group outlived it: {how} {extra}")
 
 
+_STOP_AT_NUMPY = """
+import os, signal, sys
+where = "worker" if "--multiprocessing-fork" in sys.argv else "main"
+if os.environ.get("SW_MRO_TEST_STOP_AT_NUMPY") == where:
+    import importlib.abc
+
+    class _Stop(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "numpy":  # the first import of numpy in this process
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return None
+
+    sys.meta_path.insert(0, _Stop())
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "worker"])
+def test_a_stop_while_numpy_is_first_imported_stops_the_run(
+    carphone_copy: Path, tmp_path: Path, where: str
+) -> None:
+    """Found in a probe: a SIGTERM or Ctrl-C that landed while torch's C start-up imported
+    numpy (~0.3 s after a start) was swallowed by torch, with numpy left half imported:
+    the run went on and failed every input ("module 'numpy' has no attribute 'add'",
+    or a CorruptVideoError that blamed the video); a `--devices` worker hit so failed
+    every input it was given. numpy is imported first now, so the stop stops it. Here
+    the signal is sent at the first import of numpy, in the main process or in the
+    worker processes (a sitecustomize module)."""
+    import subprocess
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_STOP_AT_NUMPY)
+    env = {**os.environ, "SW_MRO_TEST_STOP_AT_NUMPY": where}
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), *filter(None, [env.get("PYTHONPATH")])])
+    out = tmp_path / "out"
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), "--out-dir", str(out)]
+    cmd += ["--window", "5", "--face-size", "64", "--quiet"]
+    if where == "worker":
+        cmd += ["--devices", "cpu,cpu"]  # one device alone runs in this process
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    err = proc.stderr
+    assert "numpy" not in err and "Traceback" not in err, err
+    if where == "main":
+        assert proc.returncode == 143, err
+        assert "sw-mro extract: terminated (SIGTERM)" in err
+    else:  # each new worker is stopped too, before it takes the input: it fails, saying why
+        assert proc.returncode == 1, err
+        assert "sw-mro: the worker process on cpu was stopped by SIGTERM: 3 worker" in err
+        assert "no device worker is left (all of them died)" in err
+    assert not out.exists() or not any(p.suffix == ".npy" for p in out.iterdir())
+
+
 _LATE_HUP = """
 import os, signal, sys
 from sw_mro._cli_util import Terminated, terminate_as_interrupt

@@ -35,7 +35,7 @@ from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
-from sw_mro._cli_util import cli_warnings, write_line
+from sw_mro._cli_util import cli_warnings, import_numpy, write_line
 from sw_mro._threads import signals_blocked, unblock_signals, watch_parent
 
 #: (device, input path, options, progress) -> one line of report; raises to fail the
@@ -155,6 +155,10 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
             send("stopped", path, _stop_name())
 
     try:
+        # While the stop signals are blocked: see import_numpy (found in a probe: a
+        # worker that a SIGTERM hit 0.3 s after its start went on with a half-imported
+        # numpy and failed every input it was given).
+        import_numpy()
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
         unblock_signals(*_STOPS)
