@@ -44,6 +44,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -64,7 +65,10 @@ from spotformer.losses import LossConfig, spotting_loss
 from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.postprocess import SpotParams, spot_video
+from sw_mro.errors import one_line
 from sw_mro.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 class TrainError(SpotFormerError):
@@ -572,27 +576,40 @@ def train_fold(
     if cfg.durations == "train":  # training subjects only: the test subject stays unseen
         cfg = dataclasses.replace(cfg, spot=durations_from(data, data.videos_of(others), cfg.spot))
 
-    torch.manual_seed(_seed(cfg.seed, fold, 0))
-    model = SpotFormer(cfg.model).to(device)
-    opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay)
     autocasts, amp_dtype = _autocast_args(device, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocasts and amp_dtype == torch.float16)
+
+    def fresh() -> tuple:
+        torch.manual_seed(_seed(cfg.seed, fold, 0))
+        model = SpotFormer(cfg.model).to(device)
+        opt = make_optimizer(model, cfg)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay)
+        on = autocasts and amp_dtype == torch.float16
+        return model, opt, sched, torch.amp.GradScaler(device.type, enabled=on)
+
+    model, opt, sched, scaler = fresh()
     best: dict[str, Any] | None = None
-    done_epochs = 0
+    done_epochs, n_windows, before = 0, 0, 0.0
     ck_path = fold_dir / "checkpoint.pt"
     if resume and ck_path.exists():
-        ck = torch.load(ck_path, map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        best, done_epochs = ck["best"], int(ck["epoch"])
-        # The work before the stop (saved since 2026-11-29; found in an audit: a fold
-        # resumed after its last epoch reported 0 windows and only the resumed seconds).
-        n_windows, before = int(ck.get("windows", 0)), float(ck.get("seconds", 0.0))
-    else:
-        n_windows, before = 0, 0.0
+        try:
+            ck = torch.load(ck_path, map_location=device, weights_only=True)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            best, done_epochs = ck["best"], int(ck["epoch"])
+            if not 0 <= done_epochs <= cfg.epochs:
+                raise ValueError(f"epoch {done_epochs} of {cfg.epochs}")
+            # The work before the stop (saved since 2026-11-29; found in an audit: a fold
+            # resumed after its last epoch reported 0 windows and only the resumed seconds).
+            n_windows, before = int(ck.get("windows", 0)), float(ck.get("seconds", 0.0))
+        except Exception as exc:  # found in a probe: a traceback that named no file
+            log.warning(
+                "%s: damaged (%s); fold %r trains again from its start (the same result)",
+                ck_path, one_line(f"{type(exc).__name__}: {exc}"), test_subject,
+            )  # fmt: skip
+            model, opt, sched, scaler = fresh()
+            best, done_epochs, n_windows, before = None, 0, 0, 0.0
 
     from tqdm import tqdm
 
@@ -815,7 +832,13 @@ def check_run_dir(
                 f"{conf_path}: the saved run differs from this one in {', '.join(diff)}; "
                 "resume with the same options and data, or choose a new --out"
             )
-    elif run.is_dir() and any(run.iterdir()) and not resume:
+    elif run.is_dir() and any(run.iterdir()):
+        if resume:  # found in a probe: its folds were taken into a new run as they were
+            raise TrainError(
+                f"{run} has no config.json but is not empty (e.g. "
+                f"{sorted(p.name for p in run.iterdir())[0]!r}): not a run that --resume can "
+                "continue (its folds' options are unknown); choose a new --out"
+            )
         raise TrainError(f"{run} is not empty; choose a new --out")
 
 
@@ -907,10 +930,20 @@ def run_loso(
         folder = fold_dir(run, subject)
         done = folder / "result.json"
         if resume and done.exists():
-            folds.append(FoldResult.from_dict(json.loads(done.read_text())))
-            # A stop between the result and the checkpoint's removal left it behind.
-            (folder / "checkpoint.pt").unlink(missing_ok=True)
-            continue
+            try:
+                result = FoldResult.from_dict(json.loads(done.read_text()))
+                if result.subject != subject:
+                    raise ValueError(f"it is subject {result.subject!r}'s")
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.warning(  # found in a probe: a traceback that named no file
+                    "%s: damaged (%s); fold %r is trained again", done,
+                    one_line(f"{type(exc).__name__}: {exc}"), subject,
+                )  # fmt: skip
+            else:
+                folds.append(result)
+                # A stop between the result and the checkpoint's removal left it behind.
+                (folder / "checkpoint.pt").unlink(missing_ok=True)
+                continue
         folds.append(
             train_fold(
                 data,

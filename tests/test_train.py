@@ -301,6 +301,15 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     (run2 / "config.json").write_text("[]")
     with pytest.raises(TrainError, match="not a run's config"):
         check_run_dir(run2, tiny_cfg(epochs=1), resume=True)
+    # Found in a probe: a folder of folds without its config.json was "resumed" as a new
+    # run that took the old folds (other epochs and learning rate) as they were.
+    (run2 / "config.json").unlink()
+    assert (run2 / "folds").is_dir()
+    with pytest.raises(TrainError, match=r"has no config.json but is not empty \(e.g. 'folds'\)"):
+        check_run_dir(run2, tiny_cfg(epochs=1), resume=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_run_dir(empty, tiny_cfg(epochs=1), resume=True)  # a new run starts there
 
 
 def test_amp_option_sets_autocast_on_cuda_only() -> None:
@@ -372,6 +381,42 @@ def test_resume_after_a_stop_between_the_last_epoch_and_the_result(
     s1 = json.loads((run / "folds" / "s1" / "result.json").read_text())
     assert s1["seconds"] >= ck["seconds"]
     assert not stale.exists() and not (run / "folds" / "s1" / "checkpoint.pt").exists()
+
+
+def test_resume_retrains_folds_whose_saved_state_is_damaged(
+    tmp_path: Path, data, reference_run: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in a probe: a truncated checkpoint.pt or a damaged result.json stopped a
+    resumed run (after the data set's extraction) with a traceback that named no file.
+    Such a fold is trained again from its start, with a warning naming the file: the
+    run ends as an uninterrupted one."""
+    import logging
+
+    run = tmp_path / "run"
+
+    def crash(subject: str, epoch: int, step: int) -> None:
+        if subject == "s1" and epoch == 1 and step == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_loso(data, tiny_cfg(), run, progress=False, on_step=crash)
+    ck, result = run / "folds" / "s1" / "checkpoint.pt", run / "folds" / "s0" / "result.json"
+    ck.write_bytes(ck.read_bytes()[:1000])  # truncated
+    result.write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="spotformer"):
+        run_loso(data, tiny_cfg(), run, progress=False, resume=True)
+    said = caplog.text
+    assert f"{ck}: damaged (" in said and "fold 's1' trains again from its start" in said
+    assert f"{result}: damaged (KeyError: 'intervals'); fold 's0' is trained again" in said
+    assert (run / "predictions.csv").read_text() == (reference_run / "predictions.csv").read_text()
+    assert _report(run) == _report(reference_run)
+    # A result.json of another subject (a copied folder) is not taken either.
+    other = json.loads((run / "folds" / "s1" / "result.json").read_text())
+    result.write_text(json.dumps(other))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spotformer"):
+        run_loso(data, tiny_cfg(), run, progress=False, resume=True)
+    assert "it is subject 's1'" in caplog.text and _report(run) == _report(reference_run)
 
 
 KILLER = """
