@@ -196,6 +196,38 @@ def test_a_changed_npy_of_the_recorded_shape_fails_its_checksum_and_is_recompute
     assert "skipped" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("field, value", [("shape", None), ("source_fps", "abc")])
+def test_metadata_with_a_field_of_another_type_is_damaged_and_recomputed(
+    short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value
+) -> None:
+    """Found in a probe: valid JSON with a field of another type ("shape": null) failed
+    the input with "TypeError: 'NoneType' object is not iterable", naming neither file.
+    Such metadata is damaged: the features are made again, with a warning naming it."""
+    import cv2
+
+    from sw_mro.commands.extract import output_state
+    from sw_mro.io.video import open_video
+
+    folder = tmp_path / "frames"  # a folder: its recorded rate is read too
+    folder.mkdir()
+    for i, frame in enumerate(open_video(short_clip).read(range(20)).numpy()):
+        cv2.imwrite(str(folder / f"img{i + 1}.png"), frame[..., ::-1])
+    out = tmp_path / "o"
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 0
+    good = np.load(out / "frames.npy")
+    meta_path = out / "frames.json"
+    meta = json.loads(meta_path.read_text())
+    meta[field] = value
+    meta_path.write_text(json.dumps(meta))
+    state, why = output_state(folder, out, sw_mro.SWMROConfig(window=3, face_size=64))
+    assert state == "todo" and why.startswith(f"{meta_path} is damaged (") and "Error" in why
+    capsys.readouterr()
+    assert main(["extract", str(folder), "--out-dir", str(out), *ARGS]) == 0
+    said = capsys.readouterr()
+    assert "wrote" in said.out and f"warning: {meta_path} is damaged (" in said.err
+    assert np.array_equal(np.load(out / "frames.npy"), good)
+
+
 def test_a_phone_portrait_video_is_extracted_upright(tmp_path: Path, carphone: str) -> None:
     """Carphone stored on its side with a display matrix, as a phone stores a portrait
     video (H.264, yuv420p): its features are those of the frames cv2.VideoCapture shows
