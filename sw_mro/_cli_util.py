@@ -113,6 +113,41 @@ def terminate_as_interrupt(exiting: bool = False) -> Iterator[None]:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """In the main thread: Ctrl-C, SIGTERM and SIGHUP (unless ignored) that arrive inside
+    are held and acted on, the first of them as its handler would have, when the block
+    ends: for steps that must not be cut in two, such as an output's final renames (found
+    in a probe: a SIGTERM between the features' rename and their JSON's threw the
+    finished features away, and with --overwrite left the old JSON aside). Elsewhere (or
+    where a handler was set outside Python) nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = [signal.SIGINT, *_terminating_signals()]
+    previous = {s: signal.getsignal(s) for s in signums}
+    signums = [s for s in signums if previous[s] is not None]
+    held: list[tuple[int, object]] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append((signum, frame))
+
+    for s in signums:
+        signal.signal(s, hold)
+    try:
+        yield
+    finally:
+        for s in signums:
+            signal.signal(s, previous[s])
+        if held:
+            signum, frame = held[0]
+            then = previous[signum]
+            if callable(then):
+                then(signum, frame)  # e.g. raises KeyboardInterrupt or Terminated
+            elif then == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
 #: Seconds after a first SIGHUP in which a SIGTERM is taken as part of the same hang-up
 #: (dropped); a SIGTERM later ends a cleanup that hangs, as a second SIGTERM does.
 HUP_GRACE = 2.0

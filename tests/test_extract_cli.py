@@ -1706,6 +1706,42 @@ def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extr
             pytest.fail(f"processes of the group outlived it: {how} {extra}")
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_stop_between_the_final_renames_waits_for_the_json(
+    short_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, how, overwrite
+) -> None:
+    """Found in a probe: a SIGTERM just after the features' rename (before their JSON's)
+    threw the finished features away (a .npy without JSON is made again), and with
+    --overwrite left the old JSON aside. The stop now waits for the JSON: the output is
+    complete, and the run stops as the signal says."""
+    import signal
+
+    from sw_mro.commands.extract import output_state
+
+    out = tmp_path / "o"
+    if overwrite:
+        assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS]) == 0
+    real = os.replace
+    sent: list[int] = []
+
+    def replace(src, dst, *a, **k):  # noqa: ANN001, ANN202
+        real(src, dst, *a, **k)
+        if str(dst).endswith(".npy") and not sent:  # the features are in place
+            sent.append(getattr(signal, how))
+            os.kill(os.getpid(), sent[0])
+
+    monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    argv = ["extract", str(short_clip), "--out-dir", str(out), *ARGS]
+    rc = main([*argv, "--overwrite"] if overwrite else argv)
+    monkeypatch.setattr(os, "replace", real)
+    assert sent and rc == 128 + sent[0], capsys.readouterr().err
+    cfg = sw_mro.SWMROConfig(window=3, face_size=64)
+    assert output_state(short_clip, out, cfg) == ("done", "")
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
+
+
 _STOP_AT_NUMPY = """
 import os, signal, sys
 where = "worker" if "--multiprocessing-fork" in sys.argv else "main"

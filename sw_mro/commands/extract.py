@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason, typed_words
+from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason, stops_held, typed_words
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
     NAME_MAX,
@@ -728,7 +728,8 @@ def _extract_locked(
         # old outputs (or none), not features without their JSON (found in review). The
         # old metadata goes before the features are replaced: a kill between the two
         # replaces must not leave a "complete" JSON next to features it does not describe.
-        with atomic_path(meta_file) as tmp_meta:
+        # A stop signal waits for the end of these renames (stops_held).
+        with stops_held(), atomic_path(meta_file) as tmp_meta:
             write_temp(tmp_meta, json.dumps(meta, indent=1).encode(), meta_path)
             # The old JSON is moved aside (a rename needs no free space) and back if the
             # features are not replaced (found in review: a failed --overwrite lost it).
