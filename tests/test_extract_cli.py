@@ -1454,6 +1454,10 @@ def _job(device: str, path: str, options: dict, progress) -> str:
         raise RuntimeError(f"bad input {name}")
     if name.startswith("cudafault"):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    if name.startswith("tqdmlock"):  # the lock a worker's progress bars take
+        from tqdm import tqdm
+
+        return f"{name} {type(tqdm.get_lock()).__module__}"
     if name.startswith("sigterm"):  # as `kill PID` of this worker alone would
         import signal
         import time
@@ -1490,6 +1494,16 @@ def test_a_dying_worker_fails_only_the_input_it_held(capsys: pytest.CaptureFixtu
     assert "ended (exit code 9)" in run.failed["crash1"] and "bad input" in run.failed["raise1"]
     assert sorted(seen) == sorted((p, p in run.done) for p in inputs)
     assert frames == [10 * len(inputs), 10 * len(run.done)]  # progress reached the dispatcher
+
+
+def test_worker_progress_bars_take_no_multiprocessing_lock() -> None:
+    """Found in a probe: tqdm's default lock is a multiprocessing semaphore; a worker
+    SIGKILLed with it registered made the parent print "leaked semaphore objects"
+    warnings at its exit."""
+    from sw_mro.commands.devices import run_on_devices
+
+    run = run_on_devices(["tqdmlock"], ["cpu"], _job, {"tag": "x"})
+    assert run.done["tqdmlock"] == "tqdmlock _thread", run.done
 
 
 def test_a_worker_stopped_by_a_signal_says_which(capsys: pytest.CaptureFixture[str]) -> None:

@@ -159,6 +159,13 @@ def _worker(device: str, job: Job, options: Any, conn: Any, parent: int) -> None
         # worker that a SIGTERM hit 0.3 s after its start went on with a half-imported
         # numpy and failed every input it was given).
         import_numpy()
+        # tqdm's bars take a multiprocessing lock by default, a semaphore registered with
+        # the parent's resource tracker: a worker killed with it registered made the
+        # parent warn of "leaked semaphore objects" at its exit (found in a probe). A
+        # worker's bars are this process's alone.
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
         # Started with both blocked (run_on_devices): one sent while this process
         # imported arrives now, at the handler (found in review: a traceback per worker).
         unblock_signals(*_STOPS)
