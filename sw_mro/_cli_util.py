@@ -115,12 +115,13 @@ def terminate_as_interrupt(exiting: bool = False) -> Iterator[None]:
 
 @contextmanager
 def stops_held() -> Iterator[None]:
-    """In the main thread: Ctrl-C, SIGTERM and SIGHUP (unless ignored) that arrive inside
-    are held and acted on, the first of them as its handler would have, when the block
-    ends: for steps that must not be cut in two, such as an output's final renames (found
-    in a probe: a SIGTERM between the features' rename and their JSON's threw the
-    finished features away, and with --overwrite left the old JSON aside). Elsewhere (or
-    where a handler was set outside Python) nothing is held."""
+    """In the main thread: the first Ctrl-C, SIGTERM or SIGHUP (unless ignored) that
+    arrives inside is held and acted on, as its handler would have, when the block ends;
+    later ones act at once (a second stop still ends a cleanup that hangs). For steps
+    that must not be cut in two, such as an output's final renames (found in a probe: a
+    SIGTERM between the features' rename and their JSON's threw the finished features
+    away, and with --overwrite left the old JSON aside). Elsewhere (or where a handler
+    was set outside Python) nothing is held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -128,24 +129,42 @@ def stops_held() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in signums}
     signums = [s for s in signums if previous[s] is not None]
     held: list[tuple[int, object]] = []
+    holding = [True]
+
+    def act(signum: int, frame: object) -> None:  # what the signal would have done
+        then = previous[signum]
+        if callable(then):
+            then(signum, frame)  # e.g. raises KeyboardInterrupt or Terminated
+        elif then == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     def hold(signum: int, frame: object) -> None:
-        held.append((signum, frame))
+        if holding[0] and not held:
+            held.append((signum, frame))
+        else:  # a second stop, or one during the handlers' return (found in review)
+            held.clear()  # acted on now: not again at the end
+            act(signum, frame)
 
     for s in signums:
         signal.signal(s, hold)
     try:
         yield
     finally:
-        for s in signums:
-            signal.signal(s, previous[s])
+        holding[0] = False
+        # Set back with the signals blocked (see terminate_as_interrupt); one that another
+        # thread takes meanwhile reaches ``hold``, which passes it on.
+        masked = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signums) if masked else None
+        try:
+            for s in signums:
+                if signal.getsignal(s) is hold:  # not one that a handler has set since
+                    signal.signal(s, previous[s])
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if held:
-            signum, frame = held[0]
-            then = previous[signum]
-            if callable(then):
-                then(signum, frame)  # e.g. raises KeyboardInterrupt or Terminated
-            elif then == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+            act(*held[0])
 
 
 #: Seconds after a first SIGHUP in which a SIGTERM is taken as part of the same hang-up
@@ -320,10 +339,9 @@ def dispatch(
     try:
         with terminate_as_interrupt(exiting=True), cli_warnings():
             import_numpy()
-            try:
-                return int(module.run(args) or 0)
-            finally:
-                _close_worker_pools()
+            rc = int(module.run(args) or 0)
+            _close_worker_pools()  # not on the way out of a stop: the exit closes them
+            return rc
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: no traceback; outputs are atomic
         hint = getattr(module, "INTERRUPT_HINT", "")  # what to run next, if the command says
         ended = isinstance(exc, Terminated)

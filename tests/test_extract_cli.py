@@ -1756,6 +1756,44 @@ def test_a_stop_between_the_final_renames_waits_for_the_json(
     assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npy"]
 
 
+def test_stops_held_holds_the_first_stop_and_lets_a_second_through() -> None:
+    """stops_held: the first stop inside waits for the block's end; a second acts at once
+    (it still ends a cleanup that hangs); the handlers are set back, also when a stop
+    comes as they are (found in review: one then left SIGTERM dropped for good)."""
+    import signal
+
+    from sw_mro._cli_util import Terminated, stops_held, terminate_as_interrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    steps: list[str] = []
+    with pytest.raises(Terminated), terminate_as_interrupt():
+        with stops_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("after the first")  # held: the block goes on
+        steps.append("not reached")
+    assert steps == ["after the first"]
+    with pytest.raises(KeyboardInterrupt), stops_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("held")
+        os.kill(os.getpid(), signal.SIGINT)  # a second: at once
+        steps.append("not reached")
+    assert steps == ["after the first", "held"]
+    real = signal.signal
+
+    def and_a_stop(signum, handler):  # noqa: ANN001, ANN202 - a SIGINT as they are set back
+        out = real(signum, handler)
+        if signum == signal.SIGINT and handler is signal.default_int_handler:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    try:
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(), stops_held():
+            signal.signal = and_a_stop
+    finally:
+        signal.signal = real
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 _STOP_AT_NUMPY = """
 import os, signal, sys
 where = "worker" if "--multiprocessing-fork" in sys.argv else "main"
