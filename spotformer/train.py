@@ -603,6 +603,13 @@ def train_fold(
             # The work before the stop (saved since 2026-11-29; found in an audit: a fold
             # resumed after its last epoch reported 0 windows and only the resumed seconds).
             n_windows, before = int(ck.get("windows", 0)), float(ck.get("seconds", 0.0))
+        except OSError as exc:  # unreadable now (permissions, a network drive): not damaged
+            raise TrainError(
+                f"{ck_path}: cannot be read ({one_line(str(exc))}); fix that and resume, "
+                "or delete it to train this fold again from its start"
+            ) from exc
+        except torch.cuda.OutOfMemoryError:  # the device's state, not the file's
+            raise
         except Exception as exc:  # found in a probe: a traceback that named no file
             log.warning(
                 "%s: damaged (%s); fold %r trains again from its start (the same result)",
@@ -734,6 +741,7 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
             common = theirs.keys() & mine.keys()
             if theirs.get("source_fps") is None:  # not recorded before 2026-11-29 where a
                 common.discard("source_fps")  # CSV gave no rate: the videos' own now
+            common.discard("threads")  # another count is warned about, not refused
             theirs = {k: theirs[k] for k in common}
             mine = {k: mine[k] for k in common}
         theirs, mine = js(theirs), js(mine)
@@ -934,7 +942,11 @@ def run_loso(
                 result = FoldResult.from_dict(json.loads(done.read_text()))
                 if result.subject != subject:
                     raise ValueError(f"it is subject {result.subject!r}'s")
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            except OSError as exc:  # unreadable now: not damaged (found in review)
+                raise TrainError(
+                    f"{done}: cannot be read ({one_line(str(exc))}); fix that and resume"
+                ) from exc
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning(  # found in a probe: a traceback that named no file
                     "%s: damaged (%s); fold %r is trained again", done,
                     one_line(f"{type(exc).__name__}: {exc}"), subject,

@@ -133,7 +133,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="torch CPU threads for training (default: torch's, one per core; with --resume, "
         "the run's; 1 is fastest for small models on a busy box; the count changes the "
-        "float sums, so a run resumes only at its own); SW-MRO extraction keeps every core",
+        "float sums: a run resumed at another count differs from an uninterrupted one); "
+        "SW-MRO extraction keeps every core",
     )
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     parser.add_argument(
@@ -296,28 +297,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _training_threads(args: argparse.Namespace) -> int:
-    """The torch CPU threads training runs on: ``--threads``; resuming without it, the
-    saved run's (with a note); else torch's default (one per core)."""
+    """The torch CPU threads training runs on: ``--threads`` (resuming a run that
+    started on another count: with a warning); resuming without it, the saved run's
+    (with a note); else torch's default (one per core)."""
     import json
 
     import torch
 
-    if args.threads:
-        return int(args.threads)
+    saved = None
     if args.resume:
         try:
             saved = json.loads((args.out / "config.json").read_text())["info"]["threads"]
         except (OSError, ValueError, TypeError, KeyError):
-            saved = None  # no run, or one saved before 2026-11-29: check_run_dir says
-        if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1:
-            if saved != torch.get_num_threads():
-                print(
-                    f"spotformer train: note: --resume: training on the run's {saved} CPU "
-                    f"thread(s), as it started (--threads {saved}; other counts change the "
-                    "results)",
-                    file=sys.stderr,
-                )
-            return saved
+            saved = None  # no run, or one saved before 2026-11-29 (which recorded none)
+        if not (isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1):
+            saved = None
+    if args.threads:
+        if saved is not None and saved != args.threads:  # allowed (another machine), said
+            print(
+                f"spotformer train: warning: --resume: the run started on {saved} CPU "
+                f"thread(s); on {args.threads} its remaining epochs give other float sums, "
+                "so its results differ from an uninterrupted run's",
+                file=sys.stderr,
+            )
+        return int(args.threads)
+    if saved is not None:
+        if saved != torch.get_num_threads():
+            print(
+                f"spotformer train: note: --resume: training on the run's {saved} CPU "
+                f"thread(s), as it started (other counts change the results; --threads "
+                "sets one)",
+                file=sys.stderr,
+            )
+        return saved
     return torch.get_num_threads()
 
 
