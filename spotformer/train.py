@@ -66,7 +66,7 @@ from spotformer.metrics import EvalResult, Interval, evaluate, write_intervals
 from spotformer.models import SpotFormer, SpotFormerConfig
 from spotformer.postprocess import SpotParams, spot_video
 from sw_mro.errors import one_line
-from sw_mro.io.atomic import atomic_path
+from sw_mro.io.atomic import atomic_path, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -841,13 +841,16 @@ def check_run_dir(
                 "resume with the same options and data, or choose a new --out"
             )
     elif run.is_dir() and any(run.iterdir()):
-        if resume:  # found in a probe: its folds were taken into a new run as they were
+        # A run killed as it wrote its config.json leaves only that temp file (review).
+        temp = temp_name(conf_path).name
+        left = sorted(p.name for p in run.iterdir() if p.name != temp)
+        if resume and left:  # found in a probe: its folds were taken into a new run as they were
             raise TrainError(
-                f"{run} has no config.json but is not empty (e.g. "
-                f"{sorted(p.name for p in run.iterdir())[0]!r}): not a run that --resume can "
-                "continue (its folds' options are unknown); choose a new --out"
+                f"{run} has no config.json but is not empty (e.g. {left[0]!r}): not a run "
+                "that --resume can continue (its folds' options are unknown); choose a new --out"
             )
-        raise TrainError(f"{run} is not empty; choose a new --out")
+        if not resume:
+            raise TrainError(f"{run} is not empty; choose a new --out")
 
 
 #: Everything a run writes in its folder (``--out``): ``spotformer demo`` replaces a

@@ -310,6 +310,10 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path: Path, data) -> 
     empty = tmp_path / "empty"
     empty.mkdir()
     check_run_dir(empty, tiny_cfg(epochs=1), resume=True)  # a new run starts there
+    (empty / ".config.json.tmp").write_text("{")  # a kill as it wrote its config
+    check_run_dir(empty, tiny_cfg(epochs=1), resume=True)
+    with pytest.raises(TrainError, match="is not empty; choose a new --out"):
+        check_run_dir(empty, tiny_cfg(epochs=1))
 
 
 def test_amp_option_sets_autocast_on_cuda_only() -> None:
