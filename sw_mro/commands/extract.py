@@ -260,25 +260,6 @@ def _output_state(
         return "todo", ""
     if not isinstance(meta, dict) or not meta.get("complete"):
         return "todo", ""
-    try:
-        return _judge(meta, npy_path, config, backend, src, folder_fps, cli)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        # Valid JSON with a field of another type ("shape": null, "source_fps": "abc"):
-        # found in a probe, the input failed with "TypeError: 'NoneType' object is not
-        # iterable", naming neither file. Damaged metadata: the features are made again.
-        return "todo", f"{json_path} is damaged ({type(exc).__name__}: {exc})"
-
-
-def _judge(
-    meta: dict[str, Any],
-    npy_path: Path,
-    config: dict[str, Any],
-    backend: str,
-    src: tuple[Path, dict[str, int] | None],
-    folder_fps: float | None,
-    cli: bool,
-) -> tuple[str, str]:
-    """:func:`_output_state` of a complete output whose metadata ``meta`` was read."""
     made_from = meta.get("input_signature")
     if isinstance(made_from, dict) and not _same_input(made_from, src[1]):
         recorded = meta.get("input")
@@ -449,9 +430,15 @@ def _state_of(
     name = output_name(src_path)
     backend = flow_backend(cfg, torch.device(cfg.device))
     npy, meta_path = out_dir / f"{name}.npy", out_dir / f"{name}.json"
-    return _output_state(
-        meta_path, npy, cfg.to_dict(), backend, (src_path, signature), folder_fps, cli
-    )
+    try:
+        return _output_state(
+            meta_path, npy, cfg.to_dict(), backend, (src_path, signature), folder_fps, cli
+        )
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        # Valid JSON with a field of another type ("shape": null, "source_fps": "abc"):
+        # found in a probe, the input failed with "TypeError: 'NoneType' object is not
+        # iterable", naming neither file. Damaged metadata: the features are made again.
+        return "todo", f"{meta_path} is damaged ({type(exc).__name__}: {exc})"
 
 
 def _existing_output(
