@@ -181,6 +181,25 @@ def test_shift_matches_numpy(rng: np.random.Generator, device: torch.device) -> 
     assert np.abs(win[1].cpu().numpy() - got[1][20:36, 0:16]).max() < SWMRO_TOL["shift"]
 
 
+def test_shift_in_chunks_equals_one_warp(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU ``shift`` warps a few images per Kornia call: the same bits as one call."""
+    import sw_mro.ops.warp as warp
+
+    imgs = torch.from_numpy(rng.uniform(0, 255, (7, 24, 20)).astype(np.float32))
+    d = torch.from_numpy(rng.uniform(-3, 3, (7, 2)).astype(np.float32))
+    origin = torch.from_numpy(rng.integers(0, 8, (7, 2)))
+    monkeypatch.setattr(warp, "SHIFT_CHUNK_PIXELS", 1 << 40)  # one call
+    whole, win = shift(imgs, d), shift(imgs, d, origin=origin, size=12)
+    for pixels in (1, 24 * 20 * 3, 12 * 12 * 2):  # 1, 3 and 2 images a call (7 = 3+3+1)
+        monkeypatch.setattr(warp, "SHIFT_CHUNK_PIXELS", pixels)
+        assert torch.equal(shift(imgs, d), whole)
+        assert torch.equal(shift(imgs, d, origin=origin, size=12), win)
+    for k in range(7):  # and each image is warped by its own shift
+        assert torch.equal(whole[k], shift(imgs[k : k + 1], d[k : k + 1])[0])
+
+
 def test_gather_patches_is_slicing(rng: np.random.Generator, device: torch.device) -> None:
     field = torch.from_numpy(rng.normal(size=(2, 2, 20, 24)).astype(np.float32)).to(device)
     origins = torch.tensor([[[0, 0], [17, 13]], [[3, 9], [10, 2]]], device=device)

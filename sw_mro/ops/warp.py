@@ -183,12 +183,25 @@ def shift(
     m[:, 0, 0] = 1.0
     m[:, 1, 1] = 1.0
     m[:, :, 2] = -d
-    out = kornia.geometry.transform.warp_affine(
-        images[:, None].float(),
-        m,
-        out_hw,
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=True,
-    )
+    src = images[:, None].float()
+    if images.device.type != "cpu" or n <= 1:
+        return _warp(src, m, out_hw)[:, 0]
+    # On CPU kornia builds the whole batch's sampling grid (eight float passes over it)
+    # before sampling: 256 crops of 256 px are ~0.5 GB of grid traffic. Warping ~1 M output
+    # pixels at a time keeps it in cache, 2.5x faster (same bits: each image is warped
+    # alone either way).
+    step = max(1, SHIFT_CHUNK_PIXELS // (out_hw[0] * out_hw[1]))
+    out = torch.empty(n, 1, *out_hw, dtype=torch.float32)
+    for i in range(0, n, step):
+        out[i : i + step] = _warp(src[i : i + step], m[i : i + step], out_hw)
     return out[:, 0]
+
+
+SHIFT_CHUNK_PIXELS = 1 << 20
+"""Output pixels per Kornia warp on CPU (:func:`shift`)."""
+
+
+def _warp(src: torch.Tensor, m: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    return kornia.geometry.transform.warp_affine(
+        src, m, out_hw, mode="bilinear", padding_mode="border", align_corners=True
+    )
