@@ -149,3 +149,14 @@ def test_rate_scale_and_frame_targets_refuse_a_frame_rate_that_is_not_a_positive
         rate_scale(30.0, bad)
     with pytest.raises(LabelError, match="fps must be a finite number > 0"):
         frame_targets([], 10, fps=bad, video="v")
+
+
+# Found by a mutation probe (2026-11-29): exact-boundary inputs that no test held.
+
+
+def test_an_expression_starting_at_frame_n_lies_outside() -> None:
+    """Kills lb9 (`e.onset >= n` -> `e.onset > n`): frames are 0..n-1, so an onset at n
+    (the classic 1-based last frame) is outside; the mutant instead labels the last r
+    frames "onset" for an expression with no frame in the video."""
+    with pytest.raises(LabelError, match="outside its 12 frames"):
+        frame_targets([Expression("s1", "v", onset=12, apex=13, offset=14, kind="micro")], 12)

@@ -523,3 +523,34 @@ def test_read_ground_truth_warns_when_empty(
     with caplog.at_level(logging.WARNING, logger="spotformer.metrics"):
         assert read_intervals(p) == []  # predictions: an empty file is just no proposals
     assert caplog.records == []
+
+
+# Found by a mutation probe (2026-11-29): exact-boundary inputs that no test held.
+
+
+def test_megc_matching_counts_the_most_pairs_even_against_identical_intervals() -> None:
+    """Kills me4 (dropping the 1 / (min(P, G) + 1) scale of the IoU bonus): 5 ground
+    truths in a chain, each overlapping the next by IoU 0.5; 4 proposals equal to G1..G4
+    and one 10 frames before G1. Every proposal k matches G(k) at IoU 0.5 (5 TPs); the
+    4 identical pairs (IoU 1) are a smaller matching that a bonus of the raw IoU prefers
+    (4 x 2.0 = 8 > 5 x 1.5)."""
+    gts = [Interval("v", 10 + 10 * i, 39 + 10 * i, "macro") for i in range(5)]
+    preds = [Interval("v", 10 * i, 29 + 10 * i, "macro") for i in range(5)]
+    r = evaluate(preds, gts)
+    assert (r.macro.tp, r.macro.fp, r.macro.fn) == (5, 0, 0)
+
+
+def test_authors_protocol_iou_exactly_at_the_threshold_is_a_tp() -> None:
+    """Kills me7 (`>=` -> `>` in match_authors): end - start IoU of [0, 10] and [0, 5] is
+    5 / 10 = 0.5, which matches ("if that IoU >= the threshold")."""
+    r = evaluate([Interval("v", 0, 10, "micro")], [Interval("v", 0, 5, "micro")],
+                 protocol="authors")  # fmt: skip
+    assert r.micro.tp == 1
+
+
+def test_read_intervals_takes_a_one_frame_interval(tmp_path: Path) -> None:
+    """Kills me9 (`off < on` -> `off <= on`): onset == offset is a valid inclusive interval
+    (Interval accepts it; read_ground_truth must not refuse such a row)."""
+    p = tmp_path / "gt.csv"
+    p.write_text("video,onset,offset,type\nv,5,5,micro\n")
+    assert read_intervals(p) == [Interval("v", 5, 5, "micro")]

@@ -1494,3 +1494,72 @@ def test_face_contrast_sampling_does_not_depend_on_the_chunks(
             for i in np.flatnonzero(np.isfinite(c.face_contrast))
         ]
     assert got == {64: [32], 20: [32], 10: [32]}
+
+
+# Found by a mutation probe (2026-11-29): exact-boundary inputs that no test held.
+
+
+def _at(deg: float, length: float = 1.0) -> list[float]:
+    return [length * math.cos(math.radians(deg)), length * math.sin(math.radians(deg))]
+
+
+def test_mdmo_zero_angle_is_sector_0_with_the_default_equal_sectors() -> None:
+    """Kills md1 (`ang < 0` -> `ang <= 0`): a vector with dy == 0, dx >= 0 (and the zero
+    vector) has angle 0 (module docstring), i.e. equal sector 0, not the last one."""
+    v = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, -3.0]]])  # 0, 0, 270 degrees
+    torch.testing.assert_close(mdmo(v, top=1.0), torch.tensor([[1.5, 0.0]]))
+    # A mostly static region (exact zeros) and one moving pixel: the zeros win sector 0.
+    still = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, -1.0]]])
+    assert torch.equal(mdmo(still, top=1.0), torch.zeros(1, 2))
+
+
+def test_mdmo_a_vector_on_a_sector_edge_belongs_to_the_sector_it_opens() -> None:
+    """Kills md10 (bucketize right=True -> False): sector k is [edges[k], edges[k+1])."""
+    for edges in (ROI_EDGES, NOSE_EDGES):
+        angles = torch.tensor([math.radians(e) for e in edges])
+        assert sector_of(angles, edges).tolist() == [0, 1, 2, 3]
+    # End to end: (1, 1) is exactly 45 degrees in float32, the first edge of the nose's
+    # "down" sector [45, 135), which it shares with a vector at 100 degrees.
+    v = torch.tensor([[[1.0, 1.0], [1.0, 1.0], _at(100)]])
+    s = v[0].sum(0)
+    want = s / s.norm() * (2 * math.sqrt(2) + 1) / 3
+    torch.testing.assert_close(mdmo(v, edges=NOSE_EDGES, top=1.0)[0], want)
+
+
+def test_mdmo_default_top_is_specs_60_percent() -> None:
+    """Kills md9 (default top 0.6 -> 0.5): SPEC 2.6 keeps the top 60 %: ceil(0.6 * 4) = 3
+    of 4 vectors (0.5 would keep 2)."""
+    v = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]]])
+    torch.testing.assert_close(mdmo(v, edges=ROI_EDGES), torch.tensor([[3.0, 0.0]]))
+
+
+def test_nose_box_reaches_the_crops_last_pixel() -> None:
+    """Kills pl3 (clamp(0, s - 1) -> clamp(0, s - 2)): a nose near the crop corner gets
+    a box clipped at pixel s - 1 = 255, inclusive."""
+    from sw_mro.pipeline import _nose_geometry
+
+    nose = torch.tensor([[[250.0, 250.0], [252.0, 252.0]]], dtype=torch.float64)
+    box, origin, _ = _nose_geometry(nose, SWMROConfig())
+    assert box.tolist() == [[237, 237, 255, 255]] and origin.tolist() == [[192, 192]]
+
+
+def test_no_alignment_means_none_from_the_landmarks_either() -> None:
+    """Kills pl13 (dropping `or config.align_max_iter == 0` in _landmark_init):
+    align_max_iter=0 turns the alignment off, so align_from_landmarks must not shift
+    the targets by the nose landmarks' motion."""
+    from sw_mro.pipeline import window_features
+
+    rng = np.random.default_rng(0)
+    s, w, dx = 128, 3, 6
+    base = torch.from_numpy(rng.random((s, s + 2 * dx)).astype(np.float32))
+    base = torch.nn.functional.avg_pool2d(base[None, None], 5, 1, 2)[0, 0] * 255
+    crops = torch.stack([base[:, dx - k * dx // 2 : dx - k * dx // 2 + s] for k in range(w)])
+    crops = crops[None]  # (1, w, s, s): the head moves 3 px a frame in x
+    pts = torch.from_numpy(rng.uniform(40, 88, (1, 68, 2)))
+    slot_nose = torch.tensor([[[64.0, 64.0], [67.0, 64.0], [70.0, 64.0]]], dtype=torch.float64)
+    cfg = SWMROConfig(window=w, face_size=s, align_max_iter=0, align_from_landmarks=True)
+    assert cfg.align_init_min_px < 6
+    got = window_features(crops, pts, cfg, slot_nose=slot_nose)
+    raw = window_features(crops, pts, cfg.replace(align_from_landmarks=False))
+    assert raw[0, 2].norm(dim=-1).median() > 3  # the head motion is in the features
+    torch.testing.assert_close(got, raw)
