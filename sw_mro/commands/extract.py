@@ -809,8 +809,10 @@ def _extract_on_device(device: str, path: str, options: dict[str, Any], progress
     """One input in a ``--devices`` worker process (see ``sw_mro.commands.devices``)."""
     import torch
 
+    from sw_mro._malloc import keep_for_process
     from sw_mro.config import CPU_SHARE_ENV
 
+    keep_for_process()
     # The devices' processes share the cores: this one's share caps usable_cpus(), and
     # so the default landmark workers, and torch's threads.
     os.environ[CPU_SHARE_ENV] = str(options["cpus"])
@@ -911,8 +913,11 @@ PROG = "sw-mro extract"
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from sw_mro._malloc import keep_for_process
     from sw_mro.commands.devices import parse_devices
     from sw_mro.config import SWMROConfig
+
+    keep_for_process()  # one input's freed memory is the next one's (sw_mro/_malloc.py)
 
     devices: list[str] | None = None
     if args.devices is not None:
