@@ -110,8 +110,9 @@ else
   if [ "${AB_S:-0}" -gt 0 ] && [ -f /tmp/keep/old_sw_mro.tar.gz ]; then
     # AB_ORDER: "old" is the carried sw_mro; "new" this one, "newN" with N decord readers
     # per file, "tK" after it K FFmpeg threads per reader (SW_MRO_DECODE_THREADS), a
-    # trailing "m" with the masked alignment, "c" with the compact one
-    # (new1m, new2c, newm, new2t2, newt1c, ...).
+    # trailing "m" with the masked alignment, "c" with the compact one, and after all of
+    # them "h" with glibc's default thresholds (SW_MRO_MALLOC=0; sw_mro/_malloc.py)
+    # (new1m, new2c, newm, new2t2, newt1c, newh, ...).
     log "A/B on this machine: ${AB_ORDER:=old new old}"
     rm -rf /tmp/old && mkdir -p /tmp/old && tar -xzf /tmp/keep/old_sw_mro.tar.gz -C /tmp/old
     echo "old: $(gzip -dc /tmp/keep/old_sw_mro.tar.gz | git get-tar-commit-id 2>/dev/null)" >> "$RES/gpu_ab.txt"
@@ -120,12 +121,13 @@ else
     step 120 "$RES/gpu_ab.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 clip
     for who in $AB_ORDER; do
       if [ "$who" = old ]; then dir=/tmp/old; else dir="$PWD"; fi
-      readers="${who#new}"; compact=""; threads=""
+      readers="${who#new}"; compact=""; threads=""; malloc=""
+      case "$readers" in *h) malloc=0; readers="${readers%h}";; esac
       case "$readers" in *m) compact=0; readers="${readers%m}";; *c) compact=1; readers="${readers%c}";; esac
       case "$readers" in *t*) threads="${readers#*t}"; readers="${readers%%t*}";; esac
-      [ "$who" = old ] && readers="" && compact="" && threads=""
+      [ "$who" = old ] && readers="" && compact="" && threads="" && malloc=""
       (cd "$dir" && DIAG_LABEL="$who" DIAG_READERS="$readers" DIAG_COMPACT="$compact" \
-        SW_MRO_DECODE_THREADS="$threads" \
+        SW_MRO_DECODE_THREADS="$threads" SW_MRO_MALLOC="$malloc" \
         PYTHONPATH="$dir:/tmp/site:$OLDPWD" \
         step "$AB_S" "$RES/gpu_ab.txt" python3 -m benchmarks.gpu_diag "${DIAG_CLIP_S:-120}" cuda 256 e2e)
     done
