@@ -39,8 +39,11 @@ HOLD = (1 << 30, 1 << 30)  # (mmap, trim) thresholds while an extraction runs
 AFTER = (32 << 20, 64 << 20)  # glibc's dynamic maxima (DEFAULT_MMAP_THRESHOLD_MAX, 2x)
 _USER_TUNABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
-_lock = threading.Lock()
+# Reentrant: the cyclic GC can finalize an abandoned stream (its scope's exit) on this
+# thread while the lock is held here (found in review: with a plain Lock the process hung).
+_lock = threading.RLock()
 _users = 0
+_raised = False  # whether glibc has HOLD now
 _process_scope: contextlib.AbstractContextManager | None = None
 
 
@@ -78,21 +81,31 @@ def reuse_freed_memory() -> Iterator[None]:
     if not _wanted():
         yield
         return
-    lib = _libc()
     with _lock:
         _users += 1
-        if _users == 1:
-            lib.mallopt(_M_MMAP_THRESHOLD, HOLD[0])
-            lib.mallopt(_M_TRIM_THRESHOLD, HOLD[1])
+        _settle()
     try:
         yield
     finally:
         with _lock:
             _users -= 1
-            if _users == 0:
-                lib.mallopt(_M_MMAP_THRESHOLD, AFTER[0])
-                lib.mallopt(_M_TRIM_THRESHOLD, AFTER[1])
-                lib.malloc_trim(0)
+            _settle()
+
+
+def _settle() -> None:
+    """Make glibc's thresholds match the count (under ``_lock``; a nested exit run by the
+    GC in between settles first, and this call then sees its count)."""
+    global _raised
+    lib = _libc()
+    if _users > 0 and not _raised:
+        _raised = True
+        lib.mallopt(_M_MMAP_THRESHOLD, HOLD[0])
+        lib.mallopt(_M_TRIM_THRESHOLD, HOLD[1])
+    elif _users == 0 and _raised:
+        _raised = False
+        lib.mallopt(_M_MMAP_THRESHOLD, AFTER[0])
+        lib.mallopt(_M_TRIM_THRESHOLD, AFTER[1])
+        lib.malloc_trim(0)
 
 
 def keep_for_process() -> None:

@@ -129,3 +129,25 @@ def test_the_commands_hold_for_the_process(
     assert main(["extract", carphone, "--out-dir", str(tmp_path / "o"), *args]) == 0
     assert calls == [1]
     assert np.load(tmp_path / "o" / "carphone_pristine.npy").shape[0] == 20
+
+
+def test_a_scope_ends_inside_another_ones_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cyclic GC can finalize an abandoned stream (its scope's exit) on a thread that
+    holds the module's lock, in the middle of another scope's entry (found in review:
+    the process hung). Here that nesting is made directly, in a thread that must end."""
+    import threading
+
+    monkeypatch.setenv("SW_MRO_MALLOC", "1")
+    outer = _malloc.reuse_freed_memory()
+
+    def nested() -> None:
+        outer.__enter__()
+        with _malloc._lock, _malloc.reuse_freed_memory():
+            assert _malloc._users == 2
+        outer.__exit__(None, None, None)
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    assert not _malloc.active() and not _malloc._raised
