@@ -9,8 +9,9 @@ blocks are fresh pages again: on the dev VM (2 cores, SPEC defaults, 48 frames o
 runs, so freed blocks stay in the heap and are reused: ~190,000 faults for the first
 group of an extraction and almost none after it (4.55-4.91 -> 4.25-4.54 s an
 extraction; 3.9 s when the thresholds stay raised across extractions, as in the
-command-line tools, :func:`keep_for_process`). Peak memory did not grow with the
-video's length (benchmarks/bench_extract.py, ``test_peak_memory_flat*``). At the end it
+command-line tools, :func:`keep_for_process`). The cost: a peak 10-17 % higher, held
+between groups; it did not grow with the video's length (benchmarks/bench_extract.py,
+``test_peak_memory_flat*``; docs/sw_mro.md, "Host memory"). At the end it
 gives the free memory back (``malloc_trim``) and sets the thresholds to 32 and 64 MiB,
 the values glibc's own rule reaches once a block of 32 MiB has been freed.
 
@@ -99,7 +100,12 @@ def _settle() -> None:
     lib = _libc()
     if _users > 0 and not _raised:
         _raised = True
-        lib.mallopt(_M_MMAP_THRESHOLD, HOLD[0])
+        # glibc before 2.35 refuses an mmap threshold over 32 MiB (HEAP_MAX_SIZE / 2) and
+        # returns 0; the trim threshold alone would then freeze the mmap one at its start
+        # value, 128 KiB, and every block over it would be mapped afresh (found in review:
+        # 2-2.5x the page faults). Take the largest it accepts.
+        if not lib.mallopt(_M_MMAP_THRESHOLD, HOLD[0]):
+            lib.mallopt(_M_MMAP_THRESHOLD, AFTER[0])
         lib.mallopt(_M_TRIM_THRESHOLD, HOLD[1])
     elif _users == 0 and _raised:
         _raised = False

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,22 @@ from sw_mro import _malloc
 from sw_mro.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_scope_open(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no scope open in this process: a command run in-process by
+    an earlier test (``sw-mro extract``) leaves its keep_for_process() open for good
+    (found in review: two tests here failed after one in tests/test_extract_cli.py)."""
+    monkeypatch.setattr(_malloc, "_users", 0)
+    monkeypatch.setattr(_malloc, "_raised", False)
+    monkeypatch.setattr(_malloc, "_process_scope", None)
+    yield
+    monkeypatch.undo()
+    with _malloc._lock:  # glibc back to what the restored count says
+        _malloc._raised = False
+        _malloc._settle()
+
 
 # In a fresh process: page faults of an extraction at 256 px (~200 MB of host tensors
 # a group) that follows another one, in the same process, with the thresholds kept raised
@@ -59,10 +76,10 @@ def test_freed_blocks_are_reused_while_held(carphone: str, plain: dict) -> None:
     assert _malloc._libc() is not None  # CI runs on Linux with glibc
     held = _child(carphone)
     assert held["active"] is True and plain["active"] is False
-    # Plain: every run's blocks are fresh pages (measured 142,000-146,000 faults a run on
-    # the dev VM). Held: the first run after keep_for_process grows the heap (100,000),
-    # the second reuses it (186).
-    assert min(plain["faults"]) > 50_000, plain
+    # Plain: every run's blocks are fresh pages (measured 118,000-192,000 faults a run on
+    # the dev VM; ~10,000 where torch gets huge pages). Held: the first run after
+    # keep_for_process grows the heap (~100,000), the second reuses it (182-510).
+    assert min(plain["faults"]) > 2_000, plain
     assert held["faults"][1] < 0.05 * min(plain["faults"]), (held, plain)
 
 
@@ -151,3 +168,34 @@ def test_a_scope_ends_inside_another_ones_lock(monkeypatch: pytest.MonkeyPatch) 
     t.join(10)
     assert not t.is_alive()
     assert not _malloc.active() and not _malloc._raised
+
+
+class _OldGlibc:
+    """mallopt as glibc before 2.35: an mmap threshold over 32 MiB is refused."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return int(not (param == _malloc._M_MMAP_THRESHOLD and value > 32 << 20))
+
+    def malloc_trim(self, pad: int) -> int:
+        return 1
+
+
+def test_an_older_glibc_gets_the_largest_threshold_it_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: glibc <= 2.34 returns 0 for a 1 GiB mmap threshold, and the trim
+    threshold alone then froze the mmap one at 128 KiB (2-2.5x the page faults)."""
+    monkeypatch.setenv("SW_MRO_MALLOC", "1")
+    fake = _OldGlibc()
+    monkeypatch.setattr(_malloc, "_libc", lambda: fake)
+    with _malloc.reuse_freed_memory():
+        mmap = [v for p, v in fake.calls if p == _malloc._M_MMAP_THRESHOLD]
+        assert mmap == [1 << 30, 32 << 20]  # refused, then the largest it takes
+    assert fake.calls[-2:] == [
+        (_malloc._M_MMAP_THRESHOLD, 32 << 20),
+        (_malloc._M_TRIM_THRESHOLD, 64 << 20),
+    ]

@@ -191,7 +191,7 @@ def shift(
     # pixels at a time keeps it in cache, 2.5x faster (same bits: each image is warped
     # alone either way).
     step = max(1, SHIFT_CHUNK_PIXELS // (out_hw[0] * out_hw[1]))
-    out = torch.empty(n, 1, *out_hw, dtype=torch.float32)
+    out = src.new_empty(n, 1, *out_hw)  # float32, on the images' device
     for i in range(0, n, step):
         out[i : i + step] = _warp(src[i : i + step], m[i : i + step], out_hw)
     return out[:, 0]
