@@ -45,7 +45,7 @@ _USER_TUNABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 _lock = threading.RLock()
 _users = 0
 _raised = False  # whether glibc has HOLD now
-_process_scope: contextlib.AbstractContextManager | None = None
+_process_held = False  # keep_for_process() counted once
 
 
 @functools.cache
@@ -88,9 +88,10 @@ def reuse_freed_memory() -> Iterator[None]:
     try:
         yield
     finally:
-        with _lock:
-            _users -= 1
-            _settle()
+        if _lock is not None:  # None when a stream is finalized at interpreter shutdown
+            with _lock:
+                _users -= 1
+                _settle()
 
 
 def _settle() -> None:
@@ -117,9 +118,11 @@ def _settle() -> None:
 def keep_for_process() -> None:
     """For the command-line processes: the thresholds stay raised until the process
     ends, so the memory freed by one input is reused by the next (idempotent)."""
-    global _process_scope
-    with _lock:
-        if _process_scope is not None:
-            return
-        _process_scope = reuse_freed_memory()
-    _process_scope.__enter__()
+    global _process_held, _users
+    if not _wanted():
+        return
+    with _lock:  # a count that no scope gives back (no generator left to finalize at exit)
+        if not _process_held:
+            _process_held = True
+            _users += 1
+            _settle()
