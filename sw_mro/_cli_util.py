@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
+from sw_mro import _malloc
 from sw_mro._docs import docs_line
 
 
@@ -339,6 +340,7 @@ def dispatch(
     try:
         with terminate_as_interrupt(exiting=True), cli_warnings():
             import_numpy()
+            _malloc.keep_for_process()  # a command's freed host memory is reused (sw_mro/_malloc.py)
             rc = int(module.run(args) or 0)
             _close_worker_pools()  # not on the way out of a stop: the exit closes them
             return rc

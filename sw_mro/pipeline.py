@@ -1617,11 +1617,9 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
         :class:`SWMROConfig`; DeviceError (a ValueError) for a CUDA device this process
         cannot use.
     """
-    import time
-
     cfg = _checked_config(config)
     device = _usable_device(cfg)
-    w, h = cfg.window, cfg.window // 2
+    w = cfg.window
     try:
         src = _SerialSource(_open(video, cfg))
     except ClipTooShortError as exc:  # a stride over the video's frames: what would do
@@ -1629,48 +1627,54 @@ def stream(video: Any, config: SWMROConfig | None = None) -> Iterator[FeatureChu
     n = int(src.info.num_frames)
     if n < w:
         raise too_short_error(src.info.path, src.info.source_num_frames, src.info.stride, w, n)
+    with reuse_freed_memory():  # freed host blocks are reused, not faulted in again
+        yield from _groups(src, cfg, device, n)
+
+
+def _groups(src: Any, cfg: SWMROConfig, device: torch.device, n: int) -> Iterator[FeatureChunk]:
+    """:func:`stream`'s work on an opened source of ``n >= window`` frames."""
+    import time
+
+    h = cfg.window // 2
     bsz = cfg.resolved_batch_size
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    with reuse_freed_memory():  # freed host blocks are reused, not faulted in again
-        worker = start_named(_producer, (src, cfg, device, q, stop), name="sw_mro-submit")
+    worker = start_named(_producer, (src, cfg, device, q, stop), name="sw_mro-submit")
 
-        buf: list[_Chunk] = []  # consecutive chunks covering [buf_start, buf_end)
-        end = 0
-        try:
-            for a in range(0, n, bsz):
-                e = min(a + bsz, n)
-                need_end = min(e + h, n)  # frames [max(a - h, 0), need_end) are needed
-                stats: dict[str, float] = {"wait": 0.0, "decode_landmarks": 0.0}
-                while end < need_end:
-                    t = time.perf_counter()
-                    item = q.get()
-                    stats["wait"] += time.perf_counter() - t
-                    if isinstance(item, BaseException):
-                        raise item
-                    if item is None:
-                        raise RuntimeError(
-                            f"{src.info.path}: the reader stopped at frame {end} of {n}"
-                        )
-                    stats["decode_landmarks"] += item.seconds
-                    if item.ready is not None:  # order the upload before this stream's use
-                        main = torch.cuda.current_stream(device)
-                        main.wait_event(item.ready)
-                        item.gray.record_stream(main)  # its memory is not reused until then
-                    buf.append(item)
-                    end = item.start + item.gray.shape[0]
-                lo = max(a - h, 0)
-                while buf and buf[0].start + buf[0].gray.shape[0] <= lo:
-                    buf.pop(0)  # ring buffer: drop chunks no window needs any more
-                yield _group_features(buf, a, e, n, cfg, device, stats)
-        finally:
-            stop.set()
-            while worker.is_alive():  # unblock the producer if it waits on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    worker.join(timeout=0.05)
-            buf.clear()  # before the thresholds drop and free memory goes back
+    buf: list[_Chunk] = []  # consecutive chunks covering [buf_start, buf_end)
+    end = 0
+    try:
+        for a in range(0, n, bsz):
+            e = min(a + bsz, n)
+            need_end = min(e + h, n)  # frames [max(a - h, 0), need_end) are needed
+            stats: dict[str, float] = {"wait": 0.0, "decode_landmarks": 0.0}
+            while end < need_end:
+                t = time.perf_counter()
+                item = q.get()
+                stats["wait"] += time.perf_counter() - t
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    raise RuntimeError(f"{src.info.path}: the reader stopped at frame {end} of {n}")
+                stats["decode_landmarks"] += item.seconds
+                if item.ready is not None:  # order the upload before this stream's use
+                    main = torch.cuda.current_stream(device)
+                    main.wait_event(item.ready)
+                    item.gray.record_stream(main)  # its memory is not reused until then
+                buf.append(item)
+                end = item.start + item.gray.shape[0]
+            lo = max(a - h, 0)
+            while buf and buf[0].start + buf[0].gray.shape[0] <= lo:
+                buf.pop(0)  # ring buffer: drop chunks no window needs any more
+            yield _group_features(buf, a, e, n, cfg, device, stats)
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+        buf.clear()  # before the thresholds drop and free memory goes back
 
 
 #: Bytes of crop temporaries per ``crop_resize`` call of a group ([CPU, CUDA]). On CUDA

@@ -1764,18 +1764,20 @@ def test_stops_held_holds_the_first_stop_and_lets_a_second_through() -> None:
 
     from sw_mro._cli_util import Terminated, stops_held, terminate_as_interrupt
 
+    # raise_signal, not os.kill: the signal goes to this thread (os.kill's can land on
+    # another of the test process's threads, and the main thread saw it a line late).
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     steps: list[str] = []
     with pytest.raises(Terminated), terminate_as_interrupt():
         with stops_held():
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
             steps.append("after the first")  # held: the block goes on
         steps.append("not reached")
     assert steps == ["after the first"]
     with pytest.raises(KeyboardInterrupt), stops_held():
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         steps.append("held")
-        os.kill(os.getpid(), signal.SIGINT)  # a second: at once
+        signal.raise_signal(signal.SIGINT)  # a second: at once
         steps.append("not reached")
     assert steps == ["after the first", "held"]
     real = signal.signal
@@ -1783,7 +1785,7 @@ def test_stops_held_holds_the_first_stop_and_lets_a_second_through() -> None:
     def and_a_stop(signum, handler):  # noqa: ANN001, ANN202 - a SIGINT as they are set back
         out = real(signum, handler)
         if signum == signal.SIGINT and handler is signal.default_int_handler:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return out
 
     try:

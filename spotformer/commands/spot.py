@@ -388,13 +388,10 @@ def run(args: argparse.Namespace) -> int:
     from spotformer.metrics import evaluate, read_ground_truth, write_intervals
     from spotformer.postprocess import SpotParams, spot_video
     from spotformer.train import load_model, predict_logits
-    from sw_mro._malloc import keep_for_process
     from sw_mro.config import LANDMARK_FALLBACK_WARN_SHARE, LANDMARK_FALLBACK_WORDS
     from sw_mro.errors import ClipTooShortError, SWMROError
     from sw_mro.io.video import open_video
     from sw_mro.pipeline import FaceContrast, NoseMotion, too_short_error
-
-    keep_for_process()  # extraction's freed memory is reused (sw_mro/_malloc.py)
 
     def fail(msg: str) -> int:
         print(f"spotformer spot: {msg}", file=sys.stderr)

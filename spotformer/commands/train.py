@@ -191,11 +191,8 @@ def run(args: argparse.Namespace) -> int:
         run_loso,
         run_record,
     )
-    from sw_mro._malloc import keep_for_process
     from sw_mro.errors import SWMROError
     from sw_mro.io import landmark_pool
-
-    keep_for_process()  # extraction's freed memory is reused (sw_mro/_malloc.py)
 
     def fail(msg: str) -> int:
         print(f"spotformer train: {msg}", file=sys.stderr)

@@ -913,11 +913,8 @@ PROG = "sw-mro extract"
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sw_mro._malloc import keep_for_process
     from sw_mro.commands.devices import parse_devices
     from sw_mro.config import SWMROConfig
-
-    keep_for_process()  # one input's freed memory is the next one's (sw_mro/_malloc.py)
 
     devices: list[str] | None = None
     if args.devices is not None:
