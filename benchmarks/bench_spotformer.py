@@ -7,8 +7,8 @@ results (finite loss, logits shape) are asserted after timing, so
 ``--benchmark-disable`` still checks them. The CUDA entries are skipped without a GPU;
 training uses the AMP setting (bfloat16 autocast), inference float32.
 
-Sizes: the default model (dim 256, 3.17 M parameters) and the small one the CPU demo
-can afford (dim 64).
+Sizes: the default model (dim 256, 3.17 M parameters), dim 64, and on CPU the demo's
+dim 32.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA 
 CUDA = [pytest.mark.cuda, NO_GPU]
 CASES = [
     # (device, dim, train batch, inference frames)
+    pytest.param("cpu", 32, 256, 2048, id="cpu-dim32"),  # the demo's model
     pytest.param("cpu", 64, 256, 2048, id="cpu-dim64"),
     pytest.param("cpu", 256, 64, 512, id="cpu-dim256"),
     pytest.param("cuda", 64, 512, 32768, id="cuda-dim64", marks=CUDA),
