@@ -256,6 +256,32 @@ def test_a_phone_portrait_video_is_extracted_upright(tmp_path: Path, carphone: s
     assert (meta["rotation"], meta["height"], meta["width"]) == (90, *frames.shape[1:3])
 
 
+def test_a_recording_cut_short_is_extracted_without_its_cut_frame(
+    tmp_path: Path, carphone: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Carphone in an MJPEG AVI cut short inside its last frame (a recording stopped
+    mid-write): extracted as the frames before the cut, the features those of the whole
+    file's first frames, with the warning on stderr and the cut packet in the JSON."""
+    from test_video import _cut_inside
+    from videos import encode
+
+    from sw_mro.io.video import open_video
+
+    frames = open_video(carphone).read(range(16)).numpy()
+    whole = encode(tmp_path / "whole.avi", frames, "avi", "mjpeg", pix_fmt="yuvj420p")
+    k = 12
+    cut = _cut_inside(whole, k, tmp_path / "rec.avi")
+    out = tmp_path / "o"
+    assert main(["extract", str(cut), "--out-dir", str(out), *ARGS]) == 0
+    assert f"{cut}: the file ends inside the data of its last frame" in capsys.readouterr().err
+    meta = json.loads((out / "rec.json").read_text())
+    assert (meta["damaged_packets"], meta["source_num_frames"]) == ([k], k)
+    want = sw_mro.extract(
+        open_video(whole).read(range(k)), sw_mro.SWMROConfig(window=3, face_size=64)
+    )
+    assert np.array_equal(np.load(out / "rec.npy"), want.numpy())
+
+
 def test_an_av1_video_is_extracted_from_pyav_s_frames(tmp_path: Path, carphone: str) -> None:
     """Carphone in AV1, which decord cannot decode (it was called damaged): extracted
     through PyAV's forward decoding, its features are those of the same decoded frames

@@ -990,6 +990,149 @@ def test_interlaced_and_non_square_pixels_warn(
     ) == (w, h)
 
 
+def _cut_inside(path: Path, k: int, dst: Path) -> Path:
+    """``path`` cut short halfway through the data of its packet ``k`` (decoding order,
+    from 0), as a recording stopped mid-write leaves it."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        pos, size = packets[k].pos, packets[k].size
+    assert pos > 0 and size > 8
+    dst.write_bytes(path.read_bytes()[: pos + size // 2])
+    return dst
+
+
+def _remux_first(path: Path, n: int, dst: Path) -> Path:
+    """The first ``n`` packets of ``path`` in a new file, as ``ffmpeg -i path -frames:v n
+    -c copy dst`` writes it (the remedy the warning gives)."""
+    import av
+
+    with av.open(str(path)) as src, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        kept = 0
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size and kept < n:
+                packet.stream = stream
+                out.mux(packet)
+                kept += 1
+    return dst
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "libx264"])
+def test_a_file_cut_inside_its_last_frame_is_read_without_it(
+    tmp_path: Path,
+    source_frames: list[np.ndarray],
+    codec: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An AVI cut short inside its last frame's data (a recording stopped mid-write)
+    ends with a packet the container marks damaged. decord decoded what was there: at
+    640x480 a last frame grey below the cut, silently; at this size a failed read that
+    lost the whole chunk (found in a probe). It is read as ending before that frame,
+    with a warning once per file, and ``info.damaged_packets`` lists it: its frames are
+    the whole file's first ``k``, bit for bit, and those of ``ffmpeg -frames:v k -c
+    copy`` (the first ``k`` packets remuxed, which read without a warning). MKV drops
+    such a packet itself (nothing to warn of); the whole file warns of nothing. (H.264
+    without B-frames: frames shown in decoding order. Four decoder threads: the last
+    whole frames are in flight when the cut packet comes.)"""
+    monkeypatch.setenv("SW_MRO_DECODE_THREADS", "4")
+    pix = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    opts = {} if codec == "mjpeg" else {"bf": "0"}
+    whole = encode(tmp_path / "whole.avi", source_frames, "avi", codec, pix_fmt=pix, **opts)
+    k = 30
+    cut = _cut_inside(whole, k, tmp_path / "cut.avi")
+    mkv = encode(tmp_path / "whole.mkv", source_frames, "matroska", codec, pix_fmt=pix, **opts)
+    cut_mkv = _cut_inside(mkv, k, tmp_path / "cut.mkv")
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        full = open_video(whole)
+        video = open_video(cut)
+        open_video(cut)  # train plans, then extracts: warned once
+        mkv_cut = open_video(cut_mkv)
+        fixed = open_video(_remux_first(cut, k, tmp_path / "cut_whole.avi"))
+    said = [r.getMessage() for r in caplog.records]  # (the cut MKV's rate varies: said)
+    assert [m for m in said if "damaged" in m or "ends inside" in m] == [
+        f"{cut}: the file ends inside the data of its last frame (source frame {k}, from "
+        f"0): a recording cut short? It is read as the {k} frames before it; decoders that "
+        "read it whole give it partly grey or smeared, or fail on it"
+    ]
+    assert video.info.damaged_packets == (k,) and len(video) == k
+    assert full.info.damaged_packets == fixed.info.damaged_packets == ()
+    assert mkv_cut.info.damaged_packets == () and len(mkv_cut) == k == len(fixed)
+    want = full.read(list(range(k))).numpy()
+    assert np.array_equal(video.read(list(range(k))).numpy(), want)
+    chunks = [c.numpy() for _, c in open_video(cut).chunks(8)]  # forward, in chunks
+    assert np.array_equal(np.concatenate(chunks), want)
+    assert np.array_equal(fixed.read(list(range(k))).numpy(), want)
+
+
+def test_a_cut_file_s_decoder_never_gets_its_cut_packet(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    """A cut file's PyAV decoder is given only the packets before the cut (then
+    flushed): with frame threads it would otherwise be sent the cut packet while the
+    last whole frames are still in flight, and at this size the decoder fails on it
+    (decord failed the read of the whole chunk; PyAV raises by the flush at the end)."""
+    import av
+
+    from sw_mro.io.video import _decoded_first
+
+    whole = encode(tmp_path / "whole.avi", source_frames, "avi", "mjpeg", pix_fmt="yuvj420p")
+    k = 30
+    cut = _cut_inside(whole, k, tmp_path / "cut.avi")
+    with av.open(str(cut)) as c, pytest.raises(av.error.InvalidDataError):
+        c.streams.video[0].thread_type = "AUTO"
+        c.streams.video[0].codec_context.thread_count = 4
+        list(c.decode(c.streams.video[0]))
+    with av.open(str(cut)) as c, av.open(str(whole)) as w:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 4
+        got = [f.to_ndarray(format="rgb24") for f in _decoded_first(c, stream, k)]
+        want = [f.to_ndarray(format="rgb24") for f in w.decode(w.streams.video[0])][:k]
+    assert len(got) == k and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_a_cut_file_with_b_frames_is_read_as_decoders_read_it(
+    tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With B-frames the cut last packet may be shown before others, so leaving it out
+    could shift the frames after it in the numbering: such a file keeps every decoder's
+    count, and the warning says so and how to re-encode it."""
+    whole = encode(tmp_path / "whole.avi", source_frames, "avi", "libx264")
+    k = 30
+    cut = _cut_inside(whole, k, tmp_path / "cut.avi")
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        video = open_video(cut)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cut}: the file ends inside the data of its last frame (packet {k} in decoding "
+        "order, from 0): a recording cut short? Its frames are shown out of decoding order "
+        "(B-frames), so it is read as decoders read it: the last frames may be partly grey "
+        "or smeared, or fail to decode; re-encode it first, e.g. ffmpeg -i cut.avi -c:v "
+        "libx264 -crf 12 cut_whole.mp4"
+    ]
+    assert video.info.damaged_packets == (k,) and len(video) == k + 1
+
+
+def test_damaged_packets_within_a_file_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """Packets marked damaged before the end (a container that flags a damaged stretch
+    and goes on) are listed, the first ten, with the count."""
+    from sw_mro.io.video import _Probe, _warn_on_damage
+
+    path = Path("/videos/damaged_middle.avi")
+    with caplog.at_level("WARNING", logger="sw_mro.io.video"):
+        _warn_on_damage(path, _Probe(packets=100, damaged=tuple(range(5, 17))))
+        _warn_on_damage(path, _Probe(packets=100, damaged=(5,)))  # once per file
+        _warn_on_damage(Path("/videos/fine.avi"), _Probe(packets=100))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 12 of the video's 100 packets are marked damaged (decoding order from 0: "
+        "5, 6, 7, 8, 9, 10, 11, 12, 13, 14, ...); decoders give what they hold, so those "
+        "frames (and, in a coded stream, those after them up to the next keyframe) may be "
+        "partly grey or smeared, and the flow sees that as motion"
+    ]
+
+
 def test_folder_that_starts_after_frame_1_warns(
     tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:

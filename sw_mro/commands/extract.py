@@ -700,6 +700,8 @@ def _extract_locked(
             "height": info.height,
             "width": info.width,
             "rotation": info.rotation,
+            # packets the container marks damaged (decoding order; docs/io.md "Decoders")
+            "damaged_packets": list(info.damaged_packets),
             "landmark_fallback_frames": fallback,
             "nose_motion": motion.summary(),
             "face_contrast": contrast.summary(),
