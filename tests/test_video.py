@@ -1190,6 +1190,35 @@ def test_corrupt_file_one_line_error(tmp_path: Path, clip: Path, name: str, make
     assert "video_reader.cc" not in err_text and "moov atom" not in err_text, err_text
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "mov"])
+def test_a_recording_never_finished_says_its_index_is_missing(
+    tmp_path: Path, source_frames: list[np.ndarray], fmt: str
+) -> None:
+    """An MP4 or MOV whose recorder was killed has its frames but not its index (the
+    moov box, written last): FFmpeg said only "Invalid data found when processing
+    input". The error now says what is missing and why; a file cut inside its index,
+    and other damaged files, keep FFmpeg's reason."""
+    from sw_mro.io.video import _NO_MOOV
+
+    whole = encode(tmp_path / f"whole.{fmt}", source_frames, fmt)
+    data = whole.read_bytes()
+    moov = data.rfind(b"moov") - 4  # the index box, at the end
+    assert 0 < data.find(b"mdat") < moov
+    unfinished = tmp_path / f"unfinished.{fmt}"
+    unfinished.write_bytes(data[: moov - 100])  # the frames, cut in the last one
+    in_index = tmp_path / f"in_index.{fmt}"
+    in_index.write_bytes(data[: moov + 40])  # the index begun, not finished
+    with pytest.raises(CorruptVideoError) as err:
+        open_video(unfinished)
+    assert str(err.value) == f"{unfinished}: {_NO_MOOV}"
+    for other in (in_index, tmp_path / "noise.mp4"):
+        if other.name == "noise.mp4":
+            other.write_bytes(np.random.default_rng(1).bytes(4096))
+        with pytest.raises(CorruptVideoError) as err:
+            open_video(other)
+        assert "moov" not in str(err.value) and other.name in str(err.value)
+
+
 def test_truncated_file_with_its_index_first_says_so(tmp_path: Path) -> None:
     """With the index (moov) at the front, FFmpeg opens a cut file and decord fails to
     read it: the error says the file may be truncated, without decord's source paths."""

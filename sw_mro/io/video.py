@@ -545,6 +545,47 @@ def _cut_at_end(packets: int, damaged: tuple[int, ...]) -> int:
     return cut
 
 
+_NO_MOOV = (
+    "an MP4/MOV file with frame data but no index (no moov box): the recording was not "
+    "finished (the recorder stopped before writing it) or the file is cut short, and its "
+    "frames cannot be found without one; a tool such as untrunc rebuilds the index "
+    "from a whole file of the same camera and settings"
+)
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """Whether ``path`` is an ISO media file (MP4, MOV: ``ftyp`` first, or ``mdat``
+    with no ``ftyp``, as older QuickTime writes) whose top-level boxes, as far as the
+    file goes, hold frame data (``mdat``) and no index (``moov``): what a recorder
+    killed mid-recording leaves, as the index is written last. FFmpeg says only
+    "Invalid data found when processing input" (found in a probe)."""
+    types: list[bytes] = []
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            pos = 0
+            while pos + 8 <= end and len(types) < 1000:
+                f.seek(pos)
+                head = f.read(16)
+                size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if size == 1 and len(head) == 16:  # a 64-bit size follows
+                    size = int.from_bytes(head[8:16], "big")
+                elif size == 0:  # to the end of the file
+                    size = end - pos
+                if size < 8 or not kind.isalnum() and kind not in (b"free", b"skip"):
+                    return False  # not a box: not an ISO media file, or damaged
+                types.append(kind)
+                pos += size
+    except OSError:
+        return False
+    return (
+        bool(types)
+        and types[0] in (b"ftyp", b"mdat", b"wide", b"free", b"skip")
+        and b"mdat" in types
+        and b"moov" not in types
+    )
+
+
 def _probe(path: Path) -> _Probe:
     """The file's video stream as PyAV sees it (a default :class:`_Probe` when PyAV
     cannot tell; decord then decides).
@@ -623,6 +664,8 @@ def _probe(path: Path) -> _Probe:
             )
     except av.error.FFmpegError as exc:  # its reason, without opening the file again
         cls, reason = _av_reason(exc)
+        if cls is CorruptVideoError and _mp4_without_index(path):
+            reason = _NO_MOOV
         raise cls(f"{path}: {reason}") from exc
     except VideoError:
         raise
