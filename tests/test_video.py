@@ -1107,10 +1107,11 @@ def test_a_cut_file_with_b_frames_is_read_as_decoders_read_it(
         video = open_video(cut)
     assert [r.getMessage() for r in caplog.records] == [
         f"{cut}: the file ends inside the data of its last frame (packet {k} in decoding "
-        "order, from 0): a recording cut short? Its frames are shown out of decoding order "
-        "(B-frames), so it is read as decoders read it: the last frames may be partly grey "
-        "or smeared, or fail to decode; re-encode it first, e.g. ffmpeg -i cut.avi -c:v "
-        "libx264 -crf 12 cut_whole.mp4"
+        "order, from 0): a recording cut short? Its frames may be shown out of decoding "
+        "order (B-frames), where leaving that packet out could shift the numbering, so it "
+        "is read as decoders read it: the last frames may be partly grey or smeared, or "
+        "fail to decode; re-encode it first, e.g. ffmpeg -i cut.avi -c:v libx264 -crf 12 "
+        "cut_whole.mp4"
     ]
     assert video.info.damaged_packets == (k,) and len(video) == k + 1
 

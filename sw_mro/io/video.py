@@ -1280,10 +1280,11 @@ def _warn_on_damage(path: Path, probe: _Probe) -> None:
     if tail == len(bad):  # the end, but its frames may be shown before others
         log.warning(
             "%s: the file ends inside the data of its last %s (packet %s in decoding "
-            "order, from 0): a recording cut short? Its frames are shown out of decoding "
-            "order (B-frames), so it is read as decoders read it: the last frames may be "
-            "partly grey or smeared, or fail to decode; re-encode it first, e.g. ffmpeg "
-            "-i %s -c:v libx264 -crf 12 %s_whole.mp4",
+            "order, from 0): a recording cut short? Its frames may be shown out of "
+            "decoding order (B-frames), where leaving that packet out could shift the "
+            "numbering, so it is read as decoders read it: the last frames may be partly "
+            "grey or smeared, or fail to decode; re-encode it first, e.g. ffmpeg -i %s "
+            "-c:v libx264 -crf 12 %s_whole.mp4",
             path,
             "frame" if tail == 1 else f"{tail} frames",
             total - tail if tail == 1 else f"{total - tail}-{total - 1}",
