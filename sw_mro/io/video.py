@@ -136,9 +136,9 @@ class VideoInfo:
     #: phone's portrait video: 90 or -90); ``height`` and ``width`` are after it.
     rotation: int = 0
     #: Positions, in decoding order from 0, of the video's packets that the container
-    #: marks damaged (a file cut short mid-frame: its last packet). For intra-only codecs
-    #: (MJPEG) and streams without B-frames the position is the source frame number.
-    #: FFmpeg decodes what such a packet holds: the frame is partly grey or smeared.
+    #: marks damaged (a file cut short mid-frame: its last packet; docs/io.md,
+    #: "Decoders"). Positions count packets, an edit list's dropped ones too. FFmpeg
+    #: decodes what such a packet holds: the frame is partly grey or smeared.
     damaged_packets: tuple[int, ...] = ()
 
     @property
@@ -481,7 +481,8 @@ class _Probe:
     sar: tuple[int, int] = (1, 1)  # a stored pixel's width : height as shown (1:1 square)
     packets: int = 0  # packets with data in the whole stream (0: not looked at)
     damaged: tuple[int, ...] = ()  # their positions (from 0) that are marked corrupt
-    cut: int = 0  # damaged packets ending a stream shown in decoding order: left out
+    keep: int = 0  # a file cut short: the packets decoded (the rest is left out); 0: all
+    frames: int = 0  # a file cut short: the frames read, those shown before the cut
 
 
 #: Packets of a file's video stream looked at when it opens (demuxed, not decoded), for
@@ -512,29 +513,29 @@ def _idr(packet: Any, length_size: int) -> bool:
     return False
 
 
-def _damaged_packets(packets: Iterator[Any], seen: int, damaged: list[int]) -> tuple[int, tuple]:
-    """Read on through the demuxer's ``packets`` after the first ``seen`` with data
-    (``damaged``: the positions among those that are marked corrupt): how many packets
-    with data the stream has, and the positions (from 0, decoding order) of those the
-    container marks corrupt.
+def _damaged_packets(packets: Iterator[Any], damaged: list[int], shown: list[int | None]) -> None:
+    """Read on through the demuxer's ``packets`` to the end, after the first ones with
+    data (their pts in ``shown``, the positions among them marked corrupt in
+    ``damaged``): appends the rest's pts to ``shown`` and the positions (from 0,
+    decoding order) of those the container marks corrupt to ``damaged``.
 
     A file cut short inside a frame's data (a recording stopped mid-write) ends with
-    such a packet: AVI keeps it, FFmpeg decodes what is there, and a decoder reading it
-    gave that frame grey or smeared below the cut, or failed on it and lost its whole
-    chunk (found in a probe: MJPEG and H.264 in AVI); MKV drops it, and MP4 cannot be
-    read. Demuxing is cheap (about 5 us a packet, 24 ms for 4,800 frames on the dev VM;
-    nothing is decoded)."""
+    such a packet: AVI and MP4 with its index first keep it, FFmpeg decodes what is
+    there, and a decoder reading it gave that frame grey or smeared below the cut, or
+    failed on it and lost its whole chunk, or the file failed to open (found in a
+    probe: MJPEG and H.264 in AVI); MKV drops it. Run only where the file's structure
+    says it may be cut (:func:`_may_be_cut`): demuxing reads the whole file (about 5
+    us a packet at 640x480, 50 at 1280x720 MJPEG; nothing is decoded)."""
     import av
 
     try:
         for p in packets:
             if p.size:
                 if p.is_corrupt:
-                    damaged.append(seen)
-                seen += 1
+                    damaged.append(len(shown))
+                shown.append(p.pts)
     except av.error.FFmpegError:  # unreadable further on: decoding it will say so
         pass
-    return seen, tuple(damaged)
 
 
 def _cut_at_end(packets: int, damaged: tuple[int, ...]) -> int:
@@ -553,12 +554,69 @@ _NO_MOOV = (
 )
 
 
-def _mp4_without_index(path: Path) -> bool:
-    """Whether ``path`` is an ISO media file (MP4, MOV: ``ftyp`` first, or ``mdat``
-    with no ``ftyp``, as older QuickTime writes) whose top-level boxes, as far as the
-    file goes, hold frame data (``mdat``) and no index (``moov``): what a recorder
-    killed mid-recording leaves, as the index is written last. FFmpeg says only
-    "Invalid data found when processing input" (found in a probe)."""
+def _frame_step(stream: Any) -> float | None:
+    """One frame's step in ``stream``'s pts, from its average rate (None: unknown)."""
+    rate, base = stream.average_rate or stream.guessed_rate, stream.time_base
+    return 1.0 / float(rate * base) if rate and base else None
+
+
+#: Frames at the end of a stream among which a cut can leave frames missing: those
+#: decoded after the cut but shown before frames decoded before it (B-frames).
+_GAP_WINDOW = 16
+
+
+def _frames_before_gap(shown: Sequence[int | None], step: float | None) -> int | None:
+    """Of the frames whose pts are ``shown``, how many are shown before the first one
+    missing among the last :data:`_GAP_WINDOW` (a step between sorted pts over 1.5
+    frames: ``step`` pts a frame, from the stream's average rate, else the smallest
+    step); None where the pts do not tell (some unknown, or none apart)."""
+    if not shown or None in shown:
+        return None
+    order = np.sort(np.asarray(shown, np.int64))
+    steps = np.diff(order)
+    positive = steps[steps > 0]
+    if len(steps) and not len(positive):
+        return None
+    # One frame's step: the rate's, else the smallest (a cut first GOP kept frames
+    # 0, 2 and 4 of a B-frame stream: every step between them was two frames', found
+    # testing this)
+    typical = step if step else float(positive.min()) if len(positive) else 0.0
+    start = max(0, len(steps) - _GAP_WINDOW)
+    gaps = np.nonzero(steps[start:] > 1.5 * typical)[0]
+    return len(order) if len(gaps) == 0 else start + int(gaps[0]) + 1
+
+
+def _cut_short(
+    scan: dict[str, Any], shown: list[int | None], fmt: str, b_frames: bool, step: float | None
+) -> tuple[int, int]:
+    """``(packets to decode, frames to read)`` of a file cut short, or ``(0, 0)``: the
+    stream without its damaged last packets (:func:`_damaged_packets`), read as its
+    first frames up to the first one missing where the cut left one out (a B-frame
+    stream: frames decoded after the cut are shown among the last ones; decord read a
+    cut MKV's last frames misnumbered, found in review). AVI's pts only count packets:
+    there, only streams whose decoder knows of no B-frames (MPEG-1/2 decoders say so
+    even without) are cut, at their damaged packets."""
+    packets = scan.get("packets", 0)
+    if not packets:  # not read to the end
+        return 0, 0
+    tail = _cut_at_end(packets, scan["damaged"])
+    keep = packets - tail
+    if keep == 0:
+        return 0, 0
+    if fmt == "avi":
+        frames = None if b_frames else keep
+    else:
+        frames = _frames_before_gap(shown[:keep], step)
+    if frames is None or (tail == 0 and frames == keep):
+        return 0, 0
+    return keep, frames
+
+
+def _boxes(path: Path, riff: bool = False) -> tuple[list[bytes], bool]:
+    """The types of the file's top-level boxes (ISO media: MP4, MOV) or chunks
+    (``riff``: AVI's ``RIFF`` chunks), as far as the file goes, and whether the last
+    runs past its end (or, in RIFF, says a size of 0: a writer that never finished).
+    ``([], False)`` for a file that is not of that kind."""
     types: list[bytes] = []
     try:
         with open(path, "rb") as f:
@@ -567,17 +625,86 @@ def _mp4_without_index(path: Path) -> bool:
             while pos + 8 <= end and len(types) < 1000:
                 f.seek(pos)
                 head = f.read(16)
+                if riff:  # "RIFF", its size (little-endian, after these 8 bytes), its form
+                    size = int.from_bytes(head[4:8], "little")
+                    if head[:4] != b"RIFF":
+                        return types, False
+                    types.append(head[8:12])
+                    if size == 0:
+                        return types, True
+                    pos += 8 + size + (size & 1)
+                    continue
                 size, kind = int.from_bytes(head[:4], "big"), head[4:8]
                 if size == 1 and len(head) == 16:  # a 64-bit size follows
                     size = int.from_bytes(head[8:16], "big")
                 elif size == 0:  # to the end of the file
                     size = end - pos
                 if size < 8 or not kind.isalnum() and kind not in (b"free", b"skip"):
-                    return False  # not a box: not an ISO media file, or damaged
+                    return [], False  # not a box: not an ISO media file, or damaged
                 types.append(kind)
                 pos += size
     except OSError:
+        return [], False
+    return types, pos > end
+
+
+def _segment_cut(path: Path) -> bool:
+    """Whether a Matroska/WebM file's Segment runs past the end of the file, or has an
+    unknown size (a live or unfinished recording)."""
+
+    def vint(f: Any) -> tuple[int, bool] | None:  # EBML variable-size integer, unknown?
+        first = f.read(1)
+        if not first or first[0] == 0:
+            return None
+        n = 8 - first[0].bit_length() + 1
+        rest = f.read(n - 1)
+        if len(rest) != n - 1:
+            return None
+        value = int.from_bytes(bytes([first[0] & (0xFF >> n)]) + rest, "big")
+        return value, value == (1 << (7 * n)) - 1
+
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            if f.read(4) != b"\x1a\x45\xdf\xa3":
+                return False
+            head = vint(f)
+            if head is None or head[1]:
+                return False
+            f.seek(f.tell() + head[0])
+            if f.read(4) != b"\x18\x53\x80\x67":
+                return False
+            size = vint(f)
+            return size is not None and (size[1] or f.tell() + size[0] > end)
+    except OSError:
         return False
+
+
+def _may_be_cut(path: Path, fmt: str) -> bool:
+    """Whether the file may end inside a frame's data, so that its packets are worth
+    demuxing to the end (:func:`_damaged_packets`): an MP4/MOV or AVI whose last box or
+    chunk runs past the end of the file (AVI also: a size never written), and files of
+    other containers (FLV, NUT, ...; rare here). MKV/WebM, whose demuxer drops a
+    cut packet itself but leaves its B-frame order (:func:`_cut_short`), where its
+    Segment runs past the end or has no size. A whole file is not read twice: decord
+    reads it whole already, and a 1.8 GB MJPEG file took 0.26 s more to open (found in
+    review)."""
+    if fmt == "matroska,webm":
+        return _segment_cut(path)
+    if fmt == "mov,mp4,m4a,3gp,3g2,mj2":
+        return _boxes(path)[1]
+    if fmt == "avi":
+        return _boxes(path, riff=True)[1]
+    return True
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """Whether ``path`` is an ISO media file (MP4, MOV: ``ftyp`` first, or ``mdat``
+    with no ``ftyp``, as older QuickTime writes) whose top-level boxes, as far as the
+    file goes, hold frame data (``mdat``) and no index (``moov``): what a recorder
+    killed mid-recording leaves, as the index is written last. FFmpeg says only
+    "Invalid data found when processing input" (found in a probe)."""
+    types, _ = _boxes(path)
     return (
         bool(types)
         and types[0] in (b"ftyp", b"mdat", b"wide", b"free", b"skip")
@@ -614,20 +741,23 @@ def _probe(path: Path) -> _Probe:
                     ("scanned", "discarded", "keyframes", "recovery_points"), 0
                 )
                 damaged: list[int] = []
+                shown: list[int | None] = []  # each packet's pts, decoding order
                 packets = container.demux(stream)
                 for p in itertools.islice(packets, _SCAN_PACKETS):
                     if p.size:  # counted, not kept: 256 packets of a 4K video are large
                         if p.is_corrupt:
                             damaged.append(scan["scanned"])
+                        shown.append(p.pts)
                         scan["scanned"] += 1
                         scan["discarded"] += p.is_discard
                         scan["keyframes"] += p.is_keyframe
                         scan["recovery_points"] += bool(
                             nal_size and p.is_keyframe and not _idr(p, nal_size)
                         )
-                scan["packets"], scan["damaged"] = _damaged_packets(
-                    packets, scan["scanned"], damaged
-                )
+                if _may_be_cut(path, fmt):  # read on to the end (else: not counted)
+                    _damaged_packets(packets, damaged, shown)
+                    scan["packets"] = len(shown)
+                scan["damaged"] = tuple(damaged)
                 container.seek(0, stream=stream)
                 # the display matrix comes with the decoded frames
                 first = next(container.decode(stream), None)
@@ -635,13 +765,9 @@ def _probe(path: Path) -> _Probe:
                 first, scan = None, {}
             if first is None:
                 return _Probe(fmt, codec, index, **scan)
-            # A cut file is read as ending before its damaged last packets where frames
-            # are shown in decoding order (no B-frames: MJPEG, H.264 without them). With
-            # B-frames the last packet may be shown before others: without it, later
-            # frames would take its place in the numbering.
-            cut = _cut_at_end(scan["packets"], scan["damaged"])
-            if cut == scan["packets"] or stream.codec_context.has_b_frames:
-                cut = 0
+            keep, frames = _cut_short(
+                scan, shown, fmt, stream.codec_context.has_b_frames, _frame_step(stream)
+            )
             matrix = first.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
             a, b, _, c, d = struct.unpack("<5i", bytes(matrix)[:20]) if matrix else (1, 0, 0, 0, 1)
             turn = first.rotation or 0
@@ -658,7 +784,8 @@ def _probe(path: Path) -> _Probe:
                 mirrored=a * d - b * c < 0,
                 stored=(first.height, first.width),
                 **scan,
-                cut=cut,
+                keep=keep,
+                frames=frames,
                 interlaced=bool(first.interlaced_frame),
                 sar=(sar.numerator, sar.denominator) if sar else (1, 1),
             )
@@ -684,9 +811,12 @@ class _PyAVIndex:
     average frame rate and the frames' times, as ``len()``, ``get_avg_fps()`` and
     ``get_frame_timestamp()``."""
 
-    def __init__(self, path: Path, index: int, cut: int = 0) -> None:
-        """``cut``: the stream's last packets with data to leave out (a file cut short,
-        :func:`_damaged_packets`)."""
+    def __init__(self, path: Path, index: int, keep: int = 0, gaps: bool = False) -> None:
+        """``keep``: a file cut short (:func:`_cut_short`): only its first ``keep``
+        packets with data are decoded, and (``gaps``) its frames end before the first
+        one missing among them (:func:`_frames_before_gap`)."""
+        import itertools
+
         import av
 
         try:
@@ -694,12 +824,16 @@ class _PyAVIndex:
                 stream = container.streams[index]
                 rate = stream.average_rate or stream.guessed_rate
                 base = stream.time_base
-                kept = [p for p in container.demux(stream) if p.size]
-                kept = kept[: len(kept) - cut]
+                step = _frame_step(stream)
+                kept = (p for p in container.demux(stream) if p.size)
+                if keep:
+                    kept = itertools.islice(kept, keep)
                 pts = [p.pts for p in kept if not p.is_discard]
         except av.error.FFmpegError as exc:
             cls, reason = _av_reason(exc)
             raise cls(f"{path}: {reason}") from exc
+        if keep and gaps:
+            pts = sorted(pts)[: _frames_before_gap(pts, step)]
         self._fps = float(rate) if rate else 0.0
         self._n = len(pts)
         known = base is not None and all(t is not None for t in pts)
@@ -800,8 +934,8 @@ class FileVideoSource(VideoSource):
         # cannot open (AV1, WebM without a duration, GIF) or decodes to frames of
         # another shape (packed RGB, tiny frames). A file cut short inside its last frame
         # (_damaged_packets) is read by PyAV as ending before that frame.
-        self._pyav = bool(turns) or probe.discarded > 0 or probe.cut > 0
-        self._limit = probe.packets - probe.cut if probe.cut else None
+        self._pyav = bool(turns) or probe.discarded > 0 or probe.keep > 0
+        self._limit = probe.keep or None
         self._stream = probe.index
         h = w = 0
         if not self._pyav:
@@ -816,7 +950,7 @@ class FileVideoSource(VideoSource):
                 h, w = shape[:2]
                 self._pyav = probe.stored != (0, 0) and shape not in ((), (*probe.stored, 3))
         if self._pyav:
-            self._vr = _PyAVIndex(path, probe.index, probe.cut)
+            self._vr = _PyAVIndex(path, probe.index, probe.keep, fmt != "avi")
             h, w = probe.stored[::-1] if turns % 2 else probe.stored
         self._turns = turns
         try:
@@ -841,7 +975,10 @@ class FileVideoSource(VideoSource):
             and not one_keyframe
             and not probe.recovery_points
             and (
-                codec in _INTRA_CODECS
+                # FFV1 is intra-coded, but FFmpeg's encoder keeps its context between
+                # keyframes (one in 12 by default): decord's seeks in an AVI without its
+                # index landed between them, on wrong frames (found in review)
+                (codec in _INTRA_CODECS and probe.keyframes == probe.scanned)
                 or (fmt in _EXACT_SEEK_FORMATS and codec in _EXACT_SEEK_CODECS)
             )
         )
@@ -853,7 +990,7 @@ class FileVideoSource(VideoSource):
         else:
             _warn_on_other_rate(path, self._vr, src_fps)
         _warn_on_picture(path, probe, h, w)
-        _warn_on_damage(path, probe)
+        _warn_on_damage(path, probe, n)
 
     def _read_source_rgb(self, source_indices: list[int]) -> np.ndarray:
         with self._lock:
@@ -1250,59 +1387,56 @@ def _warn_on_picture(path: Path, probe: _Probe, height: int, width: int) -> None
         )
 
 
-def _warn_on_damage(path: Path, probe: _Probe) -> None:
-    """A logged warning, once per file and process, for packets the container marks
-    damaged (:func:`_damaged_packets`): FFmpeg, decord and ``cv2.VideoCapture`` decode
-    what they hold, so their frames are partly grey or smeared (the flow sees that as
-    motion), or fail. A file cut short inside its last frames is read as ending before
-    them; damaged packets elsewhere are decoded as every decoder decodes them (the
-    frames' numbering stays every decoder's). ``VideoInfo.damaged_packets`` and
-    ``sw-mro extract``'s JSON list them."""
+def _warn_on_damage(path: Path, probe: _Probe, frames: int) -> None:
+    """Logged warnings, once per file and process, for a file cut short
+    (:func:`_cut_short`, read as its ``frames`` first frames) and for packets the
+    container marks damaged (:func:`_damaged_packets`): FFmpeg, decord and
+    ``cv2.VideoCapture`` decode what they hold, so their frames are partly grey or
+    smeared (the flow sees that as motion), or fail. Damaged packets that are not left
+    out are decoded as every decoder decodes them (the frames' numbering stays every
+    decoder's). ``VideoInfo.damaged_packets`` and ``sw-mro extract``'s JSON list them."""
     bad, total = probe.damaged, probe.packets
-    if not bad or not _first_time("damaged", path):
-        return
-    if probe.cut:  # the end, as a recording cut short: read as ending before it
-        keep = total - probe.cut
-        log.warning(
-            "%s: the file ends inside the data of its last %s (source %s, from 0): a "
-            "recording cut short? It is read as the %d frames before %s; decoders that "
-            "read it whole give %s partly grey or smeared, or fail on %s",
-            path,
-            "frame" if probe.cut == 1 else f"{probe.cut} frames",
-            f"frame {keep}" if probe.cut == 1 else f"frames {keep}-{total - 1}",
-            keep,
-            "it" if probe.cut == 1 else "them",
-            "it" if probe.cut == 1 else "them",
-            "it" if probe.cut == 1 else "them",
-        )
-        return
-    tail = _cut_at_end(total, bad)
-    if tail == len(bad):  # the end, but its frames may be shown before others
-        log.warning(
-            "%s: the file ends inside the data of its last %s (packet %s in decoding "
+    tail = _cut_at_end(total, bad) if total else 0
+    inner = bad[: len(bad) - tail]
+    said: list[tuple[str, tuple]] = []
+    if probe.keep and tail:
+        said.append((
+            "%s: the file ends inside the data of its last frame (packet %d in decoding "
+            "order, from 0): a recording cut short? It is read as its first %d frames, "
+            "those shown before the cut; decoders that read it whole give that frame "
+            "partly grey or smeared, or fail on it",
+            (path, probe.keep, frames),
+        ))  # fmt: skip
+    elif probe.keep:
+        said.append((
+            "%s: the file ends before frames it would show among its last ones (B-frames "
+            "decoded after the cut): a recording cut short? It is read as its first %d "
+            "frames, those shown before the first one missing; decoders that read it "
+            "whole number the frames after it too low",
+            (path, frames),
+        ))  # fmt: skip
+    elif tail:
+        said.append((
+            "%s: the file ends inside the data of its last frame (packet %d in decoding "
             "order, from 0): a recording cut short? Its frames may be shown out of "
             "decoding order (B-frames), where leaving that packet out could shift the "
             "numbering, so it is read as decoders read it: the last frames may be partly "
             "grey or smeared, or fail to decode; re-encode it first, e.g. ffmpeg -i %s "
             "-c:v libx264 -crf 12 %s_whole.mp4",
-            path,
-            "frame" if tail == 1 else f"{tail} frames",
-            total - tail if tail == 1 else f"{total - tail}-{total - 1}",
-            path.name,
-            path.stem,
-        )
-        return
-    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-    log.warning(
-        "%s: %d of the video's %d packets are marked damaged (decoding order from 0: %s); "
-        "decoders give what they hold, so those frames (and, in a coded stream, those "
-        "after them up to the next keyframe) may be partly grey or smeared, and the flow "
-        "sees that as motion",
-        path,
-        len(bad),
-        total,
-        shown,
-    )
+            (path, total - tail, path.name, path.stem),
+        ))  # fmt: skip
+    if inner:
+        shown = ", ".join(map(str, inner[:10])) + (", ..." if len(inner) > 10 else "")
+        said.append((
+            "%s: %d of the video's packets %s marked damaged (decoding order from 0: "
+            "%s); decoders give what they hold, so those frames (and, in a coded stream, "
+            "those after them up to the next keyframe) may be partly grey or smeared, and "
+            "the flow sees that as motion",
+            (path, len(inner), "is" if len(inner) == 1 else "are", shown),
+        ))  # fmt: skip
+    if said and _first_time("damaged", path):
+        for text, args in said:
+            log.warning(text, *args)
 
 
 _WARNED: set[tuple[str, str, int, int]] = set()
