@@ -1122,6 +1122,84 @@ def test_a_cut_mkv_with_b_frames_is_read_up_to_its_first_missing_frame(
     )
 
 
+def _pipe_mkv(path: Path, frames: list[np.ndarray], pts: list[int]) -> Path:
+    """``frames`` at ``pts`` (1/30 s) in an MKV written as to a pipe (a writer that
+    cannot seek back: the Segment's size is left unknown), H.264 with B-frames."""
+    from fractions import Fraction
+
+    import av
+
+    class Pipe:  # write() only: the muxer cannot seek
+        def __init__(self, f) -> None:  # noqa: ANN001
+            self.f = f
+
+        def write(self, b: bytes) -> int:
+            return self.f.write(b)
+
+    with open(path, "wb") as f, av.open(Pipe(f), "w", format="matroska") as c:
+        stream = c.add_stream("libx264", rate=30)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 30)
+        for img, t in zip(frames, pts, strict=True):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    return path
+
+
+def test_a_whole_pipe_written_mkv_with_a_dropped_frame_keeps_every_frame(
+    tmp_path: Path, source_frames: list[np.ndarray]
+) -> None:
+    """An MKV written to a pipe has a Segment of unknown size, as a cut one may; its
+    Clusters tell whole from cut. Whole, with one frame dropped near the end (a frame
+    interval of two: found in review, the gap was taken for a cut and the last 8-16
+    frames were left out), every frame is read. Cut in packet 35, ten frames after the
+    drop, it is read up to the first frame missing as shown, past the drop."""
+    from sw_mro.io.video import _segment_cut
+
+    pts = [i if i < 25 else i + 1 for i in range(len(source_frames))]  # frame 25 dropped
+    whole = _pipe_mkv(tmp_path / "pipe.mkv", source_frames, pts)
+    import av
+
+    with av.open(str(whole)) as c:
+        want = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+    assert not _segment_cut(whole) and len(want) == len(source_frames)
+    video = open_video(whole)
+    assert len(video) == len(want)
+    assert np.array_equal(video.read(list(range(len(want)))).numpy(), want)
+    k = 35
+    cut = _cut_inside(whole, k, tmp_path / "pipe_cut.mkv")
+    n = _shown_before(whole, k)
+    assert n > 26 and _segment_cut(cut) and len(open_video(cut)) == n
+    assert np.array_equal(open_video(cut).read(list(range(n))).numpy(), want[:n])
+
+
+def test_frames_before_gap_by_hand() -> None:
+    """The frames a cut stream holds as shown, by hand: decoding order I0 P4 B2 B1 B3
+    P8 B6 B5 B7 ... (pts doubled: a stream whose declared rate, one pts a frame, is
+    twice its real one; found in review: every cut lost frames). Whole: every frame.
+    Cut after a P-frame (its B-frames lost): the frames before it. Shown in decoding
+    order (no B-frames): every frame, a dropped frame or not. Unknown pts: None."""
+    from sw_mro.io.video import _frames_before_gap
+
+    order: list[int] = [0]
+    for p in range(4, 44, 4):  # P at p, then its B-frames p-2, p-3, p-1
+        order += [p, p - 2, p - 3, p - 1]
+    doubled = [2 * t for t in order]
+    assert _frames_before_gap(doubled, 1.0) == len(order) == 41
+    assert _frames_before_gap(doubled[:-3], 1.0) == 40 - 3  # P40 kept, B37-39 lost
+    assert _frames_before_gap(order[:-3], 1.0) == 37
+    assert _frames_before_gap(order[:-2], None) == 37  # B37 kept: 38 is the first lost
+    assert _frames_before_gap(order[:6], 1.0) == 5  # a cut first GOP: 0-4 of 0, 4, 2, 1, 3, 8
+    monotonic = [t for t in range(50) if t != 45]  # a dropped frame, no B-frames
+    assert _frames_before_gap(monotonic, 1.0) == 49
+    assert _frames_before_gap([0, None, 2], 1.0) is None
+
+
 def test_a_cut_file_s_decoder_never_gets_its_cut_packet(
     tmp_path: Path, source_frames: list[np.ndarray]
 ) -> None:

@@ -566,24 +566,42 @@ _GAP_WINDOW = 16
 
 
 def _frames_before_gap(shown: Sequence[int | None], step: float | None) -> int | None:
-    """Of the frames whose pts are ``shown``, how many are shown before the first one
-    missing among the last :data:`_GAP_WINDOW` (a step between sorted pts over 1.5
-    frames: ``step`` pts a frame, from the stream's average rate, else the smallest
-    step); None where the pts do not tell (some unknown, or none apart)."""
+    """Of the frames whose pts are ``shown`` (decoding order), how many are shown
+    before the first one that a cut left out: None where the pts do not tell (some
+    unknown, or none apart).
+
+    Only a stream shown out of decoding order (B-frames) can miss frames before its
+    last kept one: frames decoded after the cut but shown among the last ones. A
+    candidate is a step between the sorted pts of the last :data:`_GAP_WINDOW` frames
+    over 1.5 frames (the median step with 16 frames or more, since a declared rate can
+    be wrong; else ``step``, the rate's; else the smallest step: a cut first GOP kept
+    frames 0, 2 and 4, every step two frames'). It is the cut's only where nothing
+    decoded after the first frame shown past it is shown later still: the frames of
+    the gap would be decoded next, and the file ends there. A frame rate that varies
+    (a dropped frame) gives a step there too, in a stream that goes on past it (found
+    in review: whole pipe-written MKV and WebM files lost up to 16 frames before this
+    test); a dropped frame among the very last B-frames of a cut file cannot be told
+    from a cut (up to 3 frames lost in the review's runs)."""
     if not shown or None in shown:
         return None
-    order = np.sort(np.asarray(shown, np.int64))
+    dec = np.asarray(shown, np.int64)
+    order = np.sort(dec)
     steps = np.diff(order)
     positive = steps[steps > 0]
     if len(steps) and not len(positive):
         return None
-    # One frame's step: the rate's, else the smallest (a cut first GOP kept frames
-    # 0, 2 and 4 of a B-frame stream: every step between them was two frames', found
-    # testing this)
-    typical = step if step else float(positive.min()) if len(positive) else 0.0
+    if len(dec) < 2 or not (dec[1:] < np.maximum.accumulate(dec)[:-1]).any():
+        return len(order)  # shown in decoding order: nothing is missing before the end
+    if len(positive) >= 16:
+        typical = float(np.median(positive))
+    else:
+        typical = step or float(positive.min())
     start = max(0, len(steps) - _GAP_WINDOW)
-    gaps = np.nonzero(steps[start:] > 1.5 * typical)[0]
-    return len(order) if len(gaps) == 0 else start + int(gaps[0]) + 1
+    for i in np.nonzero(steps[start:] > 1.5 * typical)[0]:
+        anchor = int(np.argmax(dec >= order[start + i + 1]))  # decoded first from there
+        if not (dec[anchor + 1 :] > dec[anchor]).any():
+            return start + int(i) + 1
+    return len(order)
 
 
 def _cut_short(
@@ -602,6 +620,8 @@ def _cut_short(
     tail = _cut_at_end(packets, scan["damaged"])
     keep = packets - tail
     if keep == 0:
+        return 0, 0
+    if tail == 0 and fmt != "matroska,webm":  # (MKV drops a cut packet: no tail)
         return 0, 0
     if fmt == "avi":
         frames = None if b_frames else keep
@@ -622,7 +642,7 @@ def _boxes(path: Path, riff: bool = False) -> tuple[list[bytes], bool]:
         with open(path, "rb") as f:
             end = os.fstat(f.fileno()).st_size
             pos = 0
-            while pos + 8 <= end and len(types) < 1000:
+            while pos + 8 <= end and len(types) < 1_000_000:  # (fragmented MP4: many)
                 f.seek(pos)
                 head = f.read(16)
                 if riff:  # "RIFF", its size (little-endian, after these 8 bytes), its form
@@ -649,8 +669,11 @@ def _boxes(path: Path, riff: bool = False) -> tuple[list[bytes], bool]:
 
 
 def _segment_cut(path: Path) -> bool:
-    """Whether a Matroska/WebM file's Segment runs past the end of the file, or has an
-    unknown size (a live or unfinished recording)."""
+    """Whether a Matroska/WebM file's Segment runs past the end of the file. A Segment
+    of unknown size (a writer that could not seek back: a pipe, a killed recorder) is
+    cut where its last top-level element (a Cluster) runs past the end; where one is of
+    unknown size too (a browser's MediaRecorder) it cannot be told, and is taken as
+    whole (found in review: whole pipe-written files were taken as cut)."""
 
     def vint(f: Any) -> tuple[int, bool] | None:  # EBML variable-size integer, unknown?
         first = f.read(1)
@@ -675,7 +698,25 @@ def _segment_cut(path: Path) -> bool:
             if f.read(4) != b"\x18\x53\x80\x67":
                 return False
             size = vint(f)
-            return size is not None and (size[1] or f.tell() + size[0] > end)
+            if size is None:
+                return True  # the file ends in the Segment's header
+            if not size[1]:
+                return f.tell() + size[0] > end
+            pos = f.tell()
+            while pos < end:  # the Segment's elements: an ID (1-4 bytes), a size
+                f.seek(pos)
+                first = f.read(1)
+                n = 9 - first[0].bit_length() if first and first[0] else 9
+                if n > 4:
+                    return False  # not an element: damaged, or not Matroska
+                f.seek(pos + n)
+                size = vint(f)
+                if size is None:
+                    return True  # the file ends in an element's header
+                if size[1]:
+                    return False  # an element of unknown size: cannot tell
+                pos = f.tell() + size[0]
+            return pos > end
     except OSError:
         return False
 
@@ -686,7 +727,7 @@ def _may_be_cut(path: Path, fmt: str) -> bool:
     chunk runs past the end of the file (AVI also: a size never written), and files of
     other containers (FLV, NUT, ...; rare here). MKV/WebM, whose demuxer drops a
     cut packet itself but leaves its B-frame order (:func:`_cut_short`), where its
-    Segment runs past the end or has no size. A whole file is not read twice: decord
+    Segment runs past the end (:func:`_segment_cut`). A whole file is not read twice: decord
     reads it whole already, and a 1.8 GB MJPEG file took 0.26 s more to open (found in
     review)."""
     if fmt == "matroska,webm":
