@@ -611,9 +611,13 @@ def _cut_short(
     stream without its damaged last packets (:func:`_damaged_packets`), read as its
     first frames up to the first one missing where the cut left one out (a B-frame
     stream: frames decoded after the cut are shown among the last ones; decord read a
-    cut MKV's last frames misnumbered, found in review). AVI's pts only count packets:
-    there, only streams whose decoder knows of no B-frames (MPEG-1/2 decoders say so
-    even without) are cut, at their damaged packets."""
+    cut MKV's last frames misnumbered, found in review). AVI's pts only count packets,
+    so where its decoder knows of B-frames (or says so: MPEG-1/2 decoders, even
+    without) the last :data:`_GAP_WINDOW` frames before the cut are left out as well:
+    a frame is decoded at most that many frames after its place as shown (H.264's
+    largest reorder), so every frame shown before them is among the packets kept, in
+    its place (decoders reading such a file whole failed on the cut packet, or lost
+    the frames still in the reorder buffer: "the stream ends at frame 28" of 31)."""
     packets = scan.get("packets", 0)
     if not packets:  # not read to the end
         return 0, 0
@@ -624,7 +628,9 @@ def _cut_short(
     if tail == 0 and fmt != "matroska,webm":  # (MKV drops a cut packet: no tail)
         return 0, 0
     if fmt == "avi":
-        frames = None if b_frames else keep
+        frames = keep - _GAP_WINDOW if b_frames else keep
+        if frames <= 0:
+            return 0, 0
     else:
         frames = _frames_before_gap(shown[:keep], step)
     if frames is None or (tail == 0 and frames == keep):
@@ -852,10 +858,12 @@ class _PyAVIndex:
     average frame rate and the frames' times, as ``len()``, ``get_avg_fps()`` and
     ``get_frame_timestamp()``."""
 
-    def __init__(self, path: Path, index: int, keep: int = 0, gaps: bool = False) -> None:
+    def __init__(
+        self, path: Path, index: int, keep: int = 0, gaps: bool = False, frames: int = 0
+    ) -> None:
         """``keep``: a file cut short (:func:`_cut_short`): only its first ``keep``
-        packets with data are decoded, and (``gaps``) its frames end before the first
-        one missing among them (:func:`_frames_before_gap`)."""
+        packets with data are decoded, and its frames end before the first one missing
+        among them (``gaps``: :func:`_frames_before_gap`), or after ``frames``."""
         import itertools
 
         import av
@@ -875,6 +883,8 @@ class _PyAVIndex:
             raise cls(f"{path}: {reason}") from exc
         if keep and gaps:
             pts = sorted(pts)[: _frames_before_gap(pts, step)]
+        elif keep and frames:
+            pts = sorted(pts)[:frames]
         self._fps = float(rate) if rate else 0.0
         self._n = len(pts)
         known = base is not None and all(t is not None for t in pts)
@@ -991,7 +1001,9 @@ class FileVideoSource(VideoSource):
                 h, w = shape[:2]
                 self._pyav = probe.stored != (0, 0) and shape not in ((), (*probe.stored, 3))
         if self._pyav:
-            self._vr = _PyAVIndex(path, probe.index, probe.keep, fmt != "avi")
+            self._vr = _PyAVIndex(
+                path, probe.index, probe.keep, fmt != "avi", probe.frames if fmt == "avi" else 0
+            )
             h, w = probe.stored[::-1] if turns % 2 else probe.stored
         self._turns = turns
         try:
@@ -1440,7 +1452,16 @@ def _warn_on_damage(path: Path, probe: _Probe, frames: int) -> None:
     tail = _cut_at_end(total, bad) if total else 0
     inner = bad[: len(bad) - tail]
     said: list[tuple[str, tuple]] = []
-    if probe.keep and tail:
+    if probe.keep and tail and probe.fmt == "avi" and probe.frames < probe.keep:
+        said.append((
+            "%s: the file ends inside the data of its last frame (packet %d in decoding "
+            "order, from 0): a recording cut short? It is read as its first %d frames: "
+            "its frames may be shown out of decoding order (B-frames), which AVI does not "
+            "record, so the %d before the cut are left out too; decoders that read it "
+            "whole give the cut frame partly grey or smeared, or fail on it",
+            (path, probe.keep, frames, probe.keep - probe.frames),
+        ))  # fmt: skip
+    elif probe.keep and tail:
         said.append((
             "%s: the file ends inside the data of its last frame (packet %d in decoding "
             "order, from 0): a recording cut short? It is read as its first %d frames, "
