@@ -481,6 +481,7 @@ class _Probe:
     sar: tuple[int, int] = (1, 1)  # a stored pixel's width : height as shown (1:1 square)
     packets: int = 0  # packets with data in the whole stream (0: not looked at)
     damaged: tuple[int, ...] = ()  # their positions (from 0) that are marked corrupt
+    unfinished: bool = False  # the file's structure runs past its end (_may_be_cut)
     keep: int = 0  # a file cut short: the packets decoded (the rest is left out); 0: all
     frames: int = 0  # a file cut short: the frames read, those shown before the cut
 
@@ -625,7 +626,10 @@ def _cut_short(
     keep = packets - tail
     if keep == 0:
         return 0, 0
-    if tail == 0 and fmt != "matroska,webm":  # (MKV drops a cut packet: no tail)
+    # MKV drops a cut packet itself, and an AVI may end at a whole packet whose B-frames
+    # (decoded next) are lost: in both a cut leaves no damaged packet (found in review:
+    # an AVI cut at a packet's end gave its last frame or two from later frames)
+    if tail == 0 and fmt not in ("matroska,webm", "avi"):
         return 0, 0
     if fmt == "avi":
         frames = keep - _GAP_WINDOW if b_frames else keep
@@ -804,6 +808,7 @@ def _probe(path: Path) -> _Probe:
                 if _may_be_cut(path, fmt):  # read on to the end (else: not counted)
                     _damaged_packets(packets, damaged, shown)
                     scan["packets"] = len(shown)
+                    scan["unfinished"] = True
                 scan["damaged"] = tuple(damaged)
                 container.seek(0, stream=stream)
                 # the display matrix comes with the decoded frames
@@ -985,7 +990,15 @@ class FileVideoSource(VideoSource):
         # cannot open (AV1, WebM without a duration, GIF) or decodes to frames of
         # another shape (packed RGB, tiny frames). A file cut short inside its last frame
         # (_damaged_packets) is read by PyAV as ending before that frame.
-        self._pyav = bool(turns) or probe.discarded > 0 or probe.keep > 0
+        # An AVI whose structure runs past its end goes to PyAV too: decord aborted the
+        # process (std::bad_alloc) on a pipe-written one, its RIFF size 0xFFFFFFFF
+        # (found in review).
+        self._pyav = (
+            bool(turns)
+            or probe.discarded > 0
+            or probe.keep > 0
+            or (fmt == "avi" and probe.unfinished)
+        )
         self._limit = probe.keep or None
         self._stream = probe.index
         h = w = 0
@@ -1452,14 +1465,26 @@ def _warn_on_damage(path: Path, probe: _Probe, frames: int) -> None:
     tail = _cut_at_end(total, bad) if total else 0
     inner = bad[: len(bad) - tail]
     said: list[tuple[str, tuple]] = []
-    if probe.keep and tail and probe.fmt == "avi" and probe.frames < probe.keep:
+    if probe.keep and probe.fmt == "avi" and probe.frames < probe.keep:
+        where = (
+            f"inside the data of its last frame (packet {probe.keep} in decoding order, from 0)"
+            if tail
+            else f"before its index, after packet {probe.keep - 1} (in decoding order, from 0)"
+        )
         said.append((
-            "%s: the file ends inside the data of its last frame (packet %d in decoding "
-            "order, from 0): a recording cut short? It is read as its first %d frames: "
-            "its frames may be shown out of decoding order (B-frames), which AVI does not "
-            "record, so the %d before the cut are left out too; decoders that read it "
-            "whole give the cut frame partly grey or smeared, or fail on it",
-            (path, probe.keep, frames, probe.keep - probe.frames),
+            "%s: the file ends %s: a recording cut short? It is read as its first %d "
+            "frames: its frames may be shown out of decoding order (B-frames), which AVI "
+            "does not record, and frames decoded after the cut may be missing, so the %d "
+            "before the cut are left out too; decoders that read it whole %s",
+            (
+                path,
+                where,
+                frames,
+                probe.keep - probe.frames,
+                "give the cut frame partly grey or smeared, or fail on it"
+                if tail
+                else "may show later frames in the last places",
+            ),
         ))  # fmt: skip
     elif probe.keep and tail:
         said.append((
