@@ -1347,6 +1347,31 @@ def test_ffv1_with_keyframes_apart_is_read_forward(
     assert np.array_equal(np.concatenate([c.numpy() for _, c in video.chunks(8)]), want)
 
 
+def test_a_demuxer_failing_within_a_file_is_not_a_cut() -> None:
+    """The demuxer fails at the cut in about a third of cut AVIs (the last chunk's
+    header cut): the packets before are the stream. Failing more than 1 MiB before the
+    end, the file is damaged within, not cut: nothing is counted, and the file is read
+    as decoders read it (not cut there, with a warning that it ends)."""
+    import av
+
+    from sw_mro.io.video import _damaged_packets
+
+    class Packet:
+        def __init__(self, i: int) -> None:
+            self.size, self.pos, self.pts, self.is_corrupt = 1000, 5000 + 1000 * i, i, False
+
+    def packets(n: int):  # noqa: ANN202
+        for i in range(n):
+            yield Packet(i)
+        raise av.error.InvalidDataError(1094995529, "Invalid data found")
+
+    shown: list = []
+    assert _damaged_packets(packets(30), [], shown, 5000 + 30_000 + 500)  # at the end
+    assert shown == list(range(30))
+    assert not _damaged_packets(packets(30), [], [], 5000 + 30_000 + (1 << 20) + 1)
+    assert _damaged_packets(iter([Packet(0)]), [], [], 10**9)  # the demuxer's own end
+
+
 def test_damaged_packets_within_a_file_warn(caplog: pytest.LogCaptureFixture) -> None:
     """Packets marked damaged before the end (a container that flags a damaged stretch
     and goes on) are listed, the first ten, with the count; with a cut end as well,
