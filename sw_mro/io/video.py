@@ -875,12 +875,10 @@ class _PyAVIndex:
     average frame rate and the frames' times, as ``len()``, ``get_avg_fps()`` and
     ``get_frame_timestamp()``."""
 
-    def __init__(
-        self, path: Path, index: int, keep: int = 0, gaps: bool = False, frames: int = 0
-    ) -> None:
+    def __init__(self, path: Path, index: int, keep: int = 0, frames: int = 0) -> None:
         """``keep``: a file cut short (:func:`_cut_short`): only its first ``keep``
-        packets with data are decoded, and its frames end before the first one missing
-        among them (``gaps``: :func:`_frames_before_gap`), or after ``frames``."""
+        packets with data are decoded, and only its first ``frames`` frames as shown
+        are read."""
         import itertools
 
         import av
@@ -890,7 +888,6 @@ class _PyAVIndex:
                 stream = container.streams[index]
                 rate = stream.average_rate or stream.guessed_rate
                 base = stream.time_base
-                step = _frame_step(stream)
                 kept = (p for p in container.demux(stream) if p.size)
                 if keep:
                     kept = itertools.islice(kept, keep)
@@ -898,9 +895,7 @@ class _PyAVIndex:
         except av.error.FFmpegError as exc:
             cls, reason = _av_reason(exc)
             raise cls(f"{path}: {reason}") from exc
-        if keep and gaps:
-            pts = sorted(pts)[: _frames_before_gap(pts, step)]
-        elif keep and frames:
+        if keep:
             pts = sorted(pts)[:frames]
         self._fps = float(rate) if rate else 0.0
         self._n = len(pts)
@@ -1026,9 +1021,8 @@ class FileVideoSource(VideoSource):
                 h, w = shape[:2]
                 self._pyav = probe.stored != (0, 0) and shape not in ((), (*probe.stored, 3))
         if self._pyav:
-            self._vr = _PyAVIndex(
-                path, probe.index, probe.keep, fmt != "avi", probe.frames if fmt == "avi" else 0
-            )
+            # an edit list's dropped frames (the first, as shown) are among the probe's
+            self._vr = _PyAVIndex(path, probe.index, probe.keep, probe.frames - probe.discarded)
             h, w = probe.stored[::-1] if turns % 2 else probe.stored
         self._turns = turns
         try:
