@@ -111,3 +111,45 @@ def test_demo_replaces_only_a_previous_run(tmp_path: Path, capsys, monkeypatch) 
     (out / "run" / ".report.json.tmp").write_text("")
     assert main(argv) == 0
     assert not (out / "run").exists()  # train (stubbed here) makes it afresh
+
+
+def test_demo_renders_only_into_its_own_data(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Found in review: the demo replaced a user's own ``OUT/data/annotations.csv``
+    without a word, and a video length too short for the preset was a traceback."""
+    from spotformer.cli import main
+    from spotformer.commands import train as train_cmd
+    from spotformer.data.synthetic import SyntheticConfig, make_synthetic
+
+    monkeypatch.setattr(train_cmd, "run", lambda args: 0)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--subjects", "2", "--seconds", "1"]
+    data = out / "data"
+    data.mkdir(parents=True)
+    (data / "annotations.csv").write_text("mine")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "annotations.csv" in err and "another --out" in err and "Traceback" not in err
+    assert (data / "annotations.csv").read_text() == "mine" and not (out / "run").exists()
+    # A data set of other settings that make-synthetic rendered there: refused too.
+    (data / "annotations.csv").unlink()
+    other = SyntheticConfig(subjects=2, videos_per_subject=1, seconds=1.5, seed=0)
+    make_synthetic(data, other, progress=False)
+    before = (data / "manifest.json").read_text()
+    assert main(argv) == 2
+    assert "did not render" in capsys.readouterr().err
+    assert (data / "manifest.json").read_text() == before
+    # The demo's own render of other settings is replaced.
+    (data / ".spotformer-demo").touch()
+    assert main(argv) == 0
+    assert json.loads((data / "manifest.json").read_text())["config"]["seconds"] == 1.0
+    capsys.readouterr()
+    # Settings the preset cannot render: one line naming the option, nothing touched.
+    for seconds, says in [
+        ("0", "--seconds 0.0: must be a positive number"),
+        ("6", "raise --seconds"),
+    ]:
+        args = ["demo", "--out", str(tmp_path / "short"), "--subjects", "3", "--seconds", seconds]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        assert not any((tmp_path / "short").glob("data/*"))

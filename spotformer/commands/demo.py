@@ -104,23 +104,52 @@ def _not_a_run(run_dir: Path) -> str:
     return ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
 
 
+#: Written into ``OUT/data`` after the demo rendered it: only a folder with it (or an
+#: empty one, or a render that was killed) is replaced by another demo render.
+DEMO_DATA = ".spotformer-demo"
+
+
+def _not_demo_data(data_dir: Path) -> str:
+    """'' when the demo may render into ``data_dir`` (absent, empty, its own render, or
+    a render that was killed), else what it holds, for the message (found in review: a
+    user's own ``OUT/data/annotations.csv`` was replaced without a word)."""
+    from spotformer.data.synthetic import _killed_render
+
+    if not data_dir.exists():
+        return ""
+    if not data_dir.is_dir():
+        return "a file"
+    names = sorted(p.name for p in data_dir.iterdir())
+    if not names or DEMO_DATA in names or _killed_render(data_dir):
+        return ""
+    if "manifest.json" in names:
+        return "a synthetic data set of other settings that the demo did not render"
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
     from spotformer.commands import train as train_cmd
     from spotformer.data.synthetic import SyntheticConfig, make_synthetic
+    from spotformer.data.synthetic_plan import SyntheticConfigError
     from spotformer.errors import SpotFormerError
     from spotformer.train import check_subjects
 
     t0 = time.perf_counter()
     data_dir = args.out / "data"
     run_dir = args.out / "run"
-    config = SyntheticConfig(
-        subjects=args.subjects,
-        videos_per_subject=args.videos_per_subject,
-        seconds=args.seconds,
-        seed=args.seed,
-    )
+    try:
+        config = SyntheticConfig(
+            subjects=args.subjects,
+            videos_per_subject=args.videos_per_subject,
+            seconds=args.seconds,
+            seed=args.seed,
+        )
+    except SyntheticConfigError as exc:  # the demo's options share these fields' names
+        said = f"--{exc.field.replace('_', '-')} {exc.value!r}: {exc.want}" if exc.field else exc
+        print(f"spotformer demo: error: {said}", file=sys.stderr)
+        return 2
     argv = [
         "--dataset", "synthetic", "--root", str(data_dir), "--out", str(run_dir),
         "--face-size", str(args.face_size), "--dim", str(args.dim),
@@ -166,8 +195,21 @@ def run(args: argparse.Namespace) -> int:
     if reuse:
         print(f"[1/2] reusing the synthetic data in {data_dir}")
     else:
+        foreign = _not_demo_data(data_dir)
+        if foreign:
+            print(
+                f"spotformer demo: {data_dir} holds {foreign}; the demo renders its data "
+                f"set there and would replace them: move them or choose another --out",
+                file=sys.stderr,
+            )
+            return 2
         print(f"[1/2] rendering the synthetic benchmark into {data_dir}")
-        make_synthetic(data_dir, config, progress=True, overwrite=True)
+        try:  # the settings are checked before anything in data_dir is touched
+            make_synthetic(data_dir, config, progress=True, overwrite=True)
+        except SyntheticConfigError as exc:
+            print(f"spotformer demo: error: {exc}", file=sys.stderr)
+            return 2
+    (data_dir / DEMO_DATA).touch()
     print(f"      done in {time.perf_counter() - t0:.0f} s")
     if run_dir.exists():
         shutil.rmtree(run_dir)
