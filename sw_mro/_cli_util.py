@@ -336,6 +336,7 @@ def dispatch(
     module.add_arguments(parser)
     options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]  # not after --
     parser.dashed = [a for a in options if _dashed_path(parser, a)]
+    parser.abbreviated = _abbreviated(parser, options)
     args = parser.parse_args(argv[1:])
     try:
         with terminate_as_interrupt(exiting=True), cli_warnings():
@@ -361,13 +362,37 @@ class _Parser(argparse.ArgumentParser):
     dash (found in review: ``extract -clip.mp4`` said the input was missing)."""
 
     dashed: list[str] = []
+    abbreviated: dict[str, str] = {}
 
     def error(self, message: str) -> NoReturn:
         if self.dashed:
             names = ", ".join(self.dashed)
             taken = "is taken as an option" if len(self.dashed) == 1 else "are taken as options"
             message += f"\nhint: {names} {taken}; write it as ./{self.dashed[0]} or after --"
+        # argparse takes a prefix for the option it starts (found in a walkthrough:
+        # `demo --macro 0`, an option of make-synthetic, said only "argument
+        # --macro-spotting: invalid choice: '0'").
+        for typed, full in self.abbreviated.items():
+            if full in message:
+                message += (
+                    f"\nhint: {typed} is read as {full}, the only option it starts; "
+                    f"{self.prog} has no {typed} option"
+                )
         super().error(message)
+
+
+def _abbreviated(parser: argparse.ArgumentParser, options: list[str]) -> dict[str, str]:
+    """The options in ``options`` given as a prefix of one of ``parser``'s, with it."""
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    out = {}
+    for arg in options:
+        typed = arg.split("=", 1)[0]
+        if not typed.startswith("--") or typed in known or len(typed) < 3:
+            continue
+        matches = [o for o in known if o.startswith(typed)]
+        if len(matches) == 1:
+            out[typed] = matches[0]
+    return out
 
 
 def _dashed_path(parser: argparse.ArgumentParser, arg: str) -> bool:
@@ -438,9 +463,12 @@ def no_cuda_reason() -> str:
     import torch
 
     if torch.version.cuda is None:
+        version = torch.__version__.split("+")[0]
         return (
             f"this torch ({torch.__version__}) is a CPU-only build; install the CUDA build of "
-            "the same torch version for your driver (README, 'Install by hand')"
+            f"the same version for your driver: pip install torch=={version} --index-url "
+            "https://download.pytorch.org/whl/cuXYZ, with cuXYZ from pytorch.org's install "
+            "selector (README, 'Install by hand')"
         )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     hint = f"CUDA_VISIBLE_DEVICES={visible!r} hides them, or " if visible is not None else ""

@@ -1118,6 +1118,8 @@ def test_bad_arguments(
         ), err
         if torch.version.cuda is None:  # says why, and what to install
             assert "CPU-only build" in err and "CUDA build" in err
+            version = torch.__version__.split("+")[0]  # a command to run, not only a pointer
+            assert f"pip install torch=={version} --index-url https://download.pytorch" in err
     with pytest.raises(SystemExit):
         main(["extract", str(short_clip)])  # --out-dir is required
     capsys.readouterr()
@@ -1363,6 +1365,26 @@ def test_file_named_like_an_option_gets_a_hint(
         with pytest.raises(SystemExit):
             main(["extract", "--out-dir", "o", *argv])
         assert "hint:" not in capsys.readouterr().err
+
+
+def test_an_abbreviated_option_is_named_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse reads a prefix as the one option it starts: ``spotformer demo --macro 0``
+    (an option of make-synthetic) said only "argument --macro-spotting: invalid choice:
+    '0'" (found in a walkthrough). The error now says which option it was read as."""
+    from spotformer.cli import main as spotformer_main
+
+    with pytest.raises(SystemExit) as exc:
+        spotformer_main(["demo", "--macro", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "hint: --macro is read as --macro-spotting, the only option it starts; " in err
+    assert "spotformer demo has no --macro option" in err
+    with pytest.raises(SystemExit):
+        main(["extract", "x", "--out-dir", "o", "--wind=x"])
+    assert "hint: --wind is read as --window" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the full name: no hint
+        main(["extract", "x", "--out-dir", "o", "--window", "x"])
+    assert "hint:" not in capsys.readouterr().err
 
 
 def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> None:

@@ -113,8 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="dlib: run the face detector every N-th frame and track with the shape "
         "predictor alone between (default 1: every frame; 4 gives about 1.9x faster "
-        "landmarks that move by about 0.5 px, and lowered the demo's spotting F1 from "
-        "0.47 to 0.43 over three seeds: not shown safe for spotting; docs/sw_mro.md)",
+        "landmarks that move by about 0.5 px, and lowered the mean spotting F1 of three "
+        "demo runs (seeds 0-2, the 2026-11-27 recipe) from 0.47 to 0.43: not shown safe "
+        "for spotting; docs/sw_mro.md)",
     )
     parser.add_argument(
         "--align-from-landmarks",
