@@ -160,3 +160,16 @@ def test_an_expression_starting_at_frame_n_lies_outside() -> None:
     frames "onset" for an expression with no frame in the video."""
     with pytest.raises(LabelError, match="outside its 12 frames"):
         frame_targets([Expression("s1", "v", onset=12, apex=13, offset=14, kind="micro")], 12)
+
+
+def test_apex_gaussian_cut_at_the_first_frame_keeps_its_centre() -> None:
+    """An apex at frame 1: the Gaussian's left tail is cut off, its peak stays on the
+    apex (found by mutation testing: a slice taken from the wrong end shifted it)."""
+    t = frame_targets([Expression("s", "v", 0, 1, 10, "macro")], 20)
+    got = [round(v, 3) for v in t.macro_apex[:6].tolist()]
+    assert got == [0.969, 1.0, 0.969, 0.882, 0.755, 0.0]
+
+
+def test_zero_frames_is_refused() -> None:
+    with pytest.raises(LabelError):
+        frame_targets([], 0)

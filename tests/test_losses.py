@@ -226,3 +226,72 @@ def test_total_loss_adds_lambda_times_supcon() -> None:
     sc = supcon_loss(out3.feature, t3.contrast, 0.5)
     assert sc.item() > 0.01
     assert (full.total - without.total).item() == pytest.approx(0.005 * sc.item(), **F32)
+
+
+# Found by mutation testing (2026-11-29): each test below fails on a plausible bug that
+# the tests above let through.
+
+
+def test_each_loss_term_reads_its_own_columns_and_targets() -> None:
+    """Random logits, distinct ME and MaE targets and weights that are all different:
+    the total is the sum written out by column (0:3 ME on/off, 3:6 MaE on/off, 6/7 ME/MaE
+    apex, 8/9 ME/MaE expression). A term reading the other type's column or targets, or
+    another term's weight, changes it (with all-zero logits and equal targets it did not)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 10, generator=g) * 2
+    out = SpotFormerOutput(logits=logits, feature=torch.randn(6, 4, generator=g))
+    t = FrameTargets(
+        micro_onoff=torch.tensor([0, 2, 1, 2, 2, 0]),
+        macro_onoff=torch.tensor([2, 1, 0, 0, 2, 1]),
+        micro_apex=torch.tensor([0, 1.0, 0.969, 0, 0, 0]),
+        macro_apex=torch.tensor([0, 0, 0, 0.755, 1.0, 0]),
+        micro_expr=torch.tensor([0, 1.0, 1, 0, 0, 0]),
+        macro_expr=torch.tensor([0, 0, 1.0, 1, 1, 0]),
+        contrast=torch.tensor([0, 2, 1, 1, 1, 0]),
+    )
+    cfg = LossConfig(
+        micro_apex=1.7,
+        micro_onoff=1.1,
+        micro_expr=0.3,
+        macro_apex=0.9,
+        macro_onoff=1.3,
+        macro_expr=0.2,
+        macro_ratio=0.6,
+        contrastive=0.0,
+    )
+    got = spotting_loss(out, t, cfg).total.item()
+    want = (
+        1.7 * focal_loss(logits[:, 6], t.micro_apex, 0.9)
+        + 1.1 * onoff_loss(logits[:, 0:3], t.micro_onoff)
+        + 0.3 * focal_loss(logits[:, 8], t.micro_expr, 0.8)
+        + 0.6
+        * (
+            0.9 * focal_loss(logits[:, 7], t.macro_apex, 0.9)
+            + 1.3 * onoff_loss(logits[:, 3:6], t.macro_onoff)
+            + 0.2 * focal_loss(logits[:, 9], t.macro_expr, 0.8)
+        )
+    ).item()
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_focal_loss_soft_positive_below_one_half() -> None:
+    """A positive is any y > 0, weighted by |y - p|: at z = 0, y = 0.3 the loss is
+    0.9 * |0.3 - 0.5| * ln 2."""
+    got = focal_loss(torch.tensor([0.0]), torch.tensor([0.3]), alpha=0.9).item()
+    assert got == pytest.approx(0.9 * 0.2 * math.log(2), rel=1e-5)
+
+
+def test_focal_loss_gradient_includes_the_modulating_factor() -> None:
+    """d/dz of -alpha (1 - p) log p at z = 0 (p = 1/2): -alpha (ln 2 / 4 + 1 / 4); a
+    detached p (the factor taken as a constant) gives -alpha / 4."""
+    z = torch.tensor([0.0], requires_grad=True)
+    focal_loss(z, torch.tensor([1.0]), alpha=0.9).backward()
+    assert z.grad is not None
+    assert z.grad.item() == pytest.approx(-0.9 * (0.25 * math.log(2) + 0.25), rel=1e-5)
+
+
+def test_loss_config_defaults_and_range_of_m() -> None:
+    assert LossConfig().macro_ratio == 0.5  # SPEC 4: CAS(ME)^2's m
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="macro_ratio"):
+            LossConfig(macro_ratio=bad)

@@ -554,3 +554,20 @@ def test_read_intervals_takes_a_one_frame_interval(tmp_path: Path) -> None:
     p = tmp_path / "gt.csv"
     p.write_text("video,onset,offset,type\nv,5,5,micro\n")
     assert read_intervals(p) == [Interval("v", 5, 5, "micro")]
+
+
+def test_equal_counts_match_the_larger_total_iou() -> None:
+    """Found by mutation testing: with one proposal [0, 9] and ground truths [0, 7] and
+    [0, 9], both matchings count one TP; the documented tie-break takes [0, 9] (IoU 1
+    against 0.8) whatever the order of the ground truths."""
+    g1, g2 = I("v", 0, 9), I("v", 0, 7)
+    for gts in ([g2, g1], [g1, g2]):
+        r = evaluate([I("v", 0, 9)], gts)
+        assert r.micro.tp == 1 and r.matches[0][1] == g1
+
+
+def test_an_onset_of_minus_one_is_an_evaluation_error(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text("video,onset,offset,type\nv,-1,5,micro\n")
+    with pytest.raises(EvaluationError, match="line 2: onset -1 is negative"):
+        read_intervals(p)

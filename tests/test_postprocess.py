@@ -377,3 +377,91 @@ def test_spot_video_checks_its_logits_and_fps() -> None:
     for bad in (torch.zeros(40, 9), torch.zeros(2, 40, 10)):
         with pytest.raises(ValueError, match=r"logits must be \(N, 10\)"):
             spot_video(bad, "v", 30.0)
+
+
+# Found by mutation testing (2026-11-29): each test below fails on a plausible bug that
+# the tests above let through.
+
+
+def test_apex_search_reads_the_apex_column_not_the_expression_column() -> None:
+    """ME apex 0.9 at frame 23 on column 6, the ME expression head (column 8) low: one
+    interval. Reading the apex from the expression head gives none."""
+    n = 60
+    on, off = torch.full((n,), 0.1), torch.full((n,), 0.1)
+    on[20], off[27] = 0.8, 0.7
+    ap = torch.full((n,), 0.05)
+    ap[23] = 0.9
+    logits = torch.full((n, 10), -4.0)
+    logits[:, 0:3] = torch.log(torch.stack([on, off, 1 - on - off], 1))
+    logits[:, 3:6] = torch.tensor([-4.0, -4.0, 4.0])  # MaE: "none" everywhere
+    logits[:, 6] = _logit(ap)
+    out = spot_video(logits, "v")
+    assert [(i.kind, i.onset, i.apex, i.offset) for i in out] == [("micro", 20, 23, 27)]
+
+
+def test_spot_params_defaults() -> None:
+    """SPEC 5's apex threshold, and the expression mode's documented defaults
+    (docs/spotformer.md), so that none drifts unseen."""
+    p = SpotParams()
+    assert p.apex_threshold == 0.5
+    assert (p.expr_threshold, p.expr_smooth, p.expr_gap, p.expr_min_len, p.expr_extend) == (
+        0.55,
+        9.0,
+        30.0,
+        20.0,
+        0.0,
+    )
+
+
+def test_frames_round_down() -> None:
+    assert SpotParams().frames(9, 25.0) == 7  # 9 * 25 / 30 = 7.5
+
+
+def test_nms_at_iou_one_keeps_each_proposal_once() -> None:
+    p = Proposals(
+        torch.tensor([0, 20]),
+        torch.tensor([0, 20]),
+        torch.tensor([9, 29]),
+        torch.tensor([0.9, 0.8]),
+    )
+    assert nms(p, 1.0, top_k=5).onset.tolist() == [0, 20]
+
+
+RAW50 = dataclasses.replace(RAW, expr_threshold=0.5)
+
+
+def test_expression_threshold_is_strict() -> None:
+    assert len(expression_segments(_expr(40, {(10, 19): 0.5}), 30.0, RAW50)) == 0
+    assert len(expression_segments(_expr(40, {(10, 19): 0.51}), 30.0, RAW50)) == 1
+
+
+def test_expression_segment_apex_is_the_first_of_equal_maxima() -> None:
+    got = expression_segments(_expr(40, {(10, 19): 0.9}, {12: 0.8, 16: 0.8}), 30.0, RAW50)
+    assert got.apex.tolist() == [12]
+
+
+def test_expression_extension_stops_at_the_video_end() -> None:
+    prm = dataclasses.replace(RAW50, expr_extend=5)
+    got = expression_segments(_expr(40, {(30, 39): 0.9}), 30.0, prm)
+    assert (got.onset.tolist(), got.offset.tolist()) == ([25], [39])
+
+
+def test_expression_smoothing_scales_with_fps() -> None:
+    """A 12-frame run at 0.9: smoothed over 9 frames at 30 fps it passes 0.65; over 19
+    frames at 60 fps its peak is (12 * 0.9 + 7 * 0.1) / 19 = 0.605 and it does not."""
+    prm = dataclasses.replace(RAW50, expr_smooth=9, expr_threshold=0.65)
+    pr = _expr(100, {(40, 51): 0.9})
+    assert len(expression_segments(pr, 30.0, prm)) == 1
+    assert len(expression_segments(pr, 60.0, prm)) == 0
+
+
+def test_expression_mode_keeps_the_top_k() -> None:
+    pr = _expr(400, {(a, a + 9): 0.9 for a in range(10, 380, 40)})  # 10 runs
+    prm = dataclasses.replace(RAW50, macro_mode="expression")
+    assert len(spot_type(pr, "macro", 30.0, prm)) == 5
+
+
+def test_moving_average_makes_an_even_width_odd() -> None:
+    x = torch.rand(20, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(moving_average(x, 2), moving_average(x, 3))
+    assert not torch.allclose(moving_average(x, 3), x)
