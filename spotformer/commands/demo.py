@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from spotformer.commands import train as train_cmd
+    from spotformer.commands.make_synthetic import _option
     from spotformer.data.synthetic import SyntheticConfig, make_synthetic
     from spotformer.data.synthetic_plan import SyntheticConfigError
     from spotformer.errors import SpotFormerError
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except SyntheticConfigError as exc:  # the demo's options share these fields' names
-        said = f"--{exc.field.replace('_', '-')} {exc.value!r}: {exc.want}" if exc.field else exc
+        said = f"{_option(exc.field)} {exc.value!r}: {exc.want}" if exc.field else exc
         print(f"spotformer demo: error: {said}", file=sys.stderr)
         return 2
     argv = [
