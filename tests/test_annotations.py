@@ -881,3 +881,90 @@ def test_load_csv_binary_file_is_a_typed_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00PK\x03\x04")
     with pytest.raises(AnnotationError, match=r"ann\.csv: not a UTF-8 text CSV"):
         load_csv(path)
+
+
+# --- Found by mutation testing (2026-11-29): each test fails on a plausible bug that ---
+# --- the tests above let through. ---------------------------------------------------------
+
+ONE_CAS = {"rule1": RULE1_ROW_ALIGNED, "rule2": [["0101", "disgust1"]]}
+
+
+def test_casme2_one_frame_expression_is_kept(tmp_path: Path) -> None:
+    row = [1, "disgust1_1", 100, 100, 100, AU, EMO, "micro-expression", ""]
+    t = load_casme2(write_casme2(tmp_path / "c.xlsx", [row], **ONE_CAS))
+    assert t.expressions == [Expression("s15", "s15/15_0101", 99, 99, 99, "micro")]
+    assert not t.dropped
+
+
+def test_casme2_apex_before_the_onset_moves_to_the_onset(tmp_path: Path) -> None:
+    row = [1, "disgust1_1", 50, 40, 60, AU, EMO, "macro-expression", ""]
+    t = load_casme2(write_casme2(tmp_path / "c.xlsx", [row], **ONE_CAS))
+    assert t.expressions == [Expression("s15", "s15/15_0101", 49, 49, 59, "macro")]
+
+
+def _samm_with_header(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "FACS_Movement_Only"
+    for row in [*SAMM_PREAMBLE, header, *rows]:
+        ws.append(row)
+    wb.save(path)
+    return path
+
+
+def test_samm_header_names_with_a_frame_suffix(tmp_path: Path) -> None:
+    """ "Onset Frame" is the Onset column (as the reader's docstring says)."""
+    header = [h + " Frame" if h in ("Onset", "Apex", "Offset") else h for h in SAMM_HEADER]
+    xlsx = _samm_with_header(tmp_path / "s.xlsx", header, [SAMM_ROWS[0]])
+    assert load_samm(xlsx).expressions == [Expression("006", "006_1", 81, 92, 106, "macro")]
+
+
+def test_samm_sources_take_the_subsample_given(tmp_path: Path) -> None:
+    xlsx = write_samm(tmp_path / "s.xlsx", [SAMM_ROWS[0]])
+    (tmp_path / "SAMM" / "SAMM_longvideos" / "006_1").mkdir(parents=True)
+    t = load_samm(xlsx, root=tmp_path / "SAMM", subsample=1)
+    assert t.sources["006_1"].stride == 1 and t.expressions[0].onset == 565
+    assert load_samm(xlsx, root=tmp_path / "SAMM", subsample=5).sources["006_1"].stride == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "s,v,1,-2,3,macro\n",  # only -1 (and empty) means "no apex"
+        "s,v,-1,,3,macro\n",
+        "s,v,1,9,3,macro\n",  # apex past the offset
+    ],
+)
+def test_csv_bad_frames_are_annotation_errors_naming_the_line(tmp_path: Path, body: str) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text(HEAD + body)
+    with pytest.raises(AnnotationError, match=r"a\.csv: line 2: need 0 <= onset <= apex <= offset"):
+        load_csv(p)
+
+
+def test_csv_fractional_frame_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text(HEAD + "s,v,1.5,2,3,macro\n")
+    with pytest.raises(AnnotationError, match=r"line 2: onset must be an integer, got '1\.5'"):
+        load_csv(p)
+
+
+def test_csv_subject_given_on_a_later_row_of_the_video(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text(HEAD.rstrip() + ",path\n,v,,,,,v.mp4\ns1,v,1,2,3,macro,v.mp4\n")
+    assert load_csv(p).sources["v"] == VideoRef(tmp_path / "v.mp4", None, 1, "s1")
+
+
+def test_csv_row_one_field_short_is_named_as_short(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text(HEAD + "s,v,1,2,3\n")
+    with pytest.raises(AnnotationError, match="line 2 has 5 fields, the header has 6; a field is"):
+        load_csv(p)
+
+
+def test_expression_checks_the_apex_and_the_frame_limit() -> None:
+    with pytest.raises(ValueError, match="onset <= apex <= offset"):
+        Expression("s", "v", 1, 5, 3, "micro")
+    with pytest.raises(ValueError, match="too large"):
+        Expression("s", "v", 0, 0, 2**31, "micro")
+    Expression("s", "v", 0, 0, 2**31 - 1, "micro")
