@@ -479,8 +479,10 @@ class DlibLandmarker(_Base):
         rects = self._near(rgb) if tracked else []
         if rects:
             box = _nearest(rects, self._prev)
-        else:  # the small-face pass only where no face came into this frame
-            rects = self._full(rgb, small_faces=self._prev is None)
+        else:  # the small-face pass only where no face was tracked into this frame
+            # (found in review: ``self._prev is None`` here skipped it with ``track=False``
+            # after every frame with a face, so a small face was found every other frame)
+            rects = self._full(rgb, small_faces=not tracked)
             if not rects:
                 box = None
             elif tracked:

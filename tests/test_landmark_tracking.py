@@ -1,0 +1,261 @@
+"""Landmark tracking's rules, each pinned by a case of its own (sw_mro/io/landmarks.py,
+``sw_mro.pipeline._Landmarks`` and ``face_boxes``). Found by mutation testing
+(2026-11-29): each test fails on a plausible bug that the rest of the suite let through,
+and one found a real bug (``track=False`` and small faces)."""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sw_mro import SWMROConfig
+from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult, make_landmarker
+from sw_mro.io.samples import astronaut, carphone_path
+
+
+@functools.cache
+def _astro() -> np.ndarray:
+    return astronaut()
+
+
+def _placer():
+    """place(canvas, px, cx, cy): the astronaut's face, ``px`` wide, centred at (cx, cy) of a
+    480x640 canvas (as tests/test_landmarks.py _face_placer)."""
+    rgb = _astro()
+    box = make_landmarker("dlib").detect(rgb).boxes[0]
+    side = box[2] - box[0]
+    fx, fy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+    def place(canvas: np.ndarray, px: float, cx: int, cy: int) -> None:
+        s = px / side
+        im = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        half = int(0.65 * px)
+        x0, y0 = int(fx * s) - half, int(fy * s) - half
+        face = im[max(y0, 0) : y0 + 2 * half, max(x0, 0) : x0 + 2 * half]
+        dx, dy = cx - half, cy - half
+        canvas[max(dy, 0) : dy + face.shape[0], max(dx, 0) : dx + face.shape[1]] = face[
+            max(-dy, 0) : 480 - dy, max(-dx, 0) : 640 - dx
+        ]
+
+    return place
+
+
+def _centre_x(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 0] + boxes[:, 2]) / 2
+
+
+# ------------------------------------------------------------------ DlibLandmarker
+
+
+@pytest.mark.parametrize("redetect", [1, 4])
+def test_patience_is_per_occlusion_not_cumulative(redetect: int) -> None:
+    """Kills: the miss count not reset on a hit (``self._prev = box`` instead of
+    ``self._prev, self._misses = box, 0``). Two occlusions of 5 frames (10 misses in all,
+    more than TRACK_PATIENCE) with the subject seen between them: never the bystander."""
+    place = _placer()
+    frames = np.full((18, 480, 640, 3), 120, np.uint8)
+    hidden = set(range(3, 8)) | set(range(10, 15))
+    for t, c in enumerate(frames):
+        place(c, 130, 500, 240)  # a bystander throughout
+        if t not in hidden:
+            place(c, 170, 150, 240)  # the subject
+    res = DlibLandmarker(redetect=redetect).detect(frames)
+    assert np.flatnonzero(~res.found).tolist() == sorted(hidden)
+    assert (_centre_x(res.boxes) < 320).all(), _centre_x(res.boxes)
+
+
+def test_a_frame_without_any_face_loses_the_tracked_face() -> None:
+    """Kills: a frame where the whole-frame scan finds no face at all keeping the tracked
+    box (``if not tracked:`` for ``if not (tracked and rects):``). The docs: "a frame with
+    no face at all loses it": the next frame takes the largest face."""
+    place = _placer()
+    frames = np.full((6, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        if t != 2:
+            place(c, 130, 150, 240)  # the smaller face, tracked from frame 0
+            if t >= 1:
+                place(c, 175, 470, 240)  # a larger face, from frame 1
+    res = DlibLandmarker().detect(frames)
+    assert res.found.tolist() == [True, True, False, True, True, True]
+    x = _centre_x(res.boxes)
+    assert (x[:3] < 320).all() and (x[3:] > 320).all(), x
+
+
+def test_fallback_takes_the_last_good_frame_not_the_first() -> None:
+    """Kills: the fallback keeping the first good landmarks (``_last_box`` set only once).
+    The existing test has one good frame only."""
+    rgb = _astro()
+    shifted = np.roll(rgb, 40, axis=1)
+    blank = np.full_like(rgb, 90)
+    res = make_landmarker("dlib").detect(np.stack([rgb, shifted, blank]))
+    assert res.found.tolist() == [True, True, False]
+    assert np.array_equal(res.points[2], res.points[1])
+    assert np.array_equal(res.boxes[2], res.boxes[1])
+    assert not np.allclose(res.points[1], res.points[0])
+
+
+def test_untracked_small_face_found_in_every_frame() -> None:
+    """``track=False`` "always scans the whole frame", but the small-face pass ran only
+    where ``self._prev is None``, which the last hit sets even without tracking: a 50 px
+    face on 640x480 was found only in every other frame (found in review)."""
+    from sw_mro.io.video import open_video
+
+    frame = open_video(str(carphone_path())).read([0]).numpy()[0]
+    big = np.full((480, 640, 3), 40, np.uint8)
+    big[168:312, 232:408] = frame
+    res = make_landmarker("dlib", track=False).detect(np.stack([big] * 4))
+    assert res.found.tolist() == [True] * 4
+
+
+# ------------------------------------------------------------------ pipeline._Landmarks
+
+
+def _marks_run(frames: np.ndarray, step: int, workers: int = 1) -> LandmarkResult:
+    from sw_mro.pipeline import _Landmarks
+
+    marks = _Landmarks(SWMROConfig(landmark_workers=workers), torch.device("cpu"))
+    try:
+        res = [marks.detect(a, frames[a : a + step]) for a in range(0, len(frames), step)]
+    finally:
+        marks.close()
+    return LandmarkResult(
+        np.concatenate([r.boxes for r in res]),
+        np.concatenate([r.points for r in res]),
+        np.concatenate([r.found for r in res]),
+    )
+
+
+def test_last_good_landmarks_carry_across_chunks() -> None:
+    """Kills: ``self.last`` not applied to a chunk's leading misses (they would stay NaN
+    and the caller would fill them with the video's FIRST face, not the last)."""
+    rgb = _astro()
+    blank = np.full_like(rgb, 90)
+    frames = np.stack([rgb, np.roll(rgb, 40, axis=1), blank, blank])
+    res = _marks_run(frames, 2)
+    assert res.found.tolist() == [True, True, False, False]
+    assert np.isfinite(res.points).all()
+    np.testing.assert_array_equal(res.points[2], res.points[1])
+    np.testing.assert_array_equal(res.points[3], res.points[1])
+
+
+def test_restart_keeps_an_equal_face_with_chunks_at_segment_boundaries() -> None:
+    """Kills: the tail (last tracked face) not carried across chunks
+    (``self.tail = None`` at the end of ``_keep_the_tracked_face``). The existing restart
+    tests chunk at 20/40/56/98 frames, so a segment boundary never coincides with a chunk
+    boundary after a segment with faces; here chunks are whole segments (32)."""
+    place = _placer()
+    frames = np.full((40, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        place(c, 140, 160, 240)
+        if t >= 8:
+            place(c, 140, 470, 240)
+    for step in (40, 32):
+        res = _marks_run(frames, step)
+        assert res.found.all()
+        assert (_centre_x(res.boxes) < 320).all(), (
+            step,
+            np.flatnonzero(_centre_x(res.boxes) > 320),
+        )
+
+
+# ------------------------------------------------------------------ face_boxes
+
+
+def test_face_boxes_use_the_larger_extent_of_non_square_landmarks() -> None:
+    """Kills: box_scale applied to the smaller / the x extent (the existing test's
+    landmarks span 40 x 40, so min, max and x are the same)."""
+    from sw_mro.pipeline import face_boxes
+
+    pts = np.zeros((2, 68, 2), np.float32)
+    pts[0, :, 0], pts[0, :, 1] = np.linspace(10, 50, 68), np.linspace(0, 60, 68)  # 40 x 60
+    pts[1, :, 0], pts[1, :, 1] = np.linspace(0, 60, 68), np.linspace(10, 50, 68)  # 60 x 40
+    res = LandmarkResult(np.zeros((2, 4), np.float32), pts, np.ones(2, bool))
+    # side 1.2 x 60 = 72, centre (30, 30) / (30, 30), up by 0.05 x 72 = 3.6
+    want = [[-6.0, -9.6, 66.0, 62.4], [-6.0, -9.6, 66.0, 62.4]]
+    np.testing.assert_allclose(face_boxes(res, SWMROConfig()), want, atol=1e-9)
+    # crop_box="detector": the same rule on a non-square detector box
+    boxes = np.float32([[10, 0, 50, 60], [0, 10, 60, 50]])
+    res = LandmarkResult(boxes, pts, np.ones(2, bool))
+    cfg = SWMROConfig(crop_box="detector")
+    np.testing.assert_allclose(face_boxes(res, cfg), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("big_left", [True, False])
+def test_after_the_patience_the_largest_bystander_takes_over(big_left: bool) -> None:
+    """Kills: the take-over after TRACK_PATIENCE picking the scan's first face
+    (``rects[0]``) instead of the largest. The existing test has one bystander only."""
+    from sw_mro.io.landmarks import TRACK_PATIENCE
+
+    place = _placer()
+    n = 3 + TRACK_PATIENCE + 2
+    frames = np.full((n, 480, 640, 3), 120, np.uint8)
+    xs = (130, 500) if big_left else (500, 130)
+    for t, c in enumerate(frames):
+        if t < 3:
+            place(c, 120, 320, 110)  # the subject, top centre, gone from frame 3
+        if t >= 1:  # bystanders from frame 1 (the subject is tracked by then)
+            place(c, 180, xs[0], 350)  # the larger bystander
+            place(c, 120, xs[1], 350)  # the smaller one
+    res = DlibLandmarker(detect_max_side=640).detect(frames)  # full-size scan: both found
+    take = 3 + TRACK_PATIENCE
+    assert res.found.tolist() == [True] * 3 + [False] * TRACK_PATIENCE + [True] * (n - take)
+    x = _centre_x(res.boxes[take:])
+    assert (np.abs(x - xs[0]) < 30).all(), x
+
+
+def test_a_tracked_face_that_shook_out_of_the_region_in_a_large_frame_is_found() -> None:
+    """Kills: the whole-frame scan's full-size pass dropped (``_full`` pass 3). In a
+    1280x720 frame a ~110 px face is found neither at 320 px nor 2x that; at full size it
+    is. Tracked into the frame, the small-face pass does not run, so only pass 3 finds it
+    after it jumped 0.9 of its side, out of the search region."""
+    place = _placer()
+    frames = np.full((2, 720, 1280, 3), 120, np.uint8)
+    small = np.full((480, 640, 3), 120, np.uint8)
+    place(small, 110, 300, 240)
+    frames[0, 120:600, 320:960] = small
+    lm = DlibLandmarker()
+    first = lm.detect(frames[:1])
+    assert first.found[0]
+    side = float(first.boxes[0, 2] - first.boxes[0, 0])
+    small[:] = 120
+    place(small, 110, 300 + int(0.9 * side), 240)
+    frames[1, 120:600, 320:960] = small
+    res = lm.detect(frames[1:])
+    assert res.found[0], "the shaken face was missed"
+
+
+def test_no_small_face_pass_in_a_frame_a_face_was_tracked_into(monkeypatch) -> None:
+    """Kills: the small-face pass run regardless of ``small_faces`` (its cost, +107 ms a
+    frame at 640x480, and the documented rule "the last only where no face was tracked
+    into the frame")."""
+    calls: list[int] = []
+    real = DlibLandmarker._run
+    monkeypatch.setattr(
+        DlibLandmarker,
+        "_run",
+        lambda self, img, *a: calls.append((img.shape[1], a[-1])) or real(self, img, *a),
+    )
+    rgb = _astro()
+    canvas = np.full((480, 640, 3), 120, np.uint8)
+    canvas[: 512 - 32, :512] = rgb[:480]
+    blank = np.full_like(canvas, 120)
+    lm = DlibLandmarker()
+    assert lm.detect(canvas).found[0]
+    calls.clear()
+    assert not lm.detect(blank).found[0]  # tracked in: near + 3 whole-frame passes
+    assert (640, 1) not in calls and calls[-1] == (640, 0), calls  # no 2x pass at 640
+
+
+def test_redetect_detects_exactly_every_nth_frame(monkeypatch) -> None:
+    """Kills: ``self._since > self.redetect`` for ``>=`` (a detection every N+1 frames;
+    the existing test only bounds the count from above)."""
+    calls: list[int] = []
+    real = DlibLandmarker._run
+    monkeypatch.setattr(DlibLandmarker, "_run", lambda self, *a: calls.append(1) or real(self, *a))
+    res = DlibLandmarker(redetect=4).detect(np.stack([_astro()] * 9))
+    assert res.found.all()
+    assert len(calls) == 3, len(calls)  # frames 0, 4 and 8
