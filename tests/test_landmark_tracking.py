@@ -259,3 +259,17 @@ def test_redetect_detects_exactly_every_nth_frame(monkeypatch) -> None:
     res = DlibLandmarker(redetect=4).detect(np.stack([_astro()] * 9))
     assert res.found.all()
     assert len(calls) == 3, len(calls)  # frames 0, 4 and 8
+
+
+def test_face_boxes_floor_of_8_px_comes_after_the_scale_and_before_the_shift() -> None:
+    """Landmarks spanning 5 px: side max(1.2 x 5, 8) = 8 (not 1.2 x max(5, 8) = 9.6), and
+    the box is moved up by 0.05 x 8 = 0.4 (not by 0.05 x 6)."""
+    from sw_mro.pipeline import face_boxes
+
+    pts = np.zeros((1, 68, 2), np.float32)
+    pts[0, :, 0] = np.linspace(10, 15, 68)
+    pts[0, :, 1] = np.linspace(20, 25, 68)
+    res = LandmarkResult(np.zeros((1, 4), np.float32), pts, np.ones(1, bool))
+    cfg = SWMROConfig()
+    assert (cfg.box_scale, cfg.box_shift) == (1.2, 0.05)
+    np.testing.assert_allclose(face_boxes(res, cfg), [[8.5, 18.1, 16.5, 26.1]], atol=1e-6)
