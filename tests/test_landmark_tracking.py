@@ -273,3 +273,26 @@ def test_face_boxes_floor_of_8_px_comes_after_the_scale_and_before_the_shift() -
     cfg = SWMROConfig()
     assert (cfg.box_scale, cfg.box_shift) == (1.2, 0.05)
     np.testing.assert_allclose(face_boxes(res, cfg), [[8.5, 18.1, 16.5, 26.1]], atol=1e-6)
+
+
+def test_frames_before_the_first_face_take_the_first_faces_landmarks(tmp_path) -> None:
+    """Frames 0-3 without a face, then a face moving right by 3 px a frame: frames 0-3
+    take frame 4's landmarks (the first face), not a later frame's. Seen in the nose
+    motion of window 2 (first frame 0, slots = frames 0-4): 0 in every slot."""
+    import sw_mro
+
+    place = _placer()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(12):
+        c = np.full((480, 640, 3), 120, np.uint8)
+        if t >= 4:
+            place(c, 150, 200 + 3 * (t - 4), 240)
+        cv2.imwrite(str(folder / f"{t:03d}.png"), c[..., ::-1])
+    cfg = SWMROConfig(window=5, face_size=64)
+    chunks = list(sw_mro.stream(folder, cfg))
+    found = np.concatenate([c.landmark_found for c in chunks])
+    motion = np.concatenate([c.nose_motion for c in chunks])
+    assert found.tolist() == [False] * 4 + [True] * 8
+    assert np.abs(motion[2]).max() < 1e-6, motion[2]
+    assert motion[9, 4] > 1.0  # window 9: frames 7-11, the face moved 12 px in the frame
