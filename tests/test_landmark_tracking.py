@@ -296,3 +296,25 @@ def test_frames_before_the_first_face_take_the_first_faces_landmarks(tmp_path) -
     assert found.tolist() == [False] * 4 + [True] * 8
     assert np.abs(motion[2]).max() < 1e-6, motion[2]
     assert motion[9, 4] > 1.0  # window 9: frames 7-11, the face moved 12 px in the frame
+
+
+def test_misses_before_a_restart_count_into_the_patience_after_it() -> None:
+    """The subject, tracked, is hidden from frame 28 to 37 while a bystander of the same
+    size is in view. Frames 28-35 are misses (TRACK_PATIENCE = 8 in all, across the
+    restart at frame 32), and the bystander takes over at frame 36. A restart that forgot
+    the 4 misses of frames 28-31 would still be missing at 36 and 37."""
+    from sw_mro.io.landmarks import TRACK_PATIENCE
+
+    assert TRACK_PATIENCE == 8
+    place = _placer()
+    frames = np.full((44, 480, 640, 3), 120, np.uint8)
+    for t, c in enumerate(frames):
+        if t >= 4:
+            place(c, 140, 470, 240)  # the bystander
+        if not 28 <= t <= 37:
+            place(c, 140, 160, 240)  # the subject
+    for step in (44, 32):
+        res = _marks_run(frames, step)
+        assert res.found.tolist() == [True] * 28 + [False] * 8 + [True] * 8, step
+        x = _centre_x(res.boxes)
+        assert (x[:36] < 320).all() and (x[36:] > 320).all(), (step, x)
