@@ -143,6 +143,13 @@ def test_demo_renders_only_into_its_own_data(tmp_path: Path, capsys, monkeypatch
     assert main(argv) == 0
     assert json.loads((data / "manifest.json").read_text())["config"]["seconds"] == 1.0
     capsys.readouterr()
+    # OUT/data a file: one line, the file kept.
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "data").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "f"), "--subjects", "2", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "Traceback" not in err
+    assert (tmp_path / "f" / "data").read_text() == "mine"
     # Settings the preset cannot render: one line naming the option, nothing touched.
     for seconds, says in [
         ("0", "--seconds 0.0: must be a positive number"),

@@ -115,10 +115,8 @@ def _not_demo_data(data_dir: Path) -> str:
     user's own ``OUT/data/annotations.csv`` was replaced without a word)."""
     from spotformer.data.synthetic import _killed_render
 
-    if not data_dir.exists():
+    if not data_dir.is_dir():  # absent, or a file: make_synthetic says so
         return ""
-    if not data_dir.is_dir():
-        return "a file"
     names = sorted(p.name for p in data_dir.iterdir())
     if not names or DEMO_DATA in names or _killed_render(data_dir):
         return ""
