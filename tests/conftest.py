@@ -59,3 +59,13 @@ def astronaut_gray(astronaut_rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """torch on one thread for the test (tiny models run fastest so; see test_models.py).
+    A module takes it for all its tests with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

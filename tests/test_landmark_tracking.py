@@ -6,6 +6,8 @@ and one found a real bug (``track=False`` and small faces)."""
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +18,9 @@ from sw_mro import SWMROConfig
 from sw_mro.io.landmarks import DlibLandmarker, LandmarkResult, make_landmarker
 from sw_mro.io.samples import astronaut, carphone_path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_landmarks import _face_placer  # noqa: E402
+
 
 @functools.cache
 def _astro() -> np.ndarray:
@@ -23,25 +28,8 @@ def _astro() -> np.ndarray:
 
 
 def _placer():
-    """place(canvas, px, cx, cy): the astronaut's face, ``px`` wide, centred at (cx, cy) of a
-    480x640 canvas (as tests/test_landmarks.py _face_placer)."""
-    rgb = _astro()
-    box = make_landmarker("dlib").detect(rgb).boxes[0]
-    side = box[2] - box[0]
-    fx, fy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-    def place(canvas: np.ndarray, px: float, cx: int, cy: int) -> None:
-        s = px / side
-        im = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        half = int(0.65 * px)
-        x0, y0 = int(fx * s) - half, int(fy * s) - half
-        face = im[max(y0, 0) : y0 + 2 * half, max(x0, 0) : x0 + 2 * half]
-        dx, dy = cx - half, cy - half
-        canvas[max(dy, 0) : dy + face.shape[0], max(dx, 0) : dx + face.shape[1]] = face[
-            max(-dy, 0) : 480 - dy, max(-dx, 0) : 640 - dx
-        ]
-
-    return place
+    """``place(canvas, px, cx, cy)``: the astronaut's face, ``px`` wide, at ``(cx, cy)``."""
+    return _face_placer(_astro())
 
 
 def _centre_x(boxes: np.ndarray) -> np.ndarray:

@@ -36,12 +36,7 @@ GROUPS = [(0, 3), (3, 6), (6, 10)]  # SPEC 2.5: brow, brow, mouth
 PART_OF = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(variant: str = "simul-st", seed: int = 0, **kw) -> SpotFormer:

@@ -15,7 +15,6 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import fake_dataset, tiny_cfg  # noqa: E402
@@ -25,13 +24,7 @@ from spotformer.data.table import Expression  # noqa: E402
 from spotformer.metrics import read_intervals  # noqa: E402
 from spotformer.train import SpottingData, run_loso, train_fold  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(feats, exprs):
