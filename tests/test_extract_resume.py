@@ -23,6 +23,7 @@ from sw_mro.pipeline import flow_backend
 SHAPE = [6, 3, 10, 2]
 
 BACKEND = flow_backend(sw_mro.SWMROConfig(), torch.device("cpu"))  # what output_state computes
+OTHER = "opencv" if BACKEND != "opencv" else "torch"  # another backend that runs on CPU
 
 
 def _cfg(**kw):
@@ -79,7 +80,6 @@ def test_baseline_done(tmp_path):
         dict(stride=2),
         dict(landmarks="insightface"),
         dict(landmark_redetect=4),
-        dict(flow_backend="opencv"),
         dict(crop_box="detector"),
         dict(align_from_landmarks=True),
         dict(align_tol=0.2),
@@ -107,7 +107,27 @@ def test_execution_only_settings_and_gpu_index_are_not_compared(tmp_path):
 
 def test_other_farneback_backend_is_a_conflict(tmp_path):
     src, out, *_ = _make(tmp_path)
-    assert _state(src, out, _cfg(), backend="opencv")[0] == "conflict"
+    state, why = _state(src, out, _cfg(flow_backend=OTHER), backend=OTHER)
+    assert state == "conflict" and "other settings" not in why
+    assert f"{BACKEND!r} Farneback backend (this run: {OTHER!r})" in why
+
+
+def test_the_backend_that_ran_is_compared_not_the_setting_that_chose_it(tmp_path):
+    """Features made with flow_backend "auto" are those of the backend it chose: a run
+    that names that backend takes them, and the other way round."""
+    src, out, *_ = _make(tmp_path)  # made with "auto", which ran BACKEND
+    assert _state(src, out, _cfg(flow_backend=BACKEND)) == ("done", "")
+    src, out, *_ = _make(tmp_path, _cfg(flow_backend=BACKEND))
+    assert _state(src, out, _cfg()) == ("done", "")
+
+
+def test_without_a_recorded_backend_the_setting_is_compared(tmp_path):
+    """Outputs written before the metadata recorded the backend: the setting is all
+    there is to go by."""
+    src, out, *_ = _make(tmp_path, flow_backend=None)
+    assert _state(src, out, _cfg()) == ("done", "")
+    state, why = _state(src, out, _cfg(flow_backend=OTHER), backend=OTHER)
+    assert state == "conflict" and f"flow_backend 'auto' (this run: {OTHER!r})" in why
 
 
 def test_a_resolved_value_that_alone_differs_is_a_conflict(tmp_path):

@@ -296,6 +296,12 @@ def _output_state(
     if not isinstance(made, dict):
         return "conflict", "its metadata has no config"
     old, new = _flat(_feature_config(made)), _flat(_feature_config(config))
+    if meta.get("flow_backend"):
+        # The backend that ran is compared below; the setting that chose it is not
+        # (found in review: features made with "auto", which ran "native", were refused
+        # by a run that asked for "native" by name).
+        old.pop("flow_backend", None)
+        new.pop("flow_backend", None)
     diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     if diff:
         # The settings given; the resolved values that follow from them only where they
