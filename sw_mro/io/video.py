@@ -311,7 +311,8 @@ class VideoSource:
             raise ValueError(
                 f"{self.info.path}: chunk_size must be an int >= 1, got {chunk_size!r}"
             )
-        stop = n if stop is None else stop
+        start = _frame_number(self.info.path, "start", start)
+        stop = n if stop is None else _frame_number(self.info.path, "stop", stop)
         if not (0 <= start <= stop <= n):
             raise IndexError(
                 f"{self.info.path}: need 0 <= start <= stop <= {n} frames, got start={start}, "
@@ -328,14 +329,7 @@ class VideoSource:
         n = self.info.num_frames
         idx = []
         for i in indices:
-            try:  # ints, numpy and torch integers; not 2.9 (was read as frame 2) or True
-                if isinstance(i, (bool, np.bool_)) or (
-                    isinstance(i, torch.Tensor) and (i.dtype == torch.bool or i.dim() != 0)
-                ):
-                    raise TypeError
-                j = operator.index(i)
-            except TypeError:
-                raise TypeError(f"{self.info.path}: frame index {i!r} is not an integer") from None
+            j = _frame_number(self.info.path, "frame index", i)
             if not -n <= j < n:
                 raise IndexError(
                     f"{self.info.path}: frame index {i} is out of range for {n} frames"
@@ -345,6 +339,20 @@ class VideoSource:
             shape = (0, self.info.height, self.info.width) + ((3,) if self.color == "rgb" else ())
             return torch.empty(shape, dtype=torch.uint8)
         return self._frames(idx)
+
+
+def _frame_number(path: Path, what: str, value: Any) -> int:
+    """``value`` as a frame number: ints, numpy and torch integers; not 2.9 (was read as
+    frame 2; found in review: ``chunks(start=2.0)`` failed at the first ``next()`` with no
+    file named) or True (read as frame 1)."""
+    try:
+        if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.dim() != 0)
+        ):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{path}: {what} {value!r} is not an integer") from None
 
 
 def _strided_info(
