@@ -403,8 +403,12 @@ def run(args: argparse.Namespace) -> int:
             "run on CPU"
         )
     device = "cuda" if args.gpu else "cpu"
-    # A folder by its name (found in review: take.v2/ was video "take"), a file by its stem
-    video_id = args.video_id or (args.video.name if args.video.is_dir() else args.video.stem)
+    from sw_mro.commands.extract import output_name
+
+    # A folder by its name (found in review: take.v2/ was video "take"), of the absolute
+    # path (found in review: `spot .` wrote rows with an empty video id, which `evaluate`
+    # refused); a file by its stem
+    video_id = args.video_id or output_name(args.video)
     # Everything that can fail without the video is checked before the extraction.
     if args.stride is not None and args.stride < 1:
         return fail(f"--stride must be an int >= 1, got {args.stride}")
