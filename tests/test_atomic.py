@@ -192,3 +192,77 @@ def test_a_link_target_is_written_through_the_link(tmp_path):
         "later-real.csv",
         "out.csv",
     ]
+
+
+def test_a_second_writer_of_one_target_is_refused_while_the_first_writes(tmp_path):
+    """Two writers of one target at once share its temp file name: the second is refused
+    while the first holds it (found in review: it removed the first's temp file, and the
+    first then renamed the second's half-written file into place)."""
+    target = tmp_path / "pred.csv"
+    target.write_text("old, complete\n")
+    first = atomic_path(target)
+    tmp = first.__enter__()
+    tmp.write_text("first: the whole ")
+    with pytest.raises(FileExistsError, match=f"another process is writing {target}"):
+        with atomic_path(target) as other:
+            other.write_text("second")
+    assert tmp.read_text() == "first: the whole "  # neither removed nor emptied
+    with open(tmp, "a") as fh:
+        fh.write("output\n")
+    first.__exit__(None, None, None)
+    assert target.read_text() == "first: the whole output\n"
+    atomic_write_text(target, "third\n")  # the lock went with the first writer
+    assert target.read_text() == "third\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
+
+
+_HOLDER = """
+import os, signal, sys
+from sw_mro.io.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("child: half")
+    print("holding", flush=True)
+    if sys.stdin.readline().strip() == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(tmp, "a") as fh:
+        fh.write(" and the rest")
+"""
+
+
+@pytest.mark.parametrize("end", ["finish", "kill"])
+def test_a_writer_in_another_process_holds_its_temp_file_until_it_ends_or_dies(tmp_path, end):
+    """Another process's writer holds the temp file until it renames it; one killed
+    mid-write leaves its temp file, which the next writer takes over (the lock died with
+    the process), and the target keeps its old content meanwhile."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "model.json"
+    target.write_text("old")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        with pytest.raises(FileExistsError, match="another process is writing"):
+            atomic_write_text(target, "mine")
+        child.stdin.write(end + "\n")
+        child.stdin.flush()
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    if end == "finish":
+        assert child.returncode == 0
+        assert target.read_text() == "child: half and the rest"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+        return
+    assert child.returncode == -9
+    assert target.read_text() == "old"
+    assert temp_name(target).read_text() == "child: half"  # the killed writer's leftover
+    atomic_write_text(target, "mine")
+    assert target.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]

@@ -5,6 +5,10 @@ so the rename never crosses file systems). Only when it returns is the temp file
 flushed to disk and renamed over the target, and the folder synced (POSIX), so that
 the rename survives a power loss. When it fails, or the run is killed, the
 target keeps its old content (or stays absent) and a failure leaves no temp file.
+The writer holds an exclusive ``flock`` on its temp file until the rename (POSIX, where
+the file system has locks): a second writer of the same target meanwhile gets a
+``FileExistsError`` that says another process is writing it, and the temp file that a
+killed writer left is taken over by the next one.
 
 A target that is a link to a file is written through the link (the file it points to
 is replaced, the link stays); a target that exists and is not a file (``/dev/null``,
@@ -142,15 +146,79 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
             errno.ENOENT, f"no such folder (to write {path.name} in)", str(path.parent)
         )
     tmp = temp_name(path, keep_suffix=keep_suffix)
+    held = _claim_temp(tmp, path)
     try:
-        fresh_temp(tmp)
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:  # a read-only folder raises here too: never in place of the error on its way
         with suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            if held is None or _is_open_file(held, tmp):  # not another writer's
+                tmp.unlink(missing_ok=True)
+        if held is not None:
+            os.close(held)  # after the rename: the lock covers it
+
+
+def _is_open_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except OSError:
+        return False
+
+
+def _claim_temp(tmp: Path, path: Path) -> int | None:
+    """Make ``tmp`` a new, empty regular file of this writer, and hold an exclusive
+    ``flock`` on it until the rename (the descriptor returned; None where there are no
+    file locks: Windows, some network file systems). Two writers of one target at once
+    (two runs with one ``--out``) would otherwise share the temp file: found in review,
+    one removed the other's and the first to finish renamed the other's half-written file
+    into place. The second writer now gets a ``FileExistsError`` that says so, and the
+    first writes on. A killed writer's lock dies with it: its temp file is reused."""
+    try:
+        import fcntl
+    except ImportError:
+        fresh_temp(tmp)
+        return None
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):  # a round is lost only to another writer's rename or removal
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for open()
+        except OSError as exc:
+            link = exc.errno == errno.ELOOP and tmp.is_symlink()
+            theirs = exc.errno in (errno.EACCES, errno.EPERM) and os.path.lexists(tmp)
+            if not (link or theirs):
+                raise
+            tmp.unlink()  # a link (never followed), or a leftover not ours to open
+            continue
+        locked = False
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+        except BlockingIOError:
+            os.close(fd)
+            raise FileExistsError(
+                errno.EEXIST,
+                f"another process is writing {path} now (its temp file is locked); wait for "
+                "it to finish, or write elsewhere",
+                str(tmp),
+            ) from None
+        except OSError:  # ENOLCK, EOPNOTSUPP: no file locks here; unguarded, as before
+            os.close(fd)
+            fresh_temp(tmp)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if locked and _is_open_file(fd, tmp):
+            os.ftruncate(fd, 0)  # a killed writer's leftover
+            return fd
+        os.close(fd)
+        if not locked:  # a pipe or a device at the temp file's name: not a temp file
+            tmp.unlink()
+        # else renamed or replaced by the writer that held it until we got the lock
+    raise FileExistsError(errno.EEXIST, f"no temp file to write {path} could be held", str(tmp))
 
 
 def write_temp(tmp: Path, data: bytes, target: str | os.PathLike) -> None:
