@@ -1490,6 +1490,10 @@ def test_devices_spread_inputs_over_worker_processes(
     assert totals == {len(np.load(out / "carphone.npy"))}, err[-2000:]
 
 
+class OutOfMemoryError(RuntimeError):
+    """Named as torch's and CuPy's are (a worker need not import them to raise it)."""
+
+
 def _job(device: str, path: str, options: dict, progress) -> str:
     """A stand-in job for run_on_devices, importable by spawned workers."""
     import os
@@ -1502,6 +1506,8 @@ def _job(device: str, path: str, options: dict, progress) -> str:
         raise RuntimeError(f"bad input {name}")
     if name.startswith("cudafault"):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    if name.startswith("oom"):
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if name.startswith("tqdmlock"):  # the lock a worker's progress bars take
         from tqdm import tqdm
 
@@ -1606,6 +1612,52 @@ def test_a_device_error_gives_the_next_input_a_fresh_process() -> None:
     assert pid["a"] != pid["b"]
 
 
+def test_inputs_out_of_gpu_memory_do_not_retire_the_device(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An input that runs out of GPU memory ends its worker (a fresh context for the
+    next) but is not counted as the device failing: found in review, the largest inputs,
+    handed out first, retired the device after MAX_DEATHS and every input after them
+    failed with "no device worker is left"."""
+    from sw_mro.commands.devices import MAX_DEATHS, run_on_devices
+
+    ooms = [f"oom{i}" for i in range(MAX_DEATHS + 1)]
+    run = run_on_devices([*ooms, "a", "cudafault1", "b"], ["cpu"], _job, {"tag": "x"})
+    assert sorted(run.done) == ["a", "b"] and sorted(run.failed) == ["cudafault1", *ooms]
+    assert all(run.failed[p].startswith("OutOfMemoryError: CUDA out of memory") for p in ooms)
+    assert len({run.done[p].rsplit(" ", 1)[1] for p in run.done}) == 2  # fresh processes
+    assert "not used again" not in capsys.readouterr().err
+    # other device errors still count: MAX_DEATHS in a row retire it
+    faults = [f"cudafault{i}" for i in range(MAX_DEATHS)]
+    run = run_on_devices([*faults, "c"], ["cpu"], _job, {"tag": "x"})
+    assert not run.done and "no device worker is left" in run.failed["c"]
+    assert "cpu is not used again" in capsys.readouterr().err
+
+
+def test_an_input_out_of_gpu_memory_gets_the_batch_size_hint(
+    short_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sw_mro.commands.extract as E
+    from sw_mro.commands.devices import MEMORY_HINT
+
+    def extract_one(path, *a, **k):
+        if path.name == short_clip.name:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(E, "_extract_one", extract_one)
+    other = tmp_path / "other.mp4"
+    other.write_bytes(short_clip.read_bytes())
+    assert main(["extract", str(short_clip), str(other), "--out-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {short_clip}: OutOfMemoryError: CUDA out of memory" in err
+    assert err.count(MEMORY_HINT) == 1 and "--batch-size" in MEMORY_HINT
+    assert err.index(MEMORY_HINT) < err.index(f"FAILED {other}")  # after its own input
+
+
 def test_devices_with_landmark_worker_pools_end(
     short_clip: Path, carphone_copy: Path, tmp_path: Path
 ) -> None:
@@ -1685,6 +1737,11 @@ def test_device_errors_are_told_from_input_errors() -> None:
     assert _device_error("CUDARuntimeError: cudaErrorLaunchFailure: unspecified launch failure")
     assert not _device_error("CorruptVideoError: /data/CUDA_runs/v.mp4: cannot decode the video")
     assert not _device_error("NoFaceError: /data/v.mp4: no face found in any of its 90 frames")
+    from sw_mro.commands.devices import out_of_memory
+
+    assert out_of_memory("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert out_of_memory("OutOfMemoryError: Out of memory allocating 1,073,741,824 bytes")  # CuPy
+    assert not out_of_memory("RuntimeError: CUDA error: an illegal memory access was encountered")
 
 
 def test_output_names_of_dot_and_of_a_frame_image(

@@ -12,8 +12,9 @@ Failures stay per input:
   process (and CUDA context) takes over;
 - a worker that dies (a segfault, the kernel's OOM killer) fails the input it held,
   and a new worker starts on that device for the inputs left. After
-  :data:`MAX_DEATHS` workers of one device in a row ended without an input done, the
-  device is not used again; when no worker is left, the remaining inputs fail with
+  :data:`MAX_DEATHS` workers of one device in a row ended without an input done (not
+  counting those that ended after their input ran out of GPU memory), the device is
+  not used again; when no worker is left, the remaining inputs fail with
   that reason;
 - workers end when the parent is killed.
 
@@ -71,6 +72,19 @@ _DEVICE_ERRORS = (
 def _device_error(text: str) -> bool:
     """A failure of the device rather than of the input."""
     return any(p in text for p in _DEVICE_ERRORS)
+
+
+#: Said after an input that ran out of GPU memory.
+MEMORY_HINT = (
+    "hint: the GPU ran out of memory on this input; a smaller --batch-size (windows per "
+    "batch, 128 by default on a GPU) needs less, and gives the same features"
+)
+
+
+def out_of_memory(text: str) -> bool:
+    """A device error that says the GPU's memory ran out (torch's ``OutOfMemoryError``,
+    CuPy's): a fault of that input's size on this device, not of the device."""
+    return "OutOfMemoryError" in text or "out of memory" in text.lower()
 
 
 #: The signals a worker process stops its input at (cleanly, once): Ctrl-C, SIGTERM, and
@@ -211,6 +225,7 @@ class _Slot:
     current: str | None = None
     stopped: bool = False  # sent the end marker
     stop_signal: str | None = None  # the worker said a signal stopped it (its name)
+    out_of_memory: bool = False  # it ended after its input ran out of GPU memory
 
 
 @dataclass
@@ -296,6 +311,7 @@ def run_on_devices(
             slot.current = None
             if kind == "done":
                 deaths[slot.device] = 0
+            slot.out_of_memory = kind == "failed, ending" and out_of_memory(line)
             report(path, kind == "done", line)
         if kind != "failed, ending":  # that worker ends; it is replaced once it has
             feed(slot)
@@ -319,7 +335,9 @@ def run_on_devices(
         why = f"the worker process on {slot.device} {ending}"
         if slot.current is not None:
             report(slot.current, False, f"{why} while working on it")
-        deaths[slot.device] += 1
+        # Out of memory is the input's size, not a broken device (found in review: the
+        # three largest inputs, handed out first, retired the device for the rest).
+        deaths[slot.device] += 0 if slot.out_of_memory else 1
         if todo and deaths[slot.device] < MAX_DEATHS:
             start(slot.device)
         elif todo:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sw_mro._cli_util import describe_runs, frame_runs, no_cuda_reason, stops_held, typed_words
+from sw_mro.commands.devices import MEMORY_HINT, out_of_memory
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
     NAME_MAX,
@@ -890,6 +891,8 @@ def _run_on_devices(
                 bar.write(f"busy {path}: {line.split(': ', 1)[1]}; {BUSY_LATER}", file=sys.stderr)
             else:
                 bar.write(f"FAILED {path}: {line}", file=sys.stderr)
+                if out_of_memory(line):
+                    bar.write(MEMORY_HINT, file=sys.stderr)
             bar.set_postfix_str(f"inputs {ended}/{len(inputs)}")
 
         def frames(path: str, total: int, done: int) -> None:
@@ -1094,7 +1097,10 @@ def run(args: argparse.Namespace) -> int:
             return
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
-            print(f"FAILED {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            line = f"{type(exc).__name__}: {exc}"
+            print(f"FAILED {path}: {line}", file=sys.stderr, flush=True)
+            if out_of_memory(line):
+                print(MEMORY_HINT, file=sys.stderr, flush=True)
             return
         out, hints = _split_hints(message)  # said outside the try: the input is done
         _say(out)
