@@ -742,6 +742,8 @@ def _same_run(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str
             if theirs.get("source_fps") is None:  # not recorded before 2026-11-29 where a
                 common.discard("source_fps")  # CSV gave no rate: the videos' own now
             common.discard("threads")  # another count is warned about, not refused
+            if "labels_sha1" in common:  # the labels pin the file, not how it was typed
+                common.discard("annotations")  # (review: relative paths from elsewhere)
             theirs = {k: theirs[k] for k in common}
             mine = {k: mine[k] for k in common}
         theirs, mine = js(theirs), js(mine)

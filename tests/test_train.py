@@ -1285,6 +1285,40 @@ def test_a_run_resumes_at_its_own_thread_count(
         torch.set_num_threads(before)
 
 
+def test_resume_takes_the_annotations_by_their_labels_not_by_how_the_path_was_typed(
+    tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
+) -> None:
+    """Found in review: ``--annotations`` was recorded as typed, so a resume from
+    another folder (or with the absolute path of the same file) was refused as another
+    run. It is recorded resolved, and a resume compares the labels' digest instead, so a
+    run recorded with a relative path resumes too."""
+    from spotformer.cli import main
+
+    run = tmp_path / "run"
+    opts = ["--out", str(run), "--epochs", "1", "--dim", "16", "--batch-size", "64"]
+    argv = ["train", "--dataset", "csv", "--root", str(tmp_path), *opts, "--no-progress"]
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--annotations", csv_dataset.name]) == 0
+    info = json.loads((run / "config.json").read_text())["info"]
+    assert info["annotations"] == str(csv_dataset.resolve())
+    monkeypatch.chdir(tmp_path.parent)
+    capsys.readouterr()
+    assert main([*argv, "--resume", "--annotations", f"{tmp_path.name}/{csv_dataset.name}"]) == 0
+    assert "holds a finished run with these options and data" in capsys.readouterr().out
+    saved = json.loads((run / "config.json").read_text())
+    saved["info"]["annotations"] = csv_dataset.name  # as versions before recorded it
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main([*argv, "--resume", "--annotations", str(csv_dataset)]) == 0
+    assert "holds a finished run with these options and data" in capsys.readouterr().out
+    # other labels at the same path are still another run
+    rows = csv_dataset.read_text().splitlines()
+    first = rows[1].split(",")
+    first[4] = str(int(first[4]) + 1)  # one offset a frame later
+    csv_dataset.write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
+    assert main([*argv, "--resume", "--annotations", str(csv_dataset)]) == 2
+    assert "the annotations' labels changed since the run started" in capsys.readouterr().err
+
+
 def test_resume_of_a_finished_run_reports_it_without_extracting(
     tmp_path: Path, csv_dataset: Path, monkeypatch, capsys
 ) -> None:

@@ -109,6 +109,18 @@ def _not_a_run(run_dir: Path) -> str:
 DEMO_DATA = ".spotformer-demo"
 
 
+def _manifest(data_dir: Path) -> dict | None:
+    """``data_dir/manifest.json`` as the generator writes it, else None (found in review:
+    a user's file, or an empty one, that is not a JSON object raised a traceback)."""
+    import json
+
+    try:
+        saved = json.loads((data_dir / "manifest.json").read_text())
+    except (OSError, ValueError):  # absent, unreadable, not JSON
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def _not_demo_data(data_dir: Path) -> str:
     """'' when the demo may render into ``data_dir`` (absent, empty, its own render, or
     a render that was killed), else what it holds, for the message (found in review: a
@@ -120,7 +132,7 @@ def _not_demo_data(data_dir: Path) -> str:
     names = sorted(p.name for p in data_dir.iterdir())
     if not names or DEMO_DATA in names or _killed_render(data_dir):
         return ""
-    if "manifest.json" in names:
+    if _manifest(data_dir) is not None:
         return "a synthetic data set of other settings that the demo did not render"
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
@@ -150,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"spotformer demo: error: {said}", file=sys.stderr)
         return 2
     argv = [
-        "--dataset", "synthetic", "--root", str(data_dir), "--out", str(run_dir),
+        # "--root=PATH": an --out that starts with a dash is a value, not an option
+        "--dataset", "synthetic", f"--root={data_dir}", f"--out={run_dir}",
         "--face-size", str(args.face_size), "--dim", str(args.dim),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--lr", str(args.lr), "--seed", str(args.seed),
@@ -187,10 +200,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    manifest_path = data_dir / "manifest.json"
-    reuse = manifest_path.is_file() and json.loads(manifest_path.read_text()).get(
-        "config"
-    ) == json.loads(json.dumps(config.to_json()))
+    saved = _manifest(data_dir)
+    reuse = saved is not None and saved.get("config") == json.loads(json.dumps(config.to_json()))
     if reuse:
         print(f"[1/2] reusing the synthetic data in {data_dir}")
     else:

@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         info = {
             "dataset": args.dataset,
             "root": str(args.root.resolve()),
-            "annotations": str(args.annotations) if args.annotations else None,
+            "annotations": str(args.annotations.resolve()) if args.annotations else None,
             "sw_mro": sw_cfg.to_dict(),
             # What `spotformer spot` needs to open a video as the training data was
             # (SAMM-LV: frame folders at 200 fps, every 7th frame).
