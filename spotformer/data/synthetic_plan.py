@@ -349,7 +349,38 @@ def _plan_head_moves(
              "dy": round(float(d[1]), 4), "dtheta_deg": round(float(deg), 4),
              "magnitude_px": round(float(mag), 4)}
         )  # fmt: skip
-    return sorted(moves, key=lambda m: m["start"])
+    return _within_limits(sorted(moves, key=lambda m: m["start"]), limit, 2 * cfg.head_move_deg)
+
+
+def _within_limits(
+    moves: list[dict[str, Any]], limit: float, max_deg: float
+) -> list[dict[str, Any]]:
+    """``moves`` (in time order) with the face kept within ``limit`` px and ``max_deg``
+    degrees of its rest place as the pose adds them up, in time order (found in review:
+    the draw above checks them in the order drawn, so the sorted moves reached 33 px of
+    a 32 px limit at 640 px, 54 of 9.6 at 192). A move that would pass the limit goes
+    the other way; where that passes it too, it goes the way back towards the rest place
+    as far as the limit lets it (``magnitude_px`` says how far). Plans that kept the limits
+    are returned as they were: the same seed, the same data set."""
+    total, total_deg = np.zeros(2), 0.0
+    for m in moves:
+        d = np.array([m["dx"], m["dy"]], dtype=float)
+        if np.linalg.norm(total + d) > limit + 1e-6:
+            mag = float(np.linalg.norm(d))
+            u = d / mag if mag > 0 else np.zeros(2)
+            if float(total @ u) > 0:  # the way back is the other way
+                u = -u
+            # the farthest t along u with |total + t u| <= limit (total is within it)
+            b = float(total @ u)
+            reach = -b + math.sqrt(max(b * b - (float(total @ total) - limit * limit), 0.0))
+            d = u * min(mag, reach)
+            m.update(dx=round(float(d[0]), 4), dy=round(float(d[1]), 4))
+            m.update(magnitude_px=round(float(np.linalg.norm(d)), 4))
+            d = np.array([m["dx"], m["dy"]], dtype=float)
+        if abs(total_deg + m["dtheta_deg"]) > max_deg:  # |deg| <= max_deg / 2: the other
+            m.update(dtheta_deg=-m["dtheta_deg"])  # way keeps within it
+        total, total_deg = total + d, total_deg + m["dtheta_deg"]
+    return moves
 
 
 def _plan_blinks(
