@@ -20,6 +20,7 @@ def encode(
     trim: int = 0,
     container_options: dict[str, str] | None = None,
     sar: tuple[int, int] | None = None,
+    pts: list[int] | None = None,
     **opts: str,
 ) -> Path:
     """``frames`` (RGB uint8) in ``path``; ``fmt`` None: from the suffix. ``rotation``
@@ -28,7 +29,8 @@ def encode(
     ``pix_fmt="rgb24"``, ``crf="0"``: lossless). ``trim``: the first ``trim`` frames are
     given negative times, so that MP4's muxer writes an edit list that drops them, as a
     lossless trim (``ffmpeg -ss T -c copy``) does. ``sar``: the sample aspect ratio
-    (a stored pixel's width : height as shown; anamorphic DV)."""
+    (a stored pixel's width : height as shown; anamorphic DV). ``pts``: each frame's time
+    in units of ``1 / rate`` (dropped frames: a gap), else 0, 1, 2, ..."""
     from fractions import Fraction
 
     import av
@@ -38,7 +40,7 @@ def encode(
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix_fmt
         stream.options = opts
-        if trim:
+        if trim or pts is not None:
             stream.codec_context.time_base = stream.time_base = Fraction(1, rate)
         if rotation or hflip:
             stream.set_display_rotation(rotation, hflip=hflip)
@@ -54,8 +56,8 @@ def encode(
 
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            if trim:
-                frame.pts, frame.time_base = i, Fraction(1, rate)
+            if trim or pts is not None:
+                frame.pts, frame.time_base = i if pts is None else pts[i], Fraction(1, rate)
             mux(stream.encode(frame))
         mux(stream.encode())
     return path

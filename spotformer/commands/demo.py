@@ -101,7 +101,12 @@ def _not_a_run(run_dir: Path) -> str:
     others = sorted(p.name for p in run_dir.iterdir() if p.name not in own)
     if not others:
         return ""
-    return ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return _some(others)
+
+
+def _some(names: list[str]) -> str:
+    """The first three of ``names``, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 #: Written into ``OUT/data`` after the demo rendered it: only a folder with it (or an
@@ -134,14 +139,14 @@ def _not_demo_data(data_dir: Path) -> str:
         return ""
     if _manifest(data_dir) is not None:
         return "a synthetic data set of other settings that the demo did not render"
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return _some(names)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
     from spotformer.commands import train as train_cmd
-    from spotformer.commands.make_synthetic import _option
+    from spotformer.commands.make_synthetic import config_error
     from spotformer.data.synthetic import SyntheticConfig, make_synthetic
     from spotformer.data.synthetic_plan import SyntheticConfigError
     from spotformer.errors import SpotFormerError
@@ -157,9 +162,8 @@ def run(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             seed=args.seed,
         )
-    except SyntheticConfigError as exc:  # the demo's options share these fields' names
-        said = f"{_option(exc.field)} {exc.value!r}: {exc.want}" if exc.field else exc
-        print(f"spotformer demo: error: {said}", file=sys.stderr)
+    except SyntheticConfigError as exc:
+        print(f"spotformer demo: error: {config_error(exc)}", file=sys.stderr)
         return 2
     argv = [
         # "--root=PATH": an --out that starts with a dash is a value, not an option
@@ -217,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         try:  # the settings are checked before anything in data_dir is touched
             make_synthetic(data_dir, config, progress=True, overwrite=True)
         except SyntheticConfigError as exc:
-            print(f"spotformer demo: error: {exc}", file=sys.stderr)
+            print(f"spotformer demo: error: {config_error(exc)}", file=sys.stderr)
             return 2
     (data_dir / DEMO_DATA).touch()
     print(f"      done in {time.perf_counter() - t0:.0f} s")

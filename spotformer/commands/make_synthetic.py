@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, config, progress=not args.quiet, overwrite=args.overwrite
         )
     except SyntheticConfigError as exc:  # a setting: named as this command's option
-        said = f"{_option(exc.field)} {exc.value!r}: {exc.want}" if exc.field else str(exc)
-        print(f"spotformer make-synthetic: error: {said}", file=sys.stderr)
+        print(f"spotformer make-synthetic: error: {config_error(exc)}", file=sys.stderr)
         return 2
     except SpotFormerError as exc:
         print(f"spotformer make-synthetic: error: {exc}", file=sys.stderr)
@@ -113,3 +112,10 @@ _OPTIONS = {
 
 def _option(field: str) -> str:
     return _OPTIONS.get(field, "--" + field.replace("_", "-"))
+
+
+def config_error(exc: Exception) -> str:
+    """A ``SyntheticConfigError`` in the words of the options (``--macro 3: ...``; the
+    demo's options have the same names)."""
+    field = getattr(exc, "field", None)
+    return f"{_option(field)} {exc.value!r}: {exc.want}" if field else str(exc)

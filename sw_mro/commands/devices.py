@@ -337,7 +337,8 @@ def run_on_devices(
             report(slot.current, False, f"{why} while working on it")
         # Out of memory is the input's size, not a broken device (found in review: the
         # three largest inputs, handed out first, retired the device for the rest).
-        deaths[slot.device] += 0 if slot.out_of_memory else 1
+        if not slot.out_of_memory:
+            deaths[slot.device] += 1
         if todo and deaths[slot.device] < MAX_DEATHS:
             start(slot.device)
         elif todo:

@@ -40,9 +40,11 @@ from sw_mro.commands.devices import MEMORY_HINT, out_of_memory
 from sw_mro.errors import VideoError
 from sw_mro.io.atomic import (
     NAME_MAX,
+    NoFileLocks,
     atomic_path,
     fresh_temp,
     hidden_name,
+    lock_at,
     temp_name,
     write_temp,
 )
@@ -509,57 +511,35 @@ def output_lock(out_dir: Path, name: str, *, wait: bool = False) -> Iterator[boo
     supported (some network file systems; warned once per folder). Yields whether the
     lock is held (False: no guard).
     """
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): no guard
+    if os.name != "posix":  # no flock (Windows): no guard
         yield False
         return
     path = _lock_path(out_dir, name)
-    while True:
+    try:
+        fd = lock_at(path, wait=wait)
+    except BlockingIOError:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP and path.is_symlink():
-                # Not a lock of ours: a link in its place, which would have had the
-                # holder's pid written into the file it points to (found in review).
-                path.unlink(missing_ok=True)
-                continue
-            yield False
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            # The holder before us may have removed the file: lock the one at the path.
-            same = os.path.samestat(os.fstat(fd), os.lstat(path))
-        except BlockingIOError:
-            try:
-                holder = os.read(fd, 200).decode(errors="replace").strip()
-            except OSError:
-                holder = ""
-            os.close(fd)
-            by = f" by {holder}" if holder else ""
-            raise OutputBusyError(
-                f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked{by})"
-            ) from None
-        except FileNotFoundError:
-            same = False
-        except OSError as exc:  # ENOLCK, EOPNOTSUPP...: no locks on this file system
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            if out_dir not in _NO_LOCKS:
-                _NO_LOCKS.add(out_dir)
-                print(
-                    f"warning: {out_dir}: no file locks here ({exc.strerror}); do not run "
-                    "two extractions into it at once",
-                    file=sys.stderr,
-                )
-            yield False
-            return
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
+            holder = path.read_bytes()[:200].decode(errors="replace").strip()
+        except OSError:
+            holder = ""
+        by = f" by {holder}" if holder else ""
+        raise OutputBusyError(
+            f"another sw-mro run is writing {out_dir / name}.npy now ({path} is locked{by})"
+        ) from None
+    except NoFileLocks as exc:
+        path.unlink(missing_ok=True)
+        if out_dir not in _NO_LOCKS:
+            _NO_LOCKS.add(out_dir)
+            print(
+                f"warning: {out_dir}: no file locks here ({exc.strerror}); do not run "
+                "two extractions into it at once",
+                file=sys.stderr,
+            )
+        yield False
+        return
+    except OSError:  # the lock file cannot be made (a read-only or full folder)
+        yield False
+        return
     try:  # who holds it, for the message of a run that finds it busy (or waits for it)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {platform.node()}".encode(), 0)

@@ -27,11 +27,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 __all__ = [
+    "NoFileLocks",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
     "fresh_temp",
     "hidden_name",
+    "lock_at",
     "temp_name",
     "write_temp",
 ]
@@ -167,58 +169,79 @@ def _is_open_file(fd: int, path: Path) -> bool:
         return False
 
 
-def _claim_temp(tmp: Path, path: Path) -> int | None:
-    """Make ``tmp`` a new, empty regular file of this writer, and hold an exclusive
-    ``flock`` on it until the rename (the descriptor returned; None where there are no
-    file locks: Windows, some network file systems). Two writers of one target at once
-    (two runs with one ``--out``) would otherwise share the temp file: found in review,
-    one removed the other's and the first to finish renamed the other's half-written file
-    into place. The second writer now gets a ``FileExistsError`` that says so, and the
-    first writes on. A killed writer's lock dies with it: its temp file is reused."""
-    try:
-        import fcntl
-    except ImportError:
-        fresh_temp(tmp)
-        return None
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):  # a round is lost only to another writer's rename or removal
+class NoFileLocks(OSError):
+    """``flock`` is not supported where the file is (ENOLCK, EOPNOTSUPP: some network
+    file systems)."""
+
+
+def lock_at(path: Path, *, wait: bool = False) -> int:
+    """A descriptor of the regular file at ``path`` (created where absent, the umask
+    applying) holding an exclusive ``flock`` on it, and still the file at ``path`` when
+    this returns (a holder before may have removed or renamed it). A link or a pipe at
+    ``path`` is removed, never followed or locked (found in review: a link at a lock had
+    the holder's pid written into the file it pointed to). The lock dies with the
+    process. Raises ``BlockingIOError`` where another descriptor holds it (unless
+    ``wait``), :class:`NoFileLocks` where the file system has no locks, and ``open``'s
+    errors (a read-only folder). POSIX only (``fcntl``)."""
+    import fcntl
+
+    while True:
         try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for open()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
-            link = exc.errno == errno.ELOOP and tmp.is_symlink()
-            theirs = exc.errno in (errno.EACCES, errno.EPERM) and os.path.lexists(tmp)
-            if not (link or theirs):
+            if exc.errno != errno.ELOOP or not path.is_symlink():
                 raise
-            tmp.unlink()  # a link (never followed), or a leftover not ours to open
+            path.unlink(missing_ok=True)
             continue
-        locked = False
+        regular = held = False
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-        except BlockingIOError:
-            os.close(fd)
-            raise FileExistsError(
-                errno.EEXIST,
-                f"another process is writing {path} now (its temp file is locked); wait for "
-                "it to finish, or write elsewhere",
-                str(tmp),
-            ) from None
-        except OSError:  # ENOLCK, EOPNOTSUPP: no file locks here; unguarded, as before
-            os.close(fd)
-            fresh_temp(tmp)
-            return None
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            if regular:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    raise
+                except OSError as exc:
+                    raise NoFileLocks(exc.errno, exc.strerror, str(path)) from exc
+                held = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:  # removed by its holder before we got the lock
+            pass
         except BaseException:
             os.close(fd)
             raise
-        if locked and _is_open_file(fd, tmp):
-            os.ftruncate(fd, 0)  # a killed writer's leftover
+        if held:
             return fd
         os.close(fd)
-        if not locked:  # a pipe or a device at the temp file's name: not a temp file
-            tmp.unlink()
-        # else renamed or replaced by the writer that held it until we got the lock
-    raise FileExistsError(errno.EEXIST, f"no temp file to write {path} could be held", str(tmp))
+        if not regular:
+            path.unlink(missing_ok=True)
+
+
+def _claim_temp(tmp: Path, path: Path) -> int | None:
+    """Make ``tmp`` a new, empty regular file of this writer, and hold an exclusive
+    ``flock`` on it until the rename (:func:`lock_at`; the descriptor returned). Two
+    writers of one target at once (two runs with one ``--out``) would otherwise share the
+    temp file: found in review, one removed the other's and the first to finish renamed
+    the other's half-written file into place. The second writer now gets a
+    ``FileExistsError`` that says so, and the first writes on. A killed writer's lock
+    dies with it: its temp file is reused. None, and unguarded as before, where there
+    are no file locks (Windows, some network file systems) or a leftover of another
+    user's cannot be opened."""
+    try:
+        fd = lock_at(tmp) if os.name == "posix" else None
+    except BlockingIOError:
+        raise FileExistsError(
+            errno.EEXIST,
+            f"another process is writing {path} now (its temp file is locked); wait for it "
+            "to finish, or write elsewhere",
+            str(tmp),
+        ) from None
+    except OSError:
+        fd = None
+    if fd is None:
+        fresh_temp(tmp)  # raises what stops the write (a read-only folder)
+        return None
+    os.ftruncate(fd, 0)  # a killed writer's leftover
+    return fd
 
 
 def write_temp(tmp: Path, data: bytes, target: str | os.PathLike) -> None:
