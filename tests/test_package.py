@@ -163,3 +163,26 @@ def test_numba_modules_load_where_numba_has_no_cache_place(tmp_path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         assert "found True" in done.stdout and "cache NullCache" in done.stdout, done.stdout
         assert not list(taken.rglob("*.nbi")) or kind == "link"
+
+
+def test_every_public_name_exists() -> None:
+    """Each module's ``__all__`` names only what the module has (``from m import *``
+    fails on a name it does not), and a module whose ``__all__`` leaves out one of its
+    public functions is caught for the two documented model-folder helpers."""
+    import importlib
+    import pkgutil
+
+    import spotformer
+    import sw_mro
+
+    checked = 0
+    for pkg in (sw_mro, spotformer):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for name in getattr(module, "__all__", ()):
+                assert hasattr(module, name), f"{info.name}.__all__ names {name!r}"
+                checked += 1
+    assert checked > 50
+    from sw_mro.io import landmarks
+
+    assert {"insightface_models", "check_insightface_models"} <= set(landmarks.__all__)

@@ -72,6 +72,18 @@ import numpy as np
 
 from sw_mro.errors import ModelLoadError, ModelNotFoundError
 
+__all__ = [
+    "DEFAULT_INSIGHTFACE_ROOT",
+    "INSIGHTFACE_FILES",
+    "DlibLandmarker",
+    "InsightFaceLandmarker",
+    "LandmarkResult",
+    "Landmarker",
+    "check_insightface_models",
+    "insightface_models",
+    "make_landmarker",
+]
+
 BackendName = Literal["dlib", "insightface"]
 NUM_POINTS = 68
 INSIGHTFACE_FILES = ("det_10g.onnx", "1k3d68.onnx")
@@ -111,17 +123,6 @@ def insightface_models(root: str | os.PathLike | None = None) -> Path:
             f"--insightface-root DIR (a folder holding both files)."
         )
     return folder
-
-__all__ = [
-    "DEFAULT_INSIGHTFACE_ROOT",
-    "INSIGHTFACE_FILES",
-    "DlibLandmarker",
-    "InsightFaceLandmarker",
-    "LandmarkResult",
-    "Landmarker",
-    "make_landmarker",
-]
-
 
 @dataclass(frozen=True)
 class LandmarkResult:
