@@ -306,3 +306,61 @@ def test_misses_before_a_restart_count_into_the_patience_after_it() -> None:
         assert res.found.tolist() == [True] * 28 + [False] * 8 + [True] * 8, step
         x = _centre_x(res.boxes)
         assert (x[:36] < 320).all() and (x[36:] > 320).all(), (step, x)
+
+
+# ------------------------------------------------ the selection rules, unit by unit
+# (mutants that survived every scene: the HOG detector cannot be made to find two
+# overlapping faces, or a face whose size creeps, on demand)
+
+
+def test_the_nearest_close_face_wins_over_a_larger_close_one() -> None:
+    """Kills: ``_largest(close)`` for ``_nearest(close, self._prev)`` in
+    ``_tracked_or_largest``. Among faces within one side of the tracked box, the nearest
+    is the tracked face, even where a larger one is also close (two faces side by side
+    after a camera shake took the larger in review)."""
+    lm = DlibLandmarker()
+    lm._prev = (100.0, 100.0, 200.0, 200.0)  # centre (150, 150), side 100
+    near_small = (112.0, 112.0, 192.0, 192.0)  # centre (152, 152), 80 px
+    close_large = (160.0, 160.0, 280.0, 280.0)  # centre (220, 220): 99 px away, 120 px
+    far_larger = (400.0, 100.0, 600.0, 300.0)  # 350 px away, 200 px
+    for rects in ([near_small, close_large], [close_large, near_small, far_larger]):
+        assert lm._tracked_or_largest(list(rects)) == near_small
+        assert lm._misses == 0
+    # only far faces: a miss (None) for TRACK_PATIENCE frames, then the largest
+    from sw_mro.io.landmarks import TRACK_PATIENCE
+
+    far_small = (0.0, 0.0, 50.0, 50.0)  # 177 px away
+    got = [lm._tracked_or_largest([far_small, far_larger])]
+    got += [lm._tracked_or_largest([far_larger]) for _ in range(TRACK_PATIENCE)]
+    assert got[:TRACK_PATIENCE] == [None] * TRACK_PATIENCE
+    assert got[TRACK_PATIENCE] == far_larger
+
+
+def test_redetect_detects_again_when_the_fit_grows_by_more_than_a_quarter() -> None:
+    """Kills: the size check dropped from ``_predict_only`` (``abs(extent - extent0) >
+    0.25 * extent0``). A fit that grows 9 % a frame passes the per-frame shape check
+    (translation removed) every frame, but by the third frame after the detection it is
+    29.5 % wider than there: that frame goes to the detector (None here)."""
+    from sw_mro.io.landmarks import SHAPE_CHANGE_LIMIT
+
+    lm = DlibLandmarker(redetect=4)
+    rgb = _astro()
+    res = lm.detect(rgb)
+    assert res.found[0] and lm._since == 1 and lm._anchor is not None
+    pts0 = res.points[0].astype(np.float64)
+    centre = pts0.mean(axis=0)
+    side = lm._anchor[0][2] - lm._anchor[0][0]
+    step = 1.09
+    scaled = [(centre + (pts0 - centre) * step**k).astype(np.float32) for k in (1, 2, 3)]
+    calls = iter(scaled)
+    lm._predict = lambda rgb, box: next(calls)  # the shape predictor's fits, planted
+    out = [lm._predict_only(rgb) for _ in range(3)]
+    # the premise: each frame's change passes the shape check; only the size differs
+    from sw_mro.io.landmarks import _shape_change
+
+    prev = [pts0.astype(np.float32), *scaled[:2]]
+    assert all(
+        _shape_change(s, p) < SHAPE_CHANGE_LIMIT * side for s, p in zip(scaled, prev, strict=True)
+    )
+    assert out[0] is not None and out[1] is not None  # 9 % and 18.8 % wider: kept
+    assert out[2] is None  # 29.5 % wider than at the detection: detect again
