@@ -290,8 +290,9 @@ def test_pair_indices_that_are_masks_negative_complex_or_scalars_are_refused() -
 
 
 def test_bool_and_float_counts_are_refused_numpy_bools_and_ints_accepted() -> None:
-    """``levels=True`` is not a level count, ``max_batch=2.5`` not a batch size; numpy's
-    bool (a config read with numpy) is a valid ``gaussian``."""
+    """``levels=True`` is not a level count, ``max_batch=2.5`` or ``True`` not a batch size;
+    numpy's bool and ints (a config read with numpy) are a valid ``gaussian``, ``levels``
+    and ``max_batch``."""
     prev, nxt = _frames(2)
     with pytest.raises(ValueError, match="levels must be an int"):
         farneback(prev, nxt, levels=True, backend="torch")
@@ -299,8 +300,17 @@ def test_bool_and_float_counts_are_refused_numpy_bools_and_ints_accepted() -> No
         farneback(prev, nxt, iterations=True, backend="torch")
     with pytest.raises(ValueError, match="max_batch must be a positive int"):
         farneback(prev, nxt, max_batch=2.5, backend="torch")
+    with pytest.raises(ValueError, match="max_batch must be a positive int"):
+        farneback(prev, nxt, max_batch=True, backend="torch")
     want = farneback(prev, nxt, gaussian=True, levels=0, backend="torch")
-    got = farneback(prev, nxt, gaussian=np.bool_(True), levels=np.int64(0), backend="torch")
+    got = farneback(
+        prev,
+        nxt,
+        gaussian=np.bool_(True),
+        levels=np.int64(0),
+        max_batch=np.int64(1),
+        backend="torch",
+    )
     assert torch.equal(got, want)
 
 

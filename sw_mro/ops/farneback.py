@@ -196,7 +196,9 @@ def farneback_pairs(
             "unweighted, which this port does not copy; use frames of at least 10 px a side"
         )
     init = _check_init_flow(init_flow, ref.numel(), height, width, f.device)
-    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+    if max_batch is not None and (
+        not isinstance(max_batch, (int, np.integer)) or isinstance(max_batch, bool) or max_batch < 1
+    ):  # True is not a batch size (found in review: it ran as 1)
         raise ValueError(f"max_batch must be a positive int or None; got {max_batch!r}")
     if ref.numel() == 0:
         return torch.zeros(0, 2, height, width, device=f.device)
@@ -212,7 +214,7 @@ def farneback_pairs(
         engine = _ft
     pairs = ref.numel()
     workers = _cpu_workers(f.device, pairs)
-    batch = max_batch or _auto_batch(height, width, f.device, name, workers)
+    batch = int(max_batch) if max_batch else _auto_batch(height, width, f.device, name, workers)
     batch = min(batch, -(-pairs // workers))  # at least one batch per worker
     expansions = _shared_expansions(f.float(), params, engine, workers)
     out = torch.empty(pairs, 2, height, width, device=f.device)
