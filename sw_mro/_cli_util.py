@@ -53,7 +53,7 @@ def _terminating_signals() -> list[int]:
 
 @contextmanager
 def terminate_as_interrupt(exiting: bool = False) -> Iterator[None]:
-    """In the main thread: the first SIGTERM or SIGHUP (unless ignored) raises
+    """In the main thread: the first SIGTERM, or SIGHUP unless it is ignored (``nohup``), raises
     :class:`Terminated`. After it, a second SIGTERM acts as before (by default, ends the
     process at once), except within :data:`HUP_GRACE` seconds of a first SIGHUP, and a
     second SIGHUP is dropped: a closed terminal sends two (the shell's, then the
