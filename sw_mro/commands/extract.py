@@ -750,6 +750,14 @@ INTERRUPT_HINT = "run the same command again to resume (complete outputs are ski
 _TO_STDERR = ("hint: ", "warning: ")
 
 
+def _failure(path: str | Path, line: str) -> str:
+    """The report of an input that failed with ``line`` (``Type: message``), and the
+    ``--batch-size`` hint after it where it ran out of GPU memory: one text for one
+    device and for ``--devices``."""
+    report = f"FAILED {path}: {line}"
+    return f"{report}\n{MEMORY_HINT}" if out_of_memory(line) else report
+
+
 def _split_hints(message: str) -> tuple[str, list[str]]:
     """``_extract_one``'s message without its ``hint:`` and ``warning:`` lines (for
     stdout), and those lines (for stderr)."""
@@ -870,9 +878,7 @@ def _run_on_devices(
                 busy.append(path)
                 bar.write(f"busy {path}: {line.split(': ', 1)[1]}; {BUSY_LATER}", file=sys.stderr)
             else:
-                bar.write(f"FAILED {path}: {line}", file=sys.stderr)
-                if out_of_memory(line):
-                    bar.write(MEMORY_HINT, file=sys.stderr)
+                bar.write(_failure(path, line), file=sys.stderr)
             bar.set_postfix_str(f"inputs {ended}/{len(inputs)}")
 
         def frames(path: str, total: int, done: int) -> None:
@@ -1078,9 +1084,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # one bad input must not stop the others
             failed.append(str(path))
             line = f"{type(exc).__name__}: {exc}"
-            print(f"FAILED {path}: {line}", file=sys.stderr, flush=True)
-            if out_of_memory(line):
-                print(MEMORY_HINT, file=sys.stderr, flush=True)
+            print(_failure(path, line), file=sys.stderr, flush=True)
             return
         out, hints = _split_hints(message)  # said outside the try: the input is done
         _say(out)
