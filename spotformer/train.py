@@ -115,6 +115,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        # found in review: none of these was checked. A negative lr_decay turned the rate
+        # negative from the 2nd epoch (the loss climbed, silently), NaN ended in "lower
+        # --lr", 0 stopped learning after one epoch, a negative weight decay grew the
+        # weights, and bad betas failed only when the first fold started (after the
+        # features of every video were extracted).
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise ValueError(
+                f"lr_decay must be in (0, 1] (1: a constant rate), got {self.lr_decay}"
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(
+                f"weight_decay must be a finite number >= 0, got {self.weight_decay}"
+            )
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.selection not in ("fixed", "val"):
             raise ValueError(f"selection must be 'fixed' or 'val', got {self.selection!r}")
         if not 0.0 <= self.neutral_segments <= 1.0:
