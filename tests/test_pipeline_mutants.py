@@ -385,6 +385,15 @@ def _faces(n: int, a: range, b: range, blank: tuple[int, ...] = ()) -> np.ndarra
     return frames
 
 
+def _detect_all(frames: np.ndarray) -> LandmarkResult:
+    """The pipeline's landmarks of ``frames`` in one call, in this process."""
+    marks = pl._Landmarks(SWMROConfig(landmark_workers=1), torch.device("cpu"))
+    try:
+        return marks.detect(0, frames)
+    finally:
+        marks.close()
+
+
 def test_a_frame_without_any_face_at_a_segments_end_loses_the_tracked_face(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -393,21 +402,11 @@ def test_a_frame_without_any_face_at_a_segments_end_loses_the_tracked_face(
     larger face as a tracker going on would (not a re-run from A's box at the end of
     segment 0)."""
     monkeypatch.setattr(pl, "make_landmarker", lambda *a, **k: _Tracker())
-    frames = _faces(80, a=range(80), b=range(64, 80), blank=(63,))
-    marks = pl._Landmarks(SWMROConfig(landmark_workers=1), torch.device("cpu"))
-    try:
-        res = marks.detect(0, frames)
-    finally:
-        marks.close()
+    res = _detect_all(_faces(80, a=range(80), b=range(64, 80), blank=(63,)))
     assert np.flatnonzero(~res.found).tolist() == [63]
     assert (res.boxes[:63, 0] == 10).all() and (res.boxes[64:, 0] == 120).all()
     # Inside a segment the same: a blank frame 20, B in view from 21 on.
-    inside = _faces(32, a=range(32), b=range(21, 32), blank=(20,))
-    marks = pl._Landmarks(SWMROConfig(landmark_workers=1), torch.device("cpu"))
-    try:
-        res = marks.detect(0, inside)
-    finally:
-        marks.close()
+    res = _detect_all(_faces(32, a=range(32), b=range(21, 32), blank=(20,)))
     assert (res.boxes[21:, 0] == 120).all()
 
 
