@@ -124,6 +124,7 @@ def insightface_models(root: str | os.PathLike | None = None) -> Path:
         )
     return folder
 
+
 @dataclass(frozen=True)
 class LandmarkResult:
     """Per-frame detections: ``boxes (T, 4)``, ``points (T, 68, 2)``, ``found (T,)``."""
