@@ -12,6 +12,32 @@ import torch
 from sw_mro.io.samples import astronaut, carphone_path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    _signals_as_in_a_terminal()
+
+
+def _signals_as_in_a_terminal() -> None:
+    """The suite tests how Ctrl-C, a hang-up and SIGTERM stop a run, in this process and
+    in the commands it starts, as they come in a terminal. Started in the background by
+    a shell without job control (``make test &`` in a script) SIGINT is ignored, and
+    under ``nohup`` SIGHUP is; both stay ignored in every child, so those tests failed and
+    one hung (found when the suite ran as ``(nohup make test &)``). An ignored SIGINT gets
+    Python's default handler (KeyboardInterrupt); an ignored SIGHUP a handler that does
+    nothing, so that this process still outlives a hang-up while its children start with
+    SIGHUP at its default (a signal that is caught, not ignored, is reset by exec)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    hup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hup is not None and signal.getsignal(hup) is signal.SIG_IGN:
+        signal.signal(hup, _outlive_a_hangup)
+
+
+def _outlive_a_hangup(signum: int, frame: object) -> None:
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--device", default="cpu", help="torch device for device-generic tests (cpu or cuda)"
