@@ -401,26 +401,10 @@ def test_config_rejects_just_outside_its_ranges(kwargs: dict) -> None:
 def _tiny_dlib_model(rgb: np.ndarray, path: Path) -> tuple[Path, list[int]]:
     """A shape predictor trained here with dlib (3 cascades of 20 trees of depth 3, 9
     points around the astronaut's face); returns its path and the face box."""
-    import cv2
+    from test_shape_model import train_tiny_dlib_model
 
-    dlib = pytest.importorskip("dlib")
-    from sw_mro.io.landmarks import make_landmarker
-
-    res = make_landmarker("dlib", track=False).detect(rgb)
-    box = [round(float(v)) for v in res.boxes[0]]
-    images, objects = [], []
-    for dx, dy in [(0, 0), (12, -7), (-9, 5), (6, 14)]:
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        images.append(np.ascontiguousarray(cv2.warpAffine(rgb, shift, rgb.shape[1::-1])))
-        rect = dlib.rectangle(box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
-        parts = [
-            dlib.point(round(float(x)) + dx, round(float(y)) + dy) for x, y in res.points[0][::8]
-        ]
-        objects.append([dlib.full_object_detection(rect, parts)])
-    opt = dlib.shape_predictor_training_options()
-    opt.cascade_depth, opt.tree_depth, opt.num_trees_per_cascade_level = 3, 3, 20
-    opt.oversampling_amount, opt.feature_pool_size, opt.num_threads = 2, 40, 1
-    dlib.train_shape_predictor(images, objects, opt).save(str(path))
+    shifts = [(0, 0), (12, -7), (-9, 5), (6, 14)]
+    box = train_tiny_dlib_model(rgb, path, shifts, every=8, trees=20, oversampling=2, pool=40)
     return path, box
 
 

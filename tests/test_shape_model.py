@@ -19,6 +19,39 @@ from sw_mro.io.video import open_video
 dlib = pytest.importorskip("dlib")
 
 
+def train_tiny_dlib_model(
+    rgb: np.ndarray,
+    path: Path,
+    shifts: list[tuple[int, int]],
+    *,
+    every: int,
+    trees: int,
+    oversampling: int,
+    pool: int,
+) -> list[int]:
+    """A shape predictor trained here with dlib and saved at ``path``: 3 cascades of
+    ``trees`` trees of depth 3, on ``rgb`` moved by each ``(dx, dy)`` of ``shifts``, with
+    every ``every``-th of the 68 landmarks that the shipped model finds there. Returns the
+    face box it was trained on (unmoved)."""
+    res = make_landmarker("dlib", track=False).detect(rgb)
+    box = [round(float(v)) for v in res.boxes[0]]
+    images, objects = [], []
+    for dx, dy in shifts:
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        images.append(np.ascontiguousarray(cv2.warpAffine(rgb, shift, rgb.shape[1::-1])))
+        rect = dlib.rectangle(box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+        parts = [
+            dlib.point(round(float(x)) + dx, round(float(y)) + dy)
+            for x, y in res.points[0][::every]
+        ]
+        objects.append([dlib.full_object_detection(rect, parts)])
+    opt = dlib.shape_predictor_training_options()
+    opt.cascade_depth, opt.tree_depth, opt.num_trees_per_cascade_level = 3, 3, trees
+    opt.oversampling_amount, opt.feature_pool_size, opt.num_threads = oversampling, pool, 1
+    dlib.train_shape_predictor(images, objects, opt).save(str(path))
+    return box
+
+
 def _boxes(box, rng: np.random.Generator, n: int, h: int, w: int) -> list[list[int]]:
     """``box`` itself, then boxes moved, resized and stretched at random: some partly or
     wholly outside the image, some tiny, some larger than it."""
@@ -64,24 +97,11 @@ def test_the_68_point_model_matches_dlib_on_video(carphone: str) -> None:
 def test_other_dlib_models_match_dlib(astronaut_rgb: np.ndarray, tmp_path: Path) -> None:
     """The 5-point model that face-recognition-models ships, and one trained here with
     dlib (3 cascades of 25 trees of depth 3, 17 points): other sizes read and run."""
-    res = make_landmarker("dlib", track=False).detect(astronaut_rgb)
-    box = [round(float(v)) for v in res.boxes[0]]
     rng = np.random.default_rng(1)
-    images, objects = [], []
-    for _ in range(6):
-        dx, dy = (int(v) for v in rng.integers(-20, 21, 2))
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        images.append(np.ascontiguousarray(cv2.warpAffine(astronaut_rgb, shift, (512, 512))))
-        rect = dlib.rectangle(box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
-        parts = [
-            dlib.point(round(float(x)) + dx, round(float(y)) + dy) for x, y in res.points[0][::4]
-        ]
-        objects.append([dlib.full_object_detection(rect, parts)])
-    opt = dlib.shape_predictor_training_options()
-    opt.cascade_depth, opt.tree_depth, opt.num_trees_per_cascade_level = 3, 3, 25
-    opt.oversampling_amount, opt.feature_pool_size, opt.num_threads = 3, 60, 1
+    shifts = [tuple(int(v) for v in rng.integers(-20, 21, 2)) for _ in range(6)]
     trained = tmp_path / "tiny.dat"
-    dlib.train_shape_predictor(images, objects, opt).save(str(trained))
+    box = train_tiny_dlib_model(astronaut_rgb, trained, shifts, every=4, trees=25,
+                                oversampling=3, pool=60)  # fmt: skip
     five = dlib_shape_predictor_path().with_name("shape_predictor_5_face_landmarks.dat")
     for path, parts, trees in [(trained, 17, (3, 25, 7, 2)), (five, 5, None)]:
         model, ref = ShapeModel.read(path), dlib.shape_predictor(str(path))
