@@ -196,9 +196,7 @@ def farneback_pairs(
             "unweighted, which this port does not copy; use frames of at least 10 px a side"
         )
     init = _check_init_flow(init_flow, ref.numel(), height, width, f.device)
-    if max_batch is not None and (
-        not isinstance(max_batch, (int, np.integer)) or isinstance(max_batch, bool) or max_batch < 1
-    ):  # True is not a batch size (found in review: it ran as 1)
+    if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):  # not True
         raise ValueError(f"max_batch must be a positive int or None; got {max_batch!r}")
     if ref.numel() == 0:
         return torch.zeros(0, 2, height, width, device=f.device)
@@ -231,6 +229,11 @@ def farneback_pairs(
 # --------------------------------------------------------------------------- helpers
 
 
+def _is_int(v: object) -> bool:
+    """An int or a numpy integer, not a bool (``True`` is not a count or a batch size)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def _check_params(
     pyr_scale: float,
     levels: int,
@@ -240,21 +243,18 @@ def _check_params(
     poly_sigma: float,
     gaussian: bool,
 ) -> FarnebackParams:
-    def is_int(v: object) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     def is_real(v: object) -> bool:  # numpy scalars too (found in review: np.float32(0.5))
         return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
     if not is_real(pyr_scale) or not 0 < pyr_scale < 1:
         raise ValueError(f"pyr_scale must be in (0, 1) (0.5 halves each level); got {pyr_scale!r}")
-    if not is_int(levels) or levels < 0:
+    if not _is_int(levels) or levels < 0:
         raise ValueError(f"levels must be an int >= 0 (0 = no pyramid); got {levels!r}")
-    if not is_int(winsize) or winsize < 1:
+    if not _is_int(winsize) or winsize < 1:
         raise ValueError(f"winsize must be an int >= 1 (e.g. 15); got {winsize!r}")
-    if not is_int(iterations) or iterations < 1:
+    if not _is_int(iterations) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1 (e.g. 5); got {iterations!r}")
-    if not is_int(poly_n) or poly_n not in (5, 7):
+    if not _is_int(poly_n) or poly_n not in (5, 7):
         raise ValueError(f"poly_n must be 5 or 7; got {poly_n!r}")
     if not is_real(poly_sigma) or not math.isfinite(poly_sigma) or poly_sigma <= 0:
         raise ValueError(
