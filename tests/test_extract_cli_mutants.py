@@ -17,10 +17,9 @@ import re
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from videos import encode
+from videos import encode, write_frames
 
 import sw_mro
 from sw_mro.cli import main
@@ -43,10 +42,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory, frames: np.ndarray) -> Path:
 
 
 def _folder(path: Path, frames: np.ndarray) -> Path:
-    path.mkdir(parents=True)
-    for i, f in enumerate(frames):
-        cv2.imwrite(str(path / f"img{i + 1:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    return path
+    return write_frames(path, [f"img{i + 1:03d}.png" for i in range(len(frames))], frames)
 
 
 def _meta(out: Path, name: str) -> dict:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from videos import encode
+from videos import encode, write_frames
 
 from sw_mro.errors import (
     ClipTooShortError,
@@ -636,12 +636,6 @@ def test_context_manager_closes(clip: Path) -> None:
 # --- frame folders ----------------------------------------------------------------------
 
 
-def _write_folder(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rgb in zip(names, frames, strict=True):
-        assert cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
 def test_casme2_folder_natural_sort_png_is_lossless(
     tmp_path: Path, source_frames: list[np.ndarray]
 ) -> None:
@@ -649,7 +643,7 @@ def test_casme2_folder_natural_sort_png_is_lossless(
     frames = source_frames[:12]
     # Write in a shuffled order so that the file system order cannot pass for sorting.
     order = [11, 0, 9, 1, 5, 10, 2, 8, 3, 7, 4, 6]
-    _write_folder(folder, [f"img{k + 1}.png" for k in order], [frames[k] for k in order])
+    write_frames(folder, [f"img{k + 1}.png" for k in order], [frames[k] for k in order])
     (folder / "notes.txt").write_text("not a frame")
     (folder / "Thumbs.db").write_bytes(b"\x00\x01")
     (folder / "._img1.png").write_bytes(b"macOS resource fork")
@@ -670,7 +664,7 @@ def test_samm_folder_jpg_stride_fps_gray(
     folder = tmp_path / "SAMM_longvideos" / "006_1"
     n = 20
     names = [f"006_1_{k + 1:0{digits}d}.jpg" for k in range(n)]
-    _write_folder(folder, names, source_frames[:n])
+    write_frames(folder, names, source_frames[:n])
     expected = np.stack(
         [cv2.cvtColor(cv2.imread(str(folder / nm)), cv2.COLOR_BGR2RGB) for nm in names]
     )
@@ -702,7 +696,7 @@ def test_stray_and_doubled_frames_in_a_folder_warn(
     such name turned the gap check off). img1 next to img01 is said as a number given
     twice, and the two come in the order of their names whatever the file system's."""
     names = ["img1.png", "img2.png", "img2 - Copy.png", "img3.png", "cover.png", "img5.png"]
-    _write_folder(tmp_path / "s", names, source_frames[:6])
+    write_frames(tmp_path / "s", names, source_frames[:6])
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         video = open_video(tmp_path / "s")
     assert [p.name for p in video.files] == [
@@ -716,7 +710,7 @@ def test_stray_and_doubled_frames_in_a_folder_warn(
         f"{tmp_path / 's'}: frame numbers jump from 3 to 5 at img5.png; frame i is the i-th file",
     ]
     caplog.clear()
-    _write_folder(tmp_path / "d", ["img01.png", "img1.png", "img2.png"], source_frames[:3])
+    write_frames(tmp_path / "d", ["img01.png", "img1.png", "img2.png"], source_frames[:3])
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         video = open_video(tmp_path / "d")
     assert [p.name for p in video.files] == ["img01.png", "img1.png", "img2.png"]
@@ -724,9 +718,9 @@ def test_stray_and_doubled_frames_in_a_folder_warn(
         f"{tmp_path / 'd'}: two files are numbered 1 (img01.png, img1.png); both are read as frames"
     ]
     caplog.clear()
-    _write_folder(tmp_path / "n", ["front.png", "side.png"], source_frames[:2])
+    write_frames(tmp_path / "n", ["front.png", "side.png"], source_frames[:2])
     timed = ["frame_0001_t0.000.png", "frame_0002_t0.033.png", "frame_0003_t0.067.png"]
-    _write_folder(tmp_path / "t", timed, source_frames[:3])
+    write_frames(tmp_path / "t", timed, source_frames[:3])
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         open_video(tmp_path / "n")  # no numbers at all: nothing to check
         open_video(tmp_path / "t")  # a number last, but in names that vary before it
@@ -762,7 +756,7 @@ def test_folder_frames_of_other_kinds(tmp_path: Path, source_frames: list[np.nda
             open_video(path)
         _assert_one_line(err, "stack.tif: a multi-page TIFF (3 pages), of which only the first")
     cut = tmp_path / "cut"
-    _write_folder(cut, ["img1.jpg", "img2.jpg"], source_frames[:2])
+    write_frames(cut, ["img1.jpg", "img2.jpg"], source_frames[:2])
     data = (cut / "img2.jpg").read_bytes()
     (cut / "img2.jpg").write_bytes(data[: len(data) * 6 // 10])
     if int(cv2.__version__.split(".")[0]) >= 5:  # 4.x decodes it, grey below the cut
@@ -782,7 +776,7 @@ def test_folder_frames_of_other_kinds(tmp_path: Path, source_frames: list[np.nda
 
 
 def test_folder_accepts_bmp_and_png(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
-    _write_folder(tmp_path / "f", ["img1.bmp", "img2.png", "img3.bmp"], source_frames[:3])
+    write_frames(tmp_path / "f", ["img1.bmp", "img2.png", "img3.bmp"], source_frames[:3])
     assert [p.name for p in list_frame_files(tmp_path / "f")] == [
         "img1.bmp",
         "img2.png",
@@ -794,7 +788,7 @@ def test_folder_accepts_bmp_and_png(tmp_path: Path, source_frames: list[np.ndarr
 def test_folder_gap_warns(
     tmp_path: Path, source_frames: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _write_folder(tmp_path / "g", ["img1.png", "img2.png", "img4.png"], source_frames[:3])
+    write_frames(tmp_path / "g", ["img1.png", "img2.png", "img4.png"], source_frames[:3])
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         video = open_video(tmp_path / "g")
     assert len(video) == 3
@@ -1406,8 +1400,8 @@ def test_folder_that_starts_after_frame_1_warns(
 ) -> None:
     """Annotations count from img1 / _0001; a folder whose first file is img5 (frames
     cut off) would shift every label by 4 frames without notice (found in review)."""
-    _write_folder(tmp_path / "late", ["img5.png", "img6.png", "img7.png"], source_frames[:3])
-    _write_folder(tmp_path / "zero", ["f_0000.png", "f_0001.png"], source_frames[:2])
+    write_frames(tmp_path / "late", ["img5.png", "img6.png", "img7.png"], source_frames[:3])
+    write_frames(tmp_path / "zero", ["f_0000.png", "f_0001.png"], source_frames[:2])
     with caplog.at_level("WARNING", logger="sw_mro.io.video"):
         assert len(open_video(tmp_path / "zero")) == 2
         assert not caplog.records  # 0-based numbering is fine
@@ -1649,14 +1643,14 @@ def test_stride_longer_than_video(clip: Path, tmp_path: Path, source_frames: lis
     with pytest.raises(ClipTooShortError) as err:
         open_video(clip, stride=N_FRAMES + 1)
     _assert_one_line(err, "clip.mp4")
-    _write_folder(tmp_path / "f", ["img1.png", "img2.png"], source_frames[:2])
+    write_frames(tmp_path / "f", ["img1.png", "img2.png"], source_frames[:2])
     with pytest.raises(ClipTooShortError, match="stride 3"):
         open_video(tmp_path / "f", stride=3)
 
 
 def test_bad_frame_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
     folder = tmp_path / "f"
-    _write_folder(folder, [f"img{k}.png" for k in range(1, 5)], source_frames[:4])
+    write_frames(folder, [f"img{k}.png" for k in range(1, 5)], source_frames[:4])
     (folder / "img3.png").write_bytes(b"not a png")
     video = open_video(folder)  # the first frame is fine, so opening works
     with pytest.raises(CorruptVideoError) as err:
@@ -1667,7 +1661,7 @@ def test_bad_frame_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) ->
         open_video(folder)
     # An empty frame anywhere is said when the folder opens (it was found only when its
     # chunk was read, after the frames before it were processed), and called empty.
-    _write_folder(folder, ["img1.png"], source_frames[:1])
+    write_frames(folder, ["img1.png"], source_frames[:1])
     (folder / "img3.png").write_bytes(b"")
     with pytest.raises(CorruptVideoError) as err:
         open_video(folder)
@@ -1690,7 +1684,7 @@ def test_broken_link_in_folder_is_an_error(tmp_path: Path, source_frames: list[n
     """A frame that is a dangling link: an error naming it, not a frame left out (found
     in review: skipped, with every later frame one frame early)."""
     folder = tmp_path / "f"
-    _write_folder(folder, [f"img{k}.png" for k in (1, 2, 4)], source_frames[:3])
+    write_frames(folder, [f"img{k}.png" for k in (1, 2, 4)], source_frames[:3])
     (folder / "img3.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(CorruptVideoError, match="broken link") as err:
         open_video(folder)
@@ -1753,7 +1747,7 @@ def test_raw_h264_stream_is_refused_with_a_remux_hint(
 
 def test_mixed_frame_sizes_in_folder(tmp_path: Path, source_frames: list[np.ndarray]) -> None:
     folder = tmp_path / "f"
-    _write_folder(folder, ["img1.png", "img2.png"], [source_frames[0], source_frames[1][:, :40]])
+    write_frames(folder, ["img1.png", "img2.png"], [source_frames[0], source_frames[1][:, :40]])
     with pytest.raises(CorruptVideoError, match="img2.png: frame is 40x48") as err:
         open_video(folder).read([1])
     _assert_one_line(err, "img2.png")
@@ -1782,7 +1776,7 @@ def test_folder_frames_decoded_by_threads(
     import sw_mro.io.video as vid
 
     folder = tmp_path / "f"
-    _write_folder(folder, [f"img{k + 1}.png" for k in range(20)], source_frames[:20])
+    write_frames(folder, [f"img{k + 1}.png" for k in range(20)], source_frames[:20])
     monkeypatch.setattr(sw_mro.config, "usable_cpus", lambda: 8)  # threads on any runner
     monkeypatch.setattr(vid, "FOLDER_DECODE_THREADS", 1)
     one = open_video(folder).read(range(20)).numpy()

@@ -1,4 +1,5 @@
-"""Test videos written with PyAV: any container and codec, and a display rotation."""
+"""Test videos written with PyAV: any container and codec, and a display rotation; and
+frame folders."""
 
 from __future__ import annotations
 
@@ -61,3 +62,14 @@ def encode(
             mux(stream.encode(frame))
         mux(stream.encode())
     return path
+
+
+def write_frames(folder: Path, names: list[str], frames: list[np.ndarray] | np.ndarray) -> Path:
+    """A frame folder: each RGB frame of ``frames`` as the image file of its name in
+    ``names``, in ``folder`` (made where absent)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rgb in zip(names, frames, strict=True):
+        assert cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return folder
