@@ -27,7 +27,7 @@ from spotformer.data import (
     load_samm,
 )
 from spotformer.errors import AnnotationError, SpotFormerError
-from spotformer.metrics import read_intervals
+from spotformer.metrics import read_ground_truth, read_intervals
 
 # --- CAS(ME)^2 ---------------------------------------------------------------------------
 
@@ -424,6 +424,53 @@ def test_samm_rows_subsample_7(samm_xlsx: Path, caplog: pytest.LogCaptureFixture
     assert sum("dropped" in r.getMessage() for r in caplog.records) == 2
     assert table.videos == ["006_1", "007_3", "007_5"]
     assert not any("Subject column" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("onset", [-1, 0, None])
+def test_samm_row_with_only_its_onset_missing_is_kept_from_the_first_frame(
+    tmp_path: Path, onset: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: SAMM-LV's published 343 MaE include 12 rows whose onset is
+    missing (the SpotFormer authors' table: samm_011_2 0 / 186 / 395), and they were
+    dropped. Kept now, from the video's first frame (source frame 1 -> index 0), with a
+    warning naming the row; training's loader and `evaluate --gt` count them alike."""
+    rows = [
+        _samm_row(11, "011_2_1", onset, 1302, 2765, "Macro"),  # row 11
+        _samm_row(11, "011_2_2", 3600, 3610, 3660, "Micro - 1/2"),
+        _samm_row(11, "011_2_3", onset, 0, 2765, "Macro"),  # onset and apex: dropped
+    ]
+    xlsx = write_samm(tmp_path / "SAMM_LongVideos_V2_Release.xlsx", rows=rows)
+    with caplog.at_level(logging.WARNING, logger="spotformer.data.annotations"):
+        table = load_samm(xlsx)
+    # floor((1302 - 1) / 7 = 185.86) = 185; (2765 - 1) / 7 = 394.86 -> 395.
+    assert table.expressions == [
+        Expression("011", "011_2", 0, 185, 395, "macro"),
+        Expression("011", "011_2", 514, 515, 523, "micro"),
+    ]
+    assert [(d.row, d.reason.split(" (")[0]) for d in table.dropped] == [
+        (13, "two or more of onset/apex/offset missing")
+    ]
+    shown = "blank" if onset is None else str(onset)
+    assert [r.getMessage() for r in caplog.records if "onset missing" in r.getMessage()] == [
+        f"{xlsx} [FACS_Movement_Only] row 11: onset missing (onset={shown}, apex=1302, "
+        "offset=2765): kept, with the onset at the video's first frame (the MEGC protocol "
+        "counts every row by its onset and offset)"
+    ]
+    gt = read_ground_truth(xlsx)
+    assert sorted((g.onset, g.offset, g.kind) for g in gt) == [
+        (0, 395, "macro"),
+        (514, 523, "micro"),
+    ]
+
+
+def test_casme2_row_with_only_its_onset_missing_is_kept_from_the_first_frame(
+    tmp_path: Path,
+) -> None:
+    """The same rule in CAS(ME)^2: img1.jpg, index 0."""
+    rows = [[1, "disgust1_1", 0, 572, 608, AU, EMO, "macro-expression", "disgust"]]
+    table = load_casme2(write_casme2(tmp_path / "CAS(ME)^2code_final.xlsx", rows=rows))
+    assert table.expressions == [Expression("s15", "s15/15_0101", 0, 571, 607, "macro")]
+    assert table.dropped == []
 
 
 def test_samm_subject_column_that_disagrees_is_said(

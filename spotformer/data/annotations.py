@@ -22,7 +22,11 @@ negative frame, such as SAMM's apex -1, is *missing*):
 
 - offset missing -> offset = apex;
 - apex missing -> apex = (onset + offset) // 2 (floor, in the file's own frames);
-- onset missing, or two or more of onset/apex/offset missing -> the row is dropped;
+- onset missing (and the other two given) -> onset = 1, the video's first frame, with a
+  warning: the expression is under way when the recording starts. SAMM-LV has 12 such
+  macro-expressions, and its published count (343 MaE) includes them, as does the
+  SpotFormer authors' SAMM-LV table (start frame 0); dropping them changed the counts;
+- two or more of onset/apex/offset missing -> the row is dropped;
 - offset < onset after filling -> the row is dropped;
 - an apex outside [onset, offset] after filling -> the row is **kept** and the apex moved
   to the nearer end, with a warning: the MEGC protocol scores every row by its onset and
@@ -287,7 +291,16 @@ def _fill_missing(
     if n_missing >= 2:
         return f"two or more of onset/apex/offset missing ({shown})"
     if missing(onset):
-        return f"onset missing ({shown})"
+        # Kept (found in review): SAMM-LV has such rows (12 macro-expressions, an
+        # onset of 0 or -1 with the apex hundreds of frames on), and its published
+        # counts (343 MaE) include them. The expression is taken as under way when the
+        # recording starts, as in the SpotFormer authors' SAMM-LV table (start frame 0).
+        log.warning(
+            "%s: onset missing (%s): kept, with the onset at the video's first frame "
+            "(the MEGC protocol counts every row by its onset and offset)",
+            where, shown,
+        )  # fmt: skip
+        onset = 1.0
     assert onset is not None  # for the type checker; missing() covered None
     if missing(offset):
         offset = apex
