@@ -32,6 +32,25 @@ def test_zero_vectors_in_the_main_sector_count_in_the_mean_magnitude() -> None:
         torch.testing.assert_close(mdmo(v, top=1.0, exact_sums=exact), torch.tensor([[2 / 3, 0.0]]))
 
 
+@pytest.mark.parametrize("zero", [(-0.0, -0.0), (-0.0, 0.0), (0.0, -0.0)])
+def test_a_negative_zero_vector_has_angle_0_too(zero: tuple[float, float]) -> None:
+    """Farneback writes (-0.0, -0.0) in flat regions (found in review): atan2 gives it
+    -pi (or pi), which put it in the 180-degree sector, so three of them outnumbered two
+    vectors to the right and the mean was (0, 0). As (0, 0) and the precedent's
+    cv2.cartToPolar (angle 0) they join the vectors to the right. Also in the reference."""
+    from reference.sw_mro_reference import mdmo as reference_mdmo
+
+    right = [[1.0, 0.1], [1.0, 0.2]]
+    v = torch.tensor([[list(zero)] * 3 + right])
+    want = torch.tensor([[[0.0, 0.0]] * 3 + right])
+    for exact in (False, True):
+        got = mdmo(v, top=1.0, exact_sums=exact)
+        torch.testing.assert_close(got, mdmo(want, top=1.0, exact_sums=exact))
+        assert float(got[0, 0]) > 0.3  # (2, 0.3) / 5 in length: the right-hand sector
+    ref = reference_mdmo(v[0].numpy(), edges=(0.0, 90.0, 180.0, 270.0), top=1.0)
+    np.testing.assert_allclose(ref, got[0].numpy(), rtol=1e-6)
+
+
 def test_exact_sums_round_to_the_nearest_step() -> None:
     """The fixed-point sums (steps of 2^-24 px) round: 0.75 of a step is one step."""
     x = 0.75 * 2.0**-24

@@ -24,7 +24,7 @@ synthetic set (docs/sw_mro.md).
 
 Other decisions (also in docs/sw_mro.md):
 
-- the angle is in ``[0, 2 pi)``; a zero vector has angle 0;
+- the angle is in ``[0, 2 pi)``; a zero vector has angle 0, -0.0 components too;
 - ties between equally populated sectors go to the first sector in ``edges`` order
   (the precedent's ``argmax`` over its list of regions, in the same order);
 - "top p" keeps ``ceil(p * n)`` (>= 1) of the sector's ``n`` vectors (the precedent
@@ -125,7 +125,11 @@ def mdmo(
         m = torch.ones(v.shape[:2], dtype=torch.bool, device=v.device)
     else:
         m = mask.reshape(-1, k).to(device=v.device, dtype=torch.bool)
-    dx, dy = v[..., 0], v[..., 1]
+    # + 0.0 turns -0.0 into +0.0: a zero vector has angle 0, as documented and as the
+    # precedent's cv2.cartToPolar gives it. atan2(-0.0, -0.0) is -pi, which put the
+    # (-0.0, -0.0) that Farneback writes in flat regions in the 180-degree sector
+    # (found in review).
+    dx, dy = v[..., 0] + 0.0, v[..., 1] + 0.0
     ang = torch.atan2(dy, dx)
     ang = torch.where(ang < 0, ang + 2 * math.pi, ang)
     if edges == equal_edges(bins):  # equal sectors from 0

@@ -62,7 +62,7 @@ def mdmo(vectors: np.ndarray, edges: tuple[float, ...], top: float) -> np.ndarra
     if len(vectors) == 0:
         return np.zeros(2, np.float32)
     v = vectors.astype(np.float32)
-    ang = np.arctan2(v[:, 1], v[:, 0])
+    ang = np.arctan2(v[:, 1] + 0.0, v[:, 0] + 0.0)  # a zero vector, -0.0 too, has angle 0
     ang = np.where(ang < 0, ang + np.float32(2 * math.pi), ang)
     e = [np.float32(math.radians(x)) for x in edges]
     regions = [(ang >= lo) & (ang < hi) for lo, hi in zip(e[:-1], e[1:], strict=True)]
