@@ -1003,7 +1003,7 @@ def test_large_head_motion_suggests_align_from_landmarks(
     short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     """The metadata records how far the nose landmarks moved within the clips; where
-    more than 1 % of the pairs moved beyond the alignment's reach (17 px at face size),
+    more than 1 % of the pairs moved beyond the alignment's reach (13 px at face size),
     a hint on stderr says so and suggests --align-from-landmarks, unless it is on.
     Carphone (hand-held) at 256 px, w 9: 6 % of its first 20 frames' pairs; at 64 px none."""
     import sw_mro.config
@@ -1013,15 +1013,16 @@ def test_large_head_motion_suggests_align_from_landmarks(
     assert main(argv) == 0
     said = capsys.readouterr()
     motion = json.loads((out / "short.json").read_text())["nose_motion"]
-    assert motion["over_px"] == 17.0 and motion["pairs"] == 20 * 8
-    assert motion["pairs_over"] > 0.01 * motion["pairs"] and motion["max_px"] > 17
+    limit = sw_mro.config.LARGE_NOSE_MOTION_PX
+    assert motion["over_px"] == limit == 13.0 and motion["pairs"] == 20 * 8
+    assert motion["pairs_over"] > 0.01 * motion["pairs"] and motion["max_px"] > limit
     assert f"hint: {short_clip}" in said.err and "--align-from-landmarks" in said.err
     assert "hint" not in said.out and f"wrote {out / 'short.npy'}" in said.out
     # 64 px: the same motion is a quarter as many crop pixels, within reach.
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0
     assert "hint" not in capsys.readouterr().err
     small = json.loads((out / "short.json").read_text())["nose_motion"]
-    assert small["pairs"] == 20 * 2 and small["pairs_over"] == 0 and 0 < small["max_px"] < 17
+    assert small["pairs"] == 20 * 2 and small["pairs_over"] == 0 and 0 < small["max_px"] < limit
     # A lower limit makes 64 px fire too, but not with the option on.
     monkeypatch.setattr(sw_mro.config, "LARGE_NOSE_MOTION_PX", 0.1)
     assert main(["extract", str(short_clip), "--out-dir", str(out), *ARGS, "--overwrite"]) == 0

@@ -727,6 +727,43 @@ def test_large_head_translation_cancelled_from_the_landmarks(
     assert stats["mean"] < SWMRO_TOL["ref_mean"] and stats["max"] < SWMRO_TOL["ref_max"], stats
 
 
+@pytest.mark.parametrize("beyond", [False, True])
+def test_the_default_alignment_reaches_the_limit(face: np.ndarray, beyond: bool) -> None:
+    """``LARGE_NOSE_MOTION_PX``, where the large-motion hint starts, lies within the
+    default alignment's reach in every direction: the face moved rigidly by that much
+    (px at 256, 8 directions) leaves <= 1 px in every ROI (measured <= 0.73). Found in
+    review: the 64 px nose patch lost an upward move from 14 px (22 px left) while the
+    limit was 17. One direction (up) lost at the limit + 2 px shows that the limit is
+    near the edge, not far inside it."""
+    from sw_mro.config import LARGE_NOSE_MOTION_PX
+    from sw_mro.pipeline import face_boxes, window_features
+
+    gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    cfg = SWMROConfig(window=3, face_size=256)
+    found = make_landmarker("dlib").detect(face)
+    box = face_boxes(found, cfg)[0]
+    points = found.points[0].astype(np.float64)
+    pts = frame_to_crop(torch.from_numpy(points)[None], torch.from_numpy(box)[None], 256)[0]
+    px = 256 / (box[2] - box[0])  # crop px per frame px
+    d = LARGE_NOSE_MOTION_PX + (2.0 if beyond else 0.0)
+    angles = (270,) if beyond else range(0, 360, 45)
+    clips = []
+    for a in angles:
+        m = np.float32([[1, 0, d * math.cos(math.radians(a)) / px],
+                        [0, 1, d * math.sin(math.radians(a)) / px]])  # fmt: skip
+        moved = cv2.warpAffine(gray, m, gray.shape[::-1], flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        frames = torch.from_numpy(np.stack([gray, moved, moved]))
+        boxes = torch.from_numpy(box)[None, None].expand(3, 1, 4).contiguous()
+        clips.append(crop_resize(frames, boxes, 256)[:, 0])
+    out = window_features(torch.stack(clips), pts[None].float().expand(len(clips), 68, 2), cfg)
+    left = out[:, 1].norm(dim=-1).amax(dim=1)  # the moved frame's largest ROI feature
+    if beyond:
+        assert float(left.min()) > 10  # measured 22.3 px
+    else:
+        assert float(left.max()) <= 1.0, left
+
+
 def test_nose_motion_is_the_nose_landmarks_motion_in_the_clip_crop(face: np.ndarray) -> None:
     """``FeatureChunk.nose_motion[i, k]``: how far the mean nose landmark of clip i's
     frame k lies from its first frame's, both in the first frame's crop (px at face
@@ -1423,7 +1460,7 @@ def test_nose_motion_reads_back_from_its_summary() -> None:
 
     m = NoseMotion(face_size=64)  # jumps beyond 32 px
     motion = np.zeros((10, 5), np.float32)
-    motion[2, 1:3] = 20.0  # 2 of 40 pairs over 17 px: 5 %
+    motion[2, 1:3] = 20.0  # 2 of 40 pairs over 13 px: 5 %
     motion[6, 4] = 40.0  # a jump at frame 6 - 2 + 4 = 8
     m.add(motion)
     back = NoseMotion.from_summary(json.loads(json.dumps(m.summary())))

@@ -1661,7 +1661,7 @@ def test_train_align_from_landmarks_reaches_sw_mro(
 def test_dataset_features_name_the_videos_whose_heads_move_too_far(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    """Videos where over 1 % of the frame pairs moved the nose beyond 17 px are named
+    """Videos where over 1 % of the frame pairs moved the nose beyond its reach are named
     once, after extraction, with the advice to use --align-from-landmarks (not when it
     is on); the others are not. So are videos with no face in over 10 % of their
     frames, and videos whose face spans under 64 grey levels, at the median or in two or
@@ -1927,7 +1927,8 @@ def test_spot_checks_its_outputs_first_and_reads_bad_models_cleanly(
     monkeypatch.setattr(F, "video_features", shaky)
     assert main([*spot, "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {video}: the nose landmarks moved more than 17 px" in err
+    limit = sw_mro.config.LARGE_NOSE_MOTION_PX
+    assert f"warning: {video}: the nose landmarks moved more than {limit:g} px" in err
     assert "in 100.0 % of the frame pairs" in err and "--align-from-landmarks" in err
     assert "no face" not in err
 

@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also start each pair's nose alignment from its nose landmarks' motion where "
         "that exceeds 8 px at 256 (the better nose match wins): for hand-held cameras and "
-        "heads that move more than ~17 px within a window, which the default (SPEC: from "
+        "heads that move more than ~13 px within a window, which the default (SPEC: from "
         "0) loses (synthetic 24-40 px head moves: spotting F1 0.20 without, 0.65 with)",
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute complete outputs")
