@@ -2125,6 +2125,48 @@ def test_ctrl_c_while_landmark_workers_start(carphone_copy: Path, tmp_path: Path
     assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
 
 
+def test_devices_run_that_ignores_ctrl_c_keeps_its_workers(
+    carphone_copy: Path, short_clip: Path, tmp_path: Path
+) -> None:
+    """A background job of a script starts with SIGINT ignored, so that a Ctrl-C in the
+    terminal does not stop it. Found in review: `--devices` workers handled SIGINT all
+    the same (the parent stopped them with it), so that Ctrl-C stopped them and failed
+    their inputs ("stopped by SIGINT", exit 1) while the parent went on. They keep it
+    ignored now (the parent stops them with SIGTERM): the run finishes as if untouched."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), str(short_clip)]
+    cmd += ["--out-dir", str(out), "--window", "5", "--face-size", "64", "--quiet"]
+    cmd += ["--devices", "cpu,cpu"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` in a script
+    )
+    deadline = time.monotonic() + 120
+    # The workers are at work once the first input's lock is taken.
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(p.name.endswith(".lock") for p in out.iterdir()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: to the whole group
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "stopped by" not in err and "FAILED" not in err, err
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".npy") == [
+        "carphone.npy",
+        "short.npy",
+    ]
+
+
 def _gap_folder(clip: Path, folder: Path) -> Path:
     """``clip``'s first 12 frames as img1..img6, img8..img13: a gap in the numbering."""
     import cv2

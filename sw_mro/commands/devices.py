@@ -125,7 +125,7 @@ def _stop_name() -> str:
 def _interrupt_once(*signums: int) -> None:
     """The first of these signals raises KeyboardInterrupt (the input's cleanup runs:
     temp and lock files go); later ones are ignored, so that a Ctrl-C to the whole
-    group and the parent's own SIGINT to this worker do not cut that cleanup short."""
+    group and the parent's own SIGTERM to this worker do not cut that cleanup short."""
 
     def handler(signum: int, frame: object) -> None:
         _stopped_by.append(signum)
@@ -136,11 +136,12 @@ def _interrupt_once(*signums: int) -> None:
             signal.signal(s, _ignore)
         raise KeyboardInterrupt
 
-    hup = getattr(signal, "SIGHUP", None)
     for s in signums:
-        # nohup's SIGHUP stays ignored; SIGINT is set even where it was ignored (a
-        # background job of a script): the parent stops a worker with it.
-        if s != hup or signal.getsignal(s) is not signal.SIG_IGN:
+        # An ignored SIGINT or SIGHUP stays ignored, as in the parent (nohup; a
+        # background job of a script, which a Ctrl-C in the terminal must not stop:
+        # found in review, it stopped the workers and failed their inputs while the
+        # parent went on). SIGTERM is always set: the parent stops a worker with it.
+        if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, handler)
 
 
@@ -363,13 +364,14 @@ def run_on_devices(
     except BaseException:
         # Ctrl-C to the group, or a signal to this process alone (found in review: the
         # workers went on with their inputs for 10 s each, then were killed without
-        # cleaning up): each worker is interrupted (a second SIGINT is ignored there)
-        # and given 10 s in all to remove its temp files, then killed.
+        # cleaning up): each worker is stopped with SIGTERM (which it always handles; a
+        # second stop is ignored there) and given 10 s in all to remove its temp files,
+        # then killed.
         for slot in slots:
             send(slot, None)  # an idle worker ends at once
             with contextlib.suppress(OSError):
                 if slot.process.is_alive():
-                    os.kill(slot.process.pid, signal.SIGINT)
+                    os.kill(slot.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for slot in slots:
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
