@@ -194,9 +194,10 @@ def input_signature(path: Path) -> dict[str, Any] | None:
     """What identifies an input's content cheaply: a file's size, or a frame folder's
     file count and total size, and ``sample_sha1``, a SHA-1 of samples of the content
     (a file's first, middle and last :data:`SIGNATURE_BLOCK` bytes; a folder's file names
-    and sizes and :data:`SIGNATURE_FRAMES` of its frames), so that frames rewritten at
-    the same size (BMP, raw TIFF) are not taken for the old ones. No modification times:
-    a copied data set keeps its outputs. None when it cannot be read."""
+    and sizes and :data:`SIGNATURE_FRAMES` of its frames), so that sampled frames
+    rewritten at the same size (BMP, raw TIFF) are not taken for the old ones; other
+    frames rewritten at the same size are (docs/sw_mro.md). No modification times: a
+    copied data set keeps its outputs. None when it cannot be read."""
     from sw_mro.io.video import list_frame_files
 
     digest = hashlib.sha1()
