@@ -105,10 +105,13 @@ def load_dataset(
                     f"{r}: no annotations.csv in this folder; it holds {len(others)} .csv "
                     f"file(s) ({listed}): pass one as --root (or --annotations)"
                 )
-            hint = (
-                "run `spotformer make-synthetic --out DIR` first" if dataset == "synthetic" else ""
+            hint = (  # not for a path given with --annotations (found in review)
+                "run `spotformer make-synthetic --out DIR` first"
+                if dataset == "synthetic" and not annotations
+                else ""
             )
-            raise DatasetError(f"{path}: no annotation CSV" + (f"; {hint}" if hint else ""))
+            what = "--annotations: no such file" if annotations else "no annotation CSV"
+            raise DatasetError(f"{path}: {what}" + (f"; {hint}" if hint else ""))
         table = A.load_csv(path)
     elif dataset == "casme2":
         x = (

@@ -1436,6 +1436,26 @@ def test_csv_root_folder_without_annotations_csv_names_the_csv_it_holds(tmp_path
         F.load_dataset("csv", tmp_path)
 
 
+def test_a_missing_annotations_file_is_named_as_given(tmp_path: Path) -> None:
+    """Found in review: `--annotations nope.csv` with the synthetic data set said "no
+    annotation CSV; run `spotformer make-synthetic --out DIR` first", though the user
+    had named a file. A missing --annotations file is said to be one; the synthetic
+    folder without its CSV keeps the hint."""
+    import spotformer.features as F
+
+    nope = tmp_path / "nope.csv"
+    for dataset in ("synthetic", "csv"):
+        with pytest.raises(F.DatasetError) as err:
+            F.load_dataset(dataset, tmp_path, nope)
+        assert str(err.value) == f"{nope}: --annotations: no such file"
+    with pytest.raises(F.DatasetError) as err:
+        F.load_dataset("synthetic", tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'annotations.csv'}: no annotation CSV; run `spotformer make-synthetic "
+        "--out DIR` first"
+    )
+
+
 def test_csv_without_paths_says_where_the_videos_go(tmp_path: Path) -> None:
     """A CSV without a path column: its videos cannot be found, and the error says to
     give them there (found in review: it said to check --root, which is the CSV)."""
