@@ -835,6 +835,10 @@ def _window_features(
     return out
 
 
+#: The reasons the C++ Farneback is unavailable that :func:`flow_backend` has warned of.
+_NATIVE_WARNED: set[str] = set()
+
+
 def flow_backend(config: SWMROConfig, device: torch.device) -> str:
     """The concrete Farneback backend: ``"auto"`` means, on CPU, the C++ solver
     (``"native"``) when it builds here and OpenCV otherwise; on CUDA the library's choice
@@ -854,8 +858,11 @@ def flow_backend(config: SWMROConfig, device: torch.device) -> str:
         if _farneback_native.available():
             return "native"
         why = " ".join((_farneback_native.unavailable_reason() or "").split())  # one line
-        if not why.startswith(("no C++ compiler", "turned off")):  # a compiler that failed
+        # a compiler that failed; once per reason (found in review: 3 times per input)
+        if not why.startswith(("no C++ compiler", "turned off")) and why not in _NATIVE_WARNED:
             import warnings
+
+            _NATIVE_WARNED.add(why)
 
             warnings.warn(  # found in review: silent, and the features change a little
                 f"sw_mro: the C++ Farneback could not be built or loaded ({why}); OpenCV's "

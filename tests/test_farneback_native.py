@@ -367,6 +367,9 @@ def test_broken_compiler_reports_its_message(
 
     with pytest.warns(RuntimeWarning, match="C.. Farneback could not be built or loaded .*out of licences"):
         assert flow_backend(SWMROConfig(), torch.device("cpu")) == "opencv"
+    with warnings.catch_warnings():  # once per reason (found in review: 3 times an input)
+        warnings.simplefilter("error")
+        assert flow_backend(SWMROConfig(), torch.device("cpu")) == "opencv"
     for quiet in ("no C++ compiler found", "turned off by SW_MRO_NATIVE=0"):
         monkeypatch.setattr(nat, "_reason", quiet)
         with warnings.catch_warnings():
