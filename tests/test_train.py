@@ -814,6 +814,11 @@ def test_spot_finds_the_ground_truth_id(tmp_path: Path) -> None:
     # A prefix counts only where a token ends: not inside a number or a word.
     clip12 = _tiny_video(tmp_path / "clip12.mp4")
     assert ground_truth_id(clip12, {"clip1", "clip10"}) is None
+    # Nor where a word goes on with a number (found in review: clip2 was scored as clip).
+    assert ground_truth_id(clip12, {"clip"}) is None
+    astro40 = _tiny_video(tmp_path / "astro40.mp4")
+    assert ground_truth_id(astro40, {"astro", "astro4"}) is None
+    assert ground_truth_id(_tiny_video(tmp_path / "astro-40.mp4"), {"astro"}) == "astro"
     april = _tiny_video(tmp_path / "april_session.mp4")
     assert ground_truth_id(april, {"a", "b"}) is None
     assert ground_truth_id(april, {"april", "apr"}) == "april"  # "apr|il" is inside a word

@@ -91,13 +91,16 @@ def _sw_config(info: dict, device: str):  # noqa: ANN202 - SWMROConfig
 
 
 def _ends_a_word(name: str, k: int) -> bool:
-    """Whether ``name[:k]`` ends where a token does: at the end, or where a number meets
-    a letter or punctuation (``15_0101|disgust``), not inside a number (``clip1|2``) or
-    a word (``a|pril``)."""
+    """Whether ``name[:k]`` ends where a token does: at the end, at punctuation, or where
+    a number meets a letter (``15_0101|disgust``); not inside a number (``clip1|2``) or a
+    word (``a|pril``), nor where a word goes on with a number (``clip|2``: found in
+    review, ``clip2.mp4`` was scored as ``clip``, and ``astro40`` as ``astro``)."""
     if k >= len(name):
         return True
     a, b = name[k - 1], name[k]
-    return not ((a.isdigit() and b.isdigit()) or (a.isalpha() and b.isalpha()))
+    if not (a.isalnum() and b.isalnum()):
+        return True
+    return a.isdigit() and not b.isdigit()
 
 
 def casme2_layout_id(video: Path) -> str | None:
