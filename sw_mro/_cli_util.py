@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import logging
 import os
@@ -337,6 +338,7 @@ def dispatch(
     options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]  # not after --
     parser.dashed = [a for a in options if _dashed_path(parser, a)]
     parser.abbreviated = _abbreviated(parser, options)
+    parser.unknown = _unknown(parser, options)
     args = parser.parse_args(argv[1:])
     try:
         with terminate_as_interrupt(exiting=True), cli_warnings():
@@ -363,8 +365,17 @@ class _Parser(argparse.ArgumentParser):
 
     dashed: list[str] = []
     abbreviated: dict[str, str] = {}
+    unknown: list[str] = []
 
     def error(self, message: str) -> NoReturn:
+        # argparse names a missing required option before an unknown one (found in
+        # review: `--outdir` said only "the following arguments are required: --out-dir").
+        if message.startswith("the following arguments are required") and self.unknown:
+            for typed in self.unknown:
+                close = difflib.get_close_matches(typed, self._option_string_actions, n=1)
+                message += f"\nhint: {self.prog} has no {typed} option" + (
+                    f"; did you mean {close[0]}?" if close else ""
+                )
         if self.dashed:
             names = ", ".join(self.dashed)
             taken = "is taken as an option" if len(self.dashed) == 1 else "are taken as options"
@@ -392,6 +403,21 @@ def _abbreviated(parser: argparse.ArgumentParser, options: list[str]) -> dict[st
         matches = [o for o in known if o.startswith(typed)]
         if len(matches) == 1:
             out[typed] = matches[0]
+    return out
+
+
+def _unknown(parser: argparse.ArgumentParser, options: list[str]) -> list[str]:
+    """The ``--options`` in ``options`` that are neither ``parser``'s nor a prefix of one."""
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    out = []
+    for arg in options:
+        typed = arg.split("=", 1)[0]
+        if (
+            typed.startswith("--")
+            and len(typed) > 2
+            and not any(o.startswith(typed) for o in known)
+        ):
+            out.append(typed)
     return out
 
 

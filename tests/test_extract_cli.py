@@ -1388,6 +1388,33 @@ def test_an_abbreviated_option_is_named_in_the_error(capsys: pytest.CaptureFixtu
     assert "hint:" not in capsys.readouterr().err
 
 
+def test_a_misspelled_required_option_is_named_in_the_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """argparse reports a missing required option before an unknown one: `--outdir` said
+    only "the following arguments are required: --out-dir" (found in review). The
+    unknown option is named, with the nearest real one."""
+    from spotformer.cli import main as spotformer_main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "x.mp4", "--outdir", "o"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: --out-dir" in err
+    assert "hint: sw-mro extract has no --outdir option; did you mean --out-dir?" in err
+    with pytest.raises(SystemExit):
+        spotformer_main(["train", "--datset", "synthetic", "--root", "r", "--out", "o"])
+    err = capsys.readouterr().err
+    assert "hint: spotformer train has no --datset option; did you mean --dataset?" in err
+    with pytest.raises(SystemExit):  # nothing close: no guess
+        main(["extract", "x.mp4", "--zzzzzz"])
+    err = capsys.readouterr().err
+    assert "hint: sw-mro extract has no --zzzzzz option\n" in err + "\n" and "mean" not in err
+    with pytest.raises(SystemExit):  # a prefix of a real option is no unknown one
+        main(["extract", "x.mp4", "--over"])
+    assert "has no --over option" not in capsys.readouterr().err
+
+
 def test_non_utf8_names_are_printed_where_stdout_is_strict(tmp_path: Path) -> None:
     """A file name that is not UTF-8 (its bytes kept as surrogates) printed on a strict
     UTF-8 stdout (en_US.UTF-8's; PYTHONIOENCODING here) stopped the run with a
