@@ -804,6 +804,11 @@ def _probe(path: Path) -> _Probe:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise CorruptVideoError(f"{path}: {_NO_VIDEO_STREAM}")
+            if container.format.name == "tty":  # found in review: decord's log lines, then
+                raise CorruptVideoError(  # "the file may be truncated or damaged"
+                    f"{path}: cannot decode the video (a text file: FFmpeg would show it "
+                    "as ANSI art)"
+                )
             stream = container.streams.best("video") or container.streams.video[0]
             fmt, codec, index = container.format.name, stream.codec_context.name, stream.index
             nal_size = _avcc_length_size(stream) if codec == "h264" else 0
