@@ -372,9 +372,10 @@ class _Parser(argparse.ArgumentParser):
         # review: `--outdir` said only "the following arguments are required: --out-dir").
         if message.startswith("the following arguments are required") and self.unknown:
             for typed in self.unknown:
-                close = difflib.get_close_matches(typed, self._option_string_actions, n=1)
+                names = [o[2:] for o in self._option_string_actions if o.startswith("--")]
+                close = difflib.get_close_matches(typed[2:], names, n=1)  # not by "--"
                 message += f"\nhint: {self.prog} has no {typed} option" + (
-                    f"; did you mean {close[0]}?" if close else ""
+                    f"; did you mean --{close[0]}?" if close else ""
                 )
         if self.dashed:
             names = ", ".join(self.dashed)

@@ -1362,10 +1362,14 @@ def test_file_named_like_an_option_gets_a_hint(
     err = capsys.readouterr().err
     assert "hint: -clip.mp4 is taken as an option; write it as ./-clip.mp4 or after --" in err
     assert main(["extract", "--out-dir", "o", *ARGS, "--", "-clip.mp4"]) == 0
-    for argv in (["--bogus"], ["--window", "x", "--", "-clip.mp4"]):  # given after --
-        with pytest.raises(SystemExit):
-            main(["extract", "--out-dir", "o", *argv])
-        assert "hint:" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # not a file: no hint of one (but of the option)
+        main(["extract", "--out-dir", "o", "--bogus"])
+    err = capsys.readouterr().err
+    assert "taken as an option" not in err
+    assert "hint: sw-mro extract has no --bogus option\n" in err  # nothing close to it
+    with pytest.raises(SystemExit):  # given after --
+        main(["extract", "--out-dir", "o", "--window", "x", "--", "-clip.mp4"])
+    assert "hint:" not in capsys.readouterr().err
 
 
 def test_an_abbreviated_option_is_named_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
