@@ -253,6 +253,35 @@ def test_kernel_logic_matches_cv2_on_cpu(cupy_engine_on_cpu, gaussian: bool, sol
         assert_parity(names[i], flows[j], cv2_flow(prevs[i], nexts[i], SPEC, gaussian))
 
 
+def test_kernel_buffers_are_float32_under_a_float64_default(cupy_engine_on_cpu) -> None:
+    """Found in review: the CuPy engine allocated its buffers in torch's default dtype,
+    so a caller's ``torch.set_default_dtype(torch.float64)`` had the float* kernels write
+    float32 bits into float64 buffers (max |flow| 1.3e308, no error). The buffers are
+    float32 now, and ``as_cupy`` refuses any other float dtype."""
+    from sw_mro.cuda._interop import as_cupy
+
+    frames = _partial_tile_frames(2)
+    params = FarnebackParams(*SPEC)
+
+    def flows() -> torch.Tensor:
+        expansions = cupy_engine_on_cpu.expand_frames(frames, params)
+        return cupy_engine_on_cpu.solve_pairs(
+            expansions, torch.arange(2), torch.arange(2) + 2, params, solver="box"
+        )
+
+    want = flows()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = flows()
+    finally:
+        torch.set_default_dtype(before)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="float32 or int64"):
+        as_cupy(torch.zeros(3, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
 def test_tiled_iteration_equals_split_kernels_on_cpu(
     cupy_engine_on_cpu, monkeypatch: pytest.MonkeyPatch, gaussian: bool

@@ -20,6 +20,9 @@ def as_cupy(t: torch.Tensor) -> Any:
     """A CuPy array viewing the memory of a contiguous CUDA tensor (no copy)."""
     import cupy
 
+    if t.dtype not in (torch.float32, torch.int64):  # what the kernels take (float*,
+        # long long*): a float64 buffer was written as float32 bits (found in review)
+        raise TypeError(f"as_cupy needs a float32 or int64 tensor; got {t.dtype}")
     if t.device.type != "cuda":
         raise ValueError(f"as_cupy needs a CUDA tensor; got one on {t.device}")
     if not t.is_contiguous():

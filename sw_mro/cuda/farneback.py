@@ -153,8 +153,10 @@ def expand_frames(frames: torch.Tensor, params: FarnebackParams) -> list[torch.T
     for level in plan_levels(height, width, params):
         img = pyramid_level(frames, level).contiguous()
         h, w = level.height, level.width
-        v = torch.empty(n_frames, 3, h, w, device=dev)
-        r = torch.empty(n_frames, 5, h, w, device=dev)
+        # float32 whatever torch's default dtype (the kernels take float*; found in
+        # review: under set_default_dtype(float64) they wrote into float64 buffers)
+        v = torch.empty(n_frames, 3, h, w, device=dev, dtype=torch.float32)
+        r = torch.empty(n_frames, 5, h, w, device=dev, dtype=torch.float32)
         with torch_stream(dev):
             kg, kxg, kxxg = (as_cupy(t) for t in taps)
             count = n_frames * h * w
@@ -208,7 +210,7 @@ def solve_pairs(
         h, w = level.height, level.width
         flow = level_start_flow(flow, level, params, init_flow, pairs, dev).contiguous()
         r = expansions[level.k].contiguous()
-        m = torch.empty(pairs, 5, h, w, device=dev)
+        m = torch.empty(pairs, 5, h, w, device=dev, dtype=torch.float32)
         mv = torch.empty_like(m)
         with torch_stream(dev):
             c_r, c_ref, c_tgt = as_cupy(r), as_cupy(ref), as_cupy(tgt)

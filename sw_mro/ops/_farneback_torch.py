@@ -257,7 +257,7 @@ def level_start_flow(
     if flow is None:
         if init_flow is not None:
             return resize_area(init_flow, h, w) * level.scale
-        return torch.zeros(pairs, 2, h, w, device=device)
+        return torch.zeros(pairs, 2, h, w, device=device, dtype=torch.float32)
     flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
     return flow.mul_(1.0 / params.pyr_scale)
 

@@ -199,7 +199,7 @@ def farneback_pairs(
     if max_batch is not None and (not _is_int(max_batch) or max_batch < 1):  # not True
         raise ValueError(f"max_batch must be a positive int or None; got {max_batch!r}")
     if ref.numel() == 0:
-        return torch.zeros(0, 2, height, width, device=f.device)
+        return torch.zeros(0, 2, height, width, device=f.device, dtype=torch.float32)
     if name == "opencv":
         return _opencv_pairs(f, ref, tgt, params, init)
     if name == "numba":
@@ -215,7 +215,7 @@ def farneback_pairs(
     batch = int(max_batch) if max_batch else _auto_batch(height, width, f.device, name, workers)
     batch = min(batch, -(-pairs // workers))  # at least one batch per worker
     expansions = _shared_expansions(f.float(), params, engine, workers)
-    out = torch.empty(pairs, 2, height, width, device=f.device)
+    out = torch.empty(pairs, 2, height, width, device=f.device, dtype=torch.float32)
 
     def solve(sl: slice) -> None:
         out[sl] = engine.solve_pairs(
