@@ -20,6 +20,12 @@ from sw_mro.cli import main
 from sw_mro.pipeline import flow_backend
 
 ARGS = ["--window", "3", "--face-size", "64", "--quiet"]
+#: ``sw-mro`` as a command of its own (a process of this Python, this checkout).
+SW_MRO = [
+    sys.executable,
+    "-c",
+    "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))",
+]
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +369,6 @@ def test_a_full_disk_fails_each_input_with_the_reason(
     file is left behind. 12 kB: 3 pages, one for the lock file (it names its process),
     one for the header; the 14.4 kB of features do not fit. 4 kB: the header does not."""
     import subprocess
-    import sys
 
     from mounts import private_tmpfs
 
@@ -373,8 +378,7 @@ def test_a_full_disk_fails_each_input_with_the_reason(
     if prefix is None:
         pytest.skip("needs `unshare -m` and mount (root) for a private small file system")
     other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(short_clip), str(other)]
+    cmd = [*SW_MRO, "extract", str(short_clip), str(other)]
     cmd += ["--out-dir", str(small / "out"), "--window", "9", "--face-size", "64", "--quiet"]
     script = f'{" ".join(map(shlex.quote, cmd))}; echo "rc=$?"; ls -a {small / "out"}'
     proc = subprocess.run(
@@ -399,7 +403,6 @@ def test_complete_outputs_in_a_read_only_folder_are_still_skipped(
     (found in review: only a hidden temp file, as the cleanup's own EROFS replaced the
     error)."""
     import subprocess
-    import sys
 
     from mounts import private_tmpfs
 
@@ -408,11 +411,10 @@ def test_complete_outputs_in_a_read_only_folder_are_still_skipped(
     prefix = private_tmpfs(str(out), "4m")
     if prefix is None:
         pytest.skip("needs `unshare -m` and mount (root) for a private file system")
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
     other = Path(shutil.copy(short_clip, tmp_path / "other.mp4"))
 
     def command(*inputs: Path) -> str:
-        argv = [sys.executable, "-c", cli, "extract", *map(str, inputs), "--out-dir", str(out)]
+        argv = [*SW_MRO, "extract", *map(str, inputs), "--out-dir", str(out)]
         return shlex.join([*argv, *ARGS])
 
     run, both = command(short_clip), command(short_clip, other)
@@ -460,12 +462,10 @@ def test_a_pipe_among_the_inputs_fails_alone(short_clip: Path, tmp_path: Path) -
     writer for good, in the input's signature and in the decoder's open)."""
     import os
     import subprocess
-    import sys
 
     pipe = tmp_path / "pipe.mp4"
     os.mkfifo(pipe)
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(pipe), str(short_clip)]
+    cmd = [*SW_MRO, "extract", str(pipe), str(short_clip)]
     proc = subprocess.run(
         [*cmd, "--out-dir", str(tmp_path / "out"), *ARGS],
         capture_output=True,
@@ -712,8 +712,7 @@ def test_a_closed_stdout_does_not_fail_the_inputs(
     second = tmp_path / "second.mp4"
     shutil.copy(short_clip, second)
     out = tmp_path / "out"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(short_clip), str(second)]
+    cmd = [*SW_MRO, "extract", str(short_clip), str(second)]
     cmd += ["--out-dir", str(out), *ARGS, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before the first line
@@ -1069,16 +1068,14 @@ def test_devices_on_one_gpu_equal_one_process(
     """``--devices cuda,cuda``: two worker processes share the GPU (each with its own
     landmark pool and CUDA context) and write what one ``--gpu`` process writes."""
     import subprocess
-    import sys
 
     from tolerances import SWMRO_TOL
 
     args = ["--window", "5", "--face-size", "128", "--quiet"]
     inputs = [str(short_clip), str(carphone_copy)]
     assert main(["extract", *inputs, "--out-dir", str(tmp_path / "one"), "--gpu", *args]) == 0
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
-        [sys.executable, "-c", cli, "extract", *inputs, "--out-dir", str(tmp_path / "two"),
+        [*SW_MRO, "extract", *inputs, "--out-dir", str(tmp_path / "two"),
          "--devices", "cuda,cuda", *args],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -1696,13 +1693,11 @@ def test_devices_with_landmark_worker_pools_end(
     """Device workers with their own landmark worker pools (the CUDA default) finish:
     a worker's exit used to wait for its pool's idle processes for ever."""
     import subprocess
-    import sys
 
     out, ref = tmp_path / "multi", tmp_path / "one"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
     args = ["--devices", "cpu,cpu", "--landmark-workers", "2", *ARGS]
     proc = subprocess.run(
-        [sys.executable, "-c", cli, "extract", str(short_clip), str(carphone_copy),
+        [*SW_MRO, "extract", str(short_clip), str(carphone_copy),
          "--out-dir", str(out), *args],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -1816,8 +1811,7 @@ def test_sigterm_cleans_up_like_ctrl_c(carphone_copy: Path, tmp_path: Path, extr
     import time
 
     out = tmp_path / "out"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), "--out-dir", str(out)]
+    cmd = [*SW_MRO, "extract", str(carphone_copy), "--out-dir", str(out)]
     cmd += ["--window", "9", "--face-size", "64", *extra]
     shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     group = "-group" in how
@@ -1969,8 +1963,7 @@ def test_a_stop_while_numpy_is_first_imported_stops_the_run(
     env = {**os.environ, "SW_MRO_TEST_STOP_AT_NUMPY": where}
     env["PYTHONPATH"] = os.pathsep.join([str(hook), *filter(None, [env.get("PYTHONPATH")])])
     out = tmp_path / "out"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), "--out-dir", str(out)]
+    cmd = [*SW_MRO, "extract", str(carphone_copy), "--out-dir", str(out)]
     cmd += ["--window", "5", "--face-size", "64", "--quiet"]
     if where == "worker":
         cmd += ["--devices", "cpu,cpu"]  # one device alone runs in this process
@@ -2129,8 +2122,7 @@ def test_ctrl_c_while_landmark_workers_start(carphone_copy: Path, tmp_path: Path
     import time
 
     out = tmp_path / "out"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), "--out-dir", str(out)]
+    cmd = [*SW_MRO, "extract", str(carphone_copy), "--out-dir", str(out)]
     cmd += ["--window", "9", "--face-size", "64", "--landmark-workers", "2"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -2169,8 +2161,7 @@ def test_devices_run_that_ignores_ctrl_c_keeps_its_workers(
     import time
 
     out = tmp_path / "out"
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", cli, "extract", str(carphone_copy), str(short_clip)]
+    cmd = [*SW_MRO, "extract", str(carphone_copy), str(short_clip)]
     cmd += ["--out-dir", str(out), "--window", "5", "--face-size", "64", "--quiet"]
     cmd += ["--devices", "cpu,cpu"]
     proc = subprocess.Popen(
@@ -2310,7 +2301,6 @@ def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:
     OpenCV TIFF: ... can not handle images with 32-bit samples" before the failure that
     says it (a command sets OPENCV_LOG_LEVEL=ERROR unless the user set a level)."""
     import subprocess
-    import sys
 
     import cv2
 
@@ -2318,8 +2308,7 @@ def test_opencv_s_own_warning_lines_are_left_out(tmp_path: Path) -> None:
     folder.mkdir()
     for k in range(4):
         assert cv2.imwrite(str(folder / f"img{k + 1}.tif"), np.full((32, 32, 3), 0.5, np.float32))
-    cli = "import sys; from sw_mro.cli import main; sys.exit(main(sys.argv[1:]))"
-    argv = [sys.executable, "-c", cli, "extract", str(folder), "--out-dir", str(tmp_path / "o")]
+    argv = [*SW_MRO, "extract", str(folder), "--out-dir", str(tmp_path / "o")]
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1 and "a float32 image" in proc.stderr, proc.stderr
