@@ -105,13 +105,10 @@ def load_dataset(
                     f"{r}: no annotations.csv in this folder; it holds {len(others)} .csv "
                     f"file(s) ({listed}): pass one as --root (or --annotations)"
                 )
-            hint = (  # not for a path given with --annotations (found in review)
-                "run `spotformer make-synthetic --out DIR` first"
-                if dataset == "synthetic" and not annotations
-                else ""
-            )
-            what = "--annotations: no such file" if annotations else "no annotation CSV"
-            raise DatasetError(f"{path}: {what}" + (f"; {hint}" if hint else ""))
+            if annotations:  # found in review: it said to run make-synthetic
+                raise DatasetError(f"{path}: --annotations: no such file")
+            hint = "; run `spotformer make-synthetic --out DIR` first"
+            raise DatasetError(f"{path}: no annotation CSV{hint if dataset == 'synthetic' else ''}")
         table = A.load_csv(path)
     elif dataset == "casme2":
         x = (

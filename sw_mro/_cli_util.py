@@ -371,8 +371,8 @@ class _Parser(argparse.ArgumentParser):
         # argparse names a missing required option before an unknown one (found in
         # review: `--outdir` said only "the following arguments are required: --out-dir").
         if message.startswith("the following arguments are required") and self.unknown:
+            names = [o[2:] for o in self._option_string_actions if o.startswith("--")]
             for typed in self.unknown:
-                names = [o[2:] for o in self._option_string_actions if o.startswith("--")]
                 close = difflib.get_close_matches(typed[2:], names, n=1)  # not by "--"
                 message += f"\nhint: {self.prog} has no {typed} option" + (
                     f"; did you mean --{close[0]}?" if close else ""
@@ -393,33 +393,26 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _abbreviated(parser: argparse.ArgumentParser, options: list[str]) -> dict[str, str]:
-    """The options in ``options`` given as a prefix of one of ``parser``'s, with it."""
+def _not_spelled_out(
+    parser: argparse.ArgumentParser, options: list[str]
+) -> Iterator[tuple[str, list[str]]]:
+    """Each ``--option`` in ``options`` that is not one of ``parser``'s by its full name,
+    with the options whose names it starts."""
     known = [o for o in parser._option_string_actions if o.startswith("--")]
-    out = {}
     for arg in options:
         typed = arg.split("=", 1)[0]
-        if not typed.startswith("--") or typed in known or len(typed) < 3:
-            continue
-        matches = [o for o in known if o.startswith(typed)]
-        if len(matches) == 1:
-            out[typed] = matches[0]
-    return out
+        if typed.startswith("--") and len(typed) > 2 and typed not in known:
+            yield typed, [o for o in known if o.startswith(typed)]
+
+
+def _abbreviated(parser: argparse.ArgumentParser, options: list[str]) -> dict[str, str]:
+    """The options in ``options`` given as a prefix of one of ``parser``'s, with it."""
+    return {t: m[0] for t, m in _not_spelled_out(parser, options) if len(m) == 1}
 
 
 def _unknown(parser: argparse.ArgumentParser, options: list[str]) -> list[str]:
     """The ``--options`` in ``options`` that are neither ``parser``'s nor a prefix of one."""
-    known = [o for o in parser._option_string_actions if o.startswith("--")]
-    out = []
-    for arg in options:
-        typed = arg.split("=", 1)[0]
-        if (
-            typed.startswith("--")
-            and len(typed) > 2
-            and not any(o.startswith(typed) for o in known)
-        ):
-            out.append(typed)
-    return out
+    return [t for t, m in _not_spelled_out(parser, options) if not m]
 
 
 def _dashed_path(parser: argparse.ArgumentParser, arg: str) -> bool:
